@@ -1,0 +1,128 @@
+//! Audiences: named, documented rules over the current snapshot, each with its recipient rule.
+//!
+//! The rule is a SQL condition on the `users` row aliased `u`; the same condition plans a message
+//! and, just before sending, checks that the user still qualifies. There is one place to change.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Who a campaign is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Audience {
+    /// Registration started and not completed.
+    RegistrationIncomplete,
+    /// Enabled, with a changed private email address awaiting validation.
+    EmailUnvalidated,
+    /// Enabled, with a personal-code regeneration started and not completed.
+    CodeRegenerationPending,
+    /// Enabled and not registered with an `@istruzione.it` mailbox: cannot recover credentials
+    /// during the maintenance.
+    CredentialRecoveryAdvice,
+    /// Every enabled user (the maintenance notice, the general reopening notice).
+    EnabledUsers,
+}
+
+impl Audience {
+    pub const ALL: [Audience; 5] = [
+        Audience::RegistrationIncomplete,
+        Audience::EmailUnvalidated,
+        Audience::CodeRegenerationPending,
+        Audience::CredentialRecoveryAdvice,
+        Audience::EnabledUsers,
+    ];
+
+    /// The four audiences that get a reminder before the deadline.
+    pub const REMINDERS: [Audience; 4] = [
+        Audience::RegistrationIncomplete,
+        Audience::EmailUnvalidated,
+        Audience::CodeRegenerationPending,
+        Audience::CredentialRecoveryAdvice,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Audience::RegistrationIncomplete => "registration_incomplete",
+            Audience::EmailUnvalidated => "email_unvalidated",
+            Audience::CodeRegenerationPending => "code_regeneration_pending",
+            Audience::CredentialRecoveryAdvice => "credential_recovery_advice",
+            Audience::EnabledUsers => "enabled_users",
+        }
+    }
+
+    /// One line for `--help`, `explain` and the README.
+    pub fn description(self) -> &'static str {
+        match self {
+            Audience::RegistrationIncomplete => "registration started and not completed",
+            Audience::EmailUnvalidated => {
+                "enabled, a changed private email address not yet validated"
+            }
+            Audience::CodeRegenerationPending => {
+                "enabled, personal-code regeneration started and not completed"
+            }
+            Audience::CredentialRecoveryAdvice => {
+                "enabled, not registered with an @istruzione.it mailbox"
+            }
+            Audience::EnabledUsers => "every enabled user",
+        }
+    }
+
+    /// The condition on `users u` (users gone from the snapshot never qualify).
+    pub fn condition(self) -> &'static str {
+        match self {
+            Audience::RegistrationIncomplete => "u.present = 1 AND u.registration = 'started'",
+            Audience::EmailUnvalidated => {
+                "u.present = 1 AND u.enabled = 1 AND u.pending_email IS NOT NULL"
+            }
+            Audience::CodeRegenerationPending => {
+                "u.present = 1 AND u.enabled = 1 AND u.code_regeneration = 'started'"
+            }
+            Audience::CredentialRecoveryAdvice => {
+                "u.present = 1 AND u.enabled = 1 AND u.registered_institutional = 0"
+            }
+            Audience::EnabledUsers => "u.present = 1 AND u.enabled = 1",
+        }
+    }
+
+    /// The column of `users u` holding the recipient. Always the address on record: for
+    /// `email_unvalidated` the new address is not proven to be the user's yet, so the reminder
+    /// goes to the address the user already validated (and mentions the new one).
+    pub fn recipient_column(self) -> &'static str {
+        "u.email"
+    }
+
+    /// Why a planned message is not sent when the user left the audience.
+    pub fn left_reason(self) -> &'static str {
+        match self {
+            Audience::RegistrationIncomplete => {
+                "registration completed (or user gone) before sending"
+            }
+            Audience::EmailUnvalidated => "private email validated (or user gone) before sending",
+            Audience::CodeRegenerationPending => {
+                "code regeneration completed (or user gone) before sending"
+            }
+            Audience::CredentialRecoveryAdvice => "user no longer in the audience before sending",
+            Audience::EnabledUsers => "user no longer enabled (or gone) before sending",
+        }
+    }
+}
+
+impl fmt::Display for Audience {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An audience name that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown audience `{0}` (known: registration_incomplete, email_unvalidated, code_regeneration_pending, credential_recovery_advice, enabled_users)")]
+pub struct UnknownAudience(pub String);
+
+impl FromStr for Audience {
+    type Err = UnknownAudience;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Audience::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| UnknownAudience(s.to_string()))
+    }
+}

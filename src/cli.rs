@@ -1,0 +1,93 @@
+//! The command line (clap). Each subcommand's `--help` carries an example.
+//! New commands are added here and dispatched in [`crate::commands`].
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+/// avvisi: Italian email reminders for the Istanze OnLine maintenance.
+#[derive(Debug, Parser)]
+#[command(name = "avvisi", version, about, long_about = None)]
+pub struct Cli {
+    /// Extra TOML file layered over config/default.toml (AVVISI__SECTION__KEY variables win over both).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q: warnings only, -qq: errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the embedded database migrations (every command also does it first).
+    #[command(
+        after_help = "Example:\n  avvisi migrate\n  AVVISI__DATABASE__URL=postgres://postgres@127.0.0.1/avvisi avvisi migrate"
+    )]
+    Migrate,
+
+    /// Load data into the database.
+    #[command(subcommand)]
+    Import(ImportCommand),
+
+    /// Plan what is due and deliver it.
+    #[command(
+        after_help = "Example:\n  avvisi run --once --import examples/users.csv --now 2026-11-23T10:00:00+01:00\n\nExit status: 0 when everything due was handled, 3 when the relay was unreachable\n(the rest stays queued for the next run)."
+    )]
+    Run(RunArgs),
+
+    /// Counts per campaign and message state, and the oldest pending message.
+    #[command(after_help = "Example:\n  avvisi status")]
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Load the portal's user snapshot (CSV, comma or semicolon separated, UTF-8).
+    #[command(
+        after_help = "Columns (header row required, any order): user_id, fiscal_code, first_name, last_name,\n\
+        email, institutional_email, registration (started|completed), enabled (true|false),\n\
+        pending_email, code_regeneration (none|started), province (optional), updated_at (optional, RFC 3339).\n\n\
+        Example:\n  avvisi import users examples/users.csv --dry-run\n  avvisi import users snapshot.csv --skip-invalid"
+    )]
+    Users(ImportUsersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportUsersArgs {
+    /// The snapshot file.
+    pub file: PathBuf,
+    /// Import the valid rows and write the invalid ones to a reject file (FILE.rejects.csv).
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Where to write rejected rows (with --skip-invalid).
+    #[arg(long, value_name = "FILE", requires = "skip_invalid")]
+    pub reject_file: Option<PathBuf>,
+    /// Check everything and report, without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The file is a delta: users missing from it are not marked as gone.
+    #[arg(long)]
+    pub partial: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Plan and deliver what is due now, then exit (the daemon is `avvisi daemon`).
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// The current instant, RFC 3339 (default: the real clock). Used for planning and sending.
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub now: Option<DateTime<Utc>>,
+    /// Import this snapshot first (same as `avvisi import users FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub import: Option<PathBuf>,
+}

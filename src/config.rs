@@ -1,0 +1,521 @@
+//! Settings: `config/default.toml`, then `--config FILE`, then `AVVISI__SECTION__KEY` variables.
+//!
+//! The raw layers are deserialized into plain structs, then [`Settings::load`] checks every value
+//! that has a meaning beyond its type (time zone, local times, URLs, addresses) so that a bad value
+//! stops the program before it touches the database, with the key, the value and what was expected.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The built-in copy of `config/default.toml`, used when the file is not in the working directory.
+const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A configuration problem, reported before anything else happens.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}` has value {value:?}: expected {expected}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("configuration key `{key}`: cannot read {path}: {source}")]
+    File {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(
+    key: &'static str,
+    value: impl Into<String>,
+    expected: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.into(),
+        expected: expected.into(),
+    }
+}
+
+/// Everything the program reads from configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub delivery: DeliverySettings,
+    pub smtp: SmtpSettings,
+    pub mail: MailSettings,
+    pub portal_url: String,
+    pub calendar: CalendarSettings,
+    pub templates_dir: PathBuf,
+    pub import: ImportSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://...`.
+    pub url: String,
+    /// Pool size for PostgreSQL; SQLite always uses a single connection.
+    pub max_connections: u32,
+}
+
+/// Where rendered emails go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    File,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliverySettings {
+    pub transport: TransportKind,
+    /// Folder of the `.eml` files for the file transport.
+    pub dir: PathBuf,
+    pub batch_size: u32,
+    pub concurrency: u32,
+    pub max_attempts: u32,
+    pub retry_base_seconds: u64,
+    pub retry_max_seconds: u64,
+    pub lease_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub url: String,
+    pub username: Option<String>,
+    /// From `smtp.password` or the file named by `smtp.password_file`; never printed.
+    pub password: Option<SecretString>,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub from: lettre::message::Mailbox,
+    pub reply_to: Option<lettre::message::Mailbox>,
+    pub organisation: String,
+    pub service_name: String,
+}
+
+/// The campaign calendar, already converted to UTC instants.
+#[derive(Debug, Clone)]
+pub struct CalendarSettings {
+    pub timezone: Tz,
+    pub campaign_start: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub maintenance_start: DateTime<Utc>,
+    pub reminder_days_before: Vec<u32>,
+    pub reminder_time: NaiveTime,
+    pub sending_hours_start: NaiveTime,
+    pub sending_hours_end: NaiveTime,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportSettings {
+    pub max_gone_percent: u32,
+}
+
+/// The layers as written, before checking.
+#[derive(Deserialize)]
+struct Raw {
+    database: DatabaseSettings,
+    delivery: DeliverySettings,
+    smtp: RawSmtp,
+    mail: RawMail,
+    portal: RawPortal,
+    calendar: RawCalendar,
+    templates: RawTemplates,
+    import: ImportSettings,
+}
+
+#[derive(Deserialize)]
+struct RawSmtp {
+    url: String,
+    username: String,
+    password: SecretString,
+    password_file: String,
+    timeout_seconds: u64,
+}
+
+#[derive(Deserialize)]
+struct RawMail {
+    from: String,
+    reply_to: String,
+    organisation: String,
+    service_name: String,
+}
+
+#[derive(Deserialize)]
+struct RawPortal {
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct RawCalendar {
+    timezone: String,
+    campaign_start: String,
+    deadline: String,
+    maintenance_start: String,
+    reminder_days_before: Vec<u32>,
+    reminder_time: String,
+    sending_hours_start: String,
+    sending_hours_end: String,
+}
+
+#[derive(Deserialize)]
+struct RawTemplates {
+    dir: PathBuf,
+}
+
+impl Settings {
+    /// Loads the layers (defaults, optional file, environment) and checks them.
+    pub fn load(extra_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(extra_file, std::env::vars())
+    }
+
+    /// Same as [`Settings::load`] with the environment given explicitly (tests use this).
+    pub fn load_with_env(
+        extra_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let defaults = Path::new("config/default.toml");
+        let mut builder = if defaults.is_file() {
+            config::Config::builder().add_source(config::File::from(defaults))
+        } else {
+            config::Config::builder().add_source(config::File::from_str(
+                EMBEDDED_DEFAULTS,
+                config::FileFormat::Toml,
+            ))
+        };
+        if let Some(file) = extra_file {
+            if !file.is_file() {
+                return Err(invalid(
+                    "--config",
+                    file.display().to_string(),
+                    "an existing TOML file",
+                ));
+            }
+            builder = builder.add_source(config::File::from(file));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("AVVISI__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("AVVISI")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("calendar.reminder_days_before")
+                .source(Some(env)),
+        );
+        let raw: Raw = builder.build()?.try_deserialize()?;
+        Self::check(raw)
+    }
+
+    fn check(raw: Raw) -> Result<Settings, ConfigError> {
+        let url = raw.database.url.trim();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                crate::db::redact_url(url),
+                "sqlite://PATH or postgres://USER@HOST:PORT/DB",
+            ));
+        }
+        if raw.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "0", "at least 1"));
+        }
+        let d = &raw.delivery;
+        for (key, value) in [
+            ("delivery.batch_size", d.batch_size),
+            ("delivery.concurrency", d.concurrency),
+            ("delivery.max_attempts", d.max_attempts),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "0", "at least 1"));
+            }
+        }
+        if d.retry_base_seconds == 0 || d.retry_max_seconds < d.retry_base_seconds {
+            return Err(invalid(
+                "delivery.retry_max_seconds",
+                d.retry_max_seconds.to_string(),
+                format!(
+                    "at least delivery.retry_base_seconds ({}), which must be positive",
+                    d.retry_base_seconds
+                ),
+            ));
+        }
+        if d.lease_seconds < 10 {
+            return Err(invalid(
+                "delivery.lease_seconds",
+                d.lease_seconds.to_string(),
+                "at least 10 seconds",
+            ));
+        }
+
+        let smtp = check_smtp(raw.smtp)?;
+        let mail = MailSettings {
+            from: parse_mailbox("mail.from", &raw.mail.from)?,
+            reply_to: match raw.mail.reply_to.trim() {
+                "" => None,
+                s => Some(parse_mailbox("mail.reply_to", s)?),
+            },
+            organisation: raw.mail.organisation,
+            service_name: raw.mail.service_name,
+        };
+        let portal_url = raw.portal.url.trim().to_string();
+        if !(portal_url.starts_with("https://") || portal_url.starts_with("http://"))
+            || portal_url.contains(char::is_whitespace)
+        {
+            return Err(invalid("portal.url", portal_url, "an http(s):// URL"));
+        }
+        let calendar = check_calendar(raw.calendar)?;
+        if raw.import.max_gone_percent > 100 {
+            return Err(invalid(
+                "import.max_gone_percent",
+                raw.import.max_gone_percent.to_string(),
+                "a percentage from 0 to 100",
+            ));
+        }
+        Ok(Settings {
+            database: raw.database,
+            delivery: raw.delivery,
+            smtp,
+            mail,
+            portal_url,
+            calendar,
+            templates_dir: raw.templates.dir,
+            import: raw.import,
+        })
+    }
+}
+
+fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
+    let url = raw.url.trim().to_string();
+    if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+        return Err(invalid(
+            "smtp.url",
+            crate::db::redact_url(&url),
+            "smtp://HOST:PORT or smtps://HOST:PORT",
+        ));
+    }
+    let password = if !raw.password_file.trim().is_empty() {
+        let path = PathBuf::from(raw.password_file.trim());
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+            key: "smtp.password_file",
+            path: path.clone(),
+            source,
+        })?;
+        Some(SecretString::from(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        ))
+    } else if !raw.password.expose_secret().is_empty() {
+        Some(raw.password)
+    } else {
+        None
+    };
+    let username = Some(raw.username.trim().to_string()).filter(|u| !u.is_empty());
+    if password.is_some() && username.is_none() {
+        return Err(invalid(
+            "smtp.username",
+            "",
+            "a user name, since a password is configured",
+        ));
+    }
+    if raw.timeout_seconds == 0 {
+        return Err(invalid("smtp.timeout_seconds", "0", "at least 1"));
+    }
+    Ok(SmtpSettings {
+        url,
+        username,
+        password,
+        timeout_seconds: raw.timeout_seconds,
+    })
+}
+
+fn parse_mailbox(key: &'static str, value: &str) -> Result<lettre::message::Mailbox, ConfigError> {
+    value.trim().parse().map_err(|e| {
+        invalid(
+            key,
+            value,
+            format!("an address like \"Name <user@example.it>\" ({e})"),
+        )
+    })
+}
+
+fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, ConfigError> {
+    let timezone: Tz = raw.timezone.trim().parse().map_err(|_| {
+        invalid(
+            "calendar.timezone",
+            &raw.timezone,
+            "an IANA time zone name such as Europe/Rome",
+        )
+    })?;
+    let campaign_start = local_instant("calendar.campaign_start", &raw.campaign_start, timezone)?;
+    let deadline = local_instant("calendar.deadline", &raw.deadline, timezone)?;
+    let maintenance_start = local_instant(
+        "calendar.maintenance_start",
+        &raw.maintenance_start,
+        timezone,
+    )?;
+    if deadline <= campaign_start {
+        return Err(invalid(
+            "calendar.deadline",
+            raw.deadline,
+            "a time after calendar.campaign_start",
+        ));
+    }
+    if maintenance_start < deadline {
+        return Err(invalid(
+            "calendar.maintenance_start",
+            raw.maintenance_start,
+            "a time at or after calendar.deadline",
+        ));
+    }
+    let mut days = raw.reminder_days_before;
+    if days.iter().any(|d| *d > 60) {
+        return Err(invalid(
+            "calendar.reminder_days_before",
+            format!("{days:?}"),
+            "days from 0 to 60",
+        ));
+    }
+    days.sort_unstable_by(|a, b| b.cmp(a));
+    days.dedup();
+    let start = local_time("calendar.sending_hours_start", &raw.sending_hours_start)?;
+    let end = local_time("calendar.sending_hours_end", &raw.sending_hours_end)?;
+    if end <= start {
+        return Err(invalid(
+            "calendar.sending_hours_end",
+            raw.sending_hours_end,
+            format!("a time after calendar.sending_hours_start ({start})"),
+        ));
+    }
+    Ok(CalendarSettings {
+        timezone,
+        campaign_start,
+        deadline,
+        maintenance_start,
+        reminder_days_before: days,
+        reminder_time: local_time("calendar.reminder_time", &raw.reminder_time)?,
+        sending_hours_start: start,
+        sending_hours_end: end,
+    })
+}
+
+fn local_time(key: &'static str, value: &str) -> Result<NaiveTime, ConfigError> {
+    NaiveTime::parse_from_str(value.trim(), "%H:%M")
+        .or_else(|_| NaiveTime::parse_from_str(value.trim(), "%H:%M:%S"))
+        .map_err(|_| invalid(key, value, "a local time HH:MM such as 09:00"))
+}
+
+/// A local date-time in `tz` (or an RFC 3339 instant with its own offset) as UTC. Times that do
+/// not exist or exist twice because of a daylight-saving change are refused, not guessed.
+fn local_instant(key: &'static str, value: &str, tz: Tz) -> Result<DateTime<Utc>, ConfigError> {
+    let value = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S")
+        .or_else(|_| NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M"))
+        .map_err(|_| {
+            invalid(
+                key,
+                value,
+                format!("a local time YYYY-MM-DDTHH:MM:SS in {tz}, e.g. 2026-11-30T23:59:59"),
+            )
+        })?;
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        _ => Err(invalid(
+            key,
+            value,
+            format!("a time that exists exactly once in {tz} (this one falls in a daylight-saving change)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_with_env(
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_the_2026_calendar() {
+        let s = load(&[]).unwrap();
+        assert_eq!(
+            s.calendar.deadline.to_rfc3339(),
+            "2026-11-30T22:59:59+00:00"
+        );
+        assert_eq!(
+            s.calendar.maintenance_start.to_rfc3339(),
+            "2026-11-30T23:00:00+00:00"
+        );
+        assert_eq!(s.delivery.transport, TransportKind::File);
+        assert_eq!(s.calendar.reminder_days_before, vec![7, 3, 1]);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let s = load(&[
+            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+            ("AVVISI__SMTP__URL", "smtp://127.0.0.1:2526"),
+            ("AVVISI__CALENDAR__REMINDER_DAYS_BEFORE", "5,2"),
+        ])
+        .unwrap();
+        assert_eq!(s.delivery.transport, TransportKind::Smtp);
+        assert_eq!(s.smtp.url, "smtp://127.0.0.1:2526");
+        assert_eq!(s.calendar.reminder_days_before, vec![5, 2]);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_expectation() {
+        let err = load(&[("AVVISI__CALENDAR__TIMEZONE", "Europe/Roma")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("calendar.timezone") && msg.contains("Europe/Roma"),
+            "{msg}"
+        );
+        let err = load(&[("AVVISI__CALENDAR__DEADLINE", "30/11/2026")]).unwrap_err();
+        assert!(err.to_string().contains("calendar.deadline"), "{err}");
+        let err = load(&[("AVVISI__MAIL__FROM", "not an address")]).unwrap_err();
+        assert!(err.to_string().contains("mail.from"), "{err}");
+        let err = load(&[("AVVISI__DELIVERY__TRANSPORT", "pigeon")]).unwrap_err();
+        assert!(err.to_string().contains("transport"), "{err}");
+    }
+
+    #[test]
+    fn nonexistent_local_time_is_refused() {
+        // 2027-03-28 02:30 does not exist in Rome (clocks jump from 02:00 to 03:00).
+        let err = load(&[("AVVISI__CALENDAR__CAMPAIGN_START", "2027-03-28T02:30:00")]).unwrap_err();
+        assert!(err.to_string().contains("daylight-saving"), "{err}");
+    }
+
+    #[test]
+    fn password_is_never_printed() {
+        let s = load(&[
+            ("AVVISI__SMTP__USERNAME", "avvisi"),
+            ("AVVISI__SMTP__PASSWORD", "s3cret-pw"),
+        ])
+        .unwrap();
+        assert!(!format!("{s:?}").contains("s3cret-pw"));
+        assert_eq!(s.smtp.password.unwrap().expose_secret(), "s3cret-pw");
+    }
+}

@@ -1,0 +1,30 @@
+//! avvisi: finds Istanze OnLine users with a pending procedure and sends each one a templated
+//! Italian reminder before the maintenance deadline, then the reopening notices.
+//!
+//! How the pieces fit, in the order data flows:
+//! - [`config`]: layered settings, checked up front; [`clock`]: the injectable time source.
+//! - [`db`]: SQLite or PostgreSQL behind one handle, with embedded migrations.
+//! - [`snapshot`] reads and validates the portal's CSV; [`import`] loads it, all or nothing.
+//! - [`audience`]: who qualifies for what, as SQL conditions; [`campaign`]: audiences paired with
+//!   templates, and the reminder steps of the calendar.
+//! - [`planner`] inserts the due rows into the outbox; [`outbox`] is the rows' state machine.
+//! - [`worker`] claims rows, renders them with [`templates`], builds the email with [`message`]
+//!   and hands it to a [`transport`] (files or SMTP).
+//! - [`cli`] and [`commands`]: the command line on top of all this.
+
+pub mod audience;
+pub mod campaign;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod import;
+pub mod message;
+pub mod outbox;
+pub mod planner;
+pub mod snapshot;
+pub mod telemetry;
+pub mod templates;
+pub mod transport;
+pub mod worker;

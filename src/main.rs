@@ -1,0 +1,29 @@
+//! The `avvisi` binary: parse the command line, set up logging, load configuration, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use avvisi::cli::Cli;
+use avvisi::clock::Clock;
+use avvisi::config::Settings;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    avvisi::telemetry::init(cli.verbose as i8 - cli.quiet as i8);
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match avvisi::commands::run(cli.command, settings, Clock::system()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Turning a rendered message into an RFC 5322 email (lettre builds and encodes it).
+//!
+//! `multipart/alternative` (text, then HTML), `Subject` encoded per RFC 2047 when it has accents,
+//! a `Message-ID` fixed when the row was planned (a retry reuses it), `Auto-Submitted`,
+//! `Content-Language: it`, and `X-Avvisi-Campaign: CAMPAIGN/STEP` to trace any email back.
+
+use std::time::SystemTime;
+
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::Message;
+
+use crate::config::MailSettings;
+use crate::templates::Rendered;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("recipient address is not valid: {0}")]
+    Recipient(String),
+    #[error("cannot build the email: {0}")]
+    Build(#[from] lettre::error::Error),
+}
+
+/// What identifies one email besides its content.
+pub struct Envelope<'a> {
+    pub to_address: &'a str,
+    pub to_name: &'a str,
+    pub message_id: &'a str,
+    pub campaign: &'a str,
+    pub step: &'a str,
+    pub date: SystemTime,
+}
+
+/// Builds the email. User data only reaches headers through lettre's encoders, after being
+/// folded to one line, so it cannot add a header.
+pub fn build(
+    mail: &MailSettings,
+    env: &Envelope<'_>,
+    content: &Rendered,
+) -> Result<Message, MessageError> {
+    let address = env
+        .to_address
+        .parse()
+        .map_err(|_| MessageError::Recipient(env.to_address.to_string()))?;
+    let name = env.to_name.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut builder = Message::builder()
+        .from(mail.from.clone())
+        .to(Mailbox::new(Some(name).filter(|n| !n.is_empty()), address))
+        .subject(content.subject.clone())
+        .date(env.date)
+        .message_id(Some(env.message_id.to_string()))
+        .header(AutoSubmitted)
+        .header(ContentLanguage)
+        .header(AvvisiCampaign(format!("{}/{}", env.campaign, env.step)));
+    if let Some(reply_to) = &mail.reply_to {
+        builder = builder.reply_to(reply_to.clone());
+    }
+    Ok(builder.multipart(MultiPart::alternative_plain_html(
+        content.text.clone(),
+        content.html.clone(),
+    ))?)
+}
+
+/// The domain for Message-IDs: the sender's.
+pub fn message_id_domain(mail: &MailSettings) -> String {
+    mail.from.email.domain().to_string()
+}
+
+macro_rules! fixed_header {
+    ($type:ident, $name:literal, $value:literal) => {
+        #[derive(Clone)]
+        struct $type;
+        impl Header for $type {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($name)
+            }
+            fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok($type)
+            }
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), $value.to_string())
+            }
+        }
+    };
+}
+
+fixed_header!(AutoSubmitted, "Auto-Submitted", "auto-generated");
+fixed_header!(ContentLanguage, "Content-Language", "it");
+
+#[derive(Clone)]
+struct AvvisiCampaign(String);
+
+impl Header for AvvisiCampaign {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Avvisi-Campaign")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AvvisiCampaign(s.to_string()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}

@@ -1,0 +1,315 @@
+//! The outbox: one row per email and its state machine.
+//!
+//! ```text
+//! pending --claim--> sending --> sent
+//!    ^                  |------> pending (transient failure: retry later, or handed back)
+//!    |                  |------> failed  (permanent failure, or too many attempts)
+//!    |                  |------> skipped (user no longer qualifies at send time)
+//!    +---- lease expired (the daemon holding it died)
+//! pending --deadline--> expired;  pending --later step--> skipped
+//! ```
+//! Every change is one statement guarded by the row's current claim, so repeating it is safe and
+//! a daemon that lost its lease cannot overwrite what another daemon did.
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::audience::Audience;
+use crate::db::{Backend, Db};
+
+/// A claimed row with what is needed to render and send it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub campaign: String,
+    pub step: String,
+    pub template: String,
+    pub message_id: String,
+    pub attempts: i64,
+    pub expires_at: Option<i64>,
+    pub user_id: String,
+    pub recipient: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub institutional_email: Option<String>,
+    pub pending_email: Option<String>,
+    pub province: Option<String>,
+}
+
+/// How a claimed row ends this round.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Sent {
+        recipient: String,
+        template_digest: String,
+    },
+    /// Back to pending, to be tried again at `at`.
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+        code: Option<u16>,
+    },
+    Failed {
+        error: String,
+        code: Option<u16>,
+    },
+    Expired {
+        reason: String,
+    },
+    /// Not attempted (shutdown, relay down): back to pending as it was, attempt not counted.
+    HandedBack {
+        at: DateTime<Utc>,
+    },
+}
+
+/// Claims up to `limit` due rows of running campaigns for `token` until `lease_until`, skips the
+/// ones whose user no longer qualifies, and returns the rest with the skips per campaign.
+pub async fn claim(
+    db: &Db,
+    token: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> Result<(Vec<Claimed>, Vec<(String, u64)>), sqlx::Error> {
+    let lock = match db.backend() {
+        Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = $2, \
+            attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT o.id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+            WHERE c.state = 'running' \
+              AND ((o.state = 'pending' AND o.next_attempt_at <= $3) \
+                   OR (o.state = 'sending' AND o.lease_until < $3)) \
+              AND (o.expires_at IS NULL OR o.expires_at > $3) \
+            ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})"
+    );
+    let claimed = sqlx::query(&sql)
+        .bind(token)
+        .bind(lease_until.timestamp())
+        .bind(now.timestamp())
+        .bind(i64::from(limit))
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    if claimed == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+
+    // The user must still qualify now, by the same rule that planned the row.
+    let campaigns = sqlx::query(
+        "SELECT DISTINCT c.id, c.audience, c.filter_province, c.name FROM outbox o \
+         JOIN campaigns c ON c.id = o.campaign_id WHERE o.claim_token = $1",
+    )
+    .bind(token)
+    .fetch_all(db.pool())
+    .await?;
+    let mut skipped = Vec::new();
+    for row in campaigns {
+        let audience: Audience = row
+            .get::<String, _>(1)
+            .parse()
+            .map_err(|e: crate::audience::UnknownAudience| sqlx::Error::Decode(e.into()))?;
+        let province: Option<String> = row.get(2);
+        let sql = format!(
+            "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \
+                updated_at = $4 \
+             WHERE claim_token = $1 AND campaign_id = $2 AND NOT EXISTS \
+                (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {}{})",
+            audience.condition(),
+            if province.is_some() { " AND u.province = $5" } else { " AND $5 IS NULL" },
+        );
+        let n = sqlx::query(&sql)
+            .bind(token)
+            .bind(row.get::<i64, _>(0))
+            .bind(audience.left_reason())
+            .bind(now.timestamp())
+            .bind(province)
+            .execute(db.pool())
+            .await?
+            .rows_affected();
+        if n > 0 {
+            skipped.push((row.get::<String, _>(3), n));
+        }
+    }
+
+    let rows = sqlx::query(
+        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, \
+            u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, u.pending_email, \
+            u.province \
+         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id JOIN users u ON u.user_id = o.user_id \
+         WHERE o.claim_token = $1 ORDER BY o.id",
+    )
+    .bind(token)
+    .fetch_all(db.pool())
+    .await?;
+    let claimed = rows
+        .iter()
+        .map(claimed_from_row)
+        .collect::<Result<_, _>>()?;
+    Ok((claimed, skipped))
+}
+
+fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
+    Ok(Claimed {
+        id: r.try_get(0)?,
+        campaign: r.try_get(1)?,
+        step: r.try_get(2)?,
+        template: r.try_get(3)?,
+        message_id: r.try_get(4)?,
+        attempts: r.try_get(5)?,
+        expires_at: r.try_get(6)?,
+        user_id: r.try_get(7)?,
+        recipient: r.try_get(8)?,
+        first_name: r.try_get(9)?,
+        last_name: r.try_get(10)?,
+        institutional_email: r.try_get(11)?,
+        pending_email: r.try_get(12)?,
+        province: r.try_get(13)?,
+    })
+}
+
+/// Records the outcomes of a claimed batch in one transaction. Returns how many rows were still
+/// held by `token` (a row whose lease expired and was claimed by another daemon is left alone).
+pub async fn record(
+    db: &Db,
+    token: &str,
+    now: DateTime<Utc>,
+    outcomes: &[(i64, Outcome)],
+) -> Result<u64, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    let mut held = 0;
+    let now = now.timestamp();
+    for (id, outcome) in outcomes {
+        let q = match outcome {
+            Outcome::Sent {
+                recipient,
+                template_digest,
+            } => sqlx::query(
+                "UPDATE outbox SET state = 'sent', sent_at = $3, updated_at = $3, recipient = $4, \
+                    template_digest = $5, reason = NULL, smtp_code = NULL, claim_token = NULL, \
+                    lease_until = NULL WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(*id)
+            .bind(token)
+            .bind(now)
+            .bind(recipient.clone())
+            .bind(template_digest.clone()),
+            Outcome::Retry { at, error, code } => sqlx::query(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = $4, reason = $5, smtp_code = $6, \
+                    updated_at = $3, claim_token = NULL, lease_until = NULL \
+                 WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(*id)
+            .bind(token)
+            .bind(now)
+            .bind(at.timestamp())
+            .bind(error.clone())
+            .bind(code.map(i64::from)),
+            Outcome::Failed { error, code } => sqlx::query(
+                "UPDATE outbox SET state = 'failed', reason = $4, smtp_code = $5, updated_at = $3, \
+                    claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(*id)
+            .bind(token)
+            .bind(now)
+            .bind(error.clone())
+            .bind(code.map(i64::from)),
+            Outcome::Expired { reason } => sqlx::query(
+                "UPDATE outbox SET state = 'expired', reason = $4, updated_at = $3, \
+                    claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(*id)
+            .bind(token)
+            .bind(now)
+            .bind(reason.clone()),
+            Outcome::HandedBack { at } => sqlx::query(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = $4, attempts = attempts - 1, \
+                    updated_at = $3, claim_token = NULL, lease_until = NULL \
+                 WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(*id)
+            .bind(token)
+            .bind(now)
+            .bind(at.timestamp()),
+        };
+        held += q.execute(&mut *tx).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(held)
+}
+
+/// Pending rows whose deadline has passed become `expired`. Idempotent.
+pub async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET state = 'expired', updated_at = $1, \
+            reason = 'deadline passed before it could be sent' || CASE WHEN reason IS NULL THEN '' ELSE ' (last error: ' || reason || ')' END, \
+            claim_token = NULL, lease_until = NULL \
+         WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+           AND (state = 'pending' OR (state = 'sending' AND lease_until < $1))",
+    )
+    .bind(now.timestamp())
+    .execute(db.pool())
+    .await?
+    .rows_affected())
+}
+
+/// Row counts per campaign and state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CampaignCounts {
+    pub campaign: String,
+    pub state: String,
+    pub pending: u64,
+    pub sending: u64,
+    pub sent: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub expired: u64,
+}
+
+/// Counts per campaign (every campaign, even one with no rows yet), from the outbox itself.
+pub async fn counts(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.name, c.state, o.state, COUNT(o.id) FROM campaigns c \
+         LEFT JOIN outbox o ON o.campaign_id = c.id GROUP BY c.id, c.name, c.state, o.state ORDER BY c.id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut out: Vec<CampaignCounts> = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        if out.last().is_none_or(|c| c.campaign != name) {
+            out.push(CampaignCounts {
+                campaign: name,
+                state: r.get(1),
+                ..Default::default()
+            });
+        }
+        let entry = out.last_mut().expect("pushed above");
+        let n = r.get::<i64, _>(3) as u64;
+        match r.get::<Option<String>, _>(2).as_deref() {
+            Some("pending") => entry.pending = n,
+            Some("sending") => entry.sending = n,
+            Some("sent") => entry.sent = n,
+            Some("skipped") => entry.skipped = n,
+            Some("failed") => entry.failed = n,
+            Some("expired") => entry.expired = n,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The oldest pending row: its campaign, step and when it was planned.
+pub async fn oldest_pending(db: &Db) -> Result<Option<(String, String, i64, i64)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT c.name, o.step, o.created_at, o.next_attempt_at FROM outbox o \
+         JOIN campaigns c ON c.id = o.campaign_id WHERE o.state = 'pending' \
+         ORDER BY o.created_at, o.id LIMIT 1",
+    )
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
+}

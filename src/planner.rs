@@ -1,0 +1,135 @@
+//! Planning: turning "what is due now" into outbox rows, with set-based SQL.
+//!
+//! One `INSERT ... SELECT` per due campaign step, guarded by the unique key (campaign, user,
+//! step): planning twice adds nothing. For reminders only the latest due step is planned, and
+//! it supersedes the older steps still pending, so nobody gets two reminders of the same thing
+//! at once; a user who already got a message of the campaign today gets no other that day.
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::campaign::{self, latest_due_step, Campaign};
+use crate::config::Settings;
+use crate::db::Db;
+use crate::outbox;
+
+/// Rows planned for one campaign step in one planning pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub campaign: String,
+    pub step: String,
+    pub rows: u64,
+}
+
+/// Plans everything due at `now`. `template_digest` is the live template version.
+pub async fn plan_due(
+    db: &Db,
+    settings: &Settings,
+    template_digest: &str,
+    message_id_domain: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Planned>, sqlx::Error> {
+    let cal = &settings.calendar;
+    campaign::sync_reminders(db, cal, now).await?;
+    outbox::expire_overdue(db, now).await?;
+
+    let mut planned = Vec::new();
+    for c in campaign::list(db).await? {
+        if c.state != "running" || c.expires_at.is_some_and(|e| now >= e) {
+            continue;
+        }
+        let step = match c.kind.as_str() {
+            "reminder" => match latest_due_step(cal, now) {
+                Some(step) => step.name,
+                None => continue,
+            },
+            _ if c.send_at.is_none_or(|at| at <= now) => "main".to_string(),
+            _ => continue,
+        };
+        let rows = plan_step(
+            db,
+            &c,
+            &step,
+            template_digest,
+            message_id_domain,
+            now,
+            cal.timezone,
+        )
+        .await?;
+        if rows > 0 {
+            tracing::info!(campaign = %c.name, step = %step, rows, "planned");
+        }
+        planned.push(Planned {
+            campaign: c.name,
+            step,
+            rows,
+        });
+    }
+    Ok(planned)
+}
+
+async fn plan_step(
+    db: &Db,
+    c: &Campaign,
+    step: &str,
+    digest: &str,
+    domain: &str,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    // The step being planned is the latest due: older steps still pending are out of date.
+    sqlx::query(
+        "UPDATE outbox SET state = 'skipped', reason = $3, updated_at = $4 \
+         WHERE campaign_id = $1 AND step <> $2 AND state = 'pending'",
+    )
+    .bind(c.id)
+    .bind(step)
+    .bind(format!("superseded by the later step {step}"))
+    .bind(now.timestamp())
+    .execute(&mut *tx)
+    .await?;
+
+    let local_midnight = tz
+        .from_local_datetime(
+            &now.with_timezone(&tz)
+                .date_naive()
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight"),
+        )
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now);
+    let province = if c.filter_province.is_some() {
+        " AND u.province = $9"
+    } else {
+        " AND $9 IS NULL"
+    };
+    let sql = format!(
+        "INSERT INTO outbox (campaign_id, user_id, step, recipient, template, template_digest, state, \
+            attempts, next_attempt_at, expires_at, message_id, created_at, updated_at) \
+         SELECT $1, u.user_id, $2, {recipient}, $3, $4, 'pending', 0, $5, $6, \
+            '<' || $7 || '.' || $2 || '.' || u.user_id || '@' || $8 || '>', $5, $5 \
+         FROM users u \
+         WHERE {condition}{province} \
+           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.campaign_id = $1 AND o.user_id = u.user_id \
+               AND (o.step = $2 OR (o.state IN ('sent', 'sending') AND o.updated_at >= $10))) \
+         ON CONFLICT (campaign_id, user_id, step) DO NOTHING",
+        recipient = c.audience.recipient_column(),
+        condition = c.audience.condition(),
+    );
+    let result = sqlx::query(&sql)
+        .bind(c.id)
+        .bind(step)
+        .bind(&c.template)
+        .bind(digest)
+        .bind(now.timestamp())
+        .bind(c.expires_at.map(|t| t.timestamp()))
+        .bind(&c.uid)
+        .bind(domain)
+        .bind(c.filter_province.clone())
+        .bind(local_midnight.timestamp())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(result.rows_affected())
+}

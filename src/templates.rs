@@ -1,0 +1,367 @@
+//! Templates: the Tera files under `templates.dir`, loaded as one versioned set.
+//!
+//! A message NAME is the folder `NAME/` with `subject.txt`, `body.txt` and `body.html`; shared
+//! layouts live in `layout/`. The set's digest (SHA-256 of every file's path and bytes) is the
+//! version recorded on each outbox row. HTML files are autoescaped; text files are not, and the
+//! subject is always folded to one line, so user data can neither inject markup nor a header.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Datelike, FixedOffset, Timelike};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tera::{Tera, Value};
+
+/// The three parts of every message.
+pub const PARTS: [&str; 3] = ["subject.txt", "body.txt", "body.html"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read the templates folder {}: {source}", dir.display())]
+    Read {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("message `{name}` has no {part} in {}", dir.display())]
+    MissingPart {
+        name: String,
+        part: &'static str,
+        dir: PathBuf,
+    },
+    #[error("{file}: {message}")]
+    Render { file: String, message: String },
+}
+
+/// A loaded, compiled set of templates and its version.
+pub struct TemplateSet {
+    tera: Tera,
+    dir: PathBuf,
+    digest: String,
+}
+
+/// A rendered message, ready to become an email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// One line, whitespace folded.
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The recipient as templates see it (strings, never null; empty when absent).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub first_name: String,
+    pub last_name: String,
+    pub full_name: String,
+    pub email: String,
+    pub institutional_email: String,
+    pub has_institutional_email: bool,
+    pub pending_email: String,
+    pub province: String,
+}
+
+impl UserView {
+    /// Builds the view; line breaks and other control characters in the data become spaces.
+    pub fn new(
+        first_name: &str,
+        last_name: &str,
+        email: &str,
+        institutional_email: Option<&str>,
+        pending_email: Option<&str>,
+        province: Option<&str>,
+    ) -> UserView {
+        let first_name = one_line(first_name);
+        let last_name = one_line(last_name);
+        UserView {
+            full_name: format!("{first_name} {last_name}").trim().to_string(),
+            first_name,
+            last_name,
+            email: one_line(email),
+            institutional_email: institutional_email.map(one_line).unwrap_or_default(),
+            has_institutional_email: institutional_email.is_some_and(|s| !s.trim().is_empty()),
+            pending_email: pending_email.map(one_line).unwrap_or_default(),
+            province: province.map(one_line).unwrap_or_default(),
+        }
+    }
+}
+
+/// Everything a template may refer to. Documented for editors in `templates/README.md`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageContext {
+    pub user: UserView,
+    /// RFC 3339 in the calendar's time zone; format with `data_it`, `data_estesa_it`, `ora_it`.
+    pub deadline: String,
+    pub maintenance_start: String,
+    /// Calendar days from the sending day to the deadline's day (0 on the last day).
+    pub days_left: i64,
+    pub step: String,
+    pub campaign: String,
+    pub portal_url: String,
+    pub organisation: String,
+    pub service_name: String,
+    pub is_test: bool,
+}
+
+impl TemplateSet {
+    /// Reads and compiles every file under `dir`. Syntax errors name the file.
+    pub fn load(dir: &Path) -> Result<TemplateSet, TemplateError> {
+        let files = read_tree(dir).map_err(|source| TemplateError::Read {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let mut hasher = Sha256::new();
+        for (name, content) in &files {
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(content.as_bytes());
+            hasher.update([0]);
+        }
+        let digest: String = hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+
+        let mut tera = Tera::default();
+        tera.autoescape_on(vec![".html"]);
+        register_filters(&mut tera);
+        let templates: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .collect();
+        tera.add_raw_templates(templates)
+            .map_err(|e| TemplateError::Syntax {
+                file: error_file(&e, dir),
+                message: error_chain(&e),
+            })?;
+        Ok(TemplateSet {
+            tera,
+            dir: dir.to_path_buf(),
+            digest,
+        })
+    }
+
+    /// The version of this set: a short hex digest of every file.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The message names: folders holding at least one of the three parts.
+    pub fn messages(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tera
+            .get_template_names()
+            .filter_map(|n| n.split_once('/'))
+            .filter(|(folder, part)| *folder != "layout" && PARTS.contains(part))
+            .map(|(folder, _)| folder.to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Renders message `name` with `context`.
+    pub fn render(&self, name: &str, context: &MessageContext) -> Result<Rendered, TemplateError> {
+        let ctx = tera::Context::from_serialize(context).map_err(|e| TemplateError::Render {
+            file: name.to_string(),
+            message: error_chain(&e),
+        })?;
+        let part = |part: &'static str| -> Result<String, TemplateError> {
+            let file = format!("{name}/{part}");
+            if !self.tera.get_template_names().any(|n| n == file) {
+                return Err(TemplateError::MissingPart {
+                    name: name.to_string(),
+                    part,
+                    dir: self.dir.clone(),
+                });
+            }
+            self.tera
+                .render(&file, &ctx)
+                .map_err(|e| TemplateError::Render {
+                    file: self.dir.join(&file).display().to_string(),
+                    message: error_chain(&e),
+                })
+        };
+        Ok(Rendered {
+            subject: one_line(&part("subject.txt")?),
+            text: tidy_text(&part("body.txt")?),
+            html: part("body.html")?.trim().to_string() + "\n",
+        })
+    }
+}
+
+/// Every template file (`.txt`, `.html`) under `dir`, keyed by its path relative to `dir` with `/` separators, sorted.
+fn read_tree(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') || name.ends_with('~') {
+                continue; // editor swap and backup files
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".txt") || name.ends_with(".html") {
+                let relative = path
+                    .strip_prefix(dir)
+                    .expect("under dir")
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let content = std::fs::read_to_string(&path).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                })?;
+                out.insert(relative, content);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The whole chain of a Tera error: the outer one only says "failed to render".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn error_file(e: &tera::Error, dir: &Path) -> String {
+    // Tera names the template in its message ("Failed to parse 'x/body.html'").
+    let text = e.to_string();
+    match text.split('\'').nth(1) {
+        Some(name) => dir.join(name).display().to_string(),
+        None => dir.display().to_string(),
+    }
+}
+
+/// Folds line breaks, tabs and runs of spaces into single spaces.
+fn one_line(s: &str) -> String {
+    s.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Trailing spaces removed, at most one blank line in a row, one final newline.
+fn tidy_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut blank = 0;
+    for line in s.trim().lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            blank += 1;
+            if blank > 1 {
+                continue;
+            }
+        } else {
+            blank = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+const MONTHS: [&str; 12] = [
+    "gennaio",
+    "febbraio",
+    "marzo",
+    "aprile",
+    "maggio",
+    "giugno",
+    "luglio",
+    "agosto",
+    "settembre",
+    "ottobre",
+    "novembre",
+    "dicembre",
+];
+const WEEKDAYS: [&str; 7] = [
+    "lunedì",
+    "martedì",
+    "mercoledì",
+    "giovedì",
+    "venerdì",
+    "sabato",
+    "domenica",
+];
+
+/// "30 novembre 2026".
+pub fn italian_date(t: &DateTime<FixedOffset>) -> String {
+    format!("{} {} {}", t.day(), MONTHS[t.month0() as usize], t.year())
+}
+
+/// "lunedì 30 novembre 2026".
+pub fn italian_long_date(t: &DateTime<FixedOffset>) -> String {
+    format!(
+        "{} {}",
+        WEEKDAYS[t.weekday().num_days_from_monday() as usize],
+        italian_date(t)
+    )
+}
+
+fn register_filters(tera: &mut Tera) {
+    fn date_filter(
+        name: &'static str,
+        f: fn(&DateTime<FixedOffset>) -> String,
+    ) -> impl Fn(&Value, &HashMap<String, Value>) -> tera::Result<Value> + Send + Sync {
+        move |value, _args| {
+            let text = value.as_str().ok_or_else(|| {
+                tera::Error::msg(format!("filter `{name}` needs a date, got {value}"))
+            })?;
+            let t = DateTime::parse_from_rfc3339(text).map_err(|_| {
+                tera::Error::msg(format!(
+                    "filter `{name}` needs a date like 2026-11-30T23:59:59+01:00, got {text:?}"
+                ))
+            })?;
+            Ok(Value::String(f(&t)))
+        }
+    }
+    tera.register_filter("data_it", date_filter("data_it", italian_date));
+    tera.register_filter(
+        "data_estesa_it",
+        date_filter("data_estesa_it", italian_long_date),
+    );
+    tera.register_filter(
+        "ora_it",
+        date_filter("ora_it", |t| format!("{:02}:{:02}", t.hour(), t.minute())),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn italian_dates() {
+        let t = DateTime::parse_from_rfc3339("2026-12-01T00:00:00+01:00").unwrap();
+        assert_eq!(italian_date(&t), "1 dicembre 2026");
+        assert_eq!(italian_long_date(&t), "martedì 1 dicembre 2026");
+        let t = DateTime::parse_from_rfc3339("2026-11-30T23:59:59+01:00").unwrap();
+        assert_eq!(italian_long_date(&t), "lunedì 30 novembre 2026");
+    }
+
+    #[test]
+    fn one_line_folds_breaks() {
+        assert_eq!(
+            one_line("  Mario\r\nBcc: x@y  Rossi\t"),
+            "Mario Bcc: x@y Rossi"
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! Delivery: claim a batch, render it, send it with bounded concurrency, record the outcomes.
+//!
+//! The loop never holds a database transaction while a message is on the wire. When the relay
+//! is unreachable the batch stops: the rows not yet attempted are handed back untouched and the
+//! caller backs off as a whole. On shutdown the same hand-back happens for what was not started;
+//! what is already on the wire finishes and is recorded.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use futures::StreamExt;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::message::{self, Envelope};
+use crate::outbox::{self, Claimed, Outcome};
+use crate::templates::{MessageContext, TemplateSet, UserView};
+use crate::transport::{FailureKind, Transport};
+
+/// What one delivery pass did, per campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub sent: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub expired: u64,
+    /// Transient failures, to be retried later.
+    pub retrying: u64,
+}
+
+/// The result of [`Worker::deliver_due`].
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryReport {
+    pub per_campaign: BTreeMap<String, Tally>,
+    /// Delivery stopped because the relay could not be reached.
+    pub relay_unreachable: bool,
+    /// Nothing was sent because `now` is outside the sending hours.
+    pub outside_sending_hours: bool,
+}
+
+/// Sends what is due, on behalf of one process.
+pub struct Worker {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub transport: Transport,
+    pub templates: Arc<TemplateSet>,
+    pub clock: Clock,
+    /// Identifies this process in claim tokens (host and pid).
+    pub worker_id: String,
+}
+
+impl Worker {
+    /// Whether `now` falls inside the configured sending hours (local time).
+    pub fn in_sending_hours(&self, now: DateTime<Utc>) -> bool {
+        let cal = &self.settings.calendar;
+        let local: NaiveTime = now.with_timezone(&cal.timezone).time();
+        local >= cal.sending_hours_start && local < cal.sending_hours_end
+    }
+
+    /// Delivers batches until nothing is due, the relay is unreachable, or `shutdown` fires.
+    pub async fn deliver_due(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<DeliveryReport, sqlx::Error> {
+        let mut report = DeliveryReport::default();
+        let mut batch_no = 0u64;
+        while !shutdown.is_cancelled() {
+            let now = self.clock.now();
+            if !self.in_sending_hours(now) {
+                report.outside_sending_hours = true;
+                break;
+            }
+            batch_no += 1;
+            let token = format!("{}:{}:{batch_no}", self.worker_id, now.timestamp_millis());
+            let lease = now + Duration::seconds(self.settings.delivery.lease_seconds as i64);
+            let (rows, skipped) = outbox::claim(
+                &self.db,
+                &token,
+                now,
+                lease,
+                self.settings.delivery.batch_size,
+            )
+            .await?;
+            for (campaign, n) in &skipped {
+                report
+                    .per_campaign
+                    .entry(campaign.clone())
+                    .or_default()
+                    .skipped += n;
+            }
+            if rows.is_empty() {
+                if skipped.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            let unreachable = self.send_batch(&token, rows, shutdown, &mut report).await?;
+            if unreachable {
+                report.relay_unreachable = true;
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends one claimed batch; returns true when the relay was unreachable.
+    async fn send_batch(
+        &self,
+        token: &str,
+        rows: Vec<Claimed>,
+        shutdown: &CancellationToken,
+        report: &mut DeliveryReport,
+    ) -> Result<bool, sqlx::Error> {
+        let stop = AtomicBool::new(false);
+        let concurrency = self.settings.delivery.concurrency as usize;
+        let results: Vec<(Claimed, Outcome)> = futures::stream::iter(rows)
+            .map(|row| {
+                let stop = &stop;
+                async move {
+                    if stop.load(Ordering::Relaxed) || shutdown.is_cancelled() {
+                        let at = self.clock.now();
+                        return (row, Outcome::HandedBack { at });
+                    }
+                    let outcome = self.send_one(&row).await;
+                    if let Some(FailureKind::Unreachable) = outcome.1 {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    (row, outcome.0)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+
+        let now = self.clock.now();
+        let mut outcomes = Vec::with_capacity(results.len());
+        for (row, outcome) in results {
+            let tally = report.per_campaign.entry(row.campaign.clone()).or_default();
+            match &outcome {
+                Outcome::Sent { .. } => tally.sent += 1,
+                Outcome::Retry { .. } => tally.retrying += 1,
+                Outcome::Failed { .. } => tally.failed += 1,
+                Outcome::Expired { .. } => tally.expired += 1,
+                Outcome::HandedBack { .. } => {}
+            }
+            outcomes.push((row.id, outcome));
+        }
+        let held = outbox::record(&self.db, token, now, &outcomes).await?;
+        if held < outcomes.len() as u64 {
+            tracing::warn!(
+                lost = outcomes.len() as u64 - held,
+                "some claims expired before their outcome was recorded; another worker owns them now"
+            );
+        }
+        Ok(stop.load(Ordering::Relaxed))
+    }
+
+    /// Renders and sends one row; the failure kind, if any, tells the batch whether to stop.
+    async fn send_one(&self, row: &Claimed) -> (Outcome, Option<FailureKind>) {
+        let now = self.clock.now();
+        if row.expires_at.is_some_and(|e| now.timestamp() >= e) {
+            let reason = "deadline passed before it could be sent".to_string();
+            return (Outcome::Expired { reason }, None);
+        }
+        let context = self.context_for(row, now, false);
+        let rendered = match self.templates.render(&row.template, &context) {
+            Ok(r) => r,
+            Err(e) => {
+                // A template problem is not the recipient's: keep the row for a fixed template.
+                tracing::error!(campaign = %row.campaign, template = %row.template, error = %e, "cannot render");
+                let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
+                return (
+                    Outcome::Retry {
+                        at,
+                        error: format!("template: {e}"),
+                        code: None,
+                    },
+                    None,
+                );
+            }
+        };
+        let envelope = Envelope {
+            to_address: &row.recipient,
+            to_name: &format!("{} {}", row.first_name, row.last_name),
+            message_id: &row.message_id,
+            campaign: &row.campaign,
+            step: &row.step,
+            date: now.into(),
+        };
+        let email = match message::build(&self.settings.mail, &envelope, &rendered) {
+            Ok(m) => m,
+            Err(e) => {
+                return (
+                    Outcome::Failed {
+                        error: e.to_string(),
+                        code: None,
+                    },
+                    None,
+                );
+            }
+        };
+        let stem = format!("{}.{}.{}", row.campaign, row.step, row.user_id);
+        match self.transport.send(&email, &stem).await {
+            Ok(()) => {
+                tracing::debug!(outbox_id = row.id, campaign = %row.campaign, step = %row.step, "sent");
+                let outcome = Outcome::Sent {
+                    recipient: row.recipient.clone(),
+                    template_digest: self.templates.digest().to_string(),
+                };
+                (outcome, None)
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    outbox_id = row.id, campaign = %row.campaign, code = ?failure.code,
+                    kind = ?failure.kind, error = %failure.detail, "send failed"
+                );
+                let outcome = self.after_failure(row, now, &failure);
+                (outcome, Some(failure.kind))
+            }
+        }
+    }
+
+    /// Retry with exponential backoff and jitter, never past the deadline; 5xx fails at once.
+    fn after_failure(
+        &self,
+        row: &Claimed,
+        now: DateTime<Utc>,
+        failure: &crate::transport::SendFailure,
+    ) -> Outcome {
+        let d = &self.settings.delivery;
+        let error = failure.detail.clone();
+        let code = failure.code;
+        if failure.kind == FailureKind::Permanent {
+            return Outcome::Failed { error, code };
+        }
+        if row.attempts >= i64::from(d.max_attempts) {
+            let error = format!("gave up after {} attempts: {error}", row.attempts);
+            return Outcome::Failed { error, code };
+        }
+        let exp = (row.attempts.max(1) - 1).min(30) as u32;
+        let base = d
+            .retry_base_seconds
+            .saturating_mul(1u64 << exp)
+            .min(d.retry_max_seconds) as f64;
+        let jittered = base * rand::thread_rng().gen_range(0.75..1.25);
+        let at = now + Duration::milliseconds((jittered * 1000.0) as i64);
+        if row.expires_at.is_some_and(|e| at.timestamp() >= e) {
+            let reason =
+                format!("deadline would pass before the next attempt (last error: {error})");
+            return Outcome::Expired { reason };
+        }
+        Outcome::Retry { at, error, code }
+    }
+
+    /// The template context for a row at `now`.
+    pub fn context_for(&self, row: &Claimed, now: DateTime<Utc>, is_test: bool) -> MessageContext {
+        let cal = &self.settings.calendar;
+        let tz = cal.timezone;
+        let deadline = cal.deadline.with_timezone(&tz);
+        let days_left = (deadline.date_naive() - now.with_timezone(&tz).date_naive())
+            .num_days()
+            .max(0);
+        MessageContext {
+            user: UserView::new(
+                &row.first_name,
+                &row.last_name,
+                &row.recipient,
+                row.institutional_email.as_deref(),
+                row.pending_email.as_deref(),
+                row.province.as_deref(),
+            ),
+            deadline: deadline.to_rfc3339(),
+            maintenance_start: cal.maintenance_start.with_timezone(&tz).to_rfc3339(),
+            days_left,
+            step: row.step.clone(),
+            campaign: row.campaign.clone(),
+            portal_url: self.settings.portal_url.clone(),
+            organisation: self.settings.mail.organisation.clone(),
+            service_name: self.settings.mail.service_name.clone(),
+            is_test,
+        }
+    }
+}
+
+/// An identifier for this process: host name and pid.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "avvisi".into());
+    format!("{host}:{}", std::process::id())
+}
