@@ -165,7 +165,7 @@ pub async fn import_users(
             reason,
         };
         report.rows_rejected += 1;
-        rejects.write(line as u64, &[user_id], std::slice::from_ref(&error))?;
+        rejects.write_user_id(line as u64, user_id, std::slice::from_ref(&error))?;
         report.add_errors(vec![error]);
     }
     if !duplicates.is_empty() {
@@ -408,7 +408,8 @@ impl RejectWriter {
         };
         if self.out.is_none() {
             let file = create_private(&self.path).map_err(err)?;
-            let mut w = csv::Writer::from_writer(file);
+            // Flexible: a row with the wrong number of fields is written back as it came.
+            let mut w = csv::WriterBuilder::new().flexible(true).from_writer(file);
             let mut header = vec!["line".to_string(), "errors".to_string()];
             header.extend(self.header.iter().cloned());
             w.write_record(&header).map_err(|e| err(e.into()))?;
@@ -422,6 +423,20 @@ impl RejectWriter {
         record.extend(raw.iter().cloned());
         let out = self.out.as_mut().expect("opened above");
         out.write_record(&record).map_err(|e| err(e.into()))
+    }
+
+    /// A rejected duplicate: its staged fields are gone, so the row carries the user_id only.
+    fn write_user_id(
+        &mut self,
+        line: u64,
+        user_id: String,
+        errors: &[RowError],
+    ) -> Result<(), ImportError> {
+        let mut raw = vec![String::new(); self.header.len()];
+        if let Some(i) = self.header.iter().position(|h| h == "user_id") {
+            raw[i] = user_id;
+        }
+        self.write(line, &raw, errors)
     }
 
     fn finish(self) -> Result<Option<PathBuf>, ImportError> {

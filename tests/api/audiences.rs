@@ -1,0 +1,195 @@
+//! Planning: every audience gets exactly the right users, re-planning adds nothing, later steps
+//! supersede earlier ones, users who complete are skipped, nothing goes out after the deadline.
+
+use avvisi::import::ImportOptions;
+
+use crate::helpers::{at, TestApp};
+use crate::on_both_backends;
+
+fn ids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+async fn every_audience_gets_exactly_its_users(app: TestApp) {
+    app.import_examples().await;
+    let (planned, delivery) = app.run_once().await;
+    assert!(planned.iter().all(|p| p.step == "first"), "{planned:?}");
+    assert_eq!(
+        app.users_in("registration_incomplete", "sent").await,
+        ids(&["U0001", "U0002", "U0003", "U0004", "U0005", "U0006"])
+    );
+    assert_eq!(
+        app.users_in("email_unvalidated", "sent").await,
+        ids(&[
+            "U0007", "U0008", "U0009", "U0010", "U0011", "U0012", "U0013", "U0014", "U0015",
+            "U0016", "U0017", "U0018", "U0022"
+        ])
+    );
+    assert_eq!(
+        app.users_in("code_regeneration_pending", "sent").await,
+        ids(&["U0015", "U0016", "U0017", "U0018", "U0019", "U0020", "U0021", "U0022"])
+    );
+    assert_eq!(
+        app.users_in("credential_recovery_advice", "sent").await,
+        ids(&[
+            "U0007", "U0008", "U0009", "U0010", "U0011", "U0012", "U0014", "U0015", "U0016",
+            "U0017", "U0018", "U0019", "U0023", "U0024", "U0025", "U0026", "U0027", "U0028",
+            "U0029", "U0030"
+        ])
+    );
+    // Institutional users with nothing pending and enabled-less users get nothing at all.
+    let rows = app.outbox().await;
+    for nobody in [
+        "U0031", "U0032", "U0033", "U0034", "U0035", "U0036", "U0037", "U0038", "U0039", "U0040",
+    ] {
+        assert!(
+            rows.iter().all(|r| r.user_id != nobody),
+            "{nobody} got a message"
+        );
+    }
+    assert_eq!(rows.len(), 47);
+    assert_eq!(app.eml_files().len(), 47);
+    let sent: u64 = delivery.per_campaign.values().map(|t| t.sent).sum();
+    assert_eq!(sent, 47);
+}
+
+async fn planning_twice_adds_nothing(app: TestApp) {
+    app.import_examples().await;
+    let first: u64 = app.plan().await.iter().map(|p| p.rows).sum();
+    let second: u64 = app.plan().await.iter().map(|p| p.rows).sum();
+    assert_eq!((first, second), (47, 0));
+    app.deliver().await;
+    app.clock.advance(chrono::Duration::hours(2));
+    let (planned, delivery) = app.run_once().await;
+    assert_eq!(planned.iter().map(|p| p.rows).sum::<u64>(), 0);
+    assert!(delivery.per_campaign.values().all(|t| t.sent == 0));
+    assert_eq!(app.eml_files().len(), 47);
+}
+
+async fn user_who_completes_before_sending_is_skipped(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    // U0001 completes the registration; U0015 validates the email but still has a code pending.
+    let csv = std::fs::read_to_string(crate::helpers::repo_path("examples/users.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("U0001,") {
+                l.replace(",started,false,", ",completed,false,")
+                    .replace("2026-11-18T09:12:00+01:00", "2026-11-23T09:30:00+01:00")
+            } else if l.starts_with("U0015,") {
+                let mut f: Vec<String> = l.split(',').map(String::from).collect();
+                f[8] = String::new();
+                f[11] = "2026-11-23T09:30:00+01:00".into();
+                f.join(",")
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect::<String>();
+    app.import_csv(&csv, ImportOptions::default())
+        .await
+        .unwrap();
+    app.deliver().await;
+    let rows = app.outbox().await;
+    let find = |campaign: &str, user: &str| {
+        rows.iter()
+            .find(|r| r.campaign.starts_with(campaign) && r.user_id == user)
+            .unwrap()
+            .clone()
+    };
+    let skipped = find("registration_incomplete", "U0001");
+    assert_eq!(skipped.state, "skipped");
+    assert!(skipped.reason.unwrap().contains("registration completed"));
+    assert_eq!(find("email_unvalidated", "U0015").state, "skipped");
+    assert_eq!(find("code_regeneration_pending", "U0015").state, "sent");
+    assert!(!app
+        .eml_files()
+        .iter()
+        .any(|(name, _)| name.contains("registration_incomplete") && name.contains("U0001")));
+}
+
+async fn later_steps_go_to_those_still_pending(app: TestApp) {
+    app.import_examples().await;
+    app.run_once().await;
+    // 27 November, 10:00: the d3 step is due.
+    app.clock.set(at("2026-11-27T10:00:00+01:00"));
+    let (planned, _) = app.run_once().await;
+    let reg = planned
+        .iter()
+        .find(|p| p.campaign.starts_with("registration_incomplete"))
+        .unwrap();
+    assert_eq!((reg.step.as_str(), reg.rows), ("d3", 6));
+    // 29 November: d1.
+    app.clock.set(at("2026-11-29T09:00:00+01:00"));
+    app.run_once().await;
+    let steps: Vec<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|r| r.user_id == "U0002")
+        .map(|r| format!("{}:{}", r.step, r.state))
+        .collect();
+    assert_eq!(steps, ids(&["first:sent", "d3:sent", "d1:sent"]));
+}
+
+async fn when_several_steps_are_due_only_the_latest_goes_out(app: TestApp) {
+    app.import_examples().await;
+    // The daemon was down until 28 November: first and d3 are both due; only d3 goes out.
+    app.clock.set(at("2026-11-28T11:00:00+01:00"));
+    app.run_once().await;
+    let steps: Vec<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|r| r.user_id == "U0002")
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(steps, ids(&["d3"]));
+}
+
+async fn nothing_goes_out_after_the_deadline(app: TestApp) {
+    app.import_examples().await;
+    // Planned at 21:00 on the last day, after the sending hours: it can only expire at the deadline.
+    app.clock.set(at("2026-11-30T21:00:00+01:00"));
+    let (planned, delivery) = app.run_once().await;
+    assert!(delivery.outside_sending_hours);
+    assert!(planned.iter().all(|p| p.step == "d1"));
+    assert!(app.outbox().await.iter().all(|r| r.state == "pending"));
+    app.clock.set(at("2026-12-01T09:00:00+01:00"));
+    let (planned, delivery) = app.run_once().await;
+    assert!(planned.is_empty(), "{planned:?}");
+    assert!(delivery.per_campaign.values().all(|t| t.sent == 0));
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 47);
+    assert!(rows.iter().all(|r| r.state == "expired"), "{rows:?}");
+    assert!(rows[0].reason.as_deref().unwrap().contains("deadline"));
+    assert!(app.eml_files().is_empty());
+}
+
+async fn outside_sending_hours_nothing_is_sent(app: TestApp) {
+    app.import_examples().await;
+    app.clock.set(at("2026-11-23T07:30:00+01:00"));
+    // Before the campaign starts (09:00) nothing is even planned.
+    let (planned, _) = app.run_once().await;
+    assert_eq!(planned.iter().map(|p| p.rows).sum::<u64>(), 0);
+    app.clock.set(at("2026-11-23T20:30:00+01:00"));
+    let (planned, delivery) = app.run_once().await;
+    assert_eq!(planned.iter().map(|p| p.rows).sum::<u64>(), 47);
+    assert!(delivery.outside_sending_hours);
+    assert!(app.eml_files().is_empty());
+    app.clock.set(at("2026-11-24T08:00:00+01:00"));
+    app.run_once().await;
+    assert_eq!(app.eml_files().len(), 47);
+}
+
+on_both_backends!(
+    every_audience_gets_exactly_its_users,
+    planning_twice_adds_nothing,
+    user_who_completes_before_sending_is_skipped,
+    later_steps_go_to_those_still_pending,
+    when_several_steps_are_due_only_the_latest_goes_out,
+    nothing_goes_out_after_the_deadline,
+    outside_sending_hours_nothing_is_sent,
+);

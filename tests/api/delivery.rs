@@ -1,0 +1,286 @@
+//! Delivery: the emails themselves (headers, encodings, escaping), over files and over SMTP to a
+//! real TCP server, and what happens when the relay refuses, defers or is down.
+
+use avvisi::import::ImportOptions;
+
+use crate::helpers::{decode_header, header, part, TestApp};
+use crate::on_both_backends;
+use crate::smtp_sink::{Fault, SmtpSink};
+
+fn eml<'a>(files: &'a [(String, String)], name_part: &str) -> &'a str {
+    &files
+        .iter()
+        .find(|(n, _)| n.contains(name_part))
+        .unwrap_or_else(|| panic!("no file {name_part}"))
+        .1
+}
+
+async fn emails_have_the_promised_headers_and_italian_text(app: TestApp) {
+    app.import_examples().await;
+    app.run_once().await;
+    let files = app.eml_files();
+    let mail = eml(&files, "registration_incomplete-2026-11-30.first.U0002");
+    let subject = decode_header(&header(mail, "Subject").unwrap());
+    assert!(subject.contains("30 novembre 2026"), "{subject}");
+    assert!(!subject.contains('\n'));
+    assert_eq!(
+        header(mail, "X-Avvisi-Campaign").unwrap(),
+        "registration_incomplete-2026-11-30/first"
+    );
+    assert_eq!(header(mail, "Auto-Submitted").unwrap(), "auto-generated");
+    assert_eq!(header(mail, "Content-Language").unwrap(), "it");
+    assert!(header(mail, "From")
+        .unwrap()
+        .contains("noreply@istruzione.it"));
+    assert!(header(mail, "To")
+        .unwrap()
+        .contains("<ilaria.dangelo@gmail.com>"));
+    assert!(header(mail, "Date").is_some());
+    assert!(header(mail, "Content-Type")
+        .unwrap()
+        .starts_with("multipart/alternative"));
+    let message_id = header(mail, "Message-ID").unwrap();
+    let row = app
+        .outbox()
+        .await
+        .into_iter()
+        .find(|r| r.user_id == "U0002")
+        .unwrap();
+    assert_eq!(message_id, row.message_id);
+
+    let text = part(mail, "text/plain");
+    assert!(text.contains("Gentile Ilaria D'Angelo"), "{text}");
+    assert!(text.contains("lunedì 30 novembre 2026"), "{text}");
+    assert!(text.contains("annullata"), "{text}");
+    assert!(!text.contains('<'), "no HTML in the text part: {text}");
+    let html = part(mail, "text/html");
+    assert!(html.contains("D&#x27;Angelo"), "apostrophe escaped in HTML");
+    assert!(!html.contains("<script"));
+
+    // The stronger consequence only for users without an institutional address.
+    let without = part(
+        eml(&files, "email_unvalidated-2026-11-30.first.U0007"),
+        "text/plain",
+    );
+    let with = part(
+        eml(&files, "email_unvalidated-2026-11-30.first.U0012"),
+        "text/plain",
+    );
+    assert!(without.contains("identificazione"), "{without}");
+    assert!(!with.contains("identificazione"), "{with}");
+}
+
+async fn hostile_names_cannot_add_headers_or_markup(app: TestApp) {
+    // Names with "&" and quotes pass validation; they must be escaped in HTML and stay one line.
+    let csv = "user_id,fiscal_code,first_name,last_name,email,institutional_email,registration,enabled,pending_email,code_regeneration\n\
+               U1,RSSMRA85T10A562S,\"Anna \"\"Bcc: x@evil.example\"\"\",Rossi & Figli,anna.rossi@libero.it,,started,false,,none\n";
+    app.import_csv(csv, ImportOptions::default()).await.unwrap();
+    app.run_once().await;
+    let files = app.eml_files();
+    let mail = &files[0].1;
+    let names: Vec<String> = crate::helpers::headers(mail)
+        .into_iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    assert!(!names.contains(&"bcc".to_string()), "{names:?}");
+    let html = part(mail, "text/html");
+    assert!(html.contains("Rossi &amp; Figli"), "{html}");
+    let text = part(mail, "text/plain");
+    assert!(
+        text.contains("Rossi & Figli"),
+        "no escaping artefacts in text: {text}"
+    );
+}
+
+async fn smtp_delivery_reaches_the_relay(app: TestApp) {
+    let sink = SmtpSink::start().await;
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+    ]);
+    app.import_examples().await;
+    let (_, delivery) = app.run_once().await;
+    assert!(!delivery.relay_unreachable);
+    let received = sink.wait_for(47, std::time::Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 47);
+    let mut to: Vec<String> = received.iter().flat_map(|r| r.rcpt_to.clone()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), 30, "47 reminders to 30 people");
+    assert!(received
+        .iter()
+        .all(|r| r.mail_from == "noreply@istruzione.it"));
+    let campaigns: Vec<String> = received
+        .iter()
+        .map(|r| r.header("X-Avvisi-Campaign").unwrap())
+        .collect();
+    assert_eq!(
+        campaigns
+            .iter()
+            .filter(|c| c.starts_with("credential_recovery_advice"))
+            .count(),
+        20
+    );
+    assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
+    assert!(
+        app.eml_files().is_empty(),
+        "nothing written to files with smtp"
+    );
+}
+
+async fn relay_replies_decide_retry_or_failure(app: TestApp) {
+    let sink = SmtpSink::start_with(vec![
+        Fault::RejectRcpt {
+            address: "ilaria.dangelo@gmail.com".into(),
+            code: 550,
+            text: "5.1.1 no such user".into(),
+        },
+        Fault::RejectData {
+            address: "nicolo.manco@libero.it".into(),
+            code: 451,
+            text: "4.3.0 try later".into(),
+        },
+    ])
+    .await;
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+    ]);
+    app.import_examples().await;
+    let now = app.clock.now().timestamp();
+    app.run_once().await;
+    let rows = app.outbox().await;
+    let reg = |user: &str| {
+        rows.iter()
+            .find(|r| r.campaign.starts_with("registration") && r.user_id == user)
+            .unwrap()
+            .clone()
+    };
+    let rejected = reg("U0002");
+    assert_eq!(
+        (rejected.state.as_str(), rejected.smtp_code),
+        ("failed", Some(550))
+    );
+    assert!(rejected.reason.unwrap().contains("no such user"));
+    let deferred = reg("U0001");
+    assert_eq!(
+        (
+            deferred.state.as_str(),
+            deferred.smtp_code,
+            deferred.attempts
+        ),
+        ("pending", Some(451), 1)
+    );
+    // First retry after retry_base_seconds (60) +-25% jitter.
+    let wait = deferred.next_attempt_at - now;
+    assert!((45..=75).contains(&wait), "retry in {wait}s");
+    assert_eq!(rows.iter().filter(|r| r.state == "sent").count(), 45);
+
+    // Later the relay accepts it, with the same Message-ID.
+    drop(sink);
+    let sink = SmtpSink::start().await;
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+    ]);
+    app.clock.advance(chrono::Duration::minutes(2));
+    app.deliver().await;
+    let received = sink.wait_for(1, std::time::Duration::from_secs(5)).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].header("Message-ID").unwrap(),
+        deferred.message_id
+    );
+    assert_eq!(reg("U0002").state, "failed", "a 5xx is never retried");
+}
+
+async fn relay_down_hands_the_batch_back(app: TestApp) {
+    // A port with nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("smtp://{closed}");
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &url),
+    ]);
+    app.import_examples().await;
+    let (_, delivery) = app.run_once().await;
+    assert!(delivery.relay_unreachable);
+    let rows = app.outbox().await;
+    assert!(rows.iter().all(|r| r.state == "pending"), "{rows:?}");
+    // Only the messages actually tried count an attempt; the others were handed back untouched.
+    let tried = rows.iter().filter(|r| r.attempts > 0).count();
+    assert!(
+        tried >= 1 && tried <= app.settings.delivery.concurrency as usize,
+        "{tried} tried"
+    );
+    assert_eq!(rows.iter().filter(|r| r.attempts == 0).count(), 47 - tried);
+
+    // The relay comes back: everything goes out, each exactly once.
+    let sink = SmtpSink::start().await;
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+    ]);
+    app.clock.advance(chrono::Duration::hours(2));
+    app.deliver().await;
+    assert_eq!(
+        sink.wait_for(47, std::time::Duration::from_secs(10))
+            .await
+            .len(),
+        47
+    );
+    assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
+}
+
+async fn refused_greetings_and_dropped_connections_are_retried(app: TestApp) {
+    let sink = SmtpSink::start_with(vec![
+        Fault::RefuseGreeting { times: 1 },
+        Fault::DropOnMail { times: 1 },
+    ])
+    .await;
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+    ]);
+    app.import_examples().await;
+    let (_, delivery) = app.run_once().await;
+    assert!(
+        delivery.relay_unreachable,
+        "a dropped connection stops the batch"
+    );
+    let rows = app.outbox().await;
+    let waiting: Vec<_> = rows.iter().filter(|r| r.state == "pending").collect();
+    assert!(!waiting.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| r.state == "pending" || r.state == "sent"),
+        "{rows:?}"
+    );
+    app.clock.advance(chrono::Duration::hours(2));
+    app.deliver().await;
+    let received = sink.wait_for(47, std::time::Duration::from_secs(10)).await;
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| r.header("Message-ID").unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (received.len(), ids.len()),
+        (47, 47),
+        "each message exactly once"
+    );
+    assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
+}
+
+on_both_backends!(
+    refused_greetings_and_dropped_connections_are_retried,
+    emails_have_the_promised_headers_and_italian_text,
+    hostile_names_cannot_add_headers_or_markup,
+    smtp_delivery_reaches_the_relay,
+    relay_replies_decide_retry_or_failure,
+    relay_down_hands_the_batch_back,
+);

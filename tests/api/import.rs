@@ -1,0 +1,254 @@
+//! Importing the portal's snapshot: validation, all-or-nothing, upserts, stale rows, gone users.
+
+use avvisi::import::{ImportError, ImportOptions};
+use sqlx::Row;
+
+use crate::helpers::TestApp;
+use crate::on_both_backends;
+
+const HEADER: &str = "user_id,fiscal_code,first_name,last_name,email,institutional_email,registration,enabled,pending_email,code_regeneration,province,updated_at";
+
+async fn user_field(app: &TestApp, user_id: &str, column: &str) -> Option<String> {
+    sqlx::query(&format!(
+        "SELECT CAST({column} AS TEXT) FROM users WHERE user_id = $1"
+    ))
+    .bind(user_id)
+    .fetch_optional(app.db.pool())
+    .await
+    .unwrap()
+    .map(|r| r.get::<Option<String>, _>(0).unwrap_or_default())
+}
+
+async fn user_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap()
+}
+
+async fn examples_import_and_reimport(app: TestApp) {
+    let first = app.import_examples().await;
+    assert_eq!(
+        (first.rows_valid, first.users_new, first.users_known),
+        (40, 40, 0)
+    );
+    let again = app.import_examples().await;
+    assert_eq!(
+        (again.rows_valid, again.users_new, again.users_known),
+        (40, 0, 40)
+    );
+    assert_eq!(user_count(&app).await, 40);
+    assert_eq!(
+        user_field(&app, "U0002", "last_name").await.as_deref(),
+        Some("D'Angelo")
+    );
+    assert_eq!(
+        user_field(&app, "U0001", "first_name").await.as_deref(),
+        Some("Nicolò")
+    );
+    // Mixed-case institutional domains count as institutional.
+    assert_eq!(
+        user_field(&app, "U0031", "registered_institutional")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+}
+
+async fn one_bad_row_writes_nothing_and_names_line_and_column(app: TestApp) {
+    let csv = format!(
+        "{HEADER}\n\
+         U1,RSSMRA85T10A562S,Mario,Rossi,mario.rossi@libero.it,,completed,true,,none,BO,\n\
+         U2,RSSMRA85T10A562X,Anna,Verdi,anna.verdi@libero,,completed,maybe,,none,BO,\n\
+         U3,RSSMRA85T10A562S,Luca,Neri,luca.neri@libero.it,,finished,false,,none,,\n"
+    );
+    let err = app
+        .import_csv(&csv, ImportOptions::default())
+        .await
+        .unwrap_err();
+    let ImportError::Invalid { report, .. } = err else {
+        panic!("expected Invalid, got {err}")
+    };
+    let found: Vec<(u64, &str)> = report
+        .errors
+        .iter()
+        .map(|e| (e.line, e.column.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (3, "fiscal_code"),
+            (3, "email"),
+            (3, "enabled"),
+            (4, "registration")
+        ]
+    );
+    assert!(
+        report.errors[0].reason.contains("check character"),
+        "{:?}",
+        report.errors[0]
+    );
+    assert_eq!(user_count(&app).await, 0, "nothing may be written");
+}
+
+async fn skip_invalid_imports_good_rows_and_writes_rejects(app: TestApp) {
+    let csv = format!(
+        "{HEADER}\n\
+         U1,RSSMRA85T10A562S,Mario,Rossi,mario.rossi@libero.it,,completed,true,,none,BO,\n\
+         U2,RSSMRA85T10A562S,\"Anna\r\nBcc: evil@example.com\",Verdi,anna.verdi@libero.it,,completed,true,,none,BO,\n\
+         U3,RSSMRA85T10A562S,Luca,Neri,luca.neri@libero.it,,completed,true,,none,,\n\
+         U3,RSSMRA85T10A562S,Luca,Neri,luca.neri@libero.it,,completed,false,,none,,\n"
+    );
+    let options = ImportOptions {
+        skip_invalid: true,
+        ..Default::default()
+    };
+    let report = app.import_csv(&csv, options).await.unwrap();
+    assert_eq!(
+        (report.rows_read, report.rows_valid, report.rows_rejected),
+        (4, 1, 3)
+    );
+    assert_eq!(user_count(&app).await, 1);
+    let rejects = std::fs::read_to_string(report.reject_file.expect("reject file")).unwrap();
+    assert!(
+        rejects.contains("first_name: contains a line break"),
+        "{rejects}"
+    );
+    assert!(
+        rejects.contains("user_id already appears at line 5"),
+        "{rejects}"
+    );
+}
+
+async fn semicolons_and_bom_are_accepted(app: TestApp) {
+    let csv = "\u{feff}user_id;fiscal_code;first_name;last_name;email;institutional_email;registration;enabled;pending_email;code_regeneration\n\
+               U1;RSSMRA85T10A562S;Nicolò;D'Angelo;n.dangelo@libero.it;;completed;true;;started\n";
+    let report = app.import_csv(csv, ImportOptions::default()).await.unwrap();
+    assert_eq!(report.rows_valid, 1);
+    assert_eq!(
+        user_field(&app, "U1", "code_regeneration").await.as_deref(),
+        Some("started")
+    );
+}
+
+async fn empty_and_headerless_files_are_refused(app: TestApp) {
+    let err = app
+        .import_csv("", ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    let err = app
+        .import_csv(&format!("{HEADER}\n"), ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImportError::Empty { .. }), "{err}");
+    let err = app
+        .import_csv("nome,cognome\nMario,Rossi\n", ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown column `nome`"), "{err}");
+}
+
+async fn stale_rows_do_not_undo_newer_state(app: TestApp) {
+    let row = |state: &str, updated: &str| {
+        format!("{HEADER}\nU1,RSSMRA85T10A562S,Mario,Rossi,mario.rossi@libero.it,,{state},false,,none,BO,{updated}\n")
+    };
+    app.import_csv(
+        &row("completed", "2026-11-22T10:00:00+01:00"),
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    // An older export arrives late: it must not bring the registration back to "started".
+    let report = app
+        .import_csv(
+            &row("started", "2026-11-20T10:00:00+01:00"),
+            ImportOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.rows_stale, 1);
+    assert_eq!(
+        user_field(&app, "U1", "registration").await.as_deref(),
+        Some("completed")
+    );
+}
+
+async fn full_snapshot_marks_missing_users_gone(app: TestApp) {
+    app.import_examples().await;
+    let csv = std::fs::read_to_string(crate::helpers::repo_path("examples/users.csv")).unwrap();
+    let without_first: String = csv
+        .lines()
+        .filter(|l| !l.starts_with("U0001,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let report = app
+        .import_csv(
+            &without_first,
+            ImportOptions {
+                max_gone_percent: 20,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.users_gone, 1);
+    assert_eq!(
+        user_field(&app, "U0001", "present").await.as_deref(),
+        Some("0")
+    );
+
+    // A truncated export that would silence most of the campaign is refused.
+    let truncated: String = csv.lines().take(5).map(|l| format!("{l}\n")).collect();
+    let err = app
+        .import_csv(
+            &truncated,
+            ImportOptions {
+                max_gone_percent: 20,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImportError::TooManyGone { .. }), "{err}");
+    assert_eq!(
+        user_field(&app, "U0030", "present").await.as_deref(),
+        Some("1")
+    );
+    // The same file as a delta is fine.
+    app.import_csv(
+        &truncated,
+        ImportOptions {
+            partial: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn dry_run_writes_nothing(app: TestApp) {
+    let report = app
+        .import_file(
+            &crate::helpers::repo_path("examples/users.csv"),
+            ImportOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.users_new, report.committed), (40, false));
+    assert_eq!(user_count(&app).await, 0);
+}
+
+on_both_backends!(
+    examples_import_and_reimport,
+    one_bad_row_writes_nothing_and_names_line_and_column,
+    skip_invalid_imports_good_rows_and_writes_rejects,
+    semicolons_and_bom_are_accepted,
+    empty_and_headerless_files_are_refused,
+    stale_rows_do_not_undo_newer_state,
+    full_snapshot_marks_missing_users_gone,
+    dry_run_writes_nothing,
+);

@@ -1,0 +1,11 @@
+//! The integration tests: one binary, a module per feature. Each test drives the library's
+//! top-level functions or the `avvisi` binary against a real SQLite file and a real PostgreSQL
+//! database (see `helpers`), and SMTP delivery against a real TCP server (`smtp_sink`).
+
+mod helpers;
+mod smtp_sink;
+
+mod audiences;
+mod cli;
+mod delivery;
+mod import;

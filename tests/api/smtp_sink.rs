@@ -1,0 +1,337 @@
+//! A tiny in-process SMTP server for integration tests.
+//!
+//! `SmtpSink` binds `127.0.0.1:0`, speaks just enough plain ESMTP for lettre
+//! (no STARTTLS, no AUTH, no PIPELINING), records every command line and every
+//! accepted message, and can inject faults (rejected recipients, rejected DATA,
+//! dropped connections, refused greetings). The server runs in tokio tasks that
+//! are aborted when the sink is dropped.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// A message accepted by the sink (250 after DATA).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// Message content as received (CRLF preserved), dot-stuffing undone, terminator removed.
+    pub data: Vec<u8>,
+    /// 1-based id of the TCP connection that delivered the message.
+    #[allow(dead_code)]
+    pub connection: u64,
+}
+
+#[allow(dead_code)]
+impl Received {
+    /// The message content as (lossy) UTF-8.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+
+    /// First top-level header called `name` (case-insensitive), unfolded and trimmed.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let text = self.text();
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in text.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() {
+                break; // end of the top-level header block
+            }
+            if line.starts_with([' ', '\t']) {
+                if let Some((_, v)) = headers.last_mut() {
+                    *v = format!("{} {}", v.trim_end(), line.trim());
+                }
+            } else if let Some((n, v)) = line.split_once(':') {
+                headers.push((n.trim().to_string(), v.to_string()));
+            }
+        }
+        headers
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    }
+}
+
+/// Faults the sink can inject.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Reply `code text` to RCPT TO for this recipient address (e.g. 550 "5.1.1 no such user", 451 "4.3.0 try later").
+    RejectRcpt {
+        address: String,
+        code: u16,
+        text: String,
+    },
+    /// Reply `code text` after the DATA terminator for messages whose RCPT includes this address.
+    RejectData {
+        address: String,
+        code: u16,
+        text: String,
+    },
+    /// Close the TCP connection abruptly (no reply) when MAIL FROM is received, for the first `times` messages (counted across connections).
+    DropOnMail { times: u32 },
+    /// Reply 421 at greeting and close, for the first `times` connections.
+    RefuseGreeting { times: u32 },
+}
+
+#[derive(Default)]
+struct State {
+    received: Vec<Received>,
+    connections: u64,
+    commands: Vec<String>,
+    drops_left: u32,
+    refusals_left: u32,
+    queued: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    faults: Vec<Fault>,
+}
+
+/// The SMTP test server; serves until dropped.
+pub struct SmtpSink {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+#[allow(dead_code)]
+impl SmtpSink {
+    /// Binds 127.0.0.1:0 and serves in a tokio task until dropped.
+    pub async fn start() -> SmtpSink {
+        Self::start_with(Vec::new()).await
+    }
+
+    pub async fn start_with(faults: Vec<Fault>) -> SmtpSink {
+        let mut state = State::default();
+        for f in &faults {
+            match f {
+                Fault::DropOnMail { times } => state.drops_left += times,
+                Fault::RefuseGreeting { times } => state.refusals_left += times,
+                _ => {}
+            }
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            faults,
+        });
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind smtp sink");
+        let addr = listener.local_addr().expect("smtp sink local addr");
+        let server = shared.clone();
+        let task = tokio::spawn(async move {
+            // Connection tasks live in the JoinSet: aborting this task aborts them too.
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let id = {
+                            let mut st = server.state.lock().unwrap();
+                            st.connections += 1;
+                            st.connections
+                        };
+                        conns.spawn(serve(stream, id, server.clone()));
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        SmtpSink { addr, shared, task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `smtp://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Accepted messages only (250 after DATA), in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.state.lock().unwrap().received.clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.state.lock().unwrap().connections
+    }
+
+    /// Every command line received: upper-cased verb + rest as sent.
+    pub fn commands(&self) -> Vec<String> {
+        self.shared.state.lock().unwrap().commands.clone()
+    }
+
+    /// Waits (polling every 20 ms) until at least `n` messages were received or `timeout` elapses.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Extracts the address of `FROM:<x>` / `TO:<x> PARAMS`.
+fn path_arg(rest: &str) -> String {
+    let after = rest.split_once(':').map(|(_, a)| a).unwrap_or(rest).trim();
+    match (after.find('<'), after.find('>')) {
+        (Some(a), Some(b)) if a < b => after[a + 1..b].to_string(),
+        _ => after.split_whitespace().next().unwrap_or("").to_string(),
+    }
+}
+
+/// Decrements a fault budget; true if it was still positive.
+fn take_one(left: &mut u32) -> bool {
+    let hit = *left > 0;
+    *left = left.saturating_sub(1);
+    hit
+}
+
+async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>) {
+    let _ = session(stream, id, &shared).await;
+}
+
+async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let refuse = take_one(&mut shared.state.lock().unwrap().refusals_left);
+    if refuse {
+        wr.write_all(b"421 4.3.2 sink not available\r\n").await?;
+        return wr.shutdown().await;
+    }
+    wr.write_all(b"220 sink ESMTP\r\n").await?;
+
+    let mut mail_from: Option<String> = None;
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if rd.read_until(b'\n', &mut buf).await? == 0 {
+            return Ok(());
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (verb, rest) = match line.split_once(' ') {
+            Some((v, r)) => (v.to_ascii_uppercase(), r.to_string()),
+            None => (line.to_ascii_uppercase(), String::new()),
+        };
+        let recorded = if rest.is_empty() {
+            verb.clone()
+        } else {
+            format!("{verb} {rest}")
+        };
+        shared.state.lock().unwrap().commands.push(recorded);
+
+        let reply: String = match verb.as_str() {
+            "EHLO" => "250-sink\r\n250 8BITMIME\r\n".into(),
+            "HELO" => "250 sink\r\n".into(),
+            "NOOP" => "250 2.0.0 OK\r\n".into(),
+            "RSET" => {
+                mail_from = None;
+                rcpts.clear();
+                "250 2.0.0 OK\r\n".into()
+            }
+            "QUIT" => {
+                wr.write_all(b"221 2.0.0 bye\r\n").await?;
+                return wr.shutdown().await;
+            }
+            "MAIL" => {
+                let drop_it = take_one(&mut shared.state.lock().unwrap().drops_left);
+                if drop_it {
+                    return Ok(()); // dropping both halves closes the socket without a reply
+                }
+                mail_from = Some(path_arg(&rest));
+                rcpts.clear();
+                "250 2.1.0 OK\r\n".into()
+            }
+            "RCPT" if mail_from.is_none() => "503 5.5.1 need MAIL first\r\n".into(),
+            "RCPT" => {
+                let addr = path_arg(&rest);
+                let fault = shared.faults.iter().find_map(|f| match f {
+                    Fault::RejectRcpt {
+                        address,
+                        code,
+                        text,
+                    } if address.eq_ignore_ascii_case(&addr) => Some(format!("{code} {text}\r\n")),
+                    _ => None,
+                });
+                fault.unwrap_or_else(|| {
+                    rcpts.push(addr);
+                    "250 2.1.5 OK\r\n".into()
+                })
+            }
+            "DATA" if mail_from.is_none() || rcpts.is_empty() => {
+                "503 5.5.1 need RCPT first\r\n".into()
+            }
+            "DATA" => {
+                wr.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
+                let mut data = Vec::new();
+                loop {
+                    buf.clear();
+                    if rd.read_until(b'\n', &mut buf).await? == 0 {
+                        return Ok(()); // connection lost mid-DATA: message not accepted
+                    }
+                    let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+                    let body = body.strip_suffix(b"\r").unwrap_or(body);
+                    if body == b"." {
+                        break;
+                    }
+                    let unstuffed = if buf.starts_with(b"..") {
+                        &buf[1..]
+                    } else {
+                        &buf[..]
+                    };
+                    data.extend_from_slice(unstuffed);
+                }
+                let fault = shared.faults.iter().find_map(|f| match f {
+                    Fault::RejectData {
+                        address,
+                        code,
+                        text,
+                    } if rcpts.iter().any(|r| r.eq_ignore_ascii_case(address)) => {
+                        Some(format!("{code} {text}\r\n"))
+                    }
+                    _ => None,
+                });
+                let from = mail_from.take().unwrap_or_default();
+                let to = std::mem::take(&mut rcpts);
+                match fault {
+                    Some(reply) => reply,
+                    None => {
+                        let mut st = shared.state.lock().unwrap();
+                        st.queued += 1;
+                        let n = st.queued;
+                        st.received.push(Received {
+                            mail_from: from,
+                            rcpt_to: to,
+                            data,
+                            connection: id,
+                        });
+                        format!("250 2.0.0 queued as {n}\r\n")
+                    }
+                }
+            }
+            _ => "502 5.5.2 command not recognized\r\n".into(),
+        };
+        wr.write_all(reply.as_bytes()).await?;
+    }
+}
