@@ -47,6 +47,21 @@ pub enum Command {
     /// Counts per campaign and message state, and the oldest pending message.
     #[command(after_help = "Example:\n  avvisi status")]
     Status,
+
+    /// Check and preview the templates (for template editors).
+    #[command(subcommand)]
+    Templates(crate::commands::templates::TemplatesCommand),
+
+    /// One-off campaigns for operators: create, preview, test, launch, pause, resume, cancel.
+    #[command(subcommand)]
+    Campaign(crate::commands::campaign::CampaignCommand),
+
+    /// Everything about one user: snapshot state, audiences, every message and why.
+    #[command(after_help = "Example:\n  avvisi explain U0002")]
+    Explain {
+        /// The portal's user id.
+        user_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

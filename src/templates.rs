@@ -96,6 +96,8 @@ pub struct MessageContext {
     /// RFC 3339 in the calendar's time zone; format with `data_it`, `data_estesa_it`, `ora_it`.
     pub deadline: String,
     pub maintenance_start: String,
+    /// When the service reopened (RFC 3339, local), or "" before operators declare it.
+    pub reopened_at: String,
     /// Calendar days from the sending day to the deadline's day (0 on the last day).
     pub days_left: i64,
     pub step: String,

@@ -276,6 +276,7 @@ impl Worker {
             ),
             deadline: deadline.to_rfc3339(),
             maintenance_start: cal.maintenance_start.with_timezone(&tz).to_rfc3339(),
+            reopened_at: String::new(),
             days_left,
             step: row.step.clone(),
             campaign: row.campaign.clone(),

@@ -19,6 +19,9 @@ use crate::transport::Transport;
 use crate::worker::{self, Worker};
 use crate::{message, outbox};
 
+pub mod campaign;
+pub mod templates;
+
 /// Exit status when delivery stopped because the relay could not be reached.
 pub const EXIT_RELAY_UNREACHABLE: u8 = 3;
 
@@ -38,6 +41,9 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         }
         Command::Run(args) => run_once(&db, settings.clone(), &args, clock).await,
         Command::Status => status(&db, &settings).await,
+        Command::Templates(cmd) => templates::run(cmd, &db, &settings, &clock).await,
+        Command::Campaign(cmd) => campaign::run(cmd, &db, settings.clone(), &clock).await,
+        Command::Explain { user_id } => campaign::explain(&db, &settings, &user_id).await,
     };
     db.close().await;
     result
