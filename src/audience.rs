@@ -20,15 +20,32 @@ pub enum Audience {
     CredentialRecoveryAdvice,
     /// Every enabled user (the maintenance notice, the general reopening notice).
     EnabledUsers,
+    /// Registration still incomplete at the deadline (recorded at maintenance start).
+    LapsedRegistration,
+    /// Changed private email still unvalidated at the deadline.
+    LapsedEmailValidation,
+    /// Personal-code regeneration still pending at the deadline.
+    LapsedCodeRegeneration,
 }
 
 impl Audience {
-    pub const ALL: [Audience; 5] = [
+    pub const ALL: [Audience; 8] = [
         Audience::RegistrationIncomplete,
         Audience::EmailUnvalidated,
         Audience::CodeRegenerationPending,
         Audience::CredentialRecoveryAdvice,
         Audience::EnabledUsers,
+        Audience::LapsedRegistration,
+        Audience::LapsedEmailValidation,
+        Audience::LapsedCodeRegeneration,
+    ];
+
+    /// The procedures whose lapse is recorded at maintenance start: (audience pending before
+    /// the deadline, name in the `lapsed` table, audience of the specific reopening notice).
+    pub const LAPSES: [(Audience, &'static str, Audience); 3] = [
+        (Audience::RegistrationIncomplete, "registration", Audience::LapsedRegistration),
+        (Audience::EmailUnvalidated, "email_validation", Audience::LapsedEmailValidation),
+        (Audience::CodeRegenerationPending, "code_regeneration", Audience::LapsedCodeRegeneration),
     ];
 
     /// The four audiences that get a reminder before the deadline.
@@ -46,6 +63,9 @@ impl Audience {
             Audience::CodeRegenerationPending => "code_regeneration_pending",
             Audience::CredentialRecoveryAdvice => "credential_recovery_advice",
             Audience::EnabledUsers => "enabled_users",
+            Audience::LapsedRegistration => "lapsed_registration",
+            Audience::LapsedEmailValidation => "lapsed_email_validation",
+            Audience::LapsedCodeRegeneration => "lapsed_code_regeneration",
         }
     }
 
@@ -63,6 +83,9 @@ impl Audience {
                 "enabled, not registered with an @istruzione.it mailbox"
             }
             Audience::EnabledUsers => "every enabled user",
+            Audience::LapsedRegistration => "registration still incomplete at the deadline",
+            Audience::LapsedEmailValidation => "private email still unvalidated at the deadline",
+            Audience::LapsedCodeRegeneration => "code regeneration still pending at the deadline",
         }
     }
 
@@ -80,6 +103,15 @@ impl Audience {
                 "u.present = 1 AND u.enabled = 1 AND u.registered_institutional = 0"
             }
             Audience::EnabledUsers => "u.present = 1 AND u.enabled = 1",
+            Audience::LapsedRegistration => {
+                "u.present = 1 AND EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'registration')"
+            }
+            Audience::LapsedEmailValidation => {
+                "u.present = 1 AND EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'email_validation')"
+            }
+            Audience::LapsedCodeRegeneration => {
+                "u.present = 1 AND EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'code_regeneration')"
+            }
         }
     }
 
@@ -102,6 +134,9 @@ impl Audience {
             }
             Audience::CredentialRecoveryAdvice => "user no longer in the audience before sending",
             Audience::EnabledUsers => "user no longer enabled (or gone) before sending",
+            Audience::LapsedRegistration
+            | Audience::LapsedEmailValidation
+            | Audience::LapsedCodeRegeneration => "user gone from the snapshot before sending",
         }
     }
 }
@@ -114,7 +149,7 @@ impl fmt::Display for Audience {
 
 /// An audience name that does not exist.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown audience `{0}` (known: registration_incomplete, email_unvalidated, code_regeneration_pending, credential_recovery_advice, enabled_users)")]
+#[error("unknown audience `{0}` (known: registration_incomplete, email_unvalidated, code_regeneration_pending, credential_recovery_advice, enabled_users, lapsed_registration, lapsed_email_validation, lapsed_code_regeneration)")]
 pub struct UnknownAudience(pub String);
 
 impl FromStr for Audience {

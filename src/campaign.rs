@@ -149,7 +149,7 @@ pub fn timestamp(secs: Option<i64>) -> Option<DateTime<Utc>> {
     secs.and_then(|s| Utc.timestamp_opt(s, 0).single())
 }
 
-fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(10)

@@ -56,6 +56,17 @@ pub struct Settings {
     pub calendar: CalendarSettings,
     pub templates_dir: PathBuf,
     pub import: ImportSettings,
+    pub daemon: DaemonSettings,
+}
+
+/// How `avvisi daemon` paces itself.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DaemonSettings {
+    pub planner_cron: String,
+    pub poll_seconds: u64,
+    pub template_poll_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+    pub relay_backoff_max_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +144,7 @@ struct Raw {
     calendar: RawCalendar,
     templates: RawTemplates,
     import: ImportSettings,
+    daemon: DaemonSettings,
 }
 
 #[derive(Deserialize)]
@@ -288,7 +300,19 @@ impl Settings {
                 "a percentage from 0 to 100",
             ));
         }
+        let fields = raw.daemon.planner_cron.split_whitespace().count();
+        if fields != 6 {
+            return Err(invalid(
+                "daemon.planner_cron",
+                raw.daemon.planner_cron,
+                "a cron expression with seconds: 6 fields, e.g. \"0 * * * * *\"",
+            ));
+        }
+        if raw.daemon.poll_seconds == 0 || raw.daemon.template_poll_seconds == 0 {
+            return Err(invalid("daemon.poll_seconds", "0", "at least 1 second"));
+        }
         Ok(Settings {
+            daemon: raw.daemon,
             database: raw.database,
             delivery: raw.delivery,
             smtp,

@@ -10,6 +10,8 @@
 //! - [`planner`] inserts the due rows into the outbox; [`outbox`] is the rows' state machine.
 //! - [`worker`] claims rows, renders them with [`templates`], builds the email with [`message`]
 //!   and hands it to a [`transport`] (files or SMTP).
+//! - [`daemon`] runs the planner on a schedule and the worker continuously; [`template_store`]
+//!   keeps the live templates; [`phases`] records lapsed procedures and the reopening.
 //! - [`cli`] and [`commands`]: the command line on top of all this.
 
 pub mod audience;
@@ -18,13 +20,16 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod import;
 pub mod message;
 pub mod outbox;
+pub mod phases;
 pub mod planner;
 pub mod snapshot;
 pub mod telemetry;
+pub mod template_store;
 pub mod templates;
 pub mod transport;
 pub mod worker;

@@ -31,6 +31,15 @@ pub async fn plan_due(
     let cal = &settings.calendar;
     campaign::sync_reminders(db, cal, now).await?;
     outbox::expire_overdue(db, now).await?;
+    crate::phases::record_lapsed(db, cal, now).await?;
+    // A launched campaign whose time has come starts.
+    sqlx::query(
+        "UPDATE campaigns SET state = 'running', started_at = $1 \
+         WHERE state = 'scheduled' AND (send_at IS NULL OR send_at <= $1)",
+    )
+    .bind(now.timestamp())
+    .execute(db.pool())
+    .await?;
 
     let mut planned = Vec::new();
     for c in campaign::list(db).await? {
@@ -64,7 +73,25 @@ pub async fn plan_due(
             rows,
         });
     }
+    finish_done(db, now).await?;
     Ok(planned)
+}
+
+/// A campaign is finished when it can plan nothing more and has nothing left in flight: a
+/// one-off once planned, a reminder once its deadline has passed.
+async fn finish_done(db: &Db, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE campaigns SET state = 'finished', finished_at = $1 \
+         WHERE state = 'running' \
+           AND ((kind <> 'reminder' AND (send_at IS NULL OR send_at <= $1)) \
+                OR (expires_at IS NOT NULL AND expires_at <= $1)) \
+           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.campaign_id = campaigns.id \
+                           AND o.state IN ('pending', 'sending'))",
+    )
+    .bind(now.timestamp())
+    .execute(db.pool())
+    .await?;
+    Ok(())
 }
 
 async fn plan_step(

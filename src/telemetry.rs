@@ -13,7 +13,7 @@ pub fn init(verbosity: i8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,lettre=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,lettre=warn,tokio_cron_scheduler=warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::message::{self, Envelope};
 use crate::outbox::{self, Claimed, Outcome};
+use crate::template_store::TemplateStore;
 use crate::templates::{MessageContext, TemplateSet, UserView};
 use crate::transport::{FailureKind, Transport};
 
@@ -48,7 +49,8 @@ pub struct Worker {
     pub db: Db,
     pub settings: Arc<Settings>,
     pub transport: Transport,
-    pub templates: Arc<TemplateSet>,
+    /// The live templates; each batch renders with the set current when it starts.
+    pub templates: TemplateStore,
     pub clock: Clock,
     /// Identifies this process in claim tokens (host and pid).
     pub worker_id: String,
@@ -118,6 +120,13 @@ impl Worker {
     ) -> Result<bool, sqlx::Error> {
         let stop = AtomicBool::new(false);
         let concurrency = self.settings.delivery.concurrency as usize;
+        let templates = self.templates.current();
+        let tz = self.settings.calendar.timezone;
+        let reopened_at = crate::phases::reopened_at(&self.db)
+            .await?
+            .map(|t| t.with_timezone(&tz).to_rfc3339())
+            .unwrap_or_default();
+        let (templates, reopened_at) = (&*templates, reopened_at.as_str());
         let results: Vec<(Claimed, Outcome)> = futures::stream::iter(rows)
             .map(|row| {
                 let stop = &stop;
@@ -126,7 +135,7 @@ impl Worker {
                         let at = self.clock.now();
                         return (row, Outcome::HandedBack { at });
                     }
-                    let outcome = self.send_one(&row).await;
+                    let outcome = self.send_one(&row, templates, reopened_at).await;
                     if let Some(FailureKind::Unreachable) = outcome.1 {
                         stop.store(true, Ordering::Relaxed);
                     }
@@ -161,14 +170,20 @@ impl Worker {
     }
 
     /// Renders and sends one row; the failure kind, if any, tells the batch whether to stop.
-    async fn send_one(&self, row: &Claimed) -> (Outcome, Option<FailureKind>) {
+    async fn send_one(
+        &self,
+        row: &Claimed,
+        templates: &TemplateSet,
+        reopened_at: &str,
+    ) -> (Outcome, Option<FailureKind>) {
         let now = self.clock.now();
         if row.expires_at.is_some_and(|e| now.timestamp() >= e) {
             let reason = "deadline passed before it could be sent".to_string();
             return (Outcome::Expired { reason }, None);
         }
-        let context = self.context_for(row, now, false);
-        let rendered = match self.templates.render(&row.template, &context) {
+        let mut context = self.context_for(row, now, false);
+        context.reopened_at = reopened_at.to_string();
+        let rendered = match templates.render(&row.template, &context) {
             Ok(r) => r,
             Err(e) => {
                 // A template problem is not the recipient's: keep the row for a fixed template.
@@ -210,7 +225,7 @@ impl Worker {
                 tracing::debug!(outbox_id = row.id, campaign = %row.campaign, step = %row.step, "sent");
                 let outcome = Outcome::Sent {
                     recipient: row.recipient.clone(),
-                    template_digest: self.templates.digest().to_string(),
+                    template_digest: templates.digest().to_string(),
                 };
                 (outcome, None)
             }

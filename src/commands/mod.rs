@@ -8,18 +8,20 @@ use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, ImportCommand, ImportUsersArgs, RunArgs};
+use crate::cli::{Command, ImportCommand, ImportUsersArgs, RunArgs, ServiceCommand};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::import::{self, ImportError, ImportOptions};
 use crate::planner;
+use crate::template_store::TemplateStore;
 use crate::templates::TemplateSet;
 use crate::transport::Transport;
 use crate::worker::{self, Worker};
 use crate::{message, outbox};
 
 pub mod campaign;
+pub mod service;
 pub mod templates;
 
 /// Exit status when delivery stopped because the relay could not be reached.
@@ -43,6 +45,9 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         Command::Status => status(&db, &settings).await,
         Command::Templates(cmd) => templates::run(cmd, &db, &settings, &clock).await,
         Command::Campaign(cmd) => campaign::run(cmd, &db, settings.clone(), &clock).await,
+        Command::Daemon { now } => service::daemon(&db, settings.clone(), clock.clone(), now).await,
+        Command::Service(ServiceCommand::Reopen { at }) => service::reopen(&db, &settings, &clock, at).await,
+        Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
         Command::Explain { user_id } => campaign::explain(&db, &settings, &user_id).await,
     };
     db.close().await;
@@ -139,7 +144,7 @@ async fn run_once(
         db: db.clone(),
         settings: settings.clone(),
         transport: transport.clone(),
-        templates: Arc::new(templates),
+        templates: TemplateStore::new(templates),
         clock: clock.clone(),
         worker_id: worker::worker_id(),
     };

@@ -1,0 +1,118 @@
+//! `avvisi daemon`, `avvisi service reopen`, `avvisi calendar`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use tokio_util::sync::CancellationToken;
+
+use crate::audience::Audience;
+use crate::campaign::{reminder_name, reminder_steps};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::{daemon, phases, template_store};
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub async fn daemon(db: &Db, settings: Arc<Settings>, clock: Clock, now: Option<DateTime<Utc>>) -> anyhow::Result<ExitCode> {
+    let clock = match now {
+        Some(at) => Clock::starting_at(at),
+        None => clock,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    daemon::run(db.clone(), settings, clock, shutdown, template_store::render_check).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: stopping"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}
+
+pub async fn reopen(db: &Db, settings: &Settings, clock: &Clock, at: Option<DateTime<Utc>>) -> anyhow::Result<ExitCode> {
+    let now = clock.now();
+    let tz = settings.calendar.timezone;
+    let r = phases::declare_reopening(db, &settings.calendar, at.unwrap_or(now), now)
+        .await
+        .context("declaring the reopening")?;
+    if r.newly_declared {
+        println!(
+            "reopening declared for {}: the reopening notices go out from then (within the sending hours)",
+            local(r.at, tz)
+        );
+    } else {
+        println!("the reopening was already declared for {}: nothing changed", local(r.at, tz));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn calendar(db: &Db, settings: &Settings, clock: &Clock, now: Option<DateTime<Utc>>) -> anyhow::Result<ExitCode> {
+    let cal = &settings.calendar;
+    let tz = cal.timezone;
+    let now = now.unwrap_or_else(|| clock.now());
+    let reopened = phases::reopened_at(db).await?;
+    let phase = if now < cal.campaign_start {
+        "before the campaign"
+    } else if now < cal.deadline {
+        "reminders"
+    } else if reopened.is_some_and(|r| now >= r) {
+        "reopened"
+    } else {
+        "maintenance"
+    };
+    println!("calendar in {tz}, as of {}: phase {phase}", local(now, tz));
+    println!("  {:<20} {}", "campaign start", local(cal.campaign_start, tz));
+    println!("  {:<20} {}", "deadline", local(cal.deadline, tz));
+    println!("  {:<20} {}", "maintenance start", local(cal.maintenance_start, tz));
+    match reopened {
+        Some(at) => println!("  {:<20} {}", "reopening", local(at, tz)),
+        None => println!("  {:<20} not declared yet (avvisi service reopen)", "reopening"),
+    }
+    println!(
+        "  {:<20} {}-{}",
+        "sending hours",
+        cal.sending_hours_start.format("%H:%M"),
+        cal.sending_hours_end.format("%H:%M")
+    );
+    println!("next reminder steps (each goes to who still qualifies at that moment):");
+    let upcoming: Vec<_> = reminder_steps(cal).into_iter().filter(|s| s.due_at > now).collect();
+    if upcoming.is_empty() {
+        println!("  none");
+    }
+    for step in upcoming {
+        for audience in Audience::REMINDERS {
+            let size = audience_size(db, audience).await?;
+            println!(
+                "  {}  {:<6} {:<45} {size} users now",
+                local(step.due_at, tz),
+                step.name,
+                reminder_name(cal, audience)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audience_size(db: &Db, audience: Audience) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM users u WHERE {}", audience.condition()))
+        .fetch_one(db.pool())
+        .await
+}
+
+fn local(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+}

@@ -1,0 +1,288 @@
+//! `avvisi daemon`: a scheduled planner and a continuous sender, until the shutdown signal.
+//!
+//! - The planner runs on `daemon.planner_cron` (tokio-cron-scheduler, in the calendar's time
+//!   zone) and once at start. It computes due steps from the calendar itself, in UTC, so a
+//!   scheduler tick that drifts across a DST change can only be late by one tick, never move
+//!   09:00. Ticks never overlap (a busy tick makes the next one skip), and with several daemons
+//!   on one PostgreSQL only the daemon that records a tick in `planner_ticks` plans it.
+//! - The sender delivers continuously; when the relay is unreachable it backs off as a whole.
+//! - Templates reload on SIGHUP and when the folder changes; a broken set is never used.
+//! - On shutdown nothing new is claimed, sends on the wire get `shutdown_grace_seconds`, and
+//!   what was claimed but not started is handed back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::db::{Backend, Db};
+use crate::template_store::{Reload, TemplateStore};
+use crate::templates::TemplateSet;
+use crate::transport::Transport;
+use crate::worker::{self, Worker};
+use crate::{message, planner};
+
+/// A daemon is considered alive while its heartbeat is younger than this.
+const HEARTBEAT_STALE_SECONDS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another avvisi daemon ({other}) is running on this SQLite database; SQLite supports one daemon at a time (use PostgreSQL to run several)")]
+    AlreadyRunning { other: String },
+}
+
+/// Runs the daemon until `shutdown` is cancelled. `check` validates a template set before it
+/// goes live (problems as sentences; empty means good).
+pub async fn run(
+    db: Db,
+    settings: Arc<Settings>,
+    clock: Clock,
+    shutdown: CancellationToken,
+    check: fn(&TemplateSet) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let me = format!("{}:{}", worker::worker_id(), Utc::now().timestamp_millis());
+    register(&db, &me).await?;
+    let result = serve(&db, settings, clock, shutdown, check, &me).await;
+    let _ = sqlx::query("DELETE FROM daemons WHERE id = $1").bind(&me).execute(db.pool()).await;
+    result
+}
+
+async fn serve(
+    db: &Db,
+    settings: Arc<Settings>,
+    clock: Clock,
+    shutdown: CancellationToken,
+    check: fn(&TemplateSet) -> Vec<String>,
+    me: &str,
+) -> anyhow::Result<()> {
+    let first = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
+    let problems = check(&first);
+    if !problems.is_empty() {
+        anyhow::bail!("the templates have problems; fix them before starting:\n  {}", problems.join("\n  "));
+    }
+    tracing::info!(templates = first.digest(), "templates live");
+    let store = TemplateStore::new(first);
+    let transport = Transport::from_settings(&settings).context("setting up delivery")?;
+    let worker = Arc::new(Worker {
+        db: db.clone(),
+        settings: settings.clone(),
+        transport,
+        templates: store.clone(),
+        clock: clock.clone(),
+        worker_id: me.to_string(),
+    });
+
+    // Background duties: heartbeat, template reloads, planner ticks.
+    let tasks = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat(db.clone(), me.to_string(), tasks.clone()));
+    let reloads = tokio::spawn(watch_templates(store, settings.clone(), check, tasks.clone()));
+    let planner = Planner {
+        db: db.clone(),
+        settings: settings.clone(),
+        clock: clock.clone(),
+        worker: worker.clone(),
+        busy: Arc::new(tokio::sync::Mutex::new(())),
+        me: me.to_string(),
+    };
+    planner.tick().await; // catch up at once on what became due while the daemon was down
+    let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
+    let tick = planner.clone();
+    let job = Job::new_async_tz(settings.daemon.planner_cron.as_str(), settings.calendar.timezone, move |_, _| {
+        let tick = tick.clone();
+        Box::pin(async move { tick.tick().await })
+    })
+    .context("daemon.planner_cron")?;
+    scheduler.add(job).await.context("scheduling the planner")?;
+    scheduler.start().await.context("starting the scheduler")?;
+    tracing::info!(daemon = me, "daemon started");
+
+    send_until_shutdown(&worker, &settings, &shutdown).await;
+
+    tasks.cancel();
+    let _ = scheduler.shutdown().await;
+    let _ = tokio::join!(heartbeat, reloads);
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// The sender: deliver, then wait (longer while the relay is down), until shutdown.
+async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &CancellationToken) {
+    let poll = Duration::from_secs(settings.daemon.poll_seconds);
+    let backoff_max = Duration::from_secs(settings.daemon.relay_backoff_max_seconds.max(1));
+    let grace = Duration::from_secs(settings.daemon.shutdown_grace_seconds);
+    let mut backoff = poll;
+    while !shutdown.is_cancelled() {
+        let delivery = worker.deliver_due(shutdown);
+        tokio::pin!(delivery);
+        let report = tokio::select! {
+            r = &mut delivery => r,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("shutdown grace period over: messages still on the wire return to the queue when their lease expires");
+                return;
+            }
+        };
+        let pause = match report {
+            Ok(r) if r.relay_unreachable => {
+                tracing::warn!(pause_seconds = backoff.as_secs(), "relay unreachable: pausing delivery");
+                let pause = backoff;
+                backoff = (backoff * 2).min(backoff_max);
+                pause
+            }
+            Ok(_) => {
+                backoff = poll;
+                poll
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "delivery pass failed (database?); retrying");
+                backoff = (backoff * 2).min(backoff_max);
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Planner {
+    db: Db,
+    settings: Arc<Settings>,
+    clock: Clock,
+    worker: Arc<Worker>,
+    busy: Arc<tokio::sync::Mutex<()>>,
+    me: String,
+}
+
+impl Planner {
+    /// One planner run: skipped when the previous one is still running, or when another daemon
+    /// already took this tick.
+    async fn tick(&self) {
+        let Ok(_guard) = self.busy.try_lock() else {
+            tracing::warn!("previous planner tick still running: this tick is skipped");
+            return;
+        };
+        let now = self.clock.now();
+        match self.claim_tick(now.timestamp()).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the planner tick");
+                return;
+            }
+        }
+        let templates = self.worker.templates.current();
+        let domain = message::message_id_domain(&self.settings.mail);
+        if let Err(e) = planner::plan_due(&self.db, &self.settings, templates.digest(), &domain, now).await {
+            tracing::error!(error = %e, "planning failed; the next tick tries again");
+        }
+    }
+
+    async fn claim_tick(&self, tick: i64) -> Result<bool, sqlx::Error> {
+        let taken = sqlx::query("INSERT INTO planner_ticks (tick_at, daemon) VALUES ($1, $2) ON CONFLICT (tick_at) DO NOTHING")
+            .bind(tick)
+            .bind(&self.me)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM planner_ticks WHERE tick_at < $1")
+            .bind(tick - 86_400)
+            .execute(self.db.pool())
+            .await?;
+        Ok(taken == 1)
+    }
+}
+
+/// Refuses a second daemon on one SQLite file; records this daemon's heartbeat.
+async fn register(db: &Db, me: &str) -> anyhow::Result<()> {
+    let now = Utc::now().timestamp();
+    if db.backend() == Backend::Sqlite {
+        let other: Option<String> = sqlx::query_scalar("SELECT id FROM daemons WHERE heartbeat_at > $1 AND id <> $2")
+            .bind(now - HEARTBEAT_STALE_SECONDS)
+            .bind(me)
+            .fetch_optional(db.pool())
+            .await?;
+        if let Some(other) = other {
+            return Err(DaemonError::AlreadyRunning { other }.into());
+        }
+    }
+    sqlx::query("DELETE FROM daemons WHERE heartbeat_at <= $1")
+        .bind(now - HEARTBEAT_STALE_SECONDS)
+        .execute(db.pool())
+        .await?;
+    sqlx::query("INSERT INTO daemons (id, started_at, heartbeat_at) VALUES ($1, $2, $2)")
+        .bind(me)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+async fn heartbeat(db: Db, me: String, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        let beat = sqlx::query("UPDATE daemons SET heartbeat_at = $1 WHERE id = $2")
+            .bind(Utc::now().timestamp())
+            .bind(&me)
+            .execute(db.pool())
+            .await;
+        if let Err(e) = beat {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Reloads the templates on SIGHUP and when the folder's content changes.
+async fn watch_templates(
+    store: TemplateStore,
+    settings: Arc<Settings>,
+    check: fn(&TemplateSet) -> Vec<String>,
+    stop: CancellationToken,
+) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let every = Duration::from_secs(settings.daemon.template_poll_seconds);
+    let mut reported: Vec<String> = Vec::new();
+    loop {
+        #[cfg(unix)]
+        let sighup = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let sighup = std::future::pending::<()>();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sighup => tracing::info!("SIGHUP: reloading templates"),
+            _ = tokio::time::sleep(every) => {}
+        }
+        match store.reload(&settings.templates_dir, check) {
+            Reload::Unchanged => {}
+            Reload::Replaced(digest) => {
+                reported.clear();
+                tracing::info!(templates = %digest, "new templates live")
+            }
+            // Logged once per distinct breakage, not at every poll.
+            Reload::Rejected(problems) if problems != reported => {
+                for p in &problems {
+                    tracing::error!(problem = %p, "template edit rejected; still sending with the last good set");
+                }
+                reported = problems;
+            }
+            Reload::Rejected(_) => {}
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The service's phases: reminders until the deadline, maintenance from `maintenance_start`,
+//! reopening when operators declare it.
+//!
+//! At the first planner tick at or after the maintenance start, who still had a procedure pending
+//! is recorded in `lapsed`, once; that record, not a later snapshot, decides the specific
+//! reopening notices. `avvisi service reopen` records the reopening once and creates the
+//! reopening campaigns, scheduled at that instant; the planner sends them like any campaign.
+
+use chrono::{DateTime, Utc};
+
+use crate::audience::Audience;
+use crate::campaign::{self, timestamp};
+use crate::config::CalendarSettings;
+use crate::db::Db;
+
+/// The reopening campaigns: (template and name prefix, audience).
+pub const REOPENING: [(&str, Audience); 4] = [
+    ("reopening_general", Audience::EnabledUsers),
+    ("reopening_registration_cancelled", Audience::LapsedRegistration),
+    ("reopening_email_unvalidated", Audience::LapsedEmailValidation),
+    ("reopening_code_regeneration", Audience::LapsedCodeRegeneration),
+];
+
+/// Records, once, who lapsed at the deadline. Returns the rows recorded now (0 when done before
+/// or when the maintenance has not started).
+pub async fn record_lapsed(db: &Db, cal: &CalendarSettings, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    if now < cal.maintenance_start {
+        return Ok(0);
+    }
+    let mut tx = db.pool().begin().await?;
+    let first = sqlx::query(
+        "INSERT INTO service_events (name, at, declared_at) VALUES ('lapsed_recorded', $1, $2) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(cal.maintenance_start.timestamp())
+    .bind(now.timestamp())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if first == 0 {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let mut recorded = 0;
+    for (pending, procedure, _) in Audience::LAPSES {
+        let sql = format!(
+            "INSERT INTO lapsed (user_id, procedure, recorded_at) \
+             SELECT u.user_id, $1, $2 FROM users u WHERE {} \
+             ON CONFLICT (user_id, procedure) DO NOTHING",
+            pending.condition()
+        );
+        recorded += sqlx::query(&sql)
+            .bind(procedure)
+            .bind(now.timestamp())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    tx.commit().await?;
+    tracing::info!(recorded, "recorded the procedures lapsed at the deadline");
+    Ok(recorded)
+}
+
+/// The outcome of declaring the reopening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reopening {
+    pub at: DateTime<Utc>,
+    /// False when the reopening had been declared before (nothing changed).
+    pub newly_declared: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PhaseError {
+    #[error("the reopening ({at}) cannot be before the maintenance start ({start})")]
+    ReopenBeforeMaintenance { at: DateTime<Utc>, start: DateTime<Utc> },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Declares that the upgrade is over at `at`: records it and schedules the reopening notices.
+/// Declaring twice changes nothing (the first declaration stands).
+pub async fn declare_reopening(
+    db: &Db,
+    cal: &CalendarSettings,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Reopening, PhaseError> {
+    if at < cal.maintenance_start {
+        return Err(PhaseError::ReopenBeforeMaintenance {
+            at,
+            start: cal.maintenance_start,
+        });
+    }
+    // Recorded now if the maintenance has started; otherwise by the first planner tick after
+    // it, always before any reopening notice can be planned (they are due after it).
+    record_lapsed(db, cal, now).await?;
+    let mut tx = db.pool().begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO service_events (name, at, declared_at) VALUES ('reopened', $1, $2) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(at.timestamp())
+    .bind(now.timestamp())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        tx.rollback().await?;
+        let at = reopened_at(db).await?.unwrap_or(at);
+        return Ok(Reopening { at, newly_declared: false });
+    }
+    let day = cal.deadline.with_timezone(&cal.timezone).date_naive();
+    for (template, audience) in REOPENING {
+        sqlx::query(
+            "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, created_at) \
+             VALUES ($1, 'reopening', $2, $3, 'scheduled', $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(format!("{template}-{}", day.format("%Y-%m-%d")))
+        .bind(audience.name())
+        .bind(template)
+        .bind(campaign::new_uid())
+        .bind(at.timestamp())
+        .bind(now.timestamp())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Reopening { at, newly_declared: true })
+}
+
+/// When the service reopened (or will), if declared.
+pub async fn reopened_at(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let at: Option<i64> = sqlx::query_scalar("SELECT at FROM service_events WHERE name = 'reopened'")
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(timestamp(at))
+}
