@@ -43,9 +43,21 @@ impl Audience {
     /// The procedures whose lapse is recorded at maintenance start: (audience pending before
     /// the deadline, name in the `lapsed` table, audience of the specific reopening notice).
     pub const LAPSES: [(Audience, &'static str, Audience); 3] = [
-        (Audience::RegistrationIncomplete, "registration", Audience::LapsedRegistration),
-        (Audience::EmailUnvalidated, "email_validation", Audience::LapsedEmailValidation),
-        (Audience::CodeRegenerationPending, "code_regeneration", Audience::LapsedCodeRegeneration),
+        (
+            Audience::RegistrationIncomplete,
+            "registration",
+            Audience::LapsedRegistration,
+        ),
+        (
+            Audience::EmailUnvalidated,
+            "email_validation",
+            Audience::LapsedEmailValidation,
+        ),
+        (
+            Audience::CodeRegenerationPending,
+            "code_regeneration",
+            Audience::LapsedCodeRegeneration,
+        ),
     ];
 
     /// The four audiences that get a reminder before the deadline.

@@ -57,7 +57,9 @@ pub enum Command {
     Campaign(crate::commands::campaign::CampaignCommand),
 
     /// Run unattended: plan on schedule, deliver continuously, until SIGTERM or Ctrl-C.
-    #[command(after_help = "Example:\n  avvisi daemon\n  kill -HUP $(pidof avvisi)   # reload the templates now\n\nExit status 0 after a clean stop.")]
+    #[command(
+        after_help = "Example:\n  avvisi daemon\n  kill -HUP $(pidof avvisi)   # reload the templates now\n\nExit status 0 after a clean stop."
+    )]
     Daemon {
         /// Start the clock at this instant (RFC 3339) and let it run from there (rehearsals).
         #[arg(long, value_name = "TIMESTAMP")]
@@ -69,7 +71,9 @@ pub enum Command {
     Service(ServiceCommand),
 
     /// The phases of the calendar and the next planned steps with dates and audience sizes.
-    #[command(after_help = "Example:\n  avvisi calendar\n  avvisi calendar --now 2026-11-28T12:00:00+01:00")]
+    #[command(
+        after_help = "Example:\n  avvisi calendar\n  avvisi calendar --now 2026-11-28T12:00:00+01:00"
+    )]
     Calendar {
         /// Show the calendar as of this instant (RFC 3339).
         #[arg(long, value_name = "TIMESTAMP")]
@@ -88,7 +92,9 @@ pub enum Command {
 pub enum ServiceCommand {
     /// Declare that the upgrade is over (now, or at a planned time): the reopening notices then
     /// go out by themselves. Declaring twice changes nothing.
-    #[command(after_help = "Example:\n  avvisi service reopen\n  avvisi service reopen --at 2026-12-14T09:00:00+01:00")]
+    #[command(
+        after_help = "Example:\n  avvisi service reopen\n  avvisi service reopen --at 2026-12-14T09:00:00+01:00"
+    )]
     Reopen {
         /// When the service reopens (RFC 3339); default now.
         #[arg(long, value_name = "TIMESTAMP")]

@@ -175,10 +175,18 @@ struct RawCalendar {
     campaign_start: String,
     deadline: String,
     maintenance_start: String,
-    reminder_days_before: Vec<u32>,
+    reminder_days_before: OneOrMany,
     reminder_time: String,
     sending_hours_start: String,
     sending_hours_end: String,
+}
+
+/// `AVVISI__CALENDAR__REMINDER_DAYS_BEFORE=3` arrives as a number, `7,3,1` as a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(u32),
+    Many(Vec<u32>),
 }
 
 #[derive(Deserialize)]
@@ -407,7 +415,10 @@ fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, ConfigError> {
             "a time at or after calendar.deadline",
         ));
     }
-    let mut days = raw.reminder_days_before;
+    let mut days = match raw.reminder_days_before {
+        OneOrMany::One(d) => vec![d],
+        OneOrMany::Many(d) => d,
+    };
     if days.iter().any(|d| *d > 60) {
         return Err(invalid(
             "calendar.reminder_days_before",

@@ -48,7 +48,10 @@ pub async fn run(
     let me = format!("{}:{}", worker::worker_id(), Utc::now().timestamp_millis());
     register(&db, &me).await?;
     let result = serve(&db, settings, clock, shutdown, check, &me).await;
-    let _ = sqlx::query("DELETE FROM daemons WHERE id = $1").bind(&me).execute(db.pool()).await;
+    let _ = sqlx::query("DELETE FROM daemons WHERE id = $1")
+        .bind(&me)
+        .execute(db.pool())
+        .await;
     result
 }
 
@@ -63,7 +66,10 @@ async fn serve(
     let first = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
     let problems = check(&first);
     if !problems.is_empty() {
-        anyhow::bail!("the templates have problems; fix them before starting:\n  {}", problems.join("\n  "));
+        anyhow::bail!(
+            "the templates have problems; fix them before starting:\n  {}",
+            problems.join("\n  ")
+        );
     }
     tracing::info!(templates = first.digest(), "templates live");
     let store = TemplateStore::new(first);
@@ -80,7 +86,12 @@ async fn serve(
     // Background duties: heartbeat, template reloads, planner ticks.
     let tasks = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat(db.clone(), me.to_string(), tasks.clone()));
-    let reloads = tokio::spawn(watch_templates(store, settings.clone(), check, tasks.clone()));
+    let reloads = tokio::spawn(watch_templates(
+        store,
+        settings.clone(),
+        check,
+        tasks.clone(),
+    ));
     let planner = Planner {
         db: db.clone(),
         settings: settings.clone(),
@@ -90,12 +101,18 @@ async fn serve(
         me: me.to_string(),
     };
     planner.tick().await; // catch up at once on what became due while the daemon was down
-    let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
+    let mut scheduler = JobScheduler::new()
+        .await
+        .context("starting the scheduler")?;
     let tick = planner.clone();
-    let job = Job::new_async_tz(settings.daemon.planner_cron.as_str(), settings.calendar.timezone, move |_, _| {
-        let tick = tick.clone();
-        Box::pin(async move { tick.tick().await })
-    })
+    let job = Job::new_async_tz(
+        settings.daemon.planner_cron.as_str(),
+        settings.calendar.timezone,
+        move |_, _| {
+            let tick = tick.clone();
+            Box::pin(async move { tick.tick().await })
+        },
+    )
     .context("daemon.planner_cron")?;
     scheduler.add(job).await.context("scheduling the planner")?;
     scheduler.start().await.context("starting the scheduler")?;
@@ -128,7 +145,10 @@ async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &Ca
         };
         let pause = match report {
             Ok(r) if r.relay_unreachable => {
-                tracing::warn!(pause_seconds = backoff.as_secs(), "relay unreachable: pausing delivery");
+                tracing::warn!(
+                    pause_seconds = backoff.as_secs(),
+                    "relay unreachable: pausing delivery"
+                );
                 let pause = backoff;
                 backoff = (backoff * 2).min(backoff_max);
                 pause
@@ -179,7 +199,9 @@ impl Planner {
         }
         let templates = self.worker.templates.current();
         let domain = message::message_id_domain(&self.settings.mail);
-        if let Err(e) = planner::plan_due(&self.db, &self.settings, templates.digest(), &domain, now).await {
+        if let Err(e) =
+            planner::plan_due(&self.db, &self.settings, templates.digest(), &domain, now).await
+        {
             tracing::error!(error = %e, "planning failed; the next tick tries again");
         }
     }
@@ -203,11 +225,12 @@ impl Planner {
 async fn register(db: &Db, me: &str) -> anyhow::Result<()> {
     let now = Utc::now().timestamp();
     if db.backend() == Backend::Sqlite {
-        let other: Option<String> = sqlx::query_scalar("SELECT id FROM daemons WHERE heartbeat_at > $1 AND id <> $2")
-            .bind(now - HEARTBEAT_STALE_SECONDS)
-            .bind(me)
-            .fetch_optional(db.pool())
-            .await?;
+        let other: Option<String> =
+            sqlx::query_scalar("SELECT id FROM daemons WHERE heartbeat_at > $1 AND id <> $2")
+                .bind(now - HEARTBEAT_STALE_SECONDS)
+                .bind(me)
+                .fetch_optional(db.pool())
+                .await?;
         if let Some(other) = other {
             return Err(DaemonError::AlreadyRunning { other }.into());
         }

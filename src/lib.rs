@@ -12,6 +12,8 @@
 //!   and hands it to a [`transport`] (files or SMTP).
 //! - [`daemon`] runs the planner on a schedule and the worker continuously; [`template_store`]
 //!   keeps the live templates; [`phases`] records lapsed procedures and the reopening.
+//! - [`template_check`]: `templates check` (every template rendered with sample data, problems
+//!   with file and line); [`preview`]: `templates preview`, the pages template editors look at.
 //! - [`cli`] and [`commands`]: the command line on top of all this.
 
 pub mod audience;
@@ -27,8 +29,10 @@ pub mod message;
 pub mod outbox;
 pub mod phases;
 pub mod planner;
+pub mod preview;
 pub mod snapshot;
 pub mod telemetry;
+pub mod template_check;
 pub mod template_store;
 pub mod templates;
 pub mod transport;

@@ -16,14 +16,27 @@ use crate::db::Db;
 /// The reopening campaigns: (template and name prefix, audience).
 pub const REOPENING: [(&str, Audience); 4] = [
     ("reopening_general", Audience::EnabledUsers),
-    ("reopening_registration_cancelled", Audience::LapsedRegistration),
-    ("reopening_email_unvalidated", Audience::LapsedEmailValidation),
-    ("reopening_code_regeneration", Audience::LapsedCodeRegeneration),
+    (
+        "reopening_registration_cancelled",
+        Audience::LapsedRegistration,
+    ),
+    (
+        "reopening_email_unvalidated",
+        Audience::LapsedEmailValidation,
+    ),
+    (
+        "reopening_code_regeneration",
+        Audience::LapsedCodeRegeneration,
+    ),
 ];
 
 /// Records, once, who lapsed at the deadline. Returns the rows recorded now (0 when done before
 /// or when the maintenance has not started).
-pub async fn record_lapsed(db: &Db, cal: &CalendarSettings, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+pub async fn record_lapsed(
+    db: &Db,
+    cal: &CalendarSettings,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
     if now < cal.maintenance_start {
         return Ok(0);
     }
@@ -72,7 +85,10 @@ pub struct Reopening {
 #[derive(Debug, thiserror::Error)]
 pub enum PhaseError {
     #[error("the reopening ({at}) cannot be before the maintenance start ({start})")]
-    ReopenBeforeMaintenance { at: DateTime<Utc>, start: DateTime<Utc> },
+    ReopenBeforeMaintenance {
+        at: DateTime<Utc>,
+        start: DateTime<Utc>,
+    },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -107,7 +123,10 @@ pub async fn declare_reopening(
     if inserted == 0 {
         tx.rollback().await?;
         let at = reopened_at(db).await?.unwrap_or(at);
-        return Ok(Reopening { at, newly_declared: false });
+        return Ok(Reopening {
+            at,
+            newly_declared: false,
+        });
     }
     let day = cal.deadline.with_timezone(&cal.timezone).date_naive();
     for (template, audience) in REOPENING {
@@ -125,13 +144,17 @@ pub async fn declare_reopening(
         .await?;
     }
     tx.commit().await?;
-    Ok(Reopening { at, newly_declared: true })
+    Ok(Reopening {
+        at,
+        newly_declared: true,
+    })
 }
 
 /// When the service reopened (or will), if declared.
 pub async fn reopened_at(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let at: Option<i64> = sqlx::query_scalar("SELECT at FROM service_events WHERE name = 'reopened'")
-        .fetch_optional(db.pool())
-        .await?;
+    let at: Option<i64> =
+        sqlx::query_scalar("SELECT at FROM service_events WHERE name = 'reopened'")
+            .fetch_optional(db.pool())
+            .await?;
     Ok(timestamp(at))
 }

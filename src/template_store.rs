@@ -61,7 +61,14 @@ impl TemplateStore {
 pub fn render_check(set: &TemplateSet) -> Vec<String> {
     use crate::templates::{MessageContext, UserView};
     let context = MessageContext {
-        user: UserView::new("Nicolò", "D'Angelo", "n.dangelo@libero.it", None, Some("nuovo@libero.it"), Some("BO")),
+        user: UserView::new(
+            "Nicolò",
+            "D'Angelo",
+            "n.dangelo@libero.it",
+            None,
+            Some("nuovo@libero.it"),
+            Some("BO"),
+        ),
         deadline: "2026-11-30T23:59:59+01:00".into(),
         maintenance_start: "2026-12-01T00:00:00+01:00".into(),
         reopened_at: "2026-12-14T09:00:00+01:00".into(),

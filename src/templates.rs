@@ -115,8 +115,17 @@ impl TemplateSet {
             dir: dir.to_path_buf(),
             source,
         })?;
+        TemplateSet::from_sources(dir, &files)
+    }
+
+    /// Compiles `files` (relative name → text, as [`read_sources`] returns them) as the set of
+    /// `dir`; `templates check` uses it to render what is not broken when some files are.
+    pub fn from_sources(
+        dir: &Path,
+        files: &BTreeMap<String, String>,
+    ) -> Result<TemplateSet, TemplateError> {
         let mut hasher = Sha256::new();
-        for (name, content) in &files {
+        for (name, content) in files {
             hasher.update(name.as_bytes());
             hasher.update([0]);
             hasher.update(content.as_bytes());
@@ -199,6 +208,49 @@ impl TemplateSet {
             html: part("body.html")?.trim().to_string() + "\n",
         })
     }
+
+    /// Renders one file of the set (`NAME/subject.txt`...) as it comes out of Tera, without the
+    /// folding and tidying of [`TemplateSet::render`]: `templates check` looks at it raw.
+    pub fn render_file(
+        &self,
+        file: &str,
+        context: &MessageContext,
+    ) -> Result<String, TemplateError> {
+        let ctx = tera::Context::from_serialize(context).map_err(|e| TemplateError::Render {
+            file: file.to_string(),
+            message: error_chain(&e),
+        })?;
+        self.tera
+            .render(file, &ctx)
+            .map_err(|e| TemplateError::Render {
+                file: self.dir.join(file).display().to_string(),
+                message: error_chain(&e),
+            })
+    }
+
+    /// The names of every file of the set (`layout/base.html`, `NAME/body.txt`...), sorted.
+    pub fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tera.get_template_names().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+}
+
+/// Every template file under `dir` with its text, exactly as [`TemplateSet::load`] reads them
+/// (for `templates check`, which needs the sources to point at lines).
+pub fn read_sources(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
+    read_tree(dir)
+}
+
+/// Whether templates may use the filter `name`: Tera's own, `safe` and `default` (handled by
+/// Tera's renderer itself), and the date filters registered here.
+pub fn filter_exists(name: &str) -> bool {
+    if name == "safe" || name == "default" {
+        return true;
+    }
+    let mut tera = Tera::default();
+    register_filters(&mut tera);
+    tera.get_filter(name).is_ok()
 }
 
 /// Every template file (`.txt`, `.html`) under `dir`, keyed by its path relative to `dir` with `/` separators, sorted.

@@ -1,24 +1,781 @@
-//! `avvisi campaign ...` and `avvisi explain`.
+//! `avvisi campaign ...` (one-off campaigns for operators) and `avvisi explain USER_ID`.
+//!
+//! The lifecycle itself (guarded transitions, what is legal) is in [`crate::campaign`]; this
+//! module parses, renders the sample messages and prints for people.
 
+use std::collections::VecDeque;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
 
-use clap::Subcommand;
+use anyhow::Context;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sqlx::Row;
 
+use crate::audience::Audience;
+use crate::campaign::{self, NewCampaign, Overview, Progress};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
+use crate::message::{self, Envelope};
+use crate::template_store::TemplateStore;
+use crate::templates::{MessageContext, Rendered, TemplateSet};
+use crate::transport::Transport;
+use crate::worker::{self, Worker};
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
-    /// List campaigns.
+    /// Create a one-off campaign as a draft (nothing is sent until `launch`).
+    #[command(
+        after_help = "Audiences: registration_incomplete, email_unvalidated, code_regeneration_pending,\n\
+        credential_recovery_advice, enabled_users, lapsed_registration, lapsed_email_validation,\n\
+        lapsed_code_regeneration. TEMPLATE is a message folder in the templates folder.\n\n\
+        Examples:\n  \
+        avvisi campaign create maintenance-notice --audience enabled_users --template maintenance_notice\n  \
+        avvisi campaign create reminder-bo --audience registration_incomplete \\\n      \
+        --template registration_incomplete --filter province=BO --send-at 2026-11-26T09:00:00+01:00"
+    )]
+    Create(CreateArgs),
+
+    /// Every campaign (reminders included): state, audience size, messages by state, times.
+    #[command(after_help = "Example:\n  avvisi campaign list")]
     List,
+
+    /// One campaign in detail.
+    #[command(after_help = "Example:\n  avvisi campaign show maintenance-notice")]
+    Show {
+        /// The campaign's name.
+        name: String,
+    },
+
+    /// The audience size and the message rendered for the first real recipient (nothing sent).
+    #[command(after_help = "Example:\n  avvisi campaign preview maintenance-notice")]
+    Preview {
+        /// The campaign's name.
+        name: String,
+    },
+
+    /// Send the message rendered for a real recipient to an operator only, marked [PROVA].
+    #[command(
+        after_help = "Nothing is written to the outbox; the campaign's state does not change.\n\n\
+        Example:\n  avvisi campaign test maintenance-notice --to operatore@istruzione.it"
+    )]
+    Test {
+        /// The campaign's name.
+        name: String,
+        /// The operator's address (the only recipient).
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+    },
+
+    /// Start a draft campaign: the daemon plans and sends it (at --send-at, if set).
+    #[command(
+        after_help = "With --wait, follows the campaign until it is finished or cancelled: a progress bar on a\n\
+        terminal, a plain line every few seconds otherwise. Interrupting --wait does not stop the\n\
+        campaign.\n\n\
+        Example:\n  avvisi campaign launch maintenance-notice --wait"
+    )]
+    Launch {
+        /// The campaign's name.
+        name: String,
+        /// Follow the campaign's progress until it finishes.
+        #[arg(long)]
+        wait: bool,
+    },
+
+    /// Pause a running or scheduled campaign: the daemon stops sending it within seconds.
+    #[command(after_help = "Example:\n  avvisi campaign pause maintenance-notice")]
+    Pause {
+        /// The campaign's name.
+        name: String,
+    },
+
+    /// Resume a paused campaign.
+    #[command(after_help = "Example:\n  avvisi campaign resume maintenance-notice")]
+    Resume {
+        /// The campaign's name.
+        name: String,
+    },
+
+    /// Cancel a campaign for good: its pending messages are skipped, it never resumes.
+    #[command(after_help = "Example:\n  avvisi campaign cancel maintenance-notice")]
+    Cancel {
+        /// The campaign's name.
+        name: String,
+    },
 }
 
-pub async fn run(_cmd: CampaignCommand, _db: &Db, _settings: Arc<Settings>, _clock: &Clock) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("campaign commands are being built")
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The campaign's name: 1 to 60 characters among a-z, 0-9, `_` and `-`.
+    pub name: String,
+    /// Who receives it (see the list below).
+    #[arg(long)]
+    pub audience: String,
+    /// The message folder in the templates folder.
+    #[arg(long)]
+    pub template: String,
+    /// Only users of one province: province=XX (two-letter code).
+    #[arg(long, value_name = "province=XX")]
+    pub filter: Option<String>,
+    /// Not before this instant: RFC 3339 (2026-11-26T09:00:00+01:00), or a local time in the
+    /// calendar's time zone (2026-11-26T09:00).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub send_at: Option<String>,
 }
 
-pub async fn explain(_db: &Db, _settings: &Settings, _user_id: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("explain is being built")
+pub async fn run(
+    cmd: CampaignCommand,
+    db: &Db,
+    settings: Arc<Settings>,
+    clock: &Clock,
+) -> anyhow::Result<ExitCode> {
+    let tz = settings.calendar.timezone;
+    match cmd {
+        CampaignCommand::Create(args) => create(db, &settings, &args, clock.now()).await,
+        CampaignCommand::List => list(db, tz).await,
+        CampaignCommand::Show { name } => show(db, tz, &name).await,
+        CampaignCommand::Preview { name } => preview(db, settings, clock, &name).await,
+        CampaignCommand::Test { name, to } => send_test(db, settings, clock, &name, &to).await,
+        CampaignCommand::Launch { name, wait } => {
+            let t = campaign::launch(db, &name, clock.now()).await?;
+            let c = campaign::get(db, &name).await?;
+            let size = campaign::audience_size(db, &c).await?;
+            match (t.state.as_str(), c.send_at) {
+                ("scheduled", Some(at)) => println!(
+                    "campaign {name} is scheduled: the daemon starts it at {} ({size} users in the audience now)",
+                    local(Some(at), tz)
+                ),
+                _ => println!(
+                    "campaign {name} is running: the daemon plans and sends it at its next tick ({size} users in the audience now)"
+                ),
+            }
+            if wait {
+                follow(db, &c, tz).await
+            } else {
+                println!("follow it with `avvisi campaign show {name}`");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        CampaignCommand::Pause { name } => {
+            campaign::pause(db, &name).await?;
+            println!(
+                "campaign {name} is paused: nothing more is sent (messages on the wire finish); `avvisi campaign resume {name}` continues it"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CampaignCommand::Resume { name } => {
+            let t = campaign::resume(db, &name, clock.now()).await?;
+            println!("campaign {name} is {} again", t.state);
+            Ok(ExitCode::SUCCESS)
+        }
+        CampaignCommand::Cancel { name } => {
+            let t = campaign::cancel(db, &name, clock.now()).await?;
+            println!(
+                "campaign {name} is cancelled: {} pending message(s) skipped; it cannot be resumed",
+                t.skipped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn create(
+    db: &Db,
+    settings: &Settings,
+    args: &CreateArgs,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ExitCode> {
+    campaign::check_name(&args.name)?;
+    let audience: Audience = args.audience.parse()?;
+    let filter_province = args
+        .filter
+        .as_deref()
+        .map(campaign::parse_filter)
+        .transpose()?;
+    let tz = settings.calendar.timezone;
+    let send_at = args
+        .send_at
+        .as_deref()
+        .map(|s| parse_instant(s, tz))
+        .transpose()?;
+    let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
+    let new = NewCampaign {
+        name: args.name.clone(),
+        audience,
+        template: args.template.clone(),
+        filter_province,
+        send_at,
+    };
+    let c = campaign::create(db, &new, &templates.messages(), now).await?;
+    let size = campaign::audience_size(db, &c).await?;
+    println!(
+        "created draft campaign {}: audience {}{} ({size} users now), template {}{}",
+        c.name,
+        c.audience,
+        c.filter_province
+            .as_deref()
+            .map(|p| format!(", province {p}"))
+            .unwrap_or_default(),
+        c.template,
+        c.send_at
+            .map(|t| format!(", not before {}", local(Some(t), tz)))
+            .unwrap_or_default()
+    );
+    if send_at.is_some_and(|t| t <= now) {
+        println!("note: --send-at is already past; once launched it starts at once");
+    }
+    println!(
+        "next: `avvisi campaign preview {0}`, `avvisi campaign test {0} --to ADDRESS`, then `avvisi campaign launch {0}`",
+        c.name
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An RFC 3339 instant, or a local date and time in `tz` (refused when a DST change skips or
+/// repeats it).
+fn parse_instant(s: &str, tz: Tz) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .with_context(|| {
+            format!("--send-at `{s}`: expected RFC 3339 such as 2026-11-26T09:00:00+01:00, or a local time such as 2026-11-26T09:00")
+        })?;
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        _ => anyhow::bail!(
+            "--send-at `{s}`: that local time is skipped or repeated by a daylight-saving change in {tz}; give it with its offset"
+        ),
+    }
+}
+
+/// A stored instant in the calendar's time zone, or `-`.
+fn local(t: Option<DateTime<Utc>>, tz: Tz) -> String {
+    t.map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn local_secs(secs: Option<i64>, tz: Tz) -> String {
+    local(campaign::timestamp(secs), tz)
+}
+
+fn audience_text(c: &campaign::Campaign) -> String {
+    match &c.filter_province {
+        Some(p) => format!("{} (province {p})", c.audience),
+        None => c.audience.to_string(),
+    }
+}
+
+async fn list(db: &Db, tz: Tz) -> anyhow::Result<ExitCode> {
+    let all = campaign::overviews(db).await.context("reading campaigns")?;
+    if all.is_empty() {
+        println!("(no campaigns yet: `avvisi campaign create` makes one; reminders appear after `avvisi run --once`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = all
+        .iter()
+        .map(|o| o.campaign.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("campaign".len());
+    println!(
+        "{:<w$} {:<9} {:<9} {:>8} {:>6} {:>8} {:>7} {:>8} {:>8}  {:<20} finished",
+        "campaign",
+        "kind",
+        "state",
+        "audience",
+        "sent",
+        "skipped",
+        "failed",
+        "expired",
+        "pending",
+        "started",
+    );
+    for o in &all {
+        let p = &o.progress;
+        println!(
+            "{:<w$} {:<9} {:<9} {:>8} {:>6} {:>8} {:>7} {:>8} {:>8}  {:<20} {}",
+            o.campaign.name,
+            o.campaign.kind,
+            o.campaign.state,
+            o.audience_size,
+            p.sent,
+            p.skipped,
+            p.failed,
+            p.expired,
+            p.open(),
+            local(o.started_at, tz),
+            local(o.finished_at, tz)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(db: &Db, tz: Tz, name: &str) -> anyhow::Result<ExitCode> {
+    let o: Overview = campaign::overview(db, name).await?;
+    let c = &o.campaign;
+    let p = &o.progress;
+    let lines = [
+        ("campaign", c.name.clone()),
+        ("kind", c.kind.clone()),
+        ("state", c.state.clone()),
+        (
+            "audience",
+            format!(
+                "{}: {} ({} users now)",
+                audience_text(c),
+                c.audience.description(),
+                o.audience_size
+            ),
+        ),
+        ("template", c.template.clone()),
+        ("send at", local(c.send_at, tz)),
+        ("expires at", local(c.expires_at, tz)),
+        ("created", local(o.created_at, tz)),
+        ("started", local(o.started_at, tz)),
+        ("finished", local(o.finished_at, tz)),
+        ("planned", p.total().to_string()),
+        ("sent", p.sent.to_string()),
+        ("skipped", p.skipped.to_string()),
+        ("failed", p.failed.to_string()),
+        ("expired", p.expired.to_string()),
+        (
+            "pending",
+            format!("{} ({} being sent)", p.open(), p.sending),
+        ),
+    ];
+    for (k, v) in lines {
+        println!("{k:<11} {v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A worker used only to render (and for `test`, send) one sample message.
+fn sample_worker(db: &Db, settings: Arc<Settings>, clock: &Clock) -> anyhow::Result<Worker> {
+    let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
+    let transport = Transport::from_settings(&settings).context("setting up delivery")?;
+    Ok(Worker {
+        db: db.clone(),
+        settings,
+        transport,
+        templates: TemplateStore::new(templates),
+        clock: clock.clone(),
+        worker_id: worker::worker_id(),
+    })
+}
+
+/// Renders the campaign's message for `row` as the worker would at `now`.
+async fn render_sample(
+    worker: &Worker,
+    c: &campaign::Campaign,
+    row: &crate::outbox::Claimed,
+    now: DateTime<Utc>,
+    is_test: bool,
+) -> anyhow::Result<Rendered> {
+    let tz = worker.settings.calendar.timezone;
+    let mut context: MessageContext = worker.context_for(row, now, is_test);
+    context.reopened_at = crate::phases::reopened_at(&worker.db)
+        .await?
+        .map(|t| t.with_timezone(&tz).to_rfc3339())
+        .unwrap_or_default();
+    worker
+        .templates
+        .current()
+        .render(&c.template, &context)
+        .with_context(|| format!("rendering template {}", c.template))
+}
+
+async fn preview(
+    db: &Db,
+    settings: Arc<Settings>,
+    clock: &Clock,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let c = campaign::get(db, name).await?;
+    let size = campaign::audience_size(db, &c).await?;
+    println!(
+        "campaign {}: audience {}, {size} users now; template {}",
+        c.name,
+        audience_text(&c),
+        c.template
+    );
+    let domain = message::message_id_domain(&settings.mail);
+    let message_id = format!("<{}.main.preview@{domain}>", c.uid);
+    let Some(row) = campaign::first_recipient(db, &c, &message_id).await? else {
+        println!("the audience is empty: there is no recipient to render the message for");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let worker = sample_worker(db, settings, clock)?;
+    let now = clock.now();
+    let rendered = render_sample(&worker, &c, &row, now, false).await?;
+    println!(
+        "rendered for {} ({} {} <{}>), as if sent at {}:",
+        row.user_id,
+        row.first_name,
+        row.last_name,
+        row.recipient,
+        local(Some(now), worker.settings.calendar.timezone)
+    );
+    println!();
+    println!("Subject: {}", rendered.subject);
+    println!();
+    println!("{}", rendered.text.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn send_test(
+    db: &Db,
+    settings: Arc<Settings>,
+    clock: &Clock,
+    name: &str,
+    to: &str,
+) -> anyhow::Result<ExitCode> {
+    if let Some(problem) = crate::snapshot::email_problem(to) {
+        anyhow::bail!("--to `{to}` {problem}");
+    }
+    let c = campaign::get(db, name).await?;
+    let now = clock.now();
+    let domain = message::message_id_domain(&settings.mail);
+    let message_id = format!("<test.{}.{}@{domain}>", c.uid, now.timestamp());
+    let Some(row) = campaign::first_recipient(db, &c, &message_id).await? else {
+        anyhow::bail!(
+            "the audience of campaign {name} is empty: there is no real recipient to render a test message for"
+        );
+    };
+    let worker = sample_worker(db, settings, clock)?;
+    let mut rendered = render_sample(&worker, &c, &row, now, true).await?;
+    if !rendered.subject.starts_with("[PROVA]") {
+        rendered.subject = format!("[PROVA] {}", rendered.subject);
+    }
+    let envelope = Envelope {
+        to_address: to,
+        to_name: "",
+        message_id: &message_id,
+        campaign: &c.name,
+        step: "test",
+        date: now.into(),
+    };
+    let email = message::build(&worker.settings.mail, &envelope, &rendered)
+        .context("building the test message")?;
+    let stem = format!("{}.test.{}", c.name, now.timestamp());
+    worker
+        .transport
+        .send(&email, &stem)
+        .await
+        .with_context(|| format!("sending the test message to {to}"))?;
+    println!(
+        "test message sent to {to} ({}), rendered for {}: {}",
+        worker.transport.describe(),
+        row.user_id,
+        rendered.subject
+    );
+    println!(
+        "nothing was written to the outbox; the campaign is still {}",
+        c.state
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows a launched campaign until it is finished or cancelled.
+async fn follow(db: &Db, c: &campaign::Campaign, tz: Tz) -> anyhow::Result<ExitCode> {
+    const PLAIN_EVERY: StdDuration = StdDuration::from_secs(5);
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(StdDuration::from_millis(200));
+        bar
+    });
+    let say = |line: String| match &bar {
+        Some(bar) => bar.println(line),
+        None => println!("{line}"),
+    };
+    // Recent (time, sent) samples: the rate is over the last RATE_WINDOW, not since launch.
+    const RATE_WINDOW: StdDuration = StdDuration::from_secs(30);
+    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut last_state = String::new();
+    let mut last_line: Option<Instant> = None;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let state = campaign::get(db, &c.name).await?.state;
+        let p = campaign::progress(db, c.id).await?;
+        let now = Instant::now();
+        samples.push_back((now, p.sent));
+        while samples.len() > 2 && now.duration_since(samples[0].0) > RATE_WINDOW {
+            samples.pop_front();
+        }
+        let (t0, sent0) = samples[0];
+        let span = now.duration_since(t0).as_secs_f64();
+        let rate = if span >= 1.0 {
+            p.sent.saturating_sub(sent0) as f64 / span
+        } else {
+            0.0
+        };
+        let changed = state != last_state;
+        if changed {
+            match state.as_str() {
+                "paused" => say(format!(
+                    "campaign {} is paused: nothing is sent until `avvisi campaign resume {}` (still waiting)",
+                    c.name, c.name
+                )),
+                "scheduled" => say(format!(
+                    "campaign {} is scheduled for {}: waiting",
+                    c.name,
+                    local(c.send_at, tz)
+                )),
+                "running" if !last_state.is_empty() => {
+                    say(format!("campaign {} is running", c.name))
+                }
+                _ => {}
+            }
+            last_state = state.clone();
+        }
+        let line = progress_line(&p, rate, &state);
+        match &bar {
+            Some(bar) => {
+                bar.set_length(p.total());
+                bar.set_position(p.done());
+                bar.set_message(line.clone());
+            }
+            None => {
+                if changed || last_line.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) {
+                    println!("{line}");
+                    last_line = Some(Instant::now());
+                }
+            }
+        }
+        if state == "finished" || state == "cancelled" {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            println!(
+                "campaign {} {}: sent {}, skipped {}, failed {}, expired {} (of {} planned)",
+                c.name,
+                if state == "finished" {
+                    "finished"
+                } else {
+                    "was cancelled"
+                },
+                p.sent,
+                p.skipped,
+                p.failed,
+                p.expired,
+                p.total()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+            _ = &mut ctrl_c => {
+                if let Some(bar) = &bar {
+                    bar.abandon();
+                }
+                println!(
+                    "stopped following campaign {}: it goes on in the daemon (`avvisi campaign show {}`)",
+                    c.name, c.name
+                );
+                return Ok(ExitCode::from(130));
+            }
+        }
+    }
+}
+
+/// "sent N/TOTAL, R msg/s, about T left", and the state when it is not running.
+fn progress_line(p: &Progress, rate: f64, state: &str) -> String {
+    let left = if p.total() == 0 {
+        "time left unknown".to_string()
+    } else if p.open() == 0 {
+        "nothing left".to_string()
+    } else if rate > 0.0 {
+        format!("about {} left", human_duration(p.open() as f64 / rate))
+    } else {
+        "time left unknown".to_string()
+    };
+    let mut line = format!("sent {}/{}, {rate:.1} msg/s, {left}", p.sent, p.total());
+    if p.skipped + p.failed + p.expired > 0 {
+        line.push_str(&format!(
+            " (skipped {}, failed {}, expired {})",
+            p.skipped, p.failed, p.expired
+        ));
+    }
+    match state {
+        "running" if p.total() == 0 => line.push_str(" [waiting for the daemon to plan it]"),
+        "running" => {}
+        other => line.push_str(&format!(" [{other}]")),
+    }
+    line
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs.ceil() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `avvisi explain USER_ID`: the user's snapshot state, their audiences, every message and why.
+pub async fn explain(db: &Db, settings: &Settings, user_id: &str) -> anyhow::Result<ExitCode> {
+    let tz = settings.calendar.timezone;
+    let user = sqlx::query(
+        "SELECT u.user_id, u.fiscal_code, u.first_name, u.last_name, u.email, u.institutional_email, \
+            u.registration, u.enabled, u.pending_email, u.code_regeneration, u.province, \
+            u.registered_institutional, u.portal_updated_at, u.import_id, u.present, \
+            i.source AS import_source, i.started_at AS import_at \
+         FROM users u LEFT JOIN imports i ON i.id = u.import_id WHERE u.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db.pool())
+    .await
+    .context("reading the user")?;
+    let Some(u) = user else {
+        anyhow::bail!(
+            "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
+        );
+    };
+    let opt = |v: Option<String>| v.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
+    let yes_no = |v: i64| if v == 1 { "yes" } else { "no" }.to_string();
+    let present: i64 = u.try_get("present")?;
+    let fields: Vec<(&str, String)> = vec![
+        ("user", u.try_get("user_id")?),
+        (
+            "name",
+            format!(
+                "{} {}",
+                u.try_get::<String, _>("first_name")?,
+                u.try_get::<String, _>("last_name")?
+            ),
+        ),
+        ("fiscal code", u.try_get("fiscal_code")?),
+        ("email", u.try_get("email")?),
+        ("institutional", opt(u.try_get("institutional_email")?)),
+        (
+            "registered with @istruzione.it",
+            yes_no(u.try_get("registered_institutional")?),
+        ),
+        ("registration", u.try_get("registration")?),
+        ("enabled", yes_no(u.try_get("enabled")?)),
+        ("pending email", opt(u.try_get("pending_email")?)),
+        ("code regeneration", u.try_get("code_regeneration")?),
+        ("province", opt(u.try_get("province")?)),
+        (
+            "portal updated",
+            local_secs(u.try_get("portal_updated_at")?, tz),
+        ),
+        (
+            "snapshot",
+            format!(
+                "{} (import {} of {}, {})",
+                if present == 1 {
+                    "present"
+                } else {
+                    "gone: missing from the latest full snapshot, gets nothing more"
+                },
+                u.try_get::<i64, _>("import_id")?,
+                local_secs(u.try_get("import_at")?, tz),
+                opt(u.try_get("import_source")?)
+            ),
+        ),
+    ];
+    for (k, v) in &fields {
+        println!("{k:<31} {v}");
+    }
+
+    println!();
+    println!("audiences:");
+    for audience in Audience::ALL {
+        let sql = format!(
+            "SELECT COUNT(*) FROM users u WHERE {} AND u.user_id = $1",
+            audience.condition()
+        );
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(user_id)
+            .fetch_one(db.pool())
+            .await
+            .context("checking the audiences")?;
+        println!(
+            "  {} {:<27} {}",
+            if n > 0 { "[x]" } else { "[ ]" },
+            audience.name(),
+            audience.description()
+        );
+    }
+
+    let rows = sqlx::query(
+        "SELECT c.name, o.step, o.state, o.attempts, o.reason, o.smtp_code, o.recipient, \
+            o.created_at, o.sent_at, o.updated_at, o.next_attempt_at, o.lease_until \
+         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+         WHERE o.user_id = $1 ORDER BY o.created_at, o.id",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await
+    .context("reading the outbox")?;
+    println!();
+    if rows.is_empty() {
+        println!("messages: none planned for this user");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("messages ({}, times in {tz}):", rows.len());
+    let w = rows
+        .iter()
+        .map(|r| r.get::<String, _>(0).len())
+        .max()
+        .unwrap_or(0)
+        .max("campaign".len());
+    println!(
+        "  {:<w$} {:<6} {:<8} {:>8}  {:<20} {:<20} {:<20} why",
+        "campaign", "step", "state", "attempts", "planned", "sent", "updated"
+    );
+    for r in &rows {
+        let state: String = r.try_get("state")?;
+        let reason: Option<String> = r.try_get("reason")?;
+        let code: Option<i64> = r.try_get("smtp_code")?;
+        let recipient: String = r.try_get("recipient")?;
+        let why = match state.as_str() {
+            "sent" => format!("sent to {recipient}"),
+            "pending" => {
+                let mut s = format!("due {}", local_secs(r.try_get("next_attempt_at")?, tz));
+                if let Some(e) = &reason {
+                    s.push_str(&format!(" (last error: {e})"));
+                }
+                s
+            }
+            "sending" => format!(
+                "on the wire, claimed until {}",
+                local_secs(r.try_get("lease_until")?, tz)
+            ),
+            _ => {
+                let mut s = reason.unwrap_or_else(|| "no reason recorded".into());
+                if let Some(code) = code {
+                    s.push_str(&format!(" (reply {code})"));
+                }
+                s
+            }
+        };
+        println!(
+            "  {:<w$} {:<6} {:<8} {:>8}  {:<20} {:<20} {:<20} {}",
+            r.try_get::<String, _>("name")?,
+            r.try_get::<String, _>("step")?,
+            state,
+            r.try_get::<i64, _>("attempts")?,
+            local_secs(r.try_get("created_at")?, tz),
+            local_secs(r.try_get("sent_at")?, tz),
+            local_secs(r.try_get("updated_at")?, tz),
+            why
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

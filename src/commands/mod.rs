@@ -46,7 +46,9 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         Command::Templates(cmd) => templates::run(cmd, &db, &settings, &clock).await,
         Command::Campaign(cmd) => campaign::run(cmd, &db, settings.clone(), &clock).await,
         Command::Daemon { now } => service::daemon(&db, settings.clone(), clock.clone(), now).await,
-        Command::Service(ServiceCommand::Reopen { at }) => service::reopen(&db, &settings, &clock, at).await,
+        Command::Service(ServiceCommand::Reopen { at }) => {
+            service::reopen(&db, &settings, &clock, at).await
+        }
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
         Command::Explain { user_id } => campaign::explain(&db, &settings, &user_id).await,
     };

@@ -16,14 +16,26 @@ use crate::db::Db;
 use crate::{daemon, phases, template_store};
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
-pub async fn daemon(db: &Db, settings: Arc<Settings>, clock: Clock, now: Option<DateTime<Utc>>) -> anyhow::Result<ExitCode> {
+pub async fn daemon(
+    db: &Db,
+    settings: Arc<Settings>,
+    clock: Clock,
+    now: Option<DateTime<Utc>>,
+) -> anyhow::Result<ExitCode> {
     let clock = match now {
         Some(at) => Clock::starting_at(at),
         None => clock,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    daemon::run(db.clone(), settings, clock, shutdown, template_store::render_check).await?;
+    daemon::run(
+        db.clone(),
+        settings,
+        clock,
+        shutdown,
+        template_store::render_check,
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -43,7 +55,12 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-pub async fn reopen(db: &Db, settings: &Settings, clock: &Clock, at: Option<DateTime<Utc>>) -> anyhow::Result<ExitCode> {
+pub async fn reopen(
+    db: &Db,
+    settings: &Settings,
+    clock: &Clock,
+    at: Option<DateTime<Utc>>,
+) -> anyhow::Result<ExitCode> {
     let now = clock.now();
     let tz = settings.calendar.timezone;
     let r = phases::declare_reopening(db, &settings.calendar, at.unwrap_or(now), now)
@@ -55,12 +72,20 @@ pub async fn reopen(db: &Db, settings: &Settings, clock: &Clock, at: Option<Date
             local(r.at, tz)
         );
     } else {
-        println!("the reopening was already declared for {}: nothing changed", local(r.at, tz));
+        println!(
+            "the reopening was already declared for {}: nothing changed",
+            local(r.at, tz)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn calendar(db: &Db, settings: &Settings, clock: &Clock, now: Option<DateTime<Utc>>) -> anyhow::Result<ExitCode> {
+pub async fn calendar(
+    db: &Db,
+    settings: &Settings,
+    clock: &Clock,
+    now: Option<DateTime<Utc>>,
+) -> anyhow::Result<ExitCode> {
     let cal = &settings.calendar;
     let tz = cal.timezone;
     let now = now.unwrap_or_else(|| clock.now());
@@ -75,12 +100,23 @@ pub async fn calendar(db: &Db, settings: &Settings, clock: &Clock, now: Option<D
         "maintenance"
     };
     println!("calendar in {tz}, as of {}: phase {phase}", local(now, tz));
-    println!("  {:<20} {}", "campaign start", local(cal.campaign_start, tz));
+    println!(
+        "  {:<20} {}",
+        "campaign start",
+        local(cal.campaign_start, tz)
+    );
     println!("  {:<20} {}", "deadline", local(cal.deadline, tz));
-    println!("  {:<20} {}", "maintenance start", local(cal.maintenance_start, tz));
+    println!(
+        "  {:<20} {}",
+        "maintenance start",
+        local(cal.maintenance_start, tz)
+    );
     match reopened {
         Some(at) => println!("  {:<20} {}", "reopening", local(at, tz)),
-        None => println!("  {:<20} not declared yet (avvisi service reopen)", "reopening"),
+        None => println!(
+            "  {:<20} not declared yet (avvisi service reopen)",
+            "reopening"
+        ),
     }
     println!(
         "  {:<20} {}-{}",
@@ -89,7 +125,10 @@ pub async fn calendar(db: &Db, settings: &Settings, clock: &Clock, now: Option<D
         cal.sending_hours_end.format("%H:%M")
     );
     println!("next reminder steps (each goes to who still qualifies at that moment):");
-    let upcoming: Vec<_> = reminder_steps(cal).into_iter().filter(|s| s.due_at > now).collect();
+    let upcoming: Vec<_> = reminder_steps(cal)
+        .into_iter()
+        .filter(|s| s.due_at > now)
+        .collect();
     if upcoming.is_empty() {
         println!("  none");
     }
@@ -108,9 +147,12 @@ pub async fn calendar(db: &Db, settings: &Settings, clock: &Clock, now: Option<D
 }
 
 async fn audience_size(db: &Db, audience: Audience) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM users u WHERE {}", audience.condition()))
-        .fetch_one(db.pool())
-        .await
+    sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM users u WHERE {}",
+        audience.condition()
+    ))
+    .fetch_one(db.pool())
+    .await
 }
 
 fn local(t: DateTime<Utc>, tz: Tz) -> String {

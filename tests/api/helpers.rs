@@ -211,7 +211,7 @@ impl TestApp {
             db: self.db.clone(),
             settings: self.settings.clone(),
             transport: Transport::from_settings(&self.settings).expect("transport"),
-            templates: Arc::new(
+            templates: avvisi::template_store::TemplateStore::new(
                 TemplateSet::load(&self.settings.templates_dir).expect("templates"),
             ),
             clock: self.clock.clone(),

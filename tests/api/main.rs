@@ -6,6 +6,9 @@ mod helpers;
 mod smtp_sink;
 
 mod audiences;
+mod campaigns;
 mod cli;
+mod daemon;
 mod delivery;
 mod import;
+mod templates;

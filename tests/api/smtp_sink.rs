@@ -76,6 +76,8 @@ pub enum Fault {
     DropOnMail { times: u32 },
     /// Reply 421 at greeting and close, for the first `times` connections.
     RefuseGreeting { times: u32 },
+    /// Wait this long after the DATA terminator before accepting (a slow relay).
+    SlowData { millis: u64 },
 }
 
 #[derive(Default)]
@@ -312,6 +314,13 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                     }
                     _ => None,
                 });
+                let delay = shared.faults.iter().find_map(|f| match f {
+                    Fault::SlowData { millis } => Some(*millis),
+                    _ => None,
+                });
+                if let Some(millis) = delay {
+                    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+                }
                 let from = mail_from.take().unwrap_or_default();
                 let to = std::mem::take(&mut rcpts);
                 match fault {

@@ -1,0 +1,578 @@
+//! One-off campaigns for operators: create, launch, pause, resume, cancel, preview, test, the
+//! `--wait` follower, `campaign list`, and `explain`.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use avvisi::audience::Audience;
+use avvisi::campaign::{self, CampaignError, NewCampaign};
+use avvisi::templates::TemplateSet;
+
+use crate::helpers::{at, decode_header, header, repo_path, TestApp};
+use crate::on_both_backends;
+
+fn avvisi(app: &TestApp, args: &[&str]) -> Output {
+    command(app, args).output().expect("run avvisi")
+}
+
+fn command(app: &TestApp, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
+    cmd.current_dir(repo_path("."))
+        .args(args)
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs the binary and insists that it succeeds; returns its standard output.
+fn ok(app: &TestApp, args: &[&str]) -> String {
+    let out = avvisi(app, args);
+    assert!(
+        out.status.success(),
+        "avvisi {args:?} failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs the binary and insists that it fails; returns its standard error.
+fn fails(app: &TestApp, args: &[&str]) -> String {
+    let out = avvisi(app, args);
+    assert!(
+        !out.status.success(),
+        "avvisi {args:?} should fail:\n{}",
+        stdout(&out)
+    );
+    stderr(&out)
+}
+
+fn templates(app: &TestApp) -> Vec<String> {
+    TemplateSet::load(&app.settings.templates_dir)
+        .expect("templates")
+        .messages()
+}
+
+/// Creates the maintenance notice to every enabled user (optionally one province) as a draft.
+async fn create(app: &TestApp, name: &str, province: Option<&str>) -> campaign::Campaign {
+    let new = NewCampaign {
+        name: name.into(),
+        audience: Audience::EnabledUsers,
+        template: "maintenance_notice".into(),
+        filter_province: province.map(String::from),
+        send_at: None,
+    };
+    campaign::create(&app.db, &new, &templates(app), app.clock.now())
+        .await
+        .expect("create campaign")
+}
+
+async fn state_of(app: &TestApp, name: &str) -> String {
+    campaign::get(&app.db, name).await.unwrap().state
+}
+
+async fn oneoff_campaign_reaches_exactly_its_audience(app: TestApp) {
+    app.import_examples().await;
+    let out = ok(
+        &app,
+        &[
+            "campaign",
+            "create",
+            "notice-bo",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--filter",
+            "province=bo",
+        ],
+    );
+    assert!(out.contains("created draft campaign notice-bo"), "{out}");
+    assert!(out.contains("province BO"), "{out}");
+    assert!(out.contains("(2 users now)"), "{out}");
+    let c = campaign::get(&app.db, "notice-bo").await.unwrap();
+    assert_eq!(
+        (
+            c.kind.as_str(),
+            c.state.as_str(),
+            c.filter_province.as_deref()
+        ),
+        ("oneoff", "draft", Some("BO"))
+    );
+    assert_eq!(c.uid.len(), 10);
+
+    // A draft is never planned.
+    app.run_once().await;
+    assert!(app.users_in("notice-bo", "pending").await.is_empty());
+    assert!(app.users_in("notice-bo", "sent").await.is_empty());
+
+    let out = ok(&app, &["campaign", "launch", "notice-bo"]);
+    assert!(out.contains("is running"), "{out}");
+    assert_eq!(state_of(&app, "notice-bo").await, "running");
+    app.run_once().await;
+    // Enabled users in Bologna: U0008 and U0024 (U0040 is in BO but not enabled).
+    assert_eq!(app.users_in("notice-bo", "sent").await, ["U0008", "U0024"]);
+    assert_eq!(
+        app.outbox()
+            .await
+            .iter()
+            .filter(|r| r.campaign == "notice-bo")
+            .count(),
+        2
+    );
+    let files = app.eml_files();
+    let mail = &files
+        .iter()
+        .find(|(n, _)| n == "notice-bo.main.U0008.eml")
+        .expect("the email of U0008")
+        .1;
+    assert_eq!(header(mail, "X-Avvisi-Campaign").unwrap(), "notice-bo/main");
+    let subject = decode_header(&header(mail, "Subject").unwrap());
+    assert!(!subject.contains("[PROVA]"), "{subject}");
+
+    // Nothing left: the next planning pass finishes it, and `show` says so.
+    app.plan().await;
+    assert_eq!(state_of(&app, "notice-bo").await, "finished");
+    let out = ok(&app, &["campaign", "show", "notice-bo"]);
+    assert!(out.contains("finished"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("sent") && l.trim_end().ends_with(" 2")),
+        "{out}"
+    );
+}
+
+async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
+    app.import_examples().await;
+    create(&app, "notice", None).await;
+    let now = app.clock.now();
+
+    // From draft: only launch and cancel.
+    match campaign::pause(&app.db, "notice").await {
+        Err(CampaignError::IllegalTransition { state, .. }) => assert_eq!(state, "draft"),
+        other => panic!("pause of a draft: {other:?}"),
+    }
+    let err = campaign::resume(&app.db, "notice", now).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot resume campaign `notice`: it is draft; only a paused campaign can be resumed (cancelled and finished are final)"
+    );
+    assert_eq!(
+        campaign::launch(&app.db, "notice", now)
+            .await
+            .unwrap()
+            .state,
+        "running"
+    );
+    let err = campaign::launch(&app.db, "notice", now).await.unwrap_err();
+    assert!(err.to_string().contains("it is running"), "{err}");
+    assert_eq!(
+        campaign::pause(&app.db, "notice").await.unwrap().state,
+        "paused"
+    );
+    let err = campaign::pause(&app.db, "notice").await.unwrap_err();
+    assert!(err.to_string().contains("it is paused"), "{err}");
+    campaign::cancel(&app.db, "notice", now).await.unwrap();
+    for err in [
+        campaign::resume(&app.db, "notice", now).await.unwrap_err(),
+        campaign::cancel(&app.db, "notice", now).await.unwrap_err(),
+        campaign::launch(&app.db, "notice", now).await.unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("it is cancelled"), "{err}");
+    }
+
+    // The same through the binary: a clear error naming the campaign and its state, exit 1.
+    let err = fails(&app, &["campaign", "resume", "notice"]);
+    assert!(
+        err.contains("cannot resume campaign `notice`: it is cancelled"),
+        "{err}"
+    );
+    let err = fails(&app, &["campaign", "pause", "nosuch"]);
+    assert!(err.contains("no campaign named `nosuch`"), "{err}");
+
+    // Reminders may be paused and resumed, never launched or created by hand.
+    app.plan().await;
+    let reminder = "registration_incomplete-2026-11-30";
+    let err = fails(&app, &["campaign", "launch", reminder]);
+    assert!(err.contains("reminder campaign"), "{err}");
+    assert_eq!(
+        campaign::pause(&app.db, reminder).await.unwrap().state,
+        "paused"
+    );
+    assert_eq!(
+        campaign::resume(&app.db, reminder, now)
+            .await
+            .unwrap()
+            .state,
+        "running"
+    );
+
+    // Bad input to create.
+    let create_args = |name: &'static str, audience: &'static str, template: &'static str| {
+        vec![
+            "campaign",
+            "create",
+            name,
+            "--audience",
+            audience,
+            "--template",
+            template,
+        ]
+    };
+    let err = fails(
+        &app,
+        &create_args("Notice!", "enabled_users", "maintenance_notice"),
+    );
+    assert!(
+        err.contains("campaign name `Notice!` is not valid"),
+        "{err}"
+    );
+    let err = fails(
+        &app,
+        &create_args("notice", "enabled_users", "maintenance_notice"),
+    );
+    assert!(err.contains("already exists"), "{err}");
+    let err = fails(
+        &app,
+        &create_args("other", "everyone", "maintenance_notice"),
+    );
+    assert!(err.contains("unknown audience `everyone`"), "{err}");
+    let err = fails(&app, &create_args("other", "enabled_users", "nosuch"));
+    assert!(
+        err.contains("unknown template `nosuch`") && err.contains("maintenance_notice"),
+        "{err}"
+    );
+    let mut args = create_args("other", "enabled_users", "maintenance_notice");
+    args.extend(["--filter", "city=Bologna"]);
+    let err = fails(&app, &args);
+    assert!(err.contains("the only filter is province=XX"), "{err}");
+    let mut args = create_args("other", "enabled_users", "maintenance_notice");
+    args.extend(["--send-at", "tomorrow"]);
+    let err = fails(&app, &args);
+    assert!(err.contains("--send-at `tomorrow`"), "{err}");
+    assert!(campaign::find(&app.db, "other").await.unwrap().is_none());
+}
+
+async fn pause_stops_delivery_and_resume_continues(app: TestApp) {
+    app.import_examples().await;
+    create(&app, "notice", None).await;
+    campaign::launch(&app.db, "notice", app.clock.now())
+        .await
+        .unwrap();
+    app.plan().await;
+    let planned = app.users_in("notice", "pending").await;
+    assert_eq!(planned.len(), 30, "every enabled user: {planned:?}");
+
+    campaign::pause(&app.db, "notice").await.unwrap();
+    let report = app.deliver().await;
+    assert!(!report.per_campaign.contains_key("notice"), "{report:?}");
+    assert_eq!(app.users_in("notice", "pending").await, planned);
+    // Planning again while paused adds nothing and does not finish it.
+    app.plan().await;
+    assert_eq!(state_of(&app, "notice").await, "paused");
+    assert!(!app
+        .eml_files()
+        .iter()
+        .any(|(n, _)| n.starts_with("notice.")));
+
+    assert_eq!(
+        campaign::resume(&app.db, "notice", app.clock.now())
+            .await
+            .unwrap()
+            .state,
+        "running"
+    );
+    app.deliver().await;
+    assert_eq!(app.users_in("notice", "sent").await, planned);
+    assert!(app.users_in("notice", "pending").await.is_empty());
+}
+
+async fn cancel_skips_pending_messages_and_never_resumes(app: TestApp) {
+    app.import_examples().await;
+    create(&app, "notice", Some("CA")).await;
+    campaign::launch(&app.db, "notice", app.clock.now())
+        .await
+        .unwrap();
+    app.plan().await;
+    let planned = app.users_in("notice", "pending").await;
+    assert_eq!(planned, ["U0015", "U0029", "U0030", "U0034"]);
+
+    let out = ok(&app, &["campaign", "cancel", "notice"]);
+    assert!(out.contains("4 pending message(s) skipped"), "{out}");
+    let rows: Vec<_> = app
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|r| r.campaign == "notice")
+        .collect();
+    assert!(
+        rows.iter().all(|r| r.state == "skipped"
+            && r.reason.as_deref() == Some("campaign cancelled by an operator")),
+        "{rows:?}"
+    );
+    app.run_once().await;
+    assert!(app.users_in("notice", "sent").await.is_empty());
+    assert!(app.users_in("notice", "pending").await.is_empty());
+    assert_eq!(state_of(&app, "notice").await, "cancelled");
+    let err = fails(&app, &["campaign", "resume", "notice"]);
+    assert!(err.contains("it is cancelled"), "{err}");
+}
+
+async fn scheduled_campaign_waits_for_its_time(app: TestApp) {
+    app.import_examples().await;
+    let new = NewCampaign {
+        name: "later".into(),
+        audience: Audience::EnabledUsers,
+        template: "maintenance_notice".into(),
+        filter_province: Some("BO".into()),
+        send_at: Some(at("2026-11-24T09:00:00+01:00")),
+    };
+    campaign::create(&app.db, &new, &templates(&app), app.clock.now())
+        .await
+        .unwrap();
+    let now = app.clock.now();
+    assert_eq!(
+        campaign::launch(&app.db, "later", now).await.unwrap().state,
+        "scheduled"
+    );
+    // Paused and resumed before its time: scheduled again.
+    campaign::pause(&app.db, "later").await.unwrap();
+    assert_eq!(
+        campaign::resume(&app.db, "later", now).await.unwrap().state,
+        "scheduled"
+    );
+    app.run_once().await;
+    assert!(app.users_in("later", "sent").await.is_empty());
+    app.clock.set(at("2026-11-24T09:30:00+01:00"));
+    app.run_once().await;
+    assert_eq!(app.users_in("later", "sent").await, ["U0008", "U0024"]);
+}
+
+async fn racing_operators_cannot_both_win(app: TestApp) {
+    app.import_examples().await;
+    create(&app, "notice", None).await;
+    let now = app.clock.now();
+    let (a, b) = tokio::join!(
+        campaign::launch(&app.db, "notice", now),
+        campaign::launch(&app.db, "notice", now)
+    );
+    assert_eq!(
+        [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    let (a, b) = tokio::join!(
+        campaign::cancel(&app.db, "notice", now),
+        campaign::pause(&app.db, "notice")
+    );
+    assert_eq!(state_of(&app, "notice").await, "cancelled");
+    if let Err(e) = &a {
+        panic!("cancel of a running or paused campaign must win: {e} ({b:?})");
+    }
+}
+
+async fn preview_and_test_use_a_real_recipient(app: TestApp) {
+    app.import_examples().await;
+    create(&app, "notice-bo", Some("BO")).await;
+    let out = ok(&app, &["campaign", "preview", "notice-bo"]);
+    assert!(out.contains("2 users now"), "{out}");
+    assert!(
+        out.contains("U0008"),
+        "the first user of the audience: {out}"
+    );
+    assert!(out.contains("Subject: Istanze OnLine"), "{out}");
+    assert!(out.contains("Maria Grazia"), "{out}");
+    assert!(app.eml_files().is_empty(), "preview sends nothing");
+
+    let err = fails(
+        &app,
+        &[
+            "campaign",
+            "test",
+            "notice-bo",
+            "--to",
+            "operatore@@istruzione.it",
+        ],
+    );
+    assert!(err.contains("--to `operatore@@istruzione.it`"), "{err}");
+    let out = ok(
+        &app,
+        &[
+            "campaign",
+            "test",
+            "notice-bo",
+            "--to",
+            "operatore@istruzione.it",
+        ],
+    );
+    assert!(
+        out.contains("test message sent to operatore@istruzione.it"),
+        "{out}"
+    );
+    let files = app.eml_files();
+    assert_eq!(
+        files.len(),
+        1,
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    let (name, mail) = &files[0];
+    assert!(name.starts_with("notice-bo.test."), "{name}");
+    let subject = decode_header(&header(mail, "Subject").unwrap());
+    assert!(subject.starts_with("[PROVA]"), "{subject}");
+    let to = header(mail, "To").unwrap();
+    assert!(to.contains("operatore@istruzione.it"), "{to}");
+    assert!(!to.contains("virgilio"), "never the real user: {to}");
+    assert!(header(mail, "Message-ID").unwrap().starts_with("<test."));
+    // Nothing in the outbox, and the campaign is still a draft.
+    assert!(app.outbox().await.is_empty());
+    assert_eq!(state_of(&app, "notice-bo").await, "draft");
+}
+
+async fn launch_wait_follows_the_campaign_until_it_finishes(app: TestApp) {
+    app.import_examples().await;
+    create(&app, "notice-bo", Some("BO")).await;
+    let mut child = command(&app, &["campaign", "launch", "notice-bo", "--wait"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn avvisi");
+    // The daemon's part: plan and send once the campaign is running, then notice it is done.
+    let mut waited = 0;
+    while state_of(&app, "notice-bo").await != "running" {
+        waited += 1;
+        assert!(waited < 200, "launch did not happen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.run_once().await;
+    app.plan().await;
+    assert_eq!(state_of(&app, "notice-bo").await, "finished");
+    let mut waited = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        waited += 1;
+        if waited > 150 {
+            let _ = child.kill();
+            panic!("--wait did not stop after the campaign finished");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(status.success(), "{text}{}", stderr(&out));
+    // Not a terminal: plain lines, no progress bar.
+    assert!(text.contains("sent 0/"), "{text}");
+    assert!(text.contains("msg/s"), "{text}");
+    assert!(
+        text.contains(
+            "campaign notice-bo finished: sent 2, skipped 0, failed 0, expired 0 (of 2 planned)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains('\r'), "{text:?}");
+}
+
+async fn explain_shows_a_users_messages_and_audiences(app: TestApp) {
+    app.import_examples().await;
+    app.run_once().await;
+    let out = ok(&app, &["explain", "U0002"]);
+    assert!(out.contains("Ilaria D'Angelo"), "{out}");
+    assert!(out.contains("present"), "{out}");
+    assert!(out.contains("[x] registration_incomplete"), "{out}");
+    assert!(out.contains("[ ] enabled_users"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("registration_incomplete-2026-11-30"))
+        .unwrap_or_else(|| panic!("no message line: {out}"));
+    assert!(line.contains("first") && line.contains("sent"), "{line}");
+    // Times in the calendar's time zone.
+    assert!(line.contains("2026-11-23 10:00 CET"), "{line}");
+    assert!(line.contains("ilaria.dangelo@gmail.com"), "{line}");
+
+    // A skipped message says why.
+    create(&app, "notice", None).await;
+    campaign::launch(&app.db, "notice", app.clock.now())
+        .await
+        .unwrap();
+    app.plan().await;
+    campaign::cancel(&app.db, "notice", app.clock.now())
+        .await
+        .unwrap();
+    let out = ok(&app, &["explain", "U0024"]);
+    assert!(
+        out.lines().any(|l| l.contains("notice")
+            && l.contains("skipped")
+            && l.contains("campaign cancelled by an operator")),
+        "{out}"
+    );
+
+    let err = fails(&app, &["explain", "U9999"]);
+    assert!(err.contains("no user `U9999`"), "{err}");
+}
+
+async fn list_shows_reminders_and_oneoffs(app: TestApp) {
+    app.import_examples().await;
+    app.run_once().await;
+    create(&app, "notice", None).await;
+    let out = ok(&app, &["campaign", "list"]);
+    for audience in Audience::REMINDERS {
+        let name = format!("{}-2026-11-30", audience.name());
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&name))
+            .unwrap_or_else(|| panic!("no {name}: {out}"));
+        assert!(
+            line.contains("reminder") && line.contains("running"),
+            "{line}"
+        );
+    }
+    let line = out.lines().find(|l| l.starts_with("notice ")).unwrap();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["notice", "oneoff", "draft", "30"], "{line}");
+    let reg = out
+        .lines()
+        .find(|l| l.starts_with("registration_incomplete-2026-11-30"))
+        .unwrap();
+    let cols: Vec<&str> = reg.split_whitespace().collect();
+    // audience 6, sent 6, skipped 0, failed 0, expired 0, pending 0.
+    assert_eq!(&cols[3..9], ["6", "6", "0", "0", "0", "0"], "{reg}");
+}
+
+on_both_backends!(
+    oneoff_campaign_reaches_exactly_its_audience,
+    illegal_transitions_are_refused_with_clear_errors,
+    pause_stops_delivery_and_resume_continues,
+    cancel_skips_pending_messages_and_never_resumes,
+    scheduled_campaign_waits_for_its_time,
+    racing_operators_cannot_both_win,
+    preview_and_test_use_a_real_recipient,
+    launch_wait_follows_the_campaign_until_it_finishes,
+    explain_shows_a_users_messages_and_audiences,
+    list_shows_reminders_and_oneoffs,
+);
+
+#[test]
+fn every_campaign_command_has_help_with_an_example() {
+    for sub in [
+        "create", "list", "show", "preview", "test", "launch", "pause", "resume", "cancel",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_avvisi"))
+            .args(["campaign", sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sub}");
+        assert!(stdout(&out).contains("Example"), "{sub}");
+    }
+}

@@ -1,0 +1,458 @@
+//! The daemon and its calendar: a whole campaign driven by the injected clock, SIGTERM during
+//! sends, pause and resume in a running daemon, template reloads, DST, one daemon per SQLite file.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use avvisi::clock::Clock;
+use avvisi::import::ImportOptions;
+use avvisi::template_store::render_check;
+use chrono::{Timelike, Utc};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{at, repo_path, Backend, TestApp};
+use crate::on_both_backends;
+use crate::smtp_sink::{Fault, SmtpSink};
+
+/// Starts the daemon in this process on `app`'s database and clock; returns its stop handle.
+fn start_daemon(
+    app: &TestApp,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(avvisi::daemon::run(
+        app.db.clone(),
+        app.settings.clone(),
+        app.clock.clone(),
+        stop.clone(),
+        render_check,
+    ));
+    (stop, handle)
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const FAST: [(&str, &str); 3] = [
+    ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *"),
+    ("AVVISI__DAEMON__POLL_SECONDS", "1"),
+    ("AVVISI__DAEMON__TEMPLATE_POLL_SECONDS", "1"),
+];
+
+fn with_fast(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut all: Vec<(&'static str, String)> =
+        FAST.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    all.extend(extra.iter().cloned());
+    all
+}
+
+fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn spawn_binary(app: &TestApp, env: &[(&'static str, String)], now: &str) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
+    cmd.current_dir(repo_path("."))
+        .args(["daemon", "--now", now])
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start the daemon")
+}
+
+fn sigterm_and_wait(child: &mut Child) -> i32 {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn sigterm_during_sends_loses_nothing_and_sends_nothing_twice(app: TestApp) {
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 150 }]).await;
+    let env = with_fast(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
+        ("AVVISI__SMTP__URL", sink.url()),
+        ("AVVISI__DELIVERY__CONCURRENCY", "2".into()),
+        ("AVVISI__DELIVERY__BATCH_SIZE", "10".into()),
+    ]);
+    app.import_examples().await;
+    let mut daemon = spawn_binary(&app, &env, "2026-11-23T10:00:00+01:00");
+    sink.wait_for(5, Duration::from_secs(20)).await;
+    assert_eq!(sigterm_and_wait(&mut daemon), 0, "a clean stop exits 0");
+    let received = sink.received().len();
+    let rows = app.outbox().await;
+    assert!(received < 47, "stopped mid-campaign");
+    assert_eq!(
+        rows.iter().filter(|r| r.state == "sent").count(),
+        received,
+        "every accepted email is recorded as sent"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.state == "sent" || r.state == "pending"),
+        "nothing left claimed: {rows:?}"
+    );
+
+    let mut daemon = spawn_binary(&app, &env, "2026-11-23T10:05:00+01:00");
+    let all = sink.wait_for(47, Duration::from_secs(40)).await;
+    assert_eq!(sigterm_and_wait(&mut daemon), 0);
+    let mut ids: Vec<String> = all
+        .iter()
+        .map(|r| r.header("Message-ID").unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((all.len(), ids.len()), (47, 47), "each email exactly once");
+    assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
+}
+
+async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 100 }]).await;
+    let extra = with_fast(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
+        ("AVVISI__SMTP__URL", sink.url()),
+        ("AVVISI__DELIVERY__CONCURRENCY", "1".into()),
+        ("AVVISI__DELIVERY__BATCH_SIZE", "2".into()),
+    ]);
+    let app = app.with_settings(&as_refs(&extra));
+    app.import_examples().await;
+    let (stop, handle) = start_daemon(&app);
+    sink.wait_for(3, Duration::from_secs(20)).await;
+    sqlx::query("UPDATE campaigns SET state = 'paused' WHERE state = 'running'")
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    // Within seconds nothing more goes out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let paused_at = sink.received().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.received().len(),
+        paused_at,
+        "a paused campaign sends nothing"
+    );
+    assert!(paused_at < 47);
+    sqlx::query("UPDATE campaigns SET state = 'running' WHERE state = 'paused'")
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(sink.wait_for(47, Duration::from_secs(40)).await.len(), 47);
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
+    let templates = app.dir.path().join("templates");
+    copy_dir(&repo_path("templates"), &templates);
+    let mut extra = with_fast(&[]);
+    extra.push(("AVVISI__TEMPLATES__DIR", templates.display().to_string()));
+    let app = app.with_settings(&as_refs(&extra));
+    app.import_examples().await;
+    app.clock.set(at("2026-11-23T08:30:00+01:00"));
+    let (stop, handle) = start_daemon(&app);
+    // Let it load the good set first (a daemon refuses to start on broken templates).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!handle.is_finished(), "the daemon stopped early");
+
+    // An editor breaks the registration reminder while the daemon runs.
+    let body = templates.join("registration_incomplete/body.txt");
+    let original = std::fs::read_to_string(&body).unwrap();
+    std::fs::write(
+        &body,
+        original.replace("Gentile", "{{ user.nome }} Gentile"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.clock.set(at("2026-11-23T10:00:00+01:00"));
+    wait_until("the first notices", Duration::from_secs(20), || async {
+        app.eml_files().len() == 47
+    })
+    .await;
+    for (_, eml) in app.eml_files() {
+        assert!(
+            !eml.contains("nome"),
+            "nothing rendered with the broken set"
+        );
+    }
+
+    // The next good edit goes live.
+    std::fs::write(&body, original.replace("Gentile", "Gentilissima/o")).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.clock.set(at("2026-11-27T10:00:00+01:00"));
+    wait_until("the d3 reminders", Duration::from_secs(20), || async {
+        app.eml_files().len() == 94
+    })
+    .await;
+    let d3 = app
+        .eml_files()
+        .into_iter()
+        .find(|(n, _)| n.contains("registration_incomplete") && n.contains(".d3."))
+        .unwrap();
+    assert!(crate::helpers::part(&d3.1, "text/plain").contains("Gentilissima/o"));
+    let digests: Vec<String> =
+        sqlx::query("SELECT DISTINCT template_digest FROM outbox WHERE state = 'sent'")
+            .fetch_all(app.db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert_eq!(
+        digests.len(),
+        2,
+        "each row records the template version it was sent with"
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+async fn dst_change_keeps_nine_at_nine(app: TestApp) {
+    // 28 March 2027: clocks go from 02:00 to 03:00 in Rome. The d3 step is at 09:00 that day.
+    let mut extra = with_fast(&[
+        (
+            "AVVISI__CALENDAR__CAMPAIGN_START",
+            "2027-03-22T09:00:00".into(),
+        ),
+        ("AVVISI__CALENDAR__DEADLINE", "2027-03-31T23:59:59".into()),
+        (
+            "AVVISI__CALENDAR__MAINTENANCE_START",
+            "2027-04-01T00:00:00".into(),
+        ),
+    ]);
+    extra.push(("AVVISI__CALENDAR__REMINDER_DAYS_BEFORE", "3".into()));
+    let app = app.with_settings(&as_refs(&extra));
+    app.import_examples().await;
+    app.clock.set(at("2027-03-27T10:00:00+01:00"));
+    let (stop, handle) = start_daemon(&app);
+    wait_until("the first notices", Duration::from_secs(20), || async {
+        app.eml_files().len() == 47
+    })
+    .await;
+    app.clock.set(at("2027-03-28T08:59:00+02:00"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        app.outbox().await.iter().all(|r| r.step == "first"),
+        "nothing at 08:59 CEST"
+    );
+    app.clock.set(at("2027-03-28T09:00:00+02:00"));
+    wait_until("the d3 step", Duration::from_secs(20), || async {
+        app.eml_files().len() == 94
+    })
+    .await;
+    let created: Vec<i64> = sqlx::query_scalar("SELECT created_at FROM outbox WHERE step = 'd3'")
+        .fetch_all(app.db.pool())
+        .await
+        .unwrap();
+    let nine_cest = at("2027-03-28T09:00:00+02:00").timestamp();
+    assert!(
+        created.iter().all(|t| (*t - nine_cest).abs() <= 2),
+        "planned at 09:00 local, 07:00 UTC"
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+on_both_backends!(
+    sigterm_during_sends_loses_nothing_and_sends_nothing_twice,
+    pause_and_resume_act_on_a_running_daemon,
+    broken_template_edit_never_reaches_a_recipient,
+    dst_change_keeps_nine_at_nine,
+    whole_campaign_from_notice_to_reopening,
+);
+
+#[tokio::test]
+async fn a_second_daemon_on_one_sqlite_file_is_refused() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let app = app.with_settings(&as_refs(&with_fast(&[])));
+    let (stop, handle) = start_daemon(&app);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = avvisi::daemon::run(
+        app.db.clone(),
+        app.settings.clone(),
+        Clock::system(),
+        CancellationToken::new(),
+        render_check,
+    )
+    .await;
+    let err = second.unwrap_err().to_string();
+    assert!(err.contains("SQLite supports one daemon"), "{err}");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+/// From the day of the notice to after the reopening, one tick an hour, with the population
+/// changing between snapshots.
+async fn whole_campaign_from_notice_to_reopening(app: TestApp) {
+    let csv = std::fs::read_to_string(repo_path("examples/users.csv")).unwrap();
+    let edit = |csv: &str, user: &str, col: usize, value: &str| -> String {
+        csv.lines()
+            .map(|l| {
+                if l.starts_with(&format!("{user},")) {
+                    let mut f: Vec<String> = l.split(',').map(String::from).collect();
+                    f[col] = value.to_string();
+                    f[11] = String::new(); // no portal timestamp: always applied
+                    f.join(",")
+                } else {
+                    l.to_string()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect()
+    };
+    app.import_csv(&csv, ImportOptions::default())
+        .await
+        .unwrap();
+    let mut t = at("2026-11-22T00:00:00+01:00");
+    let end = at("2026-12-16T00:00:00+01:00");
+    let mut snapshot = csv.clone();
+    while t < end {
+        app.clock.set(t);
+        let local = t.with_timezone(&chrono_tz::Europe::Rome);
+        // 25 Nov: U0001 completes the registration; 26 Nov: a new user starts one.
+        if local.format("%Y-%m-%d %H").to_string() == "2026-11-25 12" {
+            snapshot = edit(&snapshot, "U0001", 6, "completed");
+            app.import_csv(&snapshot, ImportOptions::default())
+                .await
+                .unwrap();
+        }
+        if local.format("%Y-%m-%d %H").to_string() == "2026-11-26 12" {
+            snapshot.push_str("U0099,RSSMRA85T10A562S,Mario,Rossi,mario.rossi99@libero.it,,started,false,,none,BO,\n");
+            app.import_csv(&snapshot, ImportOptions::default())
+                .await
+                .unwrap();
+        }
+        if local.format("%Y-%m-%d %H").to_string() == "2026-12-10 12" {
+            avvisi::phases::declare_reopening(
+                &app.db,
+                &app.settings.calendar,
+                at("2026-12-14T09:00:00+01:00"),
+                t,
+            )
+            .await
+            .unwrap();
+        }
+        app.run_once().await;
+        t += chrono::Duration::hours(1);
+    }
+
+    let rows = sqlx::query(
+        "SELECT c.name, o.user_id, o.step, o.state, o.sent_at FROM outbox o JOIN campaigns c ON c.id = o.campaign_id ORDER BY o.id",
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap();
+    let deadline = app.settings.calendar.deadline.timestamp();
+    let mut of = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for r in &rows {
+        let (campaign, user, step, state): (String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        if state == "sent" {
+            let sent: i64 = r.get(4);
+            let local = chrono::DateTime::<Utc>::from_timestamp(sent, 0)
+                .unwrap()
+                .with_timezone(&chrono_tz::Europe::Rome);
+            assert!(
+                (8..20).contains(&local.hour()),
+                "{campaign} to {user} sent at {local}, outside the sending hours"
+            );
+            if !campaign.starts_with("reopening") {
+                assert!(
+                    sent < deadline,
+                    "{campaign} to {user} sent after the deadline"
+                );
+            }
+            let short = campaign.rsplit_once('-').map(|(a, _)| a).unwrap();
+            let short = short.trim_end_matches("-2026-11");
+            of.entry(user).or_default().push(format!("{short}:{step}"));
+        }
+    }
+    let get = |u: &str| of.get(u).cloned().unwrap_or_default();
+    // U0002 kept the registration pending: every step, then the specific reopening notice.
+    assert_eq!(
+        get("U0002"),
+        vec![
+            "registration_incomplete:first",
+            "registration_incomplete:d3",
+            "registration_incomplete:d1",
+            "reopening_registration_cancelled:main"
+        ]
+    );
+    // U0001 completed on 25 November: no reminder after that, no lapse notice.
+    assert_eq!(get("U0001"), vec!["registration_incomplete:first"]);
+    // The newcomer entered late (26 November): the latest due step at once, then the rest.
+    assert_eq!(
+        get("U0099"),
+        vec![
+            "registration_incomplete:first",
+            "registration_incomplete:d3",
+            "registration_incomplete:d1",
+            "reopening_registration_cancelled:main"
+        ]
+    );
+    // An institutional user with nothing pending: only the general reopening notice.
+    assert_eq!(get("U0031"), vec!["reopening_general:main"]);
+    // U0007: email unvalidated and recovery advice, then both reopening notices.
+    let u7 = get("U0007");
+    assert!(
+        u7.contains(&"reopening_email_unvalidated:main".to_string()),
+        "{u7:?}"
+    );
+    assert!(u7.contains(&"reopening_general:main".to_string()), "{u7:?}");
+    assert_eq!(
+        u7.iter()
+            .filter(|m| m.starts_with("email_unvalidated"))
+            .count(),
+        3
+    );
+    let reopening_sent: Vec<i64> = rows
+        .iter()
+        .filter(|r| {
+            r.get::<String, _>(0).starts_with("reopening") && r.get::<String, _>(3) == "sent"
+        })
+        .map(|r| r.get(4))
+        .collect();
+    assert!(reopening_sent
+        .iter()
+        .all(|s| *s >= at("2026-12-14T09:00:00+01:00").timestamp()));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,1083 @@
+//! The template editors' tools: `templates check` passes on the shipped templates and catches
+//! each kind of breakage (one test per kind, through the library and the binary, with file and
+//! line); golden renders of every message on the sample users; user data safe in every part;
+//! `templates preview` (files, `--user`, and what headless Chromium shows).
+//!
+//! Golden files: `tests/golden/MESSAGE/SAMPLE.txt`, compared on every run; regenerate them with
+//! `AVVISI_UPDATE_GOLDEN=1 cargo test --test api templates` and review the diff.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use avvisi::config::Settings;
+use avvisi::message::{self, Envelope};
+use avvisi::preview::{self, PreviewInput, PreviewReport};
+use avvisi::template_check::{self, CheckReport, Problem};
+use avvisi::templates::{self, TemplateSet};
+
+use crate::helpers::{at, decode_header, header, headers, repo_path, test_settings, TestApp};
+use crate::on_both_backends;
+
+// -------------------------------------------------------------------------------------------
+// Helpers
+
+/// A copy of the shipped templates in a temporary folder, to break.
+struct Copy {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Copy {
+    fn new() -> Copy {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("templates");
+        copy_tree(&repo_path("templates"), &dir);
+        Copy { _tmp: tmp, dir }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path(file)).unwrap()
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.path(file), text).unwrap();
+    }
+
+    /// Replaces the first `from` in `file` by `to`; returns the line where `to` now starts.
+    fn edit(&self, file: &str, from: &str, to: &str) -> usize {
+        let text = self.read(file);
+        let at = text
+            .find(from)
+            .unwrap_or_else(|| panic!("{file} has no {from:?}"));
+        self.write(file, &text.replacen(from, to, 1));
+        text[..at].matches('\n').count() + 1
+    }
+
+    fn check(&self) -> CheckReport {
+        template_check::check(&self.dir, &settings(&self.dir))
+    }
+
+    /// `avvisi templates check` on this copy.
+    fn check_binary(&self) -> Output {
+        let db = self._tmp.path().join("avvisi.db");
+        avvisi_bin(
+            &["templates", "check"],
+            &[
+                ("AVVISI__TEMPLATES__DIR", self.dir.to_str().unwrap()),
+                (
+                    "AVVISI__DATABASE__URL",
+                    &format!("sqlite://{}", db.display()),
+                ),
+            ],
+        )
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+fn settings(templates_dir: &Path) -> Settings {
+    let out = std::env::temp_dir();
+    test_settings(
+        "sqlite://unused.db",
+        &out,
+        &[("AVVISI__TEMPLATES__DIR", templates_dir.to_str().unwrap())],
+    )
+}
+
+fn avvisi_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
+    cmd.current_dir(repo_path("."))
+        .args(args)
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run avvisi")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn listing(report: &CheckReport) -> String {
+    report.problems.iter().map(|p| format!("  {p}\n")).collect()
+}
+
+/// The problem about `file` (relative to the templates folder) at `line` whose message contains
+/// `text`; fails listing every problem found.
+fn problem<'a>(
+    report: &'a CheckReport,
+    file: &str,
+    line: Option<usize>,
+    text: &str,
+) -> &'a Problem {
+    report
+        .problems
+        .iter()
+        .find(|p| p.file.ends_with(file) && p.line == line && p.message.contains(text))
+        .unwrap_or_else(|| {
+            panic!(
+                "no problem at {file}:{line:?} mentioning {text:?}; found:\n{}",
+                listing(report)
+            )
+        })
+}
+
+/// Checks `copy` through the library and the binary: the problem is `file:line` with `text`,
+/// in both, and the binary exits non-zero.
+fn assert_caught(copy: &Copy, file: &str, line: Option<usize>, text: &str) -> CheckReport {
+    let report = copy.check();
+    assert!(!report.is_ok());
+    let p = problem(&report, file, line, text);
+    let shown = p.to_string();
+    match line {
+        Some(line) => assert!(shown.contains(&format!("{file}:{line}: ")), "{shown}"),
+        None => assert!(shown.contains(&format!("{file}: ")), "{shown}"),
+    }
+    let out = copy.check_binary();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    let needle = match line {
+        Some(line) => format!("{file}:{line}: "),
+        None => format!("{file}: "),
+    };
+    assert!(
+        err.lines().any(|l| l.contains(&needle) && l.contains(text)),
+        "the binary does not report {needle} {text:?}:\n{err}"
+    );
+    assert!(err.contains("problem(s)"), "{err}");
+    report
+}
+
+// -------------------------------------------------------------------------------------------
+// The shipped templates
+
+#[test]
+fn shipped_templates_pass_the_check() {
+    let dir = repo_path("templates");
+    let report = template_check::check(&dir, &settings(&dir));
+    assert!(
+        report.is_ok(),
+        "the shipped templates have problems:\n{}",
+        listing(&report)
+    );
+    let set = TemplateSet::load(&dir).unwrap();
+    assert_eq!(report.messages, set.messages(), "every message folder");
+    assert!(report.messages.len() >= 4);
+    assert_eq!(report.samples, template_check::samples().len());
+    assert_eq!(report.renders, report.messages.len() * report.samples);
+}
+
+#[test]
+fn shipped_templates_pass_the_check_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", tmp.path().join("avvisi.db").display());
+    let out = avvisi_bin(
+        &["templates", "check"],
+        &[
+            ("AVVISI__DATABASE__URL", &db),
+            (
+                "AVVISI__TEMPLATES__DIR",
+                repo_path("templates").to_str().unwrap(),
+            ),
+        ],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("all templates are fine"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn samples_cover_every_variant() {
+    let samples = template_check::samples();
+    let steps: BTreeSet<&str> = samples.iter().map(|s| s.situation.step).collect();
+    assert_eq!(
+        steps,
+        BTreeSet::from(["d1", "d3", "d7", "first", "main"]),
+        "every step"
+    );
+    let days: BTreeSet<i64> = samples.iter().map(|s| s.situation.days_left).collect();
+    assert!([7, 3, 1, 0].iter().all(|d| days.contains(d)), "{days:?}");
+    for flag in [true, false] {
+        assert!(samples
+            .iter()
+            .any(|s| s.user.has_institutional_email == flag));
+        assert!(samples.iter().any(|s| s.situation.is_test == flag));
+        assert!(samples
+            .iter()
+            .any(|s| s.user.pending_email.is_empty() == flag));
+        assert!(samples.iter().any(|s| s.situation.reopened == flag));
+    }
+    let names: Vec<&str> = samples.iter().map(|s| s.user.full_name.as_str()).collect();
+    for wanted in ["D'Angelo", "Nicolò", "<b>", "&"] {
+        assert!(
+            names.iter().any(|n| n.contains(wanted)),
+            "{wanted} in {names:?}"
+        );
+    }
+    // The CR/LF user: the raw data has line breaks, the view folds them.
+    assert!(template_check::SAMPLE_USERS
+        .iter()
+        .any(|u| u.first_name.contains("\r\n")));
+    assert!(names.iter().all(|n| !n.contains(['\r', '\n'])));
+}
+
+// -------------------------------------------------------------------------------------------
+// One test per kind of breakage
+
+#[test]
+fn check_catches_a_syntax_error() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "registration_incomplete/body.txt",
+        "{{ user.first_name }}",
+        "{{ user.first_name }",
+    );
+    assert_caught(
+        &copy,
+        "registration_incomplete/body.txt",
+        Some(line),
+        "syntax error: `{{` is not closed with `}}`",
+    );
+}
+
+#[test]
+fn check_catches_an_unclosed_tag() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "email_unvalidated/body.html",
+        "{% if days_left == 0 -%}",
+        "{% if is_test %}[prova]{% if days_left == 0 -%}",
+    );
+    assert_caught(
+        &copy,
+        "email_unvalidated/body.html",
+        Some(line),
+        "`{% if %}` is not closed",
+    );
+}
+
+#[test]
+fn check_catches_an_unknown_variable() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "code_regeneration_pending/body.html",
+        "{{ user.first_name }}",
+        "{{ user.frist_name }}",
+    );
+    let report = assert_caught(
+        &copy,
+        "code_regeneration_pending/body.html",
+        Some(line),
+        "unknown variable `user.frist_name`",
+    );
+    let p = problem(
+        &report,
+        "code_regeneration_pending/body.html",
+        Some(line),
+        "",
+    );
+    assert!(p.message.contains("did you mean `user.first_name`?"), "{p}");
+    assert_eq!(
+        report.problems.len(),
+        1,
+        "reported once, however many samples render it:\n{}",
+        listing(&report)
+    );
+}
+
+#[test]
+fn check_catches_an_unknown_variable_inside_a_condition() {
+    // Tera treats an unknown name in `{% if %}` as false: rendering alone would never notice.
+    let copy = Copy::new();
+    let line = copy.edit(
+        "registration_incomplete/body.txt",
+        "{% if days_left == 0 -%}",
+        "{% if giorni_rimasti == 0 -%}",
+    );
+    let report = assert_caught(
+        &copy,
+        "registration_incomplete/body.txt",
+        Some(line),
+        "unknown variable `giorni_rimasti`",
+    );
+    assert!(report.problems[0].message.contains("silently false"));
+}
+
+#[test]
+fn check_catches_an_unknown_filter() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "credential_recovery_advice/subject.txt",
+        "| data_it",
+        "| data_itt",
+    );
+    let report = assert_caught(
+        &copy,
+        "credential_recovery_advice/subject.txt",
+        Some(line),
+        "unknown filter `data_itt`",
+    );
+    assert!(report.problems[0]
+        .message
+        .contains("did you mean `data_it`?"));
+}
+
+#[test]
+fn check_catches_a_message_missing_a_part() {
+    let copy = Copy::new();
+    std::fs::remove_file(copy.path("registration_incomplete/subject.txt")).unwrap();
+    std::fs::remove_file(copy.path("email_unvalidated/body.txt")).unwrap();
+    std::fs::remove_file(copy.path("code_regeneration_pending/body.html")).unwrap();
+    let report = assert_caught(
+        &copy,
+        "registration_incomplete/subject.txt",
+        None,
+        "has no subject",
+    );
+    problem(
+        &report,
+        "email_unvalidated/body.txt",
+        None,
+        "has no text version",
+    );
+    problem(
+        &report,
+        "code_regeneration_pending/body.html",
+        None,
+        "has no HTML version",
+    );
+    assert_eq!(report.problems.len(), 3, "{}", listing(&report));
+}
+
+#[test]
+fn check_catches_a_subject_with_a_line_break() {
+    let copy = Copy::new();
+    copy.write(
+        "registration_incomplete/subject.txt",
+        "{{ service_name }}:\ncompleti la registrazione entro il {{ deadline | data_it }}\n",
+    );
+    assert_caught(
+        &copy,
+        "registration_incomplete/subject.txt",
+        Some(1),
+        "the subject has a line break",
+    );
+}
+
+#[test]
+fn check_catches_a_line_break_only_in_test_messages() {
+    // The "[PROVA] " prefix followed by a line break: only the test sample shows it.
+    let copy = Copy::new();
+    let line = copy.edit(
+        "email_unvalidated/subject.txt",
+        "{% if is_test %}[PROVA] {% endif %}",
+        "{% if is_test %}[PROVA]\n{% endif %}",
+    );
+    let report = assert_caught(
+        &copy,
+        "email_unvalidated/subject.txt",
+        Some(line),
+        "the subject has a line break with sample `test-",
+    );
+    assert_eq!(report.problems.len(), 1, "{}", listing(&report));
+}
+
+#[test]
+fn check_catches_a_subject_over_120_characters() {
+    let copy = Copy::new();
+    copy.write(
+        "code_regeneration_pending/subject.txt",
+        "{% if is_test %}[PROVA] {% endif %}{{ service_name }}: Le ricordiamo che la rigenerazione \
+         del Codice Personale va completata in tempo entro il {{ deadline | data_it }}",
+    );
+    let report = assert_caught(
+        &copy,
+        "code_regeneration_pending/subject.txt",
+        Some(1),
+        "more than 120",
+    );
+    // 120 characters without the prefix: only the test message is too long.
+    assert!(
+        report.problems[0].message.contains("sample `test-"),
+        "{}",
+        listing(&report)
+    );
+}
+
+#[test]
+fn check_catches_template_syntax_left_in_the_output() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "reopening_general/body.html",
+        "{{ user.first_name }}",
+        "{user.first_name}",
+    );
+    assert_caught(
+        &copy,
+        "reopening_general/body.html",
+        Some(line),
+        "template syntax left in the output: `{user.first_name}`",
+    );
+    let copy = Copy::new();
+    let line = copy.edit(
+        "registration_incomplete/body.txt",
+        "{{ user.last_name }}",
+        "{ { user.last_name }}",
+    );
+    assert_caught(
+        &copy,
+        "registration_incomplete/body.txt",
+        Some(line),
+        "template syntax left in the output",
+    );
+}
+
+#[test]
+fn check_catches_user_data_unescaped_in_html() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "registration_incomplete/body.html",
+        "{{ user.last_name }}",
+        "{{ user.last_name | safe }}",
+    );
+    assert_caught(
+        &copy,
+        "registration_incomplete/body.html",
+        Some(line),
+        "user data reaches the HTML version unescaped",
+    );
+}
+
+#[test]
+fn check_catches_escaping_artefacts_in_text() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "email_unvalidated/body.txt",
+        "{{ user.last_name }}",
+        "{{ user.last_name | escape }}",
+    );
+    assert_caught(
+        &copy,
+        "email_unvalidated/body.txt",
+        Some(line),
+        "escaping artefact",
+    );
+}
+
+#[test]
+fn check_catches_a_missing_layout() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "registration_incomplete/body.html",
+        "layout/base.html",
+        "layout/basse.html",
+    );
+    assert_caught(
+        &copy,
+        "registration_incomplete/body.html",
+        Some(line),
+        "there is no template `layout/basse.html`",
+    );
+}
+
+#[test]
+fn check_catches_a_date_filter_on_an_empty_value() {
+    // Reminders go out before the reopening: `reopened_at` is empty for them.
+    let copy = Copy::new();
+    copy.edit(
+        "registration_incomplete/subject.txt",
+        "{{ deadline | data_it }}",
+        "{{ reopened_at | data_it }}",
+    );
+    assert_caught(
+        &copy,
+        "registration_incomplete/subject.txt",
+        Some(1),
+        "the filter `data_it` fails",
+    );
+}
+
+#[test]
+fn check_lists_every_problem_at_once() {
+    let copy = Copy::new();
+    let syntax = copy.edit(
+        "registration_incomplete/body.txt",
+        "{{ user.first_name }}",
+        "{{ user.first_name",
+    );
+    let variable = copy.edit(
+        "email_unvalidated/body.html",
+        "{{ user.email }}",
+        "{{ user.mail }}",
+    );
+    std::fs::remove_file(copy.path("code_regeneration_pending/body.txt")).unwrap();
+    let report = copy.check();
+    problem(
+        &report,
+        "registration_incomplete/body.txt",
+        Some(syntax),
+        "syntax error",
+    );
+    problem(
+        &report,
+        "email_unvalidated/body.html",
+        Some(variable),
+        "unknown variable `user.mail`",
+    );
+    problem(
+        &report,
+        "code_regeneration_pending/body.txt",
+        None,
+        "missing",
+    );
+    assert_eq!(report.problems.len(), 3, "{}", listing(&report));
+    // What does not depend on the broken files is still rendered and checked.
+    assert!(report.renders > 0);
+}
+
+#[test]
+fn check_handles_a_new_message_folder() {
+    let copy = Copy::new();
+    copy_tree(
+        &copy.path("registration_incomplete"),
+        &copy.path("nuovo_avviso"),
+    );
+    let report = copy.check();
+    assert!(report.is_ok(), "{}", listing(&report));
+    assert!(report.messages.contains(&"nuovo_avviso".to_string()));
+    let line = copy.edit("nuovo_avviso/body.txt", "{{ portal_url }}", "{{ portale }}");
+    assert_caught(
+        &copy,
+        "nuovo_avviso/body.txt",
+        Some(line),
+        "unknown variable `portale`",
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// Golden renders and safety
+
+fn golden_dir() -> PathBuf {
+    repo_path("tests/golden")
+}
+
+/// Every message rendered with every sample, as golden text: (message, sample id, text).
+fn golden_renders() -> Vec<(String, String, String)> {
+    let dir = repo_path("templates");
+    let settings = settings(&dir);
+    let set = TemplateSet::load(&dir).expect("templates");
+    let sources = templates::read_sources(&dir).unwrap();
+    let reopening = template_check::reopening_messages(&sources);
+    let mut out = Vec::new();
+    for message in set.messages() {
+        for sample in template_check::samples() {
+            let ctx =
+                template_check::context(&settings, &message, &sample, reopening.contains(&message));
+            let r = set
+                .render(&message, &ctx)
+                .unwrap_or_else(|e| panic!("{message} with {}: {e}", sample.id));
+            let text = format!(
+                "# {message} / {}: {}\n# to: {} <{}>\n\nSubject: {}\n\n===== text =====\n{}\n===== html =====\n{}",
+                sample.id,
+                sample.description,
+                sample.user.full_name,
+                sample.to_address,
+                r.subject,
+                r.text,
+                r.html
+            );
+            out.push((message.clone(), sample.id.clone(), text));
+        }
+    }
+    out
+}
+
+/// A short line diff: the first differing lines with their numbers.
+fn diff(expected: &str, actual: &str) -> String {
+    let e: Vec<&str> = expected.lines().collect();
+    let a: Vec<&str> = actual.lines().collect();
+    let mut out = String::new();
+    let mut shown = 0;
+    for i in 0..e.len().max(a.len()) {
+        let (x, y) = (e.get(i), a.get(i));
+        if x != y {
+            if let Some(x) = x {
+                out.push_str(&format!("    line {:>3} - {x}\n", i + 1));
+            }
+            if let Some(y) = y {
+                out.push_str(&format!("    line {:>3} + {y}\n", i + 1));
+            }
+            shown += 1;
+            if shown == 8 {
+                out.push_str("    ...\n");
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_renders_of_every_message() {
+    let update = std::env::var("AVVISI_UPDATE_GOLDEN").as_deref() == Ok("1");
+    let root = golden_dir();
+    let renders = golden_renders();
+    let hint = "run `AVVISI_UPDATE_GOLDEN=1 cargo test --test api templates` and review the \
+                changes under tests/golden/";
+    let mut failures: Vec<String> = Vec::new();
+    let mut expected_files: BTreeSet<PathBuf> = BTreeSet::new();
+    for (message, sample, text) in &renders {
+        let path = root.join(message).join(format!("{sample}.txt"));
+        expected_files.insert(path.clone());
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            continue;
+        }
+        if !root.join(message).is_dir() {
+            let m = format!("message `{message}` has no golden files (a new message?): {hint}");
+            if !failures.contains(&m) {
+                failures.push(m);
+            }
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(golden) if golden == *text => {}
+            Ok(golden) => failures.push(format!(
+                "{} differs from what `{message}` renders with sample `{sample}` \
+                 (- golden, + now):\n{}",
+                path.display(),
+                diff(&golden, text)
+            )),
+            Err(_) => failures.push(format!("{} is missing: {hint}", path.display())),
+        }
+    }
+    // Golden files of messages or samples that no longer exist.
+    if let Ok(folders) = std::fs::read_dir(&root) {
+        for folder in folders.map(|e| e.unwrap().path()).filter(|p| p.is_dir()) {
+            for file in std::fs::read_dir(&folder)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+            {
+                if !expected_files.contains(&file) {
+                    if update {
+                        std::fs::remove_file(&file).unwrap();
+                    } else {
+                        failures.push(format!(
+                            "{} is not rendered any more (message or sample removed): {hint}",
+                            file.display()
+                        ));
+                    }
+                }
+            }
+            if update && std::fs::read_dir(&folder).unwrap().next().is_none() {
+                std::fs::remove_dir(&folder).unwrap();
+            }
+        }
+    }
+    if update {
+        eprintln!(
+            "golden files written under {} ({} renders): review them with git diff",
+            root.display(),
+            renders.len()
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatch(es):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn user_data_is_safe_in_every_message() {
+    let dir = repo_path("templates");
+    let settings = settings(&dir);
+    let set = TemplateSet::load(&dir).unwrap();
+    let sources = templates::read_sources(&dir).unwrap();
+    let reopening = template_check::reopening_messages(&sources);
+    let samples = template_check::samples();
+    for message in set.messages() {
+        let mut named = false;
+        for sample in &samples {
+            let ctx =
+                template_check::context(&settings, &message, sample, reopening.contains(&message));
+            let r = set.render(&message, &ctx).unwrap();
+            let what = format!("{message} with {}", sample.id);
+            // The subject is one line whatever the data.
+            assert!(!r.subject.contains(['\r', '\n']), "{what}: {:?}", r.subject);
+            // Text: no escaping artefacts.
+            for entity in ["&amp;", "&lt;", "&gt;", "&#x27;", "&quot;", "&#x2F;"] {
+                assert!(!r.text.contains(entity), "{what}: {entity} in text");
+                assert!(!r.subject.contains(entity), "{what}: {entity} in subject");
+            }
+            // The user's name as written in text, escaped in HTML.
+            let full = &sample.user.full_name;
+            if r.text.contains(full.as_str()) {
+                named = true;
+                let escaped = tera::escape_html(full);
+                assert!(r.html.contains(&escaped), "{what}: {escaped} in HTML");
+            }
+            if full.contains('<') {
+                assert!(
+                    !r.html.contains("<b>Anna"),
+                    "{what}: markup from data in HTML"
+                );
+            }
+            // CR/LF in the data: folded, so no header can be added through the name.
+            if sample.id.ends_with("-crlf") {
+                assert!(
+                    !r.text.contains("Mario\n") && !r.text.contains("Mario\r"),
+                    "{what}"
+                );
+                let message_id = format!("<golden.{}@istruzione.it>", sample.id);
+                let email = message::build(
+                    &settings.mail,
+                    &Envelope {
+                        to_address: &sample.to_address,
+                        to_name: full,
+                        message_id: &message_id,
+                        campaign: &ctx.campaign,
+                        step: &ctx.step,
+                        date: at("2026-11-23T10:00:00+01:00").into(),
+                    },
+                    &r,
+                )
+                .unwrap();
+                let eml = String::from_utf8(email.formatted()).unwrap();
+                let names: Vec<String> = headers(&eml)
+                    .into_iter()
+                    .map(|(n, _)| n.to_ascii_lowercase())
+                    .collect();
+                assert!(!names.contains(&"bcc".to_string()), "{what}: {names:?}");
+                let to = decode_header(&header(&eml, "To").unwrap());
+                assert!(
+                    to.contains("Mario Bcc: intruso@example.org Bianchi"),
+                    "{to}"
+                );
+            }
+        }
+        assert!(named, "{message} never shows the recipient's name");
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Preview
+
+fn sample_preview(out: &Path) -> (PreviewReport, TemplateSet, Settings) {
+    let dir = repo_path("templates");
+    let settings = settings(&dir);
+    let set = TemplateSet::load(&dir).unwrap();
+    let samples = template_check::samples();
+    let input = PreviewInput {
+        samples: &samples,
+        reopened_at: None,
+        description: "sample data".into(),
+        now: at("2026-11-23T10:00:00+01:00"),
+    };
+    let report = preview::write_preview(&set, &settings, &input, out).unwrap();
+    (report, set, settings)
+}
+
+#[test]
+fn preview_writes_every_message_and_variant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("preview");
+    let (report, set, settings) = sample_preview(&out);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.messages, set.messages());
+    let samples = template_check::samples();
+    assert_eq!(report.emails, set.messages().len() * samples.len());
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert_eq!(
+        index.matches("<article class=\"variant\"").count(),
+        report.emails
+    );
+    assert_eq!(index.matches("<iframe sandbox").count(), report.emails);
+    assert_eq!(index.matches("<pre>").count(), report.emails);
+    let sources = templates::read_sources(&repo_path("templates")).unwrap();
+    let reopening = template_check::reopening_messages(&sources);
+    for message in set.messages() {
+        assert!(index.contains(&format!("<h2>{message}</h2>")));
+        for sample in &samples {
+            let id = &sample.id;
+            for ext in ["html", "txt", "eml"] {
+                let file = out.join(&message).join(format!("{id}.{ext}"));
+                assert!(file.is_file(), "{}", file.display());
+                assert!(
+                    index.contains(&format!("href=\"{message}/{id}.{ext}\"")),
+                    "link to {message}/{id}.{ext}"
+                );
+            }
+            let ctx =
+                template_check::context(&settings, &message, sample, reopening.contains(&message));
+            let r = set.render(&message, &ctx).unwrap();
+            assert!(
+                index.contains(&format!(
+                    "<span class=\"subject-text\">{}</span>",
+                    tera::escape_html(&r.subject)
+                )),
+                "subject of {message}/{id}"
+            );
+            assert!(index.contains(&format!("<pre>{}</pre>", tera::escape_html(&r.text))));
+            // The .eml is the email as it would be sent.
+            let eml =
+                std::fs::read_to_string(out.join(&message).join(format!("{id}.eml"))).unwrap();
+            assert_eq!(decode_header(&header(&eml, "Subject").unwrap()), r.subject);
+            assert_eq!(
+                header(&eml, "X-Avvisi-Campaign").unwrap(),
+                format!("{}/{}", ctx.campaign, ctx.step)
+            );
+            assert!(header(&eml, "To").unwrap().contains(&sample.to_address));
+            let html =
+                std::fs::read_to_string(out.join(&message).join(format!("{id}.html"))).unwrap();
+            assert_eq!(html, r.html);
+        }
+    }
+}
+
+async fn preview_for_a_user_from_the_database(app: TestApp) {
+    app.import_examples().await;
+    let out = app.dir.path().join("preview-user");
+    let templates_dir = repo_path("templates");
+    let env = [
+        ("AVVISI__DATABASE__URL", app.database_url.as_str()),
+        ("AVVISI__TEMPLATES__DIR", templates_dir.to_str().unwrap()),
+    ];
+    let result = avvisi_bin(
+        &[
+            "templates",
+            "preview",
+            "--out",
+            out.to_str().unwrap(),
+            "--user",
+            "U0002",
+        ],
+        &env,
+    );
+    assert!(
+        result.status.success(),
+        "{}{}",
+        stdout(&result),
+        stderr(&result)
+    );
+    assert!(
+        stdout(&result).contains("index.html"),
+        "{}",
+        stdout(&result)
+    );
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(index.contains("Ilaria D&#x27;Angelo"), "the user's name");
+    let set = TemplateSet::load(&repo_path("templates")).unwrap();
+    for message in set.messages() {
+        for situation in template_check::SITUATIONS {
+            let eml = out
+                .join(&message)
+                .join(format!("{}-U0002.eml", situation.id));
+            let eml = std::fs::read_to_string(&eml).unwrap_or_else(|_| panic!("{}", eml.display()));
+            assert!(header(&eml, "To")
+                .unwrap()
+                .contains("<ilaria.dangelo@gmail.com>"));
+        }
+    }
+    let text = std::fs::read_to_string(out.join("registration_incomplete").join("first-U0002.txt"))
+        .unwrap();
+    assert!(text.contains("Gentile Ilaria D'Angelo"), "{text}");
+
+    let unknown = avvisi_bin(
+        &[
+            "templates",
+            "preview",
+            "--out",
+            out.to_str().unwrap(),
+            "--user",
+            "U9999",
+        ],
+        &env,
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no user `U9999`"),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+on_both_backends!(preview_for_a_user_from_the_database);
+
+/// Runs headless Chromium on `file` and returns the DOM it built.
+fn chromium_dom(chromium: &str, file: &Path, profile: &Path) -> String {
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", file.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    // Read while it runs: the DOM is larger than a pipe's buffer.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish in 120 s on {}", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dom = reader.join().unwrap();
+    let errors = err_reader.join().unwrap();
+    assert!(
+        status.success() && !dom.is_empty(),
+        "chromium failed ({status}) on {}: {errors}",
+        file.display()
+    );
+    dom
+}
+
+/// How Chromium serialises a text node.
+fn dom_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\u{a0}', "&nbsp;")
+}
+
+fn find_chromium() -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    for name in ["chromium", "chromium-browser"] {
+        if std::env::split_paths(&path).any(|d| d.join(name).is_file()) {
+            return Some(name.to_string());
+        }
+    }
+    None
+}
+
+#[test]
+fn preview_renders_in_headless_chromium() {
+    let Some(chromium) = find_chromium() else {
+        if std::env::var("AVVISI_REQUIRE_CHROMIUM").as_deref() == Ok("1") {
+            panic!("chromium is required (AVVISI_REQUIRE_CHROMIUM=1) but is not installed");
+        }
+        eprintln!("skipping the Chromium preview test: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("preview");
+    let (report, set, settings) = sample_preview(&out);
+    let profile = tmp.path().join("profile");
+    let dom = chromium_dom(&chromium, &out.join("index.html"), &profile);
+
+    let variants = set.messages().len() * template_check::samples().len();
+    assert!(
+        dom.contains("<h1>Message preview</h1>"),
+        "{}",
+        &dom[..dom.len().min(2000)]
+    );
+    assert_eq!(dom.matches("<article class=\"variant\"").count(), variants);
+    assert_eq!(dom.matches("<iframe ").count(), variants, "HTML versions");
+    assert_eq!(dom.matches("<pre>").count(), variants, "text versions");
+    assert_eq!(dom.matches("class=\"eml\"").count(), report.emails);
+    let sources = templates::read_sources(&repo_path("templates")).unwrap();
+    let reopening = template_check::reopening_messages(&sources);
+    for message in set.messages() {
+        assert!(dom.contains(&format!("<h2>{message}</h2>")), "{message}");
+        for sample in template_check::samples() {
+            let ctx =
+                template_check::context(&settings, &message, &sample, reopening.contains(&message));
+            let r = set.render(&message, &ctx).unwrap();
+            assert!(
+                dom.contains(&format!(
+                    "<span class=\"subject-text\">{}</span>",
+                    dom_text(&r.subject)
+                )),
+                "Chromium shows the subject of {message}/{}",
+                sample.id
+            );
+            assert!(
+                dom.contains(&format!("<pre>{}</pre>", dom_text(&r.text))),
+                "Chromium shows the text of {message}/{}",
+                sample.id
+            );
+        }
+    }
+
+    // One email's HTML on its own: the hostile name is text, not markup.
+    let message = &set.messages()[0];
+    let markup = template_check::samples()
+        .into_iter()
+        .find(|s| s.user.first_name.contains('<'))
+        .unwrap();
+    let email_dom = chromium_dom(
+        &chromium,
+        &out.join(message).join(format!("{}.html", markup.id)),
+        &profile,
+    );
+    assert!(
+        email_dom.contains("&lt;b&gt;Anna&lt;/b&gt; Rossi &amp; Figli"),
+        "the name shown as written: {email_dom}"
+    );
+    assert!(
+        !email_dom.contains("<b>Anna</b>"),
+        "no markup from user data"
+    );
+}
