@@ -187,6 +187,8 @@ struct RawCalendar {
 enum OneOrMany {
     One(u32),
     Many(Vec<u32>),
+    /// From the environment, a list arrives as text items.
+    ManyText(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -418,6 +420,17 @@ fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, ConfigError> {
     let mut days = match raw.reminder_days_before {
         OneOrMany::One(d) => vec![d],
         OneOrMany::Many(d) => d,
+        OneOrMany::ManyText(items) => items
+            .iter()
+            .map(|d| d.trim().parse::<u32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                invalid(
+                    "calendar.reminder_days_before",
+                    items.join(","),
+                    "whole numbers of days, e.g. 7,3,1",
+                )
+            })?,
     };
     if days.iter().any(|d| *d > 60) {
         return Err(invalid(

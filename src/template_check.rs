@@ -428,7 +428,8 @@ pub fn reopening_messages(sources: &BTreeMap<String, String>) -> BTreeSet<String
         .collect()
 }
 
-/// The message folders under `dir`'s files: every folder but `layout/` holding a template file.
+/// The message folders and their files: like [`TemplateSet::messages`], every folder but
+/// `layout/` holding at least one of the three parts (a folder of shared pieces is not one).
 fn message_folders(sources: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for name in sources.keys() {
@@ -440,6 +441,7 @@ fn message_folders(sources: &BTreeMap<String, String>) -> BTreeMap<String, BTree
             }
         }
     }
+    out.retain(|_, files| templates::PARTS.iter().any(|p| files.contains(*p)));
     out
 }
 
@@ -511,7 +513,15 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
             }
         }
         for file in files {
-            if !templates::PARTS.contains(&file.as_str()) {
+            let used = sources.values().any(|src| {
+                let scan = FileScan::new(src);
+                let path = format!("{folder}/{file}");
+                scan.extends
+                    .iter()
+                    .chain(scan.includes.iter())
+                    .any(|(t, _)| *t == path)
+            });
+            if !templates::PARTS.contains(&file.as_str()) && !used {
                 c.push(
                     &format!("{folder}/{file}"),
                     None,
@@ -1051,8 +1061,8 @@ fn snippet(out: &str, at: usize, len: usize) -> String {
     let stop = |c: char| c.is_whitespace() || c == '<' || c == '>';
     let start = out[..at]
         .char_indices()
-        .filter(|(_, c)| stop(*c))
-        .last()
+        .rev()
+        .find(|(_, c)| stop(*c))
         .map(|(i, c)| i + c.len_utf8())
         .unwrap_or(0);
     let start = if at - start > 30 { at } else { start };

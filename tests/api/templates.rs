@@ -624,27 +624,33 @@ fn golden_renders() -> Vec<(String, String, String)> {
     out
 }
 
-/// A short line diff: the first differing lines with their numbers.
+/// A short line diff: the changed region between the common first and last lines, with line
+/// numbers (`-` golden, `+` now).
 fn diff(expected: &str, actual: &str) -> String {
     let e: Vec<&str> = expected.lines().collect();
     let a: Vec<&str> = actual.lines().collect();
+    let prefix = e.iter().zip(&a).take_while(|(x, y)| x == y).count();
+    let suffix = e[prefix..]
+        .iter()
+        .rev()
+        .zip(a[prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
     let mut out = String::new();
-    let mut shown = 0;
-    for i in 0..e.len().max(a.len()) {
-        let (x, y) = (e.get(i), a.get(i));
-        if x != y {
-            if let Some(x) = x {
-                out.push_str(&format!("    line {:>3} - {x}\n", i + 1));
-            }
-            if let Some(y) = y {
-                out.push_str(&format!("    line {:>3} + {y}\n", i + 1));
-            }
-            shown += 1;
-            if shown == 8 {
-                out.push_str("    ...\n");
-                break;
-            }
+    for (sign, lines) in [("-", &e), ("+", &a)] {
+        let changed = &lines[prefix..lines.len() - suffix];
+        for (k, line) in changed.iter().enumerate().take(12) {
+            out.push_str(&format!("    {:>4} {sign} {line}\n", prefix + k + 1));
         }
+        if changed.len() > 12 {
+            out.push_str(&format!(
+                "         {sign} ... {} more lines\n",
+                changed.len() - 12
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("    (only line endings or the final newline differ)\n");
     }
     out
 }
@@ -716,7 +722,7 @@ fn golden_renders_of_every_message() {
     }
     assert!(
         failures.is_empty(),
-        "{} golden mismatch(es):\n{}",
+        "{} golden mismatch(es):\n{}\nIf the changes are intended, {hint}",
         failures.len(),
         failures.join("\n")
     );
