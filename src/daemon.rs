@@ -36,14 +36,17 @@ pub enum DaemonError {
     AlreadyRunning { other: String },
 }
 
-/// Runs the daemon until `shutdown` is cancelled. `check` validates a template set before it
-/// goes live (problems as sentences; empty means good).
+/// Validates a template set before it goes live: problems as sentences, empty when good.
+pub type TemplateCheck = Arc<dyn Fn(&TemplateSet) -> Vec<String> + Send + Sync>;
+
+/// Runs the daemon until `shutdown` is cancelled. `check` validates every template set before
+/// it goes live.
 pub async fn run(
     db: Db,
     settings: Arc<Settings>,
     clock: Clock,
     shutdown: CancellationToken,
-    check: fn(&TemplateSet) -> Vec<String>,
+    check: TemplateCheck,
 ) -> anyhow::Result<()> {
     let me = format!("{}:{}", worker::worker_id(), Utc::now().timestamp_millis());
     register(&db, &me).await?;
@@ -60,7 +63,7 @@ async fn serve(
     settings: Arc<Settings>,
     clock: Clock,
     shutdown: CancellationToken,
-    check: fn(&TemplateSet) -> Vec<String>,
+    check: TemplateCheck,
     me: &str,
 ) -> anyhow::Result<()> {
     let first = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
@@ -72,6 +75,7 @@ async fn serve(
         );
     }
     tracing::info!(templates = first.digest(), "templates live");
+    record_templates(db, me, first.digest()).await;
     let store = TemplateStore::new(first);
     let transport = Transport::from_settings(&settings).context("setting up delivery")?;
     let worker = Arc::new(Worker {
@@ -91,6 +95,8 @@ async fn serve(
         settings.clone(),
         check,
         tasks.clone(),
+        db.clone(),
+        me.to_string(),
     ));
     let planner = Planner {
         db: db.clone(),
@@ -221,6 +227,18 @@ impl Planner {
     }
 }
 
+/// Records the live template version for `avvisi status`.
+async fn record_templates(db: &Db, me: &str, digest: &str) {
+    let recorded = sqlx::query("UPDATE daemons SET templates_digest = $1 WHERE id = $2")
+        .bind(digest)
+        .bind(me)
+        .execute(db.pool())
+        .await;
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "cannot record the live template version");
+    }
+}
+
 /// Refuses a second daemon on one SQLite file; records this daemon's heartbeat.
 async fn register(db: &Db, me: &str) -> anyhow::Result<()> {
     let now = Utc::now().timestamp();
@@ -268,8 +286,10 @@ async fn heartbeat(db: Db, me: String, stop: CancellationToken) {
 async fn watch_templates(
     store: TemplateStore,
     settings: Arc<Settings>,
-    check: fn(&TemplateSet) -> Vec<String>,
+    check: TemplateCheck,
     stop: CancellationToken,
+    db: Db,
+    me: String,
 ) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -292,11 +312,12 @@ async fn watch_templates(
             _ = sighup => tracing::info!("SIGHUP: reloading templates"),
             _ = tokio::time::sleep(every) => {}
         }
-        match store.reload(&settings.templates_dir, check) {
+        match store.reload(&settings.templates_dir, &*check) {
             Reload::Unchanged => {}
             Reload::Replaced(digest) => {
                 reported.clear();
-                tracing::info!(templates = %digest, "new templates live")
+                tracing::info!(templates = %digest, "new templates live");
+                record_templates(&db, &me, &digest).await;
             }
             // Logged once per distinct breakage, not at every poll.
             Reload::Rejected(problems) if problems != reported => {

@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use chrono::{Duration, TimeZone};
 use serde_json::Value;
 
-use crate::audience::Audience;
 use crate::config::Settings;
 use crate::templates::{self, MessageContext, Rendered, TemplateError, TemplateSet, UserView};
 
@@ -407,23 +406,18 @@ pub fn context(
     }
 }
 
-/// The messages that use `reopened_at` (in their files or the layouts they extend), except the
-/// reminders (they go out before the deadline, when there is no reopening date): the reopening
-/// notices, which go out once operators have declared the reopening.
+/// The reopening notices among the message folders: the templates of the reopening campaigns
+/// ([`crate::phases::REOPENING`]), created when operators declare the reopening, so they always
+/// have `reopened_at`. Every other message may go out before it (reminders, the maintenance
+/// notice, test messages) and is also rendered with `reopened_at` empty, as templates/README.md
+/// tells editors.
 pub fn reopening_messages(sources: &BTreeMap<String, String>) -> BTreeSet<String> {
-    let reminders: Vec<&str> = Audience::REMINDERS.iter().map(|a| a.name()).collect();
     message_folders(sources)
         .into_keys()
-        .filter(|message| !reminders.contains(&message.as_str()))
         .filter(|message| {
-            templates::PARTS.iter().any(|part| {
-                locate_in_chain(
-                    &format!("{message}/{part}"),
-                    sources,
-                    |f| matches!(f, Found::Var { path, .. } if path == "reopened_at"),
-                )
-                .is_some()
-            })
+            crate::phases::REOPENING
+                .iter()
+                .any(|(template, _)| template == message)
         })
         .collect()
 }
@@ -748,9 +742,9 @@ impl Checker<'_> {
                     sample.id,
                     sample.situation.description,
                     if detail.contains("got \"\"") {
-                        "; the value is empty in this situation (`reopened_at` is empty until \
-                         operators declare the reopening, and reminders go out before it): \
-                         guard it with `{% if reopened_at %}`"
+                        "; the value is empty in this situation: `reopened_at` is empty until \
+                         operators declare the reopening, and only the reopening_... notices are \
+                         sure to go out after it (elsewhere guard it with `{% if reopened_at %}`)"
                     } else {
                         ""
                     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
+use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Command, ImportCommand, ImportUsersArgs, RunArgs, ServiceCommand};
@@ -242,6 +243,32 @@ async fn status(db: &Db, settings: &Settings) -> anyhow::Result<ExitCode> {
             );
         }
         None => println!("oldest pending: none"),
+    }
+    // Which template version is live where: the folder on disk and each running daemon.
+    match TemplateSet::load(&settings.templates_dir) {
+        Ok(set) => println!(
+            "templates on disk: {} ({})",
+            set.digest(),
+            settings.templates_dir.display()
+        ),
+        Err(e) => println!("templates on disk: cannot be loaded: {e}"),
+    }
+    let fresh = Utc::now().timestamp() - 30;
+    let daemons =
+        sqlx::query("SELECT id, templates_digest FROM daemons WHERE heartbeat_at > $1 ORDER BY id")
+            .bind(fresh)
+            .fetch_all(db.pool())
+            .await?;
+    if daemons.is_empty() {
+        println!("daemons: none running");
+    }
+    for d in daemons {
+        let digest: Option<String> = d.get(1);
+        println!(
+            "daemon {}: templates live {}",
+            d.get::<String, _>(0),
+            digest.unwrap_or_else(|| "-".into())
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use crate::campaign::{reminder_name, reminder_steps};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::{daemon, phases, template_store};
+use crate::{daemon, phases};
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn daemon(
@@ -30,13 +30,29 @@ pub async fn daemon(
     tokio::spawn(stop_on_signal(shutdown.clone()));
     daemon::run(
         db.clone(),
-        settings,
+        settings.clone(),
         clock,
         shutdown,
-        template_store::render_check,
+        full_check(settings),
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The editors' check (`avvisi templates check`) as the daemon's gate for new template sets.
+/// The set is accepted only if the folder did not change while it was being checked.
+pub fn full_check(settings: Arc<Settings>) -> daemon::TemplateCheck {
+    Arc::new(move |set: &crate::templates::TemplateSet| {
+        let report = crate::template_check::check(set.dir(), &settings);
+        let mut problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        match crate::templates::TemplateSet::load(set.dir()) {
+            Ok(now) if now.digest() == set.digest() => {}
+            _ => problems.push(
+                "the templates changed while being checked; checking again at the next poll".into(),
+            ),
+        }
+        problems
+    })
 }
 
 /// Cancels `shutdown` on SIGTERM or Ctrl-C.

@@ -2,6 +2,7 @@
 //! sends, pause and resume in a running daemon, template reloads, DST, one daemon per SQLite file.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use avvisi::clock::Clock;
@@ -28,7 +29,7 @@ fn start_daemon(
         app.settings.clone(),
         app.clock.clone(),
         stop.clone(),
-        render_check,
+        avvisi::commands::service::full_check(app.settings.clone()),
     ));
     (stop, handle)
 }
@@ -230,6 +231,24 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
         2,
         "each row records the template version it was sent with"
     );
+    let live: String =
+        sqlx::query_scalar("SELECT template_digest FROM outbox WHERE step = 'd3' LIMIT 1")
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_avvisi"))
+        .current_dir(repo_path("."))
+        .arg("status")
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__TEMPLATES__DIR", &templates)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        out.contains(&format!("templates live {live}")),
+        "status shows the live version: {out}"
+    );
+    assert!(out.contains(&format!("templates on disk: {live}")), "{out}");
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
@@ -299,7 +318,7 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
         app.settings.clone(),
         Clock::system(),
         CancellationToken::new(),
-        render_check,
+        Arc::new(render_check),
     )
     .await;
     let err = second.unwrap_err().to_string();

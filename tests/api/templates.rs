@@ -527,6 +527,19 @@ fn check_catches_a_date_filter_on_an_empty_value() {
         Some(1),
         "the filter `data_it` fails",
     );
+    // A test message can go out any time: only the reopening notices always have the date.
+    let copy = Copy::new();
+    copy.edit(
+        "test_message/subject.txt",
+        "{{ deadline | data_it }}",
+        "{{ reopened_at | data_it }}",
+    );
+    assert_caught(
+        &copy,
+        "test_message/subject.txt",
+        Some(1),
+        "only the reopening_... notices",
+    );
 }
 
 #[test]
