@@ -91,7 +91,7 @@ async fn serve(
     let tasks = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat(db.clone(), me.to_string(), tasks.clone()));
     let reloads = tokio::spawn(watch_templates(
-        store,
+        store.clone(),
         settings.clone(),
         check,
         tasks.clone(),
@@ -102,7 +102,7 @@ async fn serve(
         db: db.clone(),
         settings: settings.clone(),
         clock: clock.clone(),
-        worker: worker.clone(),
+        templates: store.clone(),
         busy: Arc::new(tokio::sync::Mutex::new(())),
         me: me.to_string(),
     };
@@ -116,7 +116,9 @@ async fn serve(
         settings.calendar.timezone,
         move |_, _| {
             let tick = tick.clone();
-            Box::pin(async move { tick.tick().await })
+            Box::pin(async move {
+                tick.tick().await;
+            })
         },
     )
     .context("daemon.planner_cron")?;
@@ -181,34 +183,48 @@ struct Planner {
     db: Db,
     settings: Arc<Settings>,
     clock: Clock,
-    worker: Arc<Worker>,
+    templates: TemplateStore,
+    /// Held while a tick runs: a tick that finds it taken is skipped, so ticks never overlap.
     busy: Arc<tokio::sync::Mutex<()>>,
     me: String,
+}
+
+/// What a planner tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    Planned,
+    /// The previous tick was still running.
+    SkippedBusy,
+    /// Another daemon (or an earlier run) already planned this tick.
+    SkippedTaken,
+    Failed,
 }
 
 impl Planner {
     /// One planner run: skipped when the previous one is still running, or when another daemon
     /// already took this tick.
-    async fn tick(&self) {
+    async fn tick(&self) -> Tick {
         let Ok(_guard) = self.busy.try_lock() else {
             tracing::warn!("previous planner tick still running: this tick is skipped");
-            return;
+            return Tick::SkippedBusy;
         };
         let now = self.clock.now();
         match self.claim_tick(now.timestamp()).await {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return Tick::SkippedTaken,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the planner tick");
-                return;
+                return Tick::Failed;
             }
         }
-        let templates = self.worker.templates.current();
+        let templates = self.templates.current();
         let domain = message::message_id_domain(&self.settings.mail);
-        if let Err(e) =
-            planner::plan_due(&self.db, &self.settings, templates.digest(), &domain, now).await
-        {
-            tracing::error!(error = %e, "planning failed; the next tick tries again");
+        match planner::plan_due(&self.db, &self.settings, templates.digest(), &domain, now).await {
+            Ok(_) => Tick::Planned,
+            Err(e) => {
+                tracing::error!(error = %e, "planning failed; the next tick tries again");
+                Tick::Failed
+            }
         }
     }
 
@@ -328,5 +344,48 @@ async fn watch_templates(
             }
             Reload::Rejected(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+
+    async fn planner() -> (Planner, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::open(&url, 1).await.unwrap();
+        let settings = Settings::load_with_env(None, Vec::new()).unwrap();
+        let templates = TemplateStore::new(TemplateSet::load(&settings.templates_dir).unwrap());
+        let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:00+01:00")
+            .unwrap()
+            .to_utc();
+        let p = Planner {
+            db,
+            settings: Arc::new(settings),
+            clock: Clock::manual(at),
+            templates,
+            busy: Arc::new(tokio::sync::Mutex::new(())),
+            me: "test".into(),
+        };
+        (p, dir)
+    }
+
+    #[tokio::test]
+    async fn ticks_never_overlap_and_each_tick_plans_once() {
+        let (p, _dir) = planner().await;
+        let running = p.busy.clone().lock_owned().await;
+        assert_eq!(
+            p.tick().await,
+            Tick::SkippedBusy,
+            "a tick while another runs is skipped"
+        );
+        drop(running);
+        assert_eq!(p.tick().await, Tick::Planned);
+        // The same tick again (another daemon, or the scheduler firing twice) plans nothing.
+        assert_eq!(p.tick().await, Tick::SkippedTaken);
+        p.clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(p.tick().await, Tick::Planned);
     }
 }

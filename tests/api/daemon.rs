@@ -147,10 +147,10 @@ async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
     app.import_examples().await;
     let (stop, handle) = start_daemon(&app);
     sink.wait_for(3, Duration::from_secs(20)).await;
-    sqlx::query("UPDATE campaigns SET state = 'paused' WHERE state = 'running'")
-        .execute(app.db.pool())
-        .await
-        .unwrap();
+    // The operator pauses every reminder from the command line, then cancels one for good.
+    for name in REMINDERS {
+        operator(&app, &["campaign", "pause", name]);
+    }
     // Within seconds nothing more goes out.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let paused_at = sink.received().len();
@@ -161,11 +161,51 @@ async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
         "a paused campaign sends nothing"
     );
     assert!(paused_at < 47);
-    sqlx::query("UPDATE campaigns SET state = 'running' WHERE state = 'paused'")
-        .execute(app.db.pool())
+    operator(
+        &app,
+        &[
+            "campaign",
+            "cancel",
+            "credential_recovery_advice-2026-11-30",
+        ],
+    );
+    for name in &REMINDERS[..3] {
+        operator(&app, &["campaign", "resume", name]);
+    }
+    // The three resumed campaigns finish; the cancelled one never resumes.
+    let rows = app.outbox().await;
+    let cancelled_left = rows
+        .iter()
+        .filter(|r| r.campaign.starts_with("credential") && r.state == "skipped")
+        .count();
+    assert!(
+        cancelled_left > 0,
+        "the cancelled campaign's pending rows are skipped"
+    );
+    wait_until("the resumed campaigns", Duration::from_secs(40), || async {
+        app.outbox()
+            .await
+            .iter()
+            .filter(|r| !r.campaign.starts_with("credential"))
+            .all(|r| r.state == "sent")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let credential_sent = app
+        .outbox()
         .await
-        .unwrap();
-    assert_eq!(sink.wait_for(47, Duration::from_secs(40)).await.len(), 47);
+        .iter()
+        .filter(|r| r.campaign.starts_with("credential") && r.state == "sent")
+        .count();
+    assert_eq!(sink.received().len(), 27 + credential_sent);
+    assert!(operator_fails(
+        &app,
+        &[
+            "campaign",
+            "resume",
+            "credential_recovery_advice-2026-11-30"
+        ]
+    ));
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
@@ -299,7 +339,113 @@ async fn dst_change_keeps_nine_at_nine(app: TestApp) {
     handle.await.unwrap().unwrap();
 }
 
+const REMINDERS: [&str; 4] = [
+    "registration_incomplete-2026-11-30",
+    "email_unvalidated-2026-11-30",
+    "code_regeneration_pending-2026-11-30",
+    "credential_recovery_advice-2026-11-30",
+];
+
+fn run_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_avvisi"))
+        .current_dir(repo_path("."))
+        .args(args)
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+        .output()
+        .unwrap()
+}
+
+fn operator(app: &TestApp, args: &[&str]) -> String {
+    let out = run_cli(app, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn operator_fails(app: &TestApp, args: &[&str]) -> bool {
+    !run_cli(app, args).status.success()
+}
+
+async fn sighup_reloads_templates_at_once(app: TestApp) {
+    let templates = app.dir.path().join("templates");
+    copy_dir(&repo_path("templates"), &templates);
+    let env = vec![
+        ("AVVISI__TEMPLATES__DIR", templates.display().to_string()),
+        // Only the signal can trigger the reload within this test.
+        ("AVVISI__DAEMON__TEMPLATE_POLL_SECONDS", "3600".to_string()),
+    ];
+    let mut daemon = spawn_binary(&app, &env, "2026-11-23T07:00:00+01:00");
+    let live = |app: TestApp| async move {
+        let out = operator(&app, &["status"]);
+        out.lines()
+            .find(|l| l.starts_with("daemon ") && l.contains("templates live"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    wait_until("the daemon", Duration::from_secs(20), || {
+        let app = app.clone();
+        async move { live(app).await.is_some_and(|d| d != "-") }
+    })
+    .await;
+    let before = live(app.clone()).await.unwrap();
+    let body = templates.join("test_message/body.txt");
+    let text = std::fs::read_to_string(&body).unwrap();
+    std::fs::write(&body, text.replacen("Gentile", "Gentilissima/o", 1)).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the reload", Duration::from_secs(10), || {
+        let app = app.clone();
+        let before = before.clone();
+        async move { live(app).await.is_some_and(|d| d != before) }
+    })
+    .await;
+    assert_eq!(sigterm_and_wait(&mut daemon), 0);
+}
+
+async fn reopening_declared_twice_changes_nothing(app: TestApp) {
+    app.import_examples().await;
+    app.clock.set(at("2026-12-02T10:00:00+01:00"));
+    app.run_once().await;
+    let first = operator(
+        &app,
+        &["service", "reopen", "--at", "2026-12-14T09:00:00+01:00"],
+    );
+    assert!(
+        first.contains("reopening declared for 2026-12-14 09:00"),
+        "{first}"
+    );
+    let again = operator(
+        &app,
+        &["service", "reopen", "--at", "2026-12-20T09:00:00+01:00"],
+    );
+    assert!(
+        again.contains("already declared for 2026-12-14 09:00"),
+        "{again}"
+    );
+    let campaigns: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM campaigns WHERE kind = 'reopening'")
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(campaigns, 4);
+    let calendar = operator(&app, &["calendar", "--now", "2026-11-28T12:00:00+01:00"]);
+    assert!(calendar.contains("phase reminders"), "{calendar}");
+    assert!(calendar.contains("2026-11-29 09:00 CET  d1"), "{calendar}");
+    assert!(
+        calendar.contains("reopening            2026-12-14 09:00"),
+        "{calendar}"
+    );
+}
+
 on_both_backends!(
+    sighup_reloads_templates_at_once,
+    reopening_declared_twice_changes_nothing,
     sigterm_during_sends_loses_nothing_and_sends_nothing_twice,
     pause_and_resume_act_on_a_running_daemon,
     broken_template_edit_never_reaches_a_recipient,
