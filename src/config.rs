@@ -57,6 +57,25 @@ pub struct Settings {
     pub templates_dir: PathBuf,
     pub import: ImportSettings,
     pub daemon: DaemonSettings,
+    pub rate: RateSettings,
+}
+
+/// The relay's limits (0 = none), shared by all connections of one process.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateSettings {
+    pub per_second: u32,
+    pub per_hour: u32,
+}
+
+/// A DKIM signing configuration, loaded and checked at start.
+#[derive(Clone)]
+pub struct Dkim(pub std::sync::Arc<lettre::message::dkim::DkimConfig>);
+
+impl std::fmt::Debug for Dkim {
+    // The key must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dkim(***)")
+    }
 }
 
 /// How `avvisi daemon` paces itself.
@@ -113,6 +132,8 @@ pub struct MailSettings {
     pub reply_to: Option<lettre::message::Mailbox>,
     pub organisation: String,
     pub service_name: String,
+    /// Sign every email when configured.
+    pub dkim: Option<Dkim>,
 }
 
 /// The campaign calendar, already converted to UTC instants.
@@ -145,6 +166,16 @@ struct Raw {
     templates: RawTemplates,
     import: ImportSettings,
     daemon: DaemonSettings,
+    rate: RateSettings,
+    dkim: RawDkim,
+}
+
+#[derive(Deserialize)]
+struct RawDkim {
+    selector: String,
+    domain: String,
+    key_file: String,
+    algorithm: String,
 }
 
 #[derive(Deserialize)]
@@ -295,6 +326,7 @@ impl Settings {
             },
             organisation: raw.mail.organisation,
             service_name: raw.mail.service_name,
+            dkim: check_dkim(raw.dkim)?,
         };
         let portal_url = raw.portal.url.trim().to_string();
         if !(portal_url.starts_with("https://") || portal_url.starts_with("http://"))
@@ -322,6 +354,7 @@ impl Settings {
             return Err(invalid("daemon.poll_seconds", "0", "at least 1 second"));
         }
         Ok(Settings {
+            rate: raw.rate,
             daemon: raw.daemon,
             database: raw.database,
             delivery: raw.delivery,
@@ -376,6 +409,42 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
         password,
         timeout_seconds: raw.timeout_seconds,
     })
+}
+
+fn check_dkim(raw: RawDkim) -> Result<Option<Dkim>, ConfigError> {
+    use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
+    let selector = raw.selector.trim();
+    if selector.is_empty() {
+        return Ok(None);
+    }
+    let domain = raw.domain.trim();
+    if domain.is_empty() || !domain.contains('.') {
+        return Err(invalid(
+            "dkim.domain",
+            domain,
+            "the signing domain, e.g. istruzione.it",
+        ));
+    }
+    let algorithm = match raw.algorithm.trim() {
+        "rsa" => DkimSigningAlgorithm::Rsa,
+        "ed25519" => DkimSigningAlgorithm::Ed25519,
+        other => return Err(invalid("dkim.algorithm", other, "rsa or ed25519")),
+    };
+    let path = PathBuf::from(raw.key_file.trim());
+    let key = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+        key: "dkim.key_file",
+        path: path.clone(),
+        source,
+    })?;
+    let key = DkimSigningKey::new(key.trim(), algorithm).map_err(|e| {
+        invalid(
+            "dkim.key_file",
+            path.display().to_string(),
+            format!("a PKCS#1 PEM RSA key or a base64 ed25519 key ({e})"),
+        )
+    })?;
+    let config = DkimConfig::default_config(selector.to_string(), domain.to_string(), key);
+    Ok(Some(Dkim(std::sync::Arc::new(config))))
 }
 
 fn parse_mailbox(key: &'static str, value: &str) -> Result<lettre::message::Mailbox, ConfigError> {

@@ -55,10 +55,14 @@ pub fn build(
     if let Some(reply_to) = &mail.reply_to {
         builder = builder.reply_to(reply_to.clone());
     }
-    Ok(builder.multipart(MultiPart::alternative_plain_html(
+    let mut email = builder.multipart(MultiPart::alternative_plain_html(
         content.text.clone(),
         content.html.clone(),
-    ))?)
+    ))?;
+    if let Some(dkim) = &mail.dkim {
+        email.sign(&dkim.0);
+    }
+    Ok(email)
 }
 
 /// The domain for Message-IDs: the sender's.

@@ -5,9 +5,12 @@
 //! reply at all (refused, dropped, timed out) [`FailureKind::Unreachable`], which also tells the
 //! worker to back off as a whole instead of burning through the queue.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use governor::Quota;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -24,6 +27,8 @@ pub enum FailureKind {
     Permanent,
     /// No usable answer (connection refused or dropped, timeout, TLS): the relay is in trouble.
     Unreachable,
+    /// Not attempted: the relay's hourly quota (`rate.per_hour`) is used up for now.
+    Throttled,
 }
 
 /// A failed send, with the relay's reply code and text when there was one.
@@ -52,7 +57,17 @@ pub enum Transport {
     /// One `NAME.eml` per email; written atomically, so a retry overwrites, never duplicates.
     Files(PathBuf),
     /// One shared lettre transport: its pool reuses connections across messages.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Relay),
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// The relay and its limits, shared by every connection of this process.
+#[derive(Clone)]
+pub struct Relay {
+    smtp: AsyncSmtpTransport<Tokio1Executor>,
+    per_second: Option<Arc<Limiter>>,
+    per_hour: Option<Arc<Limiter>>,
 }
 
 impl Transport {
@@ -83,7 +98,19 @@ impl Transport {
                         password.expose_secret().to_string(),
                     ));
                 }
-                Ok(Transport::Smtp(builder.build()))
+                let rate = &settings.rate;
+                Ok(Transport::Smtp(Relay {
+                    smtp: builder.build(),
+                    // No burst above the per-second rate: the relay sees an even flow.
+                    per_second: NonZeroU32::new(rate.per_second).map(|n| {
+                        Arc::new(Limiter::direct(
+                            Quota::per_second(n).allow_burst(NonZeroU32::MIN),
+                        ))
+                    }),
+                    // The hourly quota may be used at any pace within the hour.
+                    per_hour: NonZeroU32::new(rate.per_hour)
+                        .map(|n| Arc::new(Limiter::direct(Quota::per_hour(n)))),
+                }))
             }
         }
     }
@@ -106,11 +133,31 @@ impl Transport {
                     code: None,
                     detail: format!("cannot write {}: {e}", dir.display()),
                 }),
-            Transport::Smtp(smtp) => smtp
-                .send(message.clone())
-                .await
-                .map(|_| ())
-                .map_err(classify),
+            Transport::Smtp(relay) => {
+                if let Some(hourly) = &relay.per_hour {
+                    if let Err(not_until) = hourly.check() {
+                        let clock = governor::clock::DefaultClock::default();
+                        let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+                        return Err(SendFailure {
+                            kind: FailureKind::Throttled,
+                            code: None,
+                            detail: format!(
+                                "hourly quota used up; next slot in {}s",
+                                wait.as_secs() + 1
+                            ),
+                        });
+                    }
+                }
+                if let Some(per_second) = &relay.per_second {
+                    per_second.until_ready().await;
+                }
+                relay
+                    .smtp
+                    .send(message.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
         }
     }
 }

@@ -6,7 +6,6 @@
 //! what is already on the wire finishes and is recorded.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
@@ -42,6 +41,8 @@ pub struct DeliveryReport {
     pub relay_unreachable: bool,
     /// Nothing was sent because `now` is outside the sending hours.
     pub outside_sending_hours: bool,
+    /// Delivery stopped because the relay's hourly quota is used up.
+    pub throttled: bool,
 }
 
 /// Sends what is due, on behalf of one process.
@@ -80,14 +81,8 @@ impl Worker {
             batch_no += 1;
             let token = format!("{}:{}:{batch_no}", self.worker_id, now.timestamp_millis());
             let lease = now + Duration::seconds(self.settings.delivery.lease_seconds as i64);
-            let (rows, skipped) = outbox::claim(
-                &self.db,
-                &token,
-                now,
-                lease,
-                self.settings.delivery.batch_size,
-            )
-            .await?;
+            let (rows, skipped) =
+                outbox::claim(&self.db, &token, now, lease, self.batch_size()).await?;
             for (campaign, n) in &skipped {
                 report
                     .per_campaign
@@ -101,24 +96,42 @@ impl Worker {
                 }
                 continue;
             }
-            let unreachable = self.send_batch(&token, rows, shutdown, &mut report).await?;
-            if unreachable {
-                report.relay_unreachable = true;
-                break;
+            match self.send_batch(&token, rows, shutdown, &mut report).await? {
+                Some(FailureKind::Unreachable) => {
+                    report.relay_unreachable = true;
+                    break;
+                }
+                Some(FailureKind::Throttled) => {
+                    report.throttled = true;
+                    break;
+                }
+                _ => {}
             }
         }
         Ok(report)
     }
 
-    /// Sends one claimed batch; returns true when the relay was unreachable.
+    /// Rows to claim at once: never more than the per-second limit lets out in a quarter of the
+    /// lease, so a throttled batch cannot outlive its claim.
+    fn batch_size(&self) -> u32 {
+        let d = &self.settings.delivery;
+        match self.settings.rate.per_second {
+            0 => d.batch_size,
+            rate => d
+                .batch_size
+                .min((rate as u64 * d.lease_seconds / 4).max(1) as u32),
+        }
+    }
+
+    /// Sends one claimed batch; returns the failure that stopped it (relay down or throttled).
     async fn send_batch(
         &self,
         token: &str,
         rows: Vec<Claimed>,
         shutdown: &CancellationToken,
         report: &mut DeliveryReport,
-    ) -> Result<bool, sqlx::Error> {
-        let stop = AtomicBool::new(false);
+    ) -> Result<Option<FailureKind>, sqlx::Error> {
+        let stop = std::sync::Mutex::new(None::<FailureKind>);
         let concurrency = self.settings.delivery.concurrency as usize;
         let templates = self.templates.current();
         let tz = self.settings.calendar.timezone;
@@ -131,13 +144,15 @@ impl Worker {
             .map(|row| {
                 let stop = &stop;
                 async move {
-                    if stop.load(Ordering::Relaxed) || shutdown.is_cancelled() {
+                    if stop.lock().expect("stop lock").is_some() || shutdown.is_cancelled() {
                         let at = self.clock.now();
                         return (row, Outcome::HandedBack { at });
                     }
                     let outcome = self.send_one(&row, templates, reopened_at).await;
-                    if let Some(FailureKind::Unreachable) = outcome.1 {
-                        stop.store(true, Ordering::Relaxed);
+                    if let Some(kind @ (FailureKind::Unreachable | FailureKind::Throttled)) =
+                        outcome.1
+                    {
+                        *stop.lock().expect("stop lock") = Some(kind);
                     }
                     (row, outcome.0)
                 }
@@ -166,7 +181,7 @@ impl Worker {
                 "some claims expired before their outcome was recorded; another worker owns them now"
             );
         }
-        Ok(stop.load(Ordering::Relaxed))
+        Ok(stop.into_inner().expect("stop lock"))
     }
 
     /// Renders and sends one row; the failure kind, if any, tells the batch whether to stop.
@@ -250,6 +265,11 @@ impl Worker {
         let d = &self.settings.delivery;
         let error = failure.detail.clone();
         let code = failure.code;
+        if failure.kind == FailureKind::Throttled {
+            // Not attempted: back in the queue for a later pass, attempt not counted.
+            let at = now + Duration::seconds(60);
+            return Outcome::HandedBack { at };
+        }
         if failure.kind == FailureKind::Permanent {
             return Outcome::Failed { error, code };
         }

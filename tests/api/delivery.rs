@@ -276,7 +276,90 @@ async fn refused_greetings_and_dropped_connections_are_retried(app: TestApp) {
     assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
 }
 
+async fn the_per_second_rate_limit_holds(app: TestApp) {
+    let sink = SmtpSink::start().await;
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+        ("AVVISI__RATE__PER_SECOND", "20"),
+    ]);
+    app.import_examples().await;
+    app.run_once().await;
+    let received = sink.wait_for(47, std::time::Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 47);
+    let start = received[0].at;
+    let offsets: Vec<f64> = received
+        .iter()
+        .map(|r| (r.at - start).as_secs_f64())
+        .collect();
+    // 47 messages at 20/s take at least 46/20 s, and no one-second window holds more than 20
+    // (+1 for the window edges).
+    assert!(*offsets.last().unwrap() >= 46.0 / 20.0 * 0.9, "{offsets:?}");
+    for (i, t) in offsets.iter().enumerate() {
+        let in_window = offsets[i..].iter().filter(|o| **o < t + 1.0).count();
+        assert!(
+            in_window <= 21,
+            "{in_window} messages within one second from {t}"
+        );
+    }
+}
+
+async fn the_hourly_quota_stops_and_keeps_the_rest(app: TestApp) {
+    let sink = SmtpSink::start().await;
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+        ("AVVISI__RATE__PER_HOUR", "10"),
+        ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+    ]);
+    app.import_examples().await;
+    let (_, delivery) = app.run_once().await;
+    assert!(delivery.throttled);
+    assert_eq!(
+        sink.wait_for(10, std::time::Duration::from_secs(5))
+            .await
+            .len(),
+        10
+    );
+    let rows = app.outbox().await;
+    assert_eq!(rows.iter().filter(|r| r.state == "sent").count(), 10);
+    let waiting: Vec<_> = rows.iter().filter(|r| r.state == "pending").collect();
+    assert_eq!(waiting.len(), 37);
+    assert!(
+        waiting.iter().all(|r| r.attempts == 0),
+        "throttled messages spend no attempt"
+    );
+}
+
+async fn dkim_signs_every_email(app: TestApp) {
+    let key = app.dir.path().join("dkim.key");
+    // An ed25519 secret key: 32 bytes, base64.
+    std::fs::write(&key, "dGhpcyBpcyBhIDMyLWJ5dGUga2V5IGZvciB0ZXN0cyE=\n").unwrap();
+    let key = key.display().to_string();
+    let app = app.with_settings(&[
+        ("AVVISI__DKIM__SELECTOR", "avvisi2026"),
+        ("AVVISI__DKIM__DOMAIN", "istruzione.it"),
+        ("AVVISI__DKIM__KEY_FILE", &key),
+        ("AVVISI__DKIM__ALGORITHM", "ed25519"),
+    ]);
+    app.import_examples().await;
+    app.run_once().await;
+    let files = app.eml_files();
+    assert_eq!(files.len(), 47);
+    for (name, eml) in &files {
+        let sig = header(eml, "DKIM-Signature").unwrap_or_else(|| panic!("{name} is not signed"));
+        assert!(
+            sig.contains("d=istruzione.it") && sig.contains("s=avvisi2026"),
+            "{sig}"
+        );
+        assert!(sig.contains("a=ed25519-sha256"), "{sig}");
+    }
+}
+
 on_both_backends!(
+    the_per_second_rate_limit_holds,
+    the_hourly_quota_stops_and_keeps_the_rest,
+    dkim_signs_every_email,
     refused_greetings_and_dropped_connections_are_retried,
     emails_have_the_promised_headers_and_italian_text,
     hostile_names_cannot_add_headers_or_markup,

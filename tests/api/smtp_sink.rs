@@ -24,6 +24,8 @@ pub struct Received {
     /// 1-based id of the TCP connection that delivered the message.
     #[allow(dead_code)]
     pub connection: u64,
+    /// When the message was accepted.
+    pub at: std::time::Instant,
 }
 
 #[allow(dead_code)]
@@ -334,6 +336,7 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                             rcpt_to: to,
                             data,
                             connection: id,
+                            at: std::time::Instant::now(),
                         });
                         format!("250 2.0.0 queued as {n}\r\n")
                     }
