@@ -48,7 +48,8 @@ pub async fn run(
     shutdown: CancellationToken,
     check: TemplateCheck,
 ) -> anyhow::Result<()> {
-    let me = format!("{}:{}", worker::worker_id(), Utc::now().timestamp_millis());
+    // Unique even for several daemons started together in one process (tests, benchmarks).
+    let me = format!("{}:{}", worker::worker_id(), crate::campaign::new_uid());
     register(&db, &me).await?;
     let result = serve(&db, settings, clock, shutdown, check, &me).await;
     let _ = sqlx::query("DELETE FROM daemons WHERE id = $1")

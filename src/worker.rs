@@ -140,7 +140,9 @@ impl Worker {
             .map(|t| t.with_timezone(&tz).to_rfc3339())
             .unwrap_or_default();
         let (templates, reopened_at) = (&*templates, reopened_at.as_str());
-        let results: Vec<(Claimed, Outcome)> = futures::stream::iter(rows)
+        // Outcomes are recorded as they complete, a few at a time, not once per batch: a
+        // process killed mid-batch then re-sends only what was on the wire, not the whole batch.
+        let mut results = futures::stream::iter(rows)
             .map(|row| {
                 let stop = &stop;
                 async move {
@@ -158,29 +160,29 @@ impl Worker {
                 }
             })
             .buffer_unordered(concurrency)
-            .collect()
-            .await;
-
-        let now = self.clock.now();
-        let mut outcomes = Vec::with_capacity(results.len());
-        for (row, outcome) in results {
-            let tally = report.per_campaign.entry(row.campaign.clone()).or_default();
-            match &outcome {
-                Outcome::Sent { .. } => tally.sent += 1,
-                Outcome::Retry { .. } => tally.retrying += 1,
-                Outcome::Failed { .. } => tally.failed += 1,
-                Outcome::Expired { .. } => tally.expired += 1,
-                Outcome::HandedBack { .. } => {}
+            .ready_chunks(concurrency * 4);
+        while let Some(chunk) = results.next().await {
+            let mut outcomes = Vec::with_capacity(chunk.len());
+            for (row, outcome) in chunk {
+                let tally = report.per_campaign.entry(row.campaign.clone()).or_default();
+                match &outcome {
+                    Outcome::Sent { .. } => tally.sent += 1,
+                    Outcome::Retry { .. } => tally.retrying += 1,
+                    Outcome::Failed { .. } => tally.failed += 1,
+                    Outcome::Expired { .. } => tally.expired += 1,
+                    Outcome::HandedBack { .. } => {}
+                }
+                outcomes.push((row.id, outcome));
             }
-            outcomes.push((row.id, outcome));
+            let held = outbox::record(&self.db, token, self.clock.now(), &outcomes).await?;
+            if held < outcomes.len() as u64 {
+                tracing::warn!(
+                    lost = outcomes.len() as u64 - held,
+                    "some claims expired before their outcome was recorded; another worker owns them now"
+                );
+            }
         }
-        let held = outbox::record(&self.db, token, now, &outcomes).await?;
-        if held < outcomes.len() as u64 {
-            tracing::warn!(
-                lost = outcomes.len() as u64 - held,
-                "some claims expired before their outcome was recorded; another worker owns them now"
-            );
-        }
+        drop(results);
         Ok(stop.into_inner().expect("stop lock"))
     }
 

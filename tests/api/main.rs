@@ -11,4 +11,5 @@ mod cli;
 mod daemon;
 mod delivery;
 mod import;
+mod scale;
 mod templates;

@@ -178,9 +178,10 @@ impl SmtpSink {
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let got = self.received();
-            if got.len() >= n || tokio::time::Instant::now() >= deadline {
-                return got;
+            // Count without copying: the messages can be many and large.
+            let count = self.shared.state.lock().unwrap().received.len();
+            if count >= n || tokio::time::Instant::now() >= deadline {
+                return self.received();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,0 +1,158 @@
+//! Several daemons on one PostgreSQL database: each message is claimed by one daemon only, and
+//! the claims of a daemon that died go back to the queue after the lease.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use avvisi::import::ImportOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{at, repo_path, spawn_app_with, Backend, TestApp};
+use crate::smtp_sink::{Fault, SmtpSink};
+
+/// `n` enabled users registered with a private address: all in credential_recovery_advice.
+fn synthetic_snapshot(n: usize) -> String {
+    let mut csv = String::from(
+        "user_id,fiscal_code,first_name,last_name,email,institutional_email,registration,enabled,pending_email,code_regeneration\n",
+    );
+    for i in 0..n {
+        csv.push_str(&format!(
+            "S{i:06},RSSMRA85T10A562S,Nicolò,D'Angelo,utente{i}@libero.it,,completed,true,,none\n"
+        ));
+    }
+    csv
+}
+
+fn start(app: &TestApp, stop: &CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(avvisi::daemon::run(
+        app.db.clone(),
+        app.settings.clone(),
+        app.clock.clone(),
+        stop.clone(),
+        avvisi::commands::service::full_check(app.settings.clone()),
+    ))
+}
+
+async fn postgres_app(extra: &[(&str, &str)]) -> Option<TestApp> {
+    spawn_app_with(Backend::Postgres, extra).await
+}
+
+fn distinct_ids(received: &[crate::smtp_sink::Received]) -> usize {
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| r.header("Message-ID").unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_daemons_deliver_10000_messages_each_exactly_once() {
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let Some(app) = postgres_app(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &url),
+        ("AVVISI__DELIVERY__CONCURRENCY", "4"),
+        ("AVVISI__DELIVERY__BATCH_SIZE", "100"),
+        ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *"),
+        ("AVVISI__DAEMON__POLL_SECONDS", "1"),
+    ])
+    .await
+    else {
+        return;
+    };
+    app.import_csv(&synthetic_snapshot(10_000), ImportOptions::default())
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let daemons: Vec<_> = (0..3).map(|_| start(&app, &stop)).collect();
+    let received = sink.wait_for(10_000, Duration::from_secs(240)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // anything extra would show up now
+    stop.cancel();
+    for d in daemons {
+        d.await.unwrap().unwrap();
+    }
+    let received_after = sink.received();
+    assert_eq!(received_after.len(), 10_000, "no message twice");
+    assert_eq!(distinct_ids(&received), 10_000);
+    let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(sent, 10_000);
+    app.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_daemons_claims_are_delivered_by_the_others_after_the_lease() {
+    let slow = SmtpSink::start_with(vec![Fault::SlowData { millis: 300 }]).await;
+    let url = slow.url();
+    let Some(app) = postgres_app(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &url),
+        ("AVVISI__DELIVERY__LEASE_SECONDS", "10"),
+        ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *"),
+        ("AVVISI__DAEMON__POLL_SECONDS", "1"),
+    ])
+    .await
+    else {
+        return;
+    };
+    app.import_examples().await;
+
+    // A daemon claims a batch, starts sending slowly, and is killed (SIGKILL: no hand-back).
+    let mut doomed = Command::new(env!("CARGO_BIN_EXE_avvisi"))
+        .current_dir(repo_path("."))
+        .args(["daemon", "--now", "2026-11-23T10:00:00+01:00"])
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__DELIVERY__TRANSPORT", "smtp")
+        .env("AVVISI__SMTP__URL", &url)
+        .env("AVVISI__DELIVERY__LEASE_SECONDS", "10")
+        .env("AVVISI__DELIVERY__CONCURRENCY", "2")
+        .env("AVVISI__DELIVERY__BATCH_SIZE", "20")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    slow.wait_for(3, Duration::from_secs(20)).await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sending'")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert!(held > 0, "the killed daemon held claims");
+
+    // Two healthy daemons, a little later than the lease.
+    app.clock.set(at("2026-11-23T10:01:00+01:00"));
+    let stop = CancellationToken::new();
+    let daemons: Vec<_> = (0..2).map(|_| start(&app, &stop)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+        if sent == 47 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {sent} of 47 sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    for d in daemons {
+        d.await.unwrap().unwrap();
+    }
+    let received = slow.received();
+    assert_eq!(distinct_ids(&received), 47, "every message arrived");
+    // The only duplicates are messages that were on the wire at the kill, with the same
+    // Message-ID as the original.
+    assert!(
+        received.len() - 47 <= 2,
+        "{} duplicates",
+        received.len() - 47
+    );
+    app.teardown().await;
+}
