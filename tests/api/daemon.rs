@@ -106,7 +106,7 @@ async fn sigterm_during_sends_loses_nothing_and_sends_nothing_twice(app: TestApp
     ]);
     app.import_examples().await;
     let mut daemon = spawn_binary(&app, &env, "2026-11-23T10:00:00+01:00");
-    sink.wait_for(5, Duration::from_secs(20)).await;
+    sink.wait_for(5, Duration::from_secs(60)).await;
     assert_eq!(sigterm_and_wait(&mut daemon), 0, "a clean stop exits 0");
     let received = sink.received().len();
     let rows = app.outbox().await;
@@ -146,7 +146,7 @@ async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
     let app = app.with_settings(&as_refs(&extra));
     app.import_examples().await;
     let (stop, handle) = start_daemon(&app);
-    sink.wait_for(3, Duration::from_secs(20)).await;
+    sink.wait_for(3, Duration::from_secs(60)).await;
     // The operator pauses every reminder from the command line, then cancels one for good.
     for name in REMINDERS {
         operator(&app, &["campaign", "pause", name]);
@@ -233,7 +233,7 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     app.clock.set(at("2026-11-23T10:00:00+01:00"));
-    wait_until("the first notices", Duration::from_secs(20), || async {
+    wait_until("the first notices", Duration::from_secs(60), || async {
         app.eml_files().len() == 47
     })
     .await;
@@ -248,7 +248,7 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
     std::fs::write(&body, original.replace("Gentile", "Gentilissima/o")).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     app.clock.set(at("2026-11-27T10:00:00+01:00"));
-    wait_until("the d3 reminders", Duration::from_secs(20), || async {
+    wait_until("the d3 reminders", Duration::from_secs(60), || async {
         app.eml_files().len() == 94
     })
     .await;
@@ -311,7 +311,7 @@ async fn dst_change_keeps_nine_at_nine(app: TestApp) {
     app.import_examples().await;
     app.clock.set(at("2027-03-27T10:00:00+01:00"));
     let (stop, handle) = start_daemon(&app);
-    wait_until("the first notices", Duration::from_secs(20), || async {
+    wait_until("the first notices", Duration::from_secs(60), || async {
         app.eml_files().len() == 47
     })
     .await;
@@ -322,7 +322,7 @@ async fn dst_change_keeps_nine_at_nine(app: TestApp) {
         "nothing at 08:59 CEST"
     );
     app.clock.set(at("2027-03-28T09:00:00+02:00"));
-    wait_until("the d3 step", Duration::from_secs(20), || async {
+    wait_until("the d3 step", Duration::from_secs(60), || async {
         app.eml_files().len() == 94
     })
     .await;
@@ -385,7 +385,7 @@ async fn sighup_reloads_templates_at_once(app: TestApp) {
             .find(|l| l.starts_with("daemon ") && l.contains("templates live"))
             .map(|l| l.rsplit(' ').next().unwrap().to_string())
     };
-    wait_until("the daemon", Duration::from_secs(20), || {
+    wait_until("the daemon", Duration::from_secs(60), || {
         let app = app.clone();
         async move { live(app).await.is_some_and(|d| d != "-") }
     })
