@@ -80,6 +80,16 @@ pub enum Command {
         now: Option<DateTime<Utc>>,
     },
 
+    /// Measure import, planning and SMTP delivery on a synthetic snapshot (SQLite, PostgreSQL).
+    #[command(
+        after_help = "Example:\n  avvisi bench\n  avvisi bench --users 1200000 --backend both --concurrency 4\n\n\
+        Generates N users, imports them, plans the first reminder notice (one message per user)\n\
+        and delivers it to Postfix's smtp-sink (or a built-in sink when Postfix is not installed),\n\
+        then runs smtp-source on the same sink for comparison. Run it from the repository\n\
+        (templates/), with a release build."
+    )]
+    Bench(crate::commands::bench::BenchArgs),
+
     /// Everything about one user: snapshot state, audiences, every message and why.
     #[command(after_help = "Example:\n  avvisi explain U0002")]
     Explain {

@@ -13,11 +13,12 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments, Row as _, Transaction};
 
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::snapshot::{RowError, SnapshotError, SnapshotReader, UserRecord, COLUMNS};
 
 /// Staged rows sent in one INSERT (15 parameters each, well under both backends' limits).
 const BATCH_ROWS: usize = 1000;
+
 /// Errors kept for the report; the rest are only counted.
 const ERRORS_KEPT: usize = 200;
 
@@ -101,17 +102,16 @@ pub async fn import_users(
         path: path.to_path_buf(),
         source,
     })?;
-    let snapshot_err = |source| ImportError::Snapshot {
+    let snapshot_err = |path: &Path, source| ImportError::Snapshot {
         path: path.to_path_buf(),
         source,
     };
-    let mut reader = SnapshotReader::new(file).map_err(snapshot_err)?;
-    let mut rejects = RejectWriter::new(path, options, reader.header());
-    let mut report = ImportReport::default();
+    let reader = SnapshotReader::new(file).map_err(|e| snapshot_err(path, e))?;
+    let rejects = RejectWriter::new(path, options, reader.header());
 
     let mut tx = db.pool().begin().await?;
     let mode = if options.partial { "partial" } else { "full" };
-    report.import_id = sqlx::query(
+    let import_id: i64 = sqlx::query(
         "INSERT INTO imports (source, mode, started_at) VALUES ($1, $2, $3) RETURNING id",
     )
     .bind(path.display().to_string())
@@ -121,26 +121,34 @@ pub async fn import_users(
     .await?
     .get(0);
 
-    let mut batch: Vec<(u64, UserRecord)> = Vec::with_capacity(BATCH_ROWS);
-    while let Some(row) = reader.next_row() {
-        let row = row.map_err(snapshot_err)?;
-        report.rows_read += 1;
-        match row.result {
-            Ok(user) => {
-                batch.push((row.line, user));
-                if batch.len() == BATCH_ROWS {
-                    stage(&mut tx, report.import_id, &batch).await?;
-                    batch.clear();
-                }
-            }
-            Err(errors) => {
-                report.rows_rejected += 1;
-                rejects.write(row.line, &row.raw, &errors)?;
-                report.add_errors(errors);
-            }
+    // Reading and validating (CPU) runs on its own thread while the database stores the
+    // previous batch; the channel holds two batches, so memory stays flat.
+    let mut phase = Phase::start();
+    let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<(u64, UserRecord)>>(2);
+    let owned_path = path.to_path_buf();
+    let reading = tokio::task::spawn_blocking(move || {
+        read_rows(reader, rejects, batches).map_err(|e| match e {
+            ReadError::Snapshot(source) => snapshot_err(&owned_path, source),
+            ReadError::Import(e) => e,
+        })
+    });
+    let mut staged = Ok(());
+    while let Some(batch) = received.recv().await {
+        staged = stage(&mut tx, db.backend(), import_id, batch).await;
+        if staged.is_err() {
+            break;
         }
     }
-    stage(&mut tx, report.import_id, &batch).await?;
+    // Dropping the receiver stops the reader if staging failed.
+    drop(received);
+    let read = match reading.await {
+        Ok(read) => read,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    staged?;
+    let (mut report, mut rejects) = read?;
+    report.import_id = import_id;
+    phase.done("read and stage");
 
     // The same user twice: neither row is trusted.
     let duplicates = sqlx::query(
@@ -179,6 +187,7 @@ pub async fn import_users(
     }
     report.rows_valid = report.rows_read - report.rows_rejected;
     report.errors.sort_by_key(|e| e.line);
+    phase.done("duplicates");
 
     if report.errors_total > 0 && !options.skip_invalid {
         tx.rollback().await?;
@@ -196,13 +205,58 @@ pub async fn import_users(
     report.reject_file = rejects.finish()?;
 
     apply(&mut tx, &mut report, options, path).await?;
+    phase.done("apply");
     if options.dry_run {
         tx.rollback().await?;
     } else {
         tx.commit().await?;
         report.committed = true;
     }
+    phase.done("commit");
     Ok(report)
+}
+
+enum ReadError {
+    Snapshot(SnapshotError),
+    Import(ImportError),
+}
+
+/// Reads and validates every row, sends the valid ones in batches and writes the rejected ones;
+/// returns the counts and errors, and the reject file for the duplicates found later.
+fn read_rows(
+    mut reader: SnapshotReader<File>,
+    mut rejects: RejectWriter,
+    batches: tokio::sync::mpsc::Sender<Vec<(u64, UserRecord)>>,
+) -> Result<(ImportReport, RejectWriter), ReadError> {
+    let mut report = ImportReport::default();
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    while let Some(row) = reader.next_row() {
+        let row = row.map_err(ReadError::Snapshot)?;
+        report.rows_read += 1;
+        match row.result {
+            Ok(user) => {
+                batch.push((row.line, user));
+                if batch.len() == BATCH_ROWS {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+                    if batches.blocking_send(full).is_err() {
+                        // Staging failed; its error is the one reported.
+                        return Ok((report, rejects));
+                    }
+                }
+            }
+            Err(errors) => {
+                report.rows_rejected += 1;
+                rejects
+                    .write(row.line, &row.raw, &errors)
+                    .map_err(ReadError::Import)?;
+                report.add_errors(errors);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.blocking_send(batch);
+    }
+    Ok((report, rejects))
 }
 
 impl ImportReport {
@@ -210,6 +264,24 @@ impl ImportReport {
         self.errors_total += errors.len() as u64;
         let room = ERRORS_KEPT.saturating_sub(self.errors.len());
         self.errors.extend(errors.into_iter().take(room));
+    }
+}
+
+/// Logs how long each step of an import took (at debug level: `-v`).
+struct Phase(std::time::Instant);
+
+impl Phase {
+    fn start() -> Phase {
+        Phase(std::time::Instant::now())
+    }
+
+    fn done(&mut self, name: &str) {
+        tracing::debug!(
+            phase = name,
+            seconds = self.0.elapsed().as_secs_f64(),
+            "import"
+        );
+        self.0 = std::time::Instant::now();
     }
 }
 
@@ -221,6 +293,7 @@ async fn apply(
     path: &Path,
 ) -> Result<(), ImportError> {
     let id = report.import_id;
+    let mut phase = Phase::start();
     let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(id);
     report.users_new = count(
         "SELECT COUNT(*) FROM import_rows s WHERE s.import_id = $1 \
@@ -235,6 +308,7 @@ async fn apply(
     )
     .fetch_one(&mut **tx)
     .await? as u64;
+    phase.done("count new and stale");
 
     sqlx::query(
         "INSERT INTO users (user_id, fiscal_code, first_name, last_name, email, institutional_email, \
@@ -258,15 +332,20 @@ async fn apply(
     .bind(id)
     .execute(&mut **tx)
     .await?;
-    // Stale rows keep their stored state but still count as seen in this snapshot.
-    sqlx::query(
-        "UPDATE users SET import_id = $1, present = 1 WHERE import_id <> $1 \
-         AND user_id IN (SELECT user_id FROM import_rows WHERE import_id = $1)",
-    )
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-
+    phase.done("upsert");
+    // Stale rows keep their stored state but still count as seen in this snapshot. The upsert
+    // applied every row that is not stale, so without stale rows there is nothing to do (and
+    // the statement would cost a pass over both tables).
+    if report.rows_stale > 0 {
+        sqlx::query(
+            "UPDATE users SET import_id = $1, present = 1 WHERE import_id <> $1 \
+             AND user_id IN (SELECT user_id FROM import_rows WHERE import_id = $1)",
+        )
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        phase.done("stale rows seen");
+    }
     if !options.partial {
         let present: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE present = 1")
             .fetch_one(&mut **tx)
@@ -287,12 +366,14 @@ async fn apply(
             .execute(&mut **tx)
             .await?;
         report.users_gone = gone as u64;
+        phase.done("gone");
     }
 
     sqlx::query("DELETE FROM import_rows WHERE import_id = $1")
         .bind(id)
         .execute(&mut **tx)
         .await?;
+    phase.done("clear staging");
     sqlx::query(
         "UPDATE imports SET finished_at = started_at, rows_read = $2, rows_new = $3, rows_known = $4, \
          rows_stale = $5, rows_rejected = $6, users_gone = $7 WHERE id = $1",
@@ -312,8 +393,9 @@ async fn apply(
 /// One multi-row INSERT of validated rows into staging.
 async fn stage(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     import_id: i64,
-    rows: &[(u64, UserRecord)],
+    rows: Vec<(u64, UserRecord)>,
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -325,7 +407,7 @@ async fn stage(
          province, registered_institutional, portal_updated_at) VALUES ",
     );
     let mut args = AnyArguments::default();
-    for (i, (line, u)) in rows.iter().enumerate() {
+    for (i, (line, u)) in rows.into_iter().enumerate() {
         if i > 0 {
             sql.push(',');
         }
@@ -334,8 +416,15 @@ async fn stage(
             if c > 0 {
                 sql.push(',');
             }
-            sql.push('$');
-            sql.push_str(&(i * COLS + c + 1).to_string());
+            // SQLite looks a named parameter up among all the statement's names (quadratic in
+            // their number); anonymous `?` are bound by position.
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(i * COLS + c + 1).to_string());
+                }
+            }
         }
         sql.push(')');
         let registration = if u.registration_completed {
@@ -349,19 +438,20 @@ async fn stage(
             "none"
         };
         add(&mut args, import_id)?;
-        add(&mut args, *line as i64)?;
-        add(&mut args, u.user_id.clone())?;
-        add(&mut args, u.fiscal_code.clone())?;
-        add(&mut args, u.first_name.clone())?;
-        add(&mut args, u.last_name.clone())?;
-        add(&mut args, u.email.clone())?;
-        add(&mut args, u.institutional_email.clone())?;
+        let institutional = u.registered_institutional();
+        add(&mut args, line as i64)?;
+        add(&mut args, u.user_id)?;
+        add(&mut args, u.fiscal_code)?;
+        add(&mut args, u.first_name)?;
+        add(&mut args, u.last_name)?;
+        add(&mut args, u.email)?;
+        add(&mut args, u.institutional_email)?;
         add(&mut args, registration)?;
         add(&mut args, i64::from(u.enabled))?;
-        add(&mut args, u.pending_email.clone())?;
+        add(&mut args, u.pending_email)?;
         add(&mut args, regeneration)?;
-        add(&mut args, u.province.clone())?;
-        add(&mut args, i64::from(u.registered_institutional()))?;
+        add(&mut args, u.province)?;
+        add(&mut args, i64::from(institutional))?;
         add(&mut args, u.updated_at.map(|t| t.timestamp()))?;
     }
     sqlx::query_with(&sql, args).execute(&mut **tx).await?;

@@ -14,9 +14,11 @@
 //!   keeps the live templates; [`phases`] records lapsed procedures and the reopening.
 //! - [`template_check`]: `templates check` (every template rendered with sample data, problems
 //!   with file and line); [`preview`]: `templates preview`, the pages template editors look at.
-//! - [`cli`] and [`commands`]: the command line on top of all this.
+//! - [`cli`] and [`commands`]: the command line on top of all this; [`bench`]: the synthetic
+//!   snapshots of `avvisi bench`.
 
 pub mod audience;
+pub mod bench;
 pub mod campaign;
 pub mod cli;
 pub mod clock;

@@ -483,7 +483,7 @@ pub fn fiscal_code_problem(code: &str) -> Option<&'static str> {
 }
 
 /// The check character of the first 15 characters of a fiscal code.
-fn fiscal_code_check_char(first15: &[u8]) -> u8 {
+pub fn fiscal_code_check_char(first15: &[u8]) -> u8 {
     const ODD: [u32; 26] = [
         1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24,
         23,

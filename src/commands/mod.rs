@@ -21,6 +21,7 @@ use crate::transport::Transport;
 use crate::worker::{self, Worker};
 use crate::{message, outbox};
 
+pub mod bench;
 pub mod campaign;
 pub mod service;
 pub mod templates;
@@ -30,6 +31,11 @@ pub const EXIT_RELAY_UNREACHABLE: u8 = 3;
 
 /// Runs one command. `clock` is the process-wide clock (`--now` or the real one).
 pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::Result<ExitCode> {
+    // The benchmark opens its own databases, never the configured one.
+    let command = match command {
+        Command::Bench(args) => return bench::run(args, &settings).await,
+        other => other,
+    };
     let settings = Arc::new(settings);
     let db = Db::open(&settings.database.url, settings.database.max_connections)
         .await
@@ -52,6 +58,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         }
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
         Command::Explain { user_id } => campaign::explain(&db, &settings, &user_id).await,
+        Command::Bench(_) => unreachable!("handled above"),
     };
     db.close().await;
     result

@@ -1,0 +1,335 @@
+//! Synthetic snapshots for `avvisi bench`: N invented users, deterministic, valid by the rules of
+//! [`crate::snapshot`], with Italian names (accents, apostrophes, two-word names).
+//!
+//! Every user falls in exactly one of the four reminder audiences, by position (`i % 20`):
+//!
+//! | `i % 20` | state | audience |
+//! |---|---|---|
+//! | 0, 1 | registration started | `registration_incomplete` (10%) |
+//! | 2, 3 | enabled, institutional address, new private address pending | `email_unvalidated` (10%) |
+//! | 4 | enabled, institutional address, code regeneration started | `code_regeneration_pending` (5%) |
+//! | 5..19 | enabled, private address | `credential_recovery_advice` (75%) |
+//!
+//! So the first notice of the reminder campaigns reaches every user once (N messages), and
+//! `enabled_users` is the other 90%. Same N, same file, byte for byte.
+
+use std::io::Write;
+
+use crate::audience::Audience;
+use crate::snapshot::{fiscal_code_check_char, COLUMNS};
+
+const FIRST_NAMES: [(&str, char); 24] = [
+    ("Niccolò", 'M'),
+    ("Maria Grazia", 'F'),
+    ("Giuseppe", 'M'),
+    ("Anna", 'F'),
+    ("Nicolò", 'M'),
+    ("Lucia", 'F'),
+    ("Gianluca", 'M'),
+    ("Chiara", 'F'),
+    ("Mattia", 'M'),
+    ("Anna Maria", 'F'),
+    ("Salvatore", 'M'),
+    ("Francesca", 'F'),
+    ("Andrea", 'M'),
+    ("Noemi", 'F'),
+    ("Giosuè", 'M'),
+    ("Beatrice", 'F'),
+    ("Elia", 'M'),
+    ("Ilaria", 'F'),
+    ("Raffaele", 'M'),
+    ("Gioia", 'F'),
+    ("Mosè", 'M'),
+    ("Zoe", 'F'),
+    ("Pietro", 'M'),
+    ("Rosaria", 'F'),
+];
+
+const LAST_NAMES: [&str; 24] = [
+    "Rossi",
+    "D'Angelo",
+    "Esposito",
+    "Dell'Acqua",
+    "Bianchi",
+    "Cantù",
+    "Lo Russo",
+    "De Luca",
+    "Dall'Olio",
+    "Ferrari",
+    "D'Amico",
+    "Romano",
+    "Colombo",
+    "Sant'Elia",
+    "Ricci",
+    "Marino",
+    "Greco",
+    "Fabbrò",
+    "Bruno",
+    "Gallo",
+    "Dell'Orto",
+    "Conti",
+    "Mancini",
+    "La Rosa",
+];
+
+/// Municipality code (Belfiore) and province.
+const PLACES: [(&str, &str); 8] = [
+    ("H501", "RM"),
+    ("F205", "MI"),
+    ("F839", "NA"),
+    ("L219", "TO"),
+    ("G273", "PA"),
+    ("A944", "BO"),
+    ("D612", "FI"),
+    ("L736", "VE"),
+];
+
+const PRIVATE_DOMAINS: [&str; 5] = [
+    "libero.it",
+    "gmail.com",
+    "virgilio.it",
+    "alice.it",
+    "tiscali.it",
+];
+
+/// How many of `n` synthetic users are in each audience.
+pub fn audience_sizes(n: u64) -> Vec<(Audience, u64)> {
+    let count = |residues: &[u64]| -> u64 {
+        residues
+            .iter()
+            .map(|r| n / 20 + u64::from(n % 20 > *r))
+            .sum()
+    };
+    let credential: Vec<u64> = (5..20).collect();
+    let enabled: Vec<u64> = (2..20).collect();
+    vec![
+        (Audience::RegistrationIncomplete, count(&[0, 1])),
+        (Audience::EmailUnvalidated, count(&[2, 3])),
+        (Audience::CodeRegenerationPending, count(&[4])),
+        (Audience::CredentialRecoveryAdvice, count(&credential)),
+        (Audience::EnabledUsers, count(&enabled)),
+    ]
+}
+
+/// Writes the snapshot of `n` users as CSV (header included), streaming.
+pub fn write_snapshot<W: Write>(out: W, n: u64) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 16, out));
+    w.write_record(COLUMNS)?;
+    for i in 0..n {
+        w.write_record(user(i).fields())?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// One synthetic user, as the portal would export them.
+#[derive(Debug, Clone)]
+pub struct SyntheticUser {
+    pub user_id: String,
+    pub fiscal_code: String,
+    pub first_name: &'static str,
+    pub last_name: &'static str,
+    pub email: String,
+    pub institutional_email: Option<String>,
+    pub registration_completed: bool,
+    pub enabled: bool,
+    pub pending_email: Option<String>,
+    pub code_regeneration_started: bool,
+    pub province: &'static str,
+    pub updated_at: String,
+}
+
+impl SyntheticUser {
+    fn fields(&self) -> [&str; 12] {
+        [
+            &self.user_id,
+            &self.fiscal_code,
+            self.first_name,
+            self.last_name,
+            &self.email,
+            self.institutional_email.as_deref().unwrap_or(""),
+            if self.registration_completed {
+                "completed"
+            } else {
+                "started"
+            },
+            if self.enabled { "true" } else { "false" },
+            self.pending_email.as_deref().unwrap_or(""),
+            if self.code_regeneration_started {
+                "started"
+            } else {
+                "none"
+            },
+            self.province,
+            &self.updated_at,
+        ]
+    }
+}
+
+/// The user at position `i` (0-based); the same `i` always gives the same user.
+pub fn user(i: u64) -> SyntheticUser {
+    let h = splitmix64(i);
+    let (first_name, sex) = FIRST_NAMES[(h % 24) as usize];
+    let last_name = LAST_NAMES[((h >> 8) % 24) as usize];
+    let (place, province) = PLACES[((h >> 16) % 8) as usize];
+    let year = 1960 + (h >> 20) % 45;
+    let month = (h >> 28) % 12;
+    let day = 1 + (h >> 32) % 28;
+    let fiscal_code = fiscal_code(last_name, first_name, sex, year, month, day, place);
+
+    let local = format!("{}.{}{}", ascii(first_name), ascii(last_name), i);
+    let private = format!(
+        "{local}@{}",
+        PRIVATE_DOMAINS[((h >> 40) % PRIVATE_DOMAINS.len() as u64) as usize]
+    );
+    let institutional = format!(
+        "{local}@{}",
+        if h >> 44 & 1 == 0 {
+            "istruzione.it"
+        } else {
+            "posta.istruzione.it"
+        }
+    );
+    let kind = i % 20;
+    let enabled = kind >= 2;
+    let registered_institutional = (2..5).contains(&kind);
+    SyntheticUser {
+        user_id: format!("B{i:08}"),
+        fiscal_code,
+        first_name,
+        last_name,
+        email: if registered_institutional {
+            institutional.clone()
+        } else {
+            private.clone()
+        },
+        // Some private registrants also have a school mailbox on record.
+        institutional_email: (registered_institutional || (enabled && h >> 45 & 1 == 1))
+            .then_some(institutional),
+        registration_completed: enabled,
+        enabled,
+        pending_email: (kind == 2 || kind == 3).then(|| format!("nuovo.{private}")),
+        code_regeneration_started: kind == 4,
+        province,
+        updated_at: format!(
+            "2026-11-{:02}T{:02}:{:02}:00+01:00",
+            16 + (h >> 48) % 6,
+            (h >> 52) % 24,
+            (h >> 58) % 60
+        ),
+    }
+}
+
+/// A well-formed fiscal code: surname and name letters, birth date, place, check character.
+fn fiscal_code(
+    last: &str,
+    first: &str,
+    sex: char,
+    year: u64,
+    month: u64,
+    day: u64,
+    place: &str,
+) -> String {
+    let mut code = String::with_capacity(16);
+    code.push_str(&name_letters(last, false));
+    code.push_str(&name_letters(first, true));
+    code.push_str(&format!("{:02}", year % 100));
+    code.push(b"ABCDEHLMPRST"[month as usize] as char);
+    code.push_str(&format!("{:02}", if sex == 'F' { day + 40 } else { day }));
+    code.push_str(place);
+    let check = fiscal_code_check_char(code.as_bytes());
+    code.push(check as char);
+    code
+}
+
+/// The three letters of a surname or a name (a name with 4+ consonants takes the 1st, 3rd, 4th).
+fn name_letters(name: &str, is_first_name: bool) -> String {
+    let letters: Vec<u8> = ascii(name)
+        .to_ascii_uppercase()
+        .bytes()
+        .filter(u8::is_ascii_alphabetic)
+        .collect();
+    let vowel = |c: &u8| b"AEIOU".contains(c);
+    let consonants: Vec<u8> = letters.iter().copied().filter(|c| !vowel(c)).collect();
+    let vowels = letters.iter().copied().filter(vowel);
+    let mut out: Vec<u8> = if is_first_name && consonants.len() >= 4 {
+        vec![consonants[0], consonants[2], consonants[3]]
+    } else {
+        consonants.into_iter().chain(vowels).take(3).collect()
+    };
+    out.resize(3, b'X');
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// Lower-case ASCII for addresses: accents dropped, apostrophes and spaces removed.
+fn ascii(s: &str) -> String {
+    s.chars()
+        .filter_map(|c| match c {
+            'à' | 'á' => Some('a'),
+            'è' | 'é' => Some('e'),
+            'ì' | 'í' => Some('i'),
+            'ò' | 'ó' => Some('o'),
+            'ù' | 'ú' => Some('u'),
+            c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A well-mixed 64-bit value from `i` (SplitMix64), so neighbouring users differ.
+fn splitmix64(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{is_institutional, SnapshotReader};
+
+    #[test]
+    fn every_row_is_valid_and_the_shares_are_as_documented() {
+        let n = 2_013;
+        let mut csv = Vec::new();
+        write_snapshot(&mut csv, n).unwrap();
+        let mut reader = SnapshotReader::new(csv.as_slice()).unwrap();
+        let mut counts = [0u64; 5];
+        let mut accented = 0;
+        while let Some(row) = reader.next_row() {
+            let row = row.unwrap();
+            let u = match row.result {
+                Ok(u) => u,
+                Err(e) => panic!("line {}: {e:?}", row.line),
+            };
+            let private = !is_institutional(&u.email);
+            counts[0] += u64::from(!u.registration_completed);
+            counts[1] += u64::from(u.enabled && u.pending_email.is_some());
+            counts[2] += u64::from(u.enabled && u.code_regeneration_started);
+            counts[3] += u64::from(u.enabled && private);
+            counts[4] += u64::from(u.enabled);
+            // Exactly one reminder audience each.
+            let reminders = u64::from(!u.registration_completed)
+                + u64::from(u.enabled && u.pending_email.is_some())
+                + u64::from(u.enabled && u.code_regeneration_started)
+                + u64::from(u.enabled && private);
+            assert_eq!(reminders, 1, "{u:?}");
+            accented += u64::from(!u.first_name.is_ascii() || u.last_name.contains('\''));
+        }
+        let expected: Vec<u64> = audience_sizes(n).into_iter().map(|(_, c)| c).collect();
+        assert_eq!(counts.to_vec(), expected);
+        assert_eq!(expected[..4].iter().sum::<u64>(), n);
+        assert!(accented > n / 10);
+    }
+
+    #[test]
+    fn deterministic() {
+        assert_eq!(user(7).fiscal_code, user(7).fiscal_code);
+        assert_eq!(name_letters("Rossi", false), "RSS");
+        assert_eq!(name_letters("Gianluca", true), "GLC");
+        assert_eq!(name_letters("Zoe", true), "ZOE");
+        assert_eq!(name_letters("Elia", true), "LEI");
+        assert_eq!(name_letters("Bo", false), "BOX");
+    }
+}
