@@ -152,7 +152,8 @@ pub async fn claim(
     Ok((claimed, skipped))
 }
 
-fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
+/// Decodes a row selected with the columns of [`claim`]'s final query, in that order.
+pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
     Ok(Claimed {
         id: r.try_get(0)?,
         campaign: r.try_get(1)?,

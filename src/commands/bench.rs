@@ -18,7 +18,6 @@ use anyhow::{bail, Context};
 use chrono::Duration as ChronoDuration;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +26,6 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::import::{self, ImportOptions};
 use crate::message::{self, Envelope};
-use crate::outbox::Claimed;
 use crate::template_store::TemplateStore;
 use crate::templates::TemplateSet;
 use crate::transport::Transport;
@@ -698,22 +696,7 @@ async fn average_message_size(
     let now = worker.clock.now();
     let mut total = 0u64;
     for r in &rows {
-        let row = Claimed {
-            id: r.try_get(0)?,
-            campaign: r.try_get(1)?,
-            step: r.try_get(2)?,
-            template: r.try_get(3)?,
-            message_id: r.try_get(4)?,
-            attempts: r.try_get(5)?,
-            expires_at: r.try_get(6)?,
-            user_id: r.try_get(7)?,
-            recipient: r.try_get(8)?,
-            first_name: r.try_get(9)?,
-            last_name: r.try_get(10)?,
-            institutional_email: r.try_get(11)?,
-            pending_email: r.try_get(12)?,
-            province: r.try_get(13)?,
-        };
+        let row = crate::outbox::claimed_from_row(r)?;
         let context = worker.context_for(&row, now, false);
         let rendered = templates.render(&row.template, &context)?;
         let envelope = Envelope {
