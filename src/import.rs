@@ -14,7 +14,7 @@ use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments, Row as _, Transaction};
 
 use crate::db::{Backend, Db};
-use crate::snapshot::{RowError, SnapshotError, SnapshotReader, UserRecord, COLUMNS};
+use crate::snapshot::{RowError, SnapshotError, SnapshotReader, UserRecord};
 
 /// Staged rows sent in one INSERT (15 parameters each, well under both backends' limits).
 const BATCH_ROWS: usize = 1000;
@@ -553,9 +553,4 @@ fn create_private(path: &Path) -> std::io::Result<File> {
         options.mode(0o600);
     }
     options.open(path)
-}
-
-/// The column names, for documentation and `--help`.
-pub fn documented_columns() -> String {
-    COLUMNS.join(", ")
 }
