@@ -124,6 +124,9 @@ pub struct SmtpSettings {
     /// From `smtp.password` or the file named by `smtp.password_file`; never printed.
     pub password: Option<SecretString>,
     pub timeout_seconds: u64,
+    /// A pooled connection idle at least this long is checked with NOOP before it is reused;
+    /// fresher ones are reused at once (a NOOP before every message costs a round trip each).
+    pub check_idle_seconds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +188,7 @@ struct RawSmtp {
     password: SecretString,
     password_file: String,
     timeout_seconds: u64,
+    check_idle_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -408,6 +412,7 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
         username,
         password,
         timeout_seconds: raw.timeout_seconds,
+        check_idle_seconds: raw.check_idle_seconds,
     })
 }
 

@@ -128,6 +128,7 @@ async fn serve(
     tracing::info!(daemon = me, "daemon started");
 
     send_until_shutdown(&worker, &settings, &shutdown).await;
+    worker.transport.close().await;
 
     tasks.cancel();
     let _ = scheduler.shutdown().await;

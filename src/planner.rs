@@ -9,8 +9,11 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::campaign::{self, latest_due_step, Campaign};
 use crate::config::Settings;
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::outbox;
+
+/// A planning pass that adds this many rows refreshes the outbox statistics on PostgreSQL.
+const ANALYZE_AFTER_ROWS: u64 = 10_000;
 
 /// Rows planned for one campaign step in one planning pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,13 @@ pub async fn plan_due(
             step,
             rows,
         });
+    }
+    // PostgreSQL plans the claim query from the table's statistics. After a large pass they are
+    // stale until autovacuum analyzes the table (never, where it is off), and meanwhile every
+    // claim sorts the whole queue (0.5 s per batch at a million rows instead of 0.3 ms).
+    let total: u64 = planned.iter().map(|p| p.rows).sum();
+    if db.backend() == Backend::Postgres && total >= ANALYZE_AFTER_ROWS {
+        sqlx::query("ANALYZE outbox").execute(db.pool()).await?;
     }
     finish_done(db, now).await?;
     Ok(planned)

@@ -162,6 +162,7 @@ async fn run_once(
         .deliver_due(&CancellationToken::new())
         .await
         .context("delivering")?;
+    transport.close().await;
 
     let tz = settings.calendar.timezone;
     println!(
