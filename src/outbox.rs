@@ -183,21 +183,38 @@ pub async fn record(
     let mut tx = db.pool().begin().await?;
     let mut held = 0;
     let now = now.timestamp();
-    for (id, outcome) in outcomes {
-        let q = match outcome {
+    // The common case, sent, is one statement per chunk of rows; the rest one per row.
+    let sent: Vec<(i64, &str, &str)> = outcomes
+        .iter()
+        .filter_map(|(id, outcome)| match outcome {
             Outcome::Sent {
                 recipient,
                 template_digest,
-            } => sqlx::query(
-                "UPDATE outbox SET state = 'sent', sent_at = $3, updated_at = $3, recipient = $4, \
-                    template_digest = $5, reason = NULL, smtp_code = NULL, claim_token = NULL, \
-                    lease_until = NULL WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(recipient.clone())
-            .bind(template_digest.clone()),
+            } => Some((*id, recipient.as_str(), template_digest.as_str())),
+            _ => None,
+        })
+        .collect();
+    for rows in sent.chunks(SENT_PER_STATEMENT) {
+        let values = (0..rows.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 + i * 3, 4 + i * 3, 5 + i * 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // VALUES columns are column1.. on both SQLite and PostgreSQL.
+        let sql = format!(
+            "UPDATE outbox SET state = 'sent', sent_at = $2, updated_at = $2, recipient = v.column2, \
+                template_digest = v.column3, reason = NULL, smtp_code = NULL, claim_token = NULL, \
+                lease_until = NULL \
+             FROM (VALUES {values}) AS v WHERE outbox.id = v.column1 AND outbox.claim_token = $1"
+        );
+        let mut q = sqlx::query(&sql).bind(token).bind(now);
+        for (id, recipient, digest) in rows {
+            q = q.bind(*id).bind(*recipient).bind(*digest);
+        }
+        held += q.execute(&mut *tx).await?.rows_affected();
+    }
+    for (id, outcome) in outcomes {
+        let q = match outcome {
+            Outcome::Sent { .. } => continue,
             Outcome::Retry { at, error, code } => sqlx::query(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = $4, reason = $5, smtp_code = $6, \
                     updated_at = $3, claim_token = NULL, lease_until = NULL \
@@ -241,6 +258,9 @@ pub async fn record(
     tx.commit().await?;
     Ok(held)
 }
+
+/// Sent rows recorded per statement (three parameters each, well under both backends' limits).
+const SENT_PER_STATEMENT: usize = 200;
 
 /// Pending rows whose deadline has passed become `expired`. Idempotent.
 pub async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {

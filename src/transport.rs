@@ -294,10 +294,12 @@ impl Endpoint {
                 587,
             ),
             ("smtps", None) => (Security::Wrapper(params()?), 465),
-            (scheme, tls) => return Err(bad(&format!(
+            (scheme, tls) => {
+                return Err(bad(&format!(
                 "scheme {scheme:?} with tls={tls:?}: expected smtp://, smtp://...?tls=required, \
                      smtp://...?tls=opportunistic or smtps://"
-            ))),
+            )))
+            }
         };
         let hello = match url.path().trim_matches('/') {
             "" => ClientId::default(),

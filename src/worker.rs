@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
-use futures::StreamExt;
 use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -45,7 +46,8 @@ pub struct DeliveryReport {
     pub throttled: bool,
 }
 
-/// Sends what is due, on behalf of one process.
+/// Sends what is due, on behalf of one process. Cheap to clone (handles only).
+#[derive(Clone)]
 pub struct Worker {
     pub db: Db,
     pub settings: Arc<Settings>,
@@ -66,13 +68,97 @@ impl Worker {
     }
 
     /// Delivers batches until nothing is due, the relay is unreachable, or `shutdown` fires.
+    ///
+    /// A pipeline, so the database stays off the critical path: this task claims batches and
+    /// queues their rows; `delivery.concurrency` sender tasks render and send (on every core);
+    /// a recorder task writes outcomes in chunks as they complete. A process killed mid-batch
+    /// therefore re-sends only what was on the wire. When a send finds the relay unreachable or
+    /// the hourly quota used up, nothing more is claimed and queued rows are handed back.
     pub async fn deliver_due(
         &self,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryReport, sqlx::Error> {
+        let worker = Arc::new(self.clone());
+        let stop = Arc::new(Stop::default());
+        let concurrency = self.settings.delivery.concurrency.max(1) as usize;
+        let (job_tx, job_rx) = mpsc::channel::<Job>(concurrency * 2);
+        let (done_tx, done_rx) = mpsc::channel::<Done>(RECORD_CHUNK * 2);
+        let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+
+        // Dropping a JoinSet aborts its tasks: if the caller gives up on this future (shutdown
+        // grace over), unsettled claims go back to the queue when their lease expires.
+        let mut senders = JoinSet::new();
+        for _ in 0..concurrency {
+            let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            senders.spawn(async move {
+                loop {
+                    let Some(job) = job_rx.lock().await.recv().await else {
+                        break;
+                    };
+                    let outcome = if stop.is_set() || shutdown.is_cancelled() {
+                        Outcome::HandedBack {
+                            at: worker.clock.now(),
+                        }
+                    } else {
+                        let (outcome, failure) = worker.send_one(&job).await;
+                        if let Some(kind @ (FailureKind::Unreachable | FailureKind::Throttled)) =
+                            failure
+                        {
+                            stop.set(kind);
+                        }
+                        outcome
+                    };
+                    let done = Done { job, outcome };
+                    if done_tx.send(done).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut recorder = JoinSet::new();
+        recorder.spawn(record_outcomes(worker.clone(), done_rx, stop.clone()));
+
         let mut report = DeliveryReport::default();
+        let claimed = self
+            .claim_batches(job_tx, &stop, shutdown, &mut report)
+            .await;
+        if claimed.is_err() {
+            stop.set(FailureKind::Unreachable);
+        }
+        while senders.join_next().await.is_some() {}
+        let recorded = recorder
+            .join_next()
+            .await
+            .expect("the recorder task")
+            .expect("the recorder does not panic");
+        claimed?;
+        for (campaign, tally) in recorded? {
+            let t = report.per_campaign.entry(campaign).or_default();
+            t.sent += tally.sent;
+            t.retrying += tally.retrying;
+            t.failed += tally.failed;
+            t.expired += tally.expired;
+        }
+        match stop.get() {
+            Some(FailureKind::Unreachable) => report.relay_unreachable = true,
+            Some(FailureKind::Throttled) => report.throttled = true,
+            _ => {}
+        }
+        Ok(report)
+    }
+
+    /// Claims batches and queues their rows until nothing is due or delivery must stop.
+    async fn claim_batches(
+        &self,
+        jobs: mpsc::Sender<Job>,
+        stop: &Stop,
+        shutdown: &CancellationToken,
+        report: &mut DeliveryReport,
+    ) -> Result<(), sqlx::Error> {
         let mut batch_no = 0u64;
-        while !shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() && !stop.is_set() {
             let now = self.clock.now();
             if !self.in_sending_hours(now) {
                 report.outside_sending_hours = true;
@@ -96,19 +182,27 @@ impl Worker {
                 }
                 continue;
             }
-            match self.send_batch(&token, rows, shutdown, &mut report).await? {
-                Some(FailureKind::Unreachable) => {
-                    report.relay_unreachable = true;
-                    break;
+            let tz = self.settings.calendar.timezone;
+            let batch = Arc::new(Batch {
+                token,
+                // One template set per batch, taken when it is claimed.
+                templates: self.templates.current(),
+                reopened_at: crate::phases::reopened_at(&self.db)
+                    .await?
+                    .map(|t| t.with_timezone(&tz).to_rfc3339())
+                    .unwrap_or_default(),
+            });
+            for row in rows {
+                let job = Job {
+                    batch: batch.clone(),
+                    row,
+                };
+                if jobs.send(job).await.is_err() {
+                    return Ok(());
                 }
-                Some(FailureKind::Throttled) => {
-                    report.throttled = true;
-                    break;
-                }
-                _ => {}
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Rows to claim at once: never more than the per-second limit lets out in a quarter of the
@@ -123,83 +217,16 @@ impl Worker {
         }
     }
 
-    /// Sends one claimed batch; returns the failure that stopped it (relay down or throttled).
-    async fn send_batch(
-        &self,
-        token: &str,
-        rows: Vec<Claimed>,
-        shutdown: &CancellationToken,
-        report: &mut DeliveryReport,
-    ) -> Result<Option<FailureKind>, sqlx::Error> {
-        let stop = std::sync::Mutex::new(None::<FailureKind>);
-        let concurrency = self.settings.delivery.concurrency as usize;
-        let templates = self.templates.current();
-        let tz = self.settings.calendar.timezone;
-        let reopened_at = crate::phases::reopened_at(&self.db)
-            .await?
-            .map(|t| t.with_timezone(&tz).to_rfc3339())
-            .unwrap_or_default();
-        let (templates, reopened_at) = (&*templates, reopened_at.as_str());
-        // Outcomes are recorded as they complete, a few at a time, not once per batch: a
-        // process killed mid-batch then re-sends only what was on the wire, not the whole batch.
-        let mut results = futures::stream::iter(rows)
-            .map(|row| {
-                let stop = &stop;
-                async move {
-                    if stop.lock().expect("stop lock").is_some() || shutdown.is_cancelled() {
-                        let at = self.clock.now();
-                        return (row, Outcome::HandedBack { at });
-                    }
-                    let outcome = self.send_one(&row, templates, reopened_at).await;
-                    if let Some(kind @ (FailureKind::Unreachable | FailureKind::Throttled)) =
-                        outcome.1
-                    {
-                        *stop.lock().expect("stop lock") = Some(kind);
-                    }
-                    (row, outcome.0)
-                }
-            })
-            .buffer_unordered(concurrency)
-            .ready_chunks(concurrency * 4);
-        while let Some(chunk) = results.next().await {
-            let mut outcomes = Vec::with_capacity(chunk.len());
-            for (row, outcome) in chunk {
-                let tally = report.per_campaign.entry(row.campaign.clone()).or_default();
-                match &outcome {
-                    Outcome::Sent { .. } => tally.sent += 1,
-                    Outcome::Retry { .. } => tally.retrying += 1,
-                    Outcome::Failed { .. } => tally.failed += 1,
-                    Outcome::Expired { .. } => tally.expired += 1,
-                    Outcome::HandedBack { .. } => {}
-                }
-                outcomes.push((row.id, outcome));
-            }
-            let held = outbox::record(&self.db, token, self.clock.now(), &outcomes).await?;
-            if held < outcomes.len() as u64 {
-                tracing::warn!(
-                    lost = outcomes.len() as u64 - held,
-                    "some claims expired before their outcome was recorded; another worker owns them now"
-                );
-            }
-        }
-        drop(results);
-        Ok(stop.into_inner().expect("stop lock"))
-    }
-
     /// Renders and sends one row; the failure kind, if any, tells the batch whether to stop.
-    async fn send_one(
-        &self,
-        row: &Claimed,
-        templates: &TemplateSet,
-        reopened_at: &str,
-    ) -> (Outcome, Option<FailureKind>) {
+    async fn send_one(&self, job: &Job) -> (Outcome, Option<FailureKind>) {
+        let (row, templates) = (&job.row, &*job.batch.templates);
         let now = self.clock.now();
         if row.expires_at.is_some_and(|e| now.timestamp() >= e) {
             let reason = "deadline passed before it could be sent".to_string();
             return (Outcome::Expired { reason }, None);
         }
         let mut context = self.context_for(row, now, false);
-        context.reopened_at = reopened_at.to_string();
+        context.reopened_at = job.batch.reopened_at.clone();
         let rendered = match templates.render(&row.template, &context) {
             Ok(r) => r,
             Err(e) => {
@@ -323,6 +350,91 @@ impl Worker {
             is_test,
         }
     }
+}
+
+/// Outcomes are written this many at most per transaction.
+const RECORD_CHUNK: usize = 256;
+
+/// One claimed batch: its claim token and what its rows render with.
+struct Batch {
+    token: String,
+    templates: Arc<TemplateSet>,
+    reopened_at: String,
+}
+
+/// A claimed row on its way to a sender.
+struct Job {
+    batch: Arc<Batch>,
+    row: Claimed,
+}
+
+/// A row's outcome on its way to the recorder.
+struct Done {
+    job: Job,
+    outcome: Outcome,
+}
+
+/// Why delivery stopped early (relay unreachable or quota used up); the first reason wins.
+#[derive(Default)]
+struct Stop(std::sync::OnceLock<FailureKind>);
+
+impl Stop {
+    fn set(&self, kind: FailureKind) {
+        let _ = self.0.set(kind);
+    }
+    fn is_set(&self) -> bool {
+        self.0.get().is_some()
+    }
+    fn get(&self) -> Option<FailureKind> {
+        self.0.get().copied()
+    }
+}
+
+/// The recorder: writes outcomes as they complete, whatever is waiting (up to [`RECORD_CHUNK`])
+/// in one transaction per claim token, and counts them per campaign.
+async fn record_outcomes(
+    worker: Arc<Worker>,
+    mut done: mpsc::Receiver<Done>,
+    stop: Arc<Stop>,
+) -> Result<BTreeMap<String, Tally>, sqlx::Error> {
+    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut chunk = Vec::with_capacity(RECORD_CHUNK);
+    while done.recv_many(&mut chunk, RECORD_CHUNK).await > 0 {
+        let mut by_token: BTreeMap<&str, Vec<(i64, Outcome)>> = BTreeMap::new();
+        for Done { job, outcome } in &chunk {
+            let tally = tallies.entry(job.row.campaign.clone()).or_default();
+            match outcome {
+                Outcome::Sent { .. } => tally.sent += 1,
+                Outcome::Retry { .. } => tally.retrying += 1,
+                Outcome::Failed { .. } => tally.failed += 1,
+                Outcome::Expired { .. } => tally.expired += 1,
+                Outcome::HandedBack { .. } => {}
+            }
+            by_token
+                .entry(job.batch.token.as_str())
+                .or_default()
+                .push((job.row.id, outcome.clone()));
+        }
+        for (token, outcomes) in by_token {
+            let held = match outbox::record(&worker.db, token, worker.clock.now(), &outcomes).await
+            {
+                Ok(held) => held,
+                Err(e) => {
+                    // Stop sending; the unrecorded claims return to the queue with their lease.
+                    stop.set(FailureKind::Unreachable);
+                    return Err(e);
+                }
+            };
+            if held < outcomes.len() as u64 {
+                tracing::warn!(
+                    lost = outcomes.len() as u64 - held,
+                    "some claims expired before their outcome was recorded; another worker owns them now"
+                );
+            }
+        }
+        chunk.clear();
+    }
+    Ok(tallies)
 }
 
 /// An identifier for this process: host name and pid.
