@@ -76,24 +76,17 @@ pub async fn claim(
         Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let sql = format!(
-        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = $2, \
-            attempts = attempts + 1, updated_at = $3 \
-         WHERE id IN (SELECT o.id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
-            WHERE c.state = 'running' \
-              AND ((o.state = 'pending' AND o.next_attempt_at <= $3) \
-                   OR (o.state = 'sending' AND o.lease_until < $3)) \
-              AND (o.expires_at IS NULL OR o.expires_at > $3) \
-            ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})"
-    );
-    let claimed = sqlx::query(&sql)
-        .bind(token)
-        .bind(lease_until.timestamp())
-        .bind(now.timestamp())
-        .bind(i64::from(limit))
-        .execute(db.pool())
-        .await?
-        .rows_affected();
+    // Two statements, not one with an OR: each walks an index in queue order and stops at the
+    // limit, where the OR made SQLite collect and sort the whole queue on every claim (a
+    // million pending rows: 0.1 s per batch instead of a millisecond). First the rows of a
+    // daemon that died (their lease is over: few), then the due ones.
+    let limit = u64::from(limit);
+    let stale = claim_where(db, STALE, lock, token, now, lease_until, limit).await?;
+    let due = match limit - stale.min(limit) {
+        0 => 0,
+        left => claim_where(db, DUE, lock, token, now, lease_until, left).await?,
+    };
+    let claimed = stale + due;
     if claimed == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -150,6 +143,39 @@ pub async fn claim(
         .map(claimed_from_row)
         .collect::<Result<_, _>>()?;
     Ok((claimed, skipped))
+}
+
+/// Rows claimed by a daemon whose lease is over (it died): few, and first.
+const STALE: &str = "o.state = 'sending' AND o.lease_until < $3";
+/// Rows due now.
+const DUE: &str = "o.state = 'pending' AND o.next_attempt_at <= $3";
+
+/// Claims up to `limit` rows of running campaigns matching `what`, in queue order.
+async fn claim_where(
+    db: &Db,
+    what: &str,
+    lock: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = $2, \
+            attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT o.id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+            WHERE c.state = 'running' AND {what} \
+              AND (o.expires_at IS NULL OR o.expires_at > $3) \
+            ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})"
+    );
+    Ok(sqlx::query(&sql)
+        .bind(token)
+        .bind(lease_until.timestamp())
+        .bind(now.timestamp())
+        .bind(limit as i64)
+        .execute(db.pool())
+        .await?
+        .rows_affected())
 }
 
 /// Decodes a row selected with the columns of [`claim`]'s final query, in that order.

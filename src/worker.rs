@@ -1,9 +1,16 @@
-//! Delivery: claim a batch, render it, send it with bounded concurrency, record the outcomes.
+//! Delivery: a pipeline from the outbox to the relay and back.
 //!
+//! ```text
+//! outbox --claimer--> jobs --> renderers (threads) --> emails --> senders (one per connection)
+//!   ^                               | settled unsent (expired,                 |
+//!   |                               v broken template, bad address)           v
+//!   +------------------ recorder: outcomes, a chunk per transaction <----------+
+//! ```
 //! The loop never holds a database transaction while a message is on the wire. When the relay
-//! is unreachable the batch stops: the rows not yet attempted are handed back untouched and the
-//! caller backs off as a whole. On shutdown the same hand-back happens for what was not started;
-//! what is already on the wire finishes and is recorded.
+//! is unreachable or the hourly quota is used up, nothing more is claimed and the rows not yet
+//! attempted are handed back untouched (the caller backs off as a whole). On shutdown the same
+//! hand-back happens for what was not started; what is already on the wire finishes and is
+//! recorded.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
