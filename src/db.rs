@@ -9,7 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, ConnectOptions, Executor};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,11 @@ impl Db {
             url: redact_url(&url),
             source,
         };
-        let options = AnyConnectOptions::from_str(&url).map_err(connect_err)?;
+        // Planning a million recipients is one statement of a few seconds, by design: warn
+        // only about statements slow enough to be a problem.
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(connect_err)?
+            .log_slow_statements(log::LevelFilter::Warn, std::time::Duration::from_secs(30));
         let pool = match backend {
             // One connection: SQLite has a single writer, and one connection can never deadlock
             // against itself upgrading a read transaction to a write.

@@ -117,10 +117,18 @@ async fn plan_step(
 ) -> Result<u64, sqlx::Error> {
     let mut tx = db.pool().begin().await?;
     // The step being planned is the latest due: older steps still pending are out of date.
-    sqlx::query(
+    // On SQLite `+state` keeps the (state, ...) index out of it: without statistics SQLite
+    // would walk every pending row of every campaign (a million, 0.3 s per campaign) rather
+    // than this campaign's rows by the unique (campaign_id, ...) key.
+    let plus = if db.backend() == Backend::Sqlite {
+        "+"
+    } else {
+        ""
+    };
+    sqlx::query(&format!(
         "UPDATE outbox SET state = 'skipped', reason = $3, updated_at = $4 \
-         WHERE campaign_id = $1 AND step <> $2 AND state = 'pending'",
-    )
+         WHERE campaign_id = $1 AND step <> $2 AND {plus}state = 'pending'"
+    ))
     .bind(c.id)
     .bind(step)
     .bind(format!("superseded by the later step {step}"))

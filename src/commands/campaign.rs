@@ -713,11 +713,14 @@ pub async fn explain(db: &Db, settings: &Settings, user_id: &str) -> anyhow::Res
         );
     }
 
+    // `campaign_id IN (...)`: a probe of the unique (campaign_id, user_id, step) key per
+    // campaign, the outbox having no index by user alone.
     let rows = sqlx::query(
         "SELECT c.name, o.step, o.state, o.attempts, o.reason, o.smtp_code, o.recipient, \
             o.created_at, o.sent_at, o.updated_at, o.next_attempt_at, o.lease_until \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
-         WHERE o.user_id = $1 ORDER BY o.created_at, o.id",
+         WHERE o.campaign_id IN (SELECT id FROM campaigns) AND o.user_id = $1 \
+         ORDER BY o.created_at, o.id",
     )
     .bind(user_id)
     .fetch_all(db.pool())
