@@ -206,8 +206,6 @@ pub async fn record(
     now: DateTime<Utc>,
     outcomes: &[(i64, Outcome)],
 ) -> Result<u64, sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
-    let mut held = 0;
     let now = now.timestamp();
     // The common case, sent, is one statement per chunk of rows; the rest one per row.
     let sent: Vec<(i64, &str, &str)> = outcomes
@@ -220,23 +218,25 @@ pub async fn record(
             _ => None,
         })
         .collect();
-    for rows in sent.chunks(SENT_PER_STATEMENT) {
-        let values = (0..rows.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 + i * 3, 4 + i * 3, 5 + i * 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        // VALUES columns are column1.. on both SQLite and PostgreSQL.
-        let sql = format!(
-            "UPDATE outbox SET state = 'sent', sent_at = $2, updated_at = $2, recipient = v.column2, \
-                template_digest = v.column3, reason = NULL, smtp_code = NULL, claim_token = NULL, \
-                lease_until = NULL \
-             FROM (VALUES {values}) AS v WHERE outbox.id = v.column1 AND outbox.claim_token = $1"
-        );
-        let mut q = sqlx::query(&sql).bind(token).bind(now);
-        for (id, recipient, digest) in rows {
-            q = q.bind(*id).bind(*recipient).bind(*digest);
-        }
-        held += q.execute(&mut *tx).await?.rows_affected();
+    let statements: Vec<String> = sent
+        .chunks(SENT_PER_STATEMENT)
+        .map(|rows| sent_statement(rows.len()))
+        .collect();
+    // Only sent rows, one statement: no transaction to open and commit (the senders wait for
+    // this commit, see the worker).
+    if sent.len() == outcomes.len() && statements.len() == 1 {
+        return Ok(bind_sent(&statements[0], token, now, &sent)
+            .execute(db.pool())
+            .await?
+            .rows_affected());
+    }
+    let mut tx = db.pool().begin().await?;
+    let mut held = 0;
+    for (sql, rows) in statements.iter().zip(sent.chunks(SENT_PER_STATEMENT)) {
+        held += bind_sent(sql, token, now, rows)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     }
     for (id, outcome) in outcomes {
         let q = match outcome {
@@ -283,6 +283,34 @@ pub async fn record(
     }
     tx.commit().await?;
     Ok(held)
+}
+
+/// `UPDATE` of `n` sent rows: `$1` the claim token, `$2` the time, then (id, recipient, digest)
+/// per row. VALUES columns are column1.. on both SQLite and PostgreSQL.
+fn sent_statement(n: usize) -> String {
+    let values = (0..n)
+        .map(|i| format!("(${}, ${}, ${})", 3 + i * 3, 4 + i * 3, 5 + i * 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE outbox SET state = 'sent', sent_at = $2, updated_at = $2, recipient = v.column2, \
+            template_digest = v.column3, reason = NULL, smtp_code = NULL, claim_token = NULL, \
+            lease_until = NULL \
+         FROM (VALUES {values}) AS v WHERE outbox.id = v.column1 AND outbox.claim_token = $1"
+    )
+}
+
+fn bind_sent<'q>(
+    sql: &'q str,
+    token: &'q str,
+    now: i64,
+    rows: &[(i64, &'q str, &'q str)],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let mut q = sqlx::query(sql).bind(token).bind(now);
+    for (id, recipient, digest) in rows {
+        q = q.bind(*id).bind(*recipient).bind(*digest);
+    }
+    q
 }
 
 /// Sent rows recorded per statement (three parameters each, well under both backends' limits).

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -119,7 +119,16 @@ impl Worker {
                 };
                 let sent = match settled {
                     Ok(email) => ready_tx.blocking_send((job, email)).is_ok(),
-                    Err(outcome) => done_tx.blocking_send(Done { job, outcome }).is_ok(),
+                    Err(outcome) => {
+                        let permit = None;
+                        done_tx
+                            .blocking_send(Done {
+                                job,
+                                outcome,
+                                _permit: permit,
+                            })
+                            .is_ok()
+                    }
                 };
                 if !sent {
                     break;
@@ -127,12 +136,22 @@ impl Worker {
             });
         }
         drop(ready_tx);
-        // Senders: one per SMTP connection.
+        // Senders: one per SMTP connection. A message holds one of `concurrency` permits from
+        // before it goes on the wire until its outcome is committed, so a process killed at any
+        // moment has at most `concurrency` messages the relay may have and the outbox does not
+        // know of: the only duplicates a restart can send.
+        let unsettled = Arc::new(Semaphore::new(concurrency));
         for _ in 0..concurrency {
             let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
             let (ready_rx, done_tx) = (ready_rx.clone(), done_tx.clone());
+            let unsettled = unsettled.clone();
             tasks.spawn(async move {
                 loop {
+                    let permit = unsettled
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("never closed");
                     let Some((job, email)) = ready_rx.lock().await.recv().await else {
                         break;
                     };
@@ -149,7 +168,12 @@ impl Worker {
                         }
                         outcome
                     };
-                    if done_tx.send(Done { job, outcome }).await.is_err() {
+                    let done = Done {
+                        job,
+                        outcome,
+                        _permit: Some(permit),
+                    };
+                    if done_tx.send(done).await.is_err() {
                         break;
                     }
                 }
@@ -405,6 +429,8 @@ struct Job {
 struct Done {
     job: Job,
     outcome: Outcome,
+    /// Released (dropped) once the outcome is committed: sent messages only, see the senders.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Why delivery stopped early (relay unreachable or quota used up); the first reason wins.
@@ -434,7 +460,7 @@ async fn record_outcomes(
     let mut chunk = Vec::with_capacity(RECORD_CHUNK);
     while done.recv_many(&mut chunk, RECORD_CHUNK).await > 0 {
         let mut by_token: BTreeMap<&str, Vec<(i64, Outcome)>> = BTreeMap::new();
-        for Done { job, outcome } in &chunk {
+        for Done { job, outcome, .. } in &chunk {
             let tally = tallies.entry(job.row.campaign.clone()).or_default();
             match outcome {
                 Outcome::Sent { .. } => tally.sent += 1,
