@@ -76,11 +76,12 @@ impl Worker {
 
     /// Delivers batches until nothing is due, the relay is unreachable, or `shutdown` fires.
     ///
-    /// A pipeline, so the database stays off the critical path: this task claims batches and
-    /// queues their rows; `delivery.concurrency` sender tasks render and send (on every core);
-    /// a recorder task writes outcomes in chunks as they complete. A process killed mid-batch
-    /// therefore re-sends only what was on the wire. When a send finds the relay unreachable or
-    /// the hourly quota used up, nothing more is claimed and queued rows are handed back.
+    /// The pipeline of the module's note: this task claims batches (one ahead) and queues their
+    /// rows; renderer threads build the emails; `delivery.concurrency` sender tasks, one per
+    /// connection, send them; a recorder task commits outcomes in chunks as they complete. A
+    /// process killed at any moment re-sends only what was on the wire (at most one message per
+    /// connection). When a send finds the relay unreachable or the hourly quota used up, nothing
+    /// more is claimed and queued rows are handed back.
     pub async fn deliver_due(
         &self,
         shutdown: &CancellationToken,
@@ -188,6 +189,7 @@ impl Worker {
             .claim_batches(job_tx, &stop, shutdown, &mut report)
             .await;
         if claimed.is_err() {
+            // Hand back what is queued rather than send it; the error is returned below.
             stop.set(FailureKind::Unreachable);
         }
         while tasks.join_next().await.is_some() {}
