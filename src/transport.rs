@@ -189,15 +189,29 @@ impl Transport {
     }
 
     /// Delivers one email. `file_stem` names the `.eml` file for the file transport.
-    pub async fn send(&self, message: &Outgoing, file_stem: &str) -> Result<(), SendFailure> {
+    ///
+    /// `gate`, when given, must open before the point of no return (the end of DATA, or the
+    /// file): the caller uses it to wait until its previous message's outcome is committed, so
+    /// the relay never has more than one message per sender that the outbox does not know of.
+    /// The envelope (MAIL, RCPT, DATA) goes out meanwhile. A gate that closes unopened (the
+    /// outcome could not be recorded) abandons the message.
+    pub async fn send(
+        &self,
+        message: &Outgoing,
+        file_stem: &str,
+        gate: Option<Gate>,
+    ) -> Result<(), SendFailure> {
         match self {
-            Transport::Files(dir) => write_eml(dir, file_stem, &message.bytes)
-                .await
-                .map_err(|e| SendFailure {
-                    kind: FailureKind::Unreachable,
-                    code: None,
-                    detail: format!("cannot write {}: {e}", dir.display()),
-                }),
+            Transport::Files(dir) => {
+                pass(gate).await?;
+                write_eml(dir, file_stem, &message.bytes)
+                    .await
+                    .map_err(|e| SendFailure {
+                        kind: FailureKind::Unreachable,
+                        code: None,
+                        detail: format!("cannot write {}: {e}", dir.display()),
+                    })
+            }
             Transport::Smtp(relay) => {
                 if let Some(hourly) = &relay.per_hour {
                     if let Err(not_until) = hourly.check() {
@@ -216,7 +230,7 @@ impl Transport {
                 if let Some(per_second) = &relay.per_second {
                     per_second.until_ready().await;
                 }
-                relay.pool.send(message).await
+                relay.pool.send(message, gate).await
             }
         }
     }
@@ -233,25 +247,45 @@ impl Transport {
 }
 
 impl Pool {
-    async fn send(&self, message: &Outgoing) -> Result<(), SendFailure> {
+    async fn send(&self, message: &Outgoing, gate: Option<Gate>) -> Result<(), SendFailure> {
         let _slot = self.slots.acquire().await.expect("the pool never closes");
         let mut conn = match self.reusable().await {
             Some(conn) => conn,
             None => self.endpoint.connect().await?,
         };
-        let exchange = conn.send(&message.envelope, &message.bytes);
-        match tokio::time::timeout(self.endpoint.timeout, exchange).await {
-            Ok(Ok(_)) => {
+        // lettre's own `send`, in two halves so that the gate can be waited for in between.
+        let result = match self.timed(envelope(&mut conn, message)).await {
+            Ok(()) => match pass(gate).await {
+                Ok(()) => self.timed(conn.message(&message.bytes)).await,
+                Err(failure) => Err(failure),
+            },
+            Err(failure) => Err(failure),
+        };
+        match result {
+            Ok(_) => {
                 self.idle
                     .lock()
                     .expect("pool lock")
                     .push((conn, Instant::now()));
                 Ok(())
             }
-            // lettre has already closed the connection (it does on any error).
-            Ok(Err(e)) => Err(classify(e)),
-            // Dropped here, mid-exchange: the relay may or may not have the message, and the
-            // retry carries the same Message-ID.
+            Err(failure) => {
+                // Mid-transaction or broken: never reused. (lettre has already closed it after
+                // a reply it did not like; abort is then a no-op.)
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.abort()).await;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Runs one step of the exchange within `smtp.timeout_seconds`.
+    async fn timed<T>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, SendFailure> {
+        match tokio::time::timeout(self.endpoint.timeout, step).await {
+            Ok(result) => result.map_err(classify),
+            // The relay may or may not have the message; a retry carries the same Message-ID.
             Err(_) => Err(SendFailure {
                 kind: FailureKind::Unreachable,
                 code: None,
@@ -282,6 +316,49 @@ impl Pool {
             conn.abort().await;
         }
     }
+}
+
+/// Opens when the sender's previous outcome is committed; see [`Transport::send`].
+pub type Gate = tokio::sync::oneshot::Receiver<()>;
+
+async fn pass(gate: Option<Gate>) -> Result<(), SendFailure> {
+    match gate {
+        Some(gate) => gate.await.map_err(|_| SendFailure {
+            kind: FailureKind::Unreachable,
+            code: None,
+            detail: "not sent: the outcome of the previous message could not be recorded".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// MAIL FROM, RCPT TO and DATA, with the parameters lettre's `send` would use.
+async fn envelope(
+    conn: &mut AsyncSmtpConnection,
+    message: &Outgoing,
+) -> Result<(), lettre::transport::smtp::Error> {
+    use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+    use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+    let env = &message.envelope;
+    let mut params = Vec::new();
+    // Without the relay's support, lettre refuses these when it sends the message itself.
+    let non_ascii = env
+        .from()
+        .into_iter()
+        .chain(env.to())
+        .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+    if non_ascii && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+        params.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(env.from().cloned(), params)).await?;
+    for to in env.to() {
+        conn.command(Rcpt::new(to.clone(), vec![])).await?;
+    }
+    conn.command(Data).await?;
+    Ok(())
 }
 
 impl Endpoint {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use rand::Rng;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ use crate::message::{self, Envelope};
 use crate::outbox::{self, Claimed, Outcome};
 use crate::template_store::TemplateStore;
 use crate::templates::{MessageContext, TemplateSet, UserView};
-use crate::transport::{FailureKind, Outgoing, Transport};
+use crate::transport::{FailureKind, Gate, Outgoing, Transport};
 
 /// What one delivery pass did, per campaign.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,14 +121,13 @@ impl Worker {
                 let sent = match settled {
                     Ok(email) => ready_tx.blocking_send((job, email)).is_ok(),
                     Err(outcome) => {
-                        let permit = None;
-                        done_tx
-                            .blocking_send(Done {
-                                job,
-                                outcome,
-                                _permit: permit,
-                            })
-                            .is_ok()
+                        let committed = None;
+                        let done = Done {
+                            job,
+                            outcome,
+                            committed,
+                        };
+                        done_tx.blocking_send(done).is_ok()
                     }
                 };
                 if !sent {
@@ -137,42 +136,37 @@ impl Worker {
             });
         }
         drop(ready_tx);
-        // Senders: one per SMTP connection. A message holds one of `concurrency` permits from
-        // before it goes on the wire until its outcome is committed, so a process killed at any
-        // moment has at most `concurrency` messages the relay may have and the outbox does not
-        // know of: the only duplicates a restart can send.
-        let unsettled = Arc::new(Semaphore::new(concurrency));
+        // Senders: one per SMTP connection. A sender sends a message's envelope while its
+        // previous outcome is being committed, and its body only once that is done: a process
+        // killed at any moment has at most one message per sender that the relay may have and
+        // the outbox does not know of (the only duplicates a restart can send).
         for _ in 0..concurrency {
             let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
             let (ready_rx, done_tx) = (ready_rx.clone(), done_tx.clone());
-            let unsettled = unsettled.clone();
             tasks.spawn(async move {
+                let mut previous: Option<Gate> = None;
                 loop {
-                    let permit = unsettled
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("never closed");
                     let Some((job, email)) = ready_rx.lock().await.recv().await else {
                         break;
                     };
-                    let outcome = if stop.is_set() || shutdown.is_cancelled() {
-                        Outcome::HandedBack {
-                            at: worker.clock.now(),
-                        }
+                    let (outcome, committed) = if stop.is_set() || shutdown.is_cancelled() {
+                        let at = worker.clock.now();
+                        (Outcome::HandedBack { at }, None)
                     } else {
-                        let (outcome, failure) = worker.send(&job, &email).await;
+                        let (outcome, failure) = worker.send(&job, &email, previous.take()).await;
                         if let Some(kind @ (FailureKind::Unreachable | FailureKind::Throttled)) =
                             failure
                         {
                             stop.set(kind);
                         }
-                        outcome
+                        let (committed, gate) = oneshot::channel();
+                        previous = Some(gate);
+                        (outcome, Some(committed))
                     };
                     let done = Done {
                         job,
                         outcome,
-                        _permit: Some(permit),
+                        committed,
                     };
                     if done_tx.send(done).await.is_err() {
                         break;
@@ -320,10 +314,15 @@ impl Worker {
     }
 
     /// Sends one built email; the failure kind, if any, tells the pipeline whether to stop.
-    async fn send(&self, job: &Job, email: &Outgoing) -> (Outcome, Option<FailureKind>) {
+    async fn send(
+        &self,
+        job: &Job,
+        email: &Outgoing,
+        gate: Option<Gate>,
+    ) -> (Outcome, Option<FailureKind>) {
         let row = &job.row;
         let stem = format!("{}.{}.{}", row.campaign, row.step, row.user_id);
-        match self.transport.send(email, &stem).await {
+        match self.transport.send(email, &stem, gate).await {
             Ok(()) => {
                 tracing::debug!(outbox_id = row.id, campaign = %row.campaign, step = %row.step, "sent");
                 let outcome = Outcome::Sent {
@@ -431,8 +430,8 @@ struct Job {
 struct Done {
     job: Job,
     outcome: Outcome,
-    /// Released (dropped) once the outcome is committed: sent messages only, see the senders.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Opened once the outcome is committed (attempted messages only, see the senders).
+    committed: Option<oneshot::Sender<()>>,
 }
 
 /// Why delivery stopped early (relay unreachable or quota used up); the first reason wins.
@@ -493,7 +492,11 @@ async fn record_outcomes(
                 );
             }
         }
-        chunk.clear();
+        for done in chunk.drain(..) {
+            if let Some(committed) = done.committed {
+                let _ = committed.send(());
+            }
+        }
     }
     Ok(tallies)
 }

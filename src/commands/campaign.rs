@@ -467,7 +467,7 @@ async fn send_test(
     let stem = format!("{}.test.{}", c.name, now.timestamp());
     worker
         .transport
-        .send(&(&email).into(), &stem)
+        .send(&(&email).into(), &stem, None)
         .await
         .with_context(|| format!("sending the test message to {to}"))?;
     println!(
