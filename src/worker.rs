@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
+use lettre::Message;
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -27,7 +28,7 @@ use crate::db::Db;
 use crate::message::{self, Envelope};
 use crate::outbox::{self, Claimed, Outcome};
 use crate::template_store::TemplateStore;
-use crate::templates::{MessageContext, TemplateSet, UserView};
+use crate::templates::{MessageContext, TemplateError, TemplateSet, UserView};
 use crate::transport::{FailureKind, Gate, Outgoing, Transport};
 
 /// What one delivery pass did, per campaign.
@@ -285,18 +286,36 @@ impl Worker {
             let reason = "deadline passed before it could be sent".to_string();
             return Err(Outcome::Expired { reason });
         }
-        let mut context = self.context_for(row, now, false);
-        context.reopened_at = job.batch.reopened_at.clone();
-        let rendered = templates.render(&row.template, &context).map_err(|e| {
-            // A template problem is not the recipient's: keep the row for a fixed template.
-            tracing::error!(campaign = %row.campaign, template = %row.template, error = %e, "cannot render");
-            let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
-            Outcome::Retry {
-                at,
-                error: format!("template: {e}"),
-                code: None,
+        match self.email_for(row, templates, &job.batch.reopened_at, now) {
+            Ok(email) => Ok(Outgoing::from(&email)),
+            Err(EmailError::Template(e)) => {
+                // A template problem is not the recipient's: keep the row for a fixed template.
+                tracing::error!(campaign = %row.campaign, template = %row.template, error = %e, "cannot render");
+                let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
+                Err(Outcome::Retry {
+                    at,
+                    error: format!("template: {e}"),
+                    code: None,
+                })
             }
-        })?;
+            Err(EmailError::Message(e)) => Err(Outcome::Failed {
+                error: e.to_string(),
+                code: None,
+            }),
+        }
+    }
+
+    /// The email a claimed row gets at `now`, rendered with `templates`.
+    pub fn email_for(
+        &self,
+        row: &Claimed,
+        templates: &TemplateSet,
+        reopened_at: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Message, EmailError> {
+        let mut context = self.context_for(row, now, false);
+        context.reopened_at = reopened_at.to_string();
+        let rendered = templates.render(&row.template, &context)?;
         let envelope = Envelope {
             to_address: &row.recipient,
             to_name: &format!("{} {}", row.first_name, row.last_name),
@@ -305,12 +324,7 @@ impl Worker {
             step: &row.step,
             date: now.into(),
         };
-        message::build(&self.settings.mail, &envelope, &rendered)
-            .map(|m| Outgoing::from(&m))
-            .map_err(|e| Outcome::Failed {
-                error: e.to_string(),
-                code: None,
-            })
+        Ok(message::build(&self.settings.mail, &envelope, &rendered)?)
     }
 
     /// Sends one built email; the failure kind, if any, tells the pipeline whether to stop.
@@ -408,6 +422,15 @@ impl Worker {
             is_test,
         }
     }
+}
+
+/// Why a row's email could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Message(#[from] message::MessageError),
 }
 
 /// Outcomes are written this many at most per transaction.

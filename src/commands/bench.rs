@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::import::{self, ImportOptions};
-use crate::message::{self, Envelope};
+use crate::message;
 use crate::template_store::TemplateStore;
 use crate::templates::TemplateSet;
 use crate::transport::Transport;
@@ -698,17 +698,7 @@ async fn average_message_size(
     let mut total = 0u64;
     for r in &rows {
         let row = crate::outbox::claimed_from_row(r)?;
-        let context = worker.context_for(&row, now, false);
-        let rendered = templates.render(&row.template, &context)?;
-        let envelope = Envelope {
-            to_address: &row.recipient,
-            to_name: &format!("{} {}", row.first_name, row.last_name),
-            message_id: &row.message_id,
-            campaign: &row.campaign,
-            step: &row.step,
-            date: now.into(),
-        };
-        let email = message::build(&worker.settings.mail, &envelope, &rendered)?;
+        let email = worker.email_for(&row, templates, "", now)?;
         total += email.formatted().len() as u64;
     }
     Ok(if rows.is_empty() {

@@ -37,16 +37,6 @@ async fn postgres_app(extra: &[(&str, &str)]) -> Option<TestApp> {
     spawn_app_with(Backend::Postgres, extra).await
 }
 
-fn distinct_ids(received: &[crate::smtp_sink::Received]) -> usize {
-    let mut ids: Vec<String> = received
-        .iter()
-        .map(|r| r.header("Message-ID").unwrap())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids.len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_daemons_deliver_10000_messages_each_exactly_once() {
     let sink = SmtpSink::start().await;
@@ -76,7 +66,7 @@ async fn three_daemons_deliver_10000_messages_each_exactly_once() {
     }
     let received_after = sink.received();
     assert_eq!(received_after.len(), 10_000, "no message twice");
-    assert_eq!(distinct_ids(&received), 10_000);
+    assert_eq!(crate::smtp_sink::distinct_message_ids(&received), 10_000);
     let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
         .fetch_one(app.db.pool())
         .await
@@ -146,7 +136,11 @@ async fn a_killed_daemons_claims_are_delivered_by_the_others_after_the_lease() {
         d.await.unwrap().unwrap();
     }
     let received = slow.received();
-    assert_eq!(distinct_ids(&received), 47, "every message arrived");
+    assert_eq!(
+        crate::smtp_sink::distinct_message_ids(&received),
+        47,
+        "every message arrived"
+    );
     // The only duplicates are messages that were on the wire at the kill (at most one per
     // connection, 2 here: a message counts as on the wire until its outcome is committed),
     // with the same Message-ID as the original.

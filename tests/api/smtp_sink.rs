@@ -348,3 +348,14 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
         wr.write_all(reply.as_bytes()).await?;
     }
 }
+
+/// How many different Message-IDs the received emails carry (duplicates share one).
+pub fn distinct_message_ids(received: &[Received]) -> usize {
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| r.header("Message-ID").unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.len()
+}
