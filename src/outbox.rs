@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Connection, Row};
 
 use crate::audience::Audience;
 use crate::db::{Backend, Db};
@@ -66,13 +66,14 @@ pub enum Outcome {
 /// Claims up to `limit` due rows of running campaigns for `token` until `lease_until`, skips the
 /// ones whose user no longer qualifies, and returns the rest with the skips per campaign.
 pub async fn claim(
-    db: &Db,
+    conn: &mut AnyConnection,
+    backend: Backend,
     token: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u32,
 ) -> Result<(Vec<Claimed>, Vec<(String, u64)>), sqlx::Error> {
-    let lock = match db.backend() {
+    let lock = match backend {
         Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
         Backend::Sqlite => "",
     };
@@ -81,10 +82,10 @@ pub async fn claim(
     // million pending rows: 0.1 s per batch instead of a millisecond). First the rows of a
     // daemon that died (their lease is over: few), then the due ones.
     let limit = u64::from(limit);
-    let stale = claim_where(db, STALE, lock, token, now, lease_until, limit).await?;
+    let stale = claim_where(conn, STALE, lock, token, now, lease_until, limit).await?;
     let due = match limit - stale.min(limit) {
         0 => 0,
-        left => claim_where(db, DUE, lock, token, now, lease_until, left).await?,
+        left => claim_where(conn, DUE, lock, token, now, lease_until, left).await?,
     };
     let claimed = stale + due;
     if claimed == 0 {
@@ -97,7 +98,7 @@ pub async fn claim(
          JOIN campaigns c ON c.id = o.campaign_id WHERE o.claim_token = $1",
     )
     .bind(token)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *conn)
     .await?;
     let mut skipped = Vec::new();
     for row in campaigns {
@@ -120,7 +121,7 @@ pub async fn claim(
             .bind(audience.left_reason())
             .bind(now.timestamp())
             .bind(province)
-            .execute(db.pool())
+            .execute(&mut *conn)
             .await?
             .rows_affected();
         if n > 0 {
@@ -136,7 +137,7 @@ pub async fn claim(
          WHERE o.claim_token = $1 ORDER BY o.id",
     )
     .bind(token)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *conn)
     .await?;
     let claimed = rows
         .iter()
@@ -152,7 +153,7 @@ const DUE: &str = "o.state = 'pending' AND o.next_attempt_at <= $3";
 
 /// Claims up to `limit` rows of running campaigns matching `what`, in queue order.
 async fn claim_where(
-    db: &Db,
+    conn: &mut AnyConnection,
     what: &str,
     lock: &str,
     token: &str,
@@ -173,7 +174,7 @@ async fn claim_where(
         .bind(lease_until.timestamp())
         .bind(now.timestamp())
         .bind(limit as i64)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?
         .rows_affected())
 }
@@ -201,7 +202,7 @@ pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
 /// Records the outcomes of a claimed batch in one transaction. Returns how many rows were still
 /// held by `token` (a row whose lease expired and was claimed by another daemon is left alone).
 pub async fn record(
-    db: &Db,
+    conn: &mut AnyConnection,
     token: &str,
     now: DateTime<Utc>,
     outcomes: &[(i64, Outcome)],
@@ -226,11 +227,11 @@ pub async fn record(
     // this commit, see the worker).
     if sent.len() == outcomes.len() && statements.len() == 1 {
         return Ok(bind_sent(&statements[0], token, now, &sent)
-            .execute(db.pool())
+            .execute(&mut *conn)
             .await?
             .rows_affected());
     }
-    let mut tx = db.pool().begin().await?;
+    let mut tx = conn.begin().await?;
     let mut held = 0;
     for (sql, rows) in statements.iter().zip(sent.chunks(SENT_PER_STATEMENT)) {
         held += bind_sent(sql, token, now, rows)

@@ -122,7 +122,7 @@ pub async fn declare_reopening(
     .rows_affected();
     if inserted == 0 {
         tx.rollback().await?;
-        let at = reopened_at(db).await?.unwrap_or(at);
+        let at = reopened_at(db.pool()).await?.unwrap_or(at);
         return Ok(Reopening {
             at,
             newly_declared: false,
@@ -151,10 +151,12 @@ pub async fn declare_reopening(
 }
 
 /// When the service reopened (or will), if declared.
-pub async fn reopened_at(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+pub async fn reopened_at<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let at: Option<i64> =
         sqlx::query_scalar("SELECT at FROM service_events WHERE name = 'reopened'")
-            .fetch_optional(db.pool())
+            .fetch_optional(db)
             .await?;
     Ok(timestamp(at))
 }

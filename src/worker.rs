@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::Db;
+use crate::db::{Backend, Db, Lane};
 use crate::message::{self, Envelope};
 use crate::outbox::{self, Claimed, Outcome};
 use crate::template_store::TemplateStore;
@@ -176,12 +176,26 @@ impl Worker {
             });
         }
         drop(done_tx);
+        // Connections kept for the whole pass (see `Lane`): without them each statement pays
+        // sqlx's ping on the way back to the pool, and a sender waits for its commit (measured:
+        // 4,100 -> 4,700 msg/s on SQLite, 2,400 -> 3,000-3,700 on PostgreSQL). SQLite has one
+        // connection: the claimer and the recorder share it.
+        let record_lane = Lane::new(&self.db);
+        let claim_lane = match self.db.backend() {
+            Backend::Sqlite => record_lane.clone(),
+            Backend::Postgres => Lane::new(&self.db),
+        };
         let mut recorder = JoinSet::new();
-        recorder.spawn(record_outcomes(worker.clone(), done_rx, stop.clone()));
+        recorder.spawn(record_outcomes(
+            worker.clone(),
+            record_lane,
+            done_rx,
+            stop.clone(),
+        ));
 
         let mut report = DeliveryReport::default();
         let claimed = self
-            .claim_batches(job_tx, &stop, shutdown, &mut report)
+            .claim_batches(&claim_lane, job_tx, &stop, shutdown, &mut report)
             .await;
         if claimed.is_err() {
             // Hand back what is queued rather than send it; the error is returned below.
@@ -212,6 +226,7 @@ impl Worker {
     /// Claims batches and queues their rows until nothing is due or delivery must stop.
     async fn claim_batches(
         &self,
+        lane: &Lane,
         jobs: mpsc::Sender<Job>,
         stop: &Stop,
         shutdown: &CancellationToken,
@@ -227,8 +242,13 @@ impl Worker {
             batch_no += 1;
             let token = format!("{}:{}:{batch_no}", self.worker_id, now.timestamp_millis());
             let lease = now + Duration::seconds(self.settings.delivery.lease_seconds as i64);
-            let (rows, skipped) =
-                outbox::claim(&self.db, &token, now, lease, self.batch_size()).await?;
+            let (rows, skipped, reopened_at) = {
+                let mut conn = lane.conn().await?;
+                let (backend, limit) = (self.db.backend(), self.batch_size());
+                let (rows, skipped) =
+                    outbox::claim(&mut conn, backend, &token, now, lease, limit).await?;
+                (rows, skipped, crate::phases::reopened_at(&mut *conn).await?)
+            };
             for (campaign, n) in &skipped {
                 report
                     .per_campaign
@@ -247,8 +267,7 @@ impl Worker {
                 token,
                 // One template set per batch, taken when it is claimed.
                 templates: self.templates.current(),
-                reopened_at: crate::phases::reopened_at(&self.db)
-                    .await?
+                reopened_at: reopened_at
                     .map(|t| t.with_timezone(&tz).to_rfc3339())
                     .unwrap_or_default(),
             });
@@ -477,6 +496,7 @@ impl Stop {
 /// in one transaction per claim token, and counts them per campaign.
 async fn record_outcomes(
     worker: Arc<Worker>,
+    lane: Lane,
     mut done: mpsc::Receiver<Done>,
     stop: Arc<Stop>,
 ) -> Result<BTreeMap<String, Tally>, sqlx::Error> {
@@ -499,8 +519,12 @@ async fn record_outcomes(
                 .push((job.row.id, outcome.clone()));
         }
         for (token, outcomes) in by_token {
-            let held = match outbox::record(&worker.db, token, worker.clock.now(), &outcomes).await
-            {
+            let now = worker.clock.now();
+            let recorded = match lane.conn().await {
+                Ok(mut conn) => outbox::record(&mut conn, token, now, &outcomes).await,
+                Err(e) => Err(e),
+            };
+            let held = match recorded {
                 Ok(held) => held,
                 Err(e) => {
                     // Stop sending; the unrecorded claims return to the queue with their lease.

@@ -381,7 +381,7 @@ async fn render_sample(
 ) -> anyhow::Result<Rendered> {
     let tz = worker.settings.calendar.timezone;
     let mut context: MessageContext = worker.context_for(row, now, is_test);
-    context.reopened_at = crate::phases::reopened_at(&worker.db)
+    context.reopened_at = crate::phases::reopened_at(worker.db.pool())
         .await?
         .map(|t| t.with_timezone(&tz).to_rfc3339())
         .unwrap_or_default();

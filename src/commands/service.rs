@@ -105,7 +105,7 @@ pub async fn calendar(
     let cal = &settings.calendar;
     let tz = cal.timezone;
     let now = now.unwrap_or_else(|| clock.now());
-    let reopened = phases::reopened_at(db).await?;
+    let reopened = phases::reopened_at(db.pool()).await?;
     let phase = if now < cal.campaign_start {
         "before the campaign"
     } else if now < cal.deadline {

@@ -104,7 +104,7 @@ async fn preview(
         ),
         Some(user_id) => {
             let view = load_user(db, user_id).await?;
-            let reopened_at = crate::phases::reopened_at(db)
+            let reopened_at = crate::phases::reopened_at(db.pool())
                 .await
                 .context("reading the reopening date")?
                 .map(|t| t.with_timezone(&tz).to_rfc3339());
