@@ -176,14 +176,15 @@ impl Worker {
             });
         }
         drop(done_tx);
-        // Connections kept for the whole pass (see `Lane`): without them each statement pays
+        // Connections kept between statements (see `Lane`): without them each statement pays
         // sqlx's ping on the way back to the pool, and a sender waits for its commit (measured:
         // 4,100 -> 4,700 msg/s on SQLite, 2,400 -> 3,000-3,700 on PostgreSQL). SQLite has one
-        // connection: the claimer and the recorder share it.
+        // connection, and a small PostgreSQL pool is left one for the heartbeat and the planner:
+        // there the claimer and the recorder share theirs.
         let record_lane = Lane::new(&self.db);
         let claim_lane = match self.db.backend() {
-            Backend::Sqlite => record_lane.clone(),
-            Backend::Postgres => Lane::new(&self.db),
+            Backend::Postgres if self.settings.database.max_connections >= 3 => Lane::new(&self.db),
+            _ => record_lane.clone(),
         };
         let mut recorder = JoinSet::new();
         recorder.spawn(record_outcomes(
