@@ -117,7 +117,7 @@ struct Endpoint {
     security: Security,
     hello: ClientId,
     credentials: Option<Credentials>,
-    /// For connecting, and for each whole message exchange.
+    /// For connecting, and for each step of a message exchange (`smtp.timeout_seconds`).
     timeout: Duration,
 }
 
@@ -254,13 +254,12 @@ impl Pool {
             None => self.endpoint.connect().await?,
         };
         // lettre's own `send`, in two halves so that the gate can be waited for in between.
-        let result = match self.timed(envelope(&mut conn, message)).await {
-            Ok(()) => match pass(gate).await {
-                Ok(()) => self.timed(conn.message(&message.bytes)).await,
-                Err(failure) => Err(failure),
-            },
-            Err(failure) => Err(failure),
-        };
+        let result = async {
+            self.timed(envelope(&mut conn, message)).await?;
+            pass(gate).await?;
+            self.timed(conn.message(&message.bytes)).await
+        }
+        .await;
         match result {
             Ok(_) => {
                 self.idle

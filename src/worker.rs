@@ -112,7 +112,7 @@ impl Worker {
                 let Some(job) = job_rx.blocking_lock().blocking_recv() else {
                     break;
                 };
-                let settled = if stop.is_set() || shutdown.is_cancelled() {
+                let settled = if stop.halts(&shutdown) {
                     Err(Outcome::HandedBack {
                         at: worker.clock.now(),
                     })
@@ -122,11 +122,10 @@ impl Worker {
                 let sent = match settled {
                     Ok(email) => ready_tx.blocking_send((job, email)).is_ok(),
                     Err(outcome) => {
-                        let committed = None;
                         let done = Done {
                             job,
                             outcome,
-                            committed,
+                            committed: None,
                         };
                         done_tx.blocking_send(done).is_ok()
                     }
@@ -150,7 +149,7 @@ impl Worker {
                     let Some((job, email)) = ready_rx.lock().await.recv().await else {
                         break;
                     };
-                    let (outcome, committed) = if stop.is_set() || shutdown.is_cancelled() {
+                    let (outcome, committed) = if stop.halts(&shutdown) {
                         let at = worker.clock.now();
                         (Outcome::HandedBack { at }, None)
                     } else {
@@ -234,7 +233,7 @@ impl Worker {
         report: &mut DeliveryReport,
     ) -> Result<(), sqlx::Error> {
         let mut batch_no = 0u64;
-        while !shutdown.is_cancelled() && !stop.is_set() {
+        while !stop.halts(shutdown) {
             let now = self.clock.now();
             if !self.in_sending_hours(now) {
                 report.outside_sending_hours = true;
@@ -485,8 +484,9 @@ impl Stop {
     fn set(&self, kind: FailureKind) {
         let _ = self.0.set(kind);
     }
-    fn is_set(&self) -> bool {
-        self.0.get().is_some()
+    /// Whether nothing more may be sent: a stop reason, or shutdown.
+    fn halts(&self, shutdown: &CancellationToken) -> bool {
+        self.0.get().is_some() || shutdown.is_cancelled()
     }
     fn get(&self) -> Option<FailureKind> {
         self.0.get().copied()
