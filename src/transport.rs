@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use governor::Quota;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::Ehlo;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::Message;
 use secrecy::ExposeSecret;
@@ -100,14 +101,22 @@ pub struct Relay {
 /// round trip per message) and does not cap how many connections are open at once. Here the
 /// connections are still lettre's ([`AsyncSmtpConnection`]: EHLO, STARTTLS, AUTH, the send
 /// itself), on sockets opened with `TCP_NODELAY`; at most `delivery.concurrency` are in use,
-/// and only one idle for `smtp.check_idle_seconds` or more is checked with NOOP.
+/// and only one idle for `smtp.check_idle_seconds` or more is checked with NOOP. Where the relay
+/// offers PIPELINING, the envelope goes out in one write (lettre sends one command at a time).
 struct Pool {
     endpoint: Endpoint,
     /// One permit per connection in use: the cap lettre's pool lacks.
     slots: Semaphore,
     /// Connections between two messages, with the moment they were last used.
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Vec<(Session, Instant)>>,
     check_idle: Duration,
+}
+
+/// One open connection to the relay.
+struct Session {
+    conn: AsyncSmtpConnection,
+    /// The relay offered PIPELINING (and `smtp.pipelining` allows it): see [`envelope`].
+    pipelining: bool,
 }
 
 /// Where the relay is and how to talk to it, from `smtp.url` and the credentials.
@@ -119,6 +128,8 @@ struct Endpoint {
     credentials: Option<Credentials>,
     /// For connecting, and for each step of a message exchange (`smtp.timeout_seconds`).
     timeout: Duration,
+    /// `smtp.pipelining`: use PIPELINING when the relay offers it.
+    pipelining: bool,
 }
 
 enum Security {
@@ -152,6 +163,7 @@ impl Transport {
                 let smtp = &settings.smtp;
                 let mut endpoint = Endpoint::from_url(&smtp.url)?;
                 endpoint.timeout = Duration::from_secs(smtp.timeout_seconds);
+                endpoint.pipelining = smtp.pipelining;
                 if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
                     endpoint.credentials = Some(Credentials::new(
                         user.clone(),
@@ -239,8 +251,8 @@ impl Transport {
     pub async fn close(&self) {
         if let Transport::Smtp(relay) = self {
             let idle = std::mem::take(&mut *relay.pool.idle.lock().expect("pool lock"));
-            for (mut conn, _) in idle {
-                let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
+            for (mut session, _) in idle {
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.conn.quit()).await;
             }
         }
     }
@@ -249,15 +261,15 @@ impl Transport {
 impl Pool {
     async fn send(&self, message: &Outgoing, gate: Option<Gate>) -> Result<(), SendFailure> {
         let _slot = self.slots.acquire().await.expect("the pool never closes");
-        let mut conn = match self.reusable().await {
-            Some(conn) => conn,
+        let mut session = match self.reusable().await {
+            Some(session) => session,
             None => self.endpoint.connect().await?,
         };
         // lettre's own `send`, in two halves so that the gate can be waited for in between.
         let result = async {
-            self.timed(envelope(&mut conn, message)).await?;
+            self.timed(envelope(&mut session, message)).await?;
             pass(gate).await?;
-            self.timed(conn.message(&message.bytes)).await
+            self.timed(session.conn.message(&message.bytes)).await
         }
         .await;
         match result {
@@ -265,13 +277,14 @@ impl Pool {
                 self.idle
                     .lock()
                     .expect("pool lock")
-                    .push((conn, Instant::now()));
+                    .push((session, Instant::now()));
                 Ok(())
             }
             Err(failure) => {
-                // Mid-transaction or broken: never reused. (lettre has already closed it after
-                // a reply it did not like; abort is then a no-op.)
-                let _ = tokio::time::timeout(Duration::from_secs(2), conn.abort()).await;
+                // Mid-transaction, broken, or with pipelined replies still unread: never reused.
+                // (lettre has already closed it after a reply it did not like; abort is then a
+                // no-op.)
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.conn.abort()).await;
                 Err(failure)
             }
         }
@@ -297,22 +310,23 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still good, if any.
-    async fn reusable(&self) -> Option<AsyncSmtpConnection> {
+    async fn reusable(&self) -> Option<Session> {
         loop {
-            let (mut conn, since) = self.idle.lock().expect("pool lock").pop()?;
+            let (mut session, since) = self.idle.lock().expect("pool lock").pop()?;
             let idle_for = since.elapsed();
             if idle_for >= IDLE_TIMEOUT {
-                conn.abort().await;
+                session.conn.abort().await;
                 continue;
             }
             if idle_for < self.check_idle {
-                return Some(conn);
+                return Some(session);
             }
-            let checked = tokio::time::timeout(self.endpoint.timeout, conn.test_connected()).await;
+            let checked =
+                tokio::time::timeout(self.endpoint.timeout, session.conn.test_connected()).await;
             if checked == Ok(true) {
-                return Some(conn);
+                return Some(session);
             }
-            conn.abort().await;
+            session.conn.abort().await;
         }
     }
 }
@@ -332,12 +346,17 @@ async fn pass(gate: Option<Gate>) -> Result<(), SendFailure> {
 }
 
 /// MAIL FROM, RCPT TO and DATA, with the parameters lettre's `send` would use.
+///
+/// With PIPELINING the three commands go out in one write and their replies are read in order
+/// (RFC 2920: DATA ends the group, so the body still waits for its 354). The first negative reply
+/// is the failure; the replies after it are left unread and the caller closes the connection.
 async fn envelope(
-    conn: &mut AsyncSmtpConnection,
+    session: &mut Session,
     message: &Outgoing,
 ) -> Result<(), lettre::transport::smtp::Error> {
     use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
     use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+    let conn = &mut session.conn;
     let env = &message.envelope;
     let mut params = Vec::new();
     // Without the relay's support, lettre refuses these when it sends the message itself.
@@ -352,7 +371,23 @@ async fn envelope(
     if !message.bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    conn.command(Mail::new(env.from().cloned(), params)).await?;
+    let mail = Mail::new(env.from().cloned(), params);
+    if session.pipelining {
+        use std::fmt::Write;
+        // Each command's Display ends in CRLF; `command` writes the group and reads MAIL's reply.
+        let mut group = mail.to_string();
+        for to in env.to() {
+            let _ = write!(group, "{}", Rcpt::new(to.clone(), vec![]));
+        }
+        let _ = write!(group, "{Data}");
+        conn.command(group).await?;
+        for _ in env.to() {
+            conn.read_response().await?;
+        }
+        conn.read_response().await?;
+        return Ok(());
+    }
+    conn.command(mail).await?;
     for to in env.to() {
         conn.command(Rcpt::new(to.clone(), vec![])).await?;
     }
@@ -414,11 +449,12 @@ impl Endpoint {
             hello,
             credentials,
             timeout: Duration::from_secs(30),
+            pipelining: true,
         })
     }
 
     /// A new connection, greeted, encrypted and authenticated as configured.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendFailure> {
+    async fn connect(&self) -> Result<Session, SendFailure> {
         let unreachable = |detail: String| SendFailure {
             kind: FailureKind::Unreachable,
             code: None,
@@ -477,13 +513,35 @@ impl Endpoint {
                 ));
             }
         }
+        // lettre keeps only the extensions it uses from its EHLO, and PIPELINING is not one of
+        // them: ask again (EHLO may be repeated outside a transaction; before AUTH, which a new
+        // EHLO could reset on some relays).
+        let pipelining = self.pipelining && {
+            let ehlo = Ehlo::new(self.hello.clone());
+            let reply = tokio::time::timeout(self.timeout, conn.command(ehlo))
+                .await
+                .map_err(|_| {
+                    unreachable(format!("no EHLO reply within {}s", self.timeout.as_secs()))
+                })?
+                .map_err(classify)?;
+            offers(&reply, "PIPELINING")
+        };
         if let Some(credentials) = &self.credentials {
             conn.auth(DEFAULT_MECHANISMS, credentials)
                 .await
                 .map_err(classify)?;
         }
-        Ok(conn)
+        Ok(Session { conn, pipelining })
     }
+}
+
+/// Whether an EHLO reply lists `keyword` among the extensions (the lines after the first).
+fn offers(reply: &lettre::transport::smtp::response::Response, keyword: &str) -> bool {
+    reply
+        .message()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .any(|k| k.eq_ignore_ascii_case(keyword))
 }
 
 async fn write_eml(dir: &std::path::Path, stem: &str, bytes: &[u8]) -> std::io::Result<()> {

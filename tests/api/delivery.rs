@@ -128,6 +128,64 @@ async fn smtp_delivery_reaches_the_relay(app: TestApp) {
     );
 }
 
+async fn the_envelope_is_pipelined_when_the_relay_offers_it(app: TestApp) {
+    // Offered and allowed: MAIL and RCPT reach the relay with the rest of the envelope behind
+    // them; DATA ends the group (the body waits for its 354).
+    let sink = SmtpSink::start().await;
+    let piped = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+    ]);
+    piped.import_examples().await;
+    piped.run_once().await;
+    assert_eq!(
+        sink.wait_for(47, std::time::Duration::from_secs(10))
+            .await
+            .len(),
+        47
+    );
+    let grouped = sink.grouped();
+    let count = |verb: &str| grouped.iter().filter(|v| *v == verb).count();
+    assert_eq!(
+        (count("MAIL"), count("RCPT"), count("DATA")),
+        (47, 47, 0),
+        "{grouped:?}"
+    );
+
+    // Not offered, or turned off: one command at a time, and the same emails.
+    for (faults, setting) in [(vec![Fault::NoPipelining], "true"), (vec![], "false")] {
+        let sink = SmtpSink::start_with(faults).await;
+        let app = piped.with_settings(&[
+            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+            ("AVVISI__SMTP__URL", &sink.url()),
+            ("AVVISI__SMTP__PIPELINING", setting),
+        ]);
+        let transport = avvisi::transport::Transport::from_settings(&app.settings).unwrap();
+        let email = lettre::Message::builder()
+            .from("noreply@istruzione.it".parse().unwrap())
+            .to("operatore@istruzione.it".parse().unwrap())
+            .subject("Prova")
+            .body("Messaggio di prova".to_string())
+            .unwrap();
+        for _ in 0..2 {
+            transport
+                .send(&(&email).into(), "prova", None)
+                .await
+                .unwrap();
+        }
+        let received = sink.wait_for(2, std::time::Duration::from_secs(10)).await;
+        assert_eq!(received.len(), 2);
+        assert_eq!(
+            sink.commands()
+                .iter()
+                .filter(|c| c.starts_with("MAIL"))
+                .count(),
+            2
+        );
+        assert!(sink.grouped().is_empty(), "{:?}", sink.grouped());
+    }
+}
+
 async fn relay_replies_decide_retry_or_failure(app: TestApp) {
     let sink = SmtpSink::start_with(vec![
         Fault::RejectRcpt {
@@ -357,4 +415,5 @@ on_both_backends!(
     smtp_delivery_reaches_the_relay,
     relay_replies_decide_retry_or_failure,
     relay_down_hands_the_batch_back,
+    the_envelope_is_pipelined_when_the_relay_offers_it,
 );

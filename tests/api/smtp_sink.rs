@@ -1,10 +1,11 @@
 //! A tiny in-process SMTP server for integration tests.
 //!
 //! `SmtpSink` binds `127.0.0.1:0`, speaks just enough plain ESMTP for lettre
-//! (no STARTTLS, no AUTH, no PIPELINING), records every command line and every
-//! accepted message, and can inject faults (rejected recipients, rejected DATA,
-//! dropped connections, refused greetings). The server runs in tokio tasks that
-//! are aborted when the sink is dropped.
+//! (PIPELINING like Postfix, no STARTTLS, no AUTH), records every command line,
+//! which commands arrived grouped, and every accepted message, and can inject
+//! faults (rejected recipients, rejected DATA, dropped connections, refused
+//! greetings, no PIPELINING). The server runs in tokio tasks that are aborted
+//! when the sink is dropped.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,8 @@ pub enum Fault {
     RefuseGreeting { times: u32 },
     /// Wait this long after the DATA terminator before accepting (a slow relay).
     SlowData { millis: u64 },
+    /// Do not offer PIPELINING in the EHLO reply (an older relay).
+    NoPipelining,
 }
 
 #[derive(Default)]
@@ -87,6 +90,8 @@ struct State {
     received: Vec<Received>,
     connections: u64,
     commands: Vec<String>,
+    /// Commands read while the client's next command was already there (pipelined).
+    grouped: Vec<String>,
     drops_left: u32,
     refusals_left: u32,
     queued: u64,
@@ -174,6 +179,12 @@ impl SmtpSink {
         self.shared.state.lock().unwrap().commands.clone()
     }
 
+    /// Commands (verbs) that arrived with another command already behind them: the client sent
+    /// them without waiting for their reply.
+    pub fn grouped(&self) -> Vec<String> {
+        self.shared.state.lock().unwrap().grouped.clone()
+    }
+
     /// Waits (polling every 20 ms) until at least `n` messages were received or `timeout` elapses.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -243,10 +254,24 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
         } else {
             format!("{verb} {rest}")
         };
-        shared.state.lock().unwrap().commands.push(recorded);
+        {
+            let mut st = shared.state.lock().unwrap();
+            st.commands.push(recorded);
+            if !rd.buffer().is_empty() {
+                st.grouped.push(verb.clone());
+            }
+        }
 
         let reply: String = match verb.as_str() {
-            "EHLO" => "250-sink\r\n250 8BITMIME\r\n".into(),
+            "EHLO"
+                if shared
+                    .faults
+                    .iter()
+                    .any(|f| matches!(f, Fault::NoPipelining)) =>
+            {
+                "250-sink\r\n250 8BITMIME\r\n".into()
+            }
+            "EHLO" => "250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n".into(),
             "HELO" => "250 sink\r\n".into(),
             "NOOP" => "250 2.0.0 OK\r\n".into(),
             "RSET" => {
