@@ -65,6 +65,7 @@ pub enum Outcome {
 
 /// Claims up to `limit` due rows of running campaigns for `token` until `lease_until`, skips the
 /// ones whose user no longer qualifies, and returns the rest with the skips per campaign.
+/// `stale`: look first for the rows of a daemon that died (their lease is over).
 pub async fn claim(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -72,6 +73,7 @@ pub async fn claim(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u32,
+    stale: bool,
 ) -> Result<(Vec<Claimed>, Vec<(String, u64)>), sqlx::Error> {
     let lock = match backend {
         Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
@@ -82,7 +84,10 @@ pub async fn claim(
     // million pending rows: 0.1 s per batch instead of a millisecond). First the rows of a
     // daemon that died (their lease is over: few), then the due ones.
     let limit = u64::from(limit);
-    let stale = claim_where(conn, STALE, lock, token, now, lease_until, limit).await?;
+    let stale = match stale {
+        true => claim_where(conn, STALE, lock, token, now, lease_until, limit).await?,
+        false => 0,
+    };
     let due = match limit - stale.min(limit) {
         0 => 0,
         left => claim_where(conn, DUE, lock, token, now, lease_until, left).await?,
