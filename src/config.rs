@@ -290,7 +290,7 @@ impl Settings {
         {
             return Err(invalid(
                 "database.url",
-                crate::db::redact_url(url),
+                crate::store::redact_url(url),
                 "sqlite://PATH or postgres://USER@HOST:PORT/DB",
             ));
         }
@@ -381,7 +381,7 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
     if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
         return Err(invalid(
             "smtp.url",
-            crate::db::redact_url(&url),
+            crate::store::redact_url(&url),
             "smtp://HOST:PORT or smtps://HOST:PORT",
         ));
     }

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match avvisi::commands::run(cli.command, settings, Clock::system()).await {
+    match avvisi::cli::run(cli.command, settings, Clock::system()).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

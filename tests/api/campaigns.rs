@@ -5,8 +5,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use avvisi::audience::Audience;
-use avvisi::campaign::{self, CampaignError, NewCampaign};
-use avvisi::templates::TemplateSet;
+use avvisi::audience::campaign::{self, CampaignError, NewCampaign};
+use avvisi::render::templates::TemplateSet;
 
 use crate::helpers::{at, decode_header, header, repo_path, TestApp};
 use crate::on_both_backends;

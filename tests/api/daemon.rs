@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use avvisi::clock::Clock;
 use avvisi::import::ImportOptions;
-use avvisi::template_store::render_check;
+use avvisi::render::live::render_check;
 use chrono::{Timelike, Utc};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -24,12 +24,12 @@ fn start_daemon(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let stop = CancellationToken::new();
-    let handle = tokio::spawn(avvisi::daemon::run(
+    let handle = tokio::spawn(avvisi::schedule::run(
         app.db.clone(),
         app.settings.clone(),
         app.clock.clone(),
         stop.clone(),
-        avvisi::commands::service::full_check(app.settings.clone()),
+        avvisi::cli::service::full_check(app.settings.clone()),
     ));
     (stop, handle)
 }
@@ -454,7 +454,7 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
     let app = app.with_settings(&as_refs(&with_fast(&[])));
     let (stop, handle) = start_daemon(&app);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = avvisi::daemon::run(
+    let second = avvisi::schedule::run(
         app.db.clone(),
         app.settings.clone(),
         Clock::system(),
@@ -510,7 +510,7 @@ async fn whole_campaign_from_notice_to_reopening(app: TestApp) {
                 .unwrap();
         }
         if local.format("%Y-%m-%d %H").to_string() == "2026-12-10 12" {
-            avvisi::phases::declare_reopening(
+            avvisi::audience::phases::declare_reopening(
                 &app.db,
                 &app.settings.calendar,
                 at("2026-12-14T09:00:00+01:00"),

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use avvisi::clock::Clock;
 use avvisi::config::Settings;
-use avvisi::db::Db;
+use avvisi::store::Db;
 use avvisi::import::{self, ImportError, ImportOptions, ImportReport};
-use avvisi::message;
-use avvisi::planner::{self, Planned};
-use avvisi::templates::TemplateSet;
-use avvisi::transport::Transport;
-use avvisi::worker::{DeliveryReport, Worker};
+use avvisi::render::email;
+use avvisi::plan::{self, Planned};
+use avvisi::render::templates::TemplateSet;
+use avvisi::deliver::transport::Transport;
+use avvisi::deliver::{DeliveryReport, Worker};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -211,7 +211,7 @@ impl TestApp {
             db: self.db.clone(),
             settings: self.settings.clone(),
             transport: Transport::from_settings(&self.settings).expect("transport"),
-            templates: avvisi::template_store::TemplateStore::new(
+            templates: avvisi::render::live::TemplateStore::new(
                 TemplateSet::load(&self.settings.templates_dir).expect("templates"),
             ),
             clock: self.clock.clone(),
@@ -222,8 +222,8 @@ impl TestApp {
     /// Plans at the clock's instant.
     pub async fn plan(&self) -> Vec<Planned> {
         let templates = TemplateSet::load(&self.settings.templates_dir).expect("templates");
-        let domain = message::message_id_domain(&self.settings.mail);
-        planner::plan_due(
+        let domain = email::message_id_domain(&self.settings.mail);
+        plan::plan_due(
             &self.db,
             &self.settings,
             templates.digest(),

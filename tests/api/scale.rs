@@ -24,12 +24,12 @@ fn synthetic_snapshot(n: usize) -> String {
 }
 
 fn start(app: &TestApp, stop: &CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(avvisi::daemon::run(
+    tokio::spawn(avvisi::schedule::run(
         app.db.clone(),
         app.settings.clone(),
         app.clock.clone(),
         stop.clone(),
-        avvisi::commands::service::full_check(app.settings.clone()),
+        avvisi::cli::service::full_check(app.settings.clone()),
     ))
 }
 

@@ -13,10 +13,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use avvisi::config::Settings;
-use avvisi::message::{self, Envelope};
-use avvisi::preview::{self, PreviewInput, PreviewReport};
-use avvisi::template_check::{self, CheckReport, Problem};
-use avvisi::templates::{self, TemplateSet};
+use avvisi::render::email::{self, Envelope};
+use avvisi::editor::preview::{self, PreviewInput, PreviewReport};
+use avvisi::editor::check::{self, CheckReport, Problem};
+use avvisi::render::templates::{self, TemplateSet};
 
 use crate::helpers::{at, decode_header, header, headers, repo_path, test_settings, TestApp};
 use crate::on_both_backends;
@@ -61,7 +61,7 @@ impl Copy {
     }
 
     fn check(&self) -> CheckReport {
-        template_check::check(&self.dir, &settings(&self.dir))
+        check::check(&self.dir, &settings(&self.dir))
     }
 
     /// `avvisi templates check` on this copy.
@@ -183,7 +183,7 @@ fn assert_caught(copy: &Copy, file: &str, line: Option<usize>, text: &str) -> Ch
 #[test]
 fn shipped_templates_pass_the_check() {
     let dir = repo_path("templates");
-    let report = template_check::check(&dir, &settings(&dir));
+    let report = check::check(&dir, &settings(&dir));
     assert!(
         report.is_ok(),
         "the shipped templates have problems:\n{}",
@@ -192,7 +192,7 @@ fn shipped_templates_pass_the_check() {
     let set = TemplateSet::load(&dir).unwrap();
     assert_eq!(report.messages, set.messages(), "every message folder");
     assert!(report.messages.len() >= 4);
-    assert_eq!(report.samples, template_check::samples().len());
+    assert_eq!(report.samples, check::samples().len());
     assert_eq!(report.renders, report.messages.len() * report.samples);
 }
 
@@ -220,7 +220,7 @@ fn shipped_templates_pass_the_check_through_the_binary() {
 
 #[test]
 fn samples_cover_every_variant() {
-    let samples = template_check::samples();
+    let samples = check::samples();
     let steps: BTreeSet<&str> = samples.iter().map(|s| s.situation.step).collect();
     assert_eq!(
         steps,
@@ -247,7 +247,7 @@ fn samples_cover_every_variant() {
         );
     }
     // The CR/LF user: the raw data has line breaks, the view folds them.
-    assert!(template_check::SAMPLE_USERS
+    assert!(check::SAMPLE_USERS
         .iter()
         .any(|u| u.first_name.contains("\r\n")));
     assert!(names.iter().all(|n| !n.contains(['\r', '\n'])));
@@ -612,12 +612,12 @@ fn golden_renders() -> Vec<(String, String, String)> {
     let settings = settings(&dir);
     let set = TemplateSet::load(&dir).expect("templates");
     let sources = templates::read_sources(&dir).unwrap();
-    let reopening = template_check::reopening_messages(&sources);
+    let reopening = check::reopening_messages(&sources);
     let mut out = Vec::new();
     for message in set.messages() {
-        for sample in template_check::samples() {
+        for sample in check::samples() {
             let ctx =
-                template_check::context(&settings, &message, &sample, reopening.contains(&message));
+                check::context(&settings, &message, &sample, reopening.contains(&message));
             let r = set
                 .render(&message, &ctx)
                 .unwrap_or_else(|e| panic!("{message} with {}: {e}", sample.id));
@@ -747,13 +747,13 @@ fn user_data_is_safe_in_every_message() {
     let settings = settings(&dir);
     let set = TemplateSet::load(&dir).unwrap();
     let sources = templates::read_sources(&dir).unwrap();
-    let reopening = template_check::reopening_messages(&sources);
-    let samples = template_check::samples();
+    let reopening = check::reopening_messages(&sources);
+    let samples = check::samples();
     for message in set.messages() {
         let mut named = false;
         for sample in &samples {
             let ctx =
-                template_check::context(&settings, &message, sample, reopening.contains(&message));
+                check::context(&settings, &message, sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             let what = format!("{message} with {}", sample.id);
             // The subject is one line whatever the data.
@@ -783,7 +783,7 @@ fn user_data_is_safe_in_every_message() {
                     "{what}"
                 );
                 let message_id = format!("<golden.{}@istruzione.it>", sample.id);
-                let email = message::build(
+                let email = email::build(
                     &settings.mail,
                     &Envelope {
                         to_address: &sample.to_address,
@@ -820,7 +820,7 @@ fn sample_preview(out: &Path) -> (PreviewReport, TemplateSet, Settings) {
     let dir = repo_path("templates");
     let settings = settings(&dir);
     let set = TemplateSet::load(&dir).unwrap();
-    let samples = template_check::samples();
+    let samples = check::samples();
     let input = PreviewInput {
         samples: &samples,
         reopened_at: None,
@@ -838,7 +838,7 @@ fn preview_writes_every_message_and_variant() {
     let (report, set, settings) = sample_preview(&out);
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.messages, set.messages());
-    let samples = template_check::samples();
+    let samples = check::samples();
     assert_eq!(report.emails, set.messages().len() * samples.len());
     let index = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert_eq!(
@@ -848,7 +848,7 @@ fn preview_writes_every_message_and_variant() {
     assert_eq!(index.matches("<iframe sandbox").count(), report.emails);
     assert_eq!(index.matches("<pre>").count(), report.emails);
     let sources = templates::read_sources(&repo_path("templates")).unwrap();
-    let reopening = template_check::reopening_messages(&sources);
+    let reopening = check::reopening_messages(&sources);
     for message in set.messages() {
         assert!(index.contains(&format!("<h2>{message}</h2>")));
         for sample in &samples {
@@ -862,7 +862,7 @@ fn preview_writes_every_message_and_variant() {
                 );
             }
             let ctx =
-                template_check::context(&settings, &message, sample, reopening.contains(&message));
+                check::context(&settings, &message, sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             assert!(
                 index.contains(&format!(
@@ -922,7 +922,7 @@ async fn preview_for_a_user_from_the_database(app: TestApp) {
     assert!(index.contains("Ilaria D&#x27;Angelo"), "the user's name");
     let set = TemplateSet::load(&repo_path("templates")).unwrap();
     for message in set.messages() {
-        for situation in template_check::SITUATIONS {
+        for situation in check::SITUATIONS {
             let eml = out
                 .join(&message)
                 .join(format!("{}-U0002.eml", situation.id));
@@ -1046,7 +1046,7 @@ fn preview_renders_in_headless_chromium() {
     let profile = tmp.path().join("profile");
     let dom = chromium_dom(&chromium, &out.join("index.html"), &profile);
 
-    let variants = set.messages().len() * template_check::samples().len();
+    let variants = set.messages().len() * check::samples().len();
     assert!(
         dom.contains("<h1>Message preview</h1>"),
         "{}",
@@ -1057,12 +1057,12 @@ fn preview_renders_in_headless_chromium() {
     assert_eq!(dom.matches("<pre>").count(), variants, "text versions");
     assert_eq!(dom.matches("class=\"eml\"").count(), report.emails);
     let sources = templates::read_sources(&repo_path("templates")).unwrap();
-    let reopening = template_check::reopening_messages(&sources);
+    let reopening = check::reopening_messages(&sources);
     for message in set.messages() {
         assert!(dom.contains(&format!("<h2>{message}</h2>")), "{message}");
-        for sample in template_check::samples() {
+        for sample in check::samples() {
             let ctx =
-                template_check::context(&settings, &message, &sample, reopening.contains(&message));
+                check::context(&settings, &message, &sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             assert!(
                 dom.contains(&format!(
@@ -1082,7 +1082,7 @@ fn preview_renders_in_headless_chromium() {
 
     // One email's HTML on its own: the hostile name is text, not markup.
     let message = &set.messages()[0];
-    let markup = template_check::samples()
+    let markup = check::samples()
         .into_iter()
         .find(|s| s.user.first_name.contains('<'))
         .unwrap();

@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use crate::audience::Audience;
 use crate::config::CalendarSettings;
-use crate::db::Db;
+use crate::store::Db;
 
 /// A campaign row.
 #[derive(Debug, Clone)]
@@ -489,7 +489,7 @@ pub async fn first_recipient(
     db: &Db,
     c: &Campaign,
     message_id: &str,
-) -> Result<Option<crate::outbox::Claimed>, sqlx::Error> {
+) -> Result<Option<crate::deliver::outbox::Claimed>, sqlx::Error> {
     let sql = format!(
         "SELECT u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, \
             u.pending_email, u.province FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
@@ -502,7 +502,7 @@ pub async fn first_recipient(
     let Some(r) = q.fetch_optional(db.pool()).await? else {
         return Ok(None);
     };
-    Ok(Some(crate::outbox::Claimed {
+    Ok(Some(crate::deliver::outbox::Claimed {
         id: 0,
         campaign: c.name.clone(),
         step: "main".to_string(),

@@ -13,8 +13,10 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments, Row as _, Transaction};
 
-use crate::db::{Backend, Db};
-use crate::snapshot::{RowError, SnapshotError, SnapshotReader, UserRecord};
+pub mod snapshot;
+
+use crate::store::{Backend, Db};
+use self::snapshot::{RowError, SnapshotError, SnapshotReader, UserRecord};
 
 /// Staged rows sent in one INSERT (15 parameters each, well under both backends' limits).
 const BATCH_ROWS: usize = 1000;

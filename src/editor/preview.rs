@@ -4,7 +4,7 @@
 //! `DIR/index.html` lists every message and variant with its subject, the HTML version (in an
 //! `<iframe srcdoc>`, sandboxed) and the text version (in a `<pre>`) side by side, and links to
 //! `DIR/MESSAGE/VARIANT.html`, `.txt` and `.eml` (the email as it would be sent, built by
-//! [`crate::message::build`]). A variant that cannot be rendered is shown with its error.
+//! [`crate::render::email::build`]). A variant that cannot be rendered is shown with its error.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use tera::escape_html;
 
 use crate::config::Settings;
-use crate::message::{self, Envelope};
-use crate::template_check::{self, Sample};
-use crate::templates::{self, Rendered, TemplateSet};
+use crate::render::email::{self, Envelope};
+use crate::editor::check::{self, Sample};
+use crate::render::templates::{self, Rendered, TemplateSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
@@ -49,7 +49,7 @@ pub struct PreviewReport {
 pub struct PreviewInput<'a> {
     pub samples: &'a [Sample],
     /// The reopening instant to use in every message (a real user's preview once operators
-    /// declared it); `None`: the sample rules of [`template_check::context`].
+    /// declared it); `None`: the sample rules of [`check::context`].
     pub reopened_at: Option<String>,
     /// A line under the title (whose data this is).
     pub description: String,
@@ -78,8 +78,8 @@ pub fn write_preview(
         dir: set.dir().to_path_buf(),
         source,
     })?;
-    let reopening = template_check::reopening_messages(&sources);
-    let domain = message::message_id_domain(&settings.mail);
+    let reopening = check::reopening_messages(&sources);
+    let domain = email::message_id_domain(&settings.mail);
     let messages = set.messages();
     let mut entries: Vec<Entry> = Vec::new();
     let mut failures = Vec::new();
@@ -89,7 +89,7 @@ pub fn write_preview(
         let folder = out.join(name);
         mkdir(&folder)?;
         for sample in input.samples {
-            let mut ctx = template_check::context(settings, name, sample, reopening.contains(name));
+            let mut ctx = check::context(settings, name, sample, reopening.contains(name));
             if let Some(at) = &input.reopened_at {
                 ctx.reopened_at = at.clone();
             }
@@ -119,7 +119,7 @@ pub fn write_preview(
                     step: &ctx.step,
                     date: input.now.into(),
                 };
-                match message::build(&settings.mail, &envelope, r) {
+                match email::build(&settings.mail, &envelope, r) {
                     Ok(email) => {
                         write(
                             &folder.join(format!("{}.eml", sample.id)),

@@ -16,7 +16,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 
 use crate::audience::Audience;
-use crate::db::{Backend, Db};
+use crate::store::{Backend, Db};
 
 /// A claimed row with what is needed to render and send it.
 #[derive(Debug, Clone)]

@@ -9,10 +9,10 @@ use sqlx::Row;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::Db;
-use crate::preview::{self, PreviewInput};
-use crate::template_check::{self, Sample, SITUATIONS};
-use crate::templates::{TemplateSet, UserView};
+use crate::store::Db;
+use crate::editor::preview::{self, PreviewInput};
+use crate::editor::check::{self, Sample, SITUATIONS};
+use crate::render::templates::{TemplateSet, UserView};
 
 #[derive(Debug, Subcommand)]
 pub enum TemplatesCommand {
@@ -61,7 +61,7 @@ pub async fn run(
 
 fn check(settings: &Settings) -> ExitCode {
     let dir = &settings.templates_dir;
-    let report = template_check::check(dir, settings);
+    let report = check::check(dir, settings);
     if report.is_ok() {
         println!(
             "{}: all templates are fine ({} messages, each rendered with {} samples: {} renders)",
@@ -95,7 +95,7 @@ async fn preview(
     let tz = settings.calendar.timezone;
     let (samples, reopened_at, description) = match user {
         None => (
-            template_check::samples(),
+            check::samples(),
             None,
             "Sample data: every message at every step (first notice, reminders, the last day, a test \
              message, one-off notices before and after the reopening), for names with apostrophes, \
@@ -104,7 +104,7 @@ async fn preview(
         ),
         Some(user_id) => {
             let view = load_user(db, user_id).await?;
-            let reopened_at = crate::phases::reopened_at(db.pool())
+            let reopened_at = crate::audience::phases::reopened_at(db.pool())
                 .await
                 .context("reading the reopening date")?
                 .map(|t| t.with_timezone(&tz).to_rfc3339());

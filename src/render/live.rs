@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use crate::templates::TemplateSet;
+use crate::render::templates::TemplateSet;
 
 /// A cheap, cloneable handle on the current template set.
 #[derive(Clone)]
@@ -59,7 +59,7 @@ impl TemplateStore {
 
 /// The minimal check: every message renders with sample data. `avvisi templates check` is stricter.
 pub fn render_check(set: &TemplateSet) -> Vec<String> {
-    use crate::templates::{MessageContext, UserView};
+    use crate::render::templates::{MessageContext, UserView};
     let context = MessageContext {
         user: UserView::new(
             "Nicolò",

@@ -9,19 +9,21 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, ImportCommand, ImportUsersArgs, RunArgs, ServiceCommand};
+mod args;
+pub use args::{Cli, Command, ImportCommand, ImportUsersArgs, RunArgs, ServiceCommand};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::Db;
+use crate::store::Db;
 use crate::import::{self, ImportError, ImportOptions};
-use crate::planner;
-use crate::template_store::TemplateStore;
-use crate::templates::TemplateSet;
-use crate::transport::Transport;
-use crate::worker::{self, Worker};
-use crate::{message, outbox};
+use crate::plan;
+use crate::render::live::TemplateStore;
+use crate::render::templates::TemplateSet;
+use crate::deliver::transport::Transport;
+use crate::deliver::{self, Worker};
+use crate::deliver::outbox;
+use crate::render::email;
 
-pub mod bench;
+
 pub mod campaign;
 pub mod service;
 pub mod templates;
@@ -31,11 +33,6 @@ pub const EXIT_RELAY_UNREACHABLE: u8 = 3;
 
 /// Runs one command. `clock` is the process-wide clock (`--now` or the real one).
 pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::Result<ExitCode> {
-    // The benchmark opens its own databases, never the configured one.
-    let command = match command {
-        Command::Bench(args) => return bench::run(args, &settings).await,
-        other => other,
-    };
     let settings = Arc::new(settings);
     let db = Db::open(&settings.database.url, settings.database.max_connections)
         .await
@@ -58,7 +55,6 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         }
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
         Command::Explain { user_id } => campaign::explain(&db, &settings, &user_id).await,
-        Command::Bench(_) => unreachable!("handled above"),
     };
     db.close().await;
     result
@@ -114,7 +110,7 @@ async fn import_users(
     }
 }
 
-fn print_row_errors(errors: &[crate::snapshot::RowError], total: u64) {
+fn print_row_errors(errors: &[crate::import::snapshot::RowError], total: u64) {
     for e in errors {
         eprintln!("  {e}");
     }
@@ -146,8 +142,8 @@ async fn run_once(
     let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
     let transport = Transport::from_settings(&settings).context("setting up delivery")?;
     let now = clock.now();
-    let domain = message::message_id_domain(&settings.mail);
-    let planned = planner::plan_due(db, &settings, templates.digest(), &domain, now)
+    let domain = email::message_id_domain(&settings.mail);
+    let planned = plan::plan_due(db, &settings, templates.digest(), &domain, now)
         .await
         .context("planning")?;
     let worker = Worker {
@@ -156,7 +152,7 @@ async fn run_once(
         transport: transport.clone(),
         templates: TemplateStore::new(templates),
         clock: clock.clone(),
-        worker_id: worker::worker_id(),
+        worker_id: deliver::worker_id(),
     };
     let delivery = worker
         .deliver_due(&CancellationToken::new())
@@ -205,7 +201,7 @@ async fn run_once(
             tz
         );
     }
-    if let crate::transport::Transport::Files(dir) = &transport {
+    if let crate::deliver::transport::Transport::Files(dir) = &transport {
         println!(
             "emails written to {}/ (open the .eml files with any mail client)",
             dir.display()

@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::{Backend, Db};
-use crate::template_store::{Reload, TemplateStore};
-use crate::templates::TemplateSet;
-use crate::transport::Transport;
-use crate::worker::{self, Worker};
-use crate::{message, planner};
+use crate::store::{Backend, Db};
+use crate::render::live::{Reload, TemplateStore};
+use crate::render::templates::TemplateSet;
+use crate::deliver::transport::Transport;
+use crate::deliver::{self, Worker};
+use crate::plan;
+use crate::render::email;
 
 /// A daemon is considered alive while its heartbeat is younger than this.
 const HEARTBEAT_STALE_SECONDS: i64 = 30;
@@ -49,7 +50,7 @@ pub async fn run(
     check: TemplateCheck,
 ) -> anyhow::Result<()> {
     // Unique even for several daemons started together in one process (tests, benchmarks).
-    let me = format!("{}:{}", worker::worker_id(), crate::campaign::new_uid());
+    let me = format!("{}:{}", deliver::worker_id(), crate::audience::campaign::new_uid());
     register(&db, &me).await?;
     let result = serve(&db, settings, clock, shutdown, check, &me).await;
     let _ = sqlx::query("DELETE FROM daemons WHERE id = $1")
@@ -220,8 +221,8 @@ impl Planner {
             }
         }
         let templates = self.templates.current();
-        let domain = message::message_id_domain(&self.settings.mail);
-        match planner::plan_due(&self.db, &self.settings, templates.digest(), &domain, now).await {
+        let domain = email::message_id_domain(&self.settings.mail);
+        match plan::plan_due(&self.db, &self.settings, templates.digest(), &domain, now).await {
             Ok(_) => Tick::Planned,
             Err(e) => {
                 tracing::error!(error = %e, "planning failed; the next tick tries again");

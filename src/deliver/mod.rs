@@ -24,12 +24,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::{Backend, Db, Lane};
-use crate::message::{self, Envelope};
-use crate::outbox::{self, Claimed, Outcome};
-use crate::template_store::TemplateStore;
-use crate::templates::{MessageContext, TemplateError, TemplateSet, UserView};
-use crate::transport::{FailureKind, Gate, Outgoing, Transport};
+use crate::store::{Backend, Db, Lane};
+use crate::render::email::{self, Envelope};
+pub mod outbox;
+pub mod transport;
+
+use self::outbox::{Claimed, Outcome};
+use crate::render::live::TemplateStore;
+use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
+use self::transport::{FailureKind, Gate, Outgoing, Transport};
 
 /// What one delivery pass did, per campaign.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -257,7 +260,7 @@ impl Worker {
                 }
                 let (rows, skipped) =
                     outbox::claim(&mut conn, backend, &token, now, lease, limit, stale).await?;
-                (rows, skipped, crate::phases::reopened_at(&mut *conn).await?)
+                (rows, skipped, crate::audience::phases::reopened_at(&mut *conn).await?)
             };
             for (campaign, n) in &skipped {
                 report
@@ -353,7 +356,7 @@ impl Worker {
             step: &row.step,
             date: now.into(),
         };
-        Ok(message::build(&self.settings.mail, &envelope, &rendered)?)
+        Ok(email::build(&self.settings.mail, &envelope, &rendered)?)
     }
 
     /// Sends one built email; the failure kind, if any, tells the pipeline whether to stop.
@@ -390,7 +393,7 @@ impl Worker {
         &self,
         row: &Claimed,
         now: DateTime<Utc>,
-        failure: &crate::transport::SendFailure,
+        failure: &crate::deliver::transport::SendFailure,
     ) -> Outcome {
         let d = &self.settings.delivery;
         let error = failure.detail.clone();
@@ -459,7 +462,7 @@ pub enum EmailError {
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error(transparent)]
-    Message(#[from] message::MessageError),
+    Message(#[from] email::MessageError),
 }
 
 /// Outcomes are written this many at most per transaction.

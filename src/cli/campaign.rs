@@ -1,6 +1,6 @@
 //! `avvisi campaign ...` (one-off campaigns for operators) and `avvisi explain USER_ID`.
 //!
-//! The lifecycle itself (guarded transitions, what is legal) is in [`crate::campaign`]; this
+//! The lifecycle itself (guarded transitions, what is legal) is in [`crate::audience::campaign`]; this
 //! module parses, renders the sample messages and prints for people.
 
 use std::collections::VecDeque;
@@ -17,15 +17,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sqlx::Row;
 
 use crate::audience::Audience;
-use crate::campaign::{self, NewCampaign, Overview, Progress};
+use crate::audience::campaign::{self, NewCampaign, Overview, Progress};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::Db;
-use crate::message::{self, Envelope};
-use crate::template_store::TemplateStore;
-use crate::templates::{MessageContext, Rendered, TemplateSet};
-use crate::transport::Transport;
-use crate::worker::{self, Worker};
+use crate::store::Db;
+use crate::render::email::{self, Envelope};
+use crate::render::live::TemplateStore;
+use crate::render::templates::{MessageContext, Rendered, TemplateSet};
+use crate::deliver::transport::Transport;
+use crate::deliver::{self, Worker};
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
@@ -367,7 +367,7 @@ fn sample_worker(db: &Db, settings: Arc<Settings>, clock: &Clock) -> anyhow::Res
         transport,
         templates: TemplateStore::new(templates),
         clock: clock.clone(),
-        worker_id: worker::worker_id(),
+        worker_id: deliver::worker_id(),
     })
 }
 
@@ -375,13 +375,13 @@ fn sample_worker(db: &Db, settings: Arc<Settings>, clock: &Clock) -> anyhow::Res
 async fn render_sample(
     worker: &Worker,
     c: &campaign::Campaign,
-    row: &crate::outbox::Claimed,
+    row: &crate::deliver::outbox::Claimed,
     now: DateTime<Utc>,
     is_test: bool,
 ) -> anyhow::Result<Rendered> {
     let tz = worker.settings.calendar.timezone;
     let mut context: MessageContext = worker.context_for(row, now, is_test);
-    context.reopened_at = crate::phases::reopened_at(worker.db.pool())
+    context.reopened_at = crate::audience::phases::reopened_at(worker.db.pool())
         .await?
         .map(|t| t.with_timezone(&tz).to_rfc3339())
         .unwrap_or_default();
@@ -406,7 +406,7 @@ async fn preview(
         audience_text(&c),
         c.template
     );
-    let domain = message::message_id_domain(&settings.mail);
+    let domain = email::message_id_domain(&settings.mail);
     let message_id = format!("<{}.main.preview@{domain}>", c.uid);
     let Some(row) = campaign::first_recipient(db, &c, &message_id).await? else {
         println!("the audience is empty: there is no recipient to render the message for");
@@ -437,12 +437,12 @@ async fn send_test(
     name: &str,
     to: &str,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(problem) = crate::snapshot::email_problem(to) {
+    if let Some(problem) = crate::import::snapshot::email_problem(to) {
         anyhow::bail!("--to `{to}` {problem}");
     }
     let c = campaign::get(db, name).await?;
     let now = clock.now();
-    let domain = message::message_id_domain(&settings.mail);
+    let domain = email::message_id_domain(&settings.mail);
     let message_id = format!("<test.{}.{}@{domain}>", c.uid, now.timestamp());
     let Some(row) = campaign::first_recipient(db, &c, &message_id).await? else {
         anyhow::bail!(
@@ -462,7 +462,7 @@ async fn send_test(
         step: "test",
         date: now.into(),
     };
-    let email = message::build(&worker.settings.mail, &envelope, &rendered)
+    let email = email::build(&worker.settings.mail, &envelope, &rendered)
         .context("building the test message")?;
     let stem = format!("{}.test.{}", c.name, now.timestamp());
     worker

@@ -9,11 +9,12 @@ use chrono_tz::Tz;
 use tokio_util::sync::CancellationToken;
 
 use crate::audience::Audience;
-use crate::campaign::{reminder_name, reminder_steps};
+use crate::audience::campaign::{reminder_name, reminder_steps};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::Db;
-use crate::{daemon, phases};
+use crate::store::Db;
+use crate::audience::phases;
+use crate::schedule;
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn daemon(
@@ -28,7 +29,7 @@ pub async fn daemon(
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    daemon::run(
+    schedule::run(
         db.clone(),
         settings.clone(),
         clock,
@@ -41,11 +42,11 @@ pub async fn daemon(
 
 /// The editors' check (`avvisi templates check`) as the daemon's gate for new template sets.
 /// The set is accepted only if the folder did not change while it was being checked.
-pub fn full_check(settings: Arc<Settings>) -> daemon::TemplateCheck {
-    Arc::new(move |set: &crate::templates::TemplateSet| {
-        let report = crate::template_check::check(set.dir(), &settings);
+pub fn full_check(settings: Arc<Settings>) -> schedule::TemplateCheck {
+    Arc::new(move |set: &crate::render::templates::TemplateSet| {
+        let report = crate::editor::check::check(set.dir(), &settings);
         let mut problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
-        match crate::templates::TemplateSet::load(set.dir()) {
+        match crate::render::templates::TemplateSet::load(set.dir()) {
             Ok(now) if now.digest() == set.digest() => {}
             _ => problems.push(
                 "the templates changed while being checked; checking again at the next poll".into(),

@@ -25,7 +25,7 @@ use chrono::{Duration, TimeZone};
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::templates::{self, MessageContext, Rendered, TemplateError, TemplateSet, UserView};
+use crate::render::templates::{self, MessageContext, Rendered, TemplateError, TemplateSet, UserView};
 
 /// The longest subject accepted, in characters (with the "[PROVA] " prefix of test messages).
 pub const MAX_SUBJECT_CHARS: usize = 120;
@@ -407,7 +407,7 @@ pub fn context(
 }
 
 /// The reopening notices among the message folders: the templates of the reopening campaigns
-/// ([`crate::phases::REOPENING`]), created when operators declare the reopening, so they always
+/// ([`crate::audience::phases::REOPENING`]), created when operators declare the reopening, so they always
 /// have `reopened_at`. Every other message may go out before it (reminders, the maintenance
 /// notice, test messages) and is also rendered with `reopened_at` empty, as templates/README.md
 /// tells editors.
@@ -415,7 +415,7 @@ pub fn reopening_messages(sources: &BTreeMap<String, String>) -> BTreeSet<String
     message_folders(sources)
         .into_keys()
         .filter(|message| {
-            crate::phases::REOPENING
+            crate::audience::phases::REOPENING
                 .iter()
                 .any(|(template, _)| template == message)
         })

@@ -23,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::Db;
+use crate::store::Db;
 use crate::import::{self, ImportOptions};
-use crate::message;
-use crate::template_store::TemplateStore;
-use crate::templates::TemplateSet;
-use crate::transport::Transport;
-use crate::worker::{self, Worker};
+use crate::render::email;
+use crate::render::live::TemplateStore;
+use crate::render::templates::TemplateSet;
+use crate::deliver::transport::Transport;
+use crate::deliver::{self, Worker};
 use crate::{bench, planner};
 
 /// The targets of the issue, for 1.2 million users on a 2-core machine.
@@ -289,7 +289,7 @@ async fn create_postgres(admin_url: &str) -> anyhow::Result<(String, String)> {
     let admin = sqlx::AnyPool::connect(admin_url).await.with_context(|| {
         format!(
             "PostgreSQL at {} is unreachable (use --postgres-url, or --backend sqlite)",
-            crate::db::redact_url(admin_url)
+            crate::store::redact_url(admin_url)
         )
     })?;
     let name = format!("avvisi_bench_{}", random_hex());
@@ -697,7 +697,7 @@ async fn average_message_size(
     let now = worker.clock.now();
     let mut total = 0u64;
     for r in &rows {
-        let row = crate::outbox::claimed_from_row(r)?;
+        let row = crate::deliver::outbox::claimed_from_row(r)?;
         let email = worker.email_for(&row, templates, "", now)?;
         total += email.formatted().len() as u64;
     }

@@ -11,7 +11,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::Message;
 
 use crate::config::MailSettings;
-use crate::templates::Rendered;
+use crate::render::templates::Rendered;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {

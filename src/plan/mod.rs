@@ -7,10 +7,10 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::campaign::{self, latest_due_step, Campaign};
+use crate::audience::campaign::{self, latest_due_step, Campaign};
 use crate::config::Settings;
-use crate::db::{Backend, Db};
-use crate::outbox;
+use crate::store::{Backend, Db};
+use crate::deliver::outbox;
 
 /// A planning pass that adds this many rows refreshes the outbox statistics on PostgreSQL.
 const ANALYZE_AFTER_ROWS: u64 = 10_000;
@@ -34,7 +34,7 @@ pub async fn plan_due(
     let cal = &settings.calendar;
     campaign::sync_reminders(db, cal, now).await?;
     outbox::expire_overdue(db, now).await?;
-    crate::phases::record_lapsed(db, cal, now).await?;
+    crate::audience::phases::record_lapsed(db, cal, now).await?;
     // A launched campaign whose time has come starts.
     sqlx::query(
         "UPDATE campaigns SET state = 'running', started_at = $1 \

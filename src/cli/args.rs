@@ -1,5 +1,5 @@
 //! The command line (clap). Each subcommand's `--help` carries an example.
-//! New commands are added here and dispatched in [`crate::commands`].
+//! New commands are added here and dispatched in [`crate::cli`].
 
 use std::path::PathBuf;
 
@@ -50,11 +50,11 @@ pub enum Command {
 
     /// Check and preview the templates (for template editors).
     #[command(subcommand)]
-    Templates(crate::commands::templates::TemplatesCommand),
+    Templates(crate::cli::templates::TemplatesCommand),
 
     /// One-off campaigns for operators: create, preview, test, launch, pause, resume, cancel.
     #[command(subcommand)]
-    Campaign(crate::commands::campaign::CampaignCommand),
+    Campaign(crate::cli::campaign::CampaignCommand),
 
     /// Run unattended: plan on schedule, deliver continuously, until SIGTERM or Ctrl-C.
     #[command(
@@ -79,16 +79,6 @@ pub enum Command {
         #[arg(long, value_name = "TIMESTAMP")]
         now: Option<DateTime<Utc>>,
     },
-
-    /// Measure import, planning and SMTP delivery on a synthetic snapshot (SQLite, PostgreSQL).
-    #[command(
-        after_help = "Example:\n  avvisi bench\n  avvisi bench --users 1200000 --backend both --concurrency 4\n\n\
-        Generates N users, imports them, plans the first reminder notice (one message per user)\n\
-        and delivers it to Postfix's smtp-sink (or a built-in sink when Postfix is not installed),\n\
-        then runs smtp-source on the same sink for comparison. Run it from the repository\n\
-        (templates/), with a release build."
-    )]
-    Bench(crate::commands::bench::BenchArgs),
 
     /// Everything about one user: snapshot state, audiences, every message and why.
     #[command(after_help = "Example:\n  avvisi explain U0002")]

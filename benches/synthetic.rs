@@ -1,5 +1,5 @@
 //! Synthetic snapshots for `avvisi bench`: N invented users, deterministic, valid by the rules of
-//! [`crate::snapshot`], with Italian names (accents, apostrophes, two-word names).
+//! [`crate::import::snapshot`], with Italian names (accents, apostrophes, two-word names).
 //!
 //! Every user falls in exactly one of the four reminder audiences, by position (`i % 20`):
 //!
@@ -16,7 +16,7 @@
 use std::io::Write;
 
 use crate::audience::Audience;
-use crate::snapshot::{fiscal_code_check_char, COLUMNS};
+use crate::import::snapshot::{fiscal_code_check_char, COLUMNS};
 
 const FIRST_NAMES: [(&str, char); 24] = [
     ("Niccolò", 'M'),
@@ -287,7 +287,7 @@ fn splitmix64(i: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{is_institutional, SnapshotReader};
+    use crate::import::snapshot::{is_institutional, SnapshotReader};
 
     #[test]
     fn every_row_is_valid_and_the_shares_are_as_documented() {

@@ -9,9 +9,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::audience::Audience;
-use crate::campaign::{self, timestamp};
+use crate::audience::campaign::{self, timestamp};
 use crate::config::CalendarSettings;
-use crate::db::Db;
+use crate::store::Db;
 
 /// The reopening campaigns: (template and name prefix, audience).
 pub const REOPENING: [(&str, Audience); 4] = [

@@ -1,0 +1,8 @@
+//! Who gets what: the audience rules over the snapshot, the campaigns that pair an audience with a
+//! template, the steps of the calendar, and the service's phases (lapses and the reopening).
+
+pub mod campaign;
+pub mod phases;
+mod rules;
+
+pub use rules::{Audience, UnknownAudience};
