@@ -17,8 +17,8 @@
 //! - [`editor`]: the template editors' tools: sample data, the check, the preview.
 //! - [`cli`]: the command line: one file per command, which parses, calls the above and prints.
 
-pub mod config;
 pub mod clock;
+pub mod config;
 pub mod telemetry;
 
 pub mod store;

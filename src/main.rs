@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     match avvisi::cli::run(cli.command, settings, Clock::system()).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", avvisi::cli::error_report(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,96 +1,37 @@
-//! Campaigns: an audience paired with a template, with a lifecycle.
+//! Campaigns: an audience paired with a template, with a lifecycle ([`super::lifecycle`]).
 //!
 //! The reminder campaigns are not created by hand: [`sync_reminders`] derives one per reminder
 //! audience from the calendar in configuration (named `AUDIENCE-DEADLINE_DATE`, so the next
 //! maintenance campaign, with another deadline, gets new campaigns without a rebuild). Their
-//! steps (first notice, then N days before the deadline) come from [`reminder_steps`].
+//! steps (first notice, then N days before the deadline) come from [`super::calendar`].
 
-use std::fmt;
-
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sqlx::Row;
 
+use super::calendar::reminder_name;
+use super::lifecycle::Action;
 use crate::audience::Audience;
 use crate::config::CalendarSettings;
-use crate::store::Db;
+use crate::store::{self, queue, CampaignKind, CampaignState, Counts, Db, UnknownState};
 
 /// A campaign row.
 #[derive(Debug, Clone)]
 pub struct Campaign {
     pub id: i64,
     pub name: String,
-    /// `reminder`, `oneoff` or `reopening`.
-    pub kind: String,
+    pub kind: CampaignKind,
     pub audience: Audience,
     pub template: String,
+    /// Upper-cased two-letter province code: only users of that province.
     pub filter_province: Option<String>,
-    /// `draft`, `scheduled`, `running`, `paused`, `cancelled` or `finished`.
-    pub state: String,
+    pub state: CampaignState,
     /// Random token that makes Message-IDs unique across installations and re-runs.
     pub uid: String,
     pub send_at: Option<DateTime<Utc>>,
     /// Nothing of this campaign is sent at or after this instant.
     pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// One step of a reminder: its name (`first`, `d7`...) and when it falls due.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub name: String,
-    pub due_at: DateTime<Utc>,
-}
-
-/// The reminder steps of the calendar, in time order, all before the deadline: the first notice
-/// at the campaign start, then one `dN` step N days before the deadline's day at reminder time.
-pub fn reminder_steps(cal: &CalendarSettings) -> Vec<Step> {
-    let deadline_day = cal.deadline.with_timezone(&cal.timezone).date_naive();
-    let mut steps = vec![Step {
-        name: "first".into(),
-        due_at: cal.campaign_start,
-    }];
-    for days in &cal.reminder_days_before {
-        let day = deadline_day - Duration::days(i64::from(*days));
-        // A step at a local time that a DST change skips moves to the first instant after it.
-        let due = match cal
-            .timezone
-            .from_local_datetime(&day.and_time(cal.reminder_time))
-        {
-            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t,
-            chrono::LocalResult::None => cal
-                .timezone
-                .from_local_datetime(&(day.and_time(cal.reminder_time) + Duration::hours(1)))
-                .earliest()
-                .expect("an hour after a DST gap exists"),
-        }
-        .with_timezone(&Utc);
-        if due > cal.campaign_start && due < cal.deadline {
-            steps.push(Step {
-                name: format!("d{days}"),
-                due_at: due,
-            });
-        }
-    }
-    steps.sort_by_key(|s| s.due_at);
-    steps
-}
-
-/// The latest reminder step due at `now`, if the campaign is open at `now`.
-pub fn latest_due_step(cal: &CalendarSettings, now: DateTime<Utc>) -> Option<Step> {
-    if now >= cal.deadline {
-        return None;
-    }
-    reminder_steps(cal)
-        .into_iter()
-        .rev()
-        .find(|s| s.due_at <= now)
-}
-
-/// The name of the reminder campaign of `audience` for this calendar.
-pub fn reminder_name(cal: &CalendarSettings, audience: Audience) -> String {
-    let day = cal.deadline.with_timezone(&cal.timezone).date_naive();
-    format!("{}-{}", audience.name(), day.format("%Y-%m-%d"))
 }
 
 /// Makes sure the reminder campaigns of the current calendar exist. Idempotent.
@@ -119,36 +60,30 @@ pub async fn sync_reminders(
 
 /// Every campaign, oldest first.
 pub async fn list(db: &Db) -> Result<Vec<Campaign>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, name, kind, audience, template, filter_province, state, uid, send_at, expires_at \
-         FROM campaigns ORDER BY id",
-    )
-    .fetch_all(db.pool())
-    .await?;
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM campaigns ORDER BY id"))
+        .fetch_all(db.pool())
+        .await?;
     rows.iter().map(from_row).collect()
 }
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<Campaign, sqlx::Error> {
     let audience: String = row.try_get("audience")?;
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
     Ok(Campaign {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        kind: row.try_get("kind")?,
+        kind: kind.parse().map_err(UnknownState::into_sqlx)?,
         audience: audience
             .parse()
             .map_err(|e: crate::audience::UnknownAudience| sqlx::Error::Decode(e.into()))?,
         template: row.try_get("template")?,
         filter_province: row.try_get("filter_province")?,
-        state: row.try_get("state")?,
+        state: state.parse().map_err(UnknownState::into_sqlx)?,
         uid: row.try_get("uid")?,
-        send_at: timestamp(row.try_get("send_at")?),
-        expires_at: timestamp(row.try_get("expires_at")?),
+        send_at: store::timestamp(row.try_get("send_at")?),
+        expires_at: store::timestamp(row.try_get("expires_at")?),
     })
-}
-
-/// A stored Unix time as UTC.
-pub fn timestamp(secs: Option<i64>) -> Option<DateTime<Utc>> {
-    secs.and_then(|s| Utc.timestamp_opt(s, 0).single())
 }
 
 pub(crate) fn new_uid() -> String {
@@ -158,20 +93,6 @@ pub(crate) fn new_uid() -> String {
         .map(|c| char::from(c).to_ascii_lowercase())
         .collect()
 }
-
-// ---------------------------------------------------------------------------------------------
-// One-off campaigns and the lifecycle operators drive (`avvisi campaign ...`).
-//
-// ```text
-// draft --launch--> scheduled (send_at in the future) --planner, at send_at--> running
-// draft --launch--> running --planner, all planned and sent--> finished
-// running | scheduled --pause--> paused --resume--> running | scheduled
-// draft | scheduled | running | paused --cancel--> cancelled (its pending messages are skipped)
-// ```
-// Every transition is one guarded `UPDATE ... WHERE name = $1 AND state IN (...)`: of two
-// operators racing, one wins and the other gets a clear error. The worker only claims messages
-// of running campaigns, so a pause takes effect within one batch.
-// ---------------------------------------------------------------------------------------------
 
 /// Why a campaign command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -194,58 +115,10 @@ pub enum CampaignError {
     IllegalTransition {
         name: String,
         action: Action,
-        state: String,
+        state: CampaignState,
     },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
-}
-
-/// What an operator asks of a campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Launch,
-    Pause,
-    Resume,
-    Cancel,
-}
-
-impl Action {
-    /// The states this action applies to.
-    pub fn from_states(self) -> &'static [&'static str] {
-        match self {
-            Action::Launch => &["draft"],
-            Action::Pause => &["running", "scheduled"],
-            Action::Resume => &["paused"],
-            Action::Cancel => &["draft", "scheduled", "running", "paused"],
-        }
-    }
-
-    /// One sentence on what is allowed, for error messages.
-    pub fn allowed(self) -> &'static str {
-        match self {
-            Action::Launch => "only a draft campaign can be launched (cancelled and finished are final)",
-            Action::Pause => {
-                "only a running or scheduled campaign can be paused (cancelled and finished are final)"
-            }
-            Action::Resume => {
-                "only a paused campaign can be resumed (cancelled and finished are final)"
-            }
-            Action::Cancel => {
-                "only a draft, scheduled, running or paused campaign can be cancelled (cancelled and finished are final)"
-            }
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Action::Launch => "launch",
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-            Action::Cancel => "cancel",
-        })
-    }
 }
 
 /// Checks a campaign name: 1 to 60 characters among `a-z`, `0-9`, `_`, `-`.
@@ -346,228 +219,22 @@ pub async fn get(db: &Db, name: &str) -> Result<Campaign, CampaignError> {
         .ok_or_else(|| CampaignError::NotFound(name.to_string()))
 }
 
-/// The outcome of a lifecycle command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
-    pub name: String,
-    /// The state the campaign is in now.
-    pub state: String,
-    /// Pending messages skipped by a cancel.
-    pub skipped: u64,
-}
-
-/// draft -> scheduled (send_at in the future) or running. Not for reminder campaigns.
-pub async fn launch(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
-    let row = sqlx::query(
-        "UPDATE campaigns SET \
-            state = CASE WHEN send_at IS NOT NULL AND send_at > $2 THEN 'scheduled' ELSE 'running' END, \
-            started_at = CASE WHEN send_at IS NOT NULL AND send_at > $2 THEN NULL ELSE $2 END \
-         WHERE name = $1 AND kind <> 'reminder' AND state = 'draft' RETURNING state",
-    )
-    .bind(name)
-    .bind(now.timestamp())
-    .fetch_optional(db.pool())
-    .await?;
-    transition_result(db, name, Action::Launch, row, 0).await
-}
-
-/// running | scheduled -> paused. The worker stops claiming its messages at the next batch.
-pub async fn pause(db: &Db, name: &str) -> Result<Transition, CampaignError> {
-    let row = sqlx::query(
-        "UPDATE campaigns SET state = 'paused' \
-         WHERE name = $1 AND state IN ('running', 'scheduled') RETURNING state",
-    )
-    .bind(name)
-    .fetch_optional(db.pool())
-    .await?;
-    transition_result(db, name, Action::Pause, row, 0).await
-}
-
-/// paused -> running, or scheduled when its send_at is still in the future.
-pub async fn resume(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
-    let row = sqlx::query(
-        "UPDATE campaigns SET \
-            state = CASE WHEN send_at IS NOT NULL AND send_at > $2 THEN 'scheduled' ELSE 'running' END, \
-            started_at = CASE WHEN started_at IS NULL AND (send_at IS NULL OR send_at <= $2) \
-                              THEN $2 ELSE started_at END \
-         WHERE name = $1 AND state = 'paused' RETURNING state",
-    )
-    .bind(name)
-    .bind(now.timestamp())
-    .fetch_optional(db.pool())
-    .await?;
-    transition_result(db, name, Action::Resume, row, 0).await
-}
-
-/// The reason recorded on the messages a cancel skips.
-pub const CANCELLED_REASON: &str = "campaign cancelled by an operator";
-
-/// draft | scheduled | running | paused -> cancelled; in the same transaction every pending
-/// message of the campaign becomes skipped. Messages already on the wire finish.
-pub async fn cancel(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
-    let mut tx = db.pool().begin().await?;
-    let row = sqlx::query(
-        "UPDATE campaigns SET state = 'cancelled', finished_at = $2 \
-         WHERE name = $1 AND state IN ('draft', 'scheduled', 'running', 'paused') RETURNING id, state",
-    )
-    .bind(name)
-    .bind(now.timestamp())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let mut skipped = 0;
-    if let Some(row) = &row {
-        let id: i64 = row.try_get("id")?;
-        skipped = sqlx::query(
-            "UPDATE outbox SET state = 'skipped', reason = $2, updated_at = $3 \
-             WHERE campaign_id = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(CANCELLED_REASON)
-        .bind(now.timestamp())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-    } else {
-        tx.rollback().await?;
-    }
-    transition_result(db, name, Action::Cancel, row, skipped).await
-}
-
-/// Turns the row returned by a guarded UPDATE into the transition, or explains the refusal.
-async fn transition_result(
-    db: &Db,
-    name: &str,
-    action: Action,
-    row: Option<sqlx::any::AnyRow>,
-    skipped: u64,
-) -> Result<Transition, CampaignError> {
-    if let Some(row) = row {
-        let state: String = row.try_get("state")?;
-        tracing::info!(campaign = name, %action, state = %state, skipped, "campaign transition");
-        return Ok(Transition {
-            name: name.to_string(),
-            state,
-            skipped,
-        });
-    }
-    let c = get(db, name).await?;
-    if c.kind == "reminder" && action == Action::Launch {
-        return Err(CampaignError::Reminder {
-            name: c.name,
-            action,
-        });
-    }
-    Err(CampaignError::IllegalTransition {
-        name: c.name,
-        action,
-        state: c.state,
-    })
-}
-
-/// The audience condition of `c` on `users u`, with its province filter as parameter `$param`.
-fn audience_sql(c: &Campaign, param: usize) -> String {
-    match c.filter_province {
-        Some(_) => format!("{} AND u.province = ${param}", c.audience.condition()),
-        None => c.audience.condition().to_string(),
-    }
-}
-
 /// How many users are in the campaign's audience now (province filter included).
 pub async fn audience_size(db: &Db, c: &Campaign) -> Result<u64, sqlx::Error> {
-    let sql = format!("SELECT COUNT(*) FROM users u WHERE {}", audience_sql(c, 1));
-    let mut q = sqlx::query_scalar::<_, i64>(&sql);
-    if let Some(p) = &c.filter_province {
-        q = q.bind(p.clone());
-    }
-    Ok(q.fetch_one(db.pool()).await? as u64)
+    size(db, c.audience, c.filter_province.as_deref()).await
 }
 
-/// The first user of the campaign's audience (by user id) as a message to render: step `main`,
-/// recipient the address on record. `message_id` is used as given.
-pub async fn first_recipient(
-    db: &Db,
-    c: &Campaign,
-    message_id: &str,
-) -> Result<Option<crate::deliver::outbox::Claimed>, sqlx::Error> {
+/// How many users are in `audience` now, in `province` if given.
+pub async fn size(db: &Db, audience: Audience, province: Option<&str>) -> Result<u64, sqlx::Error> {
     let sql = format!(
-        "SELECT u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, \
-            u.pending_email, u.province FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
-        audience_sql(c, 1)
+        "SELECT COUNT(*) FROM users u WHERE {}",
+        audience.condition_in(1)
     );
-    let mut q = sqlx::query(&sql);
-    if let Some(p) = &c.filter_province {
-        q = q.bind(p.clone());
-    }
-    let Some(r) = q.fetch_optional(db.pool()).await? else {
-        return Ok(None);
-    };
-    Ok(Some(crate::deliver::outbox::Claimed {
-        id: 0,
-        campaign: c.name.clone(),
-        step: "main".to_string(),
-        template: c.template.clone(),
-        message_id: message_id.to_string(),
-        attempts: 0,
-        expires_at: c.expires_at.map(|t| t.timestamp()),
-        user_id: r.try_get("user_id")?,
-        recipient: r.try_get("email")?,
-        first_name: r.try_get("first_name")?,
-        last_name: r.try_get("last_name")?,
-        institutional_email: r.try_get("institutional_email")?,
-        pending_email: r.try_get("pending_email")?,
-        province: r.try_get("province")?,
-    }))
-}
-
-/// A campaign's messages by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub pending: u64,
-    pub sending: u64,
-    pub sent: u64,
-    pub skipped: u64,
-    pub failed: u64,
-    pub expired: u64,
-}
-
-impl Progress {
-    /// Every planned message.
-    pub fn total(&self) -> u64 {
-        self.pending + self.sending + self.sent + self.skipped + self.failed + self.expired
-    }
-    /// Messages in a final state.
-    pub fn done(&self) -> u64 {
-        self.sent + self.skipped + self.failed + self.expired
-    }
-    /// Messages still to go (waiting or on the wire).
-    pub fn open(&self) -> u64 {
-        self.pending + self.sending
-    }
-}
-
-/// The outbox counts of campaign `id`.
-pub async fn progress(db: &Db, id: i64) -> Result<Progress, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT state, COUNT(*) AS n FROM outbox WHERE campaign_id = $1 GROUP BY state",
-    )
-    .bind(id)
-    .fetch_all(db.pool())
-    .await?;
-    let mut p = Progress::default();
-    for r in rows {
-        let n = r.try_get::<i64, _>("n")? as u64;
-        match r.try_get::<String, _>("state")?.as_str() {
-            "pending" => p.pending = n,
-            "sending" => p.sending = n,
-            "sent" => p.sent = n,
-            "skipped" => p.skipped = n,
-            "failed" => p.failed = n,
-            "expired" => p.expired = n,
-            _ => {}
-        }
-    }
-    Ok(p)
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(province.map(str::to_string))
+        .fetch_one(db.pool())
+        .await?;
+    Ok(n as u64)
 }
 
 /// Everything `campaign list` and `campaign show` print about one campaign.
@@ -579,7 +246,7 @@ pub struct Overview {
     pub finished_at: Option<DateTime<Utc>>,
     /// Users in the audience now.
     pub audience_size: u64,
-    pub progress: Progress,
+    pub counts: Counts,
 }
 
 /// The overview of every campaign (reminders included), oldest first.
@@ -607,37 +274,13 @@ pub async fn overview(db: &Db, name: &str) -> Result<Overview, CampaignError> {
 async fn overview_from_row(db: &Db, row: &sqlx::any::AnyRow) -> Result<Overview, sqlx::Error> {
     let campaign = from_row(row)?;
     let audience_size = audience_size(db, &campaign).await?;
-    let progress = progress(db, campaign.id).await?;
+    let counts = queue::of_campaign(db, campaign.id).await?;
     Ok(Overview {
-        created_at: timestamp(row.try_get("created_at")?),
-        started_at: timestamp(row.try_get("started_at")?),
-        finished_at: timestamp(row.try_get("finished_at")?),
+        created_at: store::timestamp(row.try_get("created_at")?),
+        started_at: store::timestamp(row.try_get("started_at")?),
+        finished_at: store::timestamp(row.try_get("finished_at")?),
         audience_size,
-        progress,
+        counts,
         campaign,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Settings;
-
-    #[test]
-    fn default_steps_are_first_then_7_3_1_days_at_nine_rome() {
-        let cal = Settings::load_with_env(None, Vec::new()).unwrap().calendar;
-        let steps: Vec<(String, String)> = reminder_steps(&cal)
-            .into_iter()
-            .map(|s| (s.name, s.due_at.with_timezone(&cal.timezone).to_rfc3339()))
-            .collect();
-        // d7 falls on the campaign start itself, so the first notice covers it.
-        assert_eq!(
-            steps,
-            vec![
-                ("first".to_string(), "2026-11-23T09:00:00+01:00".to_string()),
-                ("d3".to_string(), "2026-11-27T09:00:00+01:00".to_string()),
-                ("d1".to_string(), "2026-11-29T09:00:00+01:00".to_string()),
-            ]
-        );
-    }
 }

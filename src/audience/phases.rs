@@ -8,9 +8,10 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::audience::campaign;
 use crate::audience::Audience;
-use crate::audience::campaign::{self, timestamp};
 use crate::config::CalendarSettings;
+use crate::store::timestamp;
 use crate::store::Db;
 
 /// The reopening campaigns: (template and name prefix, audience).

@@ -127,6 +127,15 @@ impl Audience {
         }
     }
 
+    /// The condition with the campaign's province filter as parameter `$param`, to be bound to
+    /// the province code or to NULL (no filter). The one place a province filter is written.
+    pub(crate) fn condition_in(self, param: usize) -> String {
+        format!(
+            "{} AND (${param} IS NULL OR u.province = ${param})",
+            self.condition()
+        )
+    }
+
     /// The column of `users u` holding the recipient. Always the address on record: for
     /// `email_unvalidated` the new address is not proven to be the user's yet, so the reminder
     /// goes to the address the user already validated (and mentions the new one).

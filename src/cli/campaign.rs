@@ -14,18 +14,22 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sqlx::Row;
 
+use super::local;
+use crate::audience::campaign::{self, NewCampaign, Overview};
+use crate::audience::lifecycle;
 use crate::audience::Audience;
-use crate::audience::campaign::{self, NewCampaign, Overview, Progress};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::Db;
-use crate::render::email::{self, Envelope};
-use crate::render::live::TemplateStore;
-use crate::render::templates::{MessageContext, Rendered, TemplateSet};
+use crate::deliver::outbox;
 use crate::deliver::transport::Transport;
 use crate::deliver::{self, Worker};
+use crate::render::context;
+use crate::render::email::{self, Envelope};
+use crate::render::live::TemplateStore;
+use crate::render::templates::{Rendered, TemplateSet};
+use crate::store::Db;
+use crate::store::{queue, CampaignState, Counts};
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
@@ -142,11 +146,11 @@ pub async fn run(
         CampaignCommand::Preview { name } => preview(db, settings, clock, &name).await,
         CampaignCommand::Test { name, to } => send_test(db, settings, clock, &name, &to).await,
         CampaignCommand::Launch { name, wait } => {
-            let t = campaign::launch(db, &name, clock.now()).await?;
+            let t = lifecycle::launch(db, &name, clock.now()).await?;
             let c = campaign::get(db, &name).await?;
             let size = campaign::audience_size(db, &c).await?;
-            match (t.state.as_str(), c.send_at) {
-                ("scheduled", Some(at)) => println!(
+            match (t.state, c.send_at) {
+                (CampaignState::Scheduled, Some(at)) => println!(
                     "campaign {name} is scheduled: the daemon starts it at {} ({size} users in the audience now)",
                     local(Some(at), tz)
                 ),
@@ -162,19 +166,19 @@ pub async fn run(
             }
         }
         CampaignCommand::Pause { name } => {
-            campaign::pause(db, &name).await?;
+            lifecycle::pause(db, &name).await?;
             println!(
                 "campaign {name} is paused: nothing more is sent (messages on the wire finish); `avvisi campaign resume {name}` continues it"
             );
             Ok(ExitCode::SUCCESS)
         }
         CampaignCommand::Resume { name } => {
-            let t = campaign::resume(db, &name, clock.now()).await?;
+            let t = lifecycle::resume(db, &name, clock.now()).await?;
             println!("campaign {name} is {} again", t.state);
             Ok(ExitCode::SUCCESS)
         }
         CampaignCommand::Cancel { name } => {
-            let t = campaign::cancel(db, &name, clock.now()).await?;
+            let t = lifecycle::cancel(db, &name, clock.now()).await?;
             println!(
                 "campaign {name} is cancelled: {} pending message(s) skipped; it cannot be resumed",
                 t.skipped
@@ -256,16 +260,6 @@ fn parse_instant(s: &str, tz: Tz) -> anyhow::Result<DateTime<Utc>> {
     }
 }
 
-/// A stored instant in the calendar's time zone, or `-`.
-fn local(t: Option<DateTime<Utc>>, tz: Tz) -> String {
-    t.map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
-        .unwrap_or_else(|| "-".to_string())
-}
-
-fn local_secs(secs: Option<i64>, tz: Tz) -> String {
-    local(campaign::timestamp(secs), tz)
-}
-
 fn audience_text(c: &campaign::Campaign) -> String {
     match &c.filter_province {
         Some(p) => format!("{} (province {p})", c.audience),
@@ -299,7 +293,7 @@ async fn list(db: &Db, tz: Tz) -> anyhow::Result<ExitCode> {
         "started",
     );
     for o in &all {
-        let p = &o.progress;
+        let p = &o.counts;
         println!(
             "{:<w$} {:<9} {:<9} {:>8} {:>6} {:>8} {:>7} {:>8} {:>8}  {:<20} {}",
             o.campaign.name,
@@ -321,11 +315,11 @@ async fn list(db: &Db, tz: Tz) -> anyhow::Result<ExitCode> {
 async fn show(db: &Db, tz: Tz, name: &str) -> anyhow::Result<ExitCode> {
     let o: Overview = campaign::overview(db, name).await?;
     let c = &o.campaign;
-    let p = &o.progress;
+    let p = &o.counts;
     let lines = [
         ("campaign", c.name.clone()),
-        ("kind", c.kind.clone()),
-        ("state", c.state.clone()),
+        ("kind", c.kind.to_string()),
+        ("state", c.state.to_string()),
         (
             "audience",
             format!(
@@ -375,16 +369,13 @@ fn sample_worker(db: &Db, settings: Arc<Settings>, clock: &Clock) -> anyhow::Res
 async fn render_sample(
     worker: &Worker,
     c: &campaign::Campaign,
-    row: &crate::deliver::outbox::Claimed,
+    row: &outbox::Claimed,
     now: DateTime<Utc>,
     is_test: bool,
 ) -> anyhow::Result<Rendered> {
-    let tz = worker.settings.calendar.timezone;
-    let mut context: MessageContext = worker.context_for(row, now, is_test);
-    context.reopened_at = crate::audience::phases::reopened_at(worker.db.pool())
-        .await?
-        .map(|t| t.with_timezone(&tz).to_rfc3339())
-        .unwrap_or_default();
+    let reopened_at = crate::audience::phases::reopened_at(worker.db.pool()).await?;
+    let reopened_at = context::local_rfc3339(&worker.settings.calendar, reopened_at);
+    let context = worker.context_for(row, now, reopened_at, is_test);
     worker
         .templates
         .current()
@@ -408,7 +399,7 @@ async fn preview(
     );
     let domain = email::message_id_domain(&settings.mail);
     let message_id = format!("<{}.main.preview@{domain}>", c.uid);
-    let Some(row) = campaign::first_recipient(db, &c, &message_id).await? else {
+    let Some(row) = outbox::first_recipient(db, &c, &message_id).await? else {
         println!("the audience is empty: there is no recipient to render the message for");
         return Ok(ExitCode::SUCCESS);
     };
@@ -444,7 +435,7 @@ async fn send_test(
     let now = clock.now();
     let domain = email::message_id_domain(&settings.mail);
     let message_id = format!("<test.{}.{}@{domain}>", c.uid, now.timestamp());
-    let Some(row) = campaign::first_recipient(db, &c, &message_id).await? else {
+    let Some(row) = outbox::first_recipient(db, &c, &message_id).await? else {
         anyhow::bail!(
             "the audience of campaign {name} is empty: there is no real recipient to render a test message for"
         );
@@ -503,13 +494,13 @@ async fn follow(db: &Db, c: &campaign::Campaign, tz: Tz) -> anyhow::Result<ExitC
     // Recent (time, sent) samples: the rate is over the last RATE_WINDOW, not since launch.
     const RATE_WINDOW: StdDuration = StdDuration::from_secs(30);
     let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
-    let mut last_state = String::new();
+    let mut last_state: Option<CampaignState> = None;
     let mut last_line: Option<Instant> = None;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
         let state = campaign::get(db, &c.name).await?.state;
-        let p = campaign::progress(db, c.id).await?;
+        let p = queue::of_campaign(db, c.id).await?;
         let now = Instant::now();
         samples.push_back((now, p.sent));
         while samples.len() > 2 && now.duration_since(samples[0].0) > RATE_WINDOW {
@@ -522,26 +513,26 @@ async fn follow(db: &Db, c: &campaign::Campaign, tz: Tz) -> anyhow::Result<ExitC
         } else {
             0.0
         };
-        let changed = state != last_state;
+        let changed = Some(state) != last_state;
         if changed {
-            match state.as_str() {
-                "paused" => say(format!(
+            match state {
+                CampaignState::Paused => say(format!(
                     "campaign {} is paused: nothing is sent until `avvisi campaign resume {}` (still waiting)",
                     c.name, c.name
                 )),
-                "scheduled" => say(format!(
+                CampaignState::Scheduled => say(format!(
                     "campaign {} is scheduled for {}: waiting",
                     c.name,
                     local(c.send_at, tz)
                 )),
-                "running" if !last_state.is_empty() => {
+                CampaignState::Running if last_state.is_some() => {
                     say(format!("campaign {} is running", c.name))
                 }
                 _ => {}
             }
-            last_state = state.clone();
+            last_state = Some(state);
         }
-        let line = progress_line(&p, rate, &state);
+        let line = progress_line(&p, rate, state);
         match &bar {
             Some(bar) => {
                 bar.set_length(p.total());
@@ -555,14 +546,14 @@ async fn follow(db: &Db, c: &campaign::Campaign, tz: Tz) -> anyhow::Result<ExitC
                 }
             }
         }
-        if state == "finished" || state == "cancelled" {
+        if state.is_final() {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
             println!(
                 "campaign {} {}: sent {}, skipped {}, failed {}, expired {} (of {} planned)",
                 c.name,
-                if state == "finished" {
+                if state == CampaignState::Finished {
                     "finished"
                 } else {
                     "was cancelled"
@@ -592,7 +583,7 @@ async fn follow(db: &Db, c: &campaign::Campaign, tz: Tz) -> anyhow::Result<ExitC
 }
 
 /// "sent N/TOTAL, R msg/s, about T left", and the state when it is not running.
-fn progress_line(p: &Progress, rate: f64, state: &str) -> String {
+fn progress_line(p: &Counts, rate: f64, state: CampaignState) -> String {
     let left = if p.total() == 0 {
         "time left unknown".to_string()
     } else if p.open() == 0 {
@@ -610,8 +601,10 @@ fn progress_line(p: &Progress, rate: f64, state: &str) -> String {
         ));
     }
     match state {
-        "running" if p.total() == 0 => line.push_str(" [waiting for the daemon to plan it]"),
-        "running" => {}
+        CampaignState::Running if p.total() == 0 => {
+            line.push_str(" [waiting for the daemon to plan it]")
+        }
+        CampaignState::Running => {}
         other => line.push_str(&format!(" [{other}]")),
     }
     line
@@ -624,161 +617,4 @@ fn human_duration(secs: f64) -> String {
         60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
         _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
     }
-}
-
-/// `avvisi explain USER_ID`: the user's snapshot state, their audiences, every message and why.
-pub async fn explain(db: &Db, settings: &Settings, user_id: &str) -> anyhow::Result<ExitCode> {
-    let tz = settings.calendar.timezone;
-    let user = sqlx::query(
-        "SELECT u.user_id, u.fiscal_code, u.first_name, u.last_name, u.email, u.institutional_email, \
-            u.registration, u.enabled, u.pending_email, u.code_regeneration, u.province, \
-            u.registered_institutional, u.portal_updated_at, u.import_id, u.present, \
-            i.source AS import_source, i.started_at AS import_at \
-         FROM users u LEFT JOIN imports i ON i.id = u.import_id WHERE u.user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(db.pool())
-    .await
-    .context("reading the user")?;
-    let Some(u) = user else {
-        anyhow::bail!(
-            "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
-        );
-    };
-    let opt = |v: Option<String>| v.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
-    let yes_no = |v: i64| if v == 1 { "yes" } else { "no" }.to_string();
-    let present: i64 = u.try_get("present")?;
-    let fields: Vec<(&str, String)> = vec![
-        ("user", u.try_get("user_id")?),
-        (
-            "name",
-            format!(
-                "{} {}",
-                u.try_get::<String, _>("first_name")?,
-                u.try_get::<String, _>("last_name")?
-            ),
-        ),
-        ("fiscal code", u.try_get("fiscal_code")?),
-        ("email", u.try_get("email")?),
-        ("institutional", opt(u.try_get("institutional_email")?)),
-        (
-            "registered with @istruzione.it",
-            yes_no(u.try_get("registered_institutional")?),
-        ),
-        ("registration", u.try_get("registration")?),
-        ("enabled", yes_no(u.try_get("enabled")?)),
-        ("pending email", opt(u.try_get("pending_email")?)),
-        ("code regeneration", u.try_get("code_regeneration")?),
-        ("province", opt(u.try_get("province")?)),
-        (
-            "portal updated",
-            local_secs(u.try_get("portal_updated_at")?, tz),
-        ),
-        (
-            "snapshot",
-            format!(
-                "{} (import {} of {}, {})",
-                if present == 1 {
-                    "present"
-                } else {
-                    "gone: missing from the latest full snapshot, gets nothing more"
-                },
-                u.try_get::<i64, _>("import_id")?,
-                local_secs(u.try_get("import_at")?, tz),
-                opt(u.try_get("import_source")?)
-            ),
-        ),
-    ];
-    for (k, v) in &fields {
-        println!("{k:<31} {v}");
-    }
-
-    println!();
-    println!("audiences:");
-    for audience in Audience::ALL {
-        let sql = format!(
-            "SELECT COUNT(*) FROM users u WHERE {} AND u.user_id = $1",
-            audience.condition()
-        );
-        let n: i64 = sqlx::query_scalar(&sql)
-            .bind(user_id)
-            .fetch_one(db.pool())
-            .await
-            .context("checking the audiences")?;
-        println!(
-            "  {} {:<27} {}",
-            if n > 0 { "[x]" } else { "[ ]" },
-            audience.name(),
-            audience.description()
-        );
-    }
-
-    // `campaign_id IN (...)`: a probe of the unique (campaign_id, user_id, step) key per
-    // campaign, the outbox having no index by user alone.
-    let rows = sqlx::query(
-        "SELECT c.name, o.step, o.state, o.attempts, o.reason, o.smtp_code, o.recipient, \
-            o.created_at, o.sent_at, o.updated_at, o.next_attempt_at, o.lease_until \
-         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
-         WHERE o.campaign_id IN (SELECT id FROM campaigns) AND o.user_id = $1 \
-         ORDER BY o.created_at, o.id",
-    )
-    .bind(user_id)
-    .fetch_all(db.pool())
-    .await
-    .context("reading the outbox")?;
-    println!();
-    if rows.is_empty() {
-        println!("messages: none planned for this user");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("messages ({}, times in {tz}):", rows.len());
-    let w = rows
-        .iter()
-        .map(|r| r.get::<String, _>(0).len())
-        .max()
-        .unwrap_or(0)
-        .max("campaign".len());
-    println!(
-        "  {:<w$} {:<6} {:<8} {:>8}  {:<20} {:<20} {:<20} why",
-        "campaign", "step", "state", "attempts", "planned", "sent", "updated"
-    );
-    for r in &rows {
-        let state: String = r.try_get("state")?;
-        let reason: Option<String> = r.try_get("reason")?;
-        let code: Option<i64> = r.try_get("smtp_code")?;
-        let recipient: String = r.try_get("recipient")?;
-        let why = match state.as_str() {
-            "sent" => format!("sent to {recipient}"),
-            "pending" => {
-                let mut s = format!("due {}", local_secs(r.try_get("next_attempt_at")?, tz));
-                if let Some(e) = &reason {
-                    s.push_str(&format!(" (last error: {e})"));
-                }
-                s
-            }
-            "sending" => format!(
-                "on the wire, claimed until {}",
-                local_secs(r.try_get("lease_until")?, tz)
-            ),
-            _ => {
-                let mut s = reason.unwrap_or_else(|| "no reason recorded".into());
-                if let Some(code) = code {
-                    s.push_str(&format!(" (reply {code})"));
-                }
-                s
-            }
-        };
-        println!(
-            "  {:<w$} {:<6} {:<8} {:>8}  {:<20} {:<20} {:<20} {}",
-            r.try_get::<String, _>("name")?,
-            r.try_get::<String, _>("step")?,
-            state,
-            r.try_get::<i64, _>("attempts")?,
-            local_secs(r.try_get("created_at")?, tz),
-            local_secs(r.try_get("sent_at")?, tz),
-            local_secs(r.try_get("updated_at")?, tz),
-            why
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -8,13 +8,14 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio_util::sync::CancellationToken;
 
+use crate::audience::calendar::{reminder_name, reminder_steps};
+use crate::audience::campaign;
+use crate::audience::phases;
 use crate::audience::Audience;
-use crate::audience::campaign::{reminder_name, reminder_steps};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::Db;
-use crate::audience::phases;
 use crate::schedule;
+use crate::store::Db;
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub async fn daemon(
@@ -151,7 +152,7 @@ pub async fn calendar(
     }
     for step in upcoming {
         for audience in Audience::REMINDERS {
-            let size = audience_size(db, audience).await?;
+            let size = campaign::size(db, audience, None).await?;
             println!(
                 "  {}  {:<6} {:<45} {size} users now",
                 local(step.due_at, tz),
@@ -161,15 +162,6 @@ pub async fn calendar(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn audience_size(db: &Db, audience: Audience) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM users u WHERE {}",
-        audience.condition()
-    ))
-    .fetch_one(db.pool())
-    .await
 }
 
 fn local(t: DateTime<Utc>, tz: Tz) -> String {

@@ -5,14 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use sqlx::Row;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::Db;
-use crate::editor::preview::{self, PreviewInput};
 use crate::editor::check::{self, Sample, SITUATIONS};
-use crate::render::templates::{TemplateSet, UserView};
+use crate::editor::preview::{self, PreviewInput};
+use crate::render::templates::TemplateSet;
+use crate::store::Db;
 
 #[derive(Debug, Subcommand)]
 pub enum TemplatesCommand {
@@ -103,7 +102,12 @@ async fn preview(
                 .to_string(),
         ),
         Some(user_id) => {
-            let view = load_user(db, user_id).await?;
+            let view = crate::render::context::user_view(db, user_id)
+                .await
+                .context("reading the user")?
+                .with_context(|| {
+                    format!("no user `{user_id}` in the database (import the snapshot first: avvisi import users FILE)")
+                })?;
             let reopened_at = crate::audience::phases::reopened_at(db.pool())
                 .await
                 .context("reading the reopening date")?
@@ -145,39 +149,4 @@ async fn preview(
         report.failures.len()
     );
     Ok(ExitCode::FAILURE)
-}
-
-/// The user as templates see them, from the `users` table.
-async fn load_user(db: &Db, user_id: &str) -> anyhow::Result<UserView> {
-    let row = sqlx::query(
-        "SELECT first_name, last_name, email, institutional_email, pending_email, province \
-         FROM users WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(db.pool())
-    .await
-    .context("reading the user")?;
-    let Some(row) = row else {
-        anyhow::bail!(
-            "no user `{user_id}` in the database (import the snapshot first: avvisi import users FILE)"
-        );
-    };
-    let text = |i: usize| -> anyhow::Result<Option<String>> {
-        row.try_get::<Option<String>, _>(i)
-            .context("reading the user")
-    };
-    let first_name = text(0)?.unwrap_or_default();
-    let last_name = text(1)?.unwrap_or_default();
-    let email = text(2)?.unwrap_or_default();
-    let institutional_email = text(3)?;
-    let pending_email = text(4)?;
-    let province = text(5)?;
-    Ok(UserView::new(
-        &first_name,
-        &last_name,
-        &email,
-        institutional_email.as_deref(),
-        pending_email.as_deref(),
-        province.as_deref(),
-    ))
 }

@@ -24,15 +24,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::{Backend, Db, Lane};
+use crate::render::context;
 use crate::render::email::{self, Envelope};
+use crate::store::{Backend, Db, Lane};
 pub mod outbox;
 pub mod transport;
 
 use self::outbox::{Claimed, Outcome};
+use self::transport::{FailureKind, Gate, Outgoing, Transport};
 use crate::render::live::TemplateStore;
 use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
-use self::transport::{FailureKind, Gate, Outgoing, Transport};
 
 /// What one delivery pass did, per campaign.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,7 +107,7 @@ impl Worker {
         // Renderers, on threads of their own (one per core, and one more to cover the moments a
         // renderer waits): a connection never waits for its next message to be built, and the
         // SMTP replies are read as soon as they arrive instead of queueing behind rendering on
-        // the runtime's threads (measured: 7,400 -> 9,000 msg/s on 2 cores, 4 connections).
+        // the runtime's threads.
         let renderers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         for _ in 0..renderers {
             let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
@@ -179,8 +180,7 @@ impl Worker {
         }
         drop(done_tx);
         // Connections kept between statements (see `Lane`): without them each statement pays
-        // sqlx's ping on the way back to the pool, and a sender waits for its commit (measured:
-        // 4,100 -> 4,700 msg/s on SQLite, 2,400 -> 3,000-3,700 on PostgreSQL). SQLite has one
+        // sqlx's ping on the way back to the pool, and a sender waits for its commit. SQLite has one
         // connection, and a small PostgreSQL pool is left one for the heartbeat and the planner:
         // there the claimer and the recorder share theirs.
         let record_lane = Lane::new(&self.db);
@@ -237,8 +237,8 @@ impl Worker {
     ) -> Result<(), sqlx::Error> {
         let mut batch_no = 0u64;
         // On PostgreSQL every sent row leaves a dead index entry among the claimed ones until
-        // vacuum, and the search for a dead daemon's rows walks them all (measured: 0.6 ms per
-        // batch growing to 3 ms over 300,000 messages). Those rows are a lease late already:
+        // vacuum, and the search for a dead daemon's rows walks them all, slower as a campaign
+        // goes on. Those rows are a lease late already:
         // looking for them at the first batch and then every tenth of a lease is enough.
         let stale_every = Duration::seconds((self.settings.delivery.lease_seconds / 10) as i64);
         let mut stale_next = self.clock.now();
@@ -260,7 +260,11 @@ impl Worker {
                 }
                 let (rows, skipped) =
                     outbox::claim(&mut conn, backend, &token, now, lease, limit, stale).await?;
-                (rows, skipped, crate::audience::phases::reopened_at(&mut *conn).await?)
+                (
+                    rows,
+                    skipped,
+                    crate::audience::phases::reopened_at(&mut *conn).await?,
+                )
             };
             for (campaign, n) in &skipped {
                 report
@@ -275,14 +279,11 @@ impl Worker {
                 }
                 continue;
             }
-            let tz = self.settings.calendar.timezone;
             let batch = Arc::new(Batch {
                 token,
                 // One template set per batch, taken when it is claimed.
                 templates: self.templates.current(),
-                reopened_at: reopened_at
-                    .map(|t| t.with_timezone(&tz).to_rfc3339())
-                    .unwrap_or_default(),
+                reopened_at: context::local_rfc3339(&self.settings.calendar, reopened_at),
             });
             for row in rows {
                 let job = Job {
@@ -345,8 +346,7 @@ impl Worker {
         reopened_at: &str,
         now: DateTime<Utc>,
     ) -> Result<Message, EmailError> {
-        let mut context = self.context_for(row, now, false);
-        context.reopened_at = reopened_at.to_string();
+        let context = self.context_for(row, now, reopened_at.to_string(), false);
         let rendered = templates.render(&row.template, &context)?;
         let envelope = Envelope {
             to_address: &row.recipient,
@@ -426,33 +426,29 @@ impl Worker {
     }
 
     /// The template context for a row at `now`.
-    pub fn context_for(&self, row: &Claimed, now: DateTime<Utc>, is_test: bool) -> MessageContext {
-        let cal = &self.settings.calendar;
-        let tz = cal.timezone;
-        let deadline = cal.deadline.with_timezone(&tz);
-        let days_left = (deadline.date_naive() - now.with_timezone(&tz).date_naive())
-            .num_days()
-            .max(0);
-        MessageContext {
-            user: UserView::new(
-                &row.first_name,
-                &row.last_name,
-                &row.recipient,
-                row.institutional_email.as_deref(),
-                row.pending_email.as_deref(),
-                row.province.as_deref(),
-            ),
-            deadline: deadline.to_rfc3339(),
-            maintenance_start: cal.maintenance_start.with_timezone(&tz).to_rfc3339(),
-            reopened_at: String::new(),
-            days_left,
-            step: row.step.clone(),
-            campaign: row.campaign.clone(),
-            portal_url: self.settings.portal_url.clone(),
-            organisation: self.settings.mail.organisation.clone(),
-            service_name: self.settings.mail.service_name.clone(),
+    pub fn context_for(
+        &self,
+        row: &Claimed,
+        now: DateTime<Utc>,
+        reopened_at: String,
+        is_test: bool,
+    ) -> MessageContext {
+        let user = UserView::new(
+            &row.first_name,
+            &row.last_name,
+            &row.recipient,
+            row.institutional_email.as_deref(),
+            row.pending_email.as_deref(),
+            row.province.as_deref(),
+        );
+        let about = context::About {
+            step: &row.step,
+            campaign: &row.campaign,
+            days_left: context::days_left(&self.settings.calendar, now),
+            reopened_at,
             is_test,
-        }
+        };
+        context::build(&self.settings, user, about)
     }
 }
 
@@ -521,8 +517,7 @@ impl Stop {
 /// Group commit: the senders whose gates a commit opens each send a body at once and hand in
 /// its outcome a round trip later. The next commit waits for them (at most [`GROUP_WAIT`]), so
 /// that one commit serves every connection instead of one each: a commit, not the relay, is
-/// what a sender waits for (measured on PostgreSQL, 4 connections: 2.6 -> 3.9 messages per
-/// commit, CPU per message -11%; 16 connections: 15 per commit).
+/// what a sender waits for.
 async fn record_outcomes(
     worker: Arc<Worker>,
     lane: Lane,

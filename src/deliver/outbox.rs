@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 
+use crate::audience::campaign::Campaign;
 use crate::audience::Audience;
 use crate::store::{Backend, Db};
 
@@ -80,8 +81,8 @@ pub async fn claim(
         Backend::Sqlite => "",
     };
     // Two statements, not one with an OR: each walks an index in queue order and stops at the
-    // limit, where the OR made SQLite collect and sort the whole queue on every claim (a
-    // million pending rows: 0.1 s per batch instead of a millisecond). First the rows of a
+    // limit, where the OR made SQLite collect and sort the whole queue on every claim. First
+    // the rows of a
     // daemon that died (their lease is over: few), then the due ones.
     let limit = u64::from(limit);
     let stale = match stale {
@@ -116,9 +117,8 @@ pub async fn claim(
             "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \
                 updated_at = $4 \
              WHERE claim_token = $1 AND campaign_id = $2 AND NOT EXISTS \
-                (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {}{})",
-            audience.condition(),
-            if province.is_some() { " AND u.province = $5" } else { " AND $5 IS NULL" },
+                (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {})",
+            audience.condition_in(5),
         );
         let n = sqlx::query(&sql)
             .bind(token)
@@ -134,13 +134,11 @@ pub async fn claim(
         }
     }
 
-    let rows = sqlx::query(
-        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, \
-            u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, u.pending_email, \
-            u.province \
+    let rows = sqlx::query(&format!(
+        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, {USER_COLUMNS} \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id JOIN users u ON u.user_id = o.user_id \
-         WHERE o.claim_token = $1 ORDER BY o.id",
-    )
+         WHERE o.claim_token = $1 ORDER BY o.id"
+    ))
     .bind(token)
     .fetch_all(&mut *conn)
     .await?;
@@ -184,7 +182,35 @@ async fn claim_where(
         .rows_affected())
 }
 
-/// Decodes a row selected with the columns of [`claim`]'s final query, in that order.
+/// The columns of `users u` a message renders with, after the seven of the outbox row, in the
+/// order [`claimed_from_row`] reads them.
+const USER_COLUMNS: &str = "u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, \
+                            u.pending_email, u.province";
+
+/// The first user of the campaign's audience (by user id) as a row to render, as if planned:
+/// step `main`, recipient the address on record, `message_id` as given. Nothing is written.
+pub async fn first_recipient(
+    db: &Db,
+    c: &Campaign,
+    message_id: &str,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    let sql = format!(
+        "SELECT CAST(0 AS BIGINT), $2, 'main', $3, $4, CAST(0 AS BIGINT), CAST($5 AS BIGINT), \
+            {USER_COLUMNS} FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
+        c.audience.condition_in(1)
+    );
+    let row = sqlx::query(&sql)
+        .bind(c.filter_province.clone())
+        .bind(&c.name)
+        .bind(&c.template)
+        .bind(message_id)
+        .bind(c.expires_at.map(|t| t.timestamp()))
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(claimed_from_row).transpose()
+}
+
+/// Decodes a row selected as [`claim`]'s final query selects it.
 pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
     Ok(Claimed {
         id: r.try_get(0)?,
@@ -321,76 +347,3 @@ fn bind_sent<'q>(
 
 /// Sent rows recorded per statement (three parameters each, well under both backends' limits).
 const SENT_PER_STATEMENT: usize = 200;
-
-/// Pending rows whose deadline has passed become `expired`. Idempotent.
-pub async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE outbox SET state = 'expired', updated_at = $1, \
-            reason = 'deadline passed before it could be sent' || CASE WHEN reason IS NULL THEN '' ELSE ' (last error: ' || reason || ')' END, \
-            claim_token = NULL, lease_until = NULL \
-         WHERE expires_at IS NOT NULL AND expires_at <= $1 \
-           AND (state = 'pending' OR (state = 'sending' AND lease_until < $1))",
-    )
-    .bind(now.timestamp())
-    .execute(db.pool())
-    .await?
-    .rows_affected())
-}
-
-/// Row counts per campaign and state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CampaignCounts {
-    pub campaign: String,
-    pub state: String,
-    pub pending: u64,
-    pub sending: u64,
-    pub sent: u64,
-    pub skipped: u64,
-    pub failed: u64,
-    pub expired: u64,
-}
-
-/// Counts per campaign (every campaign, even one with no rows yet), from the outbox itself.
-pub async fn counts(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT c.name, c.state, o.state, COUNT(o.id) FROM campaigns c \
-         LEFT JOIN outbox o ON o.campaign_id = c.id GROUP BY c.id, c.name, c.state, o.state ORDER BY c.id",
-    )
-    .fetch_all(db.pool())
-    .await?;
-    let mut out: Vec<CampaignCounts> = Vec::new();
-    for r in rows {
-        let name: String = r.get(0);
-        if out.last().is_none_or(|c| c.campaign != name) {
-            out.push(CampaignCounts {
-                campaign: name,
-                state: r.get(1),
-                ..Default::default()
-            });
-        }
-        let entry = out.last_mut().expect("pushed above");
-        let n = r.get::<i64, _>(3) as u64;
-        match r.get::<Option<String>, _>(2).as_deref() {
-            Some("pending") => entry.pending = n,
-            Some("sending") => entry.sending = n,
-            Some("sent") => entry.sent = n,
-            Some("skipped") => entry.skipped = n,
-            Some("failed") => entry.failed = n,
-            Some("expired") => entry.expired = n,
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-/// The oldest pending row: its campaign, step and when it was planned.
-pub async fn oldest_pending(db: &Db) -> Result<Option<(String, String, i64, i64)>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT c.name, o.step, o.created_at, o.next_attempt_at FROM outbox o \
-         JOIN campaigns c ON c.id = o.campaign_id WHERE o.state = 'pending' \
-         ORDER BY o.created_at, o.id LIMIT 1",
-    )
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
-}

@@ -25,7 +25,9 @@ use chrono::{Duration, TimeZone};
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::render::templates::{self, MessageContext, Rendered, TemplateError, TemplateSet, UserView};
+use crate::render::templates::{
+    self, MessageContext, Rendered, TemplateError, TemplateSet, UserView,
+};
 
 /// The longest subject accepted, in characters (with the "[PROVA] " prefix of test messages).
 pub const MAX_SUBJECT_CHARS: usize = 120;

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use tera::escape_html;
 
 use crate::config::Settings;
-use crate::render::email::{self, Envelope};
 use crate::editor::check::{self, Sample};
+use crate::render::email::{self, Envelope};
 use crate::render::templates::{self, Rendered, TemplateSet};
 
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,8 @@ use sqlx::{Any, Arguments, Row as _, Transaction};
 
 pub mod snapshot;
 
-use crate::store::{Backend, Db};
 use self::snapshot::{RowError, SnapshotError, SnapshotReader, UserRecord};
+use crate::store::{Backend, Db};
 
 /// Staged rows sent in one INSERT (15 parameters each, well under both backends' limits).
 const BATCH_ROWS: usize = 1000;

@@ -7,10 +7,11 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::audience::campaign::{self, latest_due_step, Campaign};
+use crate::audience::calendar::latest_due_step;
+use crate::audience::campaign::{self, Campaign};
+use crate::audience::lifecycle;
 use crate::config::Settings;
-use crate::store::{Backend, Db};
-use crate::deliver::outbox;
+use crate::store::{Backend, CampaignKind, CampaignState, Db};
 
 /// A planning pass that adds this many rows refreshes the outbox statistics on PostgreSQL.
 const ANALYZE_AFTER_ROWS: u64 = 10_000;
@@ -33,24 +34,17 @@ pub async fn plan_due(
 ) -> Result<Vec<Planned>, sqlx::Error> {
     let cal = &settings.calendar;
     campaign::sync_reminders(db, cal, now).await?;
-    outbox::expire_overdue(db, now).await?;
+    expire_overdue(db, now).await?;
     crate::audience::phases::record_lapsed(db, cal, now).await?;
-    // A launched campaign whose time has come starts.
-    sqlx::query(
-        "UPDATE campaigns SET state = 'running', started_at = $1 \
-         WHERE state = 'scheduled' AND (send_at IS NULL OR send_at <= $1)",
-    )
-    .bind(now.timestamp())
-    .execute(db.pool())
-    .await?;
+    lifecycle::start_scheduled(db, now).await?;
 
     let mut planned = Vec::new();
     for c in campaign::list(db).await? {
-        if c.state != "running" || c.expires_at.is_some_and(|e| now >= e) {
+        if c.state != CampaignState::Running || c.expires_at.is_some_and(|e| now >= e) {
             continue;
         }
-        let step = match c.kind.as_str() {
-            "reminder" => match latest_due_step(cal, now) {
+        let step = match c.kind {
+            CampaignKind::Reminder => match latest_due_step(cal, now) {
                 Some(step) => step.name,
                 None => continue,
             },
@@ -80,34 +74,32 @@ pub async fn plan_due(
     }
     // PostgreSQL plans the claim query from the table's statistics. After a large pass they are
     // stale until autovacuum analyzes the table (never, where it is off), and meanwhile every
-    // claim sorts the whole queue (0.5 s per batch at a million rows instead of 0.3 ms).
+    // claim sorts the whole queue instead of walking its index (see docs/benchmarks.md).
     let total: u64 = planned.iter().map(|p| p.rows).sum();
     if db.backend() == Backend::Postgres && total >= ANALYZE_AFTER_ROWS {
         // campaigns too: without its statistics PostgreSQL expects one running campaign row to
-        // match almost nothing, and sorts the queue rather than walk its index (0.2 s a claim).
+        // match almost nothing, and sorts the queue rather than walk its index.
         sqlx::query("ANALYZE outbox, campaigns")
             .execute(db.pool())
             .await?;
     }
-    finish_done(db, now).await?;
+    lifecycle::finish_done(db, now).await?;
     Ok(planned)
 }
 
-/// A campaign is finished when it can plan nothing more and has nothing left in flight: a
-/// one-off once planned, a reminder once its deadline has passed.
-async fn finish_done(db: &Db, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE campaigns SET state = 'finished', finished_at = $1 \
-         WHERE state = 'running' \
-           AND ((kind <> 'reminder' AND (send_at IS NULL OR send_at <= $1)) \
-                OR (expires_at IS NOT NULL AND expires_at <= $1)) \
-           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.campaign_id = campaigns.id \
-                           AND o.state IN ('pending', 'sending'))",
+/// Pending rows whose deadline has passed become `expired`. Idempotent.
+pub(crate) async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET state = 'expired', updated_at = $1, \
+            reason = 'deadline passed before it could be sent' || CASE WHEN reason IS NULL THEN '' ELSE ' (last error: ' || reason || ')' END, \
+            claim_token = NULL, lease_until = NULL \
+         WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+           AND (state = 'pending' OR (state = 'sending' AND lease_until < $1))",
     )
     .bind(now.timestamp())
     .execute(db.pool())
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected())
 }
 
 async fn plan_step(
@@ -122,7 +114,7 @@ async fn plan_step(
     let mut tx = db.pool().begin().await?;
     // The step being planned is the latest due: older steps still pending are out of date.
     // On SQLite `+state` keeps the (state, ...) index out of it: without statistics SQLite
-    // would walk every pending row of every campaign (a million, 0.3 s per campaign) rather
+    // would walk every pending row of every campaign rather
     // than this campaign's rows by the unique (campaign_id, ...) key.
     let plus = if db.backend() == Backend::Sqlite {
         "+"
@@ -150,11 +142,6 @@ async fn plan_step(
         .earliest()
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(now);
-    let province = if c.filter_province.is_some() {
-        " AND u.province = $9"
-    } else {
-        " AND $9 IS NULL"
-    };
     // A campaign with no rows yet (its first planning, the largest) has nothing to check per
     // user: skipping the per-user lookup saves a fifth of the time at a million rows.
     // Concurrent planners are still kept apart by the unique key. `$10` stays referenced so
@@ -176,10 +163,10 @@ async fn plan_step(
          SELECT $1, u.user_id, $2, {recipient}, $3, $4, 'pending', 0, $5, $6, \
             '<' || $7 || '.' || $2 || '.' || u.user_id || '@' || $8 || '>', $5, $5 \
          FROM users u \
-         WHERE {condition}{province}{not_planned} \
+         WHERE {condition}{not_planned} \
          ON CONFLICT (campaign_id, user_id, step) DO NOTHING",
         recipient = c.audience.recipient_column(),
-        condition = c.audience.condition(),
+        condition = c.audience.condition_in(9),
     );
     let result = sqlx::query(&sql)
         .bind(c.id)

@@ -1,6 +1,8 @@
-//! Rendering: the Tera template set, the live set of a long-running process, and the email built
-//! from a rendered message.
+//! Rendering: the Tera template set ([`templates`]), the live set of a long-running process
+//! ([`live`]), the one context builder ([`context`]), and the email built from a rendered message
+//! ([`email`]).
 
+pub mod context;
 pub mod email;
 pub mod live;
 pub mod templates;

@@ -15,18 +15,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use sqlx::Row;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::{Backend, Db};
-use crate::render::live::{Reload, TemplateStore};
-use crate::render::templates::TemplateSet;
 use crate::deliver::transport::Transport;
 use crate::deliver::{self, Worker};
 use crate::plan;
 use crate::render::email;
+use crate::render::live::{Reload, TemplateStore};
+use crate::render::templates::TemplateSet;
+use crate::store::{Backend, Db};
 
 /// A daemon is considered alive while its heartbeat is younger than this.
 const HEARTBEAT_STALE_SECONDS: i64 = 30;
@@ -50,7 +51,11 @@ pub async fn run(
     check: TemplateCheck,
 ) -> anyhow::Result<()> {
     // Unique even for several daemons started together in one process (tests, benchmarks).
-    let me = format!("{}:{}", deliver::worker_id(), crate::audience::campaign::new_uid());
+    let me = format!(
+        "{}:{}",
+        deliver::worker_id(),
+        crate::audience::campaign::new_uid()
+    );
     register(&db, &me).await?;
     let result = serve(&db, settings, clock, shutdown, check, &me).await;
     let _ = sqlx::query("DELETE FROM daemons WHERE id = $1")
@@ -256,6 +261,32 @@ async fn record_templates(db: &Db, me: &str, digest: &str) {
     if let Err(e) = recorded {
         tracing::warn!(error = %e, "cannot record the live template version");
     }
+}
+
+/// A daemon whose heartbeat is fresh, with the template version it has live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningDaemon {
+    pub id: String,
+    /// The digest of its live template set; `None` until it has loaded one.
+    pub templates_digest: Option<String>,
+}
+
+/// The daemons alive now (heartbeats are real time, never the calendar's clock).
+pub async fn running_daemons(db: &Db) -> Result<Vec<RunningDaemon>, sqlx::Error> {
+    let fresh = Utc::now().timestamp() - HEARTBEAT_STALE_SECONDS;
+    let rows =
+        sqlx::query("SELECT id, templates_digest FROM daemons WHERE heartbeat_at > $1 ORDER BY id")
+            .bind(fresh)
+            .fetch_all(db.pool())
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RunningDaemon {
+                id: r.try_get(0)?,
+                templates_digest: r.try_get(1)?,
+            })
+        })
+        .collect()
 }
 
 /// Refuses a second daemon on one SQLite file; records this daemon's heartbeat.

@@ -4,9 +4,11 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use avvisi::audience::Audience;
 use avvisi::audience::campaign::{self, CampaignError, NewCampaign};
+use avvisi::audience::lifecycle;
+use avvisi::audience::Audience;
 use avvisi::render::templates::TemplateSet;
+use avvisi::store::CampaignState;
 
 use crate::helpers::{at, decode_header, header, repo_path, TestApp};
 use crate::on_both_backends;
@@ -77,7 +79,11 @@ async fn create(app: &TestApp, name: &str, province: Option<&str>) -> campaign::
 }
 
 async fn state_of(app: &TestApp, name: &str) -> String {
-    campaign::get(&app.db, name).await.unwrap().state
+    campaign::get(&app.db, name)
+        .await
+        .unwrap()
+        .state
+        .to_string()
 }
 
 async fn oneoff_campaign_reaches_exactly_its_audience(app: TestApp) {
@@ -157,35 +163,37 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
     let now = app.clock.now();
 
     // From draft: only launch and cancel.
-    match campaign::pause(&app.db, "notice").await {
-        Err(CampaignError::IllegalTransition { state, .. }) => assert_eq!(state, "draft"),
+    match lifecycle::pause(&app.db, "notice").await {
+        Err(CampaignError::IllegalTransition { state, .. }) => {
+            assert_eq!(state, CampaignState::Draft)
+        }
         other => panic!("pause of a draft: {other:?}"),
     }
-    let err = campaign::resume(&app.db, "notice", now).await.unwrap_err();
+    let err = lifecycle::resume(&app.db, "notice", now).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "cannot resume campaign `notice`: it is draft; only a paused campaign can be resumed (cancelled and finished are final)"
     );
     assert_eq!(
-        campaign::launch(&app.db, "notice", now)
+        lifecycle::launch(&app.db, "notice", now)
             .await
             .unwrap()
             .state,
-        "running"
+        CampaignState::Running
     );
-    let err = campaign::launch(&app.db, "notice", now).await.unwrap_err();
+    let err = lifecycle::launch(&app.db, "notice", now).await.unwrap_err();
     assert!(err.to_string().contains("it is running"), "{err}");
     assert_eq!(
-        campaign::pause(&app.db, "notice").await.unwrap().state,
-        "paused"
+        lifecycle::pause(&app.db, "notice").await.unwrap().state,
+        CampaignState::Paused
     );
-    let err = campaign::pause(&app.db, "notice").await.unwrap_err();
+    let err = lifecycle::pause(&app.db, "notice").await.unwrap_err();
     assert!(err.to_string().contains("it is paused"), "{err}");
-    campaign::cancel(&app.db, "notice", now).await.unwrap();
+    lifecycle::cancel(&app.db, "notice", now).await.unwrap();
     for err in [
-        campaign::resume(&app.db, "notice", now).await.unwrap_err(),
-        campaign::cancel(&app.db, "notice", now).await.unwrap_err(),
-        campaign::launch(&app.db, "notice", now).await.unwrap_err(),
+        lifecycle::resume(&app.db, "notice", now).await.unwrap_err(),
+        lifecycle::cancel(&app.db, "notice", now).await.unwrap_err(),
+        lifecycle::launch(&app.db, "notice", now).await.unwrap_err(),
     ] {
         assert!(err.to_string().contains("it is cancelled"), "{err}");
     }
@@ -205,15 +213,15 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
     let err = fails(&app, &["campaign", "launch", reminder]);
     assert!(err.contains("reminder campaign"), "{err}");
     assert_eq!(
-        campaign::pause(&app.db, reminder).await.unwrap().state,
-        "paused"
+        lifecycle::pause(&app.db, reminder).await.unwrap().state,
+        CampaignState::Paused
     );
     assert_eq!(
-        campaign::resume(&app.db, reminder, now)
+        lifecycle::resume(&app.db, reminder, now)
             .await
             .unwrap()
             .state,
-        "running"
+        CampaignState::Running
     );
 
     // Bad input to create.
@@ -265,14 +273,14 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
 async fn pause_stops_delivery_and_resume_continues(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice", None).await;
-    campaign::launch(&app.db, "notice", app.clock.now())
+    lifecycle::launch(&app.db, "notice", app.clock.now())
         .await
         .unwrap();
     app.plan().await;
     let planned = app.users_in("notice", "pending").await;
     assert_eq!(planned.len(), 30, "every enabled user: {planned:?}");
 
-    campaign::pause(&app.db, "notice").await.unwrap();
+    lifecycle::pause(&app.db, "notice").await.unwrap();
     let report = app.deliver().await;
     assert!(!report.per_campaign.contains_key("notice"), "{report:?}");
     assert_eq!(app.users_in("notice", "pending").await, planned);
@@ -285,11 +293,11 @@ async fn pause_stops_delivery_and_resume_continues(app: TestApp) {
         .any(|(n, _)| n.starts_with("notice.")));
 
     assert_eq!(
-        campaign::resume(&app.db, "notice", app.clock.now())
+        lifecycle::resume(&app.db, "notice", app.clock.now())
             .await
             .unwrap()
             .state,
-        "running"
+        CampaignState::Running
     );
     app.deliver().await;
     assert_eq!(app.users_in("notice", "sent").await, planned);
@@ -299,7 +307,7 @@ async fn pause_stops_delivery_and_resume_continues(app: TestApp) {
 async fn cancel_skips_pending_messages_and_never_resumes(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice", Some("CA")).await;
-    campaign::launch(&app.db, "notice", app.clock.now())
+    lifecycle::launch(&app.db, "notice", app.clock.now())
         .await
         .unwrap();
     app.plan().await;
@@ -341,14 +349,20 @@ async fn scheduled_campaign_waits_for_its_time(app: TestApp) {
         .unwrap();
     let now = app.clock.now();
     assert_eq!(
-        campaign::launch(&app.db, "later", now).await.unwrap().state,
-        "scheduled"
+        lifecycle::launch(&app.db, "later", now)
+            .await
+            .unwrap()
+            .state,
+        CampaignState::Scheduled
     );
     // Paused and resumed before its time: scheduled again.
-    campaign::pause(&app.db, "later").await.unwrap();
+    lifecycle::pause(&app.db, "later").await.unwrap();
     assert_eq!(
-        campaign::resume(&app.db, "later", now).await.unwrap().state,
-        "scheduled"
+        lifecycle::resume(&app.db, "later", now)
+            .await
+            .unwrap()
+            .state,
+        CampaignState::Scheduled
     );
     app.run_once().await;
     assert!(app.users_in("later", "sent").await.is_empty());
@@ -362,8 +376,8 @@ async fn racing_operators_cannot_both_win(app: TestApp) {
     create(&app, "notice", None).await;
     let now = app.clock.now();
     let (a, b) = tokio::join!(
-        campaign::launch(&app.db, "notice", now),
-        campaign::launch(&app.db, "notice", now)
+        lifecycle::launch(&app.db, "notice", now),
+        lifecycle::launch(&app.db, "notice", now)
     );
     assert_eq!(
         [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(),
@@ -371,8 +385,8 @@ async fn racing_operators_cannot_both_win(app: TestApp) {
         "{a:?} {b:?}"
     );
     let (a, b) = tokio::join!(
-        campaign::cancel(&app.db, "notice", now),
-        campaign::pause(&app.db, "notice")
+        lifecycle::cancel(&app.db, "notice", now),
+        lifecycle::pause(&app.db, "notice")
     );
     assert_eq!(state_of(&app, "notice").await, "cancelled");
     if let Err(e) = &a {
@@ -503,11 +517,11 @@ async fn explain_shows_a_users_messages_and_audiences(app: TestApp) {
 
     // A skipped message says why.
     create(&app, "notice", None).await;
-    campaign::launch(&app.db, "notice", app.clock.now())
+    lifecycle::launch(&app.db, "notice", app.clock.now())
         .await
         .unwrap();
     app.plan().await;
-    campaign::cancel(&app.db, "notice", app.clock.now())
+    lifecycle::cancel(&app.db, "notice", app.clock.now())
         .await
         .unwrap();
     let out = ok(&app, &["explain", "U0024"]);

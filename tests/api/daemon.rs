@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use avvisi::clock::Clock;
 use avvisi::import::ImportOptions;
 use avvisi::render::live::render_check;
+use avvisi::render::templates::TemplateSet;
 use chrono::{Timelike, Utc};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -16,22 +17,36 @@ use crate::helpers::{at, repo_path, Backend, TestApp};
 use crate::on_both_backends;
 use crate::smtp_sink::{Fault, SmtpSink};
 
-/// Starts the daemon in this process on `app`'s database and clock; returns its stop handle.
-fn start_daemon(
-    app: &TestApp,
-) -> (
+type Daemon = (
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
+);
+
+/// Starts the daemon in this process on `app`'s database and clock; returns its stop handle.
+fn start_daemon(app: &TestApp) -> Daemon {
+    start_daemon_checking(app, avvisi::cli::service::full_check(app.settings.clone()))
+}
+
+/// Like [`start_daemon`], with `check` as the gate of new template sets.
+fn start_daemon_checking(app: &TestApp, check: avvisi::schedule::TemplateCheck) -> Daemon {
     let stop = CancellationToken::new();
     let handle = tokio::spawn(avvisi::schedule::run(
         app.db.clone(),
         app.settings.clone(),
         app.clock.clone(),
         stop.clone(),
-        avvisi::cli::service::full_check(app.settings.clone()),
+        check,
     ));
     (stop, handle)
+}
+
+/// The template digest the (single) running daemon has live, if any.
+async fn live_digest(app: &TestApp) -> Option<String> {
+    avvisi::schedule::running_daemons(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|d| d.templates_digest)
 }
 
 async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
@@ -106,7 +121,12 @@ async fn sigterm_during_sends_loses_nothing_and_sends_nothing_twice(app: TestApp
     ]);
     app.import_examples().await;
     let mut daemon = spawn_binary(&app, &env, "2026-11-23T10:00:00+01:00");
-    sink.wait_for(5, Duration::from_secs(60)).await;
+    let first = sink.wait_for(5, Duration::from_secs(60)).await;
+    assert!(
+        first.len() >= 5,
+        "the daemon sent {} of 5 messages within a minute",
+        first.len()
+    );
     assert_eq!(sigterm_and_wait(&mut daemon), 0, "a clean stop exits 0");
     let received = sink.received().len();
     let rows = app.outbox().await;
@@ -213,12 +233,34 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
     let app = app.with_settings(&as_refs(&extra));
     app.import_examples().await;
     app.clock.set(at("2026-11-23T08:30:00+01:00"));
-    let (stop, handle) = start_daemon(&app);
-    // Let it load the good set first (a daemon refuses to start on broken templates).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The editors' check, recording every set it refuses.
+    let refused: Arc<std::sync::Mutex<Vec<Vec<String>>>> = Arc::default();
+    let check: avvisi::schedule::TemplateCheck = {
+        let (full, refused) = (
+            avvisi::cli::service::full_check(app.settings.clone()),
+            refused.clone(),
+        );
+        Arc::new(move |set| {
+            let problems = full(set);
+            if !problems.is_empty() {
+                refused.lock().unwrap().push(problems.clone());
+            }
+            problems
+        })
+    };
+    let (stop, handle) = start_daemon_checking(&app, check);
+    // The good set goes live first (a daemon refuses to start on broken templates).
+    let good = TemplateSet::load(&templates).unwrap().digest().to_string();
+    wait_until(
+        "the good set to go live",
+        Duration::from_secs(30),
+        || async { live_digest(&app).await.as_deref() == Some(good.as_str()) },
+    )
+    .await;
     assert!(!handle.is_finished(), "the daemon stopped early");
 
-    // An editor breaks the registration reminder while the daemon runs.
+    // An editor breaks the registration reminder while the daemon runs: the daemon sees the
+    // broken set, refuses it, and keeps the good one live.
     let body = templates.join("registration_incomplete/body.txt");
     let original = std::fs::read_to_string(&body).unwrap();
     std::fs::write(
@@ -226,7 +268,23 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
         original.replace("Gentile", "{{ user.nome }} Gentile"),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait_until(
+        "the broken set to be refused",
+        Duration::from_secs(30),
+        || async {
+            refused
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|problems| problems.iter().any(|p| p.contains("nome")))
+        },
+    )
+    .await;
+    assert_eq!(
+        live_digest(&app).await,
+        Some(good.clone()),
+        "the good set stays live"
+    );
     app.clock.set(at("2026-11-23T10:00:00+01:00"));
     wait_until("the first notices", Duration::from_secs(60), || async {
         app.eml_files().len() == 47
@@ -241,7 +299,13 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
 
     // The next good edit goes live.
     std::fs::write(&body, original.replace("Gentile", "Gentilissima/o")).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let fixed = TemplateSet::load(&templates).unwrap().digest().to_string();
+    wait_until(
+        "the fixed set to go live",
+        Duration::from_secs(30),
+        || async { live_digest(&app).await.as_deref() == Some(fixed.as_str()) },
+    )
+    .await;
     app.clock.set(at("2026-11-27T10:00:00+01:00"));
     wait_until("the d3 reminders", Duration::from_secs(60), || async {
         app.eml_files().len() == 94

@@ -160,7 +160,8 @@ async fn the_envelope_is_pipelined_when_the_relay_offers_it(app: TestApp) {
             ("AVVISI__SMTP__URL", &sink.url()),
             ("AVVISI__SMTP__PIPELINING", setting),
         ]);
-        let transport = avvisi::deliver::transport::Transport::from_settings(&app.settings).unwrap();
+        let transport =
+            avvisi::deliver::transport::Transport::from_settings(&app.settings).unwrap();
         let email = lettre::Message::builder()
             .from("noreply@istruzione.it".parse().unwrap())
             .to("operatore@istruzione.it".parse().unwrap())

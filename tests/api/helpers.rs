@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use avvisi::clock::Clock;
 use avvisi::config::Settings;
-use avvisi::store::Db;
-use avvisi::import::{self, ImportError, ImportOptions, ImportReport};
-use avvisi::render::email;
-use avvisi::plan::{self, Planned};
-use avvisi::render::templates::TemplateSet;
 use avvisi::deliver::transport::Transport;
 use avvisi::deliver::{DeliveryReport, Worker};
+use avvisi::import::{self, ImportError, ImportOptions, ImportReport};
+use avvisi::plan::{self, Planned};
+use avvisi::render::email;
+use avvisi::render::templates::TemplateSet;
+use avvisi::store::Db;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,37 @@ pub struct TestApp {
     pub dir: Arc<tempfile::TempDir>,
     /// The database URL, for driving the binary against the same database.
     pub database_url: String,
-    pg_admin: Option<(String, String)>,
+    /// Drops the PostgreSQL database when the last clone of the app goes, even when the case
+    /// panicked.
+    _pg: Option<Arc<PgDatabase>>,
+}
+
+/// A test's own PostgreSQL database, dropped with this guard.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // A thread of its own: drop may run on a runtime's thread, or while unwinding a panic.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the test database");
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::AnyPool::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                    admin.close().await;
+                }
+            })
+        });
+        let _ = dropped.join();
+    }
 }
 
 /// A row of the outbox as tests look at it.
@@ -127,14 +157,14 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 /// Like [`spawn_app`] with extra `AVVISI__...` settings.
 pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, pg_admin) = match backend {
+    let (url, pg) = match backend {
         Backend::Sqlite => (
             format!("sqlite://{}", dir.path().join("avvisi.db").display()),
             None,
         ),
         Backend::Postgres => {
-            let (url, admin, name) = fresh_postgres().await?;
-            (url, Some((admin, name)))
+            let (url, admin_url, name) = fresh_postgres().await?;
+            (url, Some(Arc::new(PgDatabase { admin_url, name })))
         }
     };
     let settings = test_settings(&url, dir.path(), extra);
@@ -146,22 +176,14 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> Option<
         clock: Clock::manual(at("2026-11-23T10:00:00+01:00")),
         dir: Arc::new(dir),
         database_url: url,
-        pg_admin,
+        _pg: pg,
     })
 }
 
 impl TestApp {
-    /// Drops the PostgreSQL database of this test.
+    /// Closes the pool; the PostgreSQL database goes with the last clone of the app.
     pub async fn teardown(self) {
         self.db.close().await;
-        if let Some((admin_url, name)) = &self.pg_admin {
-            if let Ok(admin) = sqlx::AnyPool::connect(admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await;
-                admin.close().await;
-            }
-        }
     }
 
     /// A copy of this app with other settings (same database and folder).

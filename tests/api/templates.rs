@@ -13,9 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use avvisi::config::Settings;
-use avvisi::render::email::{self, Envelope};
-use avvisi::editor::preview::{self, PreviewInput, PreviewReport};
 use avvisi::editor::check::{self, CheckReport, Problem};
+use avvisi::editor::preview::{self, PreviewInput, PreviewReport};
+use avvisi::render::email::{self, Envelope};
 use avvisi::render::templates::{self, TemplateSet};
 
 use crate::helpers::{at, decode_header, header, headers, repo_path, test_settings, TestApp};
@@ -616,8 +616,7 @@ fn golden_renders() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for message in set.messages() {
         for sample in check::samples() {
-            let ctx =
-                check::context(&settings, &message, &sample, reopening.contains(&message));
+            let ctx = check::context(&settings, &message, &sample, reopening.contains(&message));
             let r = set
                 .render(&message, &ctx)
                 .unwrap_or_else(|e| panic!("{message} with {}: {e}", sample.id));
@@ -752,8 +751,7 @@ fn user_data_is_safe_in_every_message() {
     for message in set.messages() {
         let mut named = false;
         for sample in &samples {
-            let ctx =
-                check::context(&settings, &message, sample, reopening.contains(&message));
+            let ctx = check::context(&settings, &message, sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             let what = format!("{message} with {}", sample.id);
             // The subject is one line whatever the data.
@@ -861,8 +859,7 @@ fn preview_writes_every_message_and_variant() {
                     "link to {message}/{id}.{ext}"
                 );
             }
-            let ctx =
-                check::context(&settings, &message, sample, reopening.contains(&message));
+            let ctx = check::context(&settings, &message, sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             assert!(
                 index.contains(&format!(
@@ -1061,8 +1058,7 @@ fn preview_renders_in_headless_chromium() {
     for message in set.messages() {
         assert!(dom.contains(&format!("<h2>{message}</h2>")), "{message}");
         for sample in check::samples() {
-            let ctx =
-                check::context(&settings, &message, &sample, reopening.contains(&message));
+            let ctx = check::context(&settings, &message, &sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             assert!(
                 dom.contains(&format!(

@@ -96,8 +96,7 @@ pub struct Relay {
 ///
 /// Why not lettre's own pool (`AsyncSmtpTransport`): it opens sockets without `TCP_NODELAY`,
 /// and lettre writes the end of DATA (`.`) as a small segment of its own, so Nagle holds it
-/// until the relay's delayed ACK: ~40 ms per message per connection (91 msg/s over 4
-/// connections against Postfix's smtp-sink). It also sends NOOP before every reuse (one more
+/// until the relay's delayed ACK, once per message per connection. It also sends NOOP before every reuse (one more
 /// round trip per message) and does not cap how many connections are open at once. Here the
 /// connections are still lettre's ([`AsyncSmtpConnection`]: EHLO, STARTTLS, AUTH, the send
 /// itself), on sockets opened with `TCP_NODELAY`; at most `delivery.concurrency` are in use,

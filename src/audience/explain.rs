@@ -1,0 +1,146 @@
+//! Everything about one user, for `avvisi explain`: their row of the snapshot, the audiences they
+//! are in now, and every message planned for them with its state.
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::audience::Audience;
+use crate::store::{timestamp, Db, OutboxState, UnknownState};
+
+/// A user as the latest snapshot left them.
+#[derive(Debug, Clone)]
+pub struct SnapshotUser {
+    pub user_id: String,
+    pub fiscal_code: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub institutional_email: Option<String>,
+    pub registered_institutional: bool,
+    pub registration: String,
+    pub enabled: bool,
+    pub pending_email: Option<String>,
+    pub code_regeneration: String,
+    pub province: Option<String>,
+    pub portal_updated_at: Option<DateTime<Utc>>,
+    /// False once a full snapshot no longer lists the user: they get nothing more.
+    pub present: bool,
+    pub import_id: i64,
+    pub import_at: Option<DateTime<Utc>>,
+    pub import_source: Option<String>,
+}
+
+/// One planned message of the user.
+#[derive(Debug, Clone)]
+pub struct UserMessage {
+    pub campaign: String,
+    pub step: String,
+    pub state: OutboxState,
+    pub attempts: i64,
+    /// Why it was skipped, failed or expired, or the last error of a pending retry.
+    pub reason: Option<String>,
+    pub smtp_code: Option<i64>,
+    pub recipient: String,
+    pub planned_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// What `explain` shows.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub user: SnapshotUser,
+    /// Every audience, and whether the user is in it now.
+    pub audiences: Vec<(Audience, bool)>,
+    /// Oldest first.
+    pub messages: Vec<UserMessage>,
+}
+
+/// Everything about `user_id`, or `None` when the snapshot never had them.
+pub async fn explain(db: &Db, user_id: &str) -> Result<Option<Explanation>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT u.user_id, u.fiscal_code, u.first_name, u.last_name, u.email, u.institutional_email, \
+            u.registration, u.enabled, u.pending_email, u.code_regeneration, u.province, \
+            u.registered_institutional, u.portal_updated_at, u.import_id, u.present, \
+            i.source AS import_source, i.started_at AS import_at \
+         FROM users u LEFT JOIN imports i ON i.id = u.import_id WHERE u.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(u) = row else { return Ok(None) };
+    let user = SnapshotUser {
+        user_id: u.try_get("user_id")?,
+        fiscal_code: u.try_get("fiscal_code")?,
+        first_name: u.try_get("first_name")?,
+        last_name: u.try_get("last_name")?,
+        email: u.try_get("email")?,
+        institutional_email: u.try_get("institutional_email")?,
+        registered_institutional: u.try_get::<i64, _>("registered_institutional")? == 1,
+        registration: u.try_get("registration")?,
+        enabled: u.try_get::<i64, _>("enabled")? == 1,
+        pending_email: u.try_get("pending_email")?,
+        code_regeneration: u.try_get("code_regeneration")?,
+        province: u.try_get("province")?,
+        portal_updated_at: timestamp(u.try_get("portal_updated_at")?),
+        present: u.try_get::<i64, _>("present")? == 1,
+        import_id: u.try_get("import_id")?,
+        import_at: timestamp(u.try_get("import_at")?),
+        import_source: u.try_get("import_source")?,
+    };
+
+    let mut audiences = Vec::with_capacity(Audience::ALL.len());
+    for audience in Audience::ALL {
+        let sql = format!(
+            "SELECT COUNT(*) FROM users u WHERE {} AND u.user_id = $1",
+            audience.condition()
+        );
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(user_id)
+            .fetch_one(db.pool())
+            .await?;
+        audiences.push((audience, n > 0));
+    }
+
+    // `campaign_id IN (...)`: a probe of the unique (campaign_id, user_id, step) key per
+    // campaign, the outbox having no index by user alone.
+    let rows = sqlx::query(
+        "SELECT c.name, o.step, o.state, o.attempts, o.reason, o.smtp_code, o.recipient, \
+            o.created_at, o.sent_at, o.updated_at, o.next_attempt_at, o.lease_until \
+         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+         WHERE o.campaign_id IN (SELECT id FROM campaigns) AND o.user_id = $1 \
+         ORDER BY o.created_at, o.id",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?;
+    let messages = rows.iter().map(message).collect::<Result<_, _>>()?;
+    Ok(Some(Explanation {
+        user,
+        audiences,
+        messages,
+    }))
+}
+
+fn message(r: &AnyRow) -> Result<UserMessage, sqlx::Error> {
+    Ok(UserMessage {
+        campaign: r.try_get("name")?,
+        step: r.try_get("step")?,
+        state: r
+            .try_get::<String, _>("state")?
+            .parse()
+            .map_err(UnknownState::into_sqlx)?,
+        attempts: r.try_get("attempts")?,
+        reason: r.try_get("reason")?,
+        smtp_code: r.try_get("smtp_code")?,
+        recipient: r.try_get("recipient")?,
+        planned_at: timestamp(r.try_get("created_at")?),
+        sent_at: timestamp(r.try_get("sent_at")?),
+        updated_at: timestamp(r.try_get("updated_at")?),
+        next_attempt_at: timestamp(r.try_get("next_attempt_at")?),
+        lease_until: timestamp(r.try_get("lease_until")?),
+    })
+}

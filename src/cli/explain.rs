@@ -1,0 +1,130 @@
+//! `avvisi explain USER_ID`: the user's snapshot state, their audiences, every message and why.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::local;
+use crate::audience::explain::{explain, UserMessage};
+use crate::config::Settings;
+use crate::store::{Db, OutboxState};
+
+pub(crate) async fn run(db: &Db, settings: &Settings, user_id: &str) -> anyhow::Result<ExitCode> {
+    let tz = settings.calendar.timezone;
+    let Some(e) = explain(db, user_id).await.context("reading the user")? else {
+        anyhow::bail!(
+            "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
+        );
+    };
+    let u = &e.user;
+    let opt = |v: &Option<String>| {
+        v.clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "-".into())
+    };
+    let yes_no = |v: bool| if v { "yes" } else { "no" }.to_string();
+    let fields: Vec<(&str, String)> = vec![
+        ("user", u.user_id.clone()),
+        ("name", format!("{} {}", u.first_name, u.last_name)),
+        ("fiscal code", u.fiscal_code.clone()),
+        ("email", u.email.clone()),
+        ("institutional", opt(&u.institutional_email)),
+        (
+            "registered with @istruzione.it",
+            yes_no(u.registered_institutional),
+        ),
+        ("registration", u.registration.clone()),
+        ("enabled", yes_no(u.enabled)),
+        ("pending email", opt(&u.pending_email)),
+        ("code regeneration", u.code_regeneration.clone()),
+        ("province", opt(&u.province)),
+        ("portal updated", local(u.portal_updated_at, tz)),
+        (
+            "snapshot",
+            format!(
+                "{} (import {} of {}, {})",
+                if u.present {
+                    "present"
+                } else {
+                    "gone: missing from the latest full snapshot, gets nothing more"
+                },
+                u.import_id,
+                local(u.import_at, tz),
+                opt(&u.import_source)
+            ),
+        ),
+    ];
+    for (k, v) in &fields {
+        println!("{k:<31} {v}");
+    }
+
+    println!();
+    println!("audiences:");
+    for (audience, member) in &e.audiences {
+        println!(
+            "  {} {:<27} {}",
+            if *member { "[x]" } else { "[ ]" },
+            audience.name(),
+            audience.description()
+        );
+    }
+
+    println!();
+    if e.messages.is_empty() {
+        println!("messages: none planned for this user");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("messages ({}, times in {tz}):", e.messages.len());
+    let w = e
+        .messages
+        .iter()
+        .map(|m| m.campaign.len())
+        .max()
+        .unwrap_or(0)
+        .max("campaign".len());
+    println!(
+        "  {:<w$} {:<6} {:<8} {:>8}  {:<20} {:<20} {:<20} why",
+        "campaign", "step", "state", "attempts", "planned", "sent", "updated"
+    );
+    for m in &e.messages {
+        println!(
+            "  {:<w$} {:<6} {:<8} {:>8}  {:<20} {:<20} {:<20} {}",
+            m.campaign,
+            m.step,
+            m.state,
+            m.attempts,
+            local(m.planned_at, tz),
+            local(m.sent_at, tz),
+            local(m.updated_at, tz),
+            why(m, tz)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The last column: where the message went, when it is due, or why it stopped.
+fn why(m: &UserMessage, tz: chrono_tz::Tz) -> String {
+    match m.state {
+        OutboxState::Sent => format!("sent to {}", m.recipient),
+        OutboxState::Pending => {
+            let mut s = format!("due {}", local(m.next_attempt_at, tz));
+            if let Some(e) = &m.reason {
+                s.push_str(&format!(" (last error: {e})"));
+            }
+            s
+        }
+        OutboxState::Sending => {
+            format!("on the wire, claimed until {}", local(m.lease_until, tz))
+        }
+        _ => {
+            let mut s = m
+                .reason
+                .clone()
+                .unwrap_or_else(|| "no reason recorded".into());
+            if let Some(code) = m.smtp_code {
+                s.push_str(&format!(" (reply {code})"));
+            }
+            s
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `avvisi import users FILE`: load the portal's snapshot, all or nothing.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::ImportUsersArgs;
+use crate::config::Settings;
+use crate::import::snapshot::RowError;
+use crate::import::{self, ImportError, ImportOptions};
+use crate::store::Db;
+
+pub(crate) async fn users(
+    db: &Db,
+    settings: &Settings,
+    args: &ImportUsersArgs,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ExitCode> {
+    let options = ImportOptions {
+        skip_invalid: args.skip_invalid,
+        dry_run: args.dry_run,
+        partial: args.partial,
+        reject_file: args.reject_file.clone(),
+        max_gone_percent: settings.import.max_gone_percent,
+    };
+    match import::import_users(db, &args.file, &options, now).await {
+        Ok(report) => {
+            let verb = if report.committed {
+                "imported"
+            } else {
+                "dry run, nothing written:"
+            };
+            println!(
+                "{}: {verb} {} rows ({} new users, {} known, {} stale rows kept as stored, {} rejected, {} users gone)",
+                args.file.display(),
+                report.rows_valid,
+                report.users_new,
+                report.users_known,
+                report.rows_stale,
+                report.rows_rejected,
+                report.users_gone
+            );
+            print_row_errors(&report.errors, report.errors_total);
+            if let Some(path) = &report.reject_file {
+                println!("rejected rows written to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ImportError::Invalid { path, report }) => {
+            print_row_errors(&report.errors, report.errors_total);
+            anyhow::bail!(
+                "{}: {} problem(s) in {} of {} rows; nothing was imported (fix the file, or use --skip-invalid to import the valid rows)",
+                path.display(),
+                report.errors_total,
+                report.rows_rejected,
+                report.rows_read
+            )
+        }
+        Err(e) => Err(e).context("importing users"),
+    }
+}
+
+fn print_row_errors(errors: &[RowError], total: u64) {
+    for e in errors {
+        eprintln!("  {e}");
+    }
+    if total > errors.len() as u64 {
+        eprintln!("  ... and {} more", total - errors.len() as u64);
+    }
+}

@@ -1,0 +1,197 @@
+//! The states and kinds the database stores as text, as types.
+//!
+//! They cross the database boundary here and only here ([`FromStr`] on the way in, `as_str` on
+//! the way out). SQL statements keep their state literals (`state = 'pending'`): PostgreSQL
+//! matches a partial index only against a literal, never a bound parameter.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A stored text that is not one of the known values: a database written by a newer avvisi, or
+/// edited by hand.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown {what} `{value}` in the database")]
+pub struct UnknownState {
+    what: &'static str,
+    value: String,
+}
+
+impl UnknownState {
+    /// As a decode error, for code that reads rows.
+    pub(crate) fn into_sqlx(self) -> sqlx::Error {
+        sqlx::Error::Decode(self.into())
+    }
+}
+
+/// Declares a text-backed enum: its variants with their stored text, `as_str`, `ALL`,
+/// `Display` and `FromStr`.
+macro_rules! stored_text {
+    ($(#[$doc:meta])* $name:ident, $what:literal, { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The text stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+            fn from_str(s: &str) -> Result<Self, UnknownState> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownState { what: $what, value: s.to_string() }),
+                }
+            }
+        }
+    };
+}
+
+stored_text!(
+    /// Where one outbox row is. See the state machine in [`crate::deliver::outbox`].
+    OutboxState, "message state", {
+        /// Waiting for its `next_attempt_at`.
+        Pending = "pending",
+        /// Claimed by a sender until its lease runs out.
+        Sending = "sending",
+        /// Accepted by the relay (or written as a file).
+        Sent = "sent",
+        /// Not sent on purpose: the user no longer qualifies, a later step superseded it, or
+        /// the campaign was cancelled.
+        Skipped = "skipped",
+        /// Refused for good, or too many attempts.
+        Failed = "failed",
+        /// Its deadline passed before it could be sent.
+        Expired = "expired",
+    }
+);
+
+impl OutboxState {
+    /// Whether nothing more will happen to the row.
+    pub fn is_final(self) -> bool {
+        !matches!(self, OutboxState::Pending | OutboxState::Sending)
+    }
+}
+
+stored_text!(
+    /// Where a campaign is in its lifecycle. The legal moves are [`crate::audience::lifecycle`].
+    CampaignState, "campaign state", {
+        /// Created by an operator, not launched: nothing is planned.
+        Draft = "draft",
+        /// Launched with a `send_at` still in the future.
+        Scheduled = "scheduled",
+        /// Planned and sent by the daemon.
+        Running = "running",
+        /// Stopped by an operator; resumable.
+        Paused = "paused",
+        /// Stopped for good by an operator; its pending messages were skipped.
+        Cancelled = "cancelled",
+        /// Everything planned has reached a final state and nothing more is due.
+        Finished = "finished",
+    }
+);
+
+impl CampaignState {
+    /// Whether no operator action can change it any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, CampaignState::Cancelled | CampaignState::Finished)
+    }
+}
+
+stored_text!(
+    /// Where a campaign comes from.
+    CampaignKind, "campaign kind", {
+        /// Derived from the calendar: one per reminder audience, with the steps first, dN...
+        Reminder = "reminder",
+        /// Created by an operator (`avvisi campaign create`).
+        OneOff = "oneoff",
+        /// Created when operators declare the reopening.
+        Reopening = "reopening",
+    }
+);
+
+/// Messages by state, from the outbox itself (never from memory a restart would lose).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u64,
+    pub sending: u64,
+    pub sent: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub expired: u64,
+}
+
+impl Counts {
+    /// Adds `n` messages in `state`.
+    pub fn add(&mut self, state: OutboxState, n: u64) {
+        let slot = match state {
+            OutboxState::Pending => &mut self.pending,
+            OutboxState::Sending => &mut self.sending,
+            OutboxState::Sent => &mut self.sent,
+            OutboxState::Skipped => &mut self.skipped,
+            OutboxState::Failed => &mut self.failed,
+            OutboxState::Expired => &mut self.expired,
+        };
+        *slot += n;
+    }
+    /// Every planned message.
+    pub fn total(&self) -> u64 {
+        self.open() + self.done()
+    }
+    /// Messages in a final state.
+    pub fn done(&self) -> u64 {
+        self.sent + self.skipped + self.failed + self.expired
+    }
+    /// Messages still to go (waiting or on the wire).
+    pub fn open(&self) -> u64 {
+        self.pending + self.sending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_back_what_it_writes() {
+        for s in OutboxState::ALL {
+            assert_eq!(s.as_str().parse::<OutboxState>().unwrap(), *s);
+        }
+        for s in CampaignState::ALL {
+            assert_eq!(s.as_str().parse::<CampaignState>().unwrap(), *s);
+        }
+        for k in CampaignKind::ALL {
+            assert_eq!(k.as_str().parse::<CampaignKind>().unwrap(), *k);
+        }
+        let e = "Running".parse::<CampaignState>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown campaign state `Running` in the database"
+        );
+    }
+
+    #[test]
+    fn counts_add_up() {
+        let mut c = Counts::default();
+        for (i, s) in OutboxState::ALL.iter().enumerate() {
+            c.add(*s, i as u64 + 1);
+        }
+        assert_eq!((c.open(), c.done(), c.total()), (3, 18, 21));
+    }
+}
