@@ -8,8 +8,8 @@ use clap::Subcommand;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::editor::check::{self, Sample, SITUATIONS};
 use crate::editor::preview::{self, PreviewInput};
+use crate::editor::{self, check, Sample, SITUATIONS};
 use crate::render::templates::TemplateSet;
 use crate::store::Db;
 
@@ -94,7 +94,7 @@ async fn preview(
     let tz = settings.calendar.timezone;
     let (samples, reopened_at, description) = match user {
         None => (
-            check::samples(),
+            editor::samples(),
             None,
             "Sample data: every message at every step (first notice, reminders, the last day, a test \
              message, one-off notices before and after the reopening), for names with apostrophes, \

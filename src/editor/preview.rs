@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tera::escape_html;
 
 use crate::config::Settings;
-use crate::editor::check::{self, Sample};
+use crate::editor::{self, Sample};
 use crate::render::email::{self, Envelope};
 use crate::render::templates::{self, Rendered, TemplateSet};
 
@@ -49,7 +49,7 @@ pub struct PreviewReport {
 pub struct PreviewInput<'a> {
     pub samples: &'a [Sample],
     /// The reopening instant to use in every message (a real user's preview once operators
-    /// declared it); `None`: the sample rules of [`check::context`].
+    /// declared it); `None`: the sample rules of [`editor::context`].
     pub reopened_at: Option<String>,
     /// A line under the title (whose data this is).
     pub description: String,
@@ -78,7 +78,7 @@ pub fn write_preview(
         dir: set.dir().to_path_buf(),
         source,
     })?;
-    let reopening = check::reopening_messages(&sources);
+    let reopening = editor::reopening_messages(&sources);
     let domain = email::message_id_domain(&settings.mail);
     let messages = set.messages();
     let mut entries: Vec<Entry> = Vec::new();
@@ -89,7 +89,7 @@ pub fn write_preview(
         let folder = out.join(name);
         mkdir(&folder)?;
         for sample in input.samples {
-            let mut ctx = check::context(settings, name, sample, reopening.contains(name));
+            let mut ctx = editor::context(settings, name, sample, reopening.contains(name));
             if let Some(at) = &input.reopened_at {
                 ctx.reopened_at = at.clone();
             }

@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use avvisi::config::Settings;
+use avvisi::editor;
 use avvisi::editor::check::{self, CheckReport, Problem};
 use avvisi::editor::preview::{self, PreviewInput, PreviewReport};
 use avvisi::render::email::{self, Envelope};
@@ -192,7 +193,7 @@ fn shipped_templates_pass_the_check() {
     let set = TemplateSet::load(&dir).unwrap();
     assert_eq!(report.messages, set.messages(), "every message folder");
     assert!(report.messages.len() >= 4);
-    assert_eq!(report.samples, check::samples().len());
+    assert_eq!(report.samples, editor::samples().len());
     assert_eq!(report.renders, report.messages.len() * report.samples);
 }
 
@@ -220,7 +221,7 @@ fn shipped_templates_pass_the_check_through_the_binary() {
 
 #[test]
 fn samples_cover_every_variant() {
-    let samples = check::samples();
+    let samples = editor::samples();
     let steps: BTreeSet<&str> = samples.iter().map(|s| s.situation.step).collect();
     assert_eq!(
         steps,
@@ -247,7 +248,7 @@ fn samples_cover_every_variant() {
         );
     }
     // The CR/LF user: the raw data has line breaks, the view folds them.
-    assert!(check::SAMPLE_USERS
+    assert!(editor::SAMPLE_USERS
         .iter()
         .any(|u| u.first_name.contains("\r\n")));
     assert!(names.iter().all(|n| !n.contains(['\r', '\n'])));
@@ -612,11 +613,11 @@ fn golden_renders() -> Vec<(String, String, String)> {
     let settings = settings(&dir);
     let set = TemplateSet::load(&dir).expect("templates");
     let sources = templates::read_sources(&dir).unwrap();
-    let reopening = check::reopening_messages(&sources);
+    let reopening = editor::reopening_messages(&sources);
     let mut out = Vec::new();
     for message in set.messages() {
-        for sample in check::samples() {
-            let ctx = check::context(&settings, &message, &sample, reopening.contains(&message));
+        for sample in editor::samples() {
+            let ctx = editor::context(&settings, &message, &sample, reopening.contains(&message));
             let r = set
                 .render(&message, &ctx)
                 .unwrap_or_else(|e| panic!("{message} with {}: {e}", sample.id));
@@ -746,12 +747,12 @@ fn user_data_is_safe_in_every_message() {
     let settings = settings(&dir);
     let set = TemplateSet::load(&dir).unwrap();
     let sources = templates::read_sources(&dir).unwrap();
-    let reopening = check::reopening_messages(&sources);
-    let samples = check::samples();
+    let reopening = editor::reopening_messages(&sources);
+    let samples = editor::samples();
     for message in set.messages() {
         let mut named = false;
         for sample in &samples {
-            let ctx = check::context(&settings, &message, sample, reopening.contains(&message));
+            let ctx = editor::context(&settings, &message, sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             let what = format!("{message} with {}", sample.id);
             // The subject is one line whatever the data.
@@ -818,7 +819,7 @@ fn sample_preview(out: &Path) -> (PreviewReport, TemplateSet, Settings) {
     let dir = repo_path("templates");
     let settings = settings(&dir);
     let set = TemplateSet::load(&dir).unwrap();
-    let samples = check::samples();
+    let samples = editor::samples();
     let input = PreviewInput {
         samples: &samples,
         reopened_at: None,
@@ -836,7 +837,7 @@ fn preview_writes_every_message_and_variant() {
     let (report, set, settings) = sample_preview(&out);
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.messages, set.messages());
-    let samples = check::samples();
+    let samples = editor::samples();
     assert_eq!(report.emails, set.messages().len() * samples.len());
     let index = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert_eq!(
@@ -846,7 +847,7 @@ fn preview_writes_every_message_and_variant() {
     assert_eq!(index.matches("<iframe sandbox").count(), report.emails);
     assert_eq!(index.matches("<pre>").count(), report.emails);
     let sources = templates::read_sources(&repo_path("templates")).unwrap();
-    let reopening = check::reopening_messages(&sources);
+    let reopening = editor::reopening_messages(&sources);
     for message in set.messages() {
         assert!(index.contains(&format!("<h2>{message}</h2>")));
         for sample in &samples {
@@ -859,7 +860,7 @@ fn preview_writes_every_message_and_variant() {
                     "link to {message}/{id}.{ext}"
                 );
             }
-            let ctx = check::context(&settings, &message, sample, reopening.contains(&message));
+            let ctx = editor::context(&settings, &message, sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             assert!(
                 index.contains(&format!(
@@ -919,7 +920,7 @@ async fn preview_for_a_user_from_the_database(app: TestApp) {
     assert!(index.contains("Ilaria D&#x27;Angelo"), "the user's name");
     let set = TemplateSet::load(&repo_path("templates")).unwrap();
     for message in set.messages() {
-        for situation in check::SITUATIONS {
+        for situation in editor::SITUATIONS {
             let eml = out
                 .join(&message)
                 .join(format!("{}-U0002.eml", situation.id));
@@ -1043,7 +1044,7 @@ fn preview_renders_in_headless_chromium() {
     let profile = tmp.path().join("profile");
     let dom = chromium_dom(&chromium, &out.join("index.html"), &profile);
 
-    let variants = set.messages().len() * check::samples().len();
+    let variants = set.messages().len() * editor::samples().len();
     assert!(
         dom.contains("<h1>Message preview</h1>"),
         "{}",
@@ -1054,11 +1055,11 @@ fn preview_renders_in_headless_chromium() {
     assert_eq!(dom.matches("<pre>").count(), variants, "text versions");
     assert_eq!(dom.matches("class=\"eml\"").count(), report.emails);
     let sources = templates::read_sources(&repo_path("templates")).unwrap();
-    let reopening = check::reopening_messages(&sources);
+    let reopening = editor::reopening_messages(&sources);
     for message in set.messages() {
         assert!(dom.contains(&format!("<h2>{message}</h2>")), "{message}");
-        for sample in check::samples() {
-            let ctx = check::context(&settings, &message, &sample, reopening.contains(&message));
+        for sample in editor::samples() {
+            let ctx = editor::context(&settings, &message, &sample, reopening.contains(&message));
             let r = set.render(&message, &ctx).unwrap();
             assert!(
                 dom.contains(&format!(
@@ -1078,7 +1079,7 @@ fn preview_renders_in_headless_chromium() {
 
     // One email's HTML on its own: the hostile name is text, not markup.
     let message = &set.messages()[0];
-    let markup = check::samples()
+    let markup = editor::samples()
         .into_iter()
         .find(|s| s.user.first_name.contains('<'))
         .unwrap();

@@ -1,0 +1,332 @@
+//! `avvisi templates check`: everything a template editor can break, found before anything is
+//! sent, each problem with its file, its line and a plain explanation.
+//!
+//! The check reads every file under the templates folder and:
+//! - parses each file on its own, so that every syntax error is listed, not only the first one
+//!   (unclosed `{{`, `{% if %}` without `{% endif %}`, a misspelled tag...);
+//! - scans the `{{ }}` and `{% %}` expressions of every file for names that do not exist:
+//!   variables outside [`MessageContext`] (and the loop/set variables of the templates), unknown
+//!   filters, tests and functions, layouts that are not there. Tera silently treats an unknown
+//!   name inside `{% if %}` as false, so rendering alone cannot find those;
+//! - checks that every message folder has its three parts;
+//! - renders every message with every [`Sample`] (every reminder step, the last day, a test
+//!   message, the one-off notices before and after the reopening, hostile names) and looks at the
+//!   output: a subject on one line and at most `MAX_SUBJECT_CHARS` characters, no empty part, no
+//!   template syntax left in the output, no escaping artefacts or HTML tags in the text version,
+//!   user data escaped in the HTML version.
+//!
+//! This file runs those steps in order and collects the problems; one file per concern does the
+//! work:
+//! - `scan.rs`: the hand-written scanner of tags, tokens and the names in them;
+//! - `syntax.rs`: syntax errors in plain words;
+//! - `names.rs`: unknown names, with the closest known one;
+//! - `render_errors.rs`: Tera's rendering errors, pointed at the name they are about;
+//! - `output.rs`: the checks of the rendered output;
+//! - `locate.rs`: the source line a problem comes from, along layouts and includes.
+//!
+//! [`MessageContext`]: crate::render::templates::MessageContext
+//! [`Sample`]: crate::editor::Sample
+
+mod locate;
+mod names;
+mod output;
+mod render_errors;
+mod scan;
+mod syntax;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::Settings;
+use crate::editor::samples::message_folders;
+use crate::editor::{context, reopening_messages, samples};
+use crate::render::templates::{self, TemplateSet};
+
+use locate::{chain, line_of};
+use names::KnownNames;
+use scan::FileScan;
+use syntax::syntax_problems;
+
+/// The longest subject accepted, in characters (with the "[PROVA] " prefix of test messages).
+pub(crate) const MAX_SUBJECT_CHARS: usize = 120;
+
+/// One thing wrong with the templates.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// The file, as a path under the templates folder.
+    pub file: PathBuf,
+    /// 1-based line, when the problem has one.
+    pub line: Option<usize>,
+    /// What is wrong and what to do, in plain words.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// What [`check`] looked at and what it found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// The message folders found.
+    pub messages: Vec<String>,
+    /// Samples each message was rendered with (0 when rendering was not possible).
+    pub samples: usize,
+    /// Renders done (messages × samples).
+    pub renders: usize,
+    /// Every problem, in file and line order.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks every template under `dir`, rendering with the calendar and names of `settings`.
+pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
+    let mut c = Checker {
+        dir,
+        problems: Vec::new(),
+        seen: HashSet::new(),
+    };
+    let mut report = CheckReport::default();
+    let sources = match templates::read_sources(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            c.push(
+                "",
+                None,
+                "read",
+                format!("cannot read the templates folder: {e}"),
+            );
+            report.problems = c.finish();
+            return report;
+        }
+    };
+    let folders = message_folders(&sources);
+    report.messages = folders.keys().cloned().collect();
+    if folders.is_empty() {
+        c.push(
+            "",
+            None,
+            "empty",
+            "no message found: each message is a folder with subject.txt, body.txt and body.html"
+                .into(),
+        );
+    }
+
+    // 1. Syntax, file by file, so that every broken file is listed.
+    let mut broken = BTreeSet::new();
+    for (name, src) in &sources {
+        let found = syntax_problems(name, src);
+        if !found.is_empty() {
+            broken.insert(name.clone());
+        }
+        for (line, message) in found {
+            c.push(name, line, &message.clone(), message);
+        }
+    }
+
+    // 2. Every message has its three parts.
+    for (folder, files) in &folders {
+        for (part, what) in [
+            ("subject.txt", "subject"),
+            ("body.txt", "text version"),
+            ("body.html", "HTML version"),
+        ] {
+            if !files.contains(part) {
+                c.push(
+                    &format!("{folder}/{part}"),
+                    None,
+                    "missing",
+                    format!(
+                        "missing: the message `{folder}` has no {what}; every message folder needs \
+                         subject.txt, body.txt and body.html"
+                    ),
+                );
+            }
+        }
+        for file in files {
+            let used = sources.values().any(|src| {
+                let scan = FileScan::new(src);
+                let path = format!("{folder}/{file}");
+                scan.extends
+                    .iter()
+                    .chain(scan.includes.iter())
+                    .any(|(t, _)| *t == path)
+            });
+            if !templates::PARTS.contains(&file.as_str()) && !used {
+                c.push(
+                    &format!("{folder}/{file}"),
+                    None,
+                    "stray",
+                    format!(
+                        "unexpected file in a message folder: only subject.txt, body.txt and \
+                         body.html are used, so `{file}` is ignored (a misspelled name?)"
+                    ),
+                );
+            }
+        }
+    }
+
+    // 3. Names: variables, filters, tests, functions, layouts.
+    let known = KnownNames::new(settings);
+    let scans: BTreeMap<&str, FileScan> = sources
+        .iter()
+        .filter(|(name, _)| !broken.contains(*name))
+        .map(|(name, src)| (name.as_str(), FileScan::new(src)))
+        .collect();
+    let mut locals: HashSet<String> = HashSet::new();
+    for scan in scans.values() {
+        locals.extend(scan.locals.iter().cloned());
+    }
+    for (name, scan) in &scans {
+        let src = &sources[*name];
+        for found in &scan.found {
+            if let Some((key, message)) = known.judge(found, &locals, &sources) {
+                c.push(name, Some(line_of(src, found.offset())), &key, message);
+            }
+        }
+        // A text body must extend a text layout, an HTML body an HTML one (escaping follows
+        // the extension of the file rendered).
+        for (target, offset) in &scan.extends {
+            let (ours, theirs) = (extension(name), extension(target));
+            if ours != theirs && !theirs.is_empty() {
+                c.push(
+                    name,
+                    Some(line_of(src, *offset)),
+                    "mixed-layout",
+                    format!(
+                        "`{name}` extends `{target}`: a .{ours} file must extend a .{ours} layout \
+                         (HTML escaping depends on it)"
+                    ),
+                );
+            }
+        }
+    }
+
+    // 4. Render every message with every sample. Files that cannot compile (syntax errors,
+    // missing layouts) and the files built on them are left out, so the rest is still checked.
+    let mut excluded: BTreeSet<String> = broken.clone();
+    for (name, scan) in &scans {
+        if scan
+            .extends
+            .iter()
+            .chain(scan.includes.iter())
+            .any(|(t, _)| !sources.contains_key(t))
+        {
+            excluded.insert(name.to_string());
+        }
+    }
+    let dependents: Vec<String> = sources
+        .keys()
+        .filter(|name| chain(name, &sources).iter().any(|f| excluded.contains(f)))
+        .cloned()
+        .collect();
+    excluded.extend(dependents);
+    let usable: BTreeMap<String, String> = sources
+        .iter()
+        .filter(|(name, _)| !excluded.contains(*name))
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .collect();
+    let set = match TemplateSet::from_sources(dir, &usable) {
+        Ok(set) => set,
+        Err(e) => {
+            c.push("", None, "load", format!("cannot load the templates: {e}"));
+            report.problems = c.finish();
+            return report;
+        }
+    };
+    let samples = samples();
+    report.samples = samples.len();
+    let reopening = reopening_messages(&sources);
+    for (message, files) in &folders {
+        let complete = templates::PARTS
+            .iter()
+            .all(|p| files.contains(*p) && usable.contains_key(&format!("{message}/{p}")));
+        if !complete {
+            continue;
+        }
+        for sample in &samples {
+            report.renders += 1;
+            let ctx = context(settings, message, sample, reopening.contains(message));
+            let mut raw = BTreeMap::new();
+            for part in templates::PARTS {
+                let file = format!("{message}/{part}");
+                match set.render_file(&file, &ctx) {
+                    Ok(out) => {
+                        raw.insert(part, out);
+                    }
+                    Err(e) => c.render_error(&sources, &file, sample, &e),
+                }
+            }
+            if raw.len() < templates::PARTS.len() {
+                continue;
+            }
+            match set.render(message, &ctx) {
+                Ok(rendered) => c.output_checks(&sources, message, sample, &raw, &rendered),
+                Err(e) => c.render_error(&sources, &format!("{message}/subject.txt"), sample, &e),
+            }
+        }
+    }
+    report.problems = c.finish();
+    report
+}
+
+/// The problems found so far, as paths under the templates folder.
+struct Checker<'a> {
+    dir: &'a Path,
+    problems: Vec<Problem>,
+    /// (file, line, key): one report per problem, however many samples show it.
+    seen: HashSet<(String, Option<usize>, String)>,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, file: &str, line: Option<usize>, key: &str, message: String) {
+        if self.seen.insert((file.to_string(), line, key.to_string())) {
+            let path = if file.is_empty() {
+                self.dir.to_path_buf()
+            } else {
+                self.dir.join(file)
+            };
+            self.problems.push(Problem {
+                file: path,
+                line,
+                message,
+            });
+        }
+    }
+
+    /// [`Checker::push`] at a located (file, line), or at `fallback` without a line.
+    fn push_at(&mut self, at: Option<(String, usize)>, fallback: &str, key: &str, message: String) {
+        match at {
+            Some((file, line)) => self.push(&file, Some(line), key, message),
+            None => self.push(fallback, None, key, message),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Problem> {
+        self.problems.sort();
+        self.problems
+    }
+}
+
+/// The extension of a template's file name (`txt`, `html`), or "" without one.
+fn extension(name: &str) -> &str {
+    name.rsplit_once('.').map(|(_, e)| e).unwrap_or("")
+}
+
+/// The text between `start` and the next `end` in `s` (to read Tera's error messages).
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = s.find(start)? + start.len();
+    let len = s[from..].find(end)?;
+    Some(&s[from..from + len])
+}

@@ -1,0 +1,264 @@
+//! Names that do not exist: variables outside the context, unknown filters, tests, functions
+//! and templates, each with the closest known name when one is close (edit distance).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde_json::Value;
+
+use crate::config::Settings;
+use crate::editor::{context, samples};
+use crate::render::templates;
+
+use super::scan::Found;
+
+/// The filters registered by avvisi, for messages and suggestions.
+const OWN_FILTERS: [&str; 3] = ["data_it", "data_estesa_it", "ora_it"];
+
+/// Tera's own filters (for suggestions only: whether a filter exists is asked to Tera).
+const TERA_FILTERS: [&str; 41] = [
+    "upper",
+    "lower",
+    "trim",
+    "trim_start",
+    "trim_end",
+    "trim_start_matches",
+    "trim_end_matches",
+    "truncate",
+    "wordcount",
+    "replace",
+    "capitalize",
+    "title",
+    "linebreaksbr",
+    "indent",
+    "striptags",
+    "spaceless",
+    "escape",
+    "escape_xml",
+    "addslashes",
+    "split",
+    "int",
+    "float",
+    "first",
+    "last",
+    "nth",
+    "join",
+    "sort",
+    "unique",
+    "slice",
+    "group_by",
+    "filter",
+    "map",
+    "concat",
+    "abs",
+    "pluralize",
+    "round",
+    "length",
+    "reverse",
+    "json_encode",
+    "as_str",
+    "get",
+];
+
+/// Tera's tests (`{% if x is defined %}`).
+const TERA_TESTS: [&str; 13] = [
+    "defined",
+    "undefined",
+    "odd",
+    "even",
+    "string",
+    "number",
+    "divisibleby",
+    "iterable",
+    "object",
+    "starting_with",
+    "ending_with",
+    "containing",
+    "matching",
+];
+
+/// Functions templates may call (Tera's, without its optional features; `super()` in blocks).
+const TERA_FUNCTIONS: [&str; 4] = ["range", "throw", "get_env", "super"];
+
+/// Variables that exist in every template without being in the context.
+const BUILTIN_VARIABLES: [&str; 2] = ["loop", "__tera_context"];
+
+/// What a context provides: top-level names and, for objects (`user`), their fields.
+pub(crate) struct KnownNames {
+    fields: BTreeMap<String, Option<BTreeSet<String>>>,
+}
+
+impl KnownNames {
+    pub(crate) fn new(settings: &Settings) -> KnownNames {
+        let sample = &samples()[0];
+        let value =
+            serde_json::to_value(context(settings, "sample", sample, false)).unwrap_or_default();
+        let mut fields = BTreeMap::new();
+        if let Value::Object(map) = value {
+            for (k, v) in map {
+                let sub = match v {
+                    Value::Object(m) => Some(m.keys().cloned().collect()),
+                    _ => None,
+                };
+                fields.insert(k, sub);
+            }
+        }
+        KnownNames { fields }
+    }
+
+    fn all_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, sub) in &self.fields {
+            match sub {
+                Some(sub) => out.extend(sub.iter().map(|s| format!("{k}.{s}"))),
+                None => out.push(k.clone()),
+            }
+        }
+        out
+    }
+
+    /// Whether `found` is a problem: its dedup key and the explanation.
+    pub(crate) fn judge(
+        &self,
+        found: &Found,
+        locals: &HashSet<String>,
+        sources: &BTreeMap<String, String>,
+    ) -> Option<(String, String)> {
+        match found {
+            Found::Var {
+                path, in_condition, ..
+            } => {
+                let mut parts = path.split('.');
+                let root = parts.next().unwrap_or("");
+                let second = parts.next();
+                if locals.contains(root) || BUILTIN_VARIABLES.contains(&root) {
+                    return None;
+                }
+                let unknown = match self.fields.get(root) {
+                    None => path.clone(),
+                    Some(Some(sub)) => match second {
+                        Some(s) if !sub.contains(s) => format!("{root}.{s}"),
+                        _ => return None,
+                    },
+                    Some(None) => match second {
+                        Some(s) => format!("{root}.{s}"),
+                        None => return None,
+                    },
+                };
+                let hint = suggestion(&unknown, self.all_paths().iter().map(String::as_str));
+                let condition = if *in_condition {
+                    " (in a `{% if %}` an unknown name is silently false: the text it guards would never be sent)"
+                } else {
+                    ""
+                };
+                Some((
+                    format!("var:{unknown}"),
+                    format!(
+                        "unknown variable `{unknown}`{hint}: only the variables listed in \
+                         templates/README.md exist{condition}"
+                    ),
+                ))
+            }
+            Found::Filter { name, .. } => {
+                if templates::filter_exists(name) {
+                    return None;
+                }
+                let candidates = OWN_FILTERS.iter().chain(TERA_FILTERS.iter()).copied();
+                let hint = suggestion(name, candidates);
+                Some((
+                    format!("filter:{name}"),
+                    format!(
+                        "unknown filter `{name}`{hint}: the date filters are data_it, \
+                         data_estesa_it and ora_it"
+                    ),
+                ))
+            }
+            Found::Test { name, .. } => {
+                if TERA_TESTS.contains(&name.as_str()) {
+                    return None;
+                }
+                let hint = suggestion(name, TERA_TESTS.iter().copied());
+                Some((
+                    format!("test:{name}"),
+                    format!(
+                        "unknown test `{name}` after `is`{hint} (known: {})",
+                        TERA_TESTS.join(", ")
+                    ),
+                ))
+            }
+            Found::Function { name, .. } => {
+                if TERA_FUNCTIONS.contains(&name.as_str()) {
+                    return None;
+                }
+                Some((
+                    format!("function:{name}"),
+                    format!(
+                        "unknown function `{name}()`: templates can call only range(), throw() \
+                         and super()"
+                    ),
+                ))
+            }
+            Found::Template { name, .. } => {
+                if sources.contains_key(name) {
+                    return None;
+                }
+                let hint = suggestion(name, sources.keys().map(String::as_str));
+                Some((
+                    format!("template:{name}"),
+                    format!(
+                        "there is no template `{name}`{hint} (names are relative to the \
+                         templates folder, e.g. layout/base.txt)"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// ", did you mean `x`?" for the closest candidate, when it is close.
+fn suggestion<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let best = candidates
+        .map(|c| (edit_distance(name, c), c))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, c)) if d > 0 && d <= 3 && d * 3 <= name.chars().count().max(3) => {
+            format!(" (did you mean `{c}`?)")
+        }
+        _ => String::new(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            suggestion(
+                "user.frist_name",
+                ["user.first_name", "deadline"].into_iter()
+            ),
+            " (did you mean `user.first_name`?)"
+        );
+        assert_eq!(suggestion("zzz", ["deadline"].into_iter()), "");
+    }
+}

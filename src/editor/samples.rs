@@ -1,0 +1,301 @@
+//! The sample data every message is rendered with, shared by `templates check`, `templates
+//! preview` and the golden tests: recipients whose names exercise escaping and line folding, the
+//! situations a message goes out in, and the context each sample gets, built the way the worker
+//! builds it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{Duration, TimeZone};
+
+use crate::config::Settings;
+use crate::render::templates::{self, MessageContext, UserView};
+
+/// A recipient of the sample data.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleUser {
+    /// Short name used in file names (`dangelo`).
+    pub id: &'static str,
+    pub first_name: &'static str,
+    pub last_name: &'static str,
+    pub email: &'static str,
+    pub institutional_email: Option<&'static str>,
+    pub pending_email: Option<&'static str>,
+    pub province: Option<&'static str>,
+    /// Why this user is in the samples.
+    pub why: &'static str,
+}
+
+impl SampleUser {
+    fn view(&self) -> UserView {
+        UserView::new(
+            self.first_name,
+            self.last_name,
+            self.email,
+            self.institutional_email,
+            self.pending_email,
+            self.province,
+        )
+    }
+}
+
+/// The sample users: accents, apostrophes, markup and line breaks in names; with and without an
+/// institutional address and a pending one.
+pub const SAMPLE_USERS: [SampleUser; 4] = [
+    SampleUser {
+        id: "dangelo",
+        first_name: "Ilaria",
+        last_name: "D'Angelo",
+        email: "ilaria.dangelo@gmail.com",
+        institutional_email: None,
+        pending_email: Some("ilaria.dangelo@libero.it"),
+        province: Some("RM"),
+        why: "apostrophe in the name; no institutional address; a pending address",
+    },
+    SampleUser {
+        id: "nicolo",
+        first_name: "Nicolò",
+        last_name: "Manco",
+        email: "nicolo.manco@libero.it",
+        institutional_email: Some("nicolo.manco@istruzione.it"),
+        pending_email: None,
+        province: Some("PA"),
+        why: "accented name; an institutional address; no pending address",
+    },
+    SampleUser {
+        id: "markup",
+        first_name: "<b>Anna</b>",
+        last_name: "Rossi & Figli",
+        email: "anna.rossi@example.it",
+        institutional_email: Some("anna.rossi@posta.istruzione.it"),
+        pending_email: Some("anna.rossi@example.org"),
+        province: None,
+        why: "markup and an ampersand in the name: escaped in HTML, as written in text",
+    },
+    SampleUser {
+        id: "crlf",
+        first_name: "Mario\r\nBcc: intruso@example.org",
+        last_name: "Bianchi\r\n",
+        email: "mario.bianchi@example.it",
+        institutional_email: None,
+        pending_email: None,
+        province: None,
+        why: "line breaks in the name: folded to one line, no header can be added",
+    },
+];
+
+/// When a message is sent: the step, the days left and the kind of send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Situation {
+    /// Short name used in file names (`d3`, `last-day`).
+    pub id: &'static str,
+    pub step: &'static str,
+    pub days_left: i64,
+    pub is_test: bool,
+    /// Whether operators have declared the reopening (`reopened_at` set).
+    pub reopened: bool,
+    pub description: &'static str,
+}
+
+/// Every situation a message can be sent in.
+pub const SITUATIONS: [Situation; 8] = [
+    Situation {
+        id: "first",
+        step: "first",
+        days_left: 7,
+        is_test: false,
+        reopened: false,
+        description: "first notice, 7 days left",
+    },
+    Situation {
+        id: "d7",
+        step: "d7",
+        days_left: 7,
+        is_test: false,
+        reopened: false,
+        description: "reminder 7 days before the deadline",
+    },
+    Situation {
+        id: "d3",
+        step: "d3",
+        days_left: 3,
+        is_test: false,
+        reopened: false,
+        description: "reminder 3 days before the deadline",
+    },
+    Situation {
+        id: "d1",
+        step: "d1",
+        days_left: 1,
+        is_test: false,
+        reopened: false,
+        description: "reminder the day before the deadline",
+    },
+    Situation {
+        id: "last-day",
+        step: "first",
+        days_left: 0,
+        is_test: false,
+        reopened: false,
+        description: "first notice on the deadline's day (a late entrant)",
+    },
+    Situation {
+        id: "test",
+        step: "d3",
+        days_left: 3,
+        is_test: true,
+        reopened: false,
+        description: "test message to an operator ([PROVA])",
+    },
+    Situation {
+        id: "main",
+        step: "main",
+        days_left: 7,
+        is_test: false,
+        reopened: false,
+        description: "one-off notice before the deadline",
+    },
+    Situation {
+        id: "reopened",
+        step: "main",
+        days_left: 0,
+        is_test: false,
+        reopened: true,
+        description: "one-off notice after the reopening",
+    },
+];
+
+/// One variant a message is rendered with: a recipient in a situation.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// `SITUATION-USER`, used in file names and reports (`d3-markup`).
+    pub id: String,
+    pub user: UserView,
+    /// The address the email goes to.
+    pub to_address: String,
+    pub situation: Situation,
+    /// For people: who and when.
+    pub description: String,
+}
+
+impl Sample {
+    /// `situation` for a real user (`templates preview --user`).
+    pub(crate) fn for_user(situation: Situation, user_id: &str, user: UserView) -> Sample {
+        let safe_id: String = user_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Sample {
+            id: format!("{}-{safe_id}", situation.id),
+            to_address: user.email.clone(),
+            description: format!("{}: {}", user.full_name, situation.description),
+            user,
+            situation,
+        }
+    }
+}
+
+/// The sample variants every message is rendered with: each situation once, the users taking
+/// turns, so that every user and every situation appears (8 variants).
+pub fn samples() -> Vec<Sample> {
+    SITUATIONS
+        .iter()
+        .enumerate()
+        .map(|(i, situation)| {
+            let u = &SAMPLE_USERS[i % SAMPLE_USERS.len()];
+            Sample {
+                id: format!("{}-{}", situation.id, u.id),
+                user: u.view(),
+                to_address: u.email.to_string(),
+                situation: *situation,
+                description: format!("{}; {}", situation.description, u.why),
+            }
+        })
+        .collect()
+}
+
+/// The sample instant of the reopening: 09:00 local, 13 days after the maintenance start's day.
+fn sample_reopened_at(settings: &Settings) -> String {
+    let cal = &settings.calendar;
+    let tz = cal.timezone;
+    let day = cal.maintenance_start.with_timezone(&tz).date_naive() + Duration::days(13);
+    let at = day.and_time(chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default());
+    tz.from_local_datetime(&at)
+        .earliest()
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// The context of `message` for `sample`, with the calendar and the names of `settings`, built
+/// the way the worker builds it. `reopening`: the message is a reopening notice (it uses
+/// `reopened_at`), which only goes out once operators have declared the reopening, so every
+/// sample has the date; other messages have it only in the situations after the reopening.
+pub fn context(
+    settings: &Settings,
+    message: &str,
+    sample: &Sample,
+    reopening: bool,
+) -> MessageContext {
+    let cal = &settings.calendar;
+    let tz = cal.timezone;
+    let deadline = cal.deadline.with_timezone(&tz);
+    let maintenance_start = cal.maintenance_start.with_timezone(&tz);
+    let reopened_at = if sample.situation.reopened || reopening {
+        sample_reopened_at(settings)
+    } else {
+        String::new()
+    };
+    MessageContext {
+        user: sample.user.clone(),
+        deadline: deadline.to_rfc3339(),
+        maintenance_start: maintenance_start.to_rfc3339(),
+        reopened_at,
+        days_left: sample.situation.days_left,
+        step: sample.situation.step.to_string(),
+        campaign: format!("{message}-{}", deadline.format("%Y-%m-%d")),
+        portal_url: settings.portal_url.clone(),
+        organisation: settings.mail.organisation.clone(),
+        service_name: settings.mail.service_name.clone(),
+        is_test: sample.situation.is_test,
+    }
+}
+
+/// The reopening notices among the message folders: the templates of the reopening campaigns
+/// ([`crate::audience::phases::REOPENING`]), created when operators declare the reopening, so they always
+/// have `reopened_at`. Every other message may go out before it (reminders, the maintenance
+/// notice, test messages) and is also rendered with `reopened_at` empty, as templates/README.md
+/// tells editors.
+pub fn reopening_messages(sources: &BTreeMap<String, String>) -> BTreeSet<String> {
+    message_folders(sources)
+        .into_keys()
+        .filter(|message| {
+            crate::audience::phases::REOPENING
+                .iter()
+                .any(|(template, _)| template == message)
+        })
+        .collect()
+}
+
+/// The message folders and their files: like [`templates::TemplateSet::messages`], every folder but
+/// `layout/` holding at least one of the three parts (a folder of shared pieces is not one).
+pub(crate) fn message_folders(
+    sources: &BTreeMap<String, String>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for name in sources.keys() {
+        if let Some((folder, file)) = name.split_once('/') {
+            if folder != "layout" && !file.contains('/') {
+                out.entry(folder.to_string())
+                    .or_default()
+                    .insert(file.to_string());
+            }
+        }
+    }
+    out.retain(|_, files| templates::PARTS.iter().any(|p| files.contains(*p)));
+    out
+}
