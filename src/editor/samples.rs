@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Duration, TimeZone};
 
 use crate::config::Settings;
+use crate::render::context;
 use crate::render::templates::{self, MessageContext, UserView};
 
 /// A recipient of the sample data.
@@ -242,27 +243,20 @@ pub fn context(
     reopening: bool,
 ) -> MessageContext {
     let cal = &settings.calendar;
-    let tz = cal.timezone;
-    let deadline = cal.deadline.with_timezone(&tz);
-    let maintenance_start = cal.maintenance_start.with_timezone(&tz);
+    let deadline_day = cal.deadline.with_timezone(&cal.timezone).format("%Y-%m-%d");
     let reopened_at = if sample.situation.reopened || reopening {
         sample_reopened_at(settings)
     } else {
         String::new()
     };
-    MessageContext {
-        user: sample.user.clone(),
-        deadline: deadline.to_rfc3339(),
-        maintenance_start: maintenance_start.to_rfc3339(),
-        reopened_at,
+    let about = context::About {
+        step: sample.situation.step,
+        campaign: &format!("{message}-{deadline_day}"),
         days_left: sample.situation.days_left,
-        step: sample.situation.step.to_string(),
-        campaign: format!("{message}-{}", deadline.format("%Y-%m-%d")),
-        portal_url: settings.portal_url.clone(),
-        organisation: settings.mail.organisation.clone(),
-        service_name: settings.mail.service_name.clone(),
+        reopened_at,
         is_test: sample.situation.is_test,
-    }
+    };
+    context::build(settings, sample.user.clone(), about)
 }
 
 /// The reopening notices among the message folders: the templates of the reopening campaigns

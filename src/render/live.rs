@@ -56,32 +56,3 @@ impl TemplateStore {
         Reload::Replaced(digest)
     }
 }
-
-/// The minimal check: every message renders with sample data. `avvisi templates check` is stricter.
-pub fn render_check(set: &TemplateSet) -> Vec<String> {
-    use crate::render::templates::{MessageContext, UserView};
-    let context = MessageContext {
-        user: UserView::new(
-            "Nicolò",
-            "D'Angelo",
-            "n.dangelo@libero.it",
-            None,
-            Some("nuovo@libero.it"),
-            Some("BO"),
-        ),
-        deadline: "2026-11-30T23:59:59+01:00".into(),
-        maintenance_start: "2026-12-01T00:00:00+01:00".into(),
-        reopened_at: "2026-12-14T09:00:00+01:00".into(),
-        days_left: 3,
-        step: "d3".into(),
-        campaign: "check".into(),
-        portal_url: "https://www.istruzione.it/polis/Istanzeonline.htm".into(),
-        organisation: "Ministero dell'Istruzione e del Merito".into(),
-        service_name: "Istanze OnLine".into(),
-        is_test: false,
-    };
-    set.messages()
-        .iter()
-        .filter_map(|name| set.render(name, &context).err().map(|e| e.to_string()))
-        .collect()
-}

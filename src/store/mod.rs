@@ -11,7 +11,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
 mod lane;
 pub mod queue;
@@ -91,11 +91,22 @@ impl Db {
                 .connect_with(options)
                 .await
                 .map_err(connect_err)?,
-            Backend::Postgres => AnyPoolOptions::new()
-                .max_connections(max_connections)
-                .connect_with(options)
-                .await
-                .map_err(connect_err)?,
+            Backend::Postgres => {
+                // One direct connection first: a server that is down or refuses us is reported
+                // at once with its reason, not as a pool timeout half a minute later.
+                options
+                    .connect()
+                    .await
+                    .map_err(connect_err)?
+                    .close()
+                    .await
+                    .map_err(connect_err)?;
+                AnyPoolOptions::new()
+                    .max_connections(max_connections)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_err)?
+            }
         };
         Ok(Db { pool, backend })
     }

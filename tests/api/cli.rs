@@ -117,3 +117,68 @@ fn every_command_has_help_with_an_example() {
     }
     let _ = Backend::Sqlite;
 }
+
+/// The main errors an operator meets, word for word: what failed, where, and why, each cause
+/// once (a cause quoted by the message above it is not repeated).
+#[test]
+fn main_errors_say_what_failed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| -> (Option<i32>, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
+        cmd.current_dir(dir.path())
+            .args(args)
+            .env(
+                "AVVISI__DATABASE__URL",
+                format!("sqlite://{}/avvisi.db", dir.path().display()),
+            )
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), stderr(&out).trim_end().to_string())
+    };
+    let missing = dir.path().join("nonexistent.csv");
+    let missing = missing.to_str().unwrap();
+    assert_eq!(
+        run(&["import", "users", missing], &[]),
+        (
+            Some(1),
+            format!("error: importing users: cannot open {missing}: No such file or directory (os error 2)")
+        )
+    );
+
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.to_str().unwrap();
+    assert_eq!(
+        run(&["import", "users", empty], &[]),
+        (
+            Some(1),
+            format!("error: importing users: {empty}: the file is empty: expected a header row with the column names")
+        )
+    );
+
+    assert_eq!(
+        run(&["status"], &[("AVVISI__DELIVERY__CONCURRENCY", "four")]),
+        (
+            Some(2),
+            "error: configuration: invalid type: string \"four\", expected an integer for key `delivery.concurrency` in the environment".to_string()
+        )
+    );
+
+    // A PostgreSQL server that is not there: the reason at once, the password masked.
+    assert_eq!(
+        run(
+            &["status"],
+            &[(
+                "AVVISI__DATABASE__URL",
+                "postgres://avvisi:hunter2@127.0.0.1:1/avvisi"
+            )]
+        ),
+        (
+            Some(1),
+            "error: opening the database: cannot open database postgres://avvisi:***@127.0.0.1:1/avvisi: error communicating with database: Connection refused (os error 111)".to_string()
+        )
+    );
+}

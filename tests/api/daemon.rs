@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use avvisi::clock::Clock;
 use avvisi::import::ImportOptions;
-use avvisi::render::live::render_check;
 use avvisi::render::templates::TemplateSet;
 use chrono::{Timelike, Utc};
 use sqlx::Row;
@@ -523,7 +522,7 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
         app.settings.clone(),
         Clock::system(),
         CancellationToken::new(),
-        Arc::new(render_check),
+        avvisi::cli::service::full_check(app.settings.clone()),
     )
     .await;
     let err = second.unwrap_err().to_string();
