@@ -26,7 +26,7 @@ impl Clock {
     }
 
     /// A clock that reads `start` now and then flows with real time.
-    pub fn starting_at(start: DateTime<Utc>) -> Clock {
+    pub(crate) fn starting_at(start: DateTime<Utc>) -> Clock {
         Clock(Arc::new(Source::Shifted(start - Utc::now())))
     }
 

@@ -9,14 +9,14 @@ use crate::config::CalendarSettings;
 
 /// One step of a reminder: its name (`first`, `d7`...) and when it falls due.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     pub name: String,
     pub due_at: DateTime<Utc>,
 }
 
 /// The reminder steps of the calendar, in time order, all before the deadline: the first notice
 /// at the campaign start, then one `dN` step N days before the deadline's day at reminder time.
-pub fn reminder_steps(cal: &CalendarSettings) -> Vec<Step> {
+pub(crate) fn reminder_steps(cal: &CalendarSettings) -> Vec<Step> {
     let deadline_day = cal.deadline.with_timezone(&cal.timezone).date_naive();
     let mut steps = vec![Step {
         name: "first".into(),
@@ -49,7 +49,7 @@ pub fn reminder_steps(cal: &CalendarSettings) -> Vec<Step> {
 }
 
 /// The latest reminder step due at `now`, if the campaign is open at `now`.
-pub fn latest_due_step(cal: &CalendarSettings, now: DateTime<Utc>) -> Option<Step> {
+pub(crate) fn latest_due_step(cal: &CalendarSettings, now: DateTime<Utc>) -> Option<Step> {
     if now >= cal.deadline {
         return None;
     }
@@ -60,7 +60,7 @@ pub fn latest_due_step(cal: &CalendarSettings, now: DateTime<Utc>) -> Option<Ste
 }
 
 /// The name of the reminder campaign of `audience` for this calendar.
-pub fn reminder_name(cal: &CalendarSettings, audience: Audience) -> String {
+pub(crate) fn reminder_name(cal: &CalendarSettings, audience: Audience) -> String {
     let day = cal.deadline.with_timezone(&cal.timezone).date_naive();
     format!("{}-{}", audience.name(), day.format("%Y-%m-%d"))
 }

@@ -35,7 +35,7 @@ pub struct Campaign {
 }
 
 /// Makes sure the reminder campaigns of the current calendar exist. Idempotent.
-pub async fn sync_reminders(
+pub(crate) async fn sync_reminders(
     db: &Db,
     cal: &CalendarSettings,
     now: DateTime<Utc>,
@@ -122,7 +122,7 @@ pub enum CampaignError {
 }
 
 /// Checks a campaign name: 1 to 60 characters among `a-z`, `0-9`, `_`, `-`.
-pub fn check_name(name: &str) -> Result<(), CampaignError> {
+pub(crate) fn check_name(name: &str) -> Result<(), CampaignError> {
     let ok = (1..=60).contains(&name.len())
         && name
             .bytes()
@@ -135,7 +135,7 @@ pub fn check_name(name: &str) -> Result<(), CampaignError> {
 }
 
 /// Parses `province=XX` (the only filter) into the upper-cased province code.
-pub fn parse_filter(filter: &str) -> Result<String, CampaignError> {
+pub(crate) fn parse_filter(filter: &str) -> Result<String, CampaignError> {
     let invalid = || CampaignError::InvalidFilter(filter.to_string());
     let (key, value) = filter.split_once('=').ok_or_else(invalid)?;
     let value = value.trim();
@@ -220,7 +220,7 @@ pub async fn get(db: &Db, name: &str) -> Result<Campaign, CampaignError> {
 }
 
 /// How many users are in the campaign's audience now (province filter included).
-pub async fn audience_size(db: &Db, c: &Campaign) -> Result<u64, sqlx::Error> {
+pub(crate) async fn audience_size(db: &Db, c: &Campaign) -> Result<u64, sqlx::Error> {
     size(db, c.audience, c.filter_province.as_deref()).await
 }
 
@@ -239,7 +239,7 @@ pub async fn size(db: &Db, audience: Audience, province: Option<&str>) -> Result
 
 /// Everything `campaign list` and `campaign show` print about one campaign.
 #[derive(Debug, Clone)]
-pub struct Overview {
+pub(crate) struct Overview {
     pub campaign: Campaign,
     pub created_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
@@ -250,7 +250,7 @@ pub struct Overview {
 }
 
 /// The overview of every campaign (reminders included), oldest first.
-pub async fn overviews(db: &Db) -> Result<Vec<Overview>, sqlx::Error> {
+pub(crate) async fn overviews(db: &Db) -> Result<Vec<Overview>, sqlx::Error> {
     let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM campaigns ORDER BY id"))
         .fetch_all(db.pool())
         .await?;
@@ -262,7 +262,7 @@ pub async fn overviews(db: &Db) -> Result<Vec<Overview>, sqlx::Error> {
 }
 
 /// The overview of the campaign named `name`.
-pub async fn overview(db: &Db, name: &str) -> Result<Overview, CampaignError> {
+pub(crate) async fn overview(db: &Db, name: &str) -> Result<Overview, CampaignError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM campaigns WHERE name = $1"))
         .bind(name)
         .fetch_optional(db.pool())

@@ -7,7 +7,7 @@
 //! draft | scheduled | running | paused --cancel--> cancelled (its pending messages are skipped)
 //! ```
 //! Every transition is one guarded `UPDATE ... WHERE name = $1 AND state IN (...)`, the list
-//! taken from [`Action::from_states`]: of two operators racing, one wins and the other gets a
+//! taken from [`Action::applies_to`]: of two operators racing, one wins and the other gets a
 //! clear error. The worker only claims messages of running campaigns, so a pause takes effect
 //! within one batch. The planner's two moves (scheduled to running, running to finished) are
 //! here too.
@@ -31,7 +31,7 @@ pub enum Action {
 
 impl Action {
     /// The states this action applies to.
-    pub fn from_states(self) -> &'static [CampaignState] {
+    pub(crate) fn applies_to(self) -> &'static [CampaignState] {
         use CampaignState::*;
         match self {
             Action::Launch => &[Draft],
@@ -43,7 +43,7 @@ impl Action {
 
     /// One sentence on what is allowed, for error messages.
     pub fn allowed(self) -> String {
-        let states: Vec<&str> = self.from_states().iter().map(|s| s.as_str()).collect();
+        let states: Vec<&str> = self.applies_to().iter().map(|s| s.as_str()).collect();
         let list = match states.split_last() {
             Some((last, [])) => last.to_string(),
             Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
@@ -67,7 +67,7 @@ impl Action {
     /// `state IN ('a', 'b')` for the guard of this action's UPDATE.
     fn guard(self) -> String {
         let states: Vec<String> = self
-            .from_states()
+            .applies_to()
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
@@ -142,7 +142,7 @@ pub async fn resume(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transitio
 }
 
 /// The reason recorded on the messages a cancel skips.
-pub const CANCELLED_REASON: &str = "campaign cancelled by an operator";
+pub(crate) const CANCELLED_REASON: &str = "campaign cancelled by an operator";
 
 /// draft | scheduled | running | paused -> cancelled; in the same transaction every pending
 /// message of the campaign becomes skipped. Messages already on the wire finish.

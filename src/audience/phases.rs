@@ -15,7 +15,7 @@ use crate::store::timestamp;
 use crate::store::Db;
 
 /// The reopening campaigns: (template and name prefix, audience).
-pub const REOPENING: [(&str, Audience); 4] = [
+pub(crate) const REOPENING: [(&str, Audience); 4] = [
     ("reopening_general", Audience::EnabledUsers),
     (
         "reopening_registration_cancelled",
@@ -33,7 +33,7 @@ pub const REOPENING: [(&str, Audience); 4] = [
 
 /// Records, once, who lapsed at the deadline. Returns the rows recorded now (0 when done before
 /// or when the maintenance has not started).
-pub async fn record_lapsed(
+pub(crate) async fn record_lapsed(
     db: &Db,
     cal: &CalendarSettings,
     now: DateTime<Utc>,

@@ -29,7 +29,7 @@ pub enum Audience {
 }
 
 impl Audience {
-    pub const ALL: [Audience; 8] = [
+    pub(crate) const ALL: [Audience; 8] = [
         Audience::RegistrationIncomplete,
         Audience::EmailUnvalidated,
         Audience::CodeRegenerationPending,
@@ -42,7 +42,7 @@ impl Audience {
 
     /// The procedures whose lapse is recorded at maintenance start: (audience pending before
     /// the deadline, name in the `lapsed` table, audience of the specific reopening notice).
-    pub const LAPSES: [(Audience, &'static str, Audience); 3] = [
+    pub(crate) const LAPSES: [(Audience, &'static str, Audience); 3] = [
         (
             Audience::RegistrationIncomplete,
             "registration",
@@ -102,7 +102,7 @@ impl Audience {
     }
 
     /// The condition on `users u` (users gone from the snapshot never qualify).
-    pub fn condition(self) -> &'static str {
+    pub(crate) fn condition(self) -> &'static str {
         match self {
             Audience::RegistrationIncomplete => "u.present = 1 AND u.registration = 'started'",
             Audience::EmailUnvalidated => {
@@ -139,12 +139,12 @@ impl Audience {
     /// The column of `users u` holding the recipient. Always the address on record: for
     /// `email_unvalidated` the new address is not proven to be the user's yet, so the reminder
     /// goes to the address the user already validated (and mentions the new one).
-    pub fn recipient_column(self) -> &'static str {
+    pub(crate) fn recipient_column(self) -> &'static str {
         "u.email"
     }
 
     /// Why a planned message is not sent when the user left the audience.
-    pub fn left_reason(self) -> &'static str {
+    pub(crate) fn left_reason(self) -> &'static str {
         match self {
             Audience::RegistrationIncomplete => {
                 "registration completed (or user gone) before sending"

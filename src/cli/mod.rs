@@ -25,7 +25,7 @@ pub mod templates;
 pub use args::{Cli, Command, ImportCommand, ImportUsersArgs, RunArgs, ServiceCommand};
 
 /// Exit status when delivery stopped because the relay could not be reached.
-pub const EXIT_RELAY_UNREACHABLE: u8 = 3;
+pub(crate) const EXIT_RELAY_UNREACHABLE: u8 = 3;
 
 /// Runs one command. `clock` is the process-wide clock (`--now` or the real one).
 pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::Result<ExitCode> {

@@ -426,7 +426,7 @@ impl Worker {
     }
 
     /// The template context for a row at `now`.
-    pub fn context_for(
+    pub(crate) fn context_for(
         &self,
         row: &Claimed,
         now: DateTime<Utc>,

@@ -67,7 +67,7 @@ pub enum Outcome {
 /// Claims up to `limit` due rows of running campaigns for `token` until `lease_until`, skips the
 /// ones whose user no longer qualifies, and returns the rest with the skips per campaign.
 /// `stale`: look first for the rows of a daemon that died (their lease is over).
-pub async fn claim(
+pub(crate) async fn claim(
     conn: &mut AnyConnection,
     backend: Backend,
     token: &str,
@@ -189,7 +189,7 @@ const USER_COLUMNS: &str = "u.user_id, u.email, u.first_name, u.last_name, u.ins
 
 /// The first user of the campaign's audience (by user id) as a row to render, as if planned:
 /// step `main`, recipient the address on record, `message_id` as given. Nothing is written.
-pub async fn first_recipient(
+pub(crate) async fn first_recipient(
     db: &Db,
     c: &Campaign,
     message_id: &str,

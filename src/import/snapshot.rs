@@ -53,7 +53,7 @@ impl UserRecord {
 }
 
 /// Whether an address belongs to the ministry's mail domain `istruzione.it` or a subdomain.
-pub fn is_institutional(address: &str) -> bool {
+pub(crate) fn is_institutional(address: &str) -> bool {
     let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     let domain = domain.to_ascii_lowercase();
     domain == "istruzione.it" || domain.ends_with(".istruzione.it")
@@ -98,7 +98,7 @@ pub struct Row {
 }
 
 /// Streaming reader of a snapshot.
-pub struct SnapshotReader<R: Read> {
+pub(crate) struct SnapshotReader<R: Read> {
     reader: csv::Reader<BufReader<R>>,
     header: Vec<String>,
     /// Position in the file's header of each of [`COLUMNS`].
@@ -178,7 +178,7 @@ impl<R: Read> SnapshotReader<R> {
     }
 
     /// The next row, validated; `None` at the end of the file.
-    pub fn next_row(&mut self) -> Option<Result<Row, SnapshotError>> {
+    pub(crate) fn next_row(&mut self) -> Option<Result<Row, SnapshotError>> {
         match self.reader.read_byte_record(&mut self.record) {
             Ok(false) => None,
             Ok(true) => {
@@ -432,7 +432,7 @@ fn is_invisible(c: char) -> bool {
 }
 
 /// Why `value` is not a deliverable address, if it is not.
-pub fn email_problem(value: &str) -> Option<&'static str> {
+pub(crate) fn email_problem(value: &str) -> Option<&'static str> {
     if value.len() > 254 {
         return Some("is longer than 254 characters");
     }
@@ -459,7 +459,7 @@ pub fn email_problem(value: &str) -> Option<&'static str> {
 }
 
 /// Why `code` (upper case) is not a well-formed Italian fiscal code, if it is not.
-pub fn fiscal_code_problem(code: &str) -> Option<&'static str> {
+pub(crate) fn fiscal_code_problem(code: &str) -> Option<&'static str> {
     let b = code.as_bytes();
     if b.len() != 16 || !b.iter().all(|c| c.is_ascii_alphanumeric()) {
         return Some("must be 16 letters and digits");

@@ -50,13 +50,13 @@ pub fn days_left(cal: &CalendarSettings, now: DateTime<Utc>) -> i64 {
 }
 
 /// An instant as templates get it: RFC 3339 in the calendar's time zone, or "" for none.
-pub fn local_rfc3339(cal: &CalendarSettings, at: Option<DateTime<Utc>>) -> String {
+pub(crate) fn local_rfc3339(cal: &CalendarSettings, at: Option<DateTime<Utc>>) -> String {
     at.map(|t| t.with_timezone(&cal.timezone).to_rfc3339())
         .unwrap_or_default()
 }
 
 /// The user `user_id` of the snapshot as templates see them, if there is one.
-pub async fn user_view(db: &Db, user_id: &str) -> Result<Option<UserView>, sqlx::Error> {
+pub(crate) async fn user_view(db: &Db, user_id: &str) -> Result<Option<UserView>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT first_name, last_name, email, institutional_email, pending_email, province \
          FROM users WHERE user_id = $1",

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tera::{Tera, Value};
 
 /// The three parts of every message.
-pub const PARTS: [&str; 3] = ["subject.txt", "body.txt", "body.html"];
+pub(crate) const PARTS: [&str; 3] = ["subject.txt", "body.txt", "body.html"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -120,7 +120,7 @@ impl TemplateSet {
 
     /// Compiles `files` (relative name → text, as [`read_sources`] returns them) as the set of
     /// `dir`; `templates check` uses it to render what is not broken when some files are.
-    pub fn from_sources(
+    pub(crate) fn from_sources(
         dir: &Path,
         files: &BTreeMap<String, String>,
     ) -> Result<TemplateSet, TemplateError> {
@@ -211,7 +211,7 @@ impl TemplateSet {
 
     /// Renders one file of the set (`NAME/subject.txt`...) as it comes out of Tera, without the
     /// folding and tidying of [`TemplateSet::render`]: `templates check` looks at it raw.
-    pub fn render_file(
+    pub(crate) fn render_file(
         &self,
         file: &str,
         context: &MessageContext,
@@ -244,7 +244,7 @@ pub fn read_sources(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
 
 /// Whether templates may use the filter `name`: Tera's own, `safe` and `default` (handled by
 /// Tera's renderer itself), and the date filters registered here.
-pub fn filter_exists(name: &str) -> bool {
+pub(crate) fn filter_exists(name: &str) -> bool {
     if name == "safe" || name == "default" {
         return true;
     }
@@ -357,12 +357,12 @@ const WEEKDAYS: [&str; 7] = [
 ];
 
 /// "30 novembre 2026".
-pub fn italian_date(t: &DateTime<FixedOffset>) -> String {
+pub(crate) fn italian_date(t: &DateTime<FixedOffset>) -> String {
     format!("{} {} {}", t.day(), MONTHS[t.month0() as usize], t.year())
 }
 
 /// "lunedì 30 novembre 2026".
-pub fn italian_long_date(t: &DateTime<FixedOffset>) -> String {
+pub(crate) fn italian_long_date(t: &DateTime<FixedOffset>) -> String {
     format!(
         "{} {}",
         WEEKDAYS[t.weekday().num_days_from_monday() as usize],

@@ -33,7 +33,7 @@ use crate::store::{Backend, Db};
 const HEARTBEAT_STALE_SECONDS: i64 = 30;
 
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     #[error("another avvisi daemon ({other}) is running on this SQLite database; SQLite supports one daemon at a time (use PostgreSQL to run several)")]
     AlreadyRunning { other: String },
 }

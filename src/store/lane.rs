@@ -17,7 +17,7 @@ use super::Db;
 /// or idle, so that the rest of the process (heartbeat, planner) still gets the single SQLite
 /// connection within that time. Cheap to clone: clones share the connection.
 #[derive(Clone)]
-pub struct Lane {
+pub(crate) struct Lane {
     pool: AnyPool,
     held: Arc<tokio::sync::Mutex<Held>>,
 }
@@ -26,7 +26,7 @@ type Held = Option<(PoolConnection<Any>, Instant)>;
 
 impl Lane {
     /// How long a lane keeps its connection before letting other users of the pool have a turn.
-    pub const TURN: Duration = Duration::from_millis(50);
+    pub(crate) const TURN: Duration = Duration::from_millis(50);
 
     pub fn new(db: &Db) -> Lane {
         let held = Arc::new(tokio::sync::Mutex::new(None));
@@ -48,7 +48,7 @@ impl Lane {
     }
 
     /// The lane's connection, for one or more statements; other users of the lane wait.
-    pub async fn conn(&self) -> Result<LaneConn<'_>, sqlx::Error> {
+    pub(crate) async fn conn(&self) -> Result<LaneConn<'_>, sqlx::Error> {
         let mut held = self.held.lock().await;
         release_if_due(&mut held);
         if held.is_none() {
@@ -69,7 +69,7 @@ fn release_if_due(held: &mut Held) {
 }
 
 /// The connection of a [`Lane`], borrowed.
-pub struct LaneConn<'a>(tokio::sync::MutexGuard<'a, Held>);
+pub(crate) struct LaneConn<'a>(tokio::sync::MutexGuard<'a, Held>);
 
 impl Deref for LaneConn<'_> {
     type Target = AnyConnection;

@@ -17,7 +17,7 @@ mod lane;
 pub mod queue;
 pub mod state;
 
-pub use lane::{Lane, LaneConn};
+pub(crate) use lane::Lane;
 pub use state::{CampaignKind, CampaignState, Counts, OutboxState, UnknownState};
 
 /// Which database is behind the pool.

@@ -7,14 +7,14 @@ use super::{CampaignState, Counts, Db, OutboxState, UnknownState};
 
 /// A campaign's messages by state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CampaignCounts {
+pub(crate) struct CampaignCounts {
     pub campaign: String,
     pub state: CampaignState,
     pub counts: Counts,
 }
 
 /// Counts per campaign (every campaign, even one with no rows yet), oldest campaign first.
-pub async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Error> {
+pub(crate) async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT c.name, c.state, o.state, COUNT(o.id) FROM campaigns c \
          LEFT JOIN outbox o ON o.campaign_id = c.id GROUP BY c.id, c.name, c.state, o.state ORDER BY c.id",
@@ -42,7 +42,7 @@ pub async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Error> {
 }
 
 /// The counts of campaign `campaign_id`.
-pub async fn of_campaign(db: &Db, campaign_id: i64) -> Result<Counts, sqlx::Error> {
+pub(crate) async fn of_campaign(db: &Db, campaign_id: i64) -> Result<Counts, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT state, COUNT(*) AS n FROM outbox WHERE campaign_id = $1 GROUP BY state",
     )
@@ -62,7 +62,7 @@ pub async fn of_campaign(db: &Db, campaign_id: i64) -> Result<Counts, sqlx::Erro
 
 /// The oldest pending message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OldestPending {
+pub(crate) struct OldestPending {
     pub campaign: String,
     pub step: String,
     pub planned_at: Option<DateTime<Utc>>,
@@ -70,7 +70,7 @@ pub struct OldestPending {
 }
 
 /// The oldest pending message, if any.
-pub async fn oldest_pending(db: &Db) -> Result<Option<OldestPending>, sqlx::Error> {
+pub(crate) async fn oldest_pending(db: &Db) -> Result<Option<OldestPending>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT c.name, o.step, o.created_at, o.next_attempt_at FROM outbox o \
          JOIN campaigns c ON c.id = o.campaign_id WHERE o.state = 'pending' \

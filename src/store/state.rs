@@ -35,7 +35,8 @@ macro_rules! stored_text {
 
         impl $name {
             /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            #[cfg(test)]
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The text stored in the database.
             pub fn as_str(self) -> &'static str {
@@ -82,13 +83,6 @@ stored_text!(
     }
 );
 
-impl OutboxState {
-    /// Whether nothing more will happen to the row.
-    pub fn is_final(self) -> bool {
-        !matches!(self, OutboxState::Pending | OutboxState::Sending)
-    }
-}
-
 stored_text!(
     /// Where a campaign is in its lifecycle. The legal moves are [`crate::audience::lifecycle`].
     CampaignState, "campaign state", {
@@ -109,7 +103,7 @@ stored_text!(
 
 impl CampaignState {
     /// Whether no operator action can change it any more.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(self, CampaignState::Cancelled | CampaignState::Finished)
     }
 }
@@ -139,7 +133,7 @@ pub struct Counts {
 
 impl Counts {
     /// Adds `n` messages in `state`.
-    pub fn add(&mut self, state: OutboxState, n: u64) {
+    pub(crate) fn add(&mut self, state: OutboxState, n: u64) {
         let slot = match state {
             OutboxState::Pending => &mut self.pending,
             OutboxState::Sending => &mut self.sending,

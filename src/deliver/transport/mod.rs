@@ -331,7 +331,7 @@ impl Pool {
 }
 
 /// Opens when the sender's previous outcome is committed; see [`Transport::send`].
-pub type Gate = tokio::sync::oneshot::Receiver<()>;
+pub(crate) type Gate = tokio::sync::oneshot::Receiver<()>;
 
 async fn pass(gate: Option<Gate>) -> Result<(), SendFailure> {
     match gate {
