@@ -115,6 +115,9 @@ pub struct DeliverySettings {
     pub retry_base_seconds: u64,
     pub retry_max_seconds: u64,
     pub lease_seconds: u64,
+    /// The circuit breaker: after this many messages in a row refused with the same reply
+    /// (different recipients), delivery stops and their campaigns are paused; 0 turns it off.
+    pub breaker_threshold: u32,
 }
 
 #[derive(Debug, Clone)]

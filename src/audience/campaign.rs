@@ -32,6 +32,8 @@ pub struct Campaign {
     pub send_at: Option<DateTime<Utc>>,
     /// Nothing of this campaign is sent at or after this instant.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Why avvisi paused it itself (the circuit breaker), for the operators.
+    pub paused_reason: Option<String>,
 }
 
 /// Makes sure the reminder campaigns of the current calendar exist. Idempotent.
@@ -83,6 +85,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Campaign, sqlx::Error> {
         uid: row.try_get("uid")?,
         send_at: store::timestamp(row.try_get("send_at")?),
         expires_at: store::timestamp(row.try_get("expires_at")?),
+        paused_reason: row.try_get("paused_reason")?,
     })
 }
 
@@ -201,7 +204,7 @@ pub async fn create(
 }
 
 const COLUMNS: &str = "id, name, kind, audience, template, filter_province, state, uid, send_at, \
-                       expires_at, created_at, started_at, finished_at";
+                       expires_at, created_at, started_at, finished_at, paused_reason";
 
 /// The campaign named `name`, if any.
 pub async fn find(db: &Db, name: &str) -> Result<Option<Campaign>, sqlx::Error> {

@@ -47,6 +47,21 @@ pub struct UserMessage {
     pub updated_at: Option<DateTime<Utc>>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub lease_until: Option<DateTime<Utc>>,
+    /// What happened to it before its current state, oldest first.
+    pub history: Vec<Earlier>,
+}
+
+/// A state a message left: a failure an operator retried, or a refusal the circuit breaker
+/// gave back.
+#[derive(Debug, Clone)]
+pub struct Earlier {
+    pub at: Option<DateTime<Utc>>,
+    pub state: OutboxState,
+    /// What moved it back to the queue (`retry --failed`, `circuit breaker`).
+    pub event: String,
+    pub reason: Option<String>,
+    pub smtp_code: Option<i64>,
+    pub attempts: i64,
 }
 
 /// What `explain` shows.
@@ -108,7 +123,7 @@ pub async fn explain(db: &Db, user_id: &str) -> Result<Option<Explanation>, sqlx
     // `campaign_id IN (...)`: a probe of the unique (campaign_id, user_id, step) key per
     // campaign, the outbox having no index by user alone.
     let rows = sqlx::query(
-        "SELECT c.name, o.step, o.state, o.attempts, o.reason, o.smtp_code, o.recipient, \
+        "SELECT o.id, c.name, o.step, o.state, o.attempts, o.reason, o.smtp_code, o.recipient, \
             o.created_at, o.sent_at, o.updated_at, o.next_attempt_at, o.lease_until \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
          WHERE o.campaign_id IN (SELECT id FROM campaigns) AND o.user_id = $1 \
@@ -117,7 +132,35 @@ pub async fn explain(db: &Db, user_id: &str) -> Result<Option<Explanation>, sqlx
     .bind(user_id)
     .fetch_all(db.pool())
     .await?;
-    let messages = rows.iter().map(message).collect::<Result<_, _>>()?;
+    let mut messages: Vec<(i64, UserMessage)> =
+        rows.iter().map(message).collect::<Result<_, _>>()?;
+    let history = sqlx::query(
+        "SELECT h.outbox_id, h.at, h.state, h.event, h.reason, h.smtp_code, h.attempts \
+         FROM outbox_history h WHERE h.outbox_id IN (SELECT o.id FROM outbox o \
+            WHERE o.campaign_id IN (SELECT id FROM campaigns) AND o.user_id = $1) \
+         ORDER BY h.id",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?;
+    for h in &history {
+        let id: i64 = h.try_get(0)?;
+        let earlier = Earlier {
+            at: timestamp(h.try_get(1)?),
+            state: h
+                .try_get::<String, _>(2)?
+                .parse()
+                .map_err(UnknownState::into_sqlx)?,
+            event: h.try_get(3)?,
+            reason: h.try_get(4)?,
+            smtp_code: h.try_get(5)?,
+            attempts: h.try_get(6)?,
+        };
+        if let Some((_, m)) = messages.iter_mut().find(|(m_id, _)| *m_id == id) {
+            m.history.push(earlier);
+        }
+    }
+    let messages = messages.into_iter().map(|(_, m)| m).collect();
     Ok(Some(Explanation {
         user,
         audiences,
@@ -125,22 +168,27 @@ pub async fn explain(db: &Db, user_id: &str) -> Result<Option<Explanation>, sqlx
     }))
 }
 
-fn message(r: &AnyRow) -> Result<UserMessage, sqlx::Error> {
-    Ok(UserMessage {
-        campaign: r.try_get("name")?,
-        step: r.try_get("step")?,
-        state: r
-            .try_get::<String, _>("state")?
-            .parse()
-            .map_err(UnknownState::into_sqlx)?,
-        attempts: r.try_get("attempts")?,
-        reason: r.try_get("reason")?,
-        smtp_code: r.try_get("smtp_code")?,
-        recipient: r.try_get("recipient")?,
-        planned_at: timestamp(r.try_get("created_at")?),
-        sent_at: timestamp(r.try_get("sent_at")?),
-        updated_at: timestamp(r.try_get("updated_at")?),
-        next_attempt_at: timestamp(r.try_get("next_attempt_at")?),
-        lease_until: timestamp(r.try_get("lease_until")?),
-    })
+fn message(r: &AnyRow) -> Result<(i64, UserMessage), sqlx::Error> {
+    let id: i64 = r.try_get("id")?;
+    Ok((
+        id,
+        UserMessage {
+            campaign: r.try_get("name")?,
+            step: r.try_get("step")?,
+            state: r
+                .try_get::<String, _>("state")?
+                .parse()
+                .map_err(UnknownState::into_sqlx)?,
+            attempts: r.try_get("attempts")?,
+            reason: r.try_get("reason")?,
+            smtp_code: r.try_get("smtp_code")?,
+            recipient: r.try_get("recipient")?,
+            planned_at: timestamp(r.try_get("created_at")?),
+            sent_at: timestamp(r.try_get("sent_at")?),
+            updated_at: timestamp(r.try_get("updated_at")?),
+            next_attempt_at: timestamp(r.try_get("next_attempt_at")?),
+            lease_until: timestamp(r.try_get("lease_until")?),
+            history: Vec::new(),
+        },
+    ))
 }

@@ -124,13 +124,29 @@ pub async fn pause(db: &Db, name: &str) -> Result<Transition, CampaignError> {
     transition_result(db, name, Action::Pause, row, 0).await
 }
 
+/// running | scheduled -> paused by avvisi itself (the circuit breaker), with `reason` for the
+/// operators. False when the campaign was not running or scheduled (already paused, say).
+pub(crate) async fn pause_for(db: &Db, name: &str, reason: &str) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(&format!(
+        "UPDATE campaigns SET state = 'paused', paused_reason = $2 WHERE name = $1 AND {}",
+        Action::Pause.guard()
+    ))
+    .bind(name)
+    .bind(reason)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    Ok(n > 0)
+}
+
 /// paused -> running, or scheduled when its send_at is still in the future.
 pub async fn resume(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
     let row = sqlx::query(&format!(
         "UPDATE campaigns SET \
             state = CASE WHEN send_at IS NOT NULL AND send_at > $2 THEN 'scheduled' ELSE 'running' END, \
             started_at = CASE WHEN started_at IS NULL AND (send_at IS NULL OR send_at <= $2) \
-                              THEN $2 ELSE started_at END \
+                              THEN $2 ELSE started_at END, \
+            paused_reason = NULL \
          WHERE name = $1 AND {} RETURNING state",
         Action::Resume.guard()
     ))
@@ -149,7 +165,7 @@ pub(crate) const CANCELLED_REASON: &str = "campaign cancelled by an operator";
 pub async fn cancel(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
     let mut tx = db.pool().begin().await?;
     let row = sqlx::query(&format!(
-        "UPDATE campaigns SET state = 'cancelled', finished_at = $2 \
+        "UPDATE campaigns SET state = 'cancelled', finished_at = $2, paused_reason = NULL \
          WHERE name = $1 AND {} RETURNING id, state",
         Action::Cancel.guard()
     ))
@@ -219,6 +235,23 @@ pub(crate) async fn start_scheduled(db: &Db, now: DateTime<Utc>) -> Result<(), s
     )
     .bind(now.timestamp())
     .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// finished -> running, for every campaign with messages back in the queue (`retry --failed`).
+pub(crate) async fn run_again_when_pending(
+    conn: &mut sqlx::AnyConnection,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE campaigns SET state = 'running', finished_at = NULL \
+         WHERE state = 'finished' AND (expires_at IS NULL OR expires_at > $1) \
+           AND EXISTS (SELECT 1 FROM outbox o WHERE o.campaign_id = campaigns.id \
+                       AND o.state = 'pending')",
+    )
+    .bind(now.timestamp())
+    .execute(conn)
     .await?;
     Ok(())
 }

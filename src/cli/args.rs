@@ -86,6 +86,39 @@ pub enum Command {
         /// The portal's user id.
         user_id: String,
     },
+
+    /// Put failed messages back in the queue (after a fault that failed them wrongly).
+    #[command(
+        after_help = "Each message comes back as new (pending, due now, attempts reset); its failure is kept\n\
+        in its history (`avvisi explain USER_ID`). A message whose deadline has passed stays failed.\n\
+        A finished campaign runs again; a paused campaign stays paused until resumed.\n\n\
+        Examples:\n  avvisi retry --failed --dry-run\n  \
+        avvisi retry --failed --reply 535\n  \
+        avvisi retry --failed --campaign maintenance-notice --since 2026-11-26T08:00:00+01:00"
+    )]
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Which messages: the failed ones (the only kind that can be retried).
+    #[arg(long, required = true)]
+    pub failed: bool,
+    /// Only this campaign.
+    #[arg(long, value_name = "NAME")]
+    pub campaign: Option<String>,
+    /// Only messages the relay refused with this reply code (e.g. 535, 554).
+    #[arg(long, value_name = "CODE")]
+    pub reply: Option<u16>,
+    /// Only messages that failed at or after this instant (RFC 3339).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub since: Option<DateTime<Utc>>,
+    /// Count what would be retried, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Decide deadlines as of this instant (RFC 3339; default: the real clock).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub now: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Subcommand)]

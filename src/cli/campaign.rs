@@ -319,7 +319,13 @@ async fn show(db: &Db, tz: Tz, name: &str) -> anyhow::Result<ExitCode> {
     let lines = [
         ("campaign", c.name.clone()),
         ("kind", c.kind.to_string()),
-        ("state", c.state.to_string()),
+        (
+            "state",
+            match &c.paused_reason {
+                Some(why) => format!("{} ({why})", c.state),
+                None => c.state.to_string(),
+            },
+        ),
         (
             "audience",
             format!(

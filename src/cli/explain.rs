@@ -98,6 +98,22 @@ pub(crate) async fn run(db: &Db, settings: &Settings, user_id: &str) -> anyhow::
             local(m.updated_at, tz),
             why(m, tz)
         );
+        for h in &m.history {
+            let mut line = format!(
+                "      earlier: {} at {} after {} attempt(s)",
+                h.state,
+                local(h.at, tz),
+                h.attempts
+            );
+            if let Some(reason) = &h.reason {
+                line.push_str(&format!(": {reason}"));
+            }
+            if let Some(code) = h.smtp_code {
+                line.push_str(&format!(" (reply {code})"));
+            }
+            line.push_str(&format!("; put back by {}", h.event));
+            println!("{line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

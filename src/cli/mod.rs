@@ -17,12 +17,13 @@ mod args;
 pub mod campaign;
 mod explain;
 mod import;
+mod retry;
 mod run;
 pub mod service;
 mod status;
 pub mod templates;
 
-pub use args::{Cli, Command, ImportCommand, ImportUsersArgs, RunArgs, ServiceCommand};
+pub use args::{Cli, Command, ImportCommand, ImportUsersArgs, RetryArgs, RunArgs, ServiceCommand};
 
 /// Exit status when delivery stopped because the relay could not be reached.
 pub(crate) const EXIT_RELAY_UNREACHABLE: u8 = 3;
@@ -51,6 +52,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         }
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
         Command::Explain { user_id } => explain::run(&db, &settings, &user_id).await,
+        Command::Retry(args) => retry::run(&db, &args, &clock).await,
     };
     db.close().await;
     result

@@ -105,10 +105,30 @@ pub(crate) async fn once(
             dir.display()
         );
     }
+    if let Some(b) = &delivery.breaker {
+        eprintln!(
+            "delivery stopped: {}",
+            delivery.relay_fault.as_deref().unwrap_or(&b.reply)
+        );
+        eprintln!(
+            "{} message(s) of the streak are back in the queue; paused: {}",
+            b.given_back,
+            b.paused.join(", ")
+        );
+        eprintln!(
+            "when the relay is fixed: avvisi campaign resume NAME (for each paused campaign)"
+        );
+        return Ok(ExitCode::from(EXIT_RELAY_UNREACHABLE));
+    }
     if delivery.relay_unreachable {
         eprintln!(
-            "the relay could not be reached: the remaining messages stay queued for the next run"
+            "delivery stopped, the relay's fault: {}",
+            delivery
+                .relay_fault
+                .as_deref()
+                .unwrap_or("the relay could not be reached")
         );
+        eprintln!("no message was failed for it: they stay queued for the next run");
         return Ok(ExitCode::from(EXIT_RELAY_UNREACHABLE));
     }
     Ok(ExitCode::SUCCESS)

@@ -32,6 +32,15 @@ pub(crate) async fn run(db: &Db, settings: &Settings) -> anyhow::Result<ExitCode
             n.expired
         );
     }
+    for c in &all {
+        if let Some(why) = &c.paused_reason {
+            println!("campaign {} is paused: {why}", c.campaign);
+            println!(
+                "  resume it when the relay is fixed: avvisi campaign resume {}",
+                c.campaign
+            );
+        }
+    }
     if all.is_empty() {
         println!("(no campaigns yet: run `avvisi run --once` to plan the reminders)");
     }

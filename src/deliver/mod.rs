@@ -27,11 +27,15 @@ use crate::config::Settings;
 use crate::render::context;
 use crate::render::email::{self, Envelope};
 use crate::store::{Backend, Db, Lane};
+mod breaker;
 pub mod outbox;
+pub mod retry;
 pub mod transport;
 
+use self::breaker::{Breaker, Tripped};
 use self::outbox::{Claimed, Outcome};
-use self::transport::{FailureKind, Gate, Outgoing, Transport};
+use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
+use crate::audience::lifecycle;
 use crate::render::live::TemplateStore;
 use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
 
@@ -50,12 +54,28 @@ pub struct Tally {
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryReport {
     pub per_campaign: BTreeMap<String, Tally>,
-    /// Delivery stopped because the relay could not be reached.
+    /// Delivery stopped because of the relay: unreachable, or refusing the session (wrong
+    /// password, blocked host...), or the circuit breaker tripped. The rest stays queued.
     pub relay_unreachable: bool,
+    /// Why, in one line with the relay's reply when there was one.
+    pub relay_fault: Option<String>,
+    /// The circuit breaker tripped: what it gave back and paused.
+    pub breaker: Option<BreakerReport>,
     /// Nothing was sent because `now` is outside the sending hours.
     pub outside_sending_hours: bool,
     /// Delivery stopped because the relay's hourly quota is used up.
     pub throttled: bool,
+}
+
+/// What the circuit breaker did when it tripped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerReport {
+    /// The reply every message of the streak got, e.g. `554 5.7.1`.
+    pub reply: String,
+    /// Messages of the streak put back in the queue, attempt not counted.
+    pub given_back: u64,
+    /// Campaigns paused with the reply as the reason.
+    pub paused: Vec<String>,
 }
 
 /// Sends what is due, on behalf of one process. Cheap to clone (handles only).
@@ -93,6 +113,7 @@ impl Worker {
     ) -> Result<DeliveryReport, sqlx::Error> {
         let worker = Arc::new(self.clone());
         let stop = Arc::new(Stop::default());
+        let breaker = Arc::new(Breaker::new(self.settings.delivery.breaker_threshold));
         let concurrency = self.settings.delivery.concurrency.max(1) as usize;
         // Room for a whole batch: the next claim runs while the previous batch is still being sent.
         let (job_tx, job_rx) = mpsc::channel::<Job>(self.batch_size().max(1) as usize);
@@ -146,7 +167,7 @@ impl Worker {
         // the outbox does not know of (the only duplicates a restart can send).
         for _ in 0..concurrency {
             let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
-            let (ready_rx, done_tx) = (ready_rx.clone(), done_tx.clone());
+            let (ready_rx, done_tx, breaker) = (ready_rx.clone(), done_tx.clone(), breaker.clone());
             tasks.spawn(async move {
                 let mut previous: Option<Gate> = None;
                 loop {
@@ -158,10 +179,21 @@ impl Worker {
                         (Outcome::HandedBack { at }, None)
                     } else {
                         let (outcome, failure) = worker.send(&job, &email, previous.take()).await;
-                        if let Some(kind @ (FailureKind::Unreachable | FailureKind::Throttled)) =
-                            failure
-                        {
-                            stop.set(kind);
+                        match &failure {
+                            None => breaker.passed(),
+                            Some(f) => match f.kind {
+                                FailureKind::Unreachable | FailureKind::Refused => {
+                                    stop.set(StopReason::Relay(f.detail.clone()))
+                                }
+                                FailureKind::Throttled => stop.set(StopReason::Throttled),
+                                FailureKind::Permanent => {
+                                    let row = &job.row;
+                                    if breaker.refused(row.id, &row.campaign, f) {
+                                        stop.set(StopReason::Breaker);
+                                    }
+                                }
+                                FailureKind::Transient => breaker.passed(),
+                            },
                         }
                         let (committed, gate) = oneshot::channel();
                         previous = Some(gate);
@@ -202,7 +234,7 @@ impl Worker {
             .await;
         if claimed.is_err() {
             // Hand back what is queued rather than send it; the error is returned below.
-            stop.set(FailureKind::Unreachable);
+            stop.set(StopReason::Database);
         }
         while tasks.join_next().await.is_some() {}
         let recorded = recorder
@@ -219,11 +251,56 @@ impl Worker {
             t.expired += tally.expired;
         }
         match stop.get() {
-            Some(FailureKind::Unreachable) => report.relay_unreachable = true,
-            Some(FailureKind::Throttled) => report.throttled = true,
-            _ => {}
+            Some(StopReason::Relay(detail)) => {
+                report.relay_unreachable = true;
+                report.relay_fault = Some(detail);
+            }
+            Some(StopReason::Throttled) => report.throttled = true,
+            Some(StopReason::Breaker) | Some(StopReason::Database) | None => {}
+        }
+        if let Some(tripped) = breaker.tripped() {
+            let b = self.breaker_tripped(&tripped).await?;
+            // Counted as failed when they were refused; they are back in the queue now.
+            for (_, campaign) in &tripped.rows {
+                let t = report.per_campaign.entry(campaign.clone()).or_default();
+                t.failed = t.failed.saturating_sub(1);
+            }
+            report.relay_unreachable = true;
+            report.relay_fault = Some(format!(
+                "circuit breaker: {} messages in a row refused with {} ({})",
+                tripped.rows.len(),
+                tripped.reply,
+                tripped.detail
+            ));
+            report.breaker = Some(b);
         }
         Ok(report)
+    }
+
+    /// Gives back the streak's messages (their failures are committed by now) and pauses their
+    /// campaigns with the reply as the reason.
+    async fn breaker_tripped(&self, t: &Tripped) -> Result<BreakerReport, sqlx::Error> {
+        let now = self.clock.now();
+        let reason = format!(
+            "circuit breaker: {} messages in a row refused with {} ({})",
+            t.rows.len(),
+            t.reply,
+            t.detail
+        );
+        let ids: Vec<i64> = t.rows.iter().map(|(id, _)| *id).collect();
+        let given_back = outbox::give_back(&self.db, &ids, "circuit breaker", now).await?;
+        let mut paused = Vec::new();
+        for campaign in &t.campaigns {
+            if lifecycle::pause_for(&self.db, campaign, &reason).await? {
+                paused.push(campaign.clone());
+            }
+        }
+        tracing::error!(reply = %t.reply, given_back, paused = ?paused, "circuit breaker tripped: delivery stopped, campaigns paused");
+        Ok(BreakerReport {
+            reply: t.reply.clone(),
+            given_back,
+            paused,
+        })
     }
 
     /// Claims batches and queues their rows until nothing is due or delivery must stop.
@@ -365,7 +442,7 @@ impl Worker {
         job: &Job,
         email: &Outgoing,
         gate: Option<Gate>,
-    ) -> (Outcome, Option<FailureKind>) {
+    ) -> (Outcome, Option<SendFailure>) {
         let row = &job.row;
         let stem = format!("{}.{}.{}", row.campaign, row.step, row.user_id);
         match self.transport.send(email, &stem, gate).await {
@@ -383,25 +460,26 @@ impl Worker {
                     kind = ?failure.kind, error = %failure.detail, "send failed"
                 );
                 let outcome = self.after_failure(row, self.clock.now(), &failure);
-                (outcome, Some(failure.kind))
+                (outcome, Some(failure))
             }
         }
     }
 
     /// Retry with exponential backoff and jitter, never past the deadline; 5xx fails at once.
-    fn after_failure(
-        &self,
-        row: &Claimed,
-        now: DateTime<Utc>,
-        failure: &crate::deliver::transport::SendFailure,
-    ) -> Outcome {
+    fn after_failure(&self, row: &Claimed, now: DateTime<Utc>, failure: &SendFailure) -> Outcome {
         let d = &self.settings.delivery;
         let error = failure.detail.clone();
         let code = failure.code;
-        if failure.kind == FailureKind::Throttled {
+        match failure.kind {
             // Not attempted: back in the queue for a later pass, attempt not counted.
-            let at = now + Duration::seconds(60);
-            return Outcome::HandedBack { at };
+            FailureKind::Throttled => {
+                let at = now + Duration::seconds(60);
+                return Outcome::HandedBack { at };
+            }
+            // The relay's fault, and nothing of the message was sent: as it was, due now (the
+            // caller backs off as a whole).
+            FailureKind::Refused => return Outcome::HandedBack { at: now },
+            _ => {}
         }
         if failure.kind == FailureKind::Permanent {
             return Outcome::Failed { error, code };
@@ -494,20 +572,33 @@ struct Done {
     committed: Option<oneshot::Sender<()>>,
 }
 
-/// Why delivery stopped early (relay unreachable or quota used up); the first reason wins.
+/// Why delivery stopped early.
+#[derive(Debug, Clone)]
+enum StopReason {
+    /// The relay is unreachable or refuses the session: its reply, or what went wrong.
+    Relay(String),
+    /// The hourly quota is used up.
+    Throttled,
+    /// The circuit breaker tripped.
+    Breaker,
+    /// The outbox could not be read or written.
+    Database,
+}
+
+/// Why delivery stopped early; the first reason wins.
 #[derive(Default)]
-struct Stop(std::sync::OnceLock<FailureKind>);
+struct Stop(std::sync::OnceLock<StopReason>);
 
 impl Stop {
-    fn set(&self, kind: FailureKind) {
-        let _ = self.0.set(kind);
+    fn set(&self, reason: StopReason) {
+        let _ = self.0.set(reason);
     }
     /// Whether nothing more may be sent: a stop reason, or shutdown.
     fn halts(&self, shutdown: &CancellationToken) -> bool {
         self.0.get().is_some() || shutdown.is_cancelled()
     }
-    fn get(&self) -> Option<FailureKind> {
-        self.0.get().copied()
+    fn get(&self) -> Option<StopReason> {
+        self.0.get().cloned()
     }
 }
 
@@ -564,7 +655,7 @@ async fn record_outcomes(
                 Ok(held) => held,
                 Err(e) => {
                     // Stop sending; the unrecorded claims return to the queue with their lease.
-                    stop.set(FailureKind::Unreachable);
+                    stop.set(StopReason::Database);
                     return Err(e);
                 }
             };

@@ -347,3 +347,45 @@ fn bind_sent<'q>(
 
 /// Sent rows recorded per statement (three parameters each, well under both backends' limits).
 const SENT_PER_STATEMENT: usize = 200;
+
+/// Failed rows `ids` back to pending, due now, as they were before their last attempt (not
+/// counted); the failure moves to the row's history with `event`. Rows no longer failed are
+/// left alone. Returns how many went back.
+pub(crate) async fn give_back(
+    db: &Db,
+    ids: &[i64],
+    event: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let mut back = 0;
+    for chunk in ids.chunks(500) {
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut tx = db.pool().begin().await?;
+        let history = format!(
+            "INSERT INTO outbox_history (outbox_id, at, state, event, reason, smtp_code, attempts) \
+             SELECT id, $1, state, $2, reason, smtp_code, attempts FROM outbox \
+             WHERE state = 'failed' AND id IN ({list})"
+        );
+        let mut q = sqlx::query(&history).bind(now.timestamp()).bind(event);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+        let update = format!(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = $1, updated_at = $1, \
+                attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+                reason = NULL, smtp_code = NULL, claim_token = NULL, lease_until = NULL \
+             WHERE state = 'failed' AND $2 IS NOT NULL AND id IN ({list})"
+        );
+        let mut q = sqlx::query(&update).bind(now.timestamp()).bind(event);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        back += q.execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+    }
+    Ok(back)
+}

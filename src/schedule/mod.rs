@@ -149,6 +149,8 @@ async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &Ca
     let backoff_max = Duration::from_secs(settings.daemon.relay_backoff_max_seconds.max(1));
     let grace = Duration::from_secs(settings.daemon.shutdown_grace_seconds);
     let mut backoff = poll;
+    // The last relay fault logged: a fault is logged when it starts or changes, not per pass.
+    let mut fault: Option<String> = None;
     while !shutdown.is_cancelled() {
         let delivery = worker.deliver_due(shutdown);
         tokio::pin!(delivery);
@@ -161,15 +163,22 @@ async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &Ca
         };
         let pause = match report {
             Ok(r) if r.relay_unreachable => {
-                tracing::warn!(
-                    pause_seconds = backoff.as_secs(),
-                    "relay unreachable: pausing delivery"
-                );
+                let now = r.relay_fault.unwrap_or_else(|| "relay unreachable".into());
+                if fault.as_deref() != Some(now.as_str()) {
+                    tracing::error!(
+                        reason = %now,
+                        "delivery stopped by the relay; retrying with backoff (no message is failed for it)"
+                    );
+                    fault = Some(now);
+                }
                 let pause = backoff;
                 backoff = (backoff * 2).min(backoff_max);
                 pause
             }
-            Ok(_) => {
+            Ok(r) => {
+                if r.per_campaign.values().any(|t| t.sent > 0) && fault.take().is_some() {
+                    tracing::info!("the relay accepts messages again");
+                }
                 backoff = poll;
                 poll
             }

@@ -10,14 +10,17 @@ use super::{CampaignState, Counts, Db, OutboxState, UnknownState};
 pub(crate) struct CampaignCounts {
     pub campaign: String,
     pub state: CampaignState,
+    /// Why avvisi paused it itself (the circuit breaker).
+    pub paused_reason: Option<String>,
     pub counts: Counts,
 }
 
 /// Counts per campaign (every campaign, even one with no rows yet), oldest campaign first.
 pub(crate) async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT c.name, c.state, o.state, COUNT(o.id) FROM campaigns c \
-         LEFT JOIN outbox o ON o.campaign_id = c.id GROUP BY c.id, c.name, c.state, o.state ORDER BY c.id",
+        "SELECT c.name, c.state, o.state, COUNT(o.id), c.paused_reason FROM campaigns c \
+         LEFT JOIN outbox o ON o.campaign_id = c.id \
+         GROUP BY c.id, c.name, c.state, o.state, c.paused_reason ORDER BY c.id",
     )
     .fetch_all(db.pool())
     .await?;
@@ -29,6 +32,7 @@ pub(crate) async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Er
             out.push(CampaignCounts {
                 campaign: name,
                 state: state.parse().map_err(UnknownState::into_sqlx)?,
+                paused_reason: r.try_get(4)?,
                 counts: Counts::default(),
             });
         }

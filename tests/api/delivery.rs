@@ -269,13 +269,8 @@ async fn relay_down_hands_the_batch_back(app: TestApp) {
     assert!(delivery.relay_unreachable);
     let rows = app.outbox().await;
     assert!(rows.iter().all(|r| r.state == "pending"), "{rows:?}");
-    // Only the messages actually tried count an attempt; the others were handed back untouched.
-    let tried = rows.iter().filter(|r| r.attempts > 0).count();
-    assert!(
-        tried >= 1 && tried <= app.settings.delivery.concurrency as usize,
-        "{tried} tried"
-    );
-    assert_eq!(rows.iter().filter(|r| r.attempts == 0).count(), 47 - tried);
+    // Nothing reached the relay: no message counts an attempt (a fault of the relay).
+    assert!(rows.iter().all(|r| r.attempts == 0), "{rows:?}");
 
     // The relay comes back: everything goes out, each exactly once.
     let sink = SmtpSink::start().await;
@@ -318,8 +313,14 @@ async fn refused_greetings_and_dropped_connections_are_retried(app: TestApp) {
             .all(|r| r.state == "pending" || r.state == "sent"),
         "{rows:?}"
     );
-    app.clock.advance(chrono::Duration::hours(2));
-    app.deliver().await;
+    // Each fault stops the pass it falls in (which pass depends on the timing of the
+    // connections): at most one more pass per fault.
+    for _ in 0..2 {
+        app.clock.advance(chrono::Duration::hours(2));
+        if !app.deliver().await.relay_unreachable {
+            break;
+        }
+    }
     let received = sink.wait_for(47, std::time::Duration::from_secs(10)).await;
     let ids = crate::smtp_sink::distinct_message_ids(&received);
     assert_eq!((received.len(), ids), (47, 47), "each message exactly once");

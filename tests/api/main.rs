@@ -11,5 +11,6 @@ mod cli;
 mod daemon;
 mod delivery;
 mod import;
+mod relay_faults;
 mod scale;
 mod templates;

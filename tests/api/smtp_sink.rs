@@ -83,6 +83,18 @@ pub enum Fault {
     SlowData { millis: u64 },
     /// Do not offer PIPELINING in the EHLO reply (an older relay).
     NoPipelining,
+    /// Greet every connection with `code text` and close (a relay that blocks us).
+    Greet { code: u16, text: String },
+    /// Offer AUTH PLAIN and LOGIN, and answer every AUTH with `code text` (235 accepts).
+    Auth { code: u16, text: String },
+    /// Reply `code text` to every MAIL FROM.
+    RejectMail { code: u16, text: String },
+    /// Reply `code text` after the DATA terminator of every message.
+    RejectAllData { code: u16, text: String },
+    /// Offer STARTTLS, then answer it with bytes that are not TLS (a broken TLS setup).
+    OfferStartTls,
+    /// Close the connection in the middle of the body of the first `times` messages.
+    DropInData { times: u32 },
 }
 
 #[derive(Default)]
@@ -94,6 +106,7 @@ struct State {
     grouped: Vec<String>,
     drops_left: u32,
     refusals_left: u32,
+    data_drops_left: u32,
     queued: u64,
 }
 
@@ -122,6 +135,7 @@ impl SmtpSink {
             match f {
                 Fault::DropOnMail { times } => state.drops_left += times,
                 Fault::RefuseGreeting { times } => state.refusals_left += times,
+                Fault::DropInData { times } => state.data_drops_left += times,
                 _ => {}
             }
         }
@@ -233,7 +247,23 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
         wr.write_all(b"421 4.3.2 sink not available\r\n").await?;
         return wr.shutdown().await;
     }
+    let greet = shared.faults.iter().find_map(|f| match f {
+        Fault::Greet { code, text } => Some(format!("{code} {text}\r\n")),
+        _ => None,
+    });
+    if let Some(reply) = greet {
+        wr.write_all(reply.as_bytes()).await?;
+        return wr.shutdown().await;
+    }
     wr.write_all(b"220 sink ESMTP\r\n").await?;
+    let has = |wanted: fn(&Fault) -> bool| shared.faults.iter().any(wanted);
+    let with_reply = |pick: fn(&Fault) -> Option<(u16, &String)>| {
+        shared
+            .faults
+            .iter()
+            .find_map(pick)
+            .map(|(code, text)| format!("{code} {text}\r\n"))
+    };
 
     let mut mail_from: Option<String> = None;
     let mut rcpts: Vec<String> = Vec::new();
@@ -263,15 +293,35 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
         }
 
         let reply: String = match verb.as_str() {
-            "EHLO"
-                if shared
-                    .faults
+            "EHLO" => {
+                let mut lines = vec!["sink"];
+                if !has(|f| matches!(f, Fault::NoPipelining)) {
+                    lines.push("PIPELINING");
+                }
+                if has(|f| matches!(f, Fault::Auth { .. })) {
+                    lines.push("AUTH PLAIN LOGIN");
+                }
+                if has(|f| matches!(f, Fault::OfferStartTls)) {
+                    lines.push("STARTTLS");
+                }
+                lines.push("8BITMIME");
+                let last = lines.len() - 1;
+                lines
                     .iter()
-                    .any(|f| matches!(f, Fault::NoPipelining)) =>
-            {
-                "250-sink\r\n250 8BITMIME\r\n".into()
+                    .enumerate()
+                    .map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }))
+                    .collect()
             }
-            "EHLO" => "250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n".into(),
+            "AUTH" => with_reply(|f| match f {
+                Fault::Auth { code, text } => Some((*code, text)),
+                _ => None,
+            })
+            .unwrap_or_else(|| "503 5.5.1 AUTH not offered\r\n".into()),
+            "STARTTLS" if has(|f| matches!(f, Fault::OfferStartTls)) => {
+                wr.write_all(b"220 2.0.0 ready to start TLS\r\nthis is not TLS\r\n")
+                    .await?;
+                return wr.shutdown().await;
+            }
             "HELO" => "250 sink\r\n".into(),
             "NOOP" => "250 2.0.0 OK\r\n".into(),
             "RSET" => {
@@ -287,6 +337,14 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                 let drop_it = take_one(&mut shared.state.lock().unwrap().drops_left);
                 if drop_it {
                     return Ok(()); // dropping both halves closes the socket without a reply
+                }
+                let refused = with_reply(|f| match f {
+                    Fault::RejectMail { code, text } => Some((*code, text)),
+                    _ => None,
+                });
+                if let Some(reply) = refused {
+                    wr.write_all(reply.as_bytes()).await?;
+                    continue;
                 }
                 mail_from = Some(path_arg(&rest));
                 rcpts.clear();
@@ -314,11 +372,15 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
             "DATA" => {
                 wr.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
+                let drop_in_data = take_one(&mut shared.state.lock().unwrap().data_drops_left);
                 let mut data = Vec::new();
                 loop {
                     buf.clear();
                     if rd.read_until(b'\n', &mut buf).await? == 0 {
                         return Ok(()); // connection lost mid-DATA: message not accepted
+                    }
+                    if drop_in_data {
+                        return Ok(()); // we hang up in the middle of the body
                     }
                     let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
                     let body = body.strip_suffix(b"\r").unwrap_or(body);
@@ -332,16 +394,25 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                     };
                     data.extend_from_slice(unstuffed);
                 }
-                let fault = shared.faults.iter().find_map(|f| match f {
-                    Fault::RejectData {
-                        address,
-                        code,
-                        text,
-                    } if rcpts.iter().any(|r| r.eq_ignore_ascii_case(address)) => {
-                        Some(format!("{code} {text}\r\n"))
-                    }
-                    _ => None,
-                });
+                let fault = shared
+                    .faults
+                    .iter()
+                    .find_map(|f| match f {
+                        Fault::RejectData {
+                            address,
+                            code,
+                            text,
+                        } if rcpts.iter().any(|r| r.eq_ignore_ascii_case(address)) => {
+                            Some(format!("{code} {text}\r\n"))
+                        }
+                        _ => None,
+                    })
+                    .or_else(|| {
+                        with_reply(|f| match f {
+                            Fault::RejectAllData { code, text } => Some((*code, text)),
+                            _ => None,
+                        })
+                    });
                 let delay = shared.faults.iter().find_map(|f| match f {
                     Fault::SlowData { millis } => Some(*millis),
                     _ => None,

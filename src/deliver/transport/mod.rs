@@ -1,9 +1,14 @@
 //! Delivery transports: `.eml` files in a folder (embedded default) or an SMTP relay.
 //!
 //! Failures are classified once, here, so the worker decides retries without knowing lettre:
-//! a 4xx reply is [`FailureKind::Transient`], a 5xx reply [`FailureKind::Permanent`], and no
-//! reply at all (refused, dropped, timed out) [`FailureKind::Unreachable`], which also tells the
-//! worker to back off as a whole instead of burning through the queue.
+//! - a fault of the relay, not of the message ([`FailureKind::Refused`]): it cannot be reached,
+//!   or it refuses the session (a 4xx or 5xx greeting, EHLO refused, STARTTLS failing or a
+//!   certificate that does not verify, AUTH refused, `530` or `421` before the body). Nothing of
+//!   the message was sent: it goes back to the queue as it was, and delivery stops as a whole;
+//! - a 4xx reply to the message is [`FailureKind::Transient`], a 5xx [`FailureKind::Permanent`];
+//! - no usable answer once the message was under way (dropped, timed out) is
+//!   [`FailureKind::Unreachable`]: the relay may have it, so the attempt counts, and delivery
+//!   stops as a whole too.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -32,8 +37,12 @@ pub enum FailureKind {
     Transient,
     /// The relay answered 5xx: this message will never go through.
     Permanent,
-    /// No usable answer (connection refused or dropped, timeout, TLS): the relay is in trouble.
+    /// No usable answer once the message was under way (dropped, timed out): the relay is in
+    /// trouble and may or may not have the message.
     Unreachable,
+    /// The relay cannot be reached or refuses the session, before this message was sent: a
+    /// fault of the relay (or of our credentials), never of the recipient.
+    Refused,
     /// Not attempted: the relay's hourly quota (`rate.per_hour`) is used up for now.
     Throttled,
 }
@@ -268,7 +277,8 @@ impl Pool {
         let result = async {
             self.timed(envelope(&mut session, message)).await?;
             pass(gate).await?;
-            self.timed(session.conn.message(&message.bytes)).await
+            self.timed(async { session.conn.message(&message.bytes).await.map_err(classify) })
+                .await
         }
         .await;
         match result {
@@ -292,10 +302,10 @@ impl Pool {
     /// Runs one step of the exchange within `smtp.timeout_seconds`.
     async fn timed<T>(
         &self,
-        step: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+        step: impl std::future::Future<Output = Result<T, SendFailure>>,
     ) -> Result<T, SendFailure> {
         match tokio::time::timeout(self.endpoint.timeout, step).await {
-            Ok(result) => result.map_err(classify),
+            Ok(result) => result,
             // The relay may or may not have the message; a retry carries the same Message-ID.
             Err(_) => Err(SendFailure {
                 kind: FailureKind::Unreachable,
@@ -349,7 +359,14 @@ async fn pass(gate: Option<Gate>) -> Result<(), SendFailure> {
 /// With PIPELINING the three commands go out in one write and their replies are read in order
 /// (RFC 2920: DATA ends the group, so the body still waits for its 354). The first negative reply
 /// is the failure; the replies after it are left unread and the caller closes the connection.
-async fn envelope(
+/// Nothing of the message is sent yet: a refusal of the session here is the relay's fault.
+async fn envelope(session: &mut Session, message: &Outgoing) -> Result<(), SendFailure> {
+    envelope_commands(session, message)
+        .await
+        .map_err(|e| session_fault(classify(e)))
+}
+
+async fn envelope_commands(
     session: &mut Session,
     message: &Outgoing,
 ) -> Result<(), lettre::transport::smtp::Error> {
@@ -452,8 +469,16 @@ impl Endpoint {
         })
     }
 
-    /// A new connection, greeted, encrypted and authenticated as configured.
+    /// A new connection, greeted, encrypted and authenticated as configured. Any failure here
+    /// is [`FailureKind::Refused`]: no message was under way.
     async fn connect(&self) -> Result<Session, SendFailure> {
+        self.open().await.map_err(|mut failure| {
+            failure.kind = FailureKind::Refused;
+            failure
+        })
+    }
+
+    async fn open(&self) -> Result<Session, SendFailure> {
         let unreachable = |detail: String| SendFailure {
             kind: FailureKind::Unreachable,
             code: None,
@@ -550,6 +575,15 @@ async fn write_eml(dir: &std::path::Path, stem: &str, bytes: &[u8]) -> std::io::
     tokio::fs::rename(&tmp, &path).await
 }
 
+/// Refusals before the body that are about the session, not the recipient: `530` (authentication
+/// or STARTTLS required) and `421` (the relay is closing the channel).
+fn session_fault(mut failure: SendFailure) -> SendFailure {
+    if matches!(failure.code, Some(530 | 421)) {
+        failure.kind = FailureKind::Refused;
+    }
+    failure
+}
+
 fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
     let code = e.status().map(u16::from);
     let kind = if e.is_permanent() {
@@ -559,15 +593,40 @@ fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
     } else {
         FailureKind::Unreachable
     };
-    // lettre's Display says what happened; its source says why (e.g. "Connection refused").
+    // lettre's Display says what happened and quotes its source (the relay's text, or e.g.
+    // "Connection refused"); deeper causes are added once each.
     let mut detail = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(&e).and_then(|s| s.source());
     while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
+        let text = s.to_string();
+        if !detail.contains(&text) {
+            detail.push_str(": ");
+            detail.push_str(&text);
+        }
         source = s.source();
     }
     SendFailure { kind, code, detail }
+}
+
+impl SendFailure {
+    /// The relay's reply as it would be grouped: the code and the enhanced status code (RFC
+    /// 3463), e.g. `554 5.7.1`, or the code alone. `None` when the relay did not answer.
+    pub fn reply_key(&self) -> Option<String> {
+        let code = self.code?;
+        // lettre writes "permanent error (554): 5.7.1 text".
+        let text = self.detail.split_once("): ").map_or("", |(_, t)| t);
+        let enhanced = text.split_whitespace().next().filter(|t| {
+            let parts: Vec<&str> = t.split('.').collect();
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        });
+        Some(match enhanced {
+            Some(status) => format!("{code} {status}"),
+            None => code.to_string(),
+        })
+    }
 }
 
 /// A TCP stream that holds what is written until the other side must answer.
