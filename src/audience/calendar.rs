@@ -6,20 +6,21 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::audience::Audience;
 use crate::config::CalendarSettings;
+use crate::store::Step;
 
-/// One step of a reminder: its name (`first`, `d7`...) and when it falls due.
+/// One step of a reminder and when it falls due.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Step {
-    pub name: String,
+pub(crate) struct DueStep {
+    pub step: Step,
     pub due_at: DateTime<Utc>,
 }
 
 /// The reminder steps of the calendar, in time order, all before the deadline: the first notice
 /// at the campaign start, then one `dN` step N days before the deadline's day at reminder time.
-pub(crate) fn reminder_steps(cal: &CalendarSettings) -> Vec<Step> {
+pub(crate) fn reminder_steps(cal: &CalendarSettings) -> Vec<DueStep> {
     let deadline_day = cal.deadline.with_timezone(&cal.timezone).date_naive();
-    let mut steps = vec![Step {
-        name: "first".into(),
+    let mut steps = vec![DueStep {
+        step: Step::First,
         due_at: cal.campaign_start,
     }];
     for days in &cal.reminder_days_before {
@@ -38,8 +39,8 @@ pub(crate) fn reminder_steps(cal: &CalendarSettings) -> Vec<Step> {
         }
         .with_timezone(&Utc);
         if due > cal.campaign_start && due < cal.deadline {
-            steps.push(Step {
-                name: format!("d{days}"),
+            steps.push(DueStep {
+                step: Step::DaysBefore(*days),
                 due_at: due,
             });
         }
@@ -49,7 +50,7 @@ pub(crate) fn reminder_steps(cal: &CalendarSettings) -> Vec<Step> {
 }
 
 /// The latest reminder step due at `now`, if the campaign is open at `now`.
-pub(crate) fn latest_due_step(cal: &CalendarSettings, now: DateTime<Utc>) -> Option<Step> {
+pub(crate) fn latest_due_step(cal: &CalendarSettings, now: DateTime<Utc>) -> Option<DueStep> {
     if now >= cal.deadline {
         return None;
     }
@@ -75,7 +76,12 @@ mod tests {
         let cal = Settings::load_with_env(None, Vec::new()).unwrap().calendar;
         let steps: Vec<(String, String)> = reminder_steps(&cal)
             .into_iter()
-            .map(|s| (s.name, s.due_at.with_timezone(&cal.timezone).to_rfc3339()))
+            .map(|s| {
+                (
+                    s.step.to_string(),
+                    s.due_at.with_timezone(&cal.timezone).to_rfc3339(),
+                )
+            })
             .collect();
         // d7 falls on the campaign start itself, so the first notice covers it.
         assert_eq!(

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::audience::Audience;
-use crate::store::{timestamp, Db, OutboxState, UnknownState};
+use crate::store::{timestamp, Db, OutboxState, Step, UnknownState};
 
 /// A user as the latest snapshot left them.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ pub struct SnapshotUser {
 #[derive(Debug, Clone)]
 pub struct UserMessage {
     pub campaign: String,
-    pub step: String,
+    pub step: Step,
     pub state: OutboxState,
     pub attempts: i64,
     /// Why it was skipped, failed or expired, or the last error of a pending retry.
@@ -174,7 +174,10 @@ fn message(r: &AnyRow) -> Result<(i64, UserMessage), sqlx::Error> {
         id,
         UserMessage {
             campaign: r.try_get("name")?,
-            step: r.try_get("step")?,
+            step: r
+                .try_get::<String, _>("step")?
+                .parse()
+                .map_err(UnknownState::into_sqlx)?,
             state: r
                 .try_get::<String, _>("state")?
                 .parse()

@@ -29,7 +29,7 @@ use crate::render::email::{self, Envelope};
 use crate::render::live::TemplateStore;
 use crate::render::templates::{Rendered, TemplateSet};
 use crate::store::Db;
-use crate::store::{queue, CampaignState, Counts};
+use crate::store::{queue, CampaignState, Counts, Step};
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
@@ -456,7 +456,7 @@ async fn send_test(
         to_name: "",
         message_id: &message_id,
         campaign: &c.name,
-        step: "test",
+        step: Step::Test,
         date: now.into(),
     };
     let email = email::build(&worker.settings.mail, &envelope, &rendered)

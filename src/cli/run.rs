@@ -81,7 +81,7 @@ pub(crate) async fn once(
         println!(
             "{:<45} {:>6} {:>8} {:>6} {:>8} {:>7} {:>8} {:>8}",
             name,
-            p.map(|p| p.step.as_str()).unwrap_or("-"),
+            p.map(|p| p.step.to_string()).unwrap_or_else(|| "-".into()),
             p.map(|p| p.rows).unwrap_or(0),
             t.sent,
             t.skipped,

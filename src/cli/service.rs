@@ -156,7 +156,7 @@ pub async fn calendar(
             println!(
                 "  {}  {:<6} {:<45} {size} users now",
                 local(step.due_at, tz),
-                step.name,
+                step.step,
                 reminder_name(cal, audience)
             );
         }

@@ -430,7 +430,7 @@ impl Worker {
             to_name: &format!("{} {}", row.first_name, row.last_name),
             message_id: &row.message_id,
             campaign: &row.campaign,
-            step: &row.step,
+            step: row.step,
             date: now.into(),
         };
         Ok(email::build(&self.settings.mail, &envelope, &rendered)?)
@@ -520,7 +520,7 @@ impl Worker {
             row.province.as_deref(),
         );
         let about = context::About {
-            step: &row.step,
+            step: row.step,
             campaign: &row.campaign,
             days_left: context::days_left(&self.settings.calendar, now),
             reopened_at,

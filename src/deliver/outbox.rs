@@ -17,14 +17,14 @@ use sqlx::{AnyConnection, Connection, Row};
 
 use crate::audience::campaign::Campaign;
 use crate::audience::Audience;
-use crate::store::{Backend, Db};
+use crate::store::{Backend, Db, Step, UnknownState};
 
 /// A claimed row with what is needed to render and send it.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: i64,
     pub campaign: String,
-    pub step: String,
+    pub step: Step,
     pub template: String,
     pub message_id: String,
     pub attempts: i64,
@@ -215,7 +215,10 @@ pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
     Ok(Claimed {
         id: r.try_get(0)?,
         campaign: r.try_get(1)?,
-        step: r.try_get(2)?,
+        step: r
+            .try_get::<String, _>(2)?
+            .parse()
+            .map_err(UnknownState::into_sqlx)?,
         template: r.try_get(3)?,
         message_id: r.try_get(4)?,
         attempts: r.try_get(5)?,

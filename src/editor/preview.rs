@@ -116,7 +116,7 @@ pub fn write_preview(
                     to_name: &sample.user.full_name,
                     message_id: &message_id,
                     campaign: &ctx.campaign,
-                    step: &ctx.step,
+                    step: sample.situation.step,
                     date: input.now.into(),
                 };
                 match email::build(&settings.mail, &envelope, r) {

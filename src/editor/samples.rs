@@ -10,6 +10,7 @@ use chrono::{Duration, TimeZone};
 use crate::config::Settings;
 use crate::render::context;
 use crate::render::templates::{self, MessageContext, UserView};
+use crate::store::Step;
 
 /// A recipient of the sample data.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +90,7 @@ pub const SAMPLE_USERS: [SampleUser; 4] = [
 pub struct Situation {
     /// Short name used in file names (`d3`, `last-day`).
     pub id: &'static str,
-    pub step: &'static str,
+    pub step: Step,
     pub days_left: i64,
     pub is_test: bool,
     /// Whether operators have declared the reopening (`reopened_at` set).
@@ -101,7 +102,7 @@ pub struct Situation {
 pub const SITUATIONS: [Situation; 8] = [
     Situation {
         id: "first",
-        step: "first",
+        step: Step::First,
         days_left: 7,
         is_test: false,
         reopened: false,
@@ -109,7 +110,7 @@ pub const SITUATIONS: [Situation; 8] = [
     },
     Situation {
         id: "d7",
-        step: "d7",
+        step: Step::DaysBefore(7),
         days_left: 7,
         is_test: false,
         reopened: false,
@@ -117,7 +118,7 @@ pub const SITUATIONS: [Situation; 8] = [
     },
     Situation {
         id: "d3",
-        step: "d3",
+        step: Step::DaysBefore(3),
         days_left: 3,
         is_test: false,
         reopened: false,
@@ -125,7 +126,7 @@ pub const SITUATIONS: [Situation; 8] = [
     },
     Situation {
         id: "d1",
-        step: "d1",
+        step: Step::DaysBefore(1),
         days_left: 1,
         is_test: false,
         reopened: false,
@@ -133,7 +134,7 @@ pub const SITUATIONS: [Situation; 8] = [
     },
     Situation {
         id: "last-day",
-        step: "first",
+        step: Step::First,
         days_left: 0,
         is_test: false,
         reopened: false,
@@ -141,7 +142,7 @@ pub const SITUATIONS: [Situation; 8] = [
     },
     Situation {
         id: "test",
-        step: "d3",
+        step: Step::DaysBefore(3),
         days_left: 3,
         is_test: true,
         reopened: false,
@@ -149,7 +150,7 @@ pub const SITUATIONS: [Situation; 8] = [
     },
     Situation {
         id: "main",
-        step: "main",
+        step: Step::Main,
         days_left: 7,
         is_test: false,
         reopened: false,
@@ -157,7 +158,7 @@ pub const SITUATIONS: [Situation; 8] = [
     },
     Situation {
         id: "reopened",
-        step: "main",
+        step: Step::Main,
         days_left: 0,
         is_test: false,
         reopened: true,

@@ -11,7 +11,7 @@ use crate::audience::calendar::latest_due_step;
 use crate::audience::campaign::{self, Campaign};
 use crate::audience::lifecycle;
 use crate::config::Settings;
-use crate::store::{Backend, CampaignKind, CampaignState, Db};
+use crate::store::{Backend, CampaignKind, CampaignState, Db, Step};
 
 /// A planning pass that adds this many rows refreshes the outbox statistics on PostgreSQL.
 const ANALYZE_AFTER_ROWS: u64 = 10_000;
@@ -20,7 +20,7 @@ const ANALYZE_AFTER_ROWS: u64 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     pub campaign: String,
-    pub step: String,
+    pub step: Step,
     pub rows: u64,
 }
 
@@ -45,17 +45,17 @@ pub async fn plan_due(
         }
         let step = match c.kind {
             CampaignKind::Reminder => match latest_due_step(cal, now) {
-                Some(step) => step.name,
+                Some(due) => due.step,
                 None => continue,
             },
-            _ if c.send_at.is_none_or(|at| at <= now) => "main".to_string(),
+            _ if c.send_at.is_none_or(|at| at <= now) => Step::Main,
             _ => continue,
         };
         let started = std::time::Instant::now();
         let rows = plan_step(
             db,
             &c,
-            &step,
+            step,
             template_digest,
             message_id_domain,
             now,
@@ -105,12 +105,13 @@ pub(crate) async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, s
 async fn plan_step(
     db: &Db,
     c: &Campaign,
-    step: &str,
+    step: Step,
     digest: &str,
     domain: &str,
     now: DateTime<Utc>,
     tz: chrono_tz::Tz,
 ) -> Result<u64, sqlx::Error> {
+    let step = step.to_string();
     let mut tx = db.pool().begin().await?;
     // The step being planned is the latest due: older steps still pending are out of date.
     // On SQLite `+state` keeps the (state, ...) index out of it: without statistics SQLite
@@ -126,7 +127,7 @@ async fn plan_step(
          WHERE campaign_id = $1 AND step <> $2 AND {plus}state = 'pending'"
     ))
     .bind(c.id)
-    .bind(step)
+    .bind(&step)
     .bind(format!("superseded by the later step {step}"))
     .bind(now.timestamp())
     .execute(&mut *tx)
@@ -170,7 +171,7 @@ async fn plan_step(
     );
     let result = sqlx::query(&sql)
         .bind(c.id)
-        .bind(step)
+        .bind(&step)
         .bind(&c.template)
         .bind(digest)
         .bind(now.timestamp())

@@ -6,12 +6,12 @@ use sqlx::Row;
 
 use super::templates::{MessageContext, UserView};
 use crate::config::{CalendarSettings, Settings};
-use crate::store::Db;
+use crate::store::{Db, Step};
 
 /// What a message is about, besides its recipient.
 #[derive(Debug, Clone)]
 pub struct About<'a> {
-    pub step: &'a str,
+    pub step: Step,
     pub campaign: &'a str,
     /// Calendar days from the sending day to the deadline's day ([`days_left`]).
     pub days_left: i64,

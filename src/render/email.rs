@@ -12,6 +12,7 @@ use lettre::Message;
 
 use crate::config::MailSettings;
 use crate::render::templates::Rendered;
+use crate::store::Step;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -27,7 +28,7 @@ pub struct Envelope<'a> {
     pub to_name: &'a str,
     pub message_id: &'a str,
     pub campaign: &'a str,
-    pub step: &'a str,
+    pub step: Step,
     pub date: SystemTime,
 }
 

@@ -18,7 +18,7 @@ pub mod queue;
 pub mod state;
 
 pub(crate) use lane::Lane;
-pub use state::{CampaignKind, CampaignState, Counts, OutboxState, UnknownState};
+pub use state::{CampaignKind, CampaignState, Counts, OutboxState, Step, UnknownState};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

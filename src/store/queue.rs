@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{CampaignState, Counts, Db, OutboxState, UnknownState};
+use super::{CampaignState, Counts, Db, OutboxState, Step, UnknownState};
 
 /// A campaign's messages by state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub(crate) async fn of_campaign(db: &Db, campaign_id: i64) -> Result<Counts, sql
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OldestPending {
     pub campaign: String,
-    pub step: String,
+    pub step: Step,
     pub planned_at: Option<DateTime<Utc>>,
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
@@ -85,7 +85,10 @@ pub(crate) async fn oldest_pending(db: &Db) -> Result<Option<OldestPending>, sql
     row.map(|r| {
         Ok(OldestPending {
             campaign: r.try_get(0)?,
-            step: r.try_get(1)?,
+            step: r
+                .try_get::<String, _>(1)?
+                .parse()
+                .map_err(UnknownState::into_sqlx)?,
             planned_at: super::timestamp(r.try_get(2)?),
             next_attempt_at: super::timestamp(r.try_get(3)?),
         })

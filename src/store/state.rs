@@ -120,6 +120,51 @@ stored_text!(
     }
 );
 
+/// Which message of a campaign a row is: the step of a reminder, the one message of a one-off or
+/// reopening campaign, or an operator's test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    /// The first notice of a reminder campaign, at the campaign start.
+    First,
+    /// The reminder N days before the deadline's day (`d7`, `d3`, `d1`).
+    DaysBefore(u32),
+    /// The message of a one-off or reopening campaign.
+    Main,
+    /// An operator's test message (`campaign test`); never in the outbox.
+    Test,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::First => f.pad("first"),
+            Step::DaysBefore(n) => f.pad(&format!("d{n}")),
+            Step::Main => f.pad("main"),
+            Step::Test => f.pad("test"),
+        }
+    }
+}
+
+impl FromStr for Step {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        match s {
+            "first" => Ok(Step::First),
+            "main" => Ok(Step::Main),
+            "test" => Ok(Step::Test),
+            _ => s
+                .strip_prefix('d')
+                .and_then(|n| n.parse().ok())
+                .filter(|n| s == format!("d{n}"))
+                .map(Step::DaysBefore)
+                .ok_or_else(|| UnknownState {
+                    what: "step",
+                    value: s.to_string(),
+                }),
+        }
+    }
+}
+
 /// Messages by state, from the outbox itself (never from memory a restart would lose).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -172,6 +217,12 @@ mod tests {
         }
         for k in CampaignKind::ALL {
             assert_eq!(k.as_str().parse::<CampaignKind>().unwrap(), *k);
+        }
+        for step in [Step::First, Step::DaysBefore(7), Step::Main, Step::Test] {
+            assert_eq!(step.to_string().parse::<Step>().unwrap(), step);
+        }
+        for bad in ["d", "d07", "dx", "D3", "first "] {
+            assert!(bad.parse::<Step>().is_err(), "{bad}");
         }
         let e = "Running".parse::<CampaignState>().unwrap_err();
         assert_eq!(

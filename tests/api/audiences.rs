@@ -2,6 +2,7 @@
 //! supersede earlier ones, users who complete are skipped, nothing goes out after the deadline.
 
 use avvisi::import::ImportOptions;
+use avvisi::store::Step;
 
 use crate::helpers::{at, TestApp};
 use crate::on_both_backends;
@@ -13,7 +14,7 @@ fn ids(list: &[&str]) -> Vec<String> {
 async fn every_audience_gets_exactly_its_users(app: TestApp) {
     app.import_examples().await;
     let (planned, delivery) = app.run_once().await;
-    assert!(planned.iter().all(|p| p.step == "first"), "{planned:?}");
+    assert!(planned.iter().all(|p| p.step == Step::First), "{planned:?}");
     assert_eq!(
         app.users_in("registration_incomplete", "sent").await,
         ids(&["U0001", "U0002", "U0003", "U0004", "U0005", "U0006"])
@@ -120,7 +121,7 @@ async fn later_steps_go_to_those_still_pending(app: TestApp) {
         .iter()
         .find(|p| p.campaign.starts_with("registration_incomplete"))
         .unwrap();
-    assert_eq!((reg.step.as_str(), reg.rows), ("d3", 6));
+    assert_eq!((reg.step, reg.rows), (Step::DaysBefore(3), 6));
     // 29 November: d1.
     app.clock.set(at("2026-11-29T09:00:00+01:00"));
     app.run_once().await;
@@ -155,7 +156,7 @@ async fn nothing_goes_out_after_the_deadline(app: TestApp) {
     app.clock.set(at("2026-11-30T21:00:00+01:00"));
     let (planned, delivery) = app.run_once().await;
     assert!(delivery.outside_sending_hours);
-    assert!(planned.iter().all(|p| p.step == "d1"));
+    assert!(planned.iter().all(|p| p.step == Step::DaysBefore(1)));
     assert!(app.outbox().await.iter().all(|r| r.state == "pending"));
     app.clock.set(at("2026-12-01T09:00:00+01:00"));
     let (planned, delivery) = app.run_once().await;

@@ -222,10 +222,13 @@ fn shipped_templates_pass_the_check_through_the_binary() {
 #[test]
 fn samples_cover_every_variant() {
     let samples = editor::samples();
-    let steps: BTreeSet<&str> = samples.iter().map(|s| s.situation.step).collect();
+    let steps: BTreeSet<String> = samples
+        .iter()
+        .map(|s| s.situation.step.to_string())
+        .collect();
     assert_eq!(
         steps,
-        BTreeSet::from(["d1", "d3", "d7", "first", "main"]),
+        BTreeSet::from(["d1", "d3", "d7", "first", "main"].map(String::from)),
         "every step"
     );
     let days: BTreeSet<i64> = samples.iter().map(|s| s.situation.days_left).collect();
@@ -789,7 +792,7 @@ fn user_data_is_safe_in_every_message() {
                         to_name: full,
                         message_id: &message_id,
                         campaign: &ctx.campaign,
-                        step: &ctx.step,
+                        step: sample.situation.step,
                         date: at("2026-11-23T10:00:00+01:00").into(),
                     },
                     &r,
