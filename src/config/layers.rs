@@ -18,8 +18,7 @@ use super::{invalid, ConfigError, EMBEDDED_DEFAULTS};
 const ENV_PREFIX: &str = "AVVISI__";
 
 /// Where a configuration value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// `config/default.toml` in the working directory (`path`), or the copy built into the
     /// binary (`path` is `None`).
@@ -51,6 +50,13 @@ impl fmt::Display for Origin {
             Origin::File { path } => write!(f, "file {}", path.display()),
             Origin::Env { name } => write!(f, "env {name}"),
         }
+    }
+}
+
+impl serde::Serialize for Origin {
+    /// As in the text: `default`, `file PATH` or `env NAME`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -363,7 +369,7 @@ impl Effective {
         out
     }
 
-    /// `[{"key": ..., "value": ..., "source": {"kind": "env", "name": ...}}, ...]`.
+    /// `[{"key": "smtp.password", "value": "***", "source": "env AVVISI__SMTP__PASSWORD"}, ...]`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.0).expect("entries are plain data")
     }
