@@ -155,10 +155,17 @@ impl Transport {
         match settings.delivery.transport {
             TransportKind::File => {
                 let dir = settings.delivery.dir.clone();
-                std::fs::create_dir_all(&dir).map_err(|source| TransportError::Folder {
-                    dir: dir.clone(),
-                    source,
-                })?;
+                // Owner only (unix): every file in it is a recipient's email.
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder
+                    .create(&dir)
+                    .map_err(|source| TransportError::Folder {
+                        dir: dir.clone(),
+                        source,
+                    })?;
                 Ok(Transport::Files(dir))
             }
             TransportKind::Smtp => {
@@ -606,11 +613,24 @@ fn offers(reply: &lettre::transport::smtp::response::Response, keyword: &str) ->
         .any(|k| k.eq_ignore_ascii_case(keyword))
 }
 
+/// Writes `stem.eml` through a temporary file renamed into place, readable by its owner only
+/// (unix): it holds the recipient's address and name.
 async fn write_eml(dir: &std::path::Path, stem: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{stem}.eml.tmp"));
     let path = dir.join(format!("{stem}.eml"));
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, &path).await
+    let bytes = bytes.to_vec();
+    // One blocking task for open, write and rename, as `tokio::fs::write` does for its part.
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&tmp)?.write_all(&bytes)?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
