@@ -63,8 +63,11 @@ impl serde::Serialize for Origin {
 /// A key that no setting reads, with the known key it most likely meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownKey {
+    /// The key as written, `section.key` (from a variable: its name less the prefix, lower case).
     pub key: String,
+    /// Where it was written.
     pub origin: Origin,
+    /// The known key it most likely meant, when one is close enough to say.
     pub suggestion: Option<String>,
 }
 
