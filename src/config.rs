@@ -3,6 +3,9 @@
 //! The raw layers are deserialized into plain structs, then [`Settings::load`] checks every value
 //! that has a meaning beyond its type (time zone, local times, URLs, addresses) so that a bad value
 //! stops the program before it touches the database, with the key, the value and what was expected.
+//! Before that, a key that no setting reads (a typo in a file or a variable name) is refused with
+//! the known key it most likely meant: a misspelt override would otherwise be ignored in silence
+//! and the default would run in production ([`layers`]).
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +17,18 @@ use serde::Deserialize;
 /// The built-in copy of `config/default.toml`, used when the file is not in the working directory.
 const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
 
+mod layers;
+
+pub use layers::{Effective, Entry, Origin, UnknownKey};
+
 /// A configuration problem, reported before anything else happens.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
+    /// Keys that no setting reads, one per line, each with the key it most likely meant.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    UnknownKeys(Vec<UnknownKey>),
     #[error("configuration key `{key}` has value {value:?}: expected {expected}")]
     Invalid {
         key: &'static str,
@@ -58,10 +68,23 @@ pub struct Settings {
     pub import: ImportSettings,
     pub daemon: DaemonSettings,
     pub rate: RateSettings,
+    pub log: LogSettings,
+    /// Every key with its value and its source, secrets masked (`avvisi config show`).
+    pub effective: Effective,
+}
+
+/// What the logs may say about people.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Logs name people by `user_id` only; `true` leaves the email addresses and fiscal codes
+    /// that relay replies and errors quote in the log lines, for a debugging session.
+    pub personal_data: bool,
 }
 
 /// The relay's limits (0 = none), shared by all connections of one process.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RateSettings {
     pub per_second: u32,
     pub per_hour: u32,
@@ -80,6 +103,7 @@ impl std::fmt::Debug for Dkim {
 
 /// How `avvisi daemon` paces itself.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DaemonSettings {
     pub planner_cron: String,
     pub poll_seconds: u64,
@@ -88,12 +112,23 @@ pub struct DaemonSettings {
     pub relay_backoff_max_seconds: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://...`.
     pub url: String,
     /// Pool size for PostgreSQL; SQLite always uses a single connection.
     pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    // The URL may carry the database password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// Where rendered emails go.
@@ -105,6 +140,7 @@ pub enum TransportKind {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     pub transport: TransportKind,
     /// Folder of the `.eml` files for the file transport.
@@ -120,7 +156,7 @@ pub struct DeliverySettings {
     pub breaker_threshold: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SmtpSettings {
     pub url: String,
     pub username: Option<String>,
@@ -133,6 +169,20 @@ pub struct SmtpSettings {
     /// Send MAIL, RCPT and DATA in one write when the relay offers PIPELINING (RFC 2920): two
     /// round trips per message instead of four. Off for a relay that offers it and mishandles it.
     pub pipelining: bool,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    // The URL may carry the relay's password (`smtp://user:password@relay`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("check_idle_seconds", &self.check_idle_seconds)
+            .field("pipelining", &self.pipelining)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -159,12 +209,16 @@ pub struct CalendarSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImportSettings {
     pub max_gone_percent: u32,
 }
 
-/// The layers as written, before checking.
+/// The layers as written, before checking. Every field is required and unknown ones are refused,
+/// here and in each section: the built-in defaults must then name exactly the keys read here,
+/// which makes them the list of known keys.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw {
     database: DatabaseSettings,
     delivery: DeliverySettings,
@@ -177,9 +231,11 @@ struct Raw {
     daemon: DaemonSettings,
     rate: RateSettings,
     dkim: RawDkim,
+    log: LogSettings,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDkim {
     selector: String,
     domain: String,
@@ -188,6 +244,7 @@ struct RawDkim {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSmtp {
     url: String,
     username: String,
@@ -199,6 +256,7 @@ struct RawSmtp {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawMail {
     from: String,
     reply_to: String,
@@ -207,11 +265,13 @@ struct RawMail {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPortal {
     url: String,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawCalendar {
     timezone: String,
     campaign_start: String,
@@ -234,6 +294,7 @@ enum OneOrMany {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTemplates {
     dir: PathBuf,
 }
@@ -249,43 +310,17 @@ impl Settings {
         extra_file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let defaults = Path::new("config/default.toml");
-        let mut builder = if defaults.is_file() {
-            config::Config::builder().add_source(config::File::from(defaults))
-        } else {
-            config::Config::builder().add_source(config::File::from_str(
-                EMBEDDED_DEFAULTS,
-                config::FileFormat::Toml,
-            ))
-        };
-        if let Some(file) = extra_file {
-            if !file.is_file() {
-                return Err(invalid(
-                    "--config",
-                    file.display().to_string(),
-                    "an existing TOML file",
-                ));
-            }
-            builder = builder.add_source(config::File::from(file));
+        let layers = layers::Layers::read(extra_file, env)?;
+        let unknown = layers.unknown();
+        if !unknown.is_empty() {
+            return Err(ConfigError::UnknownKeys(unknown));
         }
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("AVVISI__"))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix("AVVISI")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("calendar.reminder_days_before")
-                .source(Some(env)),
-        );
-        let raw: Raw = builder.build()?.try_deserialize()?;
-        Self::check(raw)
+        let (merged, effective) = layers.build()?;
+        let raw: Raw = merged.try_deserialize()?;
+        Self::check(raw, effective)
     }
 
-    fn check(raw: Raw) -> Result<Settings, ConfigError> {
+    fn check(raw: Raw, effective: Effective) -> Result<Settings, ConfigError> {
         let url = raw.database.url.trim();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -375,6 +410,8 @@ impl Settings {
             calendar,
             templates_dir: raw.templates.dir,
             import: raw.import,
+            log: raw.log,
+            effective,
         })
     }
 }
@@ -636,6 +673,107 @@ mod tests {
         // 2027-03-28 02:30 does not exist in Rome (clocks jump from 02:00 to 03:00).
         let err = load(&[("AVVISI__CALENDAR__CAMPAIGN_START", "2027-03-28T02:30:00")]).unwrap_err();
         assert!(err.to_string().contains("daylight-saving"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_key_they_meant() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("avvisi.toml");
+        std::fs::write(
+            &file,
+            "[smtp]\npasword = \"x\"\n[delivery]\nconcurrency = 8\n",
+        )
+        .unwrap();
+        let err = Settings::load_with_env(Some(&file), []).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "configuration key `smtp.pasword` (in {}) is not known: did you mean `smtp.password`?",
+                file.display()
+            )
+        );
+        // Every unknown key at once, file first, then the environment.
+        let err = Settings::load_with_env(
+            Some(&file),
+            [
+                (
+                    "AVVISI__SMPT__URL".to_string(),
+                    "smtp://127.0.0.1:25".to_string(),
+                ),
+                ("AVVISI_UNRELATED".to_string(), "not ours".to_string()),
+            ],
+        )
+        .unwrap_err();
+        let ConfigError::UnknownKeys(unknown) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(unknown.len(), 2, "{err}");
+        assert_eq!(unknown[1].key, "smpt.url");
+        assert_eq!(unknown[1].suggestion.as_deref(), Some("smtp.url"));
+        assert!(
+            err.to_string().lines().nth(1).unwrap().contains(
+                "(from the environment variable AVVISI__SMPT__URL) is not known: did you mean \
+                 `smtp.url` (AVVISI__SMTP__URL)?"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_built_in_defaults_name_every_key_and_nothing_else() {
+        // Settings refuse unknown fields and require every field: the defaults load only if
+        // they are exactly the keys read, so the known-key list cannot drift from the code.
+        let s = load(&[]).unwrap();
+        assert!(s.effective.0.len() > 40);
+        assert!(s
+            .effective
+            .0
+            .iter()
+            .all(|e| matches!(e.source, Origin::Default { .. })));
+    }
+
+    #[test]
+    fn effective_configuration_names_each_source_and_masks_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("site.toml");
+        std::fs::write(&file, "[delivery]\nconcurrency = 16\n").unwrap();
+        let s = Settings::load_with_env(
+            Some(&file),
+            [
+                ("AVVISI__SMTP__USERNAME", "avvisi"),
+                ("AVVISI__SMTP__PASSWORD", "s3cret-pw"),
+                (
+                    "AVVISI__DATABASE__URL",
+                    "postgres://avvisi:hunter2@db:5432/avvisi",
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        let e = &s.effective;
+        let password = e.get("smtp.password").unwrap();
+        assert_eq!(password.value, "***");
+        assert_eq!(password.source.to_string(), "env AVVISI__SMTP__PASSWORD");
+        assert_eq!(
+            e.get("database.url").unwrap().value,
+            "postgres://avvisi:***@db:5432/avvisi"
+        );
+        let concurrency = e.get("delivery.concurrency").unwrap();
+        assert_eq!(concurrency.value, 16);
+        assert_eq!(
+            concurrency.source.to_string(),
+            format!("file {}", file.display())
+        );
+        assert_eq!(
+            e.get("delivery.batch_size").unwrap().source.to_string(),
+            "default"
+        );
+        let text = format!("{}{}{s:?}", e.to_toml(), e.to_json());
+        assert!(
+            !text.contains("s3cret-pw") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(e.to_toml().contains("[smtp]\n"), "{}", e.to_toml());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use avvisi::config::Settings;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    avvisi::telemetry::init(cli.verbose as i8 - cli.quiet as i8);
+    // Configuration first: logging follows its `log` settings, and a bad configuration is
+    // reported before anything else runs.
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -19,6 +20,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    avvisi::telemetry::init(cli.verbose as i8 - cli.quiet as i8, &settings.log);
     match avvisi::cli::run(cli.command, settings, Clock::system()).await {
         Ok(code) => code,
         Err(e) => {

@@ -80,6 +80,10 @@ pub enum Command {
         now: Option<DateTime<Utc>>,
     },
 
+    /// The configuration in effect (secrets masked) and where each value comes from.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+
     /// Everything about one user: snapshot state, audiences, every message and why.
     #[command(after_help = "Example:\n  avvisi explain U0002")]
     Explain {
@@ -132,6 +136,21 @@ pub enum ServiceCommand {
         /// When the service reopens (RFC 3339); default now.
         #[arg(long, value_name = "TIMESTAMP")]
         at: Option<DateTime<Utc>>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Every key with the value in effect and its source: `default`, `file PATH` or
+    /// `env AVVISI__SECTION__KEY`. Passwords, and the password in a URL, are shown as ***.
+    #[command(
+        after_help = "Example:\n  avvisi config show\n  avvisi --config /etc/avvisi.toml config show --json\n\n\
+        The configuration is checked first: an unknown key or a bad value stops with exit status 2."
+    )]
+    Show {
+        /// A JSON array of {key, value, source} objects instead of TOML-like text.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -15,6 +15,7 @@ use crate::store::Db;
 
 mod args;
 pub mod campaign;
+mod configuration;
 mod explain;
 mod import;
 mod retry;
@@ -23,13 +24,19 @@ pub mod service;
 mod status;
 pub mod templates;
 
-pub use args::{Cli, Command, ImportCommand, ImportUsersArgs, RetryArgs, RunArgs, ServiceCommand};
+pub use args::{
+    Cli, Command, ConfigCommand, ImportCommand, ImportUsersArgs, RetryArgs, RunArgs, ServiceCommand,
+};
 
 /// Exit status when delivery stopped because the relay could not be reached.
 pub(crate) const EXIT_RELAY_UNREACHABLE: u8 = 3;
 
 /// Runs one command. `clock` is the process-wide clock (`--now` or the real one).
 pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::Result<ExitCode> {
+    if let Command::Config(cmd) = &command {
+        // Needs no database: it must work while the database is what is being set up.
+        return configuration::run(cmd, &settings);
+    }
     let settings = Arc::new(settings);
     let db = Db::open(&settings.database.url, settings.database.max_connections)
         .await
@@ -53,6 +60,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
         Command::Explain { user_id } => explain::run(&db, &settings, &user_id).await,
         Command::Retry(args) => retry::run(&db, &args, &clock).await,
+        Command::Config(_) => unreachable!("handled before the database is opened"),
     };
     db.close().await;
     result

@@ -400,7 +400,7 @@ impl Worker {
             Ok(email) => Ok(Outgoing::from(&email)),
             Err(EmailError::Template(e)) => {
                 // A template problem is not the recipient's: keep the row for a fixed template.
-                tracing::error!(campaign = %row.campaign, template = %row.template, error = %e, "cannot render");
+                tracing::error!(campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");
                 let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
                 Err(Outcome::Retry {
                     at,
@@ -456,8 +456,8 @@ impl Worker {
             }
             Err(failure) => {
                 tracing::warn!(
-                    outbox_id = row.id, campaign = %row.campaign, code = ?failure.code,
-                    kind = ?failure.kind, error = %failure.detail, "send failed"
+                    outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, code = ?failure.code,
+                    kind = ?failure.kind, error = %crate::telemetry::scrub(&failure.detail), "send failed"
                 );
                 let outcome = self.after_failure(row, self.clock.now(), &failure);
                 (outcome, Some(failure))

@@ -37,6 +37,11 @@ pub enum DbError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot create the SQLite database file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
@@ -148,31 +153,64 @@ pub fn timestamp(secs: Option<i64>) -> Option<chrono::DateTime<chrono::Utc>> {
     secs.and_then(|s| chrono::Utc.timestamp_opt(s, 0).single())
 }
 
-/// `sqlite://data/x.db` → the same URL with `mode=rwc`, after creating `data/`.
+/// `sqlite://data/x.db` → the same URL with `mode=rwc`, after creating `data/` and an empty
+/// `x.db`, both readable by their owner only (unix): the database holds every recipient's
+/// address and fiscal code. SQLite gives its `-wal` and `-shm` files the database file's mode.
 fn prepare_sqlite_url(url: &str) -> Result<String, DbError> {
     let rest = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:" {
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    let creates = match params.iter().find_map(|p| p.strip_prefix("mode=")) {
+        None => {
+            params.push("mode=rwc");
+            true
+        }
+        Some(mode) => mode == "rwc",
+    };
+    if path != ":memory:" && !path.is_empty() && creates {
         if let Some(parent) = Path::new(path)
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(parent).map_err(|source| DbError::Folder {
+            create_private_dir(parent).map_err(|source| DbError::Folder {
                 path: parent.display().to_string(),
                 source,
             })?;
         }
+        create_private_file(Path::new(path)).map_err(|source| DbError::File {
+            path: path.to_string(),
+            source,
+        })?;
     }
     let mut out = format!("sqlite://{path}");
-    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-    if !params.iter().any(|p| p.starts_with("mode=")) {
-        params.push("mode=rwc");
-    }
     out.push('?');
     out.push_str(&params.join("&"));
     Ok(out)
+}
+
+/// Creates `dir` and its missing parents, each new one with mode 0700 on unix.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates `path` empty with mode 0600 on unix, unless it exists (its mode is then left as the
+/// operator set it).
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.

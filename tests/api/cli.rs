@@ -1,10 +1,13 @@
 //! The `avvisi` binary as operators run it: the README's main command, bad configuration, bad
-//! snapshots, status.
+//! snapshots, status; and run unattended: unknown keys refused, `config show`, logs without
+//! colours or personal data, files for their owner only.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::helpers::{repo_path, Backend, TestApp};
 use crate::on_both_backends;
+use crate::smtp_sink::{Fault, SmtpSink};
 
 fn avvisi(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
@@ -181,4 +184,286 @@ fn main_errors_say_what_failed_once() {
             "error: opening the database: cannot open database postgres://avvisi:***@127.0.0.1:1/avvisi: error communicating with database: Connection refused (os error 111)".to_string()
         )
     );
+}
+
+/// The binary as a service manager runs it: from the repository (for `examples/`), on a fresh
+/// SQLite database and outbox in `dir`, stderr to a pipe, no `NO_COLOR` to hide escape codes.
+fn unattended(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
+    cmd.current_dir(repo_path("."))
+        .args(args)
+        .env(
+            "AVVISI__DATABASE__URL",
+            format!("sqlite://{}/db/avvisi.db", dir.display()),
+        )
+        .env("AVVISI__DELIVERY__DIR", dir.join("outbox"))
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run avvisi")
+}
+
+/// Every email address and fiscal code in `examples/users.csv`.
+fn personal_data_of_the_examples() -> Vec<String> {
+    let mut reader = csv::Reader::from_path(repo_path("examples/users.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let columns: Vec<usize> = [
+        "fiscal_code",
+        "email",
+        "institutional_email",
+        "pending_email",
+    ]
+    .iter()
+    .map(|name| headers.iter().position(|h| h == *name).unwrap())
+    .collect();
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.unwrap();
+        out.extend(
+            columns
+                .iter()
+                .map(|&i| record[i].trim().to_string())
+                .filter(|v| !v.is_empty()),
+        );
+    }
+    assert!(out.len() > 80, "{out:?}");
+    out
+}
+
+fn assert_no_personal_data(text: &str) {
+    assert!(
+        !text.contains("\x1b["),
+        "escape codes in a log on a pipe:\n{text}"
+    );
+    for item in personal_data_of_the_examples() {
+        for form in [item.clone(), item.to_lowercase()] {
+            assert!(!text.contains(&form), "{form} is in the log:\n{text}");
+        }
+    }
+}
+
+const README_RUN: [&str; 7] = [
+    "run",
+    "--once",
+    "--import",
+    "examples/users.csv",
+    "--now",
+    "2026-11-23T10:00:00+01:00",
+    "-v",
+];
+
+#[test]
+fn logs_on_a_pipe_have_no_colour_and_name_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = unattended(dir.path(), &README_RUN, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{}{err}", stdout(&out));
+    // -v: the debug lines are there, and none of them colours or names anyone.
+    assert!(err.contains("DEBUG") && err.contains("planned"), "{err}");
+    assert_no_personal_data(&err);
+}
+
+/// A relay's refusal often quotes the address (`550 5.1.1 <x@y>: ...`): the log line keeps the
+/// user_id and masks the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_reply_quoting_the_address_is_logged_without_it() {
+    let faults = personal_data_of_the_examples()
+        .into_iter()
+        .filter(|item| item.contains('@'))
+        .map(|address| Fault::RejectRcpt {
+            text: format!("5.1.1 <{address}>: Recipient address rejected"),
+            address,
+            code: 550,
+        })
+        .collect();
+    let sink = SmtpSink::start_with(faults).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let url = sink.url();
+    let out = tokio::task::spawn_blocking(move || {
+        unattended(
+            &path,
+            &README_RUN,
+            &[
+                ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+                ("AVVISI__SMTP__URL", &url),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{}{err}", stdout(&out));
+    let refused: Vec<&str> = err.lines().filter(|l| l.contains("send failed")).collect();
+    assert_eq!(refused.len(), 47, "{err}");
+    assert!(
+        refused.iter().all(
+            |l| l.contains("user_id=U0") && l.contains("<***@***>: Recipient address rejected")
+        ),
+        "{err}"
+    );
+    assert_no_personal_data(&err);
+    drop(dir);
+}
+
+#[test]
+fn unknown_configuration_keys_stop_before_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("avvisi.toml");
+    std::fs::write(&file, "[smtp]\npasword = \"s3cret\"\n").unwrap();
+    let out = unattended(
+        dir.path(),
+        &["--config", file.to_str().unwrap(), "run", "--once"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: configuration key `smtp.pasword` (in {}) is not known: did you mean `smtp.password`?\n",
+            file.display()
+        )
+    );
+    let out = unattended(
+        dir.path(),
+        &["status"],
+        &[("AVVISI__SMPT__URL", "smtp://127.0.0.1:2525")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: configuration key `smpt.url` (from the environment variable AVVISI__SMPT__URL) \
+         is not known: did you mean `smtp.url` (AVVISI__SMTP__URL)?\n"
+    );
+    // Nothing ran: not even the database was created.
+    assert!(!dir.path().join("db").exists());
+}
+
+#[test]
+fn config_show_masks_secrets_and_names_each_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(&file, "[delivery]\nconcurrency = 16\n").unwrap();
+    let env = [
+        ("AVVISI__SMTP__USERNAME", "avvisi"),
+        ("AVVISI__SMTP__PASSWORD", "s3cret-pw"),
+        // Never opened: `config show` needs no database.
+        (
+            "AVVISI__DATABASE__URL",
+            "postgres://avvisi:hunter2@127.0.0.1:1/avvisi",
+        ),
+    ];
+    let config = ["--config", file.to_str().unwrap(), "config", "show"];
+    let out = unattended(dir.path(), &config, &env);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let line = |start: &str| {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start}:\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        line("password ="),
+        "password = \"***\" # env AVVISI__SMTP__PASSWORD"
+    );
+    assert_eq!(
+        line("concurrency ="),
+        format!("concurrency = 16 # file {}", file.display())
+    );
+    assert_eq!(
+        line("url = \"postgres"),
+        "url = \"postgres://avvisi:***@127.0.0.1:1/avvisi\" # env AVVISI__DATABASE__URL"
+    );
+    assert_eq!(line("batch_size ="), "batch_size = 200 # default");
+    assert!(text.contains("[smtp]\n"), "{text}");
+
+    let json = unattended(dir.path(), &[&config[..], &["--json"]].concat(), &env);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let entries: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let entry = |key: &str| {
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key)
+            .unwrap_or_else(|| panic!("no {key}"))
+            .clone()
+    };
+    assert_eq!(
+        entry("smtp.password"),
+        serde_json::json!({"key": "smtp.password", "value": "***", "source": "env AVVISI__SMTP__PASSWORD"})
+    );
+    assert_eq!(entry("delivery.concurrency")["value"], 16);
+    for o in [&out, &json] {
+        let all = format!("{}{}", stdout(o), stderr(o));
+        assert!(
+            !all.contains("s3cret-pw") && !all.contains("hunter2"),
+            "{all}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_with_personal_data_are_for_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // The database, its write-ahead log and shared memory, while the pool holds them open.
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let db = app.dir.path().join("avvisi.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = Path::new(&format!("{}{suffix}", db.display())).to_path_buf();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    app.teardown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = unattended(dir.path(), args, &[]);
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    };
+    run(&README_RUN);
+    assert_eq!(mode(&dir.path().join("db")), 0o700);
+    assert_eq!(mode(&dir.path().join("db/avvisi.db")), 0o600);
+    let outbox = dir.path().join("outbox");
+    assert_eq!(mode(&outbox), 0o700);
+    let emails: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(emails.len(), 47);
+    for path in emails {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+
+    let snapshot = dir.path().join("bad.csv");
+    std::fs::write(
+        &snapshot,
+        "user_id,fiscal_code,first_name,last_name,email,institutional_email,registration,enabled,pending_email,code_regeneration\n\
+         U1,RSSMRA85T10A562S,Mario,Rossi,mario.rossi@libero.it,,completed,true,,none\n\
+         U2,RSSMRA85T10A562S,Anna,Verdi,anna.verdi@@libero.it,,completed,true,,none\n",
+    )
+    .unwrap();
+    let rejects = dir.path().join("rejects.csv");
+    run(&[
+        "import",
+        "users",
+        snapshot.to_str().unwrap(),
+        "--skip-invalid",
+        "--reject-file",
+        rejects.to_str().unwrap(),
+        "--partial",
+    ]);
+    assert_eq!(mode(&rejects), 0o600);
 }

@@ -132,6 +132,8 @@ struct Endpoint {
     host: String,
     port: u16,
     security: Security,
+    /// The relay is on this machine (127.0.0.0/8, ::1, localhost): clear text crosses no network.
+    loopback: bool,
     hello: ClientId,
     credentials: Option<Credentials>,
     /// For connecting, and for each step of a message exchange (`smtp.timeout_seconds`).
@@ -141,9 +143,10 @@ struct Endpoint {
 }
 
 enum Security {
-    /// `smtp://`: plain text (a relay on loopback or a trusted network).
+    /// `smtp://` to a relay on loopback, or `smtp://...?tls=none`: clear text.
     Plain,
-    /// `smtp://...?tls=required|opportunistic`: STARTTLS after the greeting.
+    /// `smtp://...?tls=required|opportunistic`, and `smtp://` to a relay not on loopback
+    /// (required): STARTTLS after the greeting.
     StartTls {
         params: TlsParameters,
         required: bool,
@@ -161,15 +164,25 @@ impl Transport {
         match settings.delivery.transport {
             TransportKind::File => {
                 let dir = settings.delivery.dir.clone();
-                std::fs::create_dir_all(&dir).map_err(|source| TransportError::Folder {
-                    dir: dir.clone(),
-                    source,
-                })?;
+                // Owner only (unix): every file in it is a recipient's email.
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder
+                    .create(&dir)
+                    .map_err(|source| TransportError::Folder {
+                        dir: dir.clone(),
+                        source,
+                    })?;
                 Ok(Transport::Files(dir))
             }
             TransportKind::Smtp => {
                 let smtp = &settings.smtp;
                 let mut endpoint = Endpoint::from_url(&smtp.url)?;
+                if let Some(warning) = endpoint.clear_text_warning() {
+                    tracing::warn!("{warning}");
+                }
                 endpoint.timeout = Duration::from_secs(smtp.timeout_seconds);
                 endpoint.pipelining = smtp.pipelining;
                 if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
@@ -412,11 +425,31 @@ async fn envelope_commands(
 }
 
 impl Endpoint {
-    /// Reads `smtp://HOST[:PORT][?tls=required|opportunistic]` or `smtps://HOST[:PORT]`; a path
-    /// (`smtp://relay/client.example`) is the EHLO name, a user and password the credentials.
+    /// Reads `smtp://HOST[:PORT][?tls=required|opportunistic|none]` or `smtps://HOST[:PORT]`; a
+    /// path (`smtp://relay/client.example`) is the EHLO name, a user and password the
+    /// credentials.
+    ///
+    /// Without `tls=`, `smtp://` is clear text only to a relay on loopback; to any other relay it
+    /// means STARTTLS required: the password and every recipient's address and message would
+    /// otherwise cross the network readable, and a missing `?tls=` must not decide that.
+    /// Clear text to such a relay is `?tls=none`, said on purpose.
     fn from_url(text: &str) -> Result<Endpoint, TransportError> {
         let bad = |why: &str| TransportError::SmtpUrl(why.to_string());
         let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        let loopback = match url.host() {
+            // `smtp:` is not a scheme the URL standard knows, so an IPv4 address arrives as text.
+            Some(url::Host::Domain(name)) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+            None => false,
+        };
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
@@ -430,7 +463,15 @@ impl Endpoint {
             .map(|(_, v)| v.into_owned());
         let params = || TlsParameters::new(host.clone()).map_err(|e| bad(&e.to_string()));
         let (security, default_port) = match (url.scheme(), tls.as_deref()) {
-            ("smtp", None) => (Security::Plain, 25),
+            ("smtp", None) if loopback => (Security::Plain, 25),
+            ("smtp", None) => (
+                Security::StartTls {
+                    params: params()?,
+                    required: true,
+                },
+                25,
+            ),
+            ("smtp", Some("none")) => (Security::Plain, 25),
             ("smtp", Some(mode @ ("required" | "opportunistic"))) => (
                 Security::StartTls {
                     params: params()?,
@@ -441,9 +482,10 @@ impl Endpoint {
             ("smtps", None) => (Security::Wrapper(params()?), 465),
             (scheme, tls) => {
                 return Err(bad(&format!(
-                "scheme {scheme:?} with tls={tls:?}: expected smtp://, smtp://...?tls=required, \
-                     smtp://...?tls=opportunistic or smtps://"
-            )))
+                    "scheme {scheme:?} with tls={tls:?}: expected smtp://, \
+                     smtp://...?tls=required, smtp://...?tls=opportunistic, \
+                     smtp://...?tls=none or smtps://"
+                )))
             }
         };
         let hello = match url.path().trim_matches('/') {
@@ -462,11 +504,36 @@ impl Endpoint {
             port: url.port().unwrap_or(default_port),
             host,
             security,
+            loopback,
             hello,
             credentials,
             timeout: Duration::from_secs(30),
             pipelining: true,
         })
+    }
+
+    /// What to tell operators at start when messages to this relay may cross a network in
+    /// clear text: `?tls=none`, or `?tls=opportunistic` (which falls back to clear text when
+    /// STARTTLS is not offered, or is stripped on the way), to a relay not on loopback.
+    fn clear_text_warning(&self) -> Option<String> {
+        if self.loopback {
+            return None;
+        }
+        let relay = format!("{}:{}", self.host, self.port);
+        match &self.security {
+            Security::Plain => Some(format!(
+                "SMTP to {relay} is in clear text (smtp.url has tls=none): the relay password \
+                 and every message cross the network readable; remove tls=none to require \
+                 STARTTLS"
+            )),
+            Security::StartTls {
+                required: false, ..
+            } => Some(format!(
+                "SMTP to {relay} falls back to clear text when STARTTLS is not offered \
+                 (smtp.url has tls=opportunistic); tls=required refuses to send without it"
+            )),
+            _ => None,
+        }
     }
 
     /// A new connection, greeted, encrypted and authenticated as configured. Any failure here
@@ -532,9 +599,12 @@ impl Endpoint {
                     .map_err(classify)?;
             } else if *required {
                 conn.abort().await;
-                return Err(unreachable(
-                    "the relay does not offer STARTTLS (smtp.url has tls=required)".to_string(),
-                ));
+                return Err(unreachable(format!(
+                    "the relay at {}:{} does not offer STARTTLS, which smtp.url requires \
+                     (tls=required, the default for a relay not on loopback); \
+                     ?tls=none sends in clear text",
+                    self.host, self.port
+                )));
             }
         }
         // lettre keeps only the extensions it uses from its EHLO, and PIPELINING is not one of
@@ -568,11 +638,24 @@ fn offers(reply: &lettre::transport::smtp::response::Response, keyword: &str) ->
         .any(|k| k.eq_ignore_ascii_case(keyword))
 }
 
+/// Writes `stem.eml` through a temporary file renamed into place, readable by its owner only
+/// (unix): it holds the recipient's address and name.
 async fn write_eml(dir: &std::path::Path, stem: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{stem}.eml.tmp"));
     let path = dir.join(format!("{stem}.eml"));
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, &path).await
+    let bytes = bytes.to_vec();
+    // One blocking task for open, write and rename, as `tokio::fs::write` does for its part.
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&tmp)?.write_all(&bytes)?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Refusals before the body that are about the session, not the recipient: `530` (authentication
@@ -709,5 +792,137 @@ impl AsyncWrite for Corked {
 impl lettre::transport::smtp::client::AsyncTokioStream for Corked {
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.tcp.peer_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn security(url: &str) -> (String, u16) {
+        let endpoint = Endpoint::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let kind = match endpoint.security {
+            Security::Plain => "plain",
+            Security::StartTls { required: true, .. } => "starttls required",
+            Security::StartTls {
+                required: false, ..
+            } => "starttls opportunistic",
+            Security::Wrapper(_) => "tls",
+        };
+        (kind.to_string(), endpoint.port)
+    }
+
+    #[test]
+    fn a_relay_off_loopback_gets_tls_unless_clear_text_is_asked_for() {
+        let cases = [
+            // No `tls=`: clear text only on this machine.
+            ("smtp://127.0.0.1:2525", "plain", 2525),
+            ("smtp://127.8.9.10:2525", "plain", 2525),
+            ("smtp://localhost", "plain", 25),
+            ("smtp://LOCALHOST:25", "plain", 25),
+            ("smtp://[::1]:2525", "plain", 2525),
+            ("smtp://relay.example.org:587", "starttls required", 587),
+            ("smtp://relay.example.org", "starttls required", 25),
+            ("smtp://192.0.2.10:25", "starttls required", 25),
+            ("smtp://[2001:db8::1]:25", "starttls required", 25),
+            ("smtp://localhost.example.org:25", "starttls required", 25),
+            // Said on purpose.
+            ("smtp://relay.example.org:25?tls=none", "plain", 25),
+            (
+                "smtp://relay.example.org?tls=required",
+                "starttls required",
+                587,
+            ),
+            (
+                "smtp://relay.example.org?tls=opportunistic",
+                "starttls opportunistic",
+                587,
+            ),
+            (
+                "smtp://127.0.0.1:2525?tls=required",
+                "starttls required",
+                2525,
+            ),
+            ("smtps://relay.example.org", "tls", 465),
+        ];
+        for (url, kind, port) in cases {
+            assert_eq!(security(url), (kind.to_string(), port), "{url}");
+        }
+        let err = Endpoint::from_url("smtp://relay.example.org?tls=maybe")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("tls=none"), "{err}");
+    }
+
+    #[test]
+    fn clear_text_off_loopback_is_warned_about() {
+        let warning = |url: &str| Endpoint::from_url(url).unwrap().clear_text_warning();
+        let plain = warning("smtp://relay.example.org:25?tls=none").unwrap();
+        assert!(
+            plain.contains("relay.example.org:25") && plain.contains("clear text"),
+            "{plain}"
+        );
+        let fallback = warning("smtp://relay.example.org?tls=opportunistic").unwrap();
+        assert!(fallback.contains("tls=required"), "{fallback}");
+        for quiet in [
+            "smtp://127.0.0.1:2525",
+            "smtp://localhost:25?tls=none",
+            "smtp://relay.example.org:587",
+            "smtps://relay.example.org",
+        ] {
+            assert_eq!(warning(quiet), None, "{quiet}");
+        }
+    }
+
+    /// What a subscriber wrote, for looking at the log lines.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn the_warning_is_logged_when_the_transport_starts() {
+        let logged = |url: &str| {
+            let settings = Settings::load_with_env(
+                None,
+                [
+                    ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+                    ("AVVISI__SMTP__URL", url),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .unwrap();
+            let captured = Captured::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(captured.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                Transport::from_settings(&settings).map(|_| ()).unwrap()
+            });
+            let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            text
+        };
+        let text = logged("smtp://relay.example.org:25?tls=none");
+        assert!(
+            text.contains("WARN") && text.contains("SMTP to relay.example.org:25 is in clear text"),
+            "{text}"
+        );
+        assert_eq!(logged("smtp://127.0.0.1:2525"), "");
     }
 }
