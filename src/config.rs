@@ -462,7 +462,11 @@ fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
 }
 
 fn check_dkim(raw: RawDkim) -> Result<Option<Dkim>, ConfigError> {
-    use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
+    use lettre::message::dkim::{
+        DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+        DkimSigningKey,
+    };
+    use lettre::message::header::HeaderName;
     let selector = raw.selector.trim();
     if selector.is_empty() {
         return Ok(None);
@@ -493,7 +497,35 @@ fn check_dkim(raw: RawDkim) -> Result<Option<Dkim>, ConfigError> {
             format!("a PKCS#1 PEM RSA key or a base64 ed25519 key ({e})"),
         )
     })?;
-    let config = DkimConfig::default_config(selector.to_string(), domain.to_string(), key);
+    // relaxed/relaxed: lettre folds long headers (a Subject with accents, say) after signing
+    // them, which breaks the default simple header canonicalization at every verifier.
+    let canonicalization = DkimCanonicalization {
+        header: DkimCanonicalizationType::Relaxed,
+        body: DkimCanonicalizationType::Relaxed,
+    };
+    // Every header that says who, what and when, so none can be changed on the way; not
+    // Content-Type: lettre adds a multipart's Content-Type after signing, so a signature listing
+    // it never verifies (the independent verifier in tests/api/dkim.rs found it).
+    let headers = [
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Auto-Submitted",
+        "Content-Language",
+        "X-Avvisi-Campaign",
+    ]
+    .map(HeaderName::new_from_ascii_str)
+    .to_vec();
+    let config = DkimConfig::new(
+        selector.to_string(),
+        domain.to_string(),
+        key,
+        headers,
+        canonicalization,
+    );
     Ok(Some(Dkim(std::sync::Arc::new(config))))
 }
 

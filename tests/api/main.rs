@@ -10,6 +10,7 @@ mod campaigns;
 mod cli;
 mod daemon;
 mod delivery;
+mod dkim;
 mod import;
 mod relay_faults;
 mod scale;
