@@ -12,4 +12,5 @@ mod daemon;
 mod delivery;
 mod import;
 mod scale;
+mod synthetic;
 mod templates;
