@@ -53,7 +53,7 @@ impl UserRecord {
 }
 
 /// Whether an address belongs to the ministry's mail domain `istruzione.it` or a subdomain.
-pub(crate) fn is_institutional(address: &str) -> bool {
+pub fn is_institutional(address: &str) -> bool {
     let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     let domain = domain.to_ascii_lowercase();
     domain == "istruzione.it" || domain.ends_with(".istruzione.it")
@@ -98,7 +98,7 @@ pub struct Row {
 }
 
 /// Streaming reader of a snapshot.
-pub(crate) struct SnapshotReader<R: Read> {
+pub struct SnapshotReader<R: Read> {
     reader: csv::Reader<BufReader<R>>,
     header: Vec<String>,
     /// Position in the file's header of each of [`COLUMNS`].
@@ -178,7 +178,7 @@ impl<R: Read> SnapshotReader<R> {
     }
 
     /// The next row, validated; `None` at the end of the file.
-    pub(crate) fn next_row(&mut self) -> Option<Result<Row, SnapshotError>> {
+    pub fn next_row(&mut self) -> Option<Result<Row, SnapshotError>> {
         match self.reader.read_byte_record(&mut self.record) {
             Ok(false) => None,
             Ok(true) => {

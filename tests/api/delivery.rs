@@ -128,6 +128,24 @@ async fn smtp_delivery_reaches_the_relay(app: TestApp) {
     );
 }
 
+async fn a_counting_sink_counts_and_keeps_nothing(app: TestApp) {
+    // The pipeline benchmark's built-in sink: a million messages must not stay in memory.
+    let sink = SmtpSink::start_counting().await;
+    let app = app.with_settings(&[
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", &sink.url()),
+    ]);
+    app.import_examples().await;
+    let (_, delivery) = app.run_once().await;
+    assert!(!delivery.relay_unreachable);
+    assert_eq!(sink.accepted(), 47);
+    let bytes = sink.accepted_bytes();
+    assert!(bytes > 47 * 1000, "{bytes} bytes");
+    assert!(sink.received().is_empty());
+    assert!(sink.commands().is_empty() && sink.grouped().is_empty());
+    assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
+}
+
 async fn the_envelope_is_pipelined_when_the_relay_offers_it(app: TestApp) {
     // Offered and allowed: MAIL and RCPT reach the relay with the rest of the envelope behind
     // them; DATA ends the group (the body waits for its 354).
@@ -415,6 +433,7 @@ on_both_backends!(
     emails_have_the_promised_headers_and_italian_text,
     hostile_names_cannot_add_headers_or_markup,
     smtp_delivery_reaches_the_relay,
+    a_counting_sink_counts_and_keeps_nothing,
     relay_replies_decide_retry_or_failure,
     relay_down_hands_the_batch_back,
     the_envelope_is_pipelined_when_the_relay_offers_it,

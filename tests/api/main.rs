@@ -14,4 +14,5 @@ mod dkim;
 mod import;
 mod relay_faults;
 mod scale;
+mod synthetic;
 mod templates;

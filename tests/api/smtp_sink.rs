@@ -6,6 +6,11 @@
 //! faults (rejected recipients, rejected DATA, dropped connections, refused
 //! greetings, no PIPELINING). The server runs in tokio tasks that are aborted
 //! when the sink is dropped.
+//!
+//! The pipeline benchmark includes this same file (`benches/pipeline/main.rs`) as
+//! its built-in sink, started with [`SmtpSink::start_counting`]: a million messages
+//! kept in memory would be gigabytes, so that mode counts messages and bytes and
+//! keeps neither them nor the command lines.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -107,12 +112,17 @@ struct State {
     drops_left: u32,
     refusals_left: u32,
     data_drops_left: u32,
+    /// Messages accepted (in both modes).
     queued: u64,
+    /// Content bytes of the accepted messages, as in [`Received::data`] (in both modes).
+    bytes: u64,
 }
 
 struct Shared {
     state: Mutex<State>,
     faults: Vec<Fault>,
+    /// Counting mode: accepted messages are counted, not kept; commands are not recorded.
+    counting: bool,
 }
 
 /// The SMTP test server; serves until dropped.
@@ -130,6 +140,19 @@ impl SmtpSink {
     }
 
     pub async fn start_with(faults: Vec<Fault>) -> SmtpSink {
+        Self::serve_on(faults, false).await
+    }
+
+    /// A sink for benchmarks: no faults, and memory that does not grow with the messages.
+    /// Only [`SmtpSink::accepted`], [`SmtpSink::accepted_bytes`] and [`SmtpSink::connections`]
+    /// say what arrived; `received`, `commands` and `grouped` stay empty. Replies go out
+    /// without Nagle's delay (`TCP_NODELAY`), as pipelined replies would otherwise wait for
+    /// the client's delayed ACK.
+    pub async fn start_counting() -> SmtpSink {
+        Self::serve_on(Vec::new(), true).await
+    }
+
+    async fn serve_on(faults: Vec<Fault>, counting: bool) -> SmtpSink {
         let mut state = State::default();
         for f in &faults {
             match f {
@@ -142,6 +165,7 @@ impl SmtpSink {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             faults,
+            counting,
         });
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -199,6 +223,16 @@ impl SmtpSink {
         self.shared.state.lock().unwrap().grouped.clone()
     }
 
+    /// Messages accepted so far (250 after DATA), in either mode.
+    pub fn accepted(&self) -> u64 {
+        self.shared.state.lock().unwrap().queued
+    }
+
+    /// Content bytes of the messages accepted so far (dot-stuffing undone), in either mode.
+    pub fn accepted_bytes(&self) -> u64 {
+        self.shared.state.lock().unwrap().bytes
+    }
+
     /// Waits (polling every 20 ms) until at least `n` messages were received or `timeout` elapses.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -240,6 +274,9 @@ async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>) {
 }
 
 async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<()> {
+    if shared.counting {
+        stream.set_nodelay(true)?;
+    }
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let refuse = take_one(&mut shared.state.lock().unwrap().refusals_left);
@@ -279,12 +316,12 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
             Some((v, r)) => (v.to_ascii_uppercase(), r.to_string()),
             None => (line.to_ascii_uppercase(), String::new()),
         };
-        let recorded = if rest.is_empty() {
-            verb.clone()
-        } else {
-            format!("{verb} {rest}")
-        };
-        {
+        if !shared.counting {
+            let recorded = if rest.is_empty() {
+                verb.clone()
+            } else {
+                format!("{verb} {rest}")
+            };
             let mut st = shared.state.lock().unwrap();
             st.commands.push(recorded);
             if !rd.buffer().is_empty() {
@@ -374,6 +411,7 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                     .await?;
                 let drop_in_data = take_one(&mut shared.state.lock().unwrap().data_drops_left);
                 let mut data = Vec::new();
+                let mut size = 0;
                 loop {
                     buf.clear();
                     if rd.read_until(b'\n', &mut buf).await? == 0 {
@@ -392,7 +430,10 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                     } else {
                         &buf[..]
                     };
-                    data.extend_from_slice(unstuffed);
+                    size += unstuffed.len() as u64;
+                    if !shared.counting {
+                        data.extend_from_slice(unstuffed);
+                    }
                 }
                 let fault = shared
                     .faults
@@ -427,14 +468,17 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                     None => {
                         let mut st = shared.state.lock().unwrap();
                         st.queued += 1;
+                        st.bytes += size;
                         let n = st.queued;
-                        st.received.push(Received {
-                            mail_from: from,
-                            rcpt_to: to,
-                            data,
-                            connection: id,
-                            at: std::time::Instant::now(),
-                        });
+                        if !shared.counting {
+                            st.received.push(Received {
+                                mail_from: from,
+                                rcpt_to: to,
+                                data,
+                                connection: id,
+                                at: std::time::Instant::now(),
+                            });
+                        }
                         format!("250 2.0.0 queued as {n}\r\n")
                     }
                 }

@@ -1,5 +1,5 @@
-//! Synthetic snapshots for `avvisi bench`: N invented users, deterministic, valid by the rules of
-//! [`crate::import::snapshot`], with Italian names (accents, apostrophes, two-word names).
+//! Synthetic snapshots for the pipeline benchmark: N invented users, deterministic, valid by the
+//! rules of `avvisi::import::snapshot`, with Italian names (accents, apostrophes, two-word names).
 //!
 //! Every user falls in exactly one of the four reminder audiences, by position (`i % 20`):
 //!
@@ -12,11 +12,14 @@
 //!
 //! So the first notice of the reminder campaigns reaches every user once (N messages), and
 //! `enabled_users` is the other 90%. Same N, same file, byte for byte.
+//!
+//! The benchmark has no test harness, so this file's tests are in the integration tests
+//! (`tests/api/synthetic.rs`, which includes this file).
 
 use std::io::Write;
 
-use crate::audience::Audience;
-use crate::import::snapshot::{fiscal_code_check_char, COLUMNS};
+use avvisi::audience::Audience;
+use avvisi::import::snapshot::{fiscal_code_check_char, COLUMNS};
 
 const FIRST_NAMES: [(&str, char); 24] = [
     ("Niccolò", 'M'),
@@ -243,7 +246,7 @@ fn fiscal_code(
 }
 
 /// The three letters of a surname or a name (a name with 4+ consonants takes the 1st, 3rd, 4th).
-fn name_letters(name: &str, is_first_name: bool) -> String {
+pub fn name_letters(name: &str, is_first_name: bool) -> String {
     let letters: Vec<u8> = ascii(name)
         .to_ascii_uppercase()
         .bytes()
@@ -282,54 +285,4 @@ fn splitmix64(i: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::import::snapshot::{is_institutional, SnapshotReader};
-
-    #[test]
-    fn every_row_is_valid_and_the_shares_are_as_documented() {
-        let n = 2_013;
-        let mut csv = Vec::new();
-        write_snapshot(&mut csv, n).unwrap();
-        let mut reader = SnapshotReader::new(csv.as_slice()).unwrap();
-        let mut counts = [0u64; 5];
-        let mut accented = 0;
-        while let Some(row) = reader.next_row() {
-            let row = row.unwrap();
-            let u = match row.result {
-                Ok(u) => u,
-                Err(e) => panic!("line {}: {e:?}", row.line),
-            };
-            let private = !is_institutional(&u.email);
-            counts[0] += u64::from(!u.registration_completed);
-            counts[1] += u64::from(u.enabled && u.pending_email.is_some());
-            counts[2] += u64::from(u.enabled && u.code_regeneration_started);
-            counts[3] += u64::from(u.enabled && private);
-            counts[4] += u64::from(u.enabled);
-            // Exactly one reminder audience each.
-            let reminders = u64::from(!u.registration_completed)
-                + u64::from(u.enabled && u.pending_email.is_some())
-                + u64::from(u.enabled && u.code_regeneration_started)
-                + u64::from(u.enabled && private);
-            assert_eq!(reminders, 1, "{u:?}");
-            accented += u64::from(!u.first_name.is_ascii() || u.last_name.contains('\''));
-        }
-        let expected: Vec<u64> = audience_sizes(n).into_iter().map(|(_, c)| c).collect();
-        assert_eq!(counts.to_vec(), expected);
-        assert_eq!(expected[..4].iter().sum::<u64>(), n);
-        assert!(accented > n / 10);
-    }
-
-    #[test]
-    fn deterministic() {
-        assert_eq!(user(7).fiscal_code, user(7).fiscal_code);
-        assert_eq!(name_letters("Rossi", false), "RSS");
-        assert_eq!(name_letters("Gianluca", true), "GLC");
-        assert_eq!(name_letters("Zoe", true), "ZOE");
-        assert_eq!(name_letters("Elia", true), "LEI");
-        assert_eq!(name_letters("Bo", false), "BOX");
-    }
 }

@@ -1,0 +1,268 @@
+//! One backend in its own process (`--one BACKEND`): import the snapshot, plan the first notice
+//! of the reminder campaigns, deliver it over SMTP to the parent's sink, through the library's
+//! public API; then print the figures as one JSON line on standard output for the parent.
+//!
+//! The peak resident set is reset before each phase (see `proc_stats`), so each phase's peak is
+//! its own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use chrono::Duration as ChronoDuration;
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use avvisi::clock::Clock;
+use avvisi::config::Settings;
+use avvisi::deliver::outbox;
+use avvisi::deliver::transport::Transport;
+use avvisi::deliver::{self, Worker};
+use avvisi::import::{self, ImportOptions};
+use avvisi::plan::{self, Planned};
+use avvisi::render::email;
+use avvisi::render::live::TemplateStore;
+use avvisi::render::templates::TemplateSet;
+use avvisi::store::Db;
+
+use crate::proc_stats::{machine_cpu_secs, peak_kib, process_cpu_secs, reset_peak};
+use crate::{synthetic, Args};
+
+/// The line of the child's standard output that carries its figures.
+pub const RESULT_PREFIX: &str = "AVVISI-BENCH-RESULT ";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OneBackend {
+    Sqlite,
+    Postgres,
+}
+
+impl OneBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            OneBackend::Sqlite => "sqlite",
+            OneBackend::Postgres => "postgres",
+        }
+    }
+}
+
+/// What one backend's child measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendFigures {
+    pub backend: String,
+    pub users: u64,
+    pub import_secs: f64,
+    pub rows_imported: u64,
+    pub plan_secs: f64,
+    pub planned: u64,
+    /// Campaigns whose planned messages differ from the snapshot's audience (should be none).
+    pub audience_mismatches: Vec<String>,
+    pub deliver_secs: f64,
+    pub sent: u64,
+    /// Anything else than sent (should be 0).
+    pub not_sent: u64,
+    /// Different users among the sent messages (should be `users`).
+    pub recipients: u64,
+    /// avvisi's own CPU time (user + system) during delivery.
+    pub deliver_cpu_secs: f64,
+    /// Every process of the machine (database, sink, avvisi) during delivery.
+    pub machine_cpu_secs: f64,
+    pub avg_message_bytes: u64,
+    pub peak_import_kib: u64,
+    pub peak_plan_kib: u64,
+    pub peak_deliver_kib: u64,
+    /// False when the peak could not be reset between phases (then each is cumulative).
+    pub peak_per_phase: bool,
+}
+
+pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
+    let (Some(url), Some(snapshot), Some(port)) =
+        (&args.database_url, &args.snapshot, args.smtp_port)
+    else {
+        bail!("--one needs --database-url, --snapshot and --smtp-port");
+    };
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    let overrides = [
+        ("AVVISI__DATABASE__URL", url.clone()),
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
+        ("AVVISI__SMTP__URL", format!("smtp://127.0.0.1:{port}")),
+        ("AVVISI__SMTP__USERNAME", String::new()),
+        ("AVVISI__SMTP__PASSWORD", String::new()),
+        ("AVVISI__SMTP__PASSWORD_FILE", String::new()),
+    ];
+    env.extend(overrides.map(|(k, v)| (k.to_string(), v)));
+    if let Some(c) = args.concurrency {
+        env.push(("AVVISI__DELIVERY__CONCURRENCY".into(), c.to_string()));
+    }
+    let settings = Arc::new(Settings::load_with_env(None, env)?);
+    let db = Db::open(url, settings.database.max_connections)
+        .await
+        .context("opening the benchmark database")?;
+    let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
+    let digest = templates.digest().to_string();
+
+    // The first notice of the reminder campaigns: inside the campaign and the sending hours.
+    let cal = &settings.calendar;
+    let now = cal.campaign_start + ChronoDuration::hours(1);
+    let clock = Clock::manual(now);
+    let worker = Worker {
+        db: db.clone(),
+        settings: settings.clone(),
+        transport: Transport::from_settings(&settings)?,
+        templates: TemplateStore::new(templates),
+        clock: clock.clone(),
+        worker_id: deliver::worker_id(),
+    };
+    if now >= cal.deadline || !worker.in_sending_hours(now) {
+        bail!("the calendar's first notice (campaign_start + 1 h) is not inside the sending hours");
+    }
+    let peak_per_phase = reset_peak();
+
+    // Import.
+    let started = Instant::now();
+    let options = ImportOptions {
+        max_gone_percent: settings.import.max_gone_percent,
+        ..ImportOptions::default()
+    };
+    let report = import::import_users(&db, snapshot, &options, now).await?;
+    let import_secs = started.elapsed().as_secs_f64();
+    let peak_import_kib = peak_kib();
+    eprintln!(
+        "{}: imported {} rows in {import_secs:.2} s",
+        backend.name(),
+        report.rows_valid
+    );
+
+    // Planning.
+    reset_peak();
+    let started = Instant::now();
+    let domain = email::message_id_domain(&settings.mail);
+    let planned = plan::plan_due(&db, &settings, &digest, &domain, now).await?;
+    let plan_secs = started.elapsed().as_secs_f64();
+    let peak_plan_kib = peak_kib();
+    let audience_mismatches = audience_mismatches(&planned, report.rows_valid);
+    let planned: u64 = planned.iter().map(|p| p.rows).sum();
+    eprintln!(
+        "{}: planned {planned} messages in {plan_secs:.2} s",
+        backend.name()
+    );
+    if planned != report.rows_valid {
+        eprintln!(
+            "warning: planned {planned} messages for {} users",
+            report.rows_valid
+        );
+    }
+    let avg_message_bytes =
+        average_message_size(&db, &worker, &worker.templates.current(), planned).await?;
+
+    // Delivery.
+    reset_peak();
+    let (cpu0, machine0) = (process_cpu_secs(), machine_cpu_secs());
+    let started = Instant::now();
+    let delivery = worker.deliver_due(&CancellationToken::new()).await?;
+    let deliver_secs = started.elapsed().as_secs_f64();
+    let (cpu1, machine1) = (process_cpu_secs(), machine_cpu_secs());
+    let peak_deliver_kib = peak_kib();
+    if delivery.relay_unreachable {
+        bail!("the sink on 127.0.0.1:{port} could not be reached");
+    }
+    let mut sent = 0;
+    let mut not_sent = 0;
+    for t in delivery.per_campaign.values() {
+        sent += t.sent;
+        not_sent += t.skipped + t.failed + t.expired + t.retrying;
+    }
+    eprintln!(
+        "{}: delivered {sent} messages in {deliver_secs:.2} s",
+        backend.name()
+    );
+    // After the timing: who got the messages.
+    let recipients: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM outbox WHERE state = 'sent'")
+            .fetch_one(db.pool())
+            .await
+            .context("counting the recipients")?;
+    db.close().await;
+
+    let figures = BackendFigures {
+        backend: backend.name().into(),
+        users: args.users(),
+        import_secs,
+        rows_imported: report.rows_valid,
+        plan_secs,
+        planned,
+        audience_mismatches,
+        deliver_secs,
+        sent,
+        not_sent,
+        recipients: recipients as u64,
+        deliver_cpu_secs: cpu1 - cpu0,
+        machine_cpu_secs: machine1 - machine0,
+        avg_message_bytes,
+        peak_import_kib,
+        peak_plan_kib,
+        peak_deliver_kib,
+        peak_per_phase,
+    };
+    println!("{RESULT_PREFIX}{}", serde_json::to_string(&figures)?);
+    Ok(())
+}
+
+/// The reminder campaigns whose planned messages differ from the synthetic snapshot's audience
+/// sizes (`AUDIENCE-DEADLINE` campaigns; the snapshot has `users` rows).
+fn audience_mismatches(planned: &[Planned], users: u64) -> Vec<String> {
+    let mut mismatches = Vec::new();
+    for (audience, expected) in synthetic::audience_sizes(users) {
+        // Every enabled user: the maintenance notice, not due at the first reminder.
+        if audience == avvisi::audience::Audience::EnabledUsers {
+            continue;
+        }
+        let prefix = format!("{}-", audience.name());
+        let rows: u64 = planned
+            .iter()
+            .filter(|p| p.campaign.starts_with(&prefix))
+            .map(|p| p.rows)
+            .sum();
+        if rows != expected {
+            mismatches.push(format!(
+                "{}: {rows} messages planned for {expected} users of the audience",
+                audience.name()
+            ));
+        }
+    }
+    mismatches
+}
+
+/// The mean size of the emails as the worker builds them, over up to 256 planned rows spread
+/// across the outbox (smtp-source then sends messages of that size).
+async fn average_message_size(
+    db: &Db,
+    worker: &Worker,
+    templates: &TemplateSet,
+    planned: u64,
+) -> anyhow::Result<u64> {
+    let every = (planned / 256).max(1) as i64;
+    let rows = sqlx::query(
+        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, \
+            u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, \
+            u.pending_email, u.province \
+         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+         JOIN users u ON u.user_id = o.user_id WHERE o.id % $1 = 0 ORDER BY o.id LIMIT 256",
+    )
+    .bind(every)
+    .fetch_all(db.pool())
+    .await?;
+    let now = worker.clock.now();
+    let mut total = 0u64;
+    for r in &rows {
+        let row = outbox::claimed_from_row(r)?;
+        let email = worker.email_for(&row, templates, "", now)?;
+        total += email.formatted().len() as u64;
+    }
+    Ok(if rows.is_empty() {
+        0
+    } else {
+        total / rows.len() as u64
+    })
+}

@@ -1,0 +1,301 @@
+//! The pipeline benchmark: import, plan and deliver a synthetic snapshot of N users over SMTP to
+//! a local sink, on SQLite and PostgreSQL, and compare delivery with Postfix's `smtp-source` on
+//! the same sink (the ceiling of the machine). It drives the library through its public API, the
+//! same calls as `avvisi run --once`.
+//!
+//! ```sh
+//! cargo bench --bench pipeline -- --users 1200000 --backend both --concurrency 16
+//! cargo test --bench pipeline -- --users 1000 --backend both   # smoke run, debug profile (CI)
+//! ```
+//!
+//! `harness = false`: this file's `main` runs as is. `cargo bench` appends `--bench` to the
+//! arguments; it is accepted, and only changes the default `--users` (100,000 under `cargo bench`,
+//! 1,000 otherwise, so that `cargo test --benches` stays a smoke run). Every run fails unless every
+//! user gets exactly one message.
+//!
+//! Each backend runs in a child process (this executable again, with the hidden `--one BACKEND`),
+//! so its peak memory and CPU time are its own: the parent only writes the snapshot, runs the sink
+//! and `smtp-source`, and prints. Linux only (figures from `/proc`).
+//!
+//! Layout, one concern a file:
+//! - `main.rs`: the arguments, and the parent: snapshot, sink, one child per backend, ceiling,
+//!   table, final check;
+//! - `child.rs`: one backend in its child process, through the library, and its figures;
+//! - `synthetic.rs`: the synthetic snapshot (deterministic users, four audiences); its tests are
+//!   `tests/api/synthetic.rs`, which includes the file (a bench has no test harness);
+//! - `sink.rs`: the SMTP sink (Postfix's `smtp-sink`, or the tests' `tests/api/smtp_sink.rs` in
+//!   counting mode, included below) and `smtp-source`;
+//! - `postgres.rs`: the throwaway PostgreSQL database of a run;
+//! - `proc_stats.rs`: peak memory, CPU time and the machine, from `/proc`;
+//! - `table.rs`: the printed table and the targets.
+
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+
+use avvisi::config::Settings;
+
+mod child;
+mod postgres;
+mod proc_stats;
+mod sink;
+#[allow(dead_code)] // the tests' sink: the benchmark uses its counting mode only
+#[path = "../../tests/api/smtp_sink.rs"]
+mod smtp_sink;
+mod synthetic;
+mod table;
+
+use child::{BackendFigures, OneBackend, RESULT_PREFIX};
+use sink::{Sink, SinkChoice};
+
+/// Users when `--users` is not given: under `cargo bench`, and otherwise (a smoke run).
+const DEFAULT_USERS_BENCH: u64 = 100_000;
+const DEFAULT_USERS_SMOKE: u64 = 1_000;
+
+/// Import, plan and deliver N synthetic users over SMTP to a local sink, on SQLite and
+/// PostgreSQL; compare with Postfix's smtp-source on the same sink.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline")]
+pub struct Args {
+    /// Synthetic users in the snapshot (every one gets one message). Default: 100000 under
+    /// `cargo bench`, 1000 otherwise.
+    #[arg(long)]
+    pub users: Option<u64>,
+    /// Which database to measure.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Both)]
+    pub backend: BackendChoice,
+    /// PostgreSQL server to use: a fresh database `avvisi_bench_...` is created there and
+    /// dropped at the end (unless --keep).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pub postgres_url: String,
+    /// SMTP connections (delivery.concurrency; also smtp-source's sessions). Default: the setting.
+    #[arg(long, value_name = "C")]
+    pub concurrency: Option<u32>,
+    /// Keep the temporary folder (snapshot, SQLite file) and the PostgreSQL database.
+    #[arg(long)]
+    pub keep: bool,
+    /// The SMTP sink: Postfix's smtp-sink when installed (auto), or the built-in one.
+    #[arg(long, value_enum, default_value_t = SinkChoice::Auto)]
+    pub sink: SinkChoice,
+    /// Added by `cargo bench` (harness = false); only the default of --users depends on it.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+
+    // What the parent passes to each child.
+    #[arg(long, value_enum, hide = true)]
+    pub one: Option<OneBackend>,
+    #[arg(long, hide = true)]
+    pub database_url: Option<String>,
+    #[arg(long, hide = true)]
+    pub snapshot: Option<std::path::PathBuf>,
+    #[arg(long, hide = true)]
+    pub smtp_port: Option<u16>,
+}
+
+impl Args {
+    pub fn users(&self) -> u64 {
+        self.users.unwrap_or(if self.bench {
+            DEFAULT_USERS_BENCH
+        } else {
+            DEFAULT_USERS_SMOKE
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    // Errors only: sqlx warns about every statement over a second, as planning's are.
+    avvisi::telemetry::init(-2, &avvisi::config::LogSettings::default());
+    let result = match args.one {
+        Some(backend) => child::run(&args, backend).await,
+        None => parent(&args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent: file, sink, children, smtp-source, table.
+
+async fn parent(args: &Args) -> anyhow::Result<()> {
+    let users = args.users();
+    if users == 0 {
+        bail!("--users must be at least 1");
+    }
+    let settings = Settings::load(None)?;
+    let concurrency = args.concurrency.unwrap_or(settings.delivery.concurrency);
+    if concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let backends: Vec<OneBackend> = match args.backend {
+        BackendChoice::Sqlite => vec![OneBackend::Sqlite],
+        BackendChoice::Postgres => vec![OneBackend::Postgres],
+        BackendChoice::Both => vec![OneBackend::Sqlite, OneBackend::Postgres],
+    };
+    let dir = std::env::temp_dir().join(format!("avvisi-bench-{}", random_hex()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = measure_all(args, users, &backends, concurrency, &dir).await;
+    if args.keep {
+        eprintln!("kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn measure_all(
+    args: &Args,
+    users: u64,
+    backends: &[OneBackend],
+    concurrency: u32,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let snapshot = dir.join("snapshot.csv");
+    let started = Instant::now();
+    {
+        let file = std::fs::File::create(&snapshot)
+            .with_context(|| format!("creating {}", snapshot.display()))?;
+        synthetic::write_snapshot(file, users).context("writing the synthetic snapshot")?;
+    }
+    let size = std::fs::metadata(&snapshot)?.len();
+    eprintln!(
+        "snapshot: {users} users, {:.1} MiB, written in {:.1} s",
+        size as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
+
+    let sink = Sink::start(args.sink).await?;
+    eprintln!("sink: {}", sink.describe());
+    let mut figures = Vec::new();
+    let mut failure = None;
+    for backend in backends {
+        match run_child(args, *backend, concurrency, dir, &snapshot, sink.port()).await {
+            Ok(f) => figures.push(f),
+            Err(e) => {
+                failure = Some(e.context(format!("benchmark on {}", backend.name())));
+                break;
+            }
+        }
+    }
+    // What the built-in sink counted, before smtp-source adds its own messages.
+    let received = sink.accepted();
+    let ceiling = match (&failure, figures.first()) {
+        (None, Some(f)) => {
+            let count = f.sent.clamp(1, sink::SOURCE_MAX_MESSAGES);
+            sink::smtp_source(sink.port(), concurrency, f.avg_message_bytes, count).await
+        }
+        _ => None,
+    };
+    let label = sink.describe();
+    sink.stop();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    table::print(users, concurrency, &label, &figures, ceiling.as_ref());
+    check(users, &figures, received)
+}
+
+/// Every user gets exactly one message: anything else is a bug, not a figure.
+fn check(users: u64, figures: &[BackendFigures], received: Option<u64>) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for f in figures {
+        if f.planned != users || f.sent != users || f.recipients != users {
+            problems.push(format!(
+                "{}: {users} users, {} planned, {} sent to {} different users: every user should \
+                 get one message",
+                f.backend, f.planned, f.sent, f.recipients
+            ));
+        }
+        for m in &f.audience_mismatches {
+            problems.push(format!("{}: {m}", f.backend));
+        }
+    }
+    let sent: u64 = figures.iter().map(|f| f.sent).sum();
+    if let Some(received) = received.filter(|r| *r != sent) {
+        problems.push(format!(
+            "the sink accepted {received} messages, the outboxes say {sent} were sent"
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!("{}", problems.join("\n"))
+}
+
+async fn run_child(
+    args: &Args,
+    backend: OneBackend,
+    concurrency: u32,
+    dir: &Path,
+    snapshot: &Path,
+    port: u16,
+) -> anyhow::Result<BackendFigures> {
+    let (url, pg) = match backend {
+        OneBackend::Sqlite => (format!("sqlite://{}", dir.join("bench.db").display()), None),
+        OneBackend::Postgres => {
+            let (url, name) = postgres::create(&args.postgres_url).await?;
+            (url, Some(name))
+        }
+    };
+    eprintln!("{}: importing, planning, delivering...", backend.name());
+    let exe = std::env::current_exe().context("locating the benchmark executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--one", backend.name()])
+        .arg("--users")
+        .arg(args.users().to_string())
+        .arg("--database-url")
+        .arg(&url)
+        .arg("--snapshot")
+        .arg(snapshot)
+        .arg("--smtp-port")
+        .arg(port.to_string())
+        .arg("--concurrency")
+        .arg(concurrency.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let output = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .context("running the benchmark child process")?;
+    if let Some(name) = &pg {
+        if args.keep {
+            eprintln!("kept PostgreSQL database {name}");
+        } else {
+            postgres::drop(&args.postgres_url, name).await;
+        }
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("the child process failed ({}): {stdout}", output.status);
+    }
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_PREFIX))
+        .context("the child process printed no result")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// 16 random hex digits, for the names of a run's folder and database.
+fn random_hex() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

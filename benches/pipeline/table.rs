@@ -1,0 +1,171 @@
+//! The table the parent prints: one column per backend (import, planning, delivery, CPU, peak
+//! memory per phase, message size), the `smtp-source` ceiling, and the targets of the issue for
+//! 1.2 million users on a 2-core machine (times scaled linearly from 100,000 users up).
+
+use std::io::Write;
+
+use crate::child::BackendFigures;
+use crate::proc_stats::machine_description;
+use crate::sink::SourceFigures;
+
+/// The targets of the issue, for 1.2 million users on a 2-core machine.
+const TARGET_USERS: f64 = 1_200_000.0;
+const TARGET_IMPORT_SECS: f64 = 20.0;
+const TARGET_PLAN_SQLITE_SECS: f64 = 3.0;
+const TARGET_PLAN_POSTGRES_SECS: f64 = 15.0;
+const TARGET_PEAK_MIB: f64 = 64.0;
+const TARGET_CEILING_SHARE: f64 = 0.5;
+
+/// Prints the table on standard output.
+pub fn print(
+    users: u64,
+    concurrency: u32,
+    sink: &str,
+    figures: &[BackendFigures],
+    ceiling: Option<&SourceFigures>,
+) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\navvisi pipeline benchmark: {users} users, {concurrency} SMTP connections, {}",
+        sink
+    );
+    let _ = writeln!(out, "machine: {}", machine_description());
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut header = format!("{:<38}", "");
+    for f in figures {
+        header.push_str(&format!(" {:>12}", f.backend));
+    }
+    let _ = writeln!(out, "{header}");
+    let row =
+        |out: &mut std::io::StdoutLock, label: &str, value: &dyn Fn(&BackendFigures) -> String| {
+            let mut line = format!("{label:<38}");
+            for f in figures {
+                line.push_str(&format!(" {:>12}", value(f)));
+            }
+            let _ = writeln!(out, "{line}");
+        };
+    row(&mut out, "import (rows/s)", &|f| {
+        format!("{:.0}", f.rows_imported as f64 / f.import_secs)
+    });
+    row(&mut out, "import time (s)", &|f| {
+        format!("{:.2}", f.import_secs)
+    });
+    row(&mut out, "planning time (s)", &|f| {
+        format!("{:.2}", f.plan_secs)
+    });
+    row(&mut out, "messages planned", &|f| f.planned.to_string());
+    row(&mut out, "delivered (messages/s)", &|f| {
+        format!("{:.0}", f.sent as f64 / f.deliver_secs)
+    });
+    row(&mut out, "delivery time (s)", &|f| {
+        format!("{:.1}", f.deliver_secs)
+    });
+    row(&mut out, "messages sent (not sent)", &|f| {
+        format!("{} ({})", f.sent, f.not_sent)
+    });
+    row(&mut out, "users who got a message", &|f| {
+        f.recipients.to_string()
+    });
+    row(&mut out, "CPU s per 1,000 messages (avvisi)", &|f| {
+        format!("{:.3}", f.deliver_cpu_secs * 1000.0 / f.sent.max(1) as f64)
+    });
+    row(&mut out, "CPU s per 1,000 messages (all processes)", &|f| {
+        format!("{:.3}", f.machine_cpu_secs * 1000.0 / f.sent.max(1) as f64)
+    });
+    row(&mut out, "peak memory, import (MiB)", &|f| {
+        format!("{:.1}", mib(f.peak_import_kib))
+    });
+    row(&mut out, "peak memory, planning (MiB)", &|f| {
+        format!("{:.1}", mib(f.peak_plan_kib))
+    });
+    row(&mut out, "peak memory, delivery (MiB)", &|f| {
+        format!("{:.1}", mib(f.peak_deliver_kib))
+    });
+    row(&mut out, "peak memory (MiB)", &|f| {
+        format!("{:.1}", mib(peak(f)))
+    });
+    row(&mut out, "average message size (bytes)", &|f| {
+        f.avg_message_bytes.to_string()
+    });
+    if figures.iter().any(|f| !f.peak_per_phase) {
+        let _ = writeln!(
+            out,
+            "(the peak could not be reset between phases: each figure includes the earlier ones)"
+        );
+    }
+    match ceiling {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "smtp-source: {:.0} messages/s ({} messages of {} bytes, {concurrency} connections, {:.1} s)",
+                c.rate(),
+                c.messages,
+                c.size,
+                c.secs
+            );
+            row(&mut out, "delivery / smtp-source", &|f| {
+                format!("{:.0}%", 100.0 * f.sent as f64 / f.deliver_secs / c.rate())
+            });
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "smtp-source: not installed (Debian: apt-get install postfix): no ceiling to compare with"
+            );
+        }
+    }
+
+    // The targets are for 1.2 million users; from 100,000 up, times are scaled linearly (below,
+    // fixed costs dominate and scaling would mislead).
+    if users < 100_000 {
+        let _ = writeln!(
+            out,
+            "\ntargets: for 1.2 million users (run with --users 1200000; from 100000 times are scaled)"
+        );
+        return;
+    }
+    let scale = TARGET_USERS / users as f64;
+    let scaled = if users as f64 == TARGET_USERS {
+        ""
+    } else {
+        " (times scaled to 1.2 million at the measured rate)"
+    };
+    let _ = writeln!(out, "\ntargets{scaled}:");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    for f in figures {
+        let import = f.import_secs * scale;
+        let plan = f.plan_secs * scale;
+        let plan_target = if f.backend == "sqlite" {
+            TARGET_PLAN_SQLITE_SECS
+        } else {
+            TARGET_PLAN_POSTGRES_SECS
+        };
+        let peak_mib = mib(peak(f));
+        let _ = writeln!(
+            out,
+            "  {:<9} import {import:.1} s <= {TARGET_IMPORT_SECS} s: {}; planning {plan:.1} s <= {plan_target} s: {}; peak {peak_mib:.1} MiB <= {TARGET_PEAK_MIB} MiB: {}",
+            f.backend,
+            verdict(import <= TARGET_IMPORT_SECS),
+            verdict(plan <= plan_target),
+            verdict(peak_mib <= TARGET_PEAK_MIB),
+        );
+        if let Some(c) = ceiling {
+            let share = f.sent as f64 / f.deliver_secs / c.rate();
+            let _ = writeln!(
+                out,
+                "  {:<9} delivery {:.0}% of smtp-source >= {:.0}%: {}",
+                f.backend,
+                share * 100.0,
+                TARGET_CEILING_SHARE * 100.0,
+                verdict(share >= TARGET_CEILING_SHARE)
+            );
+        }
+    }
+}
+
+fn peak(f: &BackendFigures) -> u64 {
+    f.peak_import_kib
+        .max(f.peak_plan_kib)
+        .max(f.peak_deliver_kib)
+}
