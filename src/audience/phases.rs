@@ -58,8 +58,8 @@ pub(crate) async fn record_lapsed(
     let mut recorded = 0;
     for (pending, procedure, _) in Audience::LAPSES {
         let sql = format!(
-            "INSERT INTO lapsed (user_id, procedure, recorded_at) \
-             SELECT u.user_id, $1, $2 FROM users u WHERE {} \
+            "INSERT INTO lapsed (user_id, procedure, recorded_at, email, first_name, last_name) \
+             SELECT u.user_id, $1, $2, u.email, u.first_name, u.last_name FROM users u WHERE {} \
              ON CONFLICT (user_id, procedure) DO NOTHING",
             pending.condition()
         );

@@ -101,7 +101,9 @@ impl Audience {
         }
     }
 
-    /// The condition on `users u` (users gone from the snapshot never qualify).
+    /// The condition on `users u`. Users gone from the snapshot qualify for nothing, except the
+    /// notice about what lapsed for them: being gone stops reminders, not that notice (the portal
+    /// drops cancelled registrations from its exports, and those people most need to know).
     pub(crate) fn condition(self) -> &'static str {
         match self {
             Audience::RegistrationIncomplete => "u.present = 1 AND u.registration = 'started'",
@@ -116,13 +118,13 @@ impl Audience {
             }
             Audience::EnabledUsers => "u.present = 1 AND u.enabled = 1",
             Audience::LapsedRegistration => {
-                "u.present = 1 AND EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'registration')"
+                "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'registration')"
             }
             Audience::LapsedEmailValidation => {
-                "u.present = 1 AND EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'email_validation')"
+                "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'email_validation')"
             }
             Audience::LapsedCodeRegeneration => {
-                "u.present = 1 AND EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'code_regeneration')"
+                "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'code_regeneration')"
             }
         }
     }
@@ -157,7 +159,7 @@ impl Audience {
             Audience::EnabledUsers => "user no longer enabled (or gone) before sending",
             Audience::LapsedRegistration
             | Audience::LapsedEmailValidation
-            | Audience::LapsedCodeRegeneration => "user gone from the snapshot before sending",
+            | Audience::LapsedCodeRegeneration => "lapse record removed before sending",
         }
     }
 }

@@ -185,7 +185,69 @@ async fn outside_sending_hours_nothing_is_sent(app: TestApp) {
     assert_eq!(app.eml_files().len(), 47);
 }
 
+/// The portal cancels incomplete registrations at the maintenance, and its next export no longer
+/// lists those users. Being gone from the snapshot stops reminders, not the notice about what
+/// happened to them: after the reopening, `reopening_registration_cancelled` reaches every one.
+async fn a_cancelled_registration_is_told_even_when_the_export_drops_it(app: TestApp) {
+    app.import_examples().await;
+    let csv = std::fs::read_to_string(crate::helpers::repo_path("examples/users.csv")).unwrap();
+    let started: Vec<String> = csv
+        .lines()
+        .skip(1)
+        .filter(|l| l.split(',').nth(6) == Some("started"))
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    assert!(started.len() >= 3, "{started:?}");
+
+    // The first tick of the maintenance records who lapsed.
+    app.clock.set(at("2026-12-01T09:00:00+01:00"));
+    app.run_once().await;
+    // The export after the maintenance: the cancelled registrations are gone.
+    let after: String = csv
+        .lines()
+        .filter(|l| l.split(',').nth(6) != Some("started"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let report = app
+        .import_csv(&after, ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.users_gone, started.len() as u64);
+
+    avvisi::audience::phases::declare_reopening(
+        &app.db,
+        &app.settings.calendar,
+        at("2026-12-14T09:00:00+01:00"),
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    app.clock.set(at("2026-12-14T10:00:00+01:00"));
+    app.run_once().await;
+    let told = app
+        .users_in("reopening_registration_cancelled", "sent")
+        .await;
+    assert_eq!(told, started, "every cancelled registration is told");
+    // ...and nothing else reaches them: no general notice, no reminder.
+    let rows = app.outbox().await;
+    for user in &started {
+        let theirs: Vec<&str> = rows
+            .iter()
+            .filter(|r| {
+                &r.user_id == user && r.state == "sent" && r.campaign.starts_with("reopening")
+            })
+            .map(|r| r.campaign.as_str())
+            .collect();
+        assert_eq!(
+            theirs,
+            vec!["reopening_registration_cancelled-2026-11-30"],
+            "{user}"
+        );
+    }
+}
+
 on_both_backends!(
+    a_cancelled_registration_is_told_even_when_the_export_drops_it,
     every_audience_gets_exactly_its_users,
     planning_twice_adds_nothing,
     user_who_completes_before_sending_is_skipped,
