@@ -1,5 +1,9 @@
-//! Importing the portal's snapshot: validation, all-or-nothing, upserts, stale rows, gone users.
+//! Importing the portal's snapshot: validation, all-or-nothing, upserts, stale rows, gone users;
+//! files in Windows-1252 (with `--encoding`, and refused once without it).
 
+use std::process::Command;
+
+use avvisi::import::snapshot::Encoding;
 use avvisi::import::{ImportError, ImportOptions};
 use sqlx::Row;
 
@@ -242,7 +246,144 @@ async fn dry_run_writes_nothing(app: TestApp) {
     assert_eq!(user_count(&app).await, 0);
 }
 
+/// A data row for user `id` with these names and address (enabled, completed, code pending).
+fn row(id: &str, first: &str, last: &str, email: &str) -> String {
+    format!("{id},RSSMRA85T10A562S,{first},{last},{email},,completed,true,,none,BO,\n")
+}
+
+/// The Excel export of the issue: `D'Angelo`, `Nicolò`, `Niccolò Fabbrì` on lines 2 to 4.
+fn excel_export() -> Vec<u8> {
+    let text = format!(
+        "{HEADER}\n{}{}{}",
+        row("U1", "Mario", "D'Angelo", "m.dangelo@libero.it"),
+        row("U2", "Nicolò", "Rossi", "n.rossi@libero.it"),
+        row("U3", "Niccolò", "Fabbrì", "n.fabbri@libero.it"),
+    );
+    let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&text);
+    assert!(!unmappable);
+    bytes.into_owned()
+}
+
+fn write_file(app: &TestApp, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = app.dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+async fn import_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM imports")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap()
+}
+
+async fn windows_1252_is_imported_with_its_encoding(app: TestApp) {
+    let path = write_file(&app, "excel.csv", &excel_export());
+    let options = ImportOptions {
+        encoding: "windows-1252".parse().unwrap(),
+        ..Default::default()
+    };
+    let report = app.import_file(&path, options).await.unwrap();
+    assert_eq!(report.rows_valid, 3);
+    for (user, column, value) in [
+        ("U1", "last_name", "D'Angelo"),
+        ("U2", "first_name", "Nicolò"),
+        ("U3", "first_name", "Niccolò"),
+        ("U3", "last_name", "Fabbrì"),
+    ] {
+        assert_eq!(user_field(&app, user, column).await.as_deref(), Some(value));
+    }
+}
+
+async fn windows_1252_read_as_utf8_is_refused_once_and_nothing_is_imported(app: TestApp) {
+    let path = write_file(&app, "excel.csv", &excel_export());
+    for skip_invalid in [false, true] {
+        let options = ImportOptions {
+            skip_invalid,
+            ..Default::default()
+        };
+        let err = app.import_file(&path, options).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: line 3 is not UTF-8 (it looks like Windows-1252, as Excel writes it): pass --encoding windows-1252",
+                path.display()
+            )
+        );
+        assert_eq!(user_count(&app).await, 0, "nothing may be written");
+        assert_eq!(import_count(&app).await, 0, "no import is recorded");
+        assert!(!app.dir.path().join("excel.csv.rejects.csv").exists());
+    }
+}
+
+async fn a_utf8_byte_order_mark_wins_over_the_encoding_given(app: TestApp) {
+    let text = format!(
+        "\u{feff}{HEADER}\n{}",
+        row("U1", "Niccolò", "Fabbrì", "n.fabbri@libero.it")
+    );
+    for encoding in [Encoding::default(), Encoding::windows_1252()] {
+        let options = ImportOptions {
+            encoding,
+            ..Default::default()
+        };
+        app.import_csv(&text, options).await.unwrap();
+        assert_eq!(
+            user_field(&app, "U1", "last_name").await.as_deref(),
+            Some("Fabbrì"),
+            "{encoding}"
+        );
+    }
+}
+
+/// The binary, as operators run it, against `app`'s database.
+fn avvisi(app: &TestApp, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_avvisi"))
+        .current_dir(crate::helpers::repo_path("."))
+        .args(args)
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run avvisi")
+}
+
+async fn the_command_names_the_encoding_to_pass_and_takes_it(app: TestApp) {
+    let path = write_file(&app, "excel.csv", &excel_export());
+    let file = path.to_str().unwrap();
+    let out = avvisi(&app, &["import", "users", file]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        format!("error: importing users: {file}: line 3 is not UTF-8 (it looks like Windows-1252, as Excel writes it): pass --encoding windows-1252")
+    );
+    assert_eq!(user_count(&app).await, 0);
+
+    let out = avvisi(
+        &app,
+        &["import", "users", file, "--encoding", "windows-1252"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        user_field(&app, "U3", "last_name").await.as_deref(),
+        Some("Fabbrì")
+    );
+
+    let out = avvisi(&app, &["import", "users", file, "--encoding", "klingon"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown encoding `klingon`"), "{err}");
+}
+
 on_both_backends!(
+    windows_1252_is_imported_with_its_encoding,
+    windows_1252_read_as_utf8_is_refused_once_and_nothing_is_imported,
+    a_utf8_byte_order_mark_wins_over_the_encoding_given,
+    the_command_names_the_encoding_to_pass_and_takes_it,
     examples_import_and_reimport,
     one_bad_row_writes_nothing_and_names_line_and_column,
     skip_invalid_imports_good_rows_and_writes_rejects,
