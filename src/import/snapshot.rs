@@ -565,7 +565,7 @@ impl Checker<'_> {
         if value.chars().count() > 100 {
             return self.fail(column, "is longer than 100 characters");
         }
-        if value.chars().any(|c| c == '\r' || c == '\n') {
+        if value.chars().any(is_line_break) {
             return self.fail(column, "contains a line break");
         }
         if value.chars().any(|c| c.is_control() || is_invisible(c)) {
@@ -661,9 +661,45 @@ impl Checker<'_> {
     }
 }
 
-/// Zero-width and text-direction characters that make a name display differently from its data.
+/// Characters that end a line somewhere: in a header, an editor or a terminal.
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// Characters that make a name display differently from its data: Unicode's format characters
+/// (zero-width, text direction, soft hyphen, tags...), and the invisible ones that are not
+/// (grapheme joiner, Hangul fillers, variation selectors).
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{34F}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61C}'
+            | '\u{6DD}'
+            | '\u{70F}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8E2}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Why `value` is not a deliverable address, if it is not.
@@ -673,6 +709,16 @@ pub(crate) fn email_problem(value: &str) -> Option<&'static str> {
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Some("contains spaces or line breaks");
+    }
+    if !value.is_ascii() {
+        let domain_only = value
+            .rsplit_once('@')
+            .is_some_and(|(local, _)| local.is_ascii());
+        return Some(if domain_only {
+            "has a non-ASCII domain: the relay would need SMTPUTF8, which avvisi does not use (write the domain in its ASCII form, xn--...)"
+        } else {
+            "is a non-ASCII address: the relay would need SMTPUTF8, which avvisi does not use"
+        });
     }
     let Some((local, domain)) = value.rsplit_once('@') else {
         return Some("is not an email address (no @)");
@@ -988,5 +1034,78 @@ mod tests {
             matches!(err, SnapshotError::RowTooLong { line: 1, .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_ten_megabyte_field_is_refused_with_its_column() {
+        let big = "A".repeat(10_000_000);
+        for (column, csv) in [
+            ("last_name", row("Mario", &big, "m.rossi@libero.it")),
+            ("email", row("Mario", "Rossi", &format!("{big}@libero.it"))),
+        ] {
+            let rows = read(&format!("{HEADER}\n{csv}"));
+            let errors = rows[0].result.as_ref().unwrap_err();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!((errors[0].line, errors[0].column.as_str()), (2, column));
+            assert!(errors[0].reason.contains("longer than"), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_refused_or_kept_as_written() {
+        let refused = [
+            ("Anna\r\nBcc: x@example.org", "line break"),
+            ("Anna\u{2028}Maria", "line break"),
+            ("Anna\u{85}Maria", "line break"),
+            ("<script>alert(1)</script>", "< or >"),
+            ("Anna\u{202E}airaM", "invisible"),
+            ("An\u{200B}na", "invisible"),
+            ("Anna\u{E0041}", "invisible"),
+            ("An\u{AD}na", "invisible"),
+            ("Anna\u{7}", "invisible"),
+        ];
+        for (name, reason) in refused {
+            let csv = format!(
+                "{HEADER}\n{}",
+                row(&format!("\"{name}\""), "Rossi", "a.rossi@libero.it")
+            );
+            let errors = read(&csv)[0].result.clone().unwrap_err();
+            assert_eq!(errors.len(), 1, "{name:?}: {errors:?}");
+            assert_eq!(errors[0].column, "first_name");
+            assert!(errors[0].reason.contains(reason), "{name:?}: {errors:?}");
+            assert!(
+                !errors[0].to_string().contains(name),
+                "the value is not echoed"
+            );
+        }
+        let kept = [
+            ("D'Angelo", "D'Angelo"),
+            ("\"\"Mimmo\"\" Rossi", "\"Mimmo\" Rossi"),
+            ("Anna & Maria", "Anna & Maria"),
+            ("Anna\u{A0}Maria", "Anna Maria"),
+            ("Nicolò", "Nicolò"),
+        ];
+        for (field, stored) in kept {
+            let csv = format!(
+                "{HEADER}\n{}",
+                row(&format!("\"{field}\""), "Rossi", "a.rossi@libero.it")
+            );
+            let user = read(&csv)[0].result.clone().unwrap();
+            assert_eq!(user.first_name, stored);
+        }
+    }
+
+    #[test]
+    fn addresses_the_relay_cannot_take_without_smtputf8_are_refused() {
+        assert!(email_problem("nicolò@libero.it")
+            .unwrap()
+            .contains("non-ASCII address"));
+        assert!(email_problem("mario@città.it").unwrap().contains("xn--"));
+        assert!(email_problem("mario\u{202E}@libero.it")
+            .unwrap()
+            .contains("non-ASCII"));
+        assert_eq!(email_problem("mario@xn--citt-5qa.it"), None);
+        assert!(email_problem("<script>@libero.it").is_some());
+        assert!(email_problem("mario@libero.it\r\nBcc: x@y.it").is_some());
     }
 }
