@@ -15,6 +15,9 @@ use sqlx::{Any, Arguments, Row as _, Transaction};
 
 pub mod snapshot;
 
+#[cfg(test)]
+mod proptests;
+
 use self::snapshot::{Encoding, RowError, SnapshotError, SnapshotReader, UserRecord};
 use crate::store::{Backend, Db};
 

@@ -193,6 +193,45 @@ impl<R: Read> Read for Source<R> {
     }
 }
 
+/// Line ends as the parser should count them: a lone CR (old Mac exports) and CRLF become LF.
+/// The parser ends rows at any of the three but counts lines at LF only, so a file with CR line
+/// ends would report every row on line 2.
+struct LineEnds<R: Read> {
+    inner: R,
+    /// The last byte handed out was a CR turned into LF: an LF right after it is the same end.
+    after_cr: bool,
+}
+
+impl<R: Read> Read for LineEnds<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            // The usual file has LF line ends: nothing to do, and no byte-by-byte pass.
+            if !self.after_cr && !buf[..n].contains(&b'\r') {
+                return Ok(n);
+            }
+            let mut kept = 0;
+            for i in 0..n {
+                let b = buf[i];
+                if b == b'\n' && self.after_cr {
+                    self.after_cr = false;
+                    continue;
+                }
+                self.after_cr = b == b'\r';
+                buf[kept] = if self.after_cr { b'\n' } else { b };
+                kept += 1;
+            }
+            // A read of nothing but the LF of a CRLF must not look like the end of the file.
+            if kept > 0 {
+                return Ok(kept);
+            }
+        }
+    }
+}
+
 /// Stops the input once the row being parsed is longer than `limit`: the parser would otherwise
 /// hold all of it in memory before anyone could look at it.
 struct RowGuard<R: Read> {
@@ -222,7 +261,7 @@ impl<R: Read> Read for RowGuard<R> {
 
 /// Streaming reader of a snapshot.
 pub(crate) struct SnapshotReader<R: Read> {
-    reader: csv::Reader<BufReader<RowGuard<Source<R>>>>,
+    reader: csv::Reader<BufReader<RowGuard<LineEnds<Source<R>>>>>,
     header: Vec<String>,
     /// Position in the file's header of each of [`COLUMNS`].
     index: [Option<usize>; 12],
@@ -264,7 +303,10 @@ impl<R: Read> SnapshotReader<R> {
             )
         };
         let guard = RowGuard {
-            inner: source,
+            inner: LineEnds {
+                inner: source,
+                after_cr: false,
+            },
             read: 0,
             row_start: 0,
             limit: max_row_bytes,
@@ -968,6 +1010,35 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, SnapshotError::NotUtf8 { line: 2 }), "{err:?}");
+    }
+
+    #[test]
+    fn rows_keep_their_lines_whatever_the_line_ends() {
+        let rows = format!(
+            "{HEADER}\n{}{}{}",
+            row("Mario", "Rossi", "m.rossi@libero.it"),
+            row("\"Anna\nMaria\"", "Verdi", "a.verdi@libero.it"),
+            row("Luca", "Neri", "l.neri@"),
+        );
+        for ends in ["\n", "\r\n", "\r"] {
+            let text = rows.replace('\n', ends);
+            let found: Vec<(u64, Vec<String>)> = read(&text)
+                .iter()
+                .map(|r| {
+                    let columns = match &r.result {
+                        Ok(_) => Vec::new(),
+                        Err(errors) => errors.iter().map(|e| e.column.clone()).collect(),
+                    };
+                    (r.line, columns)
+                })
+                .collect();
+            let expected = vec![
+                (2, vec![]),
+                (3, vec!["first_name".to_string()]),
+                (5, vec!["email".to_string()]),
+            ];
+            assert_eq!(found, expected, "line ends {ends:?}");
+        }
     }
 
     #[test]
