@@ -10,6 +10,7 @@ mod campaigns;
 mod cli;
 mod daemon;
 mod delivery;
+mod hostile;
 mod import;
 mod scale;
 mod templates;
