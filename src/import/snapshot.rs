@@ -778,6 +778,24 @@ pub(crate) fn email_problem(value: &str) -> Option<&'static str> {
     if value.parse::<lettre::Address>().is_err() {
         return Some("is not a valid email address");
     }
+    // lettre accepts what RFC 5321 allows, but reads the recipient back from the To header it
+    // writes, and cannot for a quoted local part with specials or an address literal: such an
+    // email could never be built. Nobody registers one; they are refused here, not at sending.
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    if local
+        .split('.')
+        .any(|atom| atom.is_empty() || !atom.chars().all(atext))
+    {
+        return Some(
+            "is not a plain name@domain address (quotes or special characters before the @)",
+        );
+    }
+    if !domain
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Some("has a domain that is not a host name (an IP address in brackets?)");
+    }
     None
 }
 
@@ -1177,6 +1195,16 @@ mod tests {
             .contains("non-ASCII"));
         assert_eq!(email_problem("mario@xn--citt-5qa.it"), None);
         assert!(email_problem("<script>@libero.it").is_some());
+        // Valid for RFC 5321, but lettre could not build the email.
+        assert!(email_problem("\"<x>\"@libero.it")
+            .unwrap()
+            .contains("plain"));
+        assert!(email_problem("\"a\"@libero.it").unwrap().contains("plain"));
+        assert!(email_problem("a@[127.0.0.1]")
+            .unwrap()
+            .contains("host name"));
+        assert_eq!(email_problem("g.d'angelo@libero.it"), None);
+        assert_eq!(email_problem("a+b_c-d@x-y.libero.it"), None);
         assert!(email_problem("mario@libero.it\r\nBcc: x@y.it").is_some());
     }
 }

@@ -387,6 +387,14 @@ async fn hostile_values_are_refused_with_line_and_column_and_not_echoed(app: Tes
         ),
         ("Anna", "<script>@libero.it", "email", "not a valid email"),
         ("Anna", "a\u{202E}@libero.it", "email", "non-ASCII"),
+        // Valid for RFC 5321, but no email to them could be built.
+        (
+            "Anna",
+            "\"\"\"<b>\"\"@libero.it\"",
+            "email",
+            "plain name@domain",
+        ),
+        ("Anna", "anna@[127.0.0.1]", "email", "host name"),
     ];
     let mut csv = format!("{HEADER}\n");
     // Each row's line: quoted line breaks push the rows after them further down.
