@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::import::snapshot::Encoding;
+
 /// avvisi: Italian email reminders for the Istanze OnLine maintenance.
 #[derive(Debug, Parser)]
 #[command(name = "avvisi", version, about, long_about = None)]
@@ -156,12 +158,13 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Load the portal's user snapshot (CSV, comma or semicolon separated, UTF-8).
+    /// Load the portal's user snapshot (CSV, comma or semicolon separated, UTF-8 unless --encoding).
     #[command(
         after_help = "Columns (header row required, any order): user_id, fiscal_code, first_name, last_name,\n\
         email, institutional_email, registration (started|completed), enabled (true|false),\n\
         pending_email, code_regeneration (none|started), province (optional), updated_at (optional, RFC 3339).\n\n\
-        Example:\n  avvisi import users examples/users.csv --dry-run\n  avvisi import users snapshot.csv --skip-invalid"
+        Example:\n  avvisi import users examples/users.csv --dry-run\n  avvisi import users snapshot.csv --skip-invalid\n  \
+        avvisi import users export-excel.csv --encoding windows-1252"
     )]
     Users(ImportUsersArgs),
 }
@@ -182,6 +185,10 @@ pub struct ImportUsersArgs {
     /// The file is a delta: users missing from it are not marked as gone.
     #[arg(long)]
     pub partial: bool,
+    /// The file's character encoding: windows-1252 for Excel's "CSV" (a file with a byte order
+    /// mark is read as the mark says).
+    #[arg(long, value_name = "NAME", default_value = "utf-8")]
+    pub encoding: Encoding,
 }
 
 #[derive(Debug, Args)]
@@ -195,4 +202,12 @@ pub struct RunArgs {
     /// Import this snapshot first (same as `avvisi import users FILE`).
     #[arg(long, value_name = "FILE")]
     pub import: Option<PathBuf>,
+    /// The character encoding of the --import file (as for `avvisi import users`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "utf-8",
+        requires = "import"
+    )]
+    pub encoding: Encoding,
 }

@@ -23,6 +23,7 @@ pub(crate) async fn users(
         partial: args.partial,
         reject_file: args.reject_file.clone(),
         max_gone_percent: settings.import.max_gone_percent,
+        encoding: args.encoding,
     };
     match import::import_users(db, &args.file, &options, now).await {
         Ok(report) => {

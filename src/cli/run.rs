@@ -34,6 +34,7 @@ pub(crate) async fn once(
             reject_file: None,
             dry_run: false,
             partial: false,
+            encoding: args.encoding,
         };
         super::import::users(db, &settings, &import_args, clock.now()).await?;
     }

@@ -15,7 +15,10 @@ use sqlx::{Any, Arguments, Row as _, Transaction};
 
 pub mod snapshot;
 
-use self::snapshot::{RowError, SnapshotError, SnapshotReader, UserRecord};
+#[cfg(test)]
+mod proptests;
+
+use self::snapshot::{Encoding, RowError, SnapshotError, SnapshotReader, UserRecord};
 use crate::store::{Backend, Db};
 
 /// Staged rows sent in one INSERT (15 parameters each, well under both backends' limits).
@@ -37,6 +40,8 @@ pub struct ImportOptions {
     pub reject_file: Option<PathBuf>,
     /// Refuse a full import that would mark more than this share of known users as gone.
     pub max_gone_percent: u32,
+    /// The file's character encoding (default UTF-8).
+    pub encoding: Encoding,
 }
 
 /// What an import did (or, for a dry run or a refusal, would have done).
@@ -108,7 +113,8 @@ pub async fn import_users(
         path: path.to_path_buf(),
         source,
     };
-    let reader = SnapshotReader::new(file).map_err(|e| snapshot_err(path, e))?;
+    let reader =
+        SnapshotReader::with_encoding(file, options.encoding).map_err(|e| snapshot_err(path, e))?;
     let rejects = RejectWriter::new(path, options, reader.header());
 
     let mut tx = db.pool().begin().await?;

@@ -33,21 +33,27 @@ pub struct Envelope<'a> {
 }
 
 /// Builds the email. User data only reaches headers through lettre's encoders, after being
-/// folded to one line, so it cannot add a header.
+/// folded to one line, so it cannot add a header. The subject is folded here too: rendering
+/// folds it already, but a header is only as safe as the last step before it.
 pub fn build(
     mail: &MailSettings,
     env: &Envelope<'_>,
     content: &Rendered,
 ) -> Result<Message, MessageError> {
-    let address = env
-        .to_address
-        .parse()
-        .map_err(|_| MessageError::Recipient(env.to_address.to_string()))?;
-    let name = env.to_name.split_whitespace().collect::<Vec<_>>().join(" ");
+    let recipient = || MessageError::Recipient(env.to_address.to_string());
+    let address = env.to_address.parse().map_err(|_| recipient())?;
+    let name = one_line(env.to_name);
+    let to = Mailbox::new(Some(name).filter(|n| !n.is_empty()), address);
+    // lettre takes the envelope's recipient back from the To header it writes; an address it
+    // cannot read back there (a quoted local part with specials, an address literal) is this
+    // recipient's problem, not a failure to build.
+    if to.to_string().parse::<Mailbox>().is_err() {
+        return Err(recipient());
+    }
     let mut builder = Message::builder()
         .from(mail.from.clone())
-        .to(Mailbox::new(Some(name).filter(|n| !n.is_empty()), address))
-        .subject(content.subject.clone())
+        .to(to)
+        .subject(one_line(&content.subject))
         .date(env.date)
         .message_id(Some(env.message_id.to_string()))
         .header(AutoSubmitted)
@@ -64,6 +70,15 @@ pub fn build(
         email.sign(&dkim.0);
     }
     Ok(email)
+}
+
+/// `s` on one line: line breaks, tabs, other control characters and runs of spaces become one
+/// space (lettre would encode a control character, and a reader would see the line break).
+fn one_line(s: &str) -> String {
+    s.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The domain for Message-IDs: the sender's.

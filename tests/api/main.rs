@@ -11,6 +11,7 @@ mod cli;
 mod daemon;
 mod delivery;
 mod dkim;
+mod hostile;
 mod import;
 mod relay_faults;
 mod scale;
