@@ -206,6 +206,10 @@ pub struct CalendarSettings {
     pub reminder_time: NaiveTime,
     pub sending_hours_start: NaiveTime,
     pub sending_hours_end: NaiveTime,
+    /// The reopening notices expire this many days after the reopening.
+    pub reopening_notice_days: u32,
+    /// A one-off campaign without `--expires-at` expires this many days after it starts.
+    pub oneoff_expiry_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +285,8 @@ struct RawCalendar {
     reminder_time: String,
     sending_hours_start: String,
     sending_hours_end: String,
+    reopening_notice_days: u32,
+    oneoff_expiry_days: u32,
 }
 
 /// `AVVISI__CALENDAR__REMINDER_DAYS_BEFORE=3` arrives as a number, `7,3,1` as a list.
@@ -610,7 +616,20 @@ fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, ConfigError> {
         reminder_time: local_time("calendar.reminder_time", &raw.reminder_time)?,
         sending_hours_start: start,
         sending_hours_end: end,
+        reopening_notice_days: positive(
+            "calendar.reopening_notice_days",
+            raw.reopening_notice_days,
+        )?,
+        oneoff_expiry_days: positive("calendar.oneoff_expiry_days", raw.oneoff_expiry_days)?,
     })
+}
+
+/// A number of days that must be at least one: every campaign expires, and not at once.
+fn positive(key: &'static str, days: u32) -> Result<u32, ConfigError> {
+    match days {
+        0 => Err(invalid(key, "0", "a number of days, at least 1")),
+        n => Ok(n),
+    }
 }
 
 fn local_time(key: &'static str, value: &str) -> Result<NaiveTime, ConfigError> {

@@ -120,6 +120,8 @@ pub enum CampaignError {
         action: Action,
         state: CampaignState,
     },
+    #[error("campaign `{0}` would expire before it starts: --expires-at must be after --send-at and after now")]
+    ExpiresBeforeStart(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -160,6 +162,8 @@ pub struct NewCampaign {
     /// Upper-cased two-letter province code (see [`parse_filter`]).
     pub filter_province: Option<String>,
     pub send_at: Option<DateTime<Utc>>,
+    /// Nothing of it goes out at or after this instant: every campaign expires.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Creates a one-off campaign as a draft. `templates` are the message names of the template set.
@@ -183,9 +187,13 @@ pub async fn create(
     if let Some(p) = &new.filter_province {
         parse_filter(&format!("province={p}"))?;
     }
+    if new.expires_at <= new.send_at.unwrap_or(now).max(now) {
+        return Err(CampaignError::ExpiresBeforeStart(new.name.clone()));
+    }
     let inserted = sqlx::query(
-        "INSERT INTO campaigns (name, kind, audience, template, filter_province, state, uid, send_at, created_at) \
-         VALUES ($1, 'oneoff', $2, $3, $4, 'draft', $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO campaigns (name, kind, audience, template, filter_province, state, uid, send_at, \
+            expires_at, created_at) \
+         VALUES ($1, 'oneoff', $2, $3, $4, 'draft', $5, $6, $8, $7) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&new.name)
     .bind(new.audience.name())
@@ -194,6 +202,7 @@ pub async fn create(
     .bind(new_uid())
     .bind(new.send_at.map(|t| t.timestamp()))
     .bind(now.timestamp())
+    .bind(new.expires_at.timestamp())
     .execute(db.pool())
     .await?
     .rows_affected();

@@ -130,10 +130,13 @@ pub async fn declare_reopening(
         });
     }
     let day = cal.deadline.with_timezone(&cal.timezone).date_naive();
+    // Every campaign expires: a notice held back (a relay outage, a pause) never goes out weeks late.
+    let expires = at + chrono::Duration::days(i64::from(cal.reopening_notice_days));
     for (template, audience) in REOPENING {
         sqlx::query(
-            "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, created_at) \
-             VALUES ($1, 'reopening', $2, $3, 'scheduled', $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, \
+                created_at) \
+             VALUES ($1, 'reopening', $2, $3, 'scheduled', $4, $5, $7, $6) ON CONFLICT (name) DO NOTHING",
         )
         .bind(format!("{template}-{}", day.format("%Y-%m-%d")))
         .bind(audience.name())
@@ -141,6 +144,7 @@ pub async fn declare_reopening(
         .bind(campaign::new_uid())
         .bind(at.timestamp())
         .bind(now.timestamp())
+        .bind(expires.timestamp())
         .execute(&mut *tx)
         .await?;
     }

@@ -130,6 +130,10 @@ pub struct CreateArgs {
     /// calendar's time zone (2026-11-26T09:00).
     #[arg(long, value_name = "TIMESTAMP")]
     pub send_at: Option<String>,
+    /// Nothing goes out at or after this instant (same forms as --send-at). Default:
+    /// `calendar.oneoff_expiry_days` (7) days after --send-at, or after now.
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub expires_at: Option<String>,
 }
 
 pub async fn run(
@@ -205,8 +209,13 @@ async fn create(
     let send_at = args
         .send_at
         .as_deref()
-        .map(|s| parse_instant(s, tz))
+        .map(|s| parse_instant("--send-at", s, tz))
         .transpose()?;
+    let days = chrono::Duration::days(i64::from(settings.calendar.oneoff_expiry_days));
+    let expires_at = match args.expires_at.as_deref() {
+        Some(s) => parse_instant("--expires-at", s, tz)?,
+        None => send_at.unwrap_or(now).max(now) + days,
+    };
     let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
     let new = NewCampaign {
         name: args.name.clone(),
@@ -214,6 +223,7 @@ async fn create(
         template: args.template.clone(),
         filter_province,
         send_at,
+        expires_at,
     };
     let c = campaign::create(db, &new, &templates.messages(), now).await?;
     let size = campaign::audience_size(db, &c).await?;
@@ -230,6 +240,10 @@ async fn create(
             .map(|t| format!(", not before {}", local(Some(t), tz)))
             .unwrap_or_default()
     );
+    println!(
+        "it expires at {}: nothing of it goes out after that",
+        local(c.expires_at, tz)
+    );
     if send_at.is_some_and(|t| t <= now) {
         println!("note: --send-at is already past; once launched it starts at once");
     }
@@ -242,7 +256,7 @@ async fn create(
 
 /// An RFC 3339 instant, or a local date and time in `tz` (refused when a DST change skips or
 /// repeats it).
-fn parse_instant(s: &str, tz: Tz) -> anyhow::Result<DateTime<Utc>> {
+fn parse_instant(flag: &str, s: &str, tz: Tz) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -250,12 +264,12 @@ fn parse_instant(s: &str, tz: Tz) -> anyhow::Result<DateTime<Utc>> {
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
         .with_context(|| {
-            format!("--send-at `{s}`: expected RFC 3339 such as 2026-11-26T09:00:00+01:00, or a local time such as 2026-11-26T09:00")
+            format!("{flag} `{s}`: expected RFC 3339 such as 2026-11-26T09:00:00+01:00, or a local time such as 2026-11-26T09:00")
         })?;
     match tz.from_local_datetime(&naive) {
         chrono::LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
         _ => anyhow::bail!(
-            "--send-at `{s}`: that local time is skipped or repeated by a daylight-saving change in {tz}; give it with its offset"
+            "{flag} `{s}`: that local time is skipped or repeated by a daylight-saving change in {tz}; give it with its offset"
         ),
     }
 }

@@ -72,6 +72,7 @@ async fn create(app: &TestApp, name: &str, province: Option<&str>) -> campaign::
         template: "maintenance_notice".into(),
         filter_province: province.map(String::from),
         send_at: None,
+        expires_at: at("2026-11-30T23:59:59+01:00"),
     };
     campaign::create(&app.db, &new, &templates(app), app.clock.now())
         .await
@@ -343,6 +344,7 @@ async fn scheduled_campaign_waits_for_its_time(app: TestApp) {
         template: "maintenance_notice".into(),
         filter_province: Some("BO".into()),
         send_at: Some(at("2026-11-24T09:00:00+01:00")),
+        expires_at: at("2026-11-30T23:59:59+01:00"),
     };
     campaign::create(&app.db, &new, &templates(&app), app.clock.now())
         .await
@@ -564,7 +566,85 @@ async fn list_shows_reminders_and_oneoffs(app: TestApp) {
     assert_eq!(&cols[3..9], ["6", "6", "0", "0", "0", "0"], "{reg}");
 }
 
+/// Every campaign expires, and nothing goes out past the expiry, whatever held the message back:
+/// here a pause that lasted beyond it. The reopening notices expire 14 days after the reopening.
+async fn nothing_goes_out_past_a_campaigns_expiry(app: TestApp) {
+    app.import_examples().await;
+    let new = NewCampaign {
+        name: "short".into(),
+        audience: Audience::EnabledUsers,
+        template: "maintenance_notice".into(),
+        filter_province: None,
+        send_at: None,
+        expires_at: at("2026-11-23T12:00:00+01:00"),
+    };
+    campaign::create(&app.db, &new, &templates(&app), app.clock.now())
+        .await
+        .unwrap();
+    lifecycle::launch(&app.db, "short", app.clock.now())
+        .await
+        .unwrap();
+    app.plan().await;
+    lifecycle::pause(&app.db, "short").await.unwrap();
+    app.clock.set(at("2026-11-23T12:30:00+01:00"));
+    lifecycle::resume(&app.db, "short", app.clock.now())
+        .await
+        .unwrap();
+    app.run_once().await;
+    assert!(app.users_in("short", "sent").await.is_empty());
+    assert_eq!(app.users_in("short", "expired").await.len(), 30);
+
+    // An expiry before the start is refused.
+    let late = NewCampaign {
+        name: "backwards".into(),
+        expires_at: at("2026-11-23T11:00:00+01:00"),
+        send_at: Some(at("2026-11-24T09:00:00+01:00")),
+        ..new
+    };
+    let err = campaign::create(&app.db, &late, &templates(&app), app.clock.now())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("would expire before it starts"),
+        "{err}"
+    );
+
+    // Through the command line, the default expiry is announced.
+    let out = ok(
+        &app,
+        &[
+            "campaign",
+            "create",
+            "later",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--send-at",
+            "2027-01-10T09:00",
+        ],
+    );
+    assert!(out.contains("it expires at 2027-01-17 09:00 CET"), "{out}");
+
+    // The reopening notices: 14 days after the declared reopening.
+    app.clock.set(at("2026-12-01T09:00:00+01:00"));
+    app.run_once().await;
+    avvisi::audience::phases::declare_reopening(
+        &app.db,
+        &app.settings.calendar,
+        at("2026-12-14T09:00:00+01:00"),
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    let general = campaign::get(&app.db, "reopening_general-2026-11-30")
+        .await
+        .unwrap();
+    assert_eq!(general.expires_at, Some(at("2026-12-28T09:00:00+01:00")));
+}
+
 on_both_backends!(
+    nothing_goes_out_past_a_campaigns_expiry,
     oneoff_campaign_reaches_exactly_its_audience,
     illegal_transitions_are_refused_with_clear_errors,
     pause_stops_delivery_and_resume_continues,
