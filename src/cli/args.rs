@@ -48,7 +48,11 @@ pub enum Command {
 
     /// Counts per campaign and message state, and the oldest pending message.
     #[command(after_help = "Example:\n  avvisi status")]
-    Status,
+    Status {
+        /// The same as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Check and preview the templates (for template editors).
     #[command(subcommand)]
@@ -103,6 +107,21 @@ pub enum Command {
         avvisi retry --failed --campaign maintenance-notice --since 2026-11-26T08:00:00+01:00"
     )]
     Retry(RetryArgs),
+
+    /// One row per planned message of a campaign, as CSV, for a manager or an audit.
+    #[command(
+        after_help = "Columns: user_id, recipient, step, state, reason, reply_code, attempts, planned_at,\n\
+        sent_at, updated_at, message_id (times in the calendar's time zone). Streamed: a million\n\
+        rows in flat memory. The file is readable by its owner only (it holds addresses).\n\n\
+        Example:\n  avvisi report registration_incomplete-2026-11-30 --out registration.csv"
+    )]
+    Report {
+        /// The campaign's name (see `avvisi campaign list`).
+        campaign: String,
+        /// The CSV file to write.
+        #[arg(long, value_name = "FILE.csv")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ pub mod campaign;
 mod configuration;
 mod explain;
 mod import;
+mod report;
 mod retry;
 mod run;
 pub mod service;
@@ -50,7 +51,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
             import::users(&db, &settings, &args, clock.now()).await
         }
         Command::Run(args) => run::once(&db, settings.clone(), &args, clock).await,
-        Command::Status => status::run(&db, &settings).await,
+        Command::Status { json } => status::run(&db, &settings, json).await,
         Command::Templates(cmd) => templates::run(cmd, &db, &settings, &clock).await,
         Command::Campaign(cmd) => campaign::run(cmd, &db, settings.clone(), &clock).await,
         Command::Daemon { now } => service::daemon(&db, settings.clone(), clock.clone(), now).await,
@@ -60,6 +61,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
         Command::Explain { user_id } => explain::run(&db, &settings, &user_id).await,
         Command::Retry(args) => retry::run(&db, &args, &clock).await,
+        Command::Report { campaign, out } => report::run(&db, &settings, &campaign, &out).await,
         Command::Config(_) => unreachable!("handled before the database is opened"),
     };
     db.close().await;

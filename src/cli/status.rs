@@ -1,24 +1,77 @@
-//! `avvisi status`: counts per campaign and message state, the oldest pending message, and which
-//! template version is live where.
+//! `avvisi status`: the queue at a glance, as `mailq` shows Postfix's: counts per campaign and
+//! message state, paused campaigns with their reason, the oldest pending message, the next
+//! attempt times, the errors grouped by the relay's reply, and which template version is live
+//! where. `--json` gives the same for scripts.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use serde::Serialize;
 
 use super::local;
 use crate::config::Settings;
 use crate::render::templates::TemplateSet;
-use crate::schedule;
-use crate::store::{queue, Db};
+use crate::schedule::{self, RunningDaemon};
+use crate::store::queue::{self, CampaignCounts, ErrorGroup, NextAttempts, OldestPending};
+use crate::store::Db;
+use crate::telemetry::scrub;
 
-pub(crate) async fn run(db: &Db, settings: &Settings) -> anyhow::Result<ExitCode> {
+/// Everything `status` shows.
+#[derive(Serialize)]
+struct Status {
+    campaigns: Vec<CampaignCounts>,
+    oldest_pending: Option<OldestPending>,
+    next_attempts: Vec<NextAttempts>,
+    errors: Vec<ErrorGroup>,
+    /// The digest of the template set on disk, or why it cannot be loaded.
+    templates_on_disk: Option<String>,
+    templates_error: Option<String>,
+    daemons: Vec<RunningDaemon>,
+}
+
+pub(crate) async fn run(db: &Db, settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let read = "reading the outbox";
+    let mut errors = queue::errors_by_reply(db).await.context(read)?;
+    for e in &mut errors {
+        e.example = scrub(&e.example).into_owned();
+    }
+    let loaded = TemplateSet::load(&settings.templates_dir);
+    let status = Status {
+        campaigns: queue::by_campaign(db).await.context(read)?,
+        oldest_pending: queue::oldest_pending(db).await.context(read)?,
+        next_attempts: queue::next_attempts(db, 5).await.context(read)?,
+        errors,
+        templates_on_disk: loaded.as_ref().ok().map(|set| set.digest().to_string()),
+        templates_error: loaded.as_ref().err().map(|e| e.to_string()),
+        daemons: schedule::running_daemons(db)
+            .await
+            .context("reading the daemons")?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print(&status, settings);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(s: &Status, settings: &Settings) {
     let tz = settings.calendar.timezone;
-    let all = queue::by_campaign(db).await.context("reading the outbox")?;
+    // What needs an operator comes first.
+    for c in &s.campaigns {
+        if let Some(why) = &c.paused_reason {
+            println!("campaign {} is paused: {why}", c.campaign);
+            println!(
+                "  resume it when the relay is fixed: avvisi campaign resume {}",
+                c.campaign
+            );
+        }
+    }
     println!(
         "{:<45} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
         "campaign", "state", "pending", "sending", "sent", "skipped", "failed", "expired"
     );
-    for c in &all {
+    for c in &s.campaigns {
         let n = &c.counts;
         println!(
             "{:<45} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
@@ -32,22 +85,10 @@ pub(crate) async fn run(db: &Db, settings: &Settings) -> anyhow::Result<ExitCode
             n.expired
         );
     }
-    for c in &all {
-        if let Some(why) = &c.paused_reason {
-            println!("campaign {} is paused: {why}", c.campaign);
-            println!(
-                "  resume it when the relay is fixed: avvisi campaign resume {}",
-                c.campaign
-            );
-        }
-    }
-    if all.is_empty() {
+    if s.campaigns.is_empty() {
         println!("(no campaigns yet: run `avvisi run --once` to plan the reminders)");
     }
-    match queue::oldest_pending(db)
-        .await
-        .context("reading the outbox")?
-    {
+    match &s.oldest_pending {
         Some(p) => println!(
             "oldest pending: {}/{}, planned {}, next attempt {}",
             p.campaign,
@@ -57,27 +98,44 @@ pub(crate) async fn run(db: &Db, settings: &Settings) -> anyhow::Result<ExitCode
         ),
         None => println!("oldest pending: none"),
     }
+    if !s.next_attempts.is_empty() {
+        println!("next attempts:");
+        for n in &s.next_attempts {
+            println!("  {}  {} message(s)", local(n.at, tz), n.messages);
+        }
+    }
+    if !s.errors.is_empty() {
+        println!("errors by reply (failed, waiting to retry, last seen, an example):");
+        for e in &s.errors {
+            let code = e.code.map_or("-".to_string(), |c| c.to_string());
+            println!(
+                "  {code:>4}  {:>7} failed {:>7} retrying  {}  {}",
+                e.failed,
+                e.retrying,
+                local(e.last_at, tz),
+                e.example
+            );
+        }
+    }
     // Which template version is live where: the folder on disk and each running daemon.
-    match TemplateSet::load(&settings.templates_dir) {
-        Ok(set) => println!(
-            "templates on disk: {} ({})",
-            set.digest(),
+    match (&s.templates_on_disk, &s.templates_error) {
+        (Some(digest), _) => println!(
+            "templates on disk: {digest} ({})",
             settings.templates_dir.display()
         ),
-        Err(e) => println!("templates on disk: cannot be loaded: {e}"),
+        (None, e) => println!(
+            "templates on disk: cannot be loaded: {}",
+            e.as_deref().unwrap_or("-")
+        ),
     }
-    let daemons = schedule::running_daemons(db)
-        .await
-        .context("reading the daemons")?;
-    if daemons.is_empty() {
+    if s.daemons.is_empty() {
         println!("daemons: none running");
     }
-    for d in daemons {
+    for d in &s.daemons {
         println!(
             "daemon {}: templates live {}",
             d.id,
             d.templates_digest.as_deref().unwrap_or("-")
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

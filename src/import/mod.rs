@@ -552,7 +552,7 @@ impl RejectWriter {
 }
 
 /// Creates a file readable by its owner only: reject files hold personal data.
-fn create_private(path: &Path) -> std::io::Result<File> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

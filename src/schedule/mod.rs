@@ -273,7 +273,7 @@ async fn record_templates(db: &Db, me: &str, digest: &str) {
 }
 
 /// A daemon whose heartbeat is fresh, with the template version it has live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunningDaemon {
     pub id: String,
     /// The digest of its live template set; `None` until it has loaded one.

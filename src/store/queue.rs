@@ -1,12 +1,13 @@
 //! The outbox counted: what `status`, `campaign list|show` and `--wait` print.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::Row;
 
 use super::{CampaignState, Counts, Db, OutboxState, Step, UnknownState};
 
 /// A campaign's messages by state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct CampaignCounts {
     pub campaign: String,
     pub state: CampaignState,
@@ -65,7 +66,7 @@ pub(crate) async fn of_campaign(db: &Db, campaign_id: i64) -> Result<Counts, sql
 }
 
 /// The oldest pending message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct OldestPending {
     pub campaign: String,
     pub step: Step,
@@ -94,4 +95,114 @@ pub(crate) async fn oldest_pending(db: &Db) -> Result<Option<OldestPending>, sql
         })
     })
     .transpose()
+}
+
+/// Messages waiting for a later attempt, by the time it falls due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NextAttempts {
+    pub at: Option<DateTime<Utc>>,
+    pub messages: u64,
+}
+
+/// The next `limit` due times of pending messages, soonest first.
+pub async fn next_attempts(db: &Db, limit: u32) -> Result<Vec<NextAttempts>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT next_attempt_at, COUNT(*) FROM outbox WHERE state = 'pending' \
+         GROUP BY next_attempt_at ORDER BY next_attempt_at LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(NextAttempts {
+                at: super::timestamp(r.try_get(0)?),
+                messages: r.try_get::<i64, _>(1)? as u64,
+            })
+        })
+        .collect()
+}
+
+/// Messages whose last attempt the relay refused, grouped by its reply code, as `mailq` shows
+/// deferral reasons. Failed and retrying messages count; a reply text is one of the group's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorGroup {
+    /// The relay's reply code; `None` for errors without one (a dropped connection, a template).
+    pub code: Option<i64>,
+    pub failed: u64,
+    pub retrying: u64,
+    /// The latest reply text of the group (personal data masked by the caller before printing).
+    pub example: String,
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+/// The error groups, the most frequent first.
+pub async fn errors_by_reply(db: &Db) -> Result<Vec<ErrorGroup>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT smtp_code, SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), \
+            SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), MAX(reason), MAX(updated_at) \
+         FROM outbox WHERE reason IS NOT NULL AND state IN ('failed', 'pending') \
+         GROUP BY smtp_code ORDER BY COUNT(*) DESC",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ErrorGroup {
+                code: r.try_get(0)?,
+                failed: r.try_get::<i64, _>(1)? as u64,
+                retrying: r.try_get::<i64, _>(2)? as u64,
+                example: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                last_at: super::timestamp(r.try_get(4)?),
+            })
+        })
+        .collect()
+}
+
+/// One planned message of a campaign, as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub user_id: String,
+    pub recipient: String,
+    pub step: Step,
+    pub state: OutboxState,
+    pub reason: Option<String>,
+    pub smtp_code: Option<i64>,
+    pub attempts: i64,
+    pub planned_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub message_id: String,
+}
+
+/// Every planned message of campaign `campaign_id`, streamed in planning order: a million rows
+/// in flat memory.
+pub fn report_rows(
+    db: &Db,
+    campaign_id: i64,
+) -> impl futures::Stream<Item = Result<ReportRow, sqlx::Error>> + '_ {
+    use futures::StreamExt;
+    sqlx::query(
+        "SELECT user_id, recipient, step, state, reason, smtp_code, attempts, created_at, sent_at, \
+            updated_at, message_id FROM outbox WHERE campaign_id = $1 ORDER BY id",
+    )
+    .bind(campaign_id)
+    .fetch(db.pool())
+    .map(|row| {
+        let r = row?;
+        let parse = |i: usize| r.try_get::<String, _>(i);
+        Ok(ReportRow {
+            user_id: r.try_get(0)?,
+            recipient: r.try_get(1)?,
+            step: parse(2)?.parse().map_err(UnknownState::into_sqlx)?,
+            state: parse(3)?.parse().map_err(UnknownState::into_sqlx)?,
+            reason: r.try_get(4)?,
+            smtp_code: r.try_get(5)?,
+            attempts: r.try_get(6)?,
+            planned_at: super::timestamp(r.try_get(7)?),
+            sent_at: super::timestamp(r.try_get(8)?),
+            updated_at: super::timestamp(r.try_get(9)?),
+            message_id: r.try_get(10)?,
+        })
+    })
 }

@@ -28,7 +28,8 @@ impl UnknownState {
 macro_rules! stored_text {
     ($(#[$doc:meta])* $name:ident, $what:literal, { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(rename_all = "lowercase")]
         pub enum $name {
             $($(#[$vdoc])* $variant),+
         }
@@ -166,7 +167,7 @@ impl FromStr for Step {
 }
 
 /// Messages by state, from the outbox itself (never from memory a restart would lose).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub pending: u64,
     pub sending: u64,
@@ -238,5 +239,11 @@ mod tests {
             c.add(*s, i as u64 + 1);
         }
         assert_eq!((c.open(), c.done(), c.total()), (3, 18, 21));
+    }
+}
+
+impl serde::Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }

@@ -94,7 +94,79 @@ async fn bad_configuration_stops_before_anything(app: TestApp) {
     );
 }
 
+/// The queue at a glance for scripts, and the report for a manager, both match the outbox.
+async fn status_json_and_the_report_match_the_outbox(app: TestApp) {
+    let args = [
+        "run",
+        "--once",
+        "--import",
+        "examples/users.csv",
+        "--now",
+        "2026-11-23T10:00:00+01:00",
+    ];
+    assert!(avvisi(&app, &args, &[]).status.success());
+    let rows = app.outbox().await;
+
+    let out = avvisi(&app, &["status", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let campaigns = status["campaigns"].as_array().unwrap();
+    for c in campaigns {
+        let name = c["campaign"].as_str().unwrap();
+        let sent = rows
+            .iter()
+            .filter(|r| r.campaign == name && r.state == "sent")
+            .count();
+        assert_eq!(
+            c["counts"]["sent"].as_u64().unwrap() as usize,
+            sent,
+            "{name}"
+        );
+        assert_eq!(c["state"], "running", "{name}");
+    }
+    let total: u64 = campaigns
+        .iter()
+        .map(|c| c["counts"]["sent"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total as usize, rows.len());
+
+    let campaign = "registration_incomplete-2026-11-30";
+    let file = app.dir.path().join("report.csv");
+    let out = avvisi(
+        &app,
+        &["report", campaign, "--out", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut reader = csv::Reader::from_path(&file).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header[..4], ["user_id", "recipient", "step", "state"]);
+    let mut reported: Vec<(String, String, String)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_string(), r[3].to_string(), r[10].to_string())
+        })
+        .collect();
+    reported.sort();
+    let mut expected: Vec<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r.campaign == campaign)
+        .map(|r| (r.user_id.clone(), r.state.clone(), r.message_id.clone()))
+        .collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(reported, expected);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the report holds addresses");
+    }
+}
+
 on_both_backends!(
+    status_json_and_the_report_match_the_outbox,
     readme_main_command_writes_the_reminders,
     bad_snapshot_is_reported_and_nothing_is_written,
     bad_configuration_stops_before_anything,

@@ -1,0 +1,73 @@
+//! `avvisi report CAMPAIGN --out FILE.csv`: one row per planned message, for a manager or an
+//! audit. Streamed from the outbox to the file: a million rows in flat memory.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use futures::TryStreamExt;
+
+use crate::audience::campaign;
+use crate::config::Settings;
+use crate::store::{queue, Counts, Db};
+
+pub(crate) async fn run(
+    db: &Db,
+    settings: &Settings,
+    name: &str,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let c = campaign::get(db, name).await?;
+    let tz = settings.calendar.timezone;
+    let file = crate::import::create_private(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    csv.write_record([
+        "user_id",
+        "recipient",
+        "step",
+        "state",
+        "reason",
+        "reply_code",
+        "attempts",
+        "planned_at",
+        "sent_at",
+        "updated_at",
+        "message_id",
+    ])?;
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.with_timezone(&tz).to_rfc3339())
+            .unwrap_or_default()
+    };
+    let mut counts = Counts::default();
+    let mut rows = queue::report_rows(db, c.id);
+    while let Some(r) = rows.try_next().await.context("reading the outbox")? {
+        counts.add(r.state, 1);
+        csv.write_record([
+            r.user_id.as_str(),
+            &r.recipient,
+            &r.step.to_string(),
+            r.state.as_str(),
+            r.reason.as_deref().unwrap_or(""),
+            &r.smtp_code.map(|c| c.to_string()).unwrap_or_default(),
+            &r.attempts.to_string(),
+            &time(r.planned_at),
+            &time(r.sent_at),
+            &time(r.updated_at),
+            &r.message_id,
+        ])?;
+    }
+    csv.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: {} planned message(s) of campaign {name}: sent {}, skipped {}, failed {}, expired {}, pending {} (times in {tz})",
+        out.display(),
+        counts.total(),
+        counts.sent,
+        counts.skipped,
+        counts.failed,
+        counts.expired,
+        counts.open()
+    );
+    Ok(ExitCode::SUCCESS)
+}
