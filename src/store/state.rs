@@ -166,6 +166,12 @@ impl FromStr for Step {
     }
 }
 
+impl serde::Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Messages by state, from the outbox itself (never from memory a restart would lose).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
@@ -239,11 +245,5 @@ mod tests {
             c.add(*s, i as u64 + 1);
         }
         assert_eq!((c.open(), c.done(), c.total()), (3, 18, 21));
-    }
-}
-
-impl serde::Serialize for Step {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
