@@ -216,6 +216,8 @@ pub struct CalendarSettings {
 #[serde(deny_unknown_fields)]
 pub struct ImportSettings {
     pub max_gone_percent: u32,
+    /// Reminders wait while the newest full snapshot is older than this.
+    pub max_age_hours: u32,
 }
 
 /// The layers as written, before checking. Every field is required and unknown ones are refused,

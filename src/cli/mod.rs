@@ -51,7 +51,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
             import::users(&db, &settings, &args, clock.now()).await
         }
         Command::Run(args) => run::once(&db, settings.clone(), &args, clock).await,
-        Command::Status { json } => status::run(&db, &settings, json).await,
+        Command::Status { json } => status::run(&db, &settings, &clock, json).await,
         Command::Templates(cmd) => templates::run(cmd, &db, &settings, &clock).await,
         Command::Campaign(cmd) => campaign::run(cmd, &db, settings.clone(), &clock).await,
         Command::Daemon { now } => service::daemon(&db, settings.clone(), clock.clone(), now).await,

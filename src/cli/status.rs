@@ -9,7 +9,9 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::local;
+use crate::clock::Clock;
 use crate::config::Settings;
+use crate::import::{freshness, Freshness};
 use crate::render::templates::TemplateSet;
 use crate::schedule::{self, RunningDaemon};
 use crate::store::queue::{self, CampaignCounts, ErrorGroup, NextAttempts, OldestPending};
@@ -19,6 +21,10 @@ use crate::telemetry::scrub;
 /// Everything `status` shows.
 #[derive(Serialize)]
 struct Status {
+    /// Whether reminders are held for an old snapshot.
+    snapshot: Freshness,
+    /// Said first when reminders are held.
+    warning: Option<String>,
     campaigns: Vec<CampaignCounts>,
     oldest_pending: Option<OldestPending>,
     next_attempts: Vec<NextAttempts>,
@@ -29,14 +35,25 @@ struct Status {
     daemons: Vec<RunningDaemon>,
 }
 
-pub(crate) async fn run(db: &Db, settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    db: &Db,
+    settings: &Settings,
+    clock: &Clock,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let read = "reading the outbox";
     let mut errors = queue::errors_by_reply(db).await.context(read)?;
     for e in &mut errors {
         e.example = scrub(&e.example).into_owned();
     }
     let loaded = TemplateSet::load(&settings.templates_dir);
+    let now = clock.now();
+    let snapshot = freshness(db, settings.import.max_age_hours, now)
+        .await
+        .context("reading the imports")?;
     let status = Status {
+        snapshot,
+        warning: snapshot.warning(now),
         campaigns: queue::by_campaign(db).await.context(read)?,
         oldest_pending: queue::oldest_pending(db).await.context(read)?,
         next_attempts: queue::next_attempts(db, 5).await.context(read)?,
@@ -58,6 +75,9 @@ pub(crate) async fn run(db: &Db, settings: &Settings, json: bool) -> anyhow::Res
 fn print(s: &Status, settings: &Settings) {
     let tz = settings.calendar.timezone;
     // What needs an operator comes first.
+    if let Some(warning) = &s.warning {
+        println!("WARNING: {warning}");
+    }
     for c in &s.campaigns {
         if let Some(why) = &c.paused_reason {
             println!("campaign {} is paused: {why}", c.campaign);

@@ -13,7 +13,10 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments, Row as _, Transaction};
 
+mod freshness;
 pub mod snapshot;
+
+pub use freshness::{freshness, Freshness};
 
 #[cfg(test)]
 mod proptests;

@@ -38,12 +38,18 @@ pub async fn plan_due(
     crate::audience::phases::record_lapsed(db, cal, now).await?;
     lifecycle::start_scheduled(db, now).await?;
 
+    // Reminders are about the procedures' state: on a stale snapshot they wait.
+    let fresh = crate::import::freshness(db, settings.import.max_age_hours, now).await?;
+    if let Some(warning) = fresh.warning(now) {
+        tracing::warn!("{warning}");
+    }
     let mut planned = Vec::new();
     for c in campaign::list(db).await? {
         if c.state != CampaignState::Running || c.expires_at.is_some_and(|e| now >= e) {
             continue;
         }
         let step = match c.kind {
+            CampaignKind::Reminder if fresh.stale => continue,
             CampaignKind::Reminder => match latest_due_step(cal, now) {
                 Some(due) => due.step,
                 None => continue,

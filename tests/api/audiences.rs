@@ -246,7 +246,51 @@ async fn a_cancelled_registration_is_told_even_when_the_export_drops_it(app: Tes
     }
 }
 
+/// On a snapshot older than `import.max_age_hours` reminders are neither planned nor sent (a d1
+/// reminder could reach someone who completed days ago); a one-off notice is not held; a fresh
+/// export lets them go; `status` says it first.
+async fn reminders_wait_for_a_fresh_snapshot(app: TestApp) {
+    let app = app.with_settings(&[("AVVISI__IMPORT__MAX_AGE_HOURS", "30")]);
+    app.import_examples().await;
+    app.plan().await;
+    assert_eq!(app.outbox().await.len(), 47);
+    // Planned yesterday on a fresh snapshot, not sent: held once the snapshot is old.
+    sqlx::query("UPDATE outbox SET state = 'pending'")
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    app.clock.set(at("2026-11-27T10:00:00+01:00"));
+    let (planned, delivery) = app.run_once().await;
+    assert!(planned.iter().all(|p| p.rows == 0), "{planned:?}");
+    assert!(
+        delivery.per_campaign.values().all(|t| t.sent == 0),
+        "{delivery:?}"
+    );
+    assert!(app.outbox().await.iter().all(|r| r.state == "pending"));
+
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"))
+        .current_dir(crate::helpers::repo_path("."))
+        .args(["status"])
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        out.starts_with("WARNING: the newest full snapshot is"),
+        "{out}"
+    );
+
+    // A fresh export: the d3 reminders go, the held first notices are superseded by them.
+    app.import_examples().await;
+    let (planned, _) = app.run_once().await;
+    assert!(planned.iter().any(|p| p.rows > 0), "{planned:?}");
+    let rows = app.outbox().await;
+    assert!(rows.iter().any(|r| r.step == "d3" && r.state == "sent"));
+    assert!(rows.iter().all(|r| r.state != "pending"), "{rows:?}");
+}
+
 on_both_backends!(
+    reminders_wait_for_a_fresh_snapshot,
     a_cancelled_registration_is_told_even_when_the_export_drops_it,
     every_audience_gets_exactly_its_users,
     planning_twice_adds_nothing,

@@ -145,6 +145,9 @@ pub fn test_settings(database_url: &str, dir: &Path, extra: &[(&str, &str)]) -> 
             repo_path("templates").display().to_string(),
         ),
         ("AVVISI__DELIVERY__RETRY_BASE_SECONDS".into(), "60".into()),
+        // Most cases move the clock days past their one import: only the freshness test
+        // (`audiences::reminders_wait_for_a_fresh_snapshot`) holds reminders for an old snapshot.
+        ("AVVISI__IMPORT__MAX_AGE_HOURS".into(), "100000".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load_with_env(None, env).expect("test settings")
