@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments, Row as _, Transaction};
 
+mod fields;
 mod freshness;
 pub mod snapshot;
 
