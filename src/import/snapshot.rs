@@ -16,7 +16,7 @@ use encoding_rs_io::{DecodeReaderBytes, DecodeReaderBytesBuilder};
 pub(crate) use super::fields::email_problem;
 pub use super::fields::fiscal_code_check_char;
 #[cfg(test)]
-use super::fields::fiscal_code_problem;
+pub(crate) use super::fields::fiscal_code_problem;
 use super::fields::Checker;
 
 /// The columns of the snapshot, in the documented order.
