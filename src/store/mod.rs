@@ -27,6 +27,23 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Now, in Unix seconds, on the clock that claims' leases are set and compared with, as SQL.
+    ///
+    /// A lease is real time, never the calendar's clock (`--now`, tests): it says how long a
+    /// claim may go unsettled before another process may take the row. On PostgreSQL several
+    /// daemons, on several machines with clocks of their own, share the rows: the one clock they
+    /// all read is the server's. (`statement_timestamp()` is stable within a statement, unlike
+    /// `clock_timestamp()`, so it does not stop PostgreSQL from planning with the queue's
+    /// index.) SQLite is embedded, one daemon per file: its clock is this machine's.
+    pub(crate) fn lease_now(self) -> &'static str {
+        match self {
+            Backend::Postgres => "CAST(FLOOR(EXTRACT(EPOCH FROM statement_timestamp())) AS BIGINT)",
+            Backend::Sqlite => "CAST(strftime('%s', 'now') AS INTEGER)",
+        }
+    }
+}
+
 /// A database error at the module boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
