@@ -31,7 +31,7 @@ pub(crate) const EXIT_RELAY_UNREACHABLE: u8 = 3;
 /// Runs one command. `clock` is the process-wide clock (`--now` or the real one).
 pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::Result<ExitCode> {
     let settings = Arc::new(settings);
-    let db = Db::open(&settings.database.url, settings.database.max_connections)
+    let db = Db::open_settings(&settings.database)
         .await
         .context("opening the database")?;
     let result = match command {
@@ -55,7 +55,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         Command::Retry(args) => retry::run(&db, &args, &clock).await,
     };
     db.close().await;
-    result
+    result.map_err(|e| db.explain(e))
 }
 
 /// The error and its causes on one line, each cause once: a cause whose text is already in the

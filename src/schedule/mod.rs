@@ -183,7 +183,8 @@ async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &Ca
                 poll
             }
             Err(e) => {
-                tracing::error!(error = %e, "delivery pass failed (database?); retrying");
+                let error = worker.db.describe(&e);
+                tracing::error!(%error, "delivery pass failed (database?); retrying");
                 backoff = (backoff * 2).min(backoff_max);
                 backoff
             }

@@ -9,9 +9,12 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
+
+use crate::config::DatabaseSettings;
 
 mod lane;
 pub mod queue;
@@ -44,6 +47,10 @@ impl Backend {
     }
 }
 
+/// How long a statement waits for a SQLite file locked by another process, unless configured
+/// (`database.busy_timeout_seconds`).
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A database error at the module boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -57,7 +64,29 @@ pub enum DbError {
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
+    Locked(#[from] Locked),
+    #[error(transparent)]
     Query(#[from] sqlx::Error),
+}
+
+/// The SQLite file stayed locked by another process for the whole busy timeout.
+///
+/// SQLite has one writer at a time: a statement waits for the file up to the timeout, then
+/// gives up without writing anything, and the file stays as the other process leaves it
+/// (SQLite's journal makes every transaction all or nothing).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the SQLite database {path} is locked by another process: avvisi waited {seconds}s for it \
+     (database.busy_timeout_seconds), then gave up; what it was about to write was not written \
+     and the file is intact. Let the other program finish, or stop it (another avvisi, a sqlite3 \
+     shell or a backup holding a transaction open; `fuser {path}` lists the processes that have \
+     it open), then run the command again"
+)]
+pub struct Locked {
+    /// The database file.
+    pub path: String,
+    /// How long each statement waited.
+    pub seconds: u64,
 }
 
 /// A pool plus the knowledge of which dialect it speaks.
@@ -65,6 +94,8 @@ pub enum DbError {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite file and its busy timeout, for [`Db::explain`].
+    sqlite: Option<(String, Duration)>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -73,21 +104,36 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 impl Db {
     /// Opens the database named by `url` (creating a SQLite file and its folder when missing).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        Db::connect_with(url, max_connections, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// Like [`Db::connect`]; a statement on a SQLite file locked by another process waits up to
+    /// `busy_timeout` before it fails (see [`Locked`]).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.starts_with("sqlite:") {
             (Backend::Sqlite, prepare_sqlite_url(url)?)
         } else {
             (Backend::Postgres, url.to_string())
         };
-        let connect_err = |source| DbError::Connect {
-            url: redact_url(&url),
-            source,
+        let sqlite = (backend == Backend::Sqlite).then(|| (sqlite_path(&url), busy_timeout));
+        let connect_err = |source| match locked(&sqlite, &source) {
+            Some(locked) => DbError::Locked(locked),
+            None => DbError::Connect {
+                url: redact_url(&url),
+                source,
+            },
         };
         // Planning a million recipients is one statement of a few seconds, by design: warn
         // only about statements slow enough to be a problem.
         let options = AnyConnectOptions::from_str(&url)
             .map_err(connect_err)?
             .log_slow_statements(log::LevelFilter::Warn, std::time::Duration::from_secs(30));
+        let busy_ms = busy_timeout.as_millis().min(i32::MAX as u128);
         let pool = match backend {
             // One connection: SQLite has a single writer, and one connection can never deadlock
             // against itself upgrading a read transaction to a write.
@@ -95,12 +141,13 @@ impl Db {
                 .max_connections(1)
                 // A file, not a server: nothing to test, and the test is a round trip.
                 .test_before_acquire(false)
-                .after_connect(|conn, _| {
+                .after_connect(move |conn, _| {
                     Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                        )
+                        // The timeout first: the other pragmas may have to wait for the file.
+                        conn.execute(&*format!(
+                            "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL; \
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+                        ))
                         .await?;
                         Ok(())
                     })
@@ -125,13 +172,40 @@ impl Db {
                     .map_err(connect_err)?
             }
         };
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            sqlite,
+        })
     }
 
     /// Opens the database and applies the embedded migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Db, DbError> {
-        let db = Db::connect(url, max_connections).await?;
-        db.migrate().await?;
+        Db::open_with(url, max_connections, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// Opens the database as configured (`database.*`) and applies the embedded migrations.
+    pub async fn open_settings(settings: &DatabaseSettings) -> Result<Db, DbError> {
+        let busy_timeout = Duration::from_secs(settings.busy_timeout_seconds);
+        Db::open_with(&settings.url, settings.max_connections, busy_timeout).await
+    }
+
+    async fn open_with(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Db, DbError> {
+        let db = Db::connect_with(url, max_connections, busy_timeout).await?;
+        db.migrate().await.map_err(|e| {
+            let cause = match &e {
+                DbError::Migrate(
+                    sqlx::migrate::MigrateError::Execute(e)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+                ) => db.locked(e),
+                _ => None,
+            };
+            cause.map_or(e, DbError::Locked)
+        })?;
         Ok(db)
     }
 
@@ -157,6 +231,63 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// `e` as [`Locked`] when it is SQLite giving up on a file another process holds.
+    pub fn locked(&self, e: &sqlx::Error) -> Option<Locked> {
+        locked(&self.sqlite, e)
+    }
+
+    /// `e`, explained first in a sentence when one of its causes is a locked SQLite file (see
+    /// [`Locked`]): the raw "database is locked" names neither the file nor the way out.
+    pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let locked = e.chain().find_map(|cause| {
+            let sqlx = cause.downcast_ref::<sqlx::Error>().or_else(|| {
+                match cause.downcast_ref::<DbError>() {
+                    Some(DbError::Query(e)) => Some(e),
+                    _ => None,
+                }
+            })?;
+            self.locked(sqlx)
+        });
+        match locked {
+            Some(locked) if e.downcast_ref::<Locked>().is_none() => e.context(locked),
+            _ => e,
+        }
+    }
+
+    /// `e` in one line, explained as [`Db::explain`] does: for logs.
+    pub fn describe(&self, e: &sqlx::Error) -> String {
+        match self.locked(e) {
+            Some(locked) => format!("{locked}: {e}"),
+            None => e.to_string(),
+        }
+    }
+}
+
+/// `e` as [`Locked`] when it is SQLite (`sqlite`: its file and busy timeout) giving up on a file
+/// another process holds.
+fn locked(sqlite: &Option<(String, Duration)>, e: &sqlx::Error) -> Option<Locked> {
+    let (path, timeout) = sqlite.as_ref()?;
+    let code = match e {
+        sqlx::Error::Database(e) => e.code()?.parse::<i64>().ok()?,
+        _ => return None,
+    };
+    // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (the primary code is the low
+    // byte).
+    matches!(code & 0xff, 5 | 6).then(|| Locked {
+        path: path.clone(),
+        seconds: timeout.as_secs(),
+    })
+}
+
+/// The file of a `sqlite://PATH?...` URL, for messages.
+fn sqlite_path(url: &str) -> String {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    rest.split_once('?')
+        .map_or(rest, |(path, _)| path)
+        .to_string()
 }
 
 /// A stored Unix time (seconds) as UTC.

@@ -9,6 +9,7 @@ mod audiences;
 mod campaigns;
 mod cli;
 mod daemon;
+mod db_faults;
 mod delivery;
 mod import;
 mod relay_faults;
