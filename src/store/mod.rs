@@ -89,6 +89,11 @@ pub struct Locked {
     pub seconds: u64,
 }
 
+/// While held, no other daemon runs on this SQLite file (see [`Db::lock_daemon`]); dropped
+/// with the daemon.
+#[derive(Debug)]
+pub struct DaemonLock(#[allow(dead_code)] Option<sqlx::AnyConnection>);
+
 /// A pool plus the knowledge of which dialect it speaks.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -230,6 +235,33 @@ impl Db {
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// SQLite: takes the file's daemon lock, or `None` while another daemon holds it.
+    /// PostgreSQL: always taken (several daemons share a database).
+    ///
+    /// The lock is SQLite's own write lock on a small file next to the database (`PATH-daemon`),
+    /// held by an open transaction for the daemon's life. The operating system drops it with
+    /// the process however that ends, SIGKILL included: a daemon restarted after a crash starts
+    /// at once, where a heartbeat would first have to go stale.
+    pub async fn lock_daemon(&self) -> Result<Option<DaemonLock>, sqlx::Error> {
+        let Some((path, _)) = &self.sqlite else {
+            return Ok(Some(DaemonLock(None)));
+        };
+        if path == ":memory:" {
+            return Ok(Some(DaemonLock(None)));
+        }
+        let mut conn =
+            sqlx::AnyConnection::connect(&format!("sqlite://{path}-daemon?mode=rwc")).await?;
+        // Taken at once or not at all: the holder keeps it for as long as it runs.
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut conn)
+            .await?;
+        match sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await {
+            Ok(_) => Ok(Some(DaemonLock(Some(conn)))),
+            Err(e) if self.locked(&e).is_some() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `e` as [`Locked`] when it is SQLite giving up on a file another process holds.
