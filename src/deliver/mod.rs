@@ -162,7 +162,10 @@ impl Worker {
                 }
             });
         }
-        drop(ready_tx);
+        // Only the stages hold their ends: when the stage after one is gone (the recorder failed,
+        // its senders and renderers followed), the one before it sees a closed channel instead
+        // of waiting for room forever.
+        drop((ready_tx, job_rx));
         // Senders: one per SMTP connection. A sender sends a message's envelope while its
         // previous outcome is being committed, and its body only once that is done: a process
         // killed at any moment has at most one message per sender that the relay may have and
@@ -215,7 +218,7 @@ impl Worker {
                 }
             });
         }
-        drop(done_tx);
+        drop((done_tx, ready_rx));
         // Connections kept between statements (see `Lane`): without them each statement pays
         // sqlx's ping on the way back to the pool, and a sender waits for its commit. SQLite has one
         // connection, and a small PostgreSQL pool is left one for the heartbeat and the planner:

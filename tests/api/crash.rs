@@ -8,7 +8,7 @@
 //! snapshot, the binary started in the background, and the duplicates told apart by process.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,8 +73,21 @@ pub(crate) fn smtp_env(sink: &SmtpSink) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A running `avvisi`, killed if the test gives up on it (a failed assertion), so that no
+/// process outlives its test.
+pub(crate) struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the binary on `app`'s database with `args` and `env`; its log goes to `log`.
-pub(crate) fn spawn(app: &TestApp, args: &[&str], env: &[(&str, String)], log: &Path) -> Child {
+pub(crate) fn spawn(app: &TestApp, args: &[&str], env: &[(&str, String)], log: &Path) -> Proc {
     let log = std::fs::File::create(log).expect("process log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
     cmd.current_dir(repo_path("."))
@@ -87,17 +100,25 @@ pub(crate) fn spawn(app: &TestApp, args: &[&str], env: &[(&str, String)], log: &
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("start avvisi")
+    Proc(cmd.spawn().expect("start avvisi"))
 }
 
 /// SIGKILL, and wait until the process is gone.
-pub(crate) fn kill(child: &mut Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap the killed process");
+pub(crate) fn kill(proc: &mut Proc) {
+    proc.0.kill().expect("SIGKILL");
+    proc.0.wait().expect("reap the killed process");
+}
+
+/// Where the processes of test `name` log: kept after the test, for a look after a failure.
+pub(crate) fn log_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("avvisi-{name}"));
+    std::fs::create_dir_all(&dir).expect("log folder");
+    dir
 }
 
 /// SIGTERM, and the exit code once the process has stopped (within 30 s).
-pub(crate) async fn terminate(child: &mut Child) -> Option<i32> {
+pub(crate) async fn terminate(proc: &mut Proc) -> Option<i32> {
+    let child = &mut proc.0;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -117,22 +138,20 @@ pub(crate) async fn terminate(child: &mut Child) -> Option<i32> {
 }
 
 /// Outbox rows by state.
-pub(crate) async fn states(app: &TestApp) -> BTreeMap<String, i64> {
-    sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-        .fetch_all(app.db.pool())
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
+pub(crate) async fn states(app: &TestApp) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let rows =
+        sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            .fetch_all(app.db.pool())
+            .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Waits until the outbox has rows and none is pending or claimed.
 pub(crate) async fn wait_settled(app: &TestApp, timeout: Duration) -> BTreeMap<String, i64> {
     let start = Instant::now();
     loop {
-        // A dropped connection (the PostgreSQL fault test) is a retry, not a failure.
-        let counts = tokio::time::timeout(Duration::from_secs(10), states(app)).await;
-        if let Ok(counts) = counts {
+        // An error is a connection the PostgreSQL fault test killed: try again.
+        if let Ok(counts) = states(app).await {
             let open = ["pending", "sending"].map(|s| counts.get(s).copied().unwrap_or(0));
             if !counts.is_empty() && open == [0, 0] {
                 return counts;
@@ -142,6 +161,7 @@ pub(crate) async fn wait_settled(app: &TestApp, timeout: Duration) -> BTreeMap<S
                 "not settled within {timeout:?}: {counts:?}"
             );
         }
+        assert!(start.elapsed() < timeout * 2, "the outbox cannot be read");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -234,8 +254,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     let sink = SmtpSink::start().await;
     import_users(&app, USERS).await;
     let env = smtp_env(&sink);
-    let logs = std::env::temp_dir().join(format!("avvisi-crash-{backend:?}"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let logs = log_dir(&format!("crash-{backend:?}"));
     let log = |n: usize| logs.join(format!("process-{n}.log"));
 
     // Kill moments: when the sink has this many messages, spread over the first 60% of the
@@ -266,7 +285,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..800))).await;
         } else {
             while sink.count() < targets[k] {
-                if child.try_wait().unwrap().is_some() {
+                if child.0.try_wait().unwrap().is_some() {
                     ended = true; // run --once sent all that was due
                     break;
                 }
@@ -279,7 +298,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
             }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
         }
-        if ended || child.try_wait().unwrap().is_some() {
+        if ended || child.0.try_wait().unwrap().is_some() {
             // A daemon restarted after a kill starts at once, on SQLite too (see the lock in
             // `Db::lock_daemon`), and runs until stopped.
             assert!(
