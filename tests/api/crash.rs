@@ -187,7 +187,7 @@ impl Lives {
     }
 
     /// How the process that opened sink connection `connection` ended.
-    fn of(&self, connection: u64) -> Ending {
+    pub(crate) fn of(&self, connection: u64) -> Ending {
         self.0
             .iter()
             .find(|(last, _)| connection <= *last)
@@ -195,39 +195,39 @@ impl Lives {
     }
 }
 
-/// What the sink received, checked against the kills: every extra copy of a message was sent
-/// again after the process that sent the copy before it was killed (in flight at that kill), to
-/// the same recipient with the same Message-ID. Returns the extra copies per kill (indexed by
-/// kill), or why one cannot be explained by a kill.
+/// What the relay received, each message with how the process that sent it ended, checked
+/// against the kills: every extra copy of a message was sent again after the process that sent
+/// the copy before it was killed (in flight at that kill), by another process, to the same
+/// recipient with the same Message-ID. Returns the extra copies per kill (indexed by kill), or
+/// why one cannot be explained by a kill.
 pub(crate) fn duplicates_per_kill(
-    received: &[Received],
-    lives: &Lives,
+    received: &[(&Received, Ending)],
     kills: usize,
 ) -> Result<Vec<usize>, String> {
-    let mut by_id: BTreeMap<String, Vec<&Received>> = BTreeMap::new();
-    for r in received {
+    let mut by_id: BTreeMap<String, Vec<(&Received, Ending)>> = BTreeMap::new();
+    for (r, how) in received {
         let id = r
             .header("Message-ID")
             .ok_or("a message without a Message-ID")?;
-        by_id.entry(id).or_default().push(r);
+        by_id.entry(id).or_default().push((r, *how));
     }
     let mut per_kill = vec![0; kills];
-    for (id, copies) in by_id.iter().filter(|(_, c)| c.len() > 1) {
+    for (id, copies) in by_id.iter_mut().filter(|(_, c)| c.len() > 1) {
+        copies.sort_by_key(|(r, _)| r.at);
         for pair in copies.windows(2) {
-            let (before, again) = (pair[0], pair[1]);
+            let ((before, sender), (again, resender)) = (pair[0], pair[1]);
             if again.rcpt_to != before.rcpt_to {
                 return Err(format!(
                     "{id} went to {:?} and to {:?}",
                     before.rcpt_to, again.rcpt_to
                 ));
             }
-            match lives.of(before.connection) {
-                Ending::Killed(k) if lives.of(again.connection) != Ending::Killed(k) => {
-                    per_kill[k] += 1
-                }
-                how => {
+            match sender {
+                Ending::Killed(k) if resender != sender => per_kill[k] += 1,
+                _ => {
                     return Err(format!(
-                        "{id} sent twice ({:?} apart) by a process that ended {how:?}",
+                        "{id} sent twice ({:?} apart), first by a process that ended \
+                         {sender:?}, then by one that ended {resender:?}",
                         again.at - before.at
                     ))
                 }
@@ -351,8 +351,12 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     assert_eq!(ids, planned, "every message reached the relay");
     // Duplicates: only what was in flight at a kill.
     let duplicates = received.len() - USERS;
-    let per_kill = duplicates_per_kill(&received, &lives, KILLS)
-        .unwrap_or_else(|why| panic!("{why} (seed {seed})"));
+    let senders: Vec<_> = received
+        .iter()
+        .map(|r| (r, lives.of(r.connection)))
+        .collect();
+    let per_kill =
+        duplicates_per_kill(&senders, KILLS).unwrap_or_else(|why| panic!("{why} (seed {seed})"));
     eprintln!(
         "crash test on {backend:?}: {USERS} messages, {KILLS} SIGKILLs ({} daemon, {} run --once), \
          {spawned} processes, {duplicates} duplicates (per kill {per_kill:?}, at most \

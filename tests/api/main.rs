@@ -8,6 +8,7 @@ mod smtp_sink;
 mod audiences;
 mod campaigns;
 mod cli;
+mod clocks;
 mod crash;
 mod daemon;
 mod db_faults;

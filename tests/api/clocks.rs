@@ -1,0 +1,106 @@
+//! Several daemons, several clocks (PostgreSQL): leases are set and compared on the database's
+//! clock, so a daemon whose clock runs ahead of another's never takes its live claims. The
+//! calendar still runs on each daemon's own clock (`--now`).
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::crash::{
+    duplicates_per_kill, import_users, kill, log_dir, smtp_env, spawn, terminate, wait_settled,
+    Ending, Lives, NOW,
+};
+use crate::helpers::{at, spawn_app, Backend};
+use crate::smtp_sink::SmtpSink;
+
+/// Two daemons on one PostgreSQL database, one with its clock twice the lease ahead of the
+/// other's, the one ahead killed (SIGKILL) and restarted again and again. Each daemon has a
+/// relay of its own, so every message received tells which daemon sent it: a message is only
+/// ever sent again after the process that sent it was killed, at most `delivery.concurrency`
+/// per kill; none is taken from the daemon that is never killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_whose_clock_runs_ahead_takes_no_live_claim() {
+    const USERS: usize = 6_000;
+    const KILLS: usize = 4;
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let started = Instant::now();
+    let mut rng = rand::thread_rng();
+    let (relay_behind, relay_ahead) = (SmtpSink::start().await, SmtpSink::start().await);
+    import_users(&app, USERS).await;
+    let (env_behind, env_ahead) = (smtp_env(&relay_behind), smtp_env(&relay_ahead));
+    let setting = |key: &str| -> u64 {
+        let (_, value) = env_ahead.iter().find(|(k, _)| *k == key).unwrap();
+        value.parse().unwrap()
+    };
+    let (lease, concurrency) = (
+        setting("AVVISI__DELIVERY__LEASE_SECONDS"),
+        setting("AVVISI__DELIVERY__CONCURRENCY") as usize,
+    );
+    let ahead = (at(NOW) + chrono::Duration::seconds(2 * lease as i64)).to_rfc3339();
+    let logs = log_dir("clocks");
+
+    let mut behind = spawn(
+        &app,
+        &["daemon", "--now", NOW],
+        &env_behind,
+        &logs.join("behind.log"),
+    );
+    let mut lives = Lives::default();
+    let next = |k: usize| {
+        let log = logs.join(format!("ahead-{k}.log"));
+        spawn(&app, &["daemon", "--now", &ahead], &env_ahead, &log)
+    };
+    for k in 0..KILLS {
+        let mut daemon = next(k);
+        // A random moment once it is sending, while the other daemon's claims are live.
+        let until = relay_ahead.count() + rng.gen_range(20..400);
+        while relay_ahead.count() < until {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the daemon ahead sent nothing: see {}",
+                logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        kill(&mut daemon);
+        lives.ended(&relay_ahead, Ending::Killed(k));
+    }
+    let mut last = next(KILLS);
+    let counts = wait_settled(&app, Duration::from_secs(180)).await;
+    assert_eq!(terminate(&mut last).await, Some(0));
+    assert_eq!(terminate(&mut behind).await, Some(0));
+    lives.ended(&relay_ahead, Ending::Ended);
+
+    assert_eq!(
+        counts.get("sent").copied(),
+        Some(USERS as i64),
+        "{counts:?}"
+    );
+    let (from_behind, from_ahead) = (relay_behind.received(), relay_ahead.received());
+    let mut all: Vec<_> = from_behind.iter().map(|r| (r, Ending::Ended)).collect();
+    all.extend(from_ahead.iter().map(|r| (r, lives.of(r.connection))));
+    let ids: std::collections::BTreeSet<String> = all
+        .iter()
+        .map(|(r, _)| r.header("Message-ID").unwrap())
+        .collect();
+    assert_eq!(ids.len(), USERS, "every message arrived");
+    let per_kill = duplicates_per_kill(&all, KILLS)
+        .unwrap_or_else(|why| panic!("{why}: see {}", logs.display()));
+    eprintln!(
+        "clocks {}s apart: {USERS} messages ({} by the daemon behind, {} by the one ahead), \
+         {KILLS} SIGKILLs of the one ahead, {} duplicates (per kill {per_kill:?}, at most \
+         {concurrency} each), {:.1}s",
+        2 * lease,
+        from_behind.len(),
+        from_ahead.len(),
+        all.len() - USERS,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        per_kill.iter().all(|n| *n <= concurrency),
+        "more than {concurrency} duplicates for one kill: {per_kill:?}"
+    );
+    app.teardown().await;
+}
