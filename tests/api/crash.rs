@@ -355,8 +355,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
         .iter()
         .map(|r| (r, lives.of(r.connection)))
         .collect();
-    let per_kill =
-        duplicates_per_kill(&senders, KILLS).unwrap_or_else(|why| panic!("{why} (seed {seed})"));
+    let per_kill = duplicates_per_kill(&senders, KILLS);
     eprintln!(
         "crash test on {backend:?}: {USERS} messages, {KILLS} SIGKILLs ({} daemon, {} run --once), \
          {spawned} processes, {duplicates} duplicates (per kill {per_kill:?}, at most \
@@ -365,6 +364,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
         by_mode[1],
         started.elapsed().as_secs_f64()
     );
+    let per_kill = per_kill.unwrap_or_else(|why| panic!("{why} (seed {seed})"));
     assert!(
         per_kill.iter().all(|n| *n <= CONCURRENCY),
         "more than {CONCURRENCY} duplicates for one kill: {per_kill:?} (seed {seed})"
