@@ -10,8 +10,8 @@ use crate::crash::{
     duplicates_per_kill, import_users, kill, log_dir, smtp_env, spawn, terminate, wait_settled,
     Ending, Lives, NOW,
 };
-use crate::helpers::{at, spawn_app, Backend};
-use crate::smtp_sink::SmtpSink;
+use crate::helpers::{at, spawn_app, spawn_app_with, Backend};
+use crate::smtp_sink::{Fault, SmtpSink};
 
 /// Two daemons on one PostgreSQL database, one with its clock twice the lease ahead of the
 /// other's, the one ahead killed (SIGKILL) and restarted again and again. Each daemon has a
@@ -111,5 +111,81 @@ async fn a_daemon_whose_clock_runs_ahead_takes_no_live_claim() {
         per_kill.iter().all(|n| *n <= concurrency),
         "more than {concurrency} duplicates for one kill: {per_kill:?}"
     );
+    app.teardown().await;
+}
+
+/// A relay so slow that a claimed batch cannot be sent within its lease: the daemon that claimed
+/// it starts no message once three quarters of the lease are gone, and hands the rest back; a
+/// second daemon taking over the rows whose lease ran out never sends one the first is still
+/// sending. No message arrives twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_message_starts_once_its_claim_is_about_to_lapse() {
+    const USERS: usize = 60;
+    let slow = SmtpSink::start_with(vec![Fault::SlowData { millis: 400 }]).await;
+    let fast = SmtpSink::start().await;
+    let (slow_url, fast_url) = (slow.url(), fast.url());
+    let common = [
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ("AVVISI__DELIVERY__BATCH_SIZE", "30"),
+        ("AVVISI__DELIVERY__LEASE_SECONDS", "10"),
+    ];
+    let with = |url: &str| {
+        let mut extra = common.to_vec();
+        extra.push(("AVVISI__SMTP__URL", url));
+        extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let slow_settings = with(&slow_url);
+    let refs: Vec<(&str, &str)> = slow_settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let Some(app) = spawn_app_with(Backend::Postgres, &refs).await else {
+        return;
+    };
+    let fast_settings = with(&fast_url);
+    let refs: Vec<(&str, &str)> = fast_settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let other = app.with_settings(&refs);
+    import_users(&app, USERS).await;
+    app.plan().await;
+
+    let started = Instant::now();
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { app.deliver().await }
+    });
+    // Once the first claims' lease is over on the database's clock, rows still claimed are
+    // free for the taking.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let second = other.deliver().await;
+    let first = first.await.unwrap();
+    let took = started.elapsed();
+
+    let (from_slow, from_fast) = (slow.received(), fast.received());
+    let mut ids: Vec<String> = from_slow
+        .iter()
+        .chain(&from_fast)
+        .map(|r| r.header("Message-ID").unwrap())
+        .collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    eprintln!(
+        "slow relay: {} sent by the first daemon, {} by the second, {total} received, {:.1}s",
+        from_slow.len(),
+        from_fast.len(),
+        took.as_secs_f64()
+    );
+    assert_eq!(ids.len(), USERS, "every message arrived");
+    assert_eq!(total, USERS, "no message twice");
+    let sent =
+        |r: &avvisi::deliver::DeliveryReport| r.per_campaign.values().map(|t| t.sent).sum::<u64>();
+    assert_eq!(sent(&first) + sent(&second), USERS as u64);
     app.teardown().await;
 }
