@@ -49,7 +49,7 @@ impl Backend {
 
 /// How long a statement waits for a SQLite file locked by another process, unless configured
 /// (`database.busy_timeout_seconds`).
-pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A database error at the module boundary.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,10 @@ pub struct Locked {
 /// While held, no other daemon runs on this SQLite file (see [`Db::lock_daemon`]); dropped
 /// with the daemon.
 #[derive(Debug)]
-pub struct DaemonLock(#[allow(dead_code)] Option<sqlx::AnyConnection>);
+pub(crate) struct DaemonLock {
+    /// The connection whose open transaction is the lock (none where no lock is needed).
+    _held: Option<sqlx::AnyConnection>,
+}
 
 /// A pool plus the knowledge of which dialect it speaks.
 #[derive(Clone, Debug)]
@@ -114,7 +117,7 @@ impl Db {
 
     /// Like [`Db::connect`]; a statement on a SQLite file locked by another process waits up to
     /// `busy_timeout` before it fails (see [`Locked`]).
-    pub async fn connect_with(
+    pub(crate) async fn connect_with(
         url: &str,
         max_connections: u32,
         busy_timeout: Duration,
@@ -190,7 +193,7 @@ impl Db {
     }
 
     /// Opens the database as configured (`database.*`) and applies the embedded migrations.
-    pub async fn open_settings(settings: &DatabaseSettings) -> Result<Db, DbError> {
+    pub(crate) async fn open_settings(settings: &DatabaseSettings) -> Result<Db, DbError> {
         let busy_timeout = Duration::from_secs(settings.busy_timeout_seconds);
         Db::open_with(&settings.url, settings.max_connections, busy_timeout).await
     }
@@ -244,12 +247,12 @@ impl Db {
     /// held by an open transaction for the daemon's life. The operating system drops it with
     /// the process however that ends, SIGKILL included: a daemon restarted after a crash starts
     /// at once, where a heartbeat would first have to go stale.
-    pub async fn lock_daemon(&self) -> Result<Option<DaemonLock>, sqlx::Error> {
+    pub(crate) async fn lock_daemon(&self) -> Result<Option<DaemonLock>, sqlx::Error> {
         let Some((path, _)) = &self.sqlite else {
-            return Ok(Some(DaemonLock(None)));
+            return Ok(Some(DaemonLock { _held: None }));
         };
         if path == ":memory:" {
-            return Ok(Some(DaemonLock(None)));
+            return Ok(Some(DaemonLock { _held: None }));
         }
         let mut conn =
             sqlx::AnyConnection::connect(&format!("sqlite://{path}-daemon?mode=rwc")).await?;
@@ -258,20 +261,20 @@ impl Db {
             .execute(&mut conn)
             .await?;
         match sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await {
-            Ok(_) => Ok(Some(DaemonLock(Some(conn)))),
+            Ok(_) => Ok(Some(DaemonLock { _held: Some(conn) })),
             Err(e) if self.locked(&e).is_some() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// `e` as [`Locked`] when it is SQLite giving up on a file another process holds.
-    pub fn locked(&self, e: &sqlx::Error) -> Option<Locked> {
+    pub(crate) fn locked(&self, e: &sqlx::Error) -> Option<Locked> {
         locked(&self.sqlite, e)
     }
 
     /// `e`, explained first in a sentence when one of its causes is a locked SQLite file (see
     /// [`Locked`]): the raw "database is locked" names neither the file nor the way out.
-    pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+    pub(crate) fn explain(&self, e: anyhow::Error) -> anyhow::Error {
         let locked = e.chain().find_map(|cause| {
             let sqlx = cause.downcast_ref::<sqlx::Error>().or_else(|| {
                 match cause.downcast_ref::<DbError>() {
@@ -288,7 +291,7 @@ impl Db {
     }
 
     /// `e` in one line, explained as [`Db::explain`] does: for logs.
-    pub fn describe(&self, e: &sqlx::Error) -> String {
+    pub(crate) fn describe(&self, e: &sqlx::Error) -> String {
         match self.locked(e) {
             Some(locked) => format!("{locked}: {e}"),
             None => e.to_string(),
