@@ -119,6 +119,13 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Pool size for PostgreSQL; SQLite always uses a single connection.
     pub max_connections: u32,
+    /// How long a statement waits for a SQLite file locked by another process before failing.
+    #[serde(default = "default_busy_timeout_seconds")]
+    pub busy_timeout_seconds: u64,
+}
+
+fn default_busy_timeout_seconds() -> u64 {
+    crate::store::DEFAULT_BUSY_TIMEOUT.as_secs()
 }
 
 impl std::fmt::Debug for DatabaseSettings {

@@ -39,7 +39,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         return configuration::run(cmd, &settings);
     }
     let settings = Arc::new(settings);
-    let db = Db::open(&settings.database.url, settings.database.max_connections)
+    let db = Db::open_settings(&settings.database)
         .await
         .context("opening the database")?;
     let result = match command {
@@ -65,7 +65,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         Command::Config(_) => unreachable!("handled before the database is opened"),
     };
     db.close().await;
-    result
+    result.map_err(|e| db.explain(e))
 }
 
 /// The error and its causes on one line, each cause once: a cause whose text is already in the

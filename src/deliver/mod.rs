@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use lettre::Message;
@@ -137,7 +138,8 @@ impl Worker {
                 let Some(job) = job_rx.blocking_lock().blocking_recv() else {
                     break;
                 };
-                let settled = if stop.halts(&shutdown) {
+                // A row whose claim is about to lapse is not even rendered (see `Batch::deadline`).
+                let settled = if stop.halts(&shutdown) || Instant::now() >= job.batch.deadline {
                     Err(Outcome::HandedBack {
                         at: worker.clock.now(),
                     })
@@ -160,7 +162,10 @@ impl Worker {
                 }
             });
         }
-        drop(ready_tx);
+        // Only the stages hold their ends: when the stage after one is gone (the recorder failed,
+        // its senders and renderers followed), the one before it sees a closed channel instead
+        // of waiting for room forever.
+        drop((ready_tx, job_rx));
         // Senders: one per SMTP connection. A sender sends a message's envelope while its
         // previous outcome is being committed, and its body only once that is done: a process
         // killed at any moment has at most one message per sender that the relay may have and
@@ -169,7 +174,7 @@ impl Worker {
             let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
             let (ready_rx, done_tx, breaker) = (ready_rx.clone(), done_tx.clone(), breaker.clone());
             tasks.spawn(async move {
-                let mut previous: Option<Gate> = None;
+                let mut previous: Option<oneshot::Receiver<()>> = None;
                 loop {
                     let Some((job, email)) = ready_rx.lock().await.recv().await else {
                         break;
@@ -178,7 +183,8 @@ impl Worker {
                         let at = worker.clock.now();
                         (Outcome::HandedBack { at }, None)
                     } else {
-                        let (outcome, failure) = worker.send(&job, &email, previous.take()).await;
+                        let gate = Gate::new(previous.take(), Some(job.batch.deadline));
+                        let (outcome, failure) = worker.send(&job, &email, Some(gate)).await;
                         match &failure {
                             None => breaker.passed(),
                             Some(f) => match f.kind {
@@ -193,6 +199,8 @@ impl Worker {
                                     }
                                 }
                                 FailureKind::Transient => breaker.passed(),
+                                // Not the relay's answer: nothing to count.
+                                FailureKind::Late => {}
                             },
                         }
                         let (committed, gate) = oneshot::channel();
@@ -210,7 +218,7 @@ impl Worker {
                 }
             });
         }
-        drop(done_tx);
+        drop((done_tx, ready_rx));
         // Connections kept between statements (see `Lane`): without them each statement pays
         // sqlx's ping on the way back to the pool, and a sender waits for its commit. SQLite has one
         // connection, and a small PostgreSQL pool is left one for the heartbeat and the planner:
@@ -327,7 +335,10 @@ impl Worker {
             }
             batch_no += 1;
             let token = format!("{}:{}:{batch_no}", self.worker_id, now.timestamp_millis());
-            let lease = now + Duration::seconds(self.settings.delivery.lease_seconds as i64);
+            let lease_seconds = self.settings.delivery.lease_seconds;
+            // Before the claim reaches the database: its lease, started there later on the
+            // database's clock, lasts at least `lease_seconds` from here.
+            let claimed_at = Instant::now();
             let (rows, skipped, reopened_at) = {
                 let mut conn = lane.conn().await?;
                 let (backend, limit) = (self.db.backend(), self.batch_size());
@@ -336,7 +347,8 @@ impl Worker {
                     stale_next = now + stale_every;
                 }
                 let (rows, skipped) =
-                    outbox::claim(&mut conn, backend, &token, now, lease, limit, stale).await?;
+                    outbox::claim(&mut conn, backend, &token, now, lease_seconds, limit, stale)
+                        .await?;
                 (
                     rows,
                     skipped,
@@ -358,6 +370,7 @@ impl Worker {
             }
             let batch = Arc::new(Batch {
                 token,
+                deadline: claimed_at + send_window(lease_seconds),
                 // One template set per batch, taken when it is claimed.
                 templates: self.templates.current(),
                 reopened_at: context::local_rfc3339(&self.settings.calendar, reopened_at),
@@ -453,6 +466,16 @@ impl Worker {
                     template_digest: job.batch.templates.digest().to_string(),
                 };
                 (outcome, None)
+            }
+            // Nothing of it sent: as it was, due now, for a fresh claim.
+            Err(failure) if failure.kind == FailureKind::Late => {
+                tracing::info!(outbox_id = row.id, campaign = %row.campaign, "claim about to lapse: handed back unsent");
+                (
+                    Outcome::HandedBack {
+                        at: self.clock.now(),
+                    },
+                    Some(failure),
+                )
             }
             Err(failure) => {
                 tracing::warn!(
@@ -551,9 +574,19 @@ fn gated(chunk: &[Done]) -> usize {
     chunk.iter().filter(|d| d.committed.is_some()).count()
 }
 
+/// How long after a claim its messages may still start: three quarters of the lease. The last
+/// quarter is left for the body, the relay's reply and the commit of the outcome, all before
+/// another process may take the row.
+fn send_window(lease_seconds: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(lease_seconds * 750)
+}
+
 /// One claimed batch: its claim token and what its rows render with.
 struct Batch {
     token: String,
+    /// No body of this batch starts after this: its claim may lapse soon after (see
+    /// [`send_window`]). Later rows go back to the queue unsent.
+    deadline: Instant,
     templates: Arc<TemplateSet>,
     reopened_at: String,
 }

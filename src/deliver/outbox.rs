@@ -10,6 +10,12 @@
 //! ```
 //! Every change is one statement guarded by the row's current claim, so repeating it is safe and
 //! a daemon that lost its lease cannot overwrite what another daemon did.
+//!
+//! Leases are set and compared on the database's clock ([`Backend::lease_now`]), never on a
+//! daemon's own: a daemon whose clock runs ahead would otherwise take claims that are still
+//! live elsewhere. The calendar (what is due, deadlines) stays on the process's [`Clock`].
+//!
+//! [`Clock`]: crate::clock::Clock
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
@@ -64,15 +70,16 @@ pub enum Outcome {
     },
 }
 
-/// Claims up to `limit` due rows of running campaigns for `token` until `lease_until`, skips the
-/// ones whose user no longer qualifies, and returns the rest with the skips per campaign.
-/// `stale`: look first for the rows of a daemon that died (their lease is over).
+/// Claims up to `limit` due rows of running campaigns for `token`, for `lease_seconds` on the
+/// database's clock, skips the ones whose user no longer qualifies, and returns the rest with
+/// the skips per campaign. `now` is the calendar's time (what is due). `stale`: look first for
+/// the rows of a daemon that died (their lease is over).
 pub(crate) async fn claim(
     conn: &mut AnyConnection,
     backend: Backend,
     token: &str,
     now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    lease_seconds: u64,
     limit: u32,
     stale: bool,
 ) -> Result<(Vec<Claimed>, Vec<(String, u64)>), sqlx::Error> {
@@ -80,18 +87,25 @@ pub(crate) async fn claim(
         Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    let claim = Claim {
+        backend,
+        lock,
+        token,
+        now,
+        lease_seconds,
+    };
     // Two statements, not one with an OR: each walks an index in queue order and stops at the
     // limit, where the OR made SQLite collect and sort the whole queue on every claim. First
     // the rows of a
     // daemon that died (their lease is over: few), then the due ones.
     let limit = u64::from(limit);
     let stale = match stale {
-        true => claim_where(conn, STALE, lock, token, now, lease_until, limit).await?,
+        true => claim_where(conn, &stale_rows(backend), &claim, limit).await?,
         false => 0,
     };
     let due = match limit - stale.min(limit) {
         0 => 0,
-        left => claim_where(conn, DUE, lock, token, now, lease_until, left).await?,
+        left => claim_where(conn, DUE, &claim, left).await?,
     };
     let claimed = stale + due;
     if claimed == 0 {
@@ -150,22 +164,34 @@ pub(crate) async fn claim(
 }
 
 /// Rows claimed by a daemon whose lease is over (it died): few, and first.
-const STALE: &str = "o.state = 'sending' AND o.lease_until < $3";
+fn stale_rows(backend: Backend) -> String {
+    format!(
+        "o.state = 'sending' AND o.lease_until < {}",
+        backend.lease_now()
+    )
+}
 /// Rows due now.
 const DUE: &str = "o.state = 'pending' AND o.next_attempt_at <= $3";
+
+/// One claim's parameters, shared by its statements.
+struct Claim<'a> {
+    backend: Backend,
+    lock: &'a str,
+    token: &'a str,
+    now: DateTime<Utc>,
+    lease_seconds: u64,
+}
 
 /// Claims up to `limit` rows of running campaigns matching `what`, in queue order.
 async fn claim_where(
     conn: &mut AnyConnection,
     what: &str,
-    lock: &str,
-    token: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    claim: &Claim<'_>,
     limit: u64,
 ) -> Result<u64, sqlx::Error> {
+    let (lease_now, lock) = (claim.backend.lease_now(), claim.lock);
     let sql = format!(
-        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = $2, \
+        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = {lease_now} + $2, \
             attempts = attempts + 1, updated_at = $3 \
          WHERE id IN (SELECT o.id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
             WHERE c.state = 'running' AND {what} \
@@ -173,9 +199,9 @@ async fn claim_where(
             ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})"
     );
     Ok(sqlx::query(&sql)
-        .bind(token)
-        .bind(lease_until.timestamp())
-        .bind(now.timestamp())
+        .bind(claim.token)
+        .bind(claim.lease_seconds as i64)
+        .bind(claim.now.timestamp())
         .bind(limit as i64)
         .execute(&mut *conn)
         .await?

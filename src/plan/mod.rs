@@ -95,13 +95,15 @@ pub async fn plan_due(
 
 /// Pending rows whose deadline has passed become `expired`. Idempotent.
 pub(crate) async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    // A claim is left alone while its lease runs, on the leases' own clock.
+    Ok(sqlx::query(&format!(
         "UPDATE outbox SET state = 'expired', updated_at = $1, \
             reason = 'deadline passed before it could be sent' || CASE WHEN reason IS NULL THEN '' ELSE ' (last error: ' || reason || ')' END, \
             claim_token = NULL, lease_until = NULL \
          WHERE expires_at IS NOT NULL AND expires_at <= $1 \
-           AND (state = 'pending' OR (state = 'sending' AND lease_until < $1))",
-    )
+           AND (state = 'pending' OR (state = 'sending' AND lease_until < {}))",
+        db.backend().lease_now()
+    ))
     .bind(now.timestamp())
     .execute(db.pool())
     .await?

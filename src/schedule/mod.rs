@@ -27,7 +27,7 @@ use crate::plan;
 use crate::render::email;
 use crate::render::live::{Reload, TemplateStore};
 use crate::render::templates::TemplateSet;
-use crate::store::{Backend, Db};
+use crate::store::{Backend, DaemonLock, Db};
 
 /// A daemon is considered alive while its heartbeat is younger than this.
 const HEARTBEAT_STALE_SECONDS: i64 = 30;
@@ -56,7 +56,7 @@ pub async fn run(
         deliver::worker_id(),
         crate::audience::campaign::new_uid()
     );
-    register(&db, &me).await?;
+    let _lock = register(&db, &me).await?;
     let result = serve(&db, settings, clock, shutdown, check, &me).await;
     let _ = sqlx::query("DELETE FROM daemons WHERE id = $1")
         .bind(&me)
@@ -183,7 +183,8 @@ async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &Ca
                 poll
             }
             Err(e) => {
-                tracing::error!(error = %e, "delivery pass failed (database?); retrying");
+                let error = worker.db.describe(&e);
+                tracing::error!(%error, "delivery pass failed (database?); retrying");
                 backoff = (backoff * 2).min(backoff_max);
                 backoff
             }
@@ -298,22 +299,25 @@ pub async fn running_daemons(db: &Db) -> Result<Vec<RunningDaemon>, sqlx::Error>
         .collect()
 }
 
-/// Refuses a second daemon on one SQLite file; records this daemon's heartbeat.
-async fn register(db: &Db, me: &str) -> anyhow::Result<()> {
+/// Refuses a second daemon on one SQLite file; records this daemon's heartbeat. The lock it
+/// returns is this daemon's for as long as it is kept.
+async fn register(db: &Db, me: &str) -> anyhow::Result<DaemonLock> {
     let now = Utc::now().timestamp();
-    if db.backend() == Backend::Sqlite {
+    let Some(lock) = db.lock_daemon().await? else {
         let other: Option<String> =
-            sqlx::query_scalar("SELECT id FROM daemons WHERE heartbeat_at > $1 AND id <> $2")
-                .bind(now - HEARTBEAT_STALE_SECONDS)
-                .bind(me)
+            sqlx::query_scalar("SELECT id FROM daemons ORDER BY heartbeat_at DESC LIMIT 1")
                 .fetch_optional(db.pool())
                 .await?;
-        if let Some(other) = other {
-            return Err(DaemonError::AlreadyRunning { other }.into());
-        }
-    }
-    sqlx::query("DELETE FROM daemons WHERE heartbeat_at <= $1")
-        .bind(now - HEARTBEAT_STALE_SECONDS)
+        let other = other.unwrap_or_else(|| "not registered yet".into());
+        return Err(DaemonError::AlreadyRunning { other }.into());
+    };
+    // With the SQLite lock held, any other daemon on record is one that died.
+    let dead = match db.backend() {
+        Backend::Sqlite => now + 1,
+        Backend::Postgres => now - HEARTBEAT_STALE_SECONDS + 1,
+    };
+    sqlx::query("DELETE FROM daemons WHERE heartbeat_at < $1")
+        .bind(dead)
         .execute(db.pool())
         .await?;
     sqlx::query("INSERT INTO daemons (id, started_at, heartbeat_at) VALUES ($1, $2, $2)")
@@ -321,7 +325,7 @@ async fn register(db: &Db, me: &str) -> anyhow::Result<()> {
         .bind(now)
         .execute(db.pool())
         .await?;
-    Ok(())
+    Ok(lock)
 }
 
 async fn heartbeat(db: Db, me: String, stop: CancellationToken) {

@@ -9,9 +9,12 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
+
+use crate::config::DatabaseSettings;
 
 mod lane;
 pub mod queue;
@@ -26,6 +29,27 @@ pub enum Backend {
     Sqlite,
     Postgres,
 }
+
+impl Backend {
+    /// Now, in Unix seconds, on the clock that claims' leases are set and compared with, as SQL.
+    ///
+    /// A lease is real time, never the calendar's clock (`--now`, tests): it says how long a
+    /// claim may go unsettled before another process may take the row. On PostgreSQL several
+    /// daemons, on several machines with clocks of their own, share the rows: the one clock they
+    /// all read is the server's. (`statement_timestamp()` is stable within a statement, unlike
+    /// `clock_timestamp()`, so it does not stop PostgreSQL from planning with the queue's
+    /// index.) SQLite is embedded, one daemon per file: its clock is this machine's.
+    pub(crate) fn lease_now(self) -> &'static str {
+        match self {
+            Backend::Postgres => "CAST(FLOOR(EXTRACT(EPOCH FROM statement_timestamp())) AS BIGINT)",
+            Backend::Sqlite => "CAST(strftime('%s', 'now') AS INTEGER)",
+        }
+    }
+}
+
+/// How long a statement waits for a SQLite file locked by another process, unless configured
+/// (`database.busy_timeout_seconds`).
+pub(crate) const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A database error at the module boundary.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +69,37 @@ pub enum DbError {
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
+    Locked(#[from] Locked),
+    #[error(transparent)]
     Query(#[from] sqlx::Error),
+}
+
+/// The SQLite file stayed locked by another process for the whole busy timeout.
+///
+/// SQLite has one writer at a time: a statement waits for the file up to the timeout, then
+/// gives up without writing anything, and the file stays as the other process leaves it
+/// (SQLite's journal makes every transaction all or nothing).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the SQLite database {path} is locked by another process: avvisi waited {seconds}s for it \
+     (database.busy_timeout_seconds), then gave up; what it was about to write was not written \
+     and the file is intact. Let the other program finish, or stop it (another avvisi, a sqlite3 \
+     shell or a backup holding a transaction open; `fuser {path}` lists the processes that have \
+     it open), then run the command again"
+)]
+pub struct Locked {
+    /// The database file.
+    pub path: String,
+    /// How long each statement waited.
+    pub seconds: u64,
+}
+
+/// While held, no other daemon runs on this SQLite file (see [`Db::lock_daemon`]); dropped
+/// with the daemon.
+#[derive(Debug)]
+pub(crate) struct DaemonLock {
+    /// The connection whose open transaction is the lock (none where no lock is needed).
+    _held: Option<sqlx::AnyConnection>,
 }
 
 /// A pool plus the knowledge of which dialect it speaks.
@@ -53,6 +107,8 @@ pub enum DbError {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite file and its busy timeout, for [`Db::explain`].
+    sqlite: Option<(String, Duration)>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -61,21 +117,36 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 impl Db {
     /// Opens the database named by `url` (creating a SQLite file and its folder when missing).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        Db::connect_with(url, max_connections, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// Like [`Db::connect`]; a statement on a SQLite file locked by another process waits up to
+    /// `busy_timeout` before it fails (see [`Locked`]).
+    pub(crate) async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.starts_with("sqlite:") {
             (Backend::Sqlite, prepare_sqlite_url(url)?)
         } else {
             (Backend::Postgres, url.to_string())
         };
-        let connect_err = |source| DbError::Connect {
-            url: redact_url(&url),
-            source,
+        let sqlite = (backend == Backend::Sqlite).then(|| (sqlite_path(&url), busy_timeout));
+        let connect_err = |source| match locked(&sqlite, &source) {
+            Some(locked) => DbError::Locked(locked),
+            None => DbError::Connect {
+                url: redact_url(&url),
+                source,
+            },
         };
         // Planning a million recipients is one statement of a few seconds, by design: warn
         // only about statements slow enough to be a problem.
         let options = AnyConnectOptions::from_str(&url)
             .map_err(connect_err)?
             .log_slow_statements(log::LevelFilter::Warn, std::time::Duration::from_secs(30));
+        let busy_ms = busy_timeout.as_millis().min(i32::MAX as u128);
         let pool = match backend {
             // One connection: SQLite has a single writer, and one connection can never deadlock
             // against itself upgrading a read transaction to a write.
@@ -83,12 +154,13 @@ impl Db {
                 .max_connections(1)
                 // A file, not a server: nothing to test, and the test is a round trip.
                 .test_before_acquire(false)
-                .after_connect(|conn, _| {
+                .after_connect(move |conn, _| {
                     Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                        )
+                        // The timeout first: the other pragmas may have to wait for the file.
+                        conn.execute(&*format!(
+                            "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL; \
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+                        ))
                         .await?;
                         Ok(())
                     })
@@ -113,13 +185,40 @@ impl Db {
                     .map_err(connect_err)?
             }
         };
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            sqlite,
+        })
     }
 
     /// Opens the database and applies the embedded migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Db, DbError> {
-        let db = Db::connect(url, max_connections).await?;
-        db.migrate().await?;
+        Db::open_with(url, max_connections, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// Opens the database as configured (`database.*`) and applies the embedded migrations.
+    pub(crate) async fn open_settings(settings: &DatabaseSettings) -> Result<Db, DbError> {
+        let busy_timeout = Duration::from_secs(settings.busy_timeout_seconds);
+        Db::open_with(&settings.url, settings.max_connections, busy_timeout).await
+    }
+
+    async fn open_with(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Db, DbError> {
+        let db = Db::connect_with(url, max_connections, busy_timeout).await?;
+        db.migrate().await.map_err(|e| {
+            let cause = match &e {
+                DbError::Migrate(
+                    sqlx::migrate::MigrateError::Execute(e)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+                ) => db.locked(e),
+                _ => None,
+            };
+            cause.map_or(e, DbError::Locked)
+        })?;
         Ok(db)
     }
 
@@ -145,6 +244,90 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// SQLite: takes the file's daemon lock, or `None` while another daemon holds it.
+    /// PostgreSQL: always taken (several daemons share a database).
+    ///
+    /// The lock is SQLite's own write lock on a small file next to the database (`PATH-daemon`),
+    /// held by an open transaction for the daemon's life. The operating system drops it with
+    /// the process however that ends, SIGKILL included: a daemon restarted after a crash starts
+    /// at once, where a heartbeat would first have to go stale.
+    pub(crate) async fn lock_daemon(&self) -> Result<Option<DaemonLock>, sqlx::Error> {
+        let Some((path, _)) = &self.sqlite else {
+            return Ok(Some(DaemonLock { _held: None }));
+        };
+        if path == ":memory:" {
+            return Ok(Some(DaemonLock { _held: None }));
+        }
+        let mut conn =
+            sqlx::AnyConnection::connect(&format!("sqlite://{path}-daemon?mode=rwc")).await?;
+        // Taken at once or not at all: the holder keeps it for as long as it runs.
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut conn)
+            .await?;
+        match sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await {
+            Ok(_) => Ok(Some(DaemonLock { _held: Some(conn) })),
+            Err(e) if self.locked(&e).is_some() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `e` as [`Locked`] when it is SQLite giving up on a file another process holds.
+    pub(crate) fn locked(&self, e: &sqlx::Error) -> Option<Locked> {
+        locked(&self.sqlite, e)
+    }
+
+    /// `e`, explained first in a sentence when one of its causes is a locked SQLite file (see
+    /// [`Locked`]): the raw "database is locked" names neither the file nor the way out.
+    pub(crate) fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let locked = e.chain().find_map(|cause| {
+            let sqlx = cause.downcast_ref::<sqlx::Error>().or_else(|| {
+                match cause.downcast_ref::<DbError>() {
+                    Some(DbError::Query(e)) => Some(e),
+                    _ => None,
+                }
+            })?;
+            self.locked(sqlx)
+        });
+        match locked {
+            Some(locked) if e.downcast_ref::<Locked>().is_none() => e.context(locked),
+            _ => e,
+        }
+    }
+
+    /// `e` in one line, explained as [`Db::explain`] does: for logs.
+    pub(crate) fn describe(&self, e: &sqlx::Error) -> String {
+        match self.locked(e) {
+            Some(locked) => format!("{locked}: {e}"),
+            None => e.to_string(),
+        }
+    }
+}
+
+/// `e` as [`Locked`] when it is SQLite (`sqlite`: its file and busy timeout) giving up on a file
+/// another process holds.
+fn locked(sqlite: &Option<(String, Duration)>, e: &sqlx::Error) -> Option<Locked> {
+    let (path, timeout) = sqlite.as_ref()?;
+    let code = match e {
+        sqlx::Error::Database(e) => e.code()?.parse::<i64>().ok()?,
+        _ => return None,
+    };
+    // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (the primary code is the low
+    // byte).
+    matches!(code & 0xff, 5 | 6).then(|| Locked {
+        path: path.clone(),
+        seconds: timeout.as_secs(),
+    })
+}
+
+/// The file of a `sqlite://PATH?...` URL, for messages.
+fn sqlite_path(url: &str) -> String {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    rest.split_once('?')
+        .map_or(rest, |(path, _)| path)
+        .to_string()
 }
 
 /// A stored Unix time (seconds) as UTC.

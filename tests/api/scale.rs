@@ -115,7 +115,8 @@ async fn a_killed_daemons_claims_are_delivered_by_the_others_after_the_lease() {
         .unwrap();
     assert!(held > 0, "the killed daemon held claims");
 
-    // Two healthy daemons, a little later than the lease.
+    // Two healthy daemons, a minute later by the calendar. The killed daemon's claims are theirs
+    // once its lease is over on the database's clock: real seconds, whatever the calendar says.
     app.clock.set(at("2026-11-23T10:01:00+01:00"));
     let stop = CancellationToken::new();
     let daemons: Vec<_> = (0..2).map(|_| start(&app, &stop)).collect();

@@ -45,6 +45,9 @@ pub enum FailureKind {
     Refused,
     /// Not attempted: the relay's hourly quota (`rate.per_hour`) is used up for now.
     Throttled,
+    /// Not sent: the claim's lease was about to run out before the body could start (see
+    /// [`Gate`]). Nothing of the message reached the relay; another process may own the row.
+    Late,
 }
 
 /// A failed send, with the relay's reply code and text when there was one.
@@ -223,17 +226,21 @@ impl Transport {
 
     /// Delivers one email. `file_stem` names the `.eml` file for the file transport.
     ///
-    /// `gate`, when given, must open before the point of no return (the end of DATA, or the
-    /// file): the caller uses it to wait until its previous message's outcome is committed, so
-    /// the relay never has more than one message per sender that the outbox does not know of.
-    /// The envelope (MAIL, RCPT, DATA) goes out meanwhile. A gate that closes unopened (the
-    /// outcome could not be recorded) abandons the message.
+    /// `gate`, when given, must open before the point of no return (the body, or the file):
+    /// the caller uses it to wait until its previous message's outcome is committed, so the
+    /// relay never has more than one message per sender that the outbox does not know of, and
+    /// to never start a message whose claim is about to lapse. The envelope (MAIL, RCPT, DATA)
+    /// goes out meanwhile. A gate that does not open abandons the message (see [`Gate`]).
     pub async fn send(
         &self,
         message: &Outgoing,
         file_stem: &str,
         gate: Option<Gate>,
     ) -> Result<(), SendFailure> {
+        // Late already: not even the envelope.
+        if let Some(late) = gate.as_ref().and_then(|g| late(g.deadline)) {
+            return Err(late);
+        }
         match self {
             Transport::Files(dir) => {
                 pass(gate).await?;
@@ -353,18 +360,51 @@ impl Pool {
     }
 }
 
-/// Opens when the sender's previous outcome is committed; see [`Transport::send`].
-pub(crate) type Gate = tokio::sync::oneshot::Receiver<()>;
+/// What a message's body waits for; see [`Transport::send`].
+///
+/// It opens when the sender's previous outcome is committed, if the message's claim still has a
+/// good part of its lease left. After its deadline another process could soon take the row
+/// (the lease runs out on the database's clock) and send it too: the body is not started, and
+/// the message goes back to the queue, nothing of it sent.
+#[derive(Debug)]
+pub struct Gate {
+    committed: Option<tokio::sync::oneshot::Receiver<()>>,
+    deadline: Option<Instant>,
+}
+
+impl Gate {
+    /// Opens when `committed` has (if any), and only before `deadline` (if any).
+    pub(crate) fn new(
+        committed: Option<tokio::sync::oneshot::Receiver<()>>,
+        deadline: Option<Instant>,
+    ) -> Gate {
+        Gate {
+            committed,
+            deadline,
+        }
+    }
+}
+
+/// The failure to report once `deadline` has passed.
+fn late(deadline: Option<Instant>) -> Option<SendFailure> {
+    (Instant::now() >= deadline?).then(|| SendFailure {
+        kind: FailureKind::Late,
+        code: None,
+        detail: "not sent: its claim was about to lapse; back to the queue".into(),
+    })
+}
 
 async fn pass(gate: Option<Gate>) -> Result<(), SendFailure> {
-    match gate {
-        Some(gate) => gate.await.map_err(|_| SendFailure {
+    let Some(gate) = gate else { return Ok(()) };
+    if let Some(committed) = gate.committed {
+        committed.await.map_err(|_| SendFailure {
             kind: FailureKind::Unreachable,
             code: None,
             detail: "not sent: the outcome of the previous message could not be recorded".into(),
-        }),
-        None => Ok(()),
+        })?;
     }
+    // Checked after the wait: a slow commit may have taken the rest of the lease.
+    late(gate.deadline).map_or(Ok(()), Err)
 }
 
 /// MAIL FROM, RCPT TO and DATA, with the parameters lettre's `send` would use.
