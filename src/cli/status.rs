@@ -48,7 +48,7 @@ pub(crate) async fn run(
     }
     let loaded = TemplateSet::load(&settings.templates_dir);
     let now = clock.now();
-    let snapshot = freshness(db, settings.import.max_age_hours, now)
+    let snapshot = freshness(db.pool(), settings.import.max_age_hours, now)
         .await
         .context("reading the imports")?;
     let status = Status {

@@ -346,9 +346,19 @@ impl Worker {
                 if stale {
                     stale_next = now + stale_every;
                 }
-                let (rows, skipped) =
-                    outbox::claim(&mut conn, backend, &token, now, lease_seconds, limit, stale)
-                        .await?;
+                // Reminders wait for a fresh snapshot (see `import::freshness`).
+                let max_age = self.settings.import.max_age_hours;
+                let fresh = crate::import::freshness(&mut *conn, max_age, now).await?;
+                let request = outbox::ClaimRequest {
+                    backend,
+                    token: &token,
+                    now,
+                    lease_seconds,
+                    limit,
+                    stale,
+                    hold_reminders: fresh.stale,
+                };
+                let (rows, skipped) = outbox::claim(&mut conn, &request).await?;
                 (
                     rows,
                     skipped,

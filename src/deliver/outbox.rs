@@ -70,19 +70,38 @@ pub enum Outcome {
     },
 }
 
+/// What one claim asks for.
+pub(crate) struct ClaimRequest<'a> {
+    pub backend: Backend,
+    /// Marks the claimed rows; the outcomes are recorded against it.
+    pub token: &'a str,
+    /// The calendar's time: what is due.
+    pub now: DateTime<Utc>,
+    /// How long the claim holds, on the database's clock.
+    pub lease_seconds: u64,
+    pub limit: u32,
+    /// Look first for the rows of a daemon that died (their lease is over).
+    pub stale: bool,
+    /// Leave the reminders in the queue: the snapshot is too old to remind anyone.
+    pub hold_reminders: bool,
+}
+
 /// Claims up to `limit` due rows of running campaigns for `token`, for `lease_seconds` on the
 /// database's clock, skips the ones whose user no longer qualifies, and returns the rest with
-/// the skips per campaign. `now` is the calendar's time (what is due). `stale`: look first for
-/// the rows of a daemon that died (their lease is over).
+/// the skips per campaign.
 pub(crate) async fn claim(
     conn: &mut AnyConnection,
-    backend: Backend,
-    token: &str,
-    now: DateTime<Utc>,
-    lease_seconds: u64,
-    limit: u32,
-    stale: bool,
+    request: &ClaimRequest<'_>,
 ) -> Result<(Vec<Claimed>, Vec<(String, u64)>), sqlx::Error> {
+    let ClaimRequest {
+        backend,
+        token,
+        now,
+        lease_seconds,
+        limit,
+        stale,
+        hold_reminders,
+    } = *request;
     let lock = match backend {
         Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
         Backend::Sqlite => "",
@@ -93,6 +112,7 @@ pub(crate) async fn claim(
         token,
         now,
         lease_seconds,
+        hold_reminders,
     };
     // Two statements, not one with an OR: each walks an index in queue order and stops at the
     // limit, where the OR made SQLite collect and sort the whole queue on every claim. First
@@ -180,6 +200,7 @@ struct Claim<'a> {
     token: &'a str,
     now: DateTime<Utc>,
     lease_seconds: u64,
+    hold_reminders: bool,
 }
 
 /// Claims up to `limit` rows of running campaigns matching `what`, in queue order.
@@ -190,11 +211,15 @@ async fn claim_where(
     limit: u64,
 ) -> Result<u64, sqlx::Error> {
     let (lease_now, lock) = (claim.backend.lease_now(), claim.lock);
+    let held = match claim.hold_reminders {
+        true => " AND c.kind <> 'reminder'",
+        false => "",
+    };
     let sql = format!(
         "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = {lease_now} + $2, \
             attempts = attempts + 1, updated_at = $3 \
          WHERE id IN (SELECT o.id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
-            WHERE c.state = 'running' AND {what} \
+            WHERE c.state = 'running' AND {what}{held} \
               AND (o.expires_at IS NULL OR o.expires_at > $3) \
             ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})"
     );

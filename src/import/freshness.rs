@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::store::{timestamp, Db};
+use crate::store::timestamp;
 
 /// The age of the newest full snapshot at some instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,15 +39,15 @@ impl Freshness {
 }
 
 /// The freshness of the snapshot at `now`.
-pub async fn freshness(
-    db: &Db,
+pub async fn freshness<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     max_age_hours: u32,
     now: DateTime<Utc>,
 ) -> Result<Freshness, sqlx::Error> {
     let newest: Option<i64> = sqlx::query_scalar(
         "SELECT MAX(finished_at) FROM imports WHERE mode = 'full' AND finished_at IS NOT NULL",
     )
-    .fetch_one(db.pool())
+    .fetch_one(db)
     .await?;
     let newest = timestamp(newest);
     let stale = newest.is_none_or(|at| now - at > Duration::hours(i64::from(max_age_hours)));

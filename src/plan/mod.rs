@@ -39,7 +39,7 @@ pub async fn plan_due(
     lifecycle::start_scheduled(db, now).await?;
 
     // Reminders are about the procedures' state: on a stale snapshot they wait.
-    let fresh = crate::import::freshness(db, settings.import.max_age_hours, now).await?;
+    let fresh = crate::import::freshness(db.pool(), settings.import.max_age_hours, now).await?;
     if let Some(warning) = fresh.warning(now) {
         tracing::warn!("{warning}");
     }
