@@ -1,0 +1,25 @@
+//! The file transport: one `.eml` per email.
+
+/// Writes `stem.eml` through a temporary file renamed into place, readable by its owner only
+/// (unix): it holds the recipient's address and name.
+pub(super) async fn write_eml(
+    dir: &std::path::Path,
+    stem: &str,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{stem}.eml.tmp"));
+    let path = dir.join(format!("{stem}.eml"));
+    let bytes = bytes.to_vec();
+    // One blocking task for open, write and rename, as `tokio::fs::write` does for its part.
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&tmp)?.write_all(&bytes)?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
