@@ -1,0 +1,255 @@
+//! The checks of values that have a meaning beyond their type: the SMTP URL and credentials,
+//! the DKIM key, the calendar's dates and times. Each error names the key, the value and what was
+//! expected.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use super::*;
+
+pub(super) fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
+    let url = raw.url.trim().to_string();
+    if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+        return Err(invalid(
+            "smtp.url",
+            crate::store::redact_url(&url),
+            "smtp://HOST:PORT or smtps://HOST:PORT",
+        ));
+    }
+    let password = if !raw.password_file.trim().is_empty() {
+        let path = PathBuf::from(raw.password_file.trim());
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+            key: "smtp.password_file",
+            path: path.clone(),
+            source,
+        })?;
+        Some(SecretString::from(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        ))
+    } else if !raw.password.expose_secret().is_empty() {
+        Some(raw.password)
+    } else {
+        None
+    };
+    let username = Some(raw.username.trim().to_string()).filter(|u| !u.is_empty());
+    if password.is_some() && username.is_none() {
+        return Err(invalid(
+            "smtp.username",
+            "",
+            "a user name, since a password is configured",
+        ));
+    }
+    if raw.timeout_seconds == 0 {
+        return Err(invalid("smtp.timeout_seconds", "0", "at least 1"));
+    }
+    Ok(SmtpSettings {
+        url,
+        username,
+        password,
+        timeout_seconds: raw.timeout_seconds,
+        check_idle_seconds: raw.check_idle_seconds,
+        pipelining: raw.pipelining,
+    })
+}
+
+pub(super) fn check_dkim(raw: RawDkim) -> Result<Option<Dkim>, ConfigError> {
+    use lettre::message::dkim::{
+        DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+        DkimSigningKey,
+    };
+    use lettre::message::header::HeaderName;
+    let selector = raw.selector.trim();
+    if selector.is_empty() {
+        return Ok(None);
+    }
+    let domain = raw.domain.trim();
+    if domain.is_empty() || !domain.contains('.') {
+        return Err(invalid(
+            "dkim.domain",
+            domain,
+            "the signing domain, e.g. istruzione.it",
+        ));
+    }
+    let algorithm = match raw.algorithm.trim() {
+        "rsa" => DkimSigningAlgorithm::Rsa,
+        "ed25519" => DkimSigningAlgorithm::Ed25519,
+        other => return Err(invalid("dkim.algorithm", other, "rsa or ed25519")),
+    };
+    let path = PathBuf::from(raw.key_file.trim());
+    let key = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+        key: "dkim.key_file",
+        path: path.clone(),
+        source,
+    })?;
+    let key = DkimSigningKey::new(key.trim(), algorithm).map_err(|e| {
+        invalid(
+            "dkim.key_file",
+            path.display().to_string(),
+            format!("a PKCS#1 PEM RSA key or a base64 ed25519 key ({e})"),
+        )
+    })?;
+    // relaxed/relaxed: lettre folds long headers (a Subject with accents, say) after signing
+    // them, which breaks the default simple header canonicalization at every verifier.
+    let canonicalization = DkimCanonicalization {
+        header: DkimCanonicalizationType::Relaxed,
+        body: DkimCanonicalizationType::Relaxed,
+    };
+    // Every header that says who, what and when, so none can be changed on the way; not
+    // Content-Type: lettre adds a multipart's Content-Type after signing, so a signature listing
+    // it never verifies (the independent verifier in tests/api/dkim.rs found it).
+    let headers = [
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Auto-Submitted",
+        "Content-Language",
+        "X-Avvisi-Campaign",
+    ]
+    .map(HeaderName::new_from_ascii_str)
+    .to_vec();
+    let config = DkimConfig::new(
+        selector.to_string(),
+        domain.to_string(),
+        key,
+        headers,
+        canonicalization,
+    );
+    Ok(Some(Dkim(std::sync::Arc::new(config))))
+}
+
+pub(super) fn parse_mailbox(
+    key: &'static str,
+    value: &str,
+) -> Result<lettre::message::Mailbox, ConfigError> {
+    value.trim().parse().map_err(|e| {
+        invalid(
+            key,
+            value,
+            format!("an address like \"Name <user@example.it>\" ({e})"),
+        )
+    })
+}
+
+pub(super) fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, ConfigError> {
+    let timezone: Tz = raw.timezone.trim().parse().map_err(|_| {
+        invalid(
+            "calendar.timezone",
+            &raw.timezone,
+            "an IANA time zone name such as Europe/Rome",
+        )
+    })?;
+    let campaign_start = local_instant("calendar.campaign_start", &raw.campaign_start, timezone)?;
+    let deadline = local_instant("calendar.deadline", &raw.deadline, timezone)?;
+    let maintenance_start = local_instant(
+        "calendar.maintenance_start",
+        &raw.maintenance_start,
+        timezone,
+    )?;
+    if deadline <= campaign_start {
+        return Err(invalid(
+            "calendar.deadline",
+            raw.deadline,
+            "a time after calendar.campaign_start",
+        ));
+    }
+    if maintenance_start < deadline {
+        return Err(invalid(
+            "calendar.maintenance_start",
+            raw.maintenance_start,
+            "a time at or after calendar.deadline",
+        ));
+    }
+    let mut days = match raw.reminder_days_before {
+        OneOrMany::One(d) => vec![d],
+        OneOrMany::Many(d) => d,
+        OneOrMany::ManyText(items) => items
+            .iter()
+            .map(|d| d.trim().parse::<u32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                invalid(
+                    "calendar.reminder_days_before",
+                    items.join(","),
+                    "whole numbers of days, e.g. 7,3,1",
+                )
+            })?,
+    };
+    if days.iter().any(|d| *d > 60) {
+        return Err(invalid(
+            "calendar.reminder_days_before",
+            format!("{days:?}"),
+            "days from 0 to 60",
+        ));
+    }
+    days.sort_unstable_by(|a, b| b.cmp(a));
+    days.dedup();
+    let start = local_time("calendar.sending_hours_start", &raw.sending_hours_start)?;
+    let end = local_time("calendar.sending_hours_end", &raw.sending_hours_end)?;
+    if end <= start {
+        return Err(invalid(
+            "calendar.sending_hours_end",
+            raw.sending_hours_end,
+            format!("a time after calendar.sending_hours_start ({start})"),
+        ));
+    }
+    Ok(CalendarSettings {
+        timezone,
+        campaign_start,
+        deadline,
+        maintenance_start,
+        reminder_days_before: days,
+        reminder_time: local_time("calendar.reminder_time", &raw.reminder_time)?,
+        sending_hours_start: start,
+        sending_hours_end: end,
+        reopening_notice_days: positive(
+            "calendar.reopening_notice_days",
+            raw.reopening_notice_days,
+        )?,
+        oneoff_expiry_days: positive("calendar.oneoff_expiry_days", raw.oneoff_expiry_days)?,
+    })
+}
+
+/// A number of days that must be at least one: every campaign expires, and not at once.
+fn positive(key: &'static str, days: u32) -> Result<u32, ConfigError> {
+    match days {
+        0 => Err(invalid(key, "0", "a number of days, at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn local_time(key: &'static str, value: &str) -> Result<NaiveTime, ConfigError> {
+    NaiveTime::parse_from_str(value.trim(), "%H:%M")
+        .or_else(|_| NaiveTime::parse_from_str(value.trim(), "%H:%M:%S"))
+        .map_err(|_| invalid(key, value, "a local time HH:MM such as 09:00"))
+}
+
+/// A local date-time in `tz` (or an RFC 3339 instant with its own offset) as UTC. Times that do
+/// not exist or exist twice because of a daylight-saving change are refused, not guessed.
+fn local_instant(key: &'static str, value: &str, tz: Tz) -> Result<DateTime<Utc>, ConfigError> {
+    let value = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S")
+        .or_else(|_| NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M"))
+        .map_err(|_| {
+            invalid(
+                key,
+                value,
+                format!("a local time YYYY-MM-DDTHH:MM:SS in {tz}, e.g. 2026-11-30T23:59:59"),
+            )
+        })?;
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        _ => Err(invalid(
+            key,
+            value,
+            format!("a time that exists exactly once in {tz} (this one falls in a daylight-saving change)"),
+        )),
+    }
+}
