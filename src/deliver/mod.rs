@@ -30,11 +30,13 @@ use crate::render::email::{self, Envelope};
 use crate::store::{Backend, Db, Lane};
 mod breaker;
 pub mod outbox;
+mod recorder;
 pub mod retry;
 pub mod transport;
 
 use self::breaker::{Breaker, Tripped};
 use self::outbox::{Claimed, Outcome};
+use self::recorder::{record_outcomes, RECORD_CHUNK};
 use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
 use crate::audience::lifecycle;
 use crate::render::live::TemplateStore;
@@ -572,18 +574,6 @@ pub enum EmailError {
     Message(#[from] email::MessageError),
 }
 
-/// Outcomes are written this many at most per transaction.
-const RECORD_CHUNK: usize = 256;
-
-/// How long a commit waits for the senders it expects (see [`record_outcomes`]): a few round
-/// trips to a fast relay; a slow relay's connections are not waited for.
-const GROUP_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Outcomes of attempted messages, whose senders wait for their commit.
-fn gated(chunk: &[Done]) -> usize {
-    chunk.iter().filter(|d| d.committed.is_some()).count()
-}
-
 /// How long after a claim its messages may still start: three quarters of the lease. The last
 /// quarter is left for the body, the relay's reply and the commit of the outcome, all before
 /// another process may take the row.
@@ -643,79 +633,6 @@ impl Stop {
     fn get(&self) -> Option<StopReason> {
         self.0.get().cloned()
     }
-}
-
-/// The recorder: writes outcomes as they complete, whatever is waiting (up to [`RECORD_CHUNK`])
-/// in one transaction per claim token, and counts them per campaign.
-///
-/// Group commit: the senders whose gates a commit opens each send a body at once and hand in
-/// its outcome a round trip later. The next commit waits for them (at most [`GROUP_WAIT`]), so
-/// that one commit serves every connection instead of one each: a commit, not the relay, is
-/// what a sender waits for.
-async fn record_outcomes(
-    worker: Arc<Worker>,
-    lane: Lane,
-    mut done: mpsc::Receiver<Done>,
-    stop: Arc<Stop>,
-) -> Result<BTreeMap<String, Tally>, sqlx::Error> {
-    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
-    let mut chunk = Vec::with_capacity(RECORD_CHUNK);
-    // Gates the last commit opened: senders with a body on the wire now.
-    let mut opened = 0;
-    while done.recv_many(&mut chunk, RECORD_CHUNK).await > 0 {
-        let until = tokio::time::Instant::now() + GROUP_WAIT;
-        while gated(&chunk) < opened && chunk.len() < RECORD_CHUNK {
-            let room = RECORD_CHUNK - chunk.len();
-            let more = done.recv_many(&mut chunk, room);
-            match tokio::time::timeout_at(until, more).await {
-                Ok(n) if n > 0 => {}
-                _ => break, // waited long enough (a slow relay), or no more senders
-            }
-        }
-        opened = gated(&chunk);
-        let mut by_token: BTreeMap<&str, Vec<(i64, Outcome)>> = BTreeMap::new();
-        for Done { job, outcome, .. } in &chunk {
-            let tally = tallies.entry(job.row.campaign.clone()).or_default();
-            match outcome {
-                Outcome::Sent { .. } => tally.sent += 1,
-                Outcome::Retry { .. } => tally.retrying += 1,
-                Outcome::Failed { .. } => tally.failed += 1,
-                Outcome::Expired { .. } => tally.expired += 1,
-                Outcome::HandedBack { .. } => {}
-            }
-            by_token
-                .entry(job.batch.token.as_str())
-                .or_default()
-                .push((job.row.id, outcome.clone()));
-        }
-        for (token, outcomes) in by_token {
-            let now = worker.clock.now();
-            let recorded = match lane.conn().await {
-                Ok(mut conn) => outbox::record(&mut conn, token, now, &outcomes).await,
-                Err(e) => Err(e),
-            };
-            let held = match recorded {
-                Ok(held) => held,
-                Err(e) => {
-                    // Stop sending; the unrecorded claims return to the queue with their lease.
-                    stop.set(StopReason::Database);
-                    return Err(e);
-                }
-            };
-            if held < outcomes.len() as u64 {
-                tracing::warn!(
-                    lost = outcomes.len() as u64 - held,
-                    "some claims expired before their outcome was recorded; another worker owns them now"
-                );
-            }
-        }
-        for done in chunk.drain(..) {
-            if let Some(committed) = done.committed {
-                let _ = committed.send(());
-            }
-        }
-    }
-    Ok(tallies)
 }
 
 /// An identifier for this process: host name and pid.
