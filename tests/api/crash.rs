@@ -22,7 +22,7 @@ use crate::smtp_sink::{Received, SmtpSink};
 /// Users, and so messages: the first notice of one campaign each.
 const USERS: usize = 20_000;
 /// SIGKILLs, half to the daemon and half to `run --once`.
-const KILLS: usize = 12;
+const KILLS: usize = 10;
 /// `delivery.concurrency`: the most messages one kill may leave in flight.
 const CONCURRENCY: usize = 4;
 /// `delivery.lease_seconds`, the shortest allowed.
@@ -195,20 +195,20 @@ impl Lives {
     }
 }
 
+/// A message the relay received: its Message-ID, itself, and how the process that sent it ended.
+pub(crate) type Sent<'a> = (String, &'a Received, Ending);
+
 /// What the relay received, each message with how the process that sent it ended, checked
 /// against the kills: every extra copy of a message was sent again after the process that sent
 /// the copy before it was killed (in flight at that kill), by another process, to the same
 /// recipient with the same Message-ID. Returns the extra copies per kill (indexed by kill), or
 /// why one cannot be explained by a kill.
 pub(crate) fn duplicates_per_kill(
-    received: &[(&Received, Ending)],
+    received: &[Sent<'_>],
     kills: usize,
 ) -> Result<Vec<usize>, String> {
-    let mut by_id: BTreeMap<String, Vec<(&Received, Ending)>> = BTreeMap::new();
-    for (r, how) in received {
-        let id = r
-            .header("Message-ID")
-            .ok_or("a message without a Message-ID")?;
+    let mut by_id: BTreeMap<&str, Vec<(&Received, Ending)>> = BTreeMap::new();
+    for (id, r, how) in received {
         by_id.entry(id).or_default().push((r, *how));
     }
     let mut per_kill = vec![0; kills];
@@ -337,10 +337,11 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     assert_eq!((rows, users, steps), (USERS as i64, USERS as i64, 1));
     // None lost: every message reached the sink, with the Message-ID the outbox has for it.
     let received = sink.received();
-    let mut ids: Vec<String> = received
+    let senders: Vec<Sent> = received
         .iter()
-        .map(|r| r.header("Message-ID").unwrap())
+        .map(|r| (r.header("Message-ID").unwrap(), r, lives.of(r.connection)))
         .collect();
+    let mut ids: Vec<&str> = senders.iter().map(|(id, _, _)| id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut planned: Vec<String> = sqlx::query_scalar("SELECT message_id FROM outbox")
@@ -351,10 +352,6 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     assert_eq!(ids, planned, "every message reached the relay");
     // Duplicates: only what was in flight at a kill.
     let duplicates = received.len() - USERS;
-    let senders: Vec<_> = received
-        .iter()
-        .map(|r| (r, lives.of(r.connection)))
-        .collect();
     let per_kill = duplicates_per_kill(&senders, KILLS);
     eprintln!(
         "crash test on {backend:?}: {USERS} messages, {KILLS} SIGKILLs ({} daemon, {} run --once), \
