@@ -243,6 +243,8 @@ enum Mode {
     Once,
 }
 
+/// The module's test: see its note. `AVVISI_CRASH_SEED` replays the kill moments of a run (each
+/// run prints its seed).
 async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(app: TestApp) {
     let backend = app.backend;
     let started = Instant::now();
