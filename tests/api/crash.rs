@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use avvisi::import::ImportOptions;
 use rand::{Rng, SeedableRng};
 
-use crate::helpers::{repo_path, TestApp};
+use crate::helpers::{at, repo_path, TestApp};
 use crate::on_both_backends;
 use crate::smtp_sink::{Received, SmtpSink};
 
@@ -237,6 +237,15 @@ pub(crate) fn duplicates_per_kill(
     Ok(per_kill)
 }
 
+/// The calendar's time for a process started now, in a test that started at `started` with the
+/// calendar at [`NOW`]: one calendar for the whole test, as one machine's clock would be. A
+/// daemon's `--now` then flows with real time, and `run --once --now` stands still: were they all
+/// given `NOW`, a `run --once` would find nothing due that a daemon had planned a second later.
+fn calendar(started: Instant) -> String {
+    let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap();
+    (at(NOW) + elapsed + chrono::Duration::seconds(1)).to_rfc3339()
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Daemon,
@@ -253,6 +262,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
         Err(_) => rand::thread_rng().gen(),
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    eprintln!("crash test on {backend:?}: seed {seed}");
     let sink = SmtpSink::start().await;
     import_users(&app, USERS).await;
     let env = smtp_env(&sink);
@@ -271,9 +281,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     while by_mode[0] + by_mode[1] < KILLS {
         let k = by_mode[0] + by_mode[1];
         let mode = if k % 2 == 0 { Mode::Daemon } else { Mode::Once };
+        let now = calendar(started);
         let args: &[&str] = match mode {
-            Mode::Daemon => &["daemon", "--now", NOW],
-            Mode::Once => &["run", "--once", "--now", NOW],
+            Mode::Daemon => &["daemon", "--now", &now],
+            Mode::Once => &["run", "--once", "--now", &now],
         };
         spawned += 1;
         assert!(
@@ -319,7 +330,8 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     // A last daemon finishes the campaign, the killed processes' claims included once their
     // lease is over.
     spawned += 1;
-    let mut last = spawn(&app, &["daemon", "--now", NOW], &env, &log(spawned));
+    let now = calendar(started);
+    let mut last = spawn(&app, &["daemon", "--now", &now], &env, &log(spawned));
     let counts = wait_settled(&app, Duration::from_secs(300)).await;
     assert_eq!(terminate(&mut last).await, Some(0), "a clean stop");
     lives.ended(&sink, Ending::Ended);
