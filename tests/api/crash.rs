@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use avvisi::import::ImportOptions;
 use rand::{Rng, SeedableRng};
 
-use crate::helpers::{repo_path, TestApp};
+use crate::helpers::{at, repo_path, TestApp};
 use crate::on_both_backends;
 use crate::smtp_sink::{Received, SmtpSink};
 
 /// Users, and so messages: the first notice of one campaign each.
 const USERS: usize = 20_000;
 /// SIGKILLs, half to the daemon and half to `run --once`.
-const KILLS: usize = 12;
+const KILLS: usize = 10;
 /// `delivery.concurrency`: the most messages one kill may leave in flight.
 const CONCURRENCY: usize = 4;
 /// `delivery.lease_seconds`, the shortest allowed.
@@ -195,20 +195,20 @@ impl Lives {
     }
 }
 
+/// A message the relay received: its Message-ID, itself, and how the process that sent it ended.
+pub(crate) type Sent<'a> = (String, &'a Received, Ending);
+
 /// What the relay received, each message with how the process that sent it ended, checked
 /// against the kills: every extra copy of a message was sent again after the process that sent
 /// the copy before it was killed (in flight at that kill), by another process, to the same
 /// recipient with the same Message-ID. Returns the extra copies per kill (indexed by kill), or
 /// why one cannot be explained by a kill.
 pub(crate) fn duplicates_per_kill(
-    received: &[(&Received, Ending)],
+    received: &[Sent<'_>],
     kills: usize,
 ) -> Result<Vec<usize>, String> {
-    let mut by_id: BTreeMap<String, Vec<(&Received, Ending)>> = BTreeMap::new();
-    for (r, how) in received {
-        let id = r
-            .header("Message-ID")
-            .ok_or("a message without a Message-ID")?;
+    let mut by_id: BTreeMap<&str, Vec<(&Received, Ending)>> = BTreeMap::new();
+    for (id, r, how) in received {
         by_id.entry(id).or_default().push((r, *how));
     }
     let mut per_kill = vec![0; kills];
@@ -237,12 +237,23 @@ pub(crate) fn duplicates_per_kill(
     Ok(per_kill)
 }
 
+/// The calendar's time for a process started now, in a test that started at `started` with the
+/// calendar at [`NOW`]: one calendar for the whole test, as one machine's clock would be. A
+/// daemon's `--now` then flows with real time, and `run --once --now` stands still: were they all
+/// given `NOW`, a `run --once` would find nothing due that a daemon had planned a second later.
+fn calendar(started: Instant) -> String {
+    let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap();
+    (at(NOW) + elapsed + chrono::Duration::seconds(1)).to_rfc3339()
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Daemon,
     Once,
 }
 
+/// The module's test: see its note. `AVVISI_CRASH_SEED` replays the kill moments of a run (each
+/// run prints its seed).
 async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(app: TestApp) {
     let backend = app.backend;
     let started = Instant::now();
@@ -251,6 +262,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
         Err(_) => rand::thread_rng().gen(),
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    eprintln!("crash test on {backend:?}: seed {seed}");
     let sink = SmtpSink::start().await;
     import_users(&app, USERS).await;
     let env = smtp_env(&sink);
@@ -269,9 +281,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     while by_mode[0] + by_mode[1] < KILLS {
         let k = by_mode[0] + by_mode[1];
         let mode = if k % 2 == 0 { Mode::Daemon } else { Mode::Once };
+        let now = calendar(started);
         let args: &[&str] = match mode {
-            Mode::Daemon => &["daemon", "--now", NOW],
-            Mode::Once => &["run", "--once", "--now", NOW],
+            Mode::Daemon => &["daemon", "--now", &now],
+            Mode::Once => &["run", "--once", "--now", &now],
         };
         spawned += 1;
         assert!(
@@ -317,7 +330,8 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     // A last daemon finishes the campaign, the killed processes' claims included once their
     // lease is over.
     spawned += 1;
-    let mut last = spawn(&app, &["daemon", "--now", NOW], &env, &log(spawned));
+    let now = calendar(started);
+    let mut last = spawn(&app, &["daemon", "--now", &now], &env, &log(spawned));
     let counts = wait_settled(&app, Duration::from_secs(300)).await;
     assert_eq!(terminate(&mut last).await, Some(0), "a clean stop");
     lives.ended(&sink, Ending::Ended);
@@ -337,10 +351,11 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     assert_eq!((rows, users, steps), (USERS as i64, USERS as i64, 1));
     // None lost: every message reached the sink, with the Message-ID the outbox has for it.
     let received = sink.received();
-    let mut ids: Vec<String> = received
+    let senders: Vec<Sent> = received
         .iter()
-        .map(|r| r.header("Message-ID").unwrap())
+        .map(|r| (r.header("Message-ID").unwrap(), r, lives.of(r.connection)))
         .collect();
+    let mut ids: Vec<&str> = senders.iter().map(|(id, _, _)| id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut planned: Vec<String> = sqlx::query_scalar("SELECT message_id FROM outbox")
@@ -351,10 +366,6 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     assert_eq!(ids, planned, "every message reached the relay");
     // Duplicates: only what was in flight at a kill.
     let duplicates = received.len() - USERS;
-    let senders: Vec<_> = received
-        .iter()
-        .map(|r| (r, lives.of(r.connection)))
-        .collect();
     let per_kill = duplicates_per_kill(&senders, KILLS);
     eprintln!(
         "crash test on {backend:?}: {USERS} messages, {KILLS} SIGKILLs ({} daemon, {} run --once), \

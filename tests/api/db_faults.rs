@@ -107,7 +107,7 @@ async fn a_locked_sqlite_file_is_waited_for_then_named_and_left_intact() {
 /// path and disturb every other user of a shared machine's PostgreSQL: not done here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_killed_mid_campaign_lose_nothing() {
-    const USERS: usize = 5_000;
+    const USERS: usize = 3_000;
     const KILLS: usize = 3;
     let Some(app) = spawn_app(Backend::Postgres).await else {
         return;
