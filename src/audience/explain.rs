@@ -9,7 +9,7 @@ use crate::audience::Audience;
 use crate::store::{timestamp, Db, OutboxState, Step, UnknownState};
 
 /// A user as the latest snapshot left them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotUser {
     pub user_id: String,
     pub fiscal_code: String,
@@ -32,7 +32,7 @@ pub struct SnapshotUser {
 }
 
 /// One planned message of the user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct UserMessage {
     pub campaign: String,
     pub step: Step,
@@ -53,7 +53,7 @@ pub struct UserMessage {
 
 /// A state a message left: a failure an operator retried, or a refusal the circuit breaker
 /// gave back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Earlier {
     pub at: Option<DateTime<Utc>>,
     pub state: OutboxState,
@@ -65,10 +65,11 @@ pub struct Earlier {
 }
 
 /// What `explain` shows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Explanation {
     pub user: SnapshotUser,
     /// Every audience, and whether the user is in it now.
+    #[serde(serialize_with = "audience_names")]
     pub audiences: Vec<(Audience, bool)>,
     /// Oldest first.
     pub messages: Vec<UserMessage>,
@@ -194,4 +195,12 @@ fn message(r: &AnyRow) -> Result<(i64, UserMessage), sqlx::Error> {
             history: Vec::new(),
         },
     ))
+}
+
+/// The audiences as (name, member) pairs.
+fn audience_names<S: serde::Serializer>(
+    audiences: &[(Audience, bool)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(audiences.iter().map(|(a, member)| (a.name(), member)))
 }

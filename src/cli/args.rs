@@ -95,6 +95,9 @@ pub enum Command {
     Explain {
         /// The portal's user id.
         user_id: String,
+        /// The same as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
 
     /// Put failed messages back in the queue (after a fault that failed them wrongly).

@@ -9,13 +9,22 @@ use crate::audience::explain::{explain, UserMessage};
 use crate::config::Settings;
 use crate::store::{Db, OutboxState};
 
-pub(crate) async fn run(db: &Db, settings: &Settings, user_id: &str) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    db: &Db,
+    settings: &Settings,
+    user_id: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let tz = settings.calendar.timezone;
     let Some(e) = explain(db, user_id).await.context("reading the user")? else {
         anyhow::bail!(
             "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
         );
     };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let u = &e.user;
     let opt = |v: &Option<String>| {
         v.clone()

@@ -59,7 +59,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
             service::reopen(&db, &settings, &clock, at).await
         }
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
-        Command::Explain { user_id } => explain::run(&db, &settings, &user_id).await,
+        Command::Explain { user_id, json } => explain::run(&db, &settings, &user_id, json).await,
         Command::Retry(args) => retry::run(&db, &args, &clock).await,
         Command::Report { campaign, out } => report::run(&db, &settings, &campaign, &out).await,
         Command::Config(_) => unreachable!("handled before the database is opened"),

@@ -163,6 +163,16 @@ async fn status_json_and_the_report_match_the_outbox(app: TestApp) {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the report holds addresses");
     }
+
+    // explain --json: the user's messages as the outbox has them.
+    let user = &rows[0].user_id;
+    let out = avvisi(&app, &["explain", user, "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(e["user"]["user_id"], user.as_str());
+    let theirs = rows.iter().filter(|r| &r.user_id == user).count();
+    assert_eq!(e["messages"].as_array().unwrap().len(), theirs);
+    assert_eq!(e["messages"][0]["state"], "sent");
 }
 
 on_both_backends!(
