@@ -10,16 +10,7 @@ use crate::on_both_backends;
 use crate::smtp_sink::{Fault, SmtpSink};
 
 fn avvisi(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(repo_path("."))
-        .args(args)
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run avvisi")
+    app.avvisi(args, env)
 }
 
 fn stdout(o: &Output) -> String {

@@ -189,6 +189,20 @@ impl TestApp {
         self.db.close().await;
     }
 
+    /// Runs the `avvisi` binary on this app's database and outbox folder, with `env` on top.
+    pub fn avvisi(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"));
+        cmd.current_dir(repo_path("."))
+            .args(args)
+            .env("AVVISI__DATABASE__URL", &self.database_url)
+            .env("AVVISI__DELIVERY__DIR", self.outbox_dir())
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run avvisi")
+    }
+
     /// A copy of this app with other settings (same database and folder).
     pub fn with_settings(&self, extra: &[(&str, &str)]) -> TestApp {
         let mut app = self.clone();

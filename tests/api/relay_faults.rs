@@ -3,10 +3,10 @@
 //! an attempt and is retried or failed; a streak of identical refusals trips the circuit
 //! breaker; `retry --failed` brings back what a fault failed.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use crate::helpers::{repo_path, OutboxRow, TestApp};
+use crate::helpers::{OutboxRow, TestApp};
 use crate::on_both_backends;
 use crate::smtp_sink::{Fault, SmtpSink};
 
@@ -20,16 +20,7 @@ fn smtp(app: &TestApp, url: &str, extra: &[(&str, &str)]) -> TestApp {
 }
 
 fn avvisi(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(repo_path("."))
-        .args(args)
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run avvisi")
+    app.avvisi(args, env)
 }
 
 /// Every planned message is waiting as planned: pending, no attempt, no error.
