@@ -235,7 +235,7 @@ impl SmtpSink {
 
     /// How many messages were accepted so far (without copying them).
     pub fn count(&self) -> usize {
-        self.shared.state.lock().unwrap().received.len()
+        self.accepted() as usize
     }
 
     /// Waits (polling every 20 ms) until at least `n` messages were received or `timeout` elapses.
