@@ -326,9 +326,11 @@ impl Worker {
         // On PostgreSQL every sent row leaves a dead index entry among the claimed ones until
         // vacuum, and the search for a dead daemon's rows walks them all, slower as a campaign
         // goes on. Those rows are a lease late already:
-        // looking for them at the first batch and then every tenth of a lease is enough.
+        // looking for them at the first batch and then every tenth of a lease is enough. The
+        // snapshot's freshness, whose limit is counted in hours, is looked at on the same beat.
         let stale_every = Duration::seconds((self.settings.delivery.lease_seconds / 10) as i64);
         let mut stale_next = self.clock.now();
+        let mut hold_reminders = false;
         while !stop.halts(shutdown) {
             let now = self.clock.now();
             if !self.in_sending_hours(now) {
@@ -347,10 +349,11 @@ impl Worker {
                 let stale = now >= stale_next;
                 if stale {
                     stale_next = now + stale_every;
+                    // Reminders wait for a fresh snapshot (see `import::freshness`).
+                    let max_age = self.settings.import.max_age_hours;
+                    let fresh = crate::import::freshness(&mut *conn, max_age, now).await?;
+                    hold_reminders = fresh.stale;
                 }
-                // Reminders wait for a fresh snapshot (see `import::freshness`).
-                let max_age = self.settings.import.max_age_hours;
-                let fresh = crate::import::freshness(&mut *conn, max_age, now).await?;
                 let request = outbox::ClaimRequest {
                     backend,
                     token: &token,
@@ -358,7 +361,7 @@ impl Worker {
                     lease_seconds,
                     limit,
                     stale,
-                    hold_reminders: fresh.stale,
+                    hold_reminders,
                 };
                 let (rows, skipped) = outbox::claim(&mut conn, &request).await?;
                 (
