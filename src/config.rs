@@ -85,7 +85,8 @@ pub struct LogSettings {
     pub personal_data: bool,
 }
 
-/// The relay's limits (0 = none), shared by all connections of one process.
+/// The relay's limits (0 = none), for every process on the database together (see
+/// `deliver::quota`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateSettings {

@@ -91,6 +91,12 @@ pub(crate) async fn once(
             t.retrying
         );
     }
+    if delivery.throttled {
+        println!(
+            "the relay's hourly quota (rate.per_hour, all processes together) is used up: the \
+             rest stays queued until the last hour has room (`avvisi status` shows the count)"
+        );
+    }
     if delivery.outside_sending_hours {
         let cal = &settings.calendar;
         println!(

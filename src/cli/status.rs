@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::local;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::deliver::quota;
 use crate::import::{freshness, Freshness};
 use crate::render::templates::TemplateSet;
 use crate::schedule::{self, RunningDaemon};
@@ -33,6 +34,15 @@ struct Status {
     templates_on_disk: Option<String>,
     templates_error: Option<String>,
     daemons: Vec<RunningDaemon>,
+    /// Messages counted against `rate.per_hour` in the last hour, all processes together, and
+    /// the quota; absent when no hourly quota is set.
+    hourly_quota: Option<HourlyQuota>,
+}
+
+#[derive(Serialize)]
+struct HourlyQuota {
+    used_last_hour: i64,
+    per_hour: u32,
 }
 
 pub(crate) async fn run(
@@ -63,6 +73,15 @@ pub(crate) async fn run(
         daemons: schedule::running_daemons(db)
             .await
             .context("reading the daemons")?,
+        hourly_quota: match settings.rate.per_hour {
+            0 => None,
+            per_hour => Some(HourlyQuota {
+                used_last_hour: quota::used_last_hour(db)
+                    .await
+                    .context("reading the shared quota")?,
+                per_hour,
+            }),
+        },
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -123,6 +142,12 @@ fn print(s: &Status, settings: &Settings) {
         for n in &s.next_attempts {
             println!("  {}  {} message(s)", local(n.at, tz), n.messages);
         }
+    }
+    if let Some(q) = &s.hourly_quota {
+        println!(
+            "hourly quota: {} of {} used in the last hour (all processes)",
+            q.used_last_hour, q.per_hour
+        );
     }
     if !s.errors.is_empty() {
         println!("errors by reply (failed, waiting to retry, last seen, an example):");

@@ -30,12 +30,14 @@ use crate::render::email::{self, Envelope};
 use crate::store::{Backend, Db, Lane};
 mod breaker;
 pub mod outbox;
+pub mod quota;
 mod recorder;
 pub mod retry;
 pub mod transport;
 
 use self::breaker::{Breaker, Tripped};
 use self::outbox::{Claimed, Outcome};
+use self::quota::Quota;
 use self::recorder::{record_outcomes, RECORD_CHUNK};
 use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
 use crate::audience::lifecycle;
@@ -117,6 +119,18 @@ impl Worker {
         let worker = Arc::new(self.clone());
         let stop = Arc::new(Stop::default());
         let breaker = Arc::new(Breaker::new(self.settings.delivery.breaker_threshold));
+        let quota = Arc::new(Quota::new(&self.db, &self.settings));
+        // A full hour claims nothing: rows would only be claimed and handed back at every poll.
+        match quota.has_room().await {
+            Ok(()) => {}
+            Err(quota::Throttle::HourUsedUp { .. }) => {
+                return Ok(DeliveryReport {
+                    throttled: true,
+                    ..DeliveryReport::default()
+                })
+            }
+            Err(quota::Throttle::Database(e)) => return Err(e),
+        }
         let concurrency = self.settings.delivery.concurrency.max(1) as usize;
         // Room for a whole batch: the next claim runs while the previous batch is still being sent.
         let (job_tx, job_rx) = mpsc::channel::<Job>(self.batch_size().max(1) as usize);
@@ -175,6 +189,7 @@ impl Worker {
         for _ in 0..concurrency {
             let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
             let (ready_rx, done_tx, breaker) = (ready_rx.clone(), done_tx.clone(), breaker.clone());
+            let quota = quota.clone();
             tasks.spawn(async move {
                 let mut previous: Option<oneshot::Receiver<()>> = None;
                 loop {
@@ -186,7 +201,8 @@ impl Worker {
                         (Outcome::HandedBack { at }, None)
                     } else {
                         let gate = Gate::new(previous.take(), Some(job.batch.deadline));
-                        let (outcome, failure) = worker.send(&job, &email, Some(gate)).await;
+                        let (outcome, failure) =
+                            worker.send(&job, &email, Some(gate), &quota).await;
                         match &failure {
                             None => breaker.passed(),
                             Some(f) => match f.kind {
@@ -247,6 +263,7 @@ impl Worker {
             stop.set(StopReason::Database);
         }
         while tasks.join_next().await.is_some() {}
+        quota.give_back().await;
         let recorded = recorder
             .join_next()
             .await
@@ -470,8 +487,22 @@ impl Worker {
         job: &Job,
         email: &Outgoing,
         gate: Option<Gate>,
+        quota: &Quota,
     ) -> (Outcome, Option<SendFailure>) {
         let row = &job.row;
+        if let Err(throttle) = quota.admit().await {
+            if let quota::Throttle::Database(e) = &throttle {
+                tracing::error!(error = %e, "cannot read the shared quota: nothing is sent until it can");
+            }
+            // Not attempted: back in the queue for when the quota has room, attempt not counted.
+            let at = self.clock.now() + Duration::from_std(throttle.wait()).unwrap_or_default();
+            let failure = SendFailure {
+                kind: FailureKind::Throttled,
+                code: None,
+                detail: throttle.to_string(),
+            };
+            return (Outcome::HandedBack { at }, Some(failure));
+        }
         let stem = format!("{}.{}.{}", row.campaign, row.step, row.user_id);
         match self.transport.send(email, &stem, gate).await {
             Ok(()) => {

@@ -42,7 +42,8 @@ pub enum FailureKind {
     /// The relay cannot be reached or refuses the session, before this message was sent: a
     /// fault of the relay (or of our credentials), never of the recipient.
     Refused,
-    /// Not attempted: the relay's hourly quota (`rate.per_hour`) is used up for now.
+    /// Not attempted: the relay's hourly quota (`rate.per_hour`, shared by every daemon) is
+    /// used up for now (see `deliver::quota`).
     Throttled,
     /// Not sent: the claim's lease was about to run out before the body could start (see
     /// [`Gate`]). Nothing of the message reached the relay; another process may own the row.

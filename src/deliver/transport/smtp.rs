@@ -1,11 +1,9 @@
 //! The SMTP relay: a pool of lettre connections on sockets of our own, the envelope with
-//! PIPELINING, the rate limits, and the classification of the relay's replies.
+//! PIPELINING, and the classification of the relay's replies.
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::Quota;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::Ehlo;
@@ -17,14 +15,11 @@ use super::corked::Corked;
 use super::{pass, FailureKind, Gate, Outgoing, SendFailure, TransportError};
 use crate::config::Settings;
 
-type Limiter = governor::DefaultDirectRateLimiter;
-
-/// The relay, its connections and its limits, shared by every sender task of this process.
+/// The relay and its connections, shared by every sender task of this process. (Its rate limits
+/// are shared with other daemons: see `deliver::quota`.)
 #[derive(Clone)]
 pub struct Relay {
     pool: Arc<Pool>,
-    per_second: Option<Arc<Limiter>>,
-    per_hour: Option<Arc<Limiter>>,
 }
 
 /// SMTP connections kept open between messages.
@@ -85,7 +80,7 @@ enum Security {
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Relay {
-    /// The relay of `smtp.url`, with the credentials, timeouts and rate limits of `settings`.
+    /// The relay of `smtp.url`, with the credentials and timeouts of `settings`.
     pub(super) fn from_settings(settings: &Settings) -> Result<Relay, TransportError> {
         let smtp = &settings.smtp;
         let mut endpoint = Endpoint::from_url(&smtp.url)?;
@@ -100,7 +95,6 @@ impl Relay {
                 password.expose_secret().to_string(),
             ));
         }
-        let rate = &settings.rate;
         Ok(Relay {
             pool: Arc::new(Pool {
                 endpoint,
@@ -108,38 +102,15 @@ impl Relay {
                 idle: Mutex::new(Vec::new()),
                 check_idle: Duration::from_secs(smtp.check_idle_seconds),
             }),
-            // No burst above the per-second rate: the relay sees an even flow.
-            per_second: NonZeroU32::new(rate.per_second).map(|n| {
-                Arc::new(Limiter::direct(
-                    Quota::per_second(n).allow_burst(NonZeroU32::MIN),
-                ))
-            }),
-            // The hourly quota may be used at any pace within the hour.
-            per_hour: NonZeroU32::new(rate.per_hour)
-                .map(|n| Arc::new(Limiter::direct(Quota::per_hour(n)))),
         })
     }
 
-    /// Sends one message within the rate limits; see [`super::Transport::send`].
+    /// Sends one message; see [`super::Transport::send`].
     pub(super) async fn send(
         &self,
         message: &Outgoing,
         gate: Option<Gate>,
     ) -> Result<(), SendFailure> {
-        if let Some(hourly) = &self.per_hour {
-            if let Err(not_until) = hourly.check() {
-                let clock = governor::clock::DefaultClock::default();
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
-                return Err(SendFailure {
-                    kind: FailureKind::Throttled,
-                    code: None,
-                    detail: format!("hourly quota used up; next slot in {}s", wait.as_secs() + 1),
-                });
-            }
-        }
-        if let Some(per_second) = &self.per_second {
-            per_second.until_ready().await;
-        }
         self.pool.send(message, gate).await
     }
 

@@ -1,0 +1,163 @@
+//! The relay's quota (`rate.per_hour`, `rate.per_second`) is one for every process on the
+//! database, and a restart does not forget how much of the hour was used.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::crash::{import_users, NOW};
+use crate::helpers::{repo_path, TestApp};
+use crate::on_both_backends;
+use crate::smtp_sink::SmtpSink;
+
+on_both_backends!(
+    three_processes_send_one_hourly_quota,
+    a_restart_remembers_the_hour,
+    three_processes_keep_one_pace,
+);
+
+/// `avvisi run --once` processes on `app`'s database, started together; their outputs.
+fn run_together(app: &TestApp, n: usize, env: &[(&str, String)]) -> Vec<Output> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
+            cmd.current_dir(repo_path("."))
+                .args(["run", "--once", "--now", NOW])
+                .env("AVVISI__DATABASE__URL", &app.database_url)
+                .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+                .env("AVVISI__IMPORT__MAX_AGE_HOURS", "100000")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd.spawn().expect("start avvisi")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait for avvisi"))
+        .collect()
+}
+
+fn relay_env(sink: &SmtpSink, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp".to_string()),
+        ("AVVISI__SMTP__URL", sink.url()),
+        ("AVVISI__DELIVERY__CONCURRENCY", "4".to_string()),
+        // Small batches: the processes take turns at the queue, rather than the first one
+        // claiming it all.
+        ("AVVISI__DELIVERY__BATCH_SIZE", "5".to_string()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    env
+}
+
+fn sent(rows: &[crate::helpers::OutboxRow]) -> usize {
+    rows.iter().filter(|r| r.state == "sent").count()
+}
+
+async fn three_processes_send_one_hourly_quota(app: TestApp) {
+    import_users(&app, 120).await;
+    let sink = SmtpSink::start().await;
+    let env = relay_env(&sink, &[("AVVISI__RATE__PER_HOUR", "30")]);
+    let outs = run_together(&app, 3, &env);
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Give a straggler a moment: nothing more may arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.received().len(), 30, "one quota for the three of them");
+    let rows = app.outbox().await;
+    assert_eq!(sent(&rows), 30);
+    assert!(
+        rows.iter()
+            .filter(|r| r.state != "sent")
+            .all(|r| r.state == "pending" && r.attempts == 0),
+        "the rest waits, no attempt spent"
+    );
+    // Every process that met the full hour says so.
+    let said = outs
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stdout).contains("hourly quota"))
+        .count();
+    assert!(said >= 1, "{outs:?}");
+}
+
+async fn a_restart_remembers_the_hour(app: TestApp) {
+    import_users(&app, 40).await;
+    let sink = SmtpSink::start().await;
+    // A lease is 1% of the quota: 1000 leases 10 slots at a time.
+    let env = relay_env(&sink, &[("AVVISI__RATE__PER_HOUR", "1000")]);
+    let first = &run_together(&app, 1, &env)[0];
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(sink.wait_for(40, Duration::from_secs(10)).await.len(), 40);
+    // Slots leased and not used went back: the hour holds what was sent, no more.
+    assert_eq!(
+        avvisi::deliver::quota::used_last_hour(&app.db)
+            .await
+            .unwrap(),
+        40
+    );
+
+    // A new process with a quota the hour has already used: it sends nothing.
+    import_users(&app, 60).await;
+    let env = relay_env(&sink, &[("AVVISI__RATE__PER_HOUR", "40")]);
+    let second = &run_together(&app, 1, &env)[0];
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.received().len(), 40, "the restart remembered the hour");
+    assert_eq!(sent(&app.outbox().await), 40);
+    let status = app.avvisi(&["status"], &[("AVVISI__RATE__PER_HOUR", "40")]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("hourly quota: 40 of 40 used in the last hour"),
+        "{status}"
+    );
+}
+
+async fn three_processes_keep_one_pace(app: TestApp) {
+    import_users(&app, 60).await;
+    let sink = SmtpSink::start().await;
+    let env = relay_env(&sink, &[("AVVISI__RATE__PER_SECOND", "10")]);
+    let outs = run_together(&app, 3, &env);
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let received = sink.wait_for(60, Duration::from_secs(20)).await;
+    assert_eq!(received.len(), 60);
+    let mut at: Vec<f64> = received
+        .iter()
+        .map(|r| (r.at - received[0].at).as_secs_f64())
+        .collect();
+    at.sort_by(f64::total_cmp);
+    // 60 messages at 10/s for all three together: six seconds of the database's clock, so
+    // more than 4 s from the first to the last (each alone at 10/s, they would take 2 s); and
+    // no second-long stretch holds more than two seconds' worth, the most that the end of one
+    // second and the start of the next can hold.
+    assert!(*at.last().unwrap() >= 3.9, "{at:?}");
+    for (i, t) in at.iter().enumerate() {
+        let in_window = at[i..].iter().filter(|o| **o < t + 1.0).count();
+        assert!(
+            in_window <= 20,
+            "{in_window} messages within a second from {t}"
+        );
+    }
+}
