@@ -16,6 +16,7 @@ mod delivery;
 mod dkim;
 mod hostile;
 mod import;
+mod observe;
 mod relay_faults;
 mod scale;
 mod synthetic;

@@ -130,6 +130,7 @@ impl Relay {
             if let Err(not_until) = hourly.check() {
                 let clock = governor::clock::DefaultClock::default();
                 let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+                crate::telemetry::metrics::rate_limited("per_hour");
                 return Err(SendFailure {
                     kind: FailureKind::Throttled,
                     code: None,
@@ -138,7 +139,10 @@ impl Relay {
             }
         }
         if let Some(per_second) = &self.per_second {
-            per_second.until_ready().await;
+            if per_second.check().is_err() {
+                crate::telemetry::metrics::rate_limited("per_second");
+                per_second.until_ready().await;
+            }
         }
         self.pool.send(message, gate).await
     }
