@@ -433,7 +433,45 @@ async fn json_log_lines_carry_the_message_ids(app: TestApp) {
     );
 }
 
+async fn campaign_list_and_show_json_match_the_outbox(app: TestApp) {
+    let fresh = ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000");
+    let empty = app.avvisi(&["campaign", "list", "--json"], &[fresh]);
+    assert!(empty.status.success());
+    assert_eq!(String::from_utf8(empty.stdout).unwrap().trim(), "[]");
+    app.import_examples().await;
+    let run = app.avvisi(
+        &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
+        &[fresh],
+    );
+    assert!(run.status.success());
+    let list = app.avvisi(&["campaign", "list", "--json"], &[fresh]);
+    assert!(list.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 4, "{list:?}");
+    let rows = app.outbox().await;
+    for c in list {
+        let name = c["name"].as_str().unwrap();
+        let mine: Vec<_> = rows.iter().filter(|r| r.campaign == name).collect();
+        assert_eq!(c["planned"], mine.len(), "{c}");
+        for state in ["pending", "sending", "sent", "skipped", "failed", "expired"] {
+            let n = mine.iter().filter(|r| r.state == state).count();
+            assert_eq!(c["messages"][state], n, "{name} {state}: {c}");
+        }
+        assert_eq!(c["kind"], "reminder");
+        assert_eq!(c["state"], "running");
+        assert!(c["started_at"].as_str().unwrap().ends_with('Z'), "UTC: {c}");
+        let show = app.avvisi(&["campaign", "show", name, "--json"], &[fresh]);
+        assert!(show.status.success());
+        let show: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        assert_eq!(&show, c, "show --json is the list's entry");
+    }
+    let missing = app.avvisi(&["campaign", "show", "nope", "--json"], &[fresh]);
+    assert!(!missing.status.success());
+}
+
 on_both_backends!(
+    campaign_list_and_show_json_match_the_outbox,
     metrics_move_during_a_campaign,
     readyz_names_the_relay_and_the_snapshot,
     status_page_renders_in_chromium_during_a_campaign,
