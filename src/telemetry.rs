@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogFormat, LogSettings};
 
 pub mod metrics;
+pub mod progress;
 
 /// `log.personal_data`: set once at start by [`init`].
 static PERSONAL_DATA: AtomicBool = AtomicBool::new(false);

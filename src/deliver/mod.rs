@@ -42,6 +42,7 @@ use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
 use crate::audience::lifecycle;
 use crate::render::live::TemplateStore;
 use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
+use crate::telemetry::progress::Progress;
 
 /// What one delivery pass did, per campaign.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,6 +115,15 @@ impl Worker {
     pub async fn deliver_due(
         &self,
         shutdown: &CancellationToken,
+    ) -> Result<DeliveryReport, sqlx::Error> {
+        self.deliver_due_with(shutdown, None).await
+    }
+
+    /// [`Worker::deliver_due`], counting each settled message into `progress`.
+    pub async fn deliver_due_with(
+        &self,
+        shutdown: &CancellationToken,
+        progress: Option<Progress>,
     ) -> Result<DeliveryReport, sqlx::Error> {
         let worker = Arc::new(self.clone());
         let stop = Arc::new(Stop::default());
@@ -241,11 +251,12 @@ impl Worker {
             record_lane,
             done_rx,
             stop.clone(),
+            progress.clone(),
         ));
 
         let mut report = DeliveryReport::default();
         let claimed = self
-            .claim_batches(&claim_lane, job_tx, &stop, shutdown, &mut report)
+            .claim_batches(&claim_lane, job_tx, &stop, shutdown, &mut report, &progress)
             .await;
         if claimed.is_err() {
             // Hand back what is queued rather than send it; the error is returned below.
@@ -326,6 +337,7 @@ impl Worker {
         stop: &Stop,
         shutdown: &CancellationToken,
         report: &mut DeliveryReport,
+        progress: &Option<Progress>,
     ) -> Result<(), sqlx::Error> {
         let mut batch_no = 0u64;
         // On PostgreSQL every sent row leaves a dead index entry among the claimed ones until
@@ -376,6 +388,9 @@ impl Worker {
                 )
             };
             for (campaign, n) in &skipped {
+                if let Some(p) = progress {
+                    p.inc(*n);
+                }
                 report
                     .per_campaign
                     .entry(campaign.clone())

@@ -261,3 +261,15 @@ pub async fn send_span(
     let last = super::timestamp(row.try_get(1)?);
     Ok(first.zip(last))
 }
+
+/// Messages due at `now` (pending, next attempt reached): what a delivery pass has ahead of it,
+/// less what paused campaigns and held reminders keep back.
+pub async fn due_now(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1",
+    )
+    .bind(now.timestamp())
+    .fetch_one(db.pool())
+    .await?;
+    Ok(n as u64)
+}

@@ -470,7 +470,94 @@ async fn campaign_list_and_show_json_match_the_outbox(app: TestApp) {
     assert!(!missing.status.success());
 }
 
+/// The plain progress lines (off a terminal) of `what` in `stderr`: (done, total) each.
+fn progress_lines(stderr: &str, what: &str) -> Vec<(String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once(&format!("{what}: "))?.1.split_once(" of "))
+        .map(|(done, rest)| {
+            let total = rest.split(" (").next().unwrap_or("");
+            (
+                done.to_string(),
+                total.trim_end_matches(" messages").to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn progress_lines_off_a_terminal(app: TestApp) {
+    let every = ("AVVISI__LOG__PROGRESS_SECONDS", "1");
+    app.import_examples().await;
+    // Delivery through a slow relay: a line a second, the count going up, never a bar's
+    // escape codes in the output.
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 80 }]).await;
+    let url = sink.url();
+    let out = app.avvisi(
+        &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
+        &[
+            every,
+            ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),
+            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+            ("AVVISI__SMTP__URL", &url),
+            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let lines = progress_lines(&stderr, "run --once");
+    assert!(lines.len() >= 2, "{stderr}");
+    let done: Vec<u64> = lines.iter().map(|(d, _)| d.parse().unwrap()).collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    assert!(done.last() > done.first(), "{done:?}");
+    let planned: u64 = app.outbox().await.len() as u64;
+    assert!(
+        lines
+            .iter()
+            .all(|(_, t)| t.parse::<u64>().unwrap() == planned),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal codes off a terminal"
+    );
+
+    // A snapshot big enough to take a few seconds, checked (a dry run) but not imported.
+    let file = app.dir.path().join("big.csv");
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    crate::synthetic::snapshot::write_snapshot(&mut csv, 25_000).unwrap();
+    drop(csv);
+    let started = Instant::now();
+    let import = app.avvisi(
+        &[
+            "import",
+            "users",
+            file.to_str().unwrap(),
+            "--dry-run",
+            "--partial",
+        ],
+        &[every],
+    );
+    let took = started.elapsed();
+    let stderr = String::from_utf8(import.stderr).unwrap();
+    assert!(import.status.success(), "{stderr}");
+    let lines = progress_lines(&stderr, "import users");
+    if took > Duration::from_millis(2500) {
+        assert!(
+            !lines.is_empty(),
+            "{took:?} without a progress line: {stderr}"
+        );
+    }
+    for (done, total) in &lines {
+        assert!(
+            done.ends_with("iB") || done.ends_with(" B"),
+            "{done} of {total}"
+        );
+        assert!(total.ends_with(" MiB"), "{stderr}");
+    }
+}
+
 on_both_backends!(
+    progress_lines_off_a_terminal,
     campaign_list_and_show_json_match_the_outbox,
     metrics_move_during_a_campaign,
     readyz_names_the_relay_and_the_snapshot,
