@@ -556,7 +556,70 @@ async fn progress_lines_off_a_terminal(app: TestApp) {
     }
 }
 
+async fn html_report_has_the_counts_and_a_chart(app: TestApp) {
+    let fresh = ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000");
+    app.import_examples().await;
+    for now in ["2026-11-23T10:00:00+01:00", "2026-11-27T10:00:00+01:00"] {
+        let run = app.avvisi(&["run", "--once", "--now", now], &[fresh]);
+        assert!(run.status.success());
+    }
+    let name = "email_unvalidated-2026-11-30";
+    let (html, csv) = (app.dir.path().join("r.html"), app.dir.path().join("r.csv"));
+    let out = app.avvisi(
+        &[
+            "report",
+            name,
+            "--html",
+            html.to_str().unwrap(),
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+        &[fresh],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    let rows = app.outbox().await;
+    let mine: Vec<_> = rows.iter().filter(|r| r.campaign == name).collect();
+    let sent = mine.iter().filter(|r| r.state == "sent").count();
+    assert!(sent > 13, "two steps sent");
+    assert!(
+        page.contains(&format!("<td class=\"n planned\">{}</td>", mine.len())),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<td class=\"n sent\">{sent}</td>")),
+        "{page}"
+    );
+    assert!(
+        page.contains("First message sent 2026-11-23 10:00 CET, last 2026-11-27 10:00 CET"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<svg") && page.contains("messages sent"),
+        "the chart"
+    );
+    assert!(
+        !page.contains("<script") && !page.contains('@'),
+        "no script, no address"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap().lines().count(),
+        mine.len() + 1
+    );
+    let neither = app.avvisi(&["report", name], &[fresh]);
+    assert_eq!(
+        neither.status.code(),
+        Some(2),
+        "--out or --html is required"
+    );
+}
+
 on_both_backends!(
+    html_report_has_the_counts_and_a_chart,
     progress_lines_off_a_terminal,
     campaign_list_and_show_json_match_the_outbox,
     metrics_move_during_a_campaign,
