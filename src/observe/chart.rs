@@ -43,7 +43,8 @@ pub fn sends_per_hour(
         let label = |v: &SegmentValue<i64>| match v {
             SegmentValue::Exact(i) | SegmentValue::CenterOf(i) => {
                 let at = (start + Duration::hours(*i)).with_timezone(&tz);
-                if at.hour() == 0 || *i == 0 {
+                // Over more than a day the labels skip hours: each says its day.
+                if hours > 24 || at.hour() == 0 || *i == 0 {
                     at.format("%d/%m %H:00").to_string()
                 } else {
                     at.format("%H:00").to_string()
