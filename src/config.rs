@@ -72,6 +72,8 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     pub rate: RateSettings,
     pub log: LogSettings,
+    /// Where `avvisi daemon` serves health, metrics and the status page; `None`: nowhere.
+    pub http: HttpSettings,
     /// Every key with its value and its source, secrets masked (`avvisi config show`).
     pub effective: Effective,
 }
@@ -83,6 +85,26 @@ pub struct LogSettings {
     /// Logs name people by `user_id` only; `true` leaves the email addresses and fiscal codes
     /// that relay replies and errors quote in the log lines, for a debugging session.
     pub personal_data: bool,
+    /// Plain lines for people, or one JSON object per line for a log collector.
+    pub format: LogFormat,
+    /// Off a terminal, long work (an import, `run --once`) prints a progress line this often.
+    pub progress_seconds: u64,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[http]`: the daemon's endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct HttpSettings {
+    /// `None` when `http.address` is empty: no endpoints.
+    pub address: Option<std::net::SocketAddr>,
 }
 
 /// The relay's limits (0 = none), for every process on the database together (see
@@ -249,6 +271,13 @@ struct Raw {
     rate: RateSettings,
     dkim: RawDkim,
     log: LogSettings,
+    http: RawHttp,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    address: String,
 }
 
 #[derive(Deserialize)]
@@ -418,6 +447,19 @@ impl Settings {
         if raw.daemon.poll_seconds == 0 || raw.daemon.template_poll_seconds == 0 {
             return Err(invalid("daemon.poll_seconds", "0", "at least 1 second"));
         }
+        if raw.log.progress_seconds == 0 {
+            return Err(invalid("log.progress_seconds", "0", "at least 1 second"));
+        }
+        let address = match raw.http.address.trim() {
+            "" => None,
+            a => Some(a.parse().map_err(|_| {
+                invalid(
+                    "http.address",
+                    a,
+                    "IP:PORT, e.g. 127.0.0.1:9025 (empty: no HTTP endpoints)",
+                )
+            })?),
+        };
         Ok(Settings {
             rate: raw.rate,
             daemon: raw.daemon,
@@ -430,6 +472,7 @@ impl Settings {
             templates_dir: raw.templates.dir,
             import: raw.import,
             log: raw.log,
+            http: HttpSettings { address },
             effective,
         })
     }

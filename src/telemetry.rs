@@ -3,7 +3,9 @@
 //!
 //! Text from outside that may quote a person (a relay's reply, an error) goes through [`scrub`]
 //! before it reaches a log line; `log.personal_data = true` turns that off for debugging.
-//! Colours only on a terminal: a log file or a journal gets plain text.
+//! Colours only on a terminal: a log file or a journal gets plain text. `log.format = "json"`
+//! gives one JSON object per line instead, with the spans (planner tick, delivery batch) the
+//! event happened in. [`metrics`] holds what the daemon measures in memory for `/metrics`.
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
@@ -11,7 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogSettings;
+use crate::config::{LogFormat, LogSettings};
+
+pub mod metrics;
+pub mod progress;
 
 /// `log.personal_data`: set once at start by [`init`].
 static PERSONAL_DATA: AtomicBool = AtomicBool::new(false);
@@ -35,12 +40,21 @@ pub fn init(verbosity: i8, log: &LogSettings) {
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     );
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match log.format {
+        LogFormat::Text => fmt.with_ansi(colour).try_init(),
+        // The event's fields at the top level, next to `timestamp`, `level` and `message`, so a
+        // collector indexes `outbox_id` or `campaign` without digging; the spans as a list.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// Colours only for a person at a terminal, and not when `NO_COLOR` is set to anything

@@ -155,6 +155,23 @@ pub async fn declare_reopening(
     })
 }
 
+/// The phase of the calendar at `now`, as operators name it (`avvisi calendar`, the status page).
+pub fn phase_at(
+    cal: &CalendarSettings,
+    reopened: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> &'static str {
+    if now < cal.campaign_start {
+        "before the campaign"
+    } else if now < cal.deadline {
+        "reminders"
+    } else if reopened.is_some_and(|r| now >= r) {
+        "reopened"
+    } else {
+        "maintenance"
+    }
+}
+
 /// When the service reopened (or will), if declared.
 pub async fn reopened_at<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,

@@ -111,19 +111,25 @@ pub enum Command {
     )]
     Retry(RetryArgs),
 
-    /// One row per planned message of a campaign, as CSV, for a manager or an audit.
+    /// One row per planned message of a campaign, as CSV, and a one-page HTML summary with a
+    /// chart, for a manager or an audit.
     #[command(
-        after_help = "Columns: user_id, recipient, step, state, reason, reply_code, attempts, planned_at,\n\
+        after_help = "CSV columns: user_id, recipient, step, state, reason, reply_code, attempts, planned_at,\n\
         sent_at, updated_at, message_id (times in the calendar's time zone). Streamed: a million\n\
-        rows in flat memory. The file is readable by its owner only (it holds addresses).\n\n\
-        Example:\n  avvisi report registration_incomplete-2026-11-30 --out registration.csv"
+        rows in flat memory. The file is readable by its owner only (it holds addresses).\n\
+        The HTML page has the counts and a chart of the messages sent per hour, and no address.\n\n\
+        Examples:\n  avvisi report registration_incomplete-2026-11-30 --out registration.csv\n  \
+        avvisi report registration_incomplete-2026-11-30 --html registration.html"
     )]
     Report {
         /// The campaign's name (see `avvisi campaign list`).
         campaign: String,
         /// The CSV file to write.
-        #[arg(long, value_name = "FILE.csv")]
-        out: PathBuf,
+        #[arg(long, value_name = "FILE.csv", required_unless_present = "html")]
+        out: Option<PathBuf>,
+        /// The HTML summary to write (counts and a chart of sends per hour).
+        #[arg(long, value_name = "FILE.html")]
+        html: Option<PathBuf>,
     },
 }
 

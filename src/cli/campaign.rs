@@ -46,14 +46,23 @@ pub enum CampaignCommand {
     Create(CreateArgs),
 
     /// Every campaign (reminders included): state, audience size, messages by state, times.
-    #[command(after_help = "Example:\n  avvisi campaign list")]
-    List,
+    #[command(after_help = "Example:\n  avvisi campaign list\n  avvisi campaign list --json")]
+    List {
+        /// The same as a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 
     /// One campaign in detail.
-    #[command(after_help = "Example:\n  avvisi campaign show maintenance-notice")]
+    #[command(
+        after_help = "Example:\n  avvisi campaign show maintenance-notice\n  avvisi campaign show maintenance-notice --json"
+    )]
     Show {
         /// The campaign's name.
         name: String,
+        /// The same as a JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
     },
 
     /// The audience size and the message rendered for the first real recipient (nothing sent).
@@ -145,8 +154,8 @@ pub async fn run(
     let tz = settings.calendar.timezone;
     match cmd {
         CampaignCommand::Create(args) => create(db, &settings, &args, clock.now()).await,
-        CampaignCommand::List => list(db, tz).await,
-        CampaignCommand::Show { name } => show(db, tz, &name).await,
+        CampaignCommand::List { json } => list(db, tz, json).await,
+        CampaignCommand::Show { name, json } => show(db, tz, &name, json).await,
         CampaignCommand::Preview { name } => preview(db, settings, clock, &name).await,
         CampaignCommand::Test { name, to } => send_test(db, settings, clock, &name, &to).await,
         CampaignCommand::Launch { name, wait } => {
@@ -281,8 +290,63 @@ fn audience_text(c: &campaign::Campaign) -> String {
     }
 }
 
-async fn list(db: &Db, tz: Tz) -> anyhow::Result<ExitCode> {
+/// A campaign as `list --json` and `show --json` give it: times in UTC (RFC 3339), the
+/// messages by state as the outbox holds them.
+#[derive(serde::Serialize)]
+struct CampaignJson {
+    name: String,
+    kind: String,
+    state: String,
+    /// Why avvisi paused it itself (the circuit breaker), addresses masked.
+    paused_reason: Option<String>,
+    audience: String,
+    filter_province: Option<String>,
+    template: String,
+    /// Users in the audience now.
+    audience_size: u64,
+    send_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    /// Every planned message.
+    planned: u64,
+    messages: Counts,
+}
+
+impl From<&Overview> for CampaignJson {
+    fn from(o: &Overview) -> CampaignJson {
+        let c = &o.campaign;
+        CampaignJson {
+            name: c.name.clone(),
+            kind: c.kind.to_string(),
+            state: c.state.to_string(),
+            paused_reason: c
+                .paused_reason
+                .as_deref()
+                .map(|r| crate::telemetry::scrub(r).into_owned()),
+            audience: c.audience.to_string(),
+            filter_province: c.filter_province.clone(),
+            template: c.template.clone(),
+            audience_size: o.audience_size,
+            send_at: c.send_at,
+            expires_at: c.expires_at,
+            created_at: o.created_at,
+            started_at: o.started_at,
+            finished_at: o.finished_at,
+            planned: o.counts.total(),
+            messages: o.counts,
+        }
+    }
+}
+
+async fn list(db: &Db, tz: Tz, json: bool) -> anyhow::Result<ExitCode> {
     let all = campaign::overviews(db).await.context("reading campaigns")?;
+    if json {
+        let all: Vec<CampaignJson> = all.iter().map(CampaignJson::from).collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     if all.is_empty() {
         println!("(no campaigns yet: `avvisi campaign create` makes one; reminders appear after `avvisi run --once`)");
         return Ok(ExitCode::SUCCESS);
@@ -326,8 +390,12 @@ async fn list(db: &Db, tz: Tz) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn show(db: &Db, tz: Tz, name: &str) -> anyhow::Result<ExitCode> {
+async fn show(db: &Db, tz: Tz, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let o: Overview = campaign::overview(db, name).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&CampaignJson::from(&o))?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let c = &o.campaign;
     let p = &o.counts;
     let lines = [

@@ -1,6 +1,7 @@
 //! `avvisi import users FILE`: load the portal's snapshot, all or nothing.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -10,6 +11,7 @@ use crate::config::Settings;
 use crate::import::snapshot::RowError;
 use crate::import::{self, ImportError, ImportOptions};
 use crate::store::Db;
+use crate::telemetry::progress::{Progress, Unit};
 
 pub(crate) async fn users(
     db: &Db,
@@ -24,8 +26,21 @@ pub(crate) async fn users(
         reject_file: args.reject_file.clone(),
         max_gone_percent: settings.import.max_gone_percent,
         encoding: args.encoding,
+        // A file that cannot be read is reported by the import itself, by name.
+        progress: std::fs::metadata(&args.file).ok().map(|m| {
+            Progress::start(
+                "import users",
+                Unit::Bytes,
+                m.len(),
+                Duration::from_secs(settings.log.progress_seconds),
+            )
+        }),
     };
-    match import::import_users(db, &args.file, &options, now).await {
+    let imported = import::import_users(db, &args.file, &options, now).await;
+    if let Some(p) = &options.progress {
+        p.finish();
+    }
+    match imported {
         Ok(report) => {
             let verb = if report.committed {
                 "imported"

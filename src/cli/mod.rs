@@ -61,7 +61,21 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
         Command::Explain { user_id, json } => explain::run(&db, &settings, &user_id, json).await,
         Command::Retry(args) => retry::run(&db, &args, &clock).await,
-        Command::Report { campaign, out } => report::run(&db, &settings, &campaign, &out).await,
+        Command::Report {
+            campaign,
+            out,
+            html,
+        } => {
+            report::run(
+                &db,
+                &settings,
+                &clock,
+                &campaign,
+                out.as_deref(),
+                html.as_deref(),
+            )
+            .await
+        }
         Command::Config(_) => unreachable!("handled before the database is opened"),
     };
     db.close().await;

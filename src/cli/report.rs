@@ -1,5 +1,6 @@
 //! `avvisi report CAMPAIGN --out FILE.csv`: one row per planned message, for a manager or an
 //! audit. Streamed from the outbox to the file: a million rows in flat memory.
+//! `--html FILE.html`: one page with the counts and a chart of the messages sent per hour.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,16 +9,49 @@ use anyhow::Context;
 use futures::TryStreamExt;
 
 use crate::audience::campaign;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::store::{queue, Counts, Db};
 
 pub(crate) async fn run(
     db: &Db,
     settings: &Settings,
+    clock: &Clock,
     name: &str,
-    out: &Path,
+    out: Option<&Path>,
+    html: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let c = campaign::get(db, name).await?;
+    if let Some(out) = out {
+        csv(db, settings, &c, out).await?;
+    }
+    if let Some(path) = html {
+        let page = crate::observe::page::report(
+            db,
+            settings,
+            c.id,
+            &c.name,
+            c.state.as_str(),
+            clock.now(),
+        )
+        .await
+        .context("building the HTML report")?;
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "{}: the summary of campaign {name}, with its chart",
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn csv(
+    db: &Db,
+    settings: &Settings,
+    c: &campaign::Campaign,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let name = &c.name;
     let tz = settings.calendar.timezone;
     let file = crate::import::create_private(out)
         .with_context(|| format!("creating {}", out.display()))?;
@@ -69,5 +103,5 @@ pub(crate) async fn run(
         counts.expired,
         counts.open()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

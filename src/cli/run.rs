@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,7 @@ use crate::render::email;
 use crate::render::live::TemplateStore;
 use crate::render::templates::TemplateSet;
 use crate::store::Db;
+use crate::telemetry::progress::{Progress, Unit};
 
 pub(crate) async fn once(
     db: &Db,
@@ -53,10 +55,20 @@ pub(crate) async fn once(
         clock: clock.clone(),
         worker_id: deliver::worker_id(),
     };
-    let delivery = worker
-        .deliver_due(&CancellationToken::new())
+    let due = crate::store::queue::due_now(db, now)
         .await
-        .context("delivering")?;
+        .context("counting the due messages")?;
+    let progress = Progress::start(
+        "run --once",
+        Unit::Messages,
+        due,
+        Duration::from_secs(settings.log.progress_seconds),
+    );
+    let delivery = worker
+        .deliver_due_with(&CancellationToken::new(), Some(progress.clone()))
+        .await;
+    progress.finish();
+    let delivery = delivery.context("delivering")?;
     transport.close().await;
 
     let tz = settings.calendar.timezone;

@@ -108,15 +108,7 @@ pub async fn calendar(
     let tz = cal.timezone;
     let now = now.unwrap_or_else(|| clock.now());
     let reopened = phases::reopened_at(db.pool()).await?;
-    let phase = if now < cal.campaign_start {
-        "before the campaign"
-    } else if now < cal.deadline {
-        "reminders"
-    } else if reopened.is_some_and(|r| now >= r) {
-        "reopened"
-    } else {
-        "maintenance"
-    };
+    let phase = phases::phase_at(cal, reopened, now);
     println!("calendar in {tz}, as of {}: phase {phase}", local(now, tz));
     println!(
         "  {:<20} {}",

@@ -22,6 +22,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -43,6 +44,7 @@ use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
 use crate::audience::lifecycle;
 use crate::render::live::TemplateStore;
 use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
+use crate::telemetry::progress::Progress;
 
 /// What one delivery pass did, per campaign.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,6 +118,15 @@ impl Worker {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryReport, sqlx::Error> {
+        self.deliver_due_with(shutdown, None).await
+    }
+
+    /// [`Worker::deliver_due`], counting each settled message into `progress`.
+    pub async fn deliver_due_with(
+        &self,
+        shutdown: &CancellationToken,
+        progress: Option<Progress>,
+    ) -> Result<DeliveryReport, sqlx::Error> {
         let worker = Arc::new(self.clone());
         let stop = Arc::new(Stop::default());
         let breaker = Arc::new(Breaker::new(self.settings.delivery.breaker_threshold));
@@ -155,6 +166,8 @@ impl Worker {
                     break;
                 };
                 // A row whose claim is about to lapse is not even rendered (see `Batch::deadline`).
+                let batch = job.batch.clone();
+                let _in_batch = batch.span.enter();
                 let settled = if stop.halts(&shutdown) || Instant::now() >= job.batch.deadline {
                     Err(Outcome::HandedBack {
                         at: worker.clock.now(),
@@ -201,8 +214,11 @@ impl Worker {
                         (Outcome::HandedBack { at }, None)
                     } else {
                         let gate = Gate::new(previous.take(), Some(job.batch.deadline));
-                        let (outcome, failure) =
-                            worker.send(&job, &email, Some(gate), &quota).await;
+                        let span = job.batch.span.clone();
+                        let (outcome, failure) = worker
+                            .send(&job, &email, Some(gate), &quota)
+                            .instrument(span)
+                            .await;
                         match &failure {
                             None => breaker.passed(),
                             Some(f) => match f.kind {
@@ -252,11 +268,12 @@ impl Worker {
             record_lane,
             done_rx,
             stop.clone(),
+            progress.clone(),
         ));
 
         let mut report = DeliveryReport::default();
         let claimed = self
-            .claim_batches(&claim_lane, job_tx, &stop, shutdown, &mut report)
+            .claim_batches(&claim_lane, job_tx, &stop, shutdown, &mut report, &progress)
             .await;
         if claimed.is_err() {
             // Hand back what is queued rather than send it; the error is returned below.
@@ -338,6 +355,7 @@ impl Worker {
         stop: &Stop,
         shutdown: &CancellationToken,
         report: &mut DeliveryReport,
+        progress: &Option<Progress>,
     ) -> Result<(), sqlx::Error> {
         let mut batch_no = 0u64;
         // On PostgreSQL every sent row leaves a dead index entry among the claimed ones until
@@ -388,6 +406,9 @@ impl Worker {
                 )
             };
             for (campaign, n) in &skipped {
+                if let Some(p) = progress {
+                    p.inc(*n);
+                }
                 report
                     .per_campaign
                     .entry(campaign.clone())
@@ -400,7 +421,10 @@ impl Worker {
                 }
                 continue;
             }
+            // The batch's messages log inside this span (JSON logs list it with each line).
+            let span = tracing::info_span!("batch", batch = %token, rows = rows.len());
             let batch = Arc::new(Batch {
+                span,
                 token,
                 deadline: claimed_at + send_window(lease_seconds),
                 // One template set per batch, taken when it is claimed.
@@ -445,7 +469,7 @@ impl Worker {
             Ok(email) => Ok(Outgoing::from(&email)),
             Err(EmailError::Template(e)) => {
                 // A template problem is not the recipient's: keep the row for a fixed template.
-                tracing::error!(campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");
+                tracing::error!(outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");
                 let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
                 Err(Outcome::Retry {
                     at,
@@ -504,9 +528,17 @@ impl Worker {
             return (Outcome::HandedBack { at }, Some(failure));
         }
         let stem = format!("{}.{}.{}", row.campaign, row.step, row.user_id);
-        match self.transport.send(email, &stem, gate).await {
+        let started = Instant::now();
+        let result = self.transport.send(email, &stem, gate).await;
+        match &result {
+            Ok(()) => crate::telemetry::metrics::sent(started.elapsed(), Some(250)),
+            // Not on the wire: nothing to time, no reply to count.
+            Err(f) if matches!(f.kind, FailureKind::Late | FailureKind::Throttled) => {}
+            Err(f) => crate::telemetry::metrics::sent(started.elapsed(), f.code),
+        }
+        match result {
             Ok(()) => {
-                tracing::debug!(outbox_id = row.id, campaign = %row.campaign, step = %row.step, "sent");
+                tracing::debug!(outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, step = %row.step, "sent");
                 let outcome = Outcome::Sent {
                     recipient: row.recipient.clone(),
                     template_digest: job.batch.templates.digest().to_string(),
@@ -515,7 +547,7 @@ impl Worker {
             }
             // Nothing of it sent: as it was, due now, for a fresh claim.
             Err(failure) if failure.kind == FailureKind::Late => {
-                tracing::info!(outbox_id = row.id, campaign = %row.campaign, "claim about to lapse: handed back unsent");
+                tracing::info!(outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, "claim about to lapse: handed back unsent");
                 (
                     Outcome::HandedBack {
                         at: self.clock.now(),
@@ -617,6 +649,7 @@ fn send_window(lease_seconds: u64) -> std::time::Duration {
 
 /// One claimed batch: its claim token and what its rows render with.
 struct Batch {
+    span: tracing::Span,
     token: String,
     /// No body of this batch starts after this: its claim may lapse soon after (see
     /// [`send_window`]). Later rows go back to the queue unsent.

@@ -99,11 +99,17 @@ impl Quota {
         if let Some(hour) = &self.hour {
             match hour.take().await.map_err(Throttle::Database)? {
                 Taken::Yes => {}
-                Taken::No { wait } => return Err(Throttle::HourUsedUp { wait }),
+                Taken::No { wait } => {
+                    crate::telemetry::metrics::rate_limited("per_hour");
+                    return Err(Throttle::HourUsedUp { wait });
+                }
             }
         }
         if let Some(pace) = &self.pace {
-            pace.until_ready().await;
+            if pace.check().is_err() {
+                crate::telemetry::metrics::rate_limited("per_second");
+                pace.until_ready().await;
+            }
         }
         if let Some(second) = &self.second {
             loop {
@@ -111,6 +117,7 @@ impl Quota {
                     Taken::Yes => break,
                     // Other daemons had this second: the next one is at most a second away.
                     Taken::No { wait } => {
+                        crate::telemetry::metrics::rate_limited("per_second");
                         tokio::time::sleep(wait.min(Duration::from_secs(1))).await
                     }
                 }

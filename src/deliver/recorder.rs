@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::outbox::{self, Outcome};
 use super::{Done, Stop, StopReason, Tally, Worker};
 use crate::store::Lane;
+use crate::telemetry::progress::Progress;
 
 /// Outcomes are written this many at most per transaction.
 pub(super) const RECORD_CHUNK: usize = 256;
@@ -34,6 +35,7 @@ pub(super) async fn record_outcomes(
     lane: Lane,
     mut done: mpsc::Receiver<Done>,
     stop: Arc<Stop>,
+    progress: Option<Progress>,
 ) -> Result<BTreeMap<String, Tally>, sqlx::Error> {
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut chunk = Vec::with_capacity(RECORD_CHUNK);
@@ -50,6 +52,9 @@ pub(super) async fn record_outcomes(
             }
         }
         opened = gated(&chunk);
+        if let Some(p) = &progress {
+            p.inc(chunk.len() as u64);
+        }
         let mut by_token: BTreeMap<&str, Vec<(i64, Outcome)>> = BTreeMap::new();
         for Done { job, outcome, .. } in &chunk {
             let tally = tallies.entry(job.row.campaign.clone()).or_default();

@@ -24,6 +24,7 @@ mod proptests;
 
 use self::snapshot::{Encoding, RowError, SnapshotError, SnapshotReader, UserRecord};
 use crate::store::{Backend, Db};
+use crate::telemetry::progress::{Counted, Progress};
 
 /// Staged rows sent in one INSERT (15 parameters each, well under both backends' limits).
 const BATCH_ROWS: usize = 1000;
@@ -46,6 +47,8 @@ pub struct ImportOptions {
     pub max_gone_percent: u32,
     /// The file's character encoding (default UTF-8).
     pub encoding: Encoding,
+    /// Counts the bytes read, for a progress bar or line.
+    pub progress: Option<Progress>,
 }
 
 /// What an import did (or, for a dry run or a refusal, would have done).
@@ -117,6 +120,7 @@ pub async fn import_users(
         path: path.to_path_buf(),
         source,
     };
+    let file = Counted::new(file, options.progress.clone());
     let reader =
         SnapshotReader::with_encoding(file, options.encoding).map_err(|e| snapshot_err(path, e))?;
     let rejects = RejectWriter::new(path, options, reader.header());
@@ -236,7 +240,7 @@ enum ReadError {
 /// Reads and validates every row, sends the valid ones in batches and writes the rejected ones;
 /// returns the counts and errors, and the reject file for the duplicates found later.
 fn read_rows(
-    mut reader: SnapshotReader<File>,
+    mut reader: SnapshotReader<Counted<File>>,
     mut rejects: RejectWriter,
     batches: tokio::sync::mpsc::Sender<Vec<(u64, UserRecord)>>,
 ) -> Result<(ImportReport, RejectWriter), ReadError> {

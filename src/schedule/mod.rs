@@ -6,23 +6,28 @@
 //!   09:00. Ticks never overlap (a busy tick makes the next one skip), and with several daemons
 //!   on one PostgreSQL only the daemon that records a tick in `planner_ticks` plans it.
 //! - The sender delivers continuously; when the relay is unreachable it backs off as a whole.
+//! - `http.address`, when set, serves health, readiness, metrics and the status page
+//!   ([`crate::observe`]) until the daemon stops.
 //! - Templates reload on SIGHUP and when the folder changes; a broken set is never used.
 //! - On shutdown nothing new is claimed, sends on the wire get `shutdown_grace_seconds`, and
 //!   what was claimed but not started is handed back.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
 use sqlx::Row;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::deliver::transport::Transport;
 use crate::deliver::{self, Worker};
+use crate::observe::health::Health;
+use crate::observe::http;
 use crate::plan;
 use crate::render::email;
 use crate::render::live::{Reload, TemplateStore};
@@ -73,6 +78,10 @@ async fn serve(
     check: TemplateCheck,
     me: &str,
 ) -> anyhow::Result<()> {
+    if settings.http.address.is_some() {
+        // Before the first recording: a metric recorded without a recorder is lost.
+        crate::telemetry::metrics::install();
+    }
     let first = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
     let problems = check(&first);
     if !problems.is_empty() {
@@ -83,7 +92,9 @@ async fn serve(
     }
     tracing::info!(templates = first.digest(), "templates live");
     record_templates(db, me, first.digest()).await;
+    crate::telemetry::metrics::templates_live(first.digest(), None);
     let store = TemplateStore::new(first);
+    let health = Health::new(store.clone());
     let transport = Transport::from_settings(&settings).context("setting up delivery")?;
     let worker = Arc::new(Worker {
         db: db.clone(),
@@ -94,8 +105,23 @@ async fn serve(
         worker_id: me.to_string(),
     });
 
-    // Background duties: heartbeat, template reloads, planner ticks.
+    // Background duties: heartbeat, template reloads, planner ticks, the HTTP endpoints.
     let tasks = CancellationToken::new();
+    let server = match settings.http.address {
+        Some(address) => {
+            let endpoints = http::Endpoints {
+                db: db.clone(),
+                settings: settings.clone(),
+                clock: clock.clone(),
+                health: health.clone(),
+                prometheus: crate::telemetry::metrics::install(),
+            };
+            let (bound, task) = http::start(address, endpoints, tasks.clone()).await?;
+            tracing::info!(address = %bound, "serving /healthz, /readyz, /metrics and the status page on http://{bound}/");
+            Some(task)
+        }
+        None => None,
+    };
     let heartbeat = tokio::spawn(heartbeat(db.clone(), me.to_string(), tasks.clone()));
     let reloads = tokio::spawn(watch_templates(
         store.clone(),
@@ -104,6 +130,7 @@ async fn serve(
         tasks.clone(),
         db.clone(),
         me.to_string(),
+        health.clone(),
     ));
     let planner = Planner {
         db: db.clone(),
@@ -133,18 +160,27 @@ async fn serve(
     scheduler.start().await.context("starting the scheduler")?;
     tracing::info!(daemon = me, "daemon started");
 
-    send_until_shutdown(&worker, &settings, &shutdown).await;
+    send_until_shutdown(&worker, &settings, &shutdown, &health).await;
     worker.transport.close().await;
 
     tasks.cancel();
     let _ = scheduler.shutdown().await;
     let _ = tokio::join!(heartbeat, reloads);
+    if let Some(server) = server {
+        // A scraper's keep-alive connection must not hold the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
     tracing::info!("daemon stopped");
     Ok(())
 }
 
 /// The sender: deliver, then wait (longer while the relay is down), until shutdown.
-async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &CancellationToken) {
+async fn send_until_shutdown(
+    worker: &Worker,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    health: &Health,
+) {
     let poll = Duration::from_secs(settings.daemon.poll_seconds);
     let backoff_max = Duration::from_secs(settings.daemon.relay_backoff_max_seconds.max(1));
     let grace = Duration::from_secs(settings.daemon.shutdown_grace_seconds);
@@ -164,6 +200,7 @@ async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &Ca
         let pause = match report {
             Ok(r) if r.relay_unreachable => {
                 let now = r.relay_fault.unwrap_or_else(|| "relay unreachable".into());
+                health.relay_fault(worker.clock.now(), &now);
                 if fault.as_deref() != Some(now.as_str()) {
                     tracing::error!(
                         reason = %now,
@@ -176,8 +213,11 @@ async fn send_until_shutdown(worker: &Worker, settings: &Settings, shutdown: &Ca
                 pause
             }
             Ok(r) => {
-                if r.per_campaign.values().any(|t| t.sent > 0) && fault.take().is_some() {
-                    tracing::info!("the relay accepts messages again");
+                if r.per_campaign.values().any(|t| t.sent > 0) {
+                    health.relay_ok();
+                    if fault.take().is_some() {
+                        tracing::info!("the relay accepts messages again");
+                    }
                 }
                 backoff = poll;
                 poll
@@ -220,8 +260,22 @@ enum Tick {
 
 impl Planner {
     /// One planner run: skipped when the previous one is still running, or when another daemon
-    /// already took this tick.
+    /// already took this tick. Logged inside a `planner_tick` span, counted in the metrics.
     async fn tick(&self) -> Tick {
+        let started = Instant::now();
+        let span = tracing::info_span!("planner_tick", at = %self.clock.now().to_rfc3339());
+        let tick = self.tick_once().instrument(span).await;
+        let (outcome, timed) = match tick {
+            Tick::Planned => ("planned", Some(started.elapsed())),
+            Tick::SkippedBusy => ("skipped_busy", None),
+            Tick::SkippedTaken => ("skipped_taken", None),
+            Tick::Failed => ("failed", Some(started.elapsed())),
+        };
+        crate::telemetry::metrics::planner_tick(outcome, timed);
+        tick
+    }
+
+    async fn tick_once(&self) -> Tick {
         let Ok(_guard) = self.busy.try_lock() else {
             tracing::warn!("previous planner tick still running: this tick is skipped");
             return Tick::SkippedBusy;
@@ -353,11 +407,14 @@ async fn watch_templates(
     stop: CancellationToken,
     db: Db,
     me: String,
+    health: Health,
 ) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let every = Duration::from_secs(settings.daemon.template_poll_seconds);
     let mut reported: Vec<String> = Vec::new();
+    // The digest live now, for the metric of the one it replaces.
+    let mut live = Some(store.current().digest().to_string());
     loop {
         #[cfg(unix)]
         let sighup = async {
@@ -379,11 +436,15 @@ async fn watch_templates(
             Reload::Unchanged => {}
             Reload::Replaced(digest) => {
                 reported.clear();
+                health.templates_rejected(None);
+                crate::telemetry::metrics::templates_live(&digest, live.as_deref());
+                live = Some(digest.clone());
                 tracing::info!(templates = %digest, "new templates live");
                 record_templates(&db, &me, &digest).await;
             }
             // Logged once per distinct breakage, not at every poll.
             Reload::Rejected(problems) if problems != reported => {
+                health.templates_rejected(Some(problems.join("; ")));
                 for p in &problems {
                     tracing::error!(problem = %p, "template edit rejected; still sending with the last good set");
                 }

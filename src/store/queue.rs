@@ -206,3 +206,70 @@ pub fn report_rows(
         })
     })
 }
+
+/// Messages sent in one hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HourlySends {
+    /// The start of the hour (UTC).
+    pub hour: DateTime<Utc>,
+    pub sent: u64,
+}
+
+/// Messages sent per hour from `since` to `until`, of one campaign or of all; hours with no
+/// sends are left out.
+pub async fn sends_per_hour(
+    db: &Db,
+    campaign_id: Option<i64>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<HourlySends>, sqlx::Error> {
+    // Integer division on both backends: sent_at is Unix seconds.
+    let rows = sqlx::query(
+        "SELECT sent_at / 3600, COUNT(*) FROM outbox \
+         WHERE state = 'sent' AND sent_at >= $1 AND sent_at < $2 \
+            AND ($3 < 0 OR campaign_id = $3) \
+         GROUP BY sent_at / 3600 ORDER BY 1",
+    )
+    .bind(since.timestamp())
+    .bind(until.timestamp())
+    .bind(campaign_id.unwrap_or(-1))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let hour: i64 = r.try_get(0)?;
+            Ok(HourlySends {
+                hour: DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default(),
+                sent: r.try_get::<i64, _>(1)? as u64,
+            })
+        })
+        .collect()
+}
+
+/// The first and last send of campaign `campaign_id`, if it sent anything.
+pub async fn send_span(
+    db: &Db,
+    campaign_id: i64,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT MIN(sent_at), MAX(sent_at) FROM outbox WHERE campaign_id = $1 AND state = 'sent'",
+    )
+    .bind(campaign_id)
+    .fetch_one(db.pool())
+    .await?;
+    let first = super::timestamp(row.try_get(0)?);
+    let last = super::timestamp(row.try_get(1)?);
+    Ok(first.zip(last))
+}
+
+/// Messages due at `now` (pending, next attempt reached): what a delivery pass has ahead of it,
+/// less what paused campaigns and held reminders keep back.
+pub async fn due_now(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1",
+    )
+    .bind(now.timestamp())
+    .fetch_one(db.pool())
+    .await?;
+    Ok(n as u64)
+}

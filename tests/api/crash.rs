@@ -93,6 +93,7 @@ pub(crate) fn spawn(app: &TestApp, args: &[&str], env: &[(&str, String)], log: &
     cmd.current_dir(repo_path("."))
         .args(args)
         .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
         .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

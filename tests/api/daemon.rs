@@ -82,6 +82,7 @@ fn spawn_binary(app: &TestApp, env: &[(&'static str, String)], now: &str) -> Chi
     cmd.current_dir(repo_path("."))
         .args(["daemon", "--now", now])
         .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
         .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -148,6 +148,8 @@ pub fn test_settings(database_url: &str, dir: &Path, extra: &[(&str, &str)]) -> 
         // Most cases move the clock days past their one import: only the freshness test
         // (`audiences::reminders_wait_for_a_fresh_snapshot`) holds reminders for an old snapshot.
         ("AVVISI__IMPORT__MAX_AGE_HOURS".into(), "100000".into()),
+        // Daemons started in this process serve no HTTP unless a case asks (one port each).
+        ("AVVISI__HTTP__ADDRESS".into(), "".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load_with_env(None, env).expect("test settings")
@@ -195,6 +197,7 @@ impl TestApp {
         cmd.current_dir(repo_path("."))
             .args(args)
             .env("AVVISI__DATABASE__URL", &self.database_url)
+            .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
             .env("AVVISI__DELIVERY__DIR", self.outbox_dir())
             .env("NO_COLOR", "1");
         for (k, v) in env {

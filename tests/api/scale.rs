@@ -97,6 +97,7 @@ async fn a_killed_daemons_claims_are_delivered_by_the_others_after_the_lease() {
         .current_dir(repo_path("."))
         .args(["daemon", "--now", "2026-11-23T10:00:00+01:00"])
         .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
         .env("AVVISI__DELIVERY__TRANSPORT", "smtp")
         .env("AVVISI__SMTP__URL", &url)
         .env("AVVISI__DELIVERY__LEASE_SECONDS", "10")

@@ -5,7 +5,7 @@
 use avvisi::import::snapshot::{is_institutional, SnapshotReader};
 
 #[path = "../../benches/pipeline/synthetic.rs"]
-mod snapshot;
+pub(crate) mod snapshot;
 
 use snapshot::{audience_sizes, name_letters, user, write_snapshot};
 

@@ -960,6 +960,11 @@ on_both_backends!(preview_for_a_user_from_the_database);
 
 /// Runs headless Chromium on `file` and returns the DOM it built.
 fn chromium_dom(chromium: &str, file: &Path, profile: &Path) -> String {
+    chromium_dom_of(chromium, &format!("file://{}", file.display()), profile)
+}
+
+/// Runs headless Chromium on `url` and returns the DOM it built.
+pub fn chromium_dom_of(chromium: &str, url: &str, profile: &Path) -> String {
     let mut child = Command::new(chromium)
         .args([
             "--headless",
@@ -973,7 +978,7 @@ fn chromium_dom(chromium: &str, file: &Path, profile: &Path) -> String {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
-        .arg(format!("file://{}", file.display()))
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1000,7 +1005,7 @@ fn chromium_dom(chromium: &str, file: &Path, profile: &Path) -> String {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("chromium did not finish in 120 s on {}", file.display());
+            panic!("chromium did not finish in 120 s on {url}");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -1008,8 +1013,7 @@ fn chromium_dom(chromium: &str, file: &Path, profile: &Path) -> String {
     let errors = err_reader.join().unwrap();
     assert!(
         status.success() && !dom.is_empty(),
-        "chromium failed ({status}) on {}: {errors}",
-        file.display()
+        "chromium failed ({status}) on {url}: {errors}"
     );
     dom
 }
@@ -1022,7 +1026,7 @@ fn dom_text(s: &str) -> String {
         .replace('\u{a0}', "&nbsp;")
 }
 
-fn find_chromium() -> Option<String> {
+pub fn find_chromium() -> Option<String> {
     let path = std::env::var_os("PATH")?;
     for name in ["chromium", "chromium-browser"] {
         if std::env::split_paths(&path).any(|d| d.join(name).is_file()) {

@@ -1,0 +1,629 @@
+//! What operators watch (issue "Operating it"): the daemon's HTTP endpoints scraped during a
+//! real campaign (the binary, the SMTP sink), the status page rendered by headless Chromium,
+//! JSON log lines.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{repo_path, TestApp};
+use crate::on_both_backends;
+use crate::smtp_sink::{Fault, SmtpSink};
+
+/// A port nobody listens on now (the OS's pick, released at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over HTTP/1.1: the status code and the body, or `None` when nothing answers.
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// The daemon binary on `app`'s database at `now`, serving HTTP on `address`; its log (JSON
+/// lines) goes to `log`.
+fn daemon(app: &TestApp, address: &str, now: &str, env: &[(&str, String)], log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
+    cmd.current_dir(repo_path("."))
+        .args(["daemon", "--now", now])
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+        .env("AVVISI__HTTP__ADDRESS", address)
+        .env("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *")
+        .env("AVVISI__DAEMON__POLL_SECONDS", "1")
+        .env("AVVISI__LOG__FORMAT", "json")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start the daemon")
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the daemon did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `what` every 100 ms until it returns `Some`, for at most `timeout`.
+async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the series `name{labels}` in a Prometheus text exposition, summed over the
+/// series whose labels contain every one of `with`.
+fn metric(text: &str, name: &str, with: &[&str]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, labels) = series.split_once('{').unwrap_or((series, ""));
+        if series_name == name && with.iter().all(|w| labels.contains(w)) {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    found
+}
+
+async fn sent_in_outbox(app: &TestApp) -> usize {
+    app.outbox()
+        .await
+        .iter()
+        .filter(|r| r.state == "sent")
+        .count()
+}
+
+async fn metrics_move_during_a_campaign(app: TestApp) {
+    // A slow relay, one connection: the campaign lasts long enough to be watched.
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 60 }]).await;
+    app.import_examples().await;
+    let address = format!("127.0.0.1:{}", free_port());
+    let log = app.dir.path().join("daemon.log");
+    let env = [
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp".to_string()),
+        ("AVVISI__SMTP__URL", sink.url()),
+        ("AVVISI__DELIVERY__CONCURRENCY", "1".into()),
+        ("AVVISI__DELIVERY__BATCH_SIZE", "5".into()),
+    ];
+    let child = daemon(&app, &address, "2026-11-23T10:00:00+01:00", &env, &log);
+    let healthz = eventually("/healthz", Duration::from_secs(60), || {
+        http_get(&address, "/healthz")
+    })
+    .await;
+    assert_eq!(healthz, (200, "ok\n".to_string()));
+
+    // During the campaign: some sent, not all, and the scrape says what the outbox says.
+    let during = eventually("a first send", Duration::from_secs(60), || {
+        let (code, text) = http_get(&address, "/metrics")?;
+        assert_eq!(code, 200);
+        let sent = metric(&text, "avvisi_messages", &["state=\"sent\""])?;
+        (sent >= 1.0).then_some(text)
+    })
+    .await;
+    let sent_during = metric(&during, "avvisi_messages", &["state=\"sent\""]).unwrap();
+    assert!(sent_during < 47.0, "scraped mid-campaign: {during}");
+    let planned = metric(&during, "avvisi_messages", &[]).unwrap();
+    assert_eq!(planned, 47.0, "every planned message is counted: {during}");
+    assert!(metric(&during, "avvisi_queue_depth", &[]).unwrap() > 0.0);
+
+    sink.wait_for(47, Duration::from_secs(120)).await;
+    let after = eventually("the last outcome recorded", Duration::from_secs(30), || {
+        let (_, text) = http_get(&address, "/metrics")?;
+        (metric(&text, "avvisi_messages", &["state=\"sent\""])? == 47.0).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        sent_in_outbox(&app).await,
+        47,
+        "the scrape matches the outbox"
+    );
+    assert_eq!(metric(&after, "avvisi_queue_depth", &[]), Some(0.0));
+    assert_eq!(
+        metric(&after, "avvisi_messages", &["state=\"pending\""]),
+        Some(0.0),
+        "a state that emptied reads 0, not its last value: {after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "avvisi_messages",
+            &["campaign=\"registration_incomplete-2026-11-30\""]
+        ),
+        metric(
+            &during,
+            "avvisi_messages",
+            &["campaign=\"registration_incomplete-2026-11-30\""]
+        ),
+    );
+    // The in-memory ones: latency, replies, ticks, live templates, snapshot age.
+    assert_eq!(
+        metric(&after, "avvisi_send_duration_seconds_count", &[]),
+        Some(47.0),
+        "{after}"
+    );
+    assert!(
+        metric(
+            &after,
+            "avvisi_send_duration_seconds_bucket",
+            &["le=\"+Inf\""]
+        ) == Some(47.0)
+    );
+    assert_eq!(
+        metric(&after, "avvisi_relay_replies_total", &["class=\"2xx\""]),
+        Some(47.0)
+    );
+    assert!(
+        metric(
+            &after,
+            "avvisi_planner_ticks_total",
+            &["outcome=\"planned\""]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(metric(&after, "avvisi_planner_tick_duration_seconds_count", &[]).unwrap() >= 1.0);
+    let digest = avvisi::render::templates::TemplateSet::load(&repo_path("templates"))
+        .unwrap()
+        .digest()
+        .to_string();
+    assert_eq!(
+        metric(
+            &after,
+            "avvisi_templates_live_info",
+            &[&format!("digest=\"{digest}\"")]
+        ),
+        Some(1.0)
+    );
+    let age = metric(&after, "avvisi_snapshot_age_seconds", &[]).unwrap();
+    assert!((0.0..120.0).contains(&age), "snapshot age {age}");
+    assert!(after.contains("# TYPE avvisi_send_duration_seconds histogram"));
+
+    // Ready: every check named, all passing.
+    let (code, ready) = http_get(&address, "/readyz").unwrap();
+    assert_eq!(code, 200, "{ready}");
+    for check in ["database", "templates", "relay", "snapshot", "breaker"] {
+        assert!(ready.contains(&format!("ok {check}:")), "{ready}");
+    }
+    stop(child);
+    // JSON lines: each parses; the lines about a message carry its ids, inside a batch span;
+    // planning happens inside a planner tick span.
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        http_get(&address, "/healthz").is_none(),
+        "the server stopped with the daemon"
+    );
+    let events: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let planned = events
+        .iter()
+        .find(|e| e["message"] == "planned")
+        .expect("a planned line");
+    assert_eq!(planned["spans"][0]["name"], "planner_tick", "{planned}");
+    assert!(events.iter().any(|e| e["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("serving /healthz"))));
+}
+
+async fn readyz_names_the_relay_and_the_snapshot(app: TestApp) {
+    app.import_examples().await;
+    // The relay is down: the port answers nothing.
+    let address = format!("127.0.0.1:{}", free_port());
+    let relay = format!("smtp://127.0.0.1:{}", free_port());
+    let log = app.dir.path().join("relay-down.log");
+    let env = [
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp".to_string()),
+        ("AVVISI__SMTP__URL", relay),
+    ];
+    let child = daemon(&app, &address, "2026-11-23T10:00:00+01:00", &env, &log);
+    let body = eventually(
+        "/readyz failing on the relay",
+        Duration::from_secs(60),
+        || {
+            let (code, body) = http_get(&address, "/readyz")?;
+            (code == 503 && body.contains("FAIL relay:")).then_some(body)
+        },
+    )
+    .await;
+    assert!(body.contains("ok database:"), "{body}");
+    assert!(body.contains("ok snapshot:"), "{body}");
+    stop(child);
+
+    // Two days later, the snapshot is stale (its limit is 30 hours); files, no relay.
+    let log = app.dir.path().join("stale.log");
+    let child = daemon(&app, &address, "2026-11-25T10:00:00+01:00", &[], &log);
+    let body = eventually(
+        "/readyz failing on the snapshot",
+        Duration::from_secs(60),
+        || {
+            let (code, body) = http_get(&address, "/readyz")?;
+            (code == 503).then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        body.contains("FAIL snapshot: the newest full snapshot is 48 hours old"),
+        "{body}"
+    );
+    assert!(body.contains("ok relay:"), "{body}");
+    stop(child);
+}
+
+/// The messages the status page shows as sent, over all campaigns.
+fn page_sent(dom: &str) -> u64 {
+    dom.split("<td class=\"n sent\">")
+        .skip(1)
+        .map(|rest| {
+            rest.split('<')
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+async fn status_page_renders_in_chromium_during_a_campaign(app: TestApp) {
+    let Some(chromium) = crate::templates::find_chromium() else {
+        if std::env::var("AVVISI_REQUIRE_CHROMIUM").as_deref() == Ok("1") {
+            panic!("chromium is required (AVVISI_REQUIRE_CHROMIUM=1) but is not installed");
+        }
+        eprintln!(
+            "skipping the status page test: chromium is not installed (apt-get install chromium)"
+        );
+        return;
+    };
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 400 }]).await;
+    app.import_examples().await;
+    let address = format!("127.0.0.1:{}", free_port());
+    let log = app.dir.path().join("daemon.log");
+    let env = [
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp".to_string()),
+        ("AVVISI__SMTP__URL", sink.url()),
+        ("AVVISI__DELIVERY__CONCURRENCY", "1".into()),
+        ("AVVISI__DELIVERY__BATCH_SIZE", "5".into()),
+    ];
+    let child = daemon(&app, &address, "2026-11-23T10:00:00+01:00", &env, &log);
+    sink.wait_for(1, Duration::from_secs(60)).await;
+    let url = format!("http://{address}/");
+    let profile = app.dir.path().join("chromium");
+    let dom = |chromium: String, url: String, profile: PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            crate::templates::chromium_dom_of(&chromium, &url, &profile)
+        })
+    };
+    let first = dom(chromium.clone(), url.clone(), profile.clone())
+        .await
+        .unwrap();
+    let sent_first = page_sent(&first);
+    assert!(
+        (1..47).contains(&sent_first),
+        "mid-campaign, {sent_first} sent: {first}"
+    );
+    assert!(
+        first.contains("<strong id=\"phase\">reminders</strong>"),
+        "{first}"
+    );
+    assert!(first.contains("data-campaign=\"registration_incomplete-2026-11-30\""));
+    assert!(first.contains("<svg"), "the chart is inline SVG");
+    assert!(!first.contains("<script"), "no script at all");
+    let digest = avvisi::render::templates::TemplateSet::load(&repo_path("templates"))
+        .unwrap()
+        .digest()
+        .to_string();
+    assert!(first.contains(&format!("<code id=\"templates-live\">{digest}</code>")));
+
+    sink.wait_for(47, Duration::from_secs(120)).await;
+    let start = Instant::now();
+    while sent_in_outbox(&app).await < 47 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "outcomes not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = dom(chromium, url, profile).await.unwrap();
+    assert_eq!(page_sent(&last), 47, "{last}");
+    assert!(last.contains("<span id=\"queue-depth\">0</span>"), "{last}");
+    assert!(
+        last.contains("<span id=\"sent-in-chart\">47</span>"),
+        "{last}"
+    );
+    stop(child);
+}
+
+async fn json_log_lines_carry_the_message_ids(app: TestApp) {
+    app.import_examples().await;
+    let fresh = ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000");
+    let json = ("AVVISI__LOG__FORMAT", "json");
+    // RUST_LOG filters: warnings only, so no line about planning or sending.
+    let quiet = app.avvisi(
+        &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
+        &[fresh, json, ("RUST_LOG", "warn")],
+    );
+    assert!(quiet.status.success());
+    let stderr = String::from_utf8(quiet.stderr).unwrap();
+    assert!(
+        !stderr.contains("\"level\":\"INFO\"") && !stderr.contains("\"level\":\"DEBUG\""),
+        "{stderr}"
+    );
+    assert_eq!(sent_in_outbox(&app).await, 47);
+
+    // The d3 step, with debug lines: each is JSON, and each line about a message names it.
+    let out = app.avvisi(
+        &["-v", "run", "--once", "--now", "2026-11-27T10:00:00+01:00"],
+        &[fresh, json],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let sent: Vec<&serde_json::Value> = events.iter().filter(|e| e["message"] == "sent").collect();
+    let rows = app.outbox().await;
+    let d3 = rows
+        .iter()
+        .filter(|r| r.step == "d3" && r.state == "sent")
+        .count();
+    assert!(d3 > 0);
+    assert_eq!(sent.len(), d3, "one line per message sent: {stderr}");
+    for e in &sent {
+        assert!(e["outbox_id"].as_i64().is_some(), "{e}");
+        assert!(
+            e["user_id"].as_str().is_some_and(|u| u.starts_with('U')),
+            "{e}"
+        );
+        assert!(
+            e["campaign"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("2026-11-30")),
+            "{e}"
+        );
+        assert_eq!(e["spans"][0]["name"], "batch", "{e}");
+        assert!(e["timestamp"].is_string() && e["level"] == "DEBUG", "{e}");
+    }
+    // No address in any line.
+    assert!(
+        !stderr.contains("@gmail.com") && !stderr.contains("@libero.it"),
+        "{stderr}"
+    );
+}
+
+async fn campaign_list_and_show_json_match_the_outbox(app: TestApp) {
+    let fresh = ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000");
+    let empty = app.avvisi(&["campaign", "list", "--json"], &[fresh]);
+    assert!(empty.status.success());
+    assert_eq!(String::from_utf8(empty.stdout).unwrap().trim(), "[]");
+    app.import_examples().await;
+    let run = app.avvisi(
+        &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
+        &[fresh],
+    );
+    assert!(run.status.success());
+    let list = app.avvisi(&["campaign", "list", "--json"], &[fresh]);
+    assert!(list.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 4, "{list:?}");
+    let rows = app.outbox().await;
+    for c in list {
+        let name = c["name"].as_str().unwrap();
+        let mine: Vec<_> = rows.iter().filter(|r| r.campaign == name).collect();
+        assert_eq!(c["planned"], mine.len(), "{c}");
+        for state in ["pending", "sending", "sent", "skipped", "failed", "expired"] {
+            let n = mine.iter().filter(|r| r.state == state).count();
+            assert_eq!(c["messages"][state], n, "{name} {state}: {c}");
+        }
+        assert_eq!(c["kind"], "reminder");
+        assert_eq!(c["state"], "running");
+        assert!(c["started_at"].as_str().unwrap().ends_with('Z'), "UTC: {c}");
+        let show = app.avvisi(&["campaign", "show", name, "--json"], &[fresh]);
+        assert!(show.status.success());
+        let show: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        assert_eq!(&show, c, "show --json is the list's entry");
+    }
+    let missing = app.avvisi(&["campaign", "show", "nope", "--json"], &[fresh]);
+    assert!(!missing.status.success());
+}
+
+/// The plain progress lines (off a terminal) of `what` in `stderr`: (done, total) each.
+fn progress_lines(stderr: &str, what: &str) -> Vec<(String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once(&format!("{what}: "))?.1.split_once(" of "))
+        .map(|(done, rest)| {
+            let total = rest.split(" (").next().unwrap_or("");
+            (
+                done.to_string(),
+                total.trim_end_matches(" messages").to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn progress_lines_off_a_terminal(app: TestApp) {
+    let every = ("AVVISI__LOG__PROGRESS_SECONDS", "1");
+    app.import_examples().await;
+    // Delivery through a slow relay: a line a second, the count going up, never a bar's
+    // escape codes in the output.
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 80 }]).await;
+    let url = sink.url();
+    let out = app.avvisi(
+        &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
+        &[
+            every,
+            ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),
+            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+            ("AVVISI__SMTP__URL", &url),
+            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let lines = progress_lines(&stderr, "run --once");
+    assert!(lines.len() >= 2, "{stderr}");
+    let done: Vec<u64> = lines.iter().map(|(d, _)| d.parse().unwrap()).collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    assert!(done.last() > done.first(), "{done:?}");
+    let planned: u64 = app.outbox().await.len() as u64;
+    assert!(
+        lines
+            .iter()
+            .all(|(_, t)| t.parse::<u64>().unwrap() == planned),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal codes off a terminal"
+    );
+
+    // A snapshot big enough to take a few seconds, checked (a dry run) but not imported.
+    let file = app.dir.path().join("big.csv");
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    crate::synthetic::snapshot::write_snapshot(&mut csv, 25_000).unwrap();
+    drop(csv);
+    let started = Instant::now();
+    let import = app.avvisi(
+        &[
+            "import",
+            "users",
+            file.to_str().unwrap(),
+            "--dry-run",
+            "--partial",
+        ],
+        &[every],
+    );
+    let took = started.elapsed();
+    let stderr = String::from_utf8(import.stderr).unwrap();
+    assert!(import.status.success(), "{stderr}");
+    let lines = progress_lines(&stderr, "import users");
+    if took > Duration::from_millis(2500) {
+        assert!(
+            !lines.is_empty(),
+            "{took:?} without a progress line: {stderr}"
+        );
+    }
+    for (done, total) in &lines {
+        assert!(
+            done.ends_with("iB") || done.ends_with(" B"),
+            "{done} of {total}"
+        );
+        assert!(total.ends_with(" MiB"), "{stderr}");
+    }
+}
+
+async fn html_report_has_the_counts_and_a_chart(app: TestApp) {
+    let fresh = ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000");
+    app.import_examples().await;
+    for now in ["2026-11-23T10:00:00+01:00", "2026-11-27T10:00:00+01:00"] {
+        let run = app.avvisi(&["run", "--once", "--now", now], &[fresh]);
+        assert!(run.status.success());
+    }
+    let name = "email_unvalidated-2026-11-30";
+    let (html, csv) = (app.dir.path().join("r.html"), app.dir.path().join("r.csv"));
+    let out = app.avvisi(
+        &[
+            "report",
+            name,
+            "--html",
+            html.to_str().unwrap(),
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+        &[fresh],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    let rows = app.outbox().await;
+    let mine: Vec<_> = rows.iter().filter(|r| r.campaign == name).collect();
+    let sent = mine.iter().filter(|r| r.state == "sent").count();
+    assert!(sent > 13, "two steps sent");
+    assert!(
+        page.contains(&format!("<td class=\"n planned\">{}</td>", mine.len())),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<td class=\"n sent\">{sent}</td>")),
+        "{page}"
+    );
+    assert!(
+        page.contains("First message sent 2026-11-23 10:00 CET, last 2026-11-27 10:00 CET"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<svg") && page.contains("messages sent"),
+        "the chart"
+    );
+    assert!(
+        !page.contains("<script") && !page.contains('@'),
+        "no script, no address"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap().lines().count(),
+        mine.len() + 1
+    );
+    let neither = app.avvisi(&["report", name], &[fresh]);
+    assert_eq!(
+        neither.status.code(),
+        Some(2),
+        "--out or --html is required"
+    );
+}
+
+on_both_backends!(
+    html_report_has_the_counts_and_a_chart,
+    progress_lines_off_a_terminal,
+    campaign_list_and_show_json_match_the_outbox,
+    metrics_move_during_a_campaign,
+    readyz_names_the_relay_and_the_snapshot,
+    status_page_renders_in_chromium_during_a_campaign,
+    json_log_lines_carry_the_message_ids
+);
