@@ -13,6 +13,7 @@ mod crash;
 mod daemon;
 mod db_faults;
 mod delivery;
+mod digest;
 mod dkim;
 mod hostile;
 mod import;
