@@ -235,6 +235,8 @@ pub struct CalendarSettings {
     pub campaign_start: DateTime<Utc>,
     pub deadline: DateTime<Utc>,
     pub maintenance_start: DateTime<Utc>,
+    /// The maintenance notice goes to every enabled user here; it expires at `maintenance_start`.
+    pub maintenance_notice_at: DateTime<Utc>,
     pub reminder_days_before: Vec<u32>,
     pub reminder_time: NaiveTime,
     pub sending_hours_start: NaiveTime,
@@ -243,6 +245,35 @@ pub struct CalendarSettings {
     pub reopening_notice_days: u32,
     /// A one-off campaign without `--expires-at` expires this many days after it starts.
     pub oneoff_expiry_days: u32,
+    /// Which reminder steps each audience gets (`calendar.cadence`).
+    pub cadence: Cadence,
+}
+
+/// Which reminder steps each audience gets, and which of them go out only inside a daily
+/// digest (`calendar.cadence`). Keyed by audience name; an audience not listed gets every step.
+#[derive(Debug, Clone, Default)]
+pub struct Cadence {
+    /// Audience name and its steps, in calendar order.
+    pub steps: Vec<(String, Vec<crate::store::Step>)>,
+    /// (audience name, step): sent only merged with something else due that day, never alone.
+    pub only_in_digest: Vec<(String, crate::store::Step)>,
+}
+
+impl Cadence {
+    /// Whether `audience` gets `step`.
+    pub fn allows(&self, audience: &str, step: crate::store::Step) -> bool {
+        self.steps
+            .iter()
+            .find(|(a, _)| a == audience)
+            .is_none_or(|(_, steps)| steps.contains(&step))
+    }
+
+    /// Whether `audience`'s `step` goes out only inside a daily digest.
+    pub fn only_in_digest(&self, audience: &str, step: crate::store::Step) -> bool {
+        self.only_in_digest
+            .iter()
+            .any(|(a, s)| a == audience && *s == step)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -323,12 +354,43 @@ struct RawCalendar {
     campaign_start: String,
     deadline: String,
     maintenance_start: String,
+    maintenance_notice_at: String,
     reminder_days_before: OneOrMany,
     reminder_time: String,
     sending_hours_start: String,
     sending_hours_end: String,
     reopening_notice_days: u32,
     oneoff_expiry_days: u32,
+    cadence: RawCadence,
+}
+
+/// `[calendar.cadence]` as written: the steps of each reminder audience.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCadence {
+    registration_incomplete: TextList,
+    email_unvalidated: TextList,
+    code_regeneration_pending: TextList,
+    credential_recovery_advice: TextList,
+    only_in_digest: TextList,
+}
+
+/// A list of words; from the environment `first,d1` arrives as a list, `first` as one word.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TextList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TextList {
+    fn items(self) -> Vec<String> {
+        match self {
+            TextList::One(s) if s.trim().is_empty() => Vec::new(),
+            TextList::One(s) => vec![s],
+            TextList::Many(v) => v,
+        }
+    }
 }
 
 /// `AVVISI__CALENDAR__REMINDER_DAYS_BEFORE=3` arrives as a number, `7,3,1` as a list.
@@ -487,6 +549,50 @@ mod tests {
             None,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn the_cadence_and_the_maintenance_notice_come_from_the_calendar() {
+        use crate::store::Step;
+        let s = load(&[]).unwrap();
+        let c = &s.calendar.cadence;
+        assert!(c.allows("registration_incomplete", Step::DaysBefore(3)));
+        assert!(c.allows("credential_recovery_advice", Step::First));
+        assert!(!c.allows("credential_recovery_advice", Step::DaysBefore(3)));
+        assert!(c.only_in_digest("credential_recovery_advice", Step::DaysBefore(1)));
+        assert!(!c.only_in_digest("email_unvalidated", Step::DaysBefore(1)));
+        assert_eq!(
+            s.calendar.maintenance_notice_at.to_rfc3339(),
+            "2026-11-27T08:00:00+00:00"
+        );
+        // From the environment, a list; a bad step or pair is named with its key.
+        let s = load(&[(
+            "AVVISI__CALENDAR__CADENCE__CREDENTIAL_RECOVERY_ADVICE",
+            "first,d3",
+        )])
+        .unwrap();
+        assert!(s
+            .calendar
+            .cadence
+            .allows("credential_recovery_advice", Step::DaysBefore(3)));
+        let err = load(&[("AVVISI__CALENDAR__CADENCE__EMAIL_UNVALIDATED", "first,dd")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("calendar.cadence.email_unvalidated"), "{err}");
+        let err = load(&[(
+            "AVVISI__CALENDAR__CADENCE__ONLY_IN_DIGEST",
+            "credential_recovery_advice:first",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("calendar.cadence.only_in_digest"), "{err}");
+        let err = load(&[(
+            "AVVISI__CALENDAR__MAINTENANCE_NOTICE_AT",
+            "2026-12-02T09:00:00",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("calendar.maintenance_notice_at"), "{err}");
     }
 
     #[test]

@@ -246,7 +246,7 @@ async fn average_message_size(
     let rows = sqlx::query(
         "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, \
             u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, \
-            u.pending_email, u.province \
+            u.pending_email, u.province, o.digest_of \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
          JOIN users u ON u.user_id = o.user_id WHERE o.id % $1 = 0 ORDER BY o.id LIMIT 256",
     )

@@ -49,15 +49,36 @@ pub(crate) fn reminder_steps(cal: &CalendarSettings) -> Vec<DueStep> {
     steps
 }
 
-/// The latest reminder step due at `now`, if the campaign is open at `now`.
-pub(crate) fn latest_due_step(cal: &CalendarSettings, now: DateTime<Utc>) -> Option<DueStep> {
+/// The latest step of `audience`'s cadence (`calendar.cadence`) due at `now`, if the campaign is
+/// open at `now`: a step the audience does not get is passed over, so a late entrant still gets
+/// the latest one it does.
+pub(crate) fn latest_due_step_of(
+    cal: &CalendarSettings,
+    audience: Audience,
+    now: DateTime<Utc>,
+) -> Option<DueStep> {
     if now >= cal.deadline {
         return None;
     }
     reminder_steps(cal)
         .into_iter()
         .rev()
-        .find(|s| s.due_at <= now)
+        .find(|s| s.due_at <= now && cal.cadence.allows(audience.name(), s.step))
+}
+
+/// The steps `audience` gets, as `avvisi calendar` shows them: `first, d3, d1 (only in a digest)`.
+pub(crate) fn cadence_text(cal: &CalendarSettings, audience: Audience) -> String {
+    reminder_steps(cal)
+        .into_iter()
+        .filter(|s| cal.cadence.allows(audience.name(), s.step))
+        .map(
+            |s| match cal.cadence.only_in_digest(audience.name(), s.step) {
+                true => format!("{} (only in a digest)", s.step),
+                false => s.step.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The name of the reminder campaign of `audience` for this calendar.
@@ -92,5 +113,25 @@ mod tests {
                 ("d1".to_string(), "2026-11-29T09:00:00+01:00".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn default_cadence_gives_the_advice_first_and_d1_in_a_digest() {
+        let cal = Settings::load_with_env(None, Vec::new()).unwrap().calendar;
+        assert_eq!(
+            cadence_text(&cal, Audience::RegistrationIncomplete),
+            "first, d3, d1"
+        );
+        assert_eq!(
+            cadence_text(&cal, Audience::CredentialRecoveryAdvice),
+            "first, d1 (only in a digest)"
+        );
+        // At the d3 step the advice's latest step is still the first notice (a late entrant
+        // gets that one); the procedures' is d3.
+        let d3 = reminder_steps(&cal)[1].due_at;
+        let advice = latest_due_step_of(&cal, Audience::CredentialRecoveryAdvice, d3).unwrap();
+        assert_eq!(advice.step, Step::First);
+        let code = latest_due_step_of(&cal, Audience::CodeRegenerationPending, d3).unwrap();
+        assert_eq!(code.step, Step::DaysBefore(3));
     }
 }

@@ -34,9 +34,13 @@ pub struct Campaign {
     pub expires_at: Option<DateTime<Utc>>,
     /// Why avvisi paused it itself (the circuit breaker), for the operators.
     pub paused_reason: Option<String>,
+    /// Whether its messages merge into the daily digest (the calendar's campaigns; not an
+    /// operator's one-off campaign, which is an email of its own).
+    pub digest: bool,
 }
 
-/// Makes sure the reminder campaigns of the current calendar exist. Idempotent.
+/// Makes sure the reminder campaigns of the current calendar, and its maintenance notice, exist.
+/// Idempotent.
 pub(crate) async fn sync_reminders(
     db: &Db,
     cal: &CalendarSettings,
@@ -57,7 +61,32 @@ pub(crate) async fn sync_reminders(
         .execute(db.pool())
         .await?;
     }
+    // The maintenance notice, to every enabled user: from the calendar, not by hand. It is
+    // launched for its time and expires when the maintenance starts.
+    sqlx::query(
+        "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at) \
+         VALUES ($1, 'oneoff', $2, $3, 'scheduled', $4, $5, $6, $7) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(maintenance_name(cal))
+    .bind(Audience::EnabledUsers.name())
+    .bind(MAINTENANCE_NOTICE)
+    .bind(new_uid())
+    .bind(cal.maintenance_notice_at.timestamp())
+    .bind(cal.maintenance_start.timestamp())
+    .bind(now.timestamp())
+    .execute(db.pool())
+    .await?;
     Ok(())
+}
+
+/// The template, and the name's prefix, of the maintenance notice.
+pub(crate) const MAINTENANCE_NOTICE: &str = "maintenance_notice";
+
+/// The name of the maintenance notice's campaign for this calendar.
+pub(crate) fn maintenance_name(cal: &CalendarSettings) -> String {
+    let day = cal.deadline.with_timezone(&cal.timezone).date_naive();
+    format!("{MAINTENANCE_NOTICE}-{}", day.format("%Y-%m-%d"))
 }
 
 /// Every campaign, oldest first.
@@ -86,6 +115,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Campaign, sqlx::Error> {
         send_at: store::timestamp(row.try_get("send_at")?),
         expires_at: store::timestamp(row.try_get("expires_at")?),
         paused_reason: row.try_get("paused_reason")?,
+        digest: row.try_get::<i64, _>("digest")? == 1,
     })
 }
 
@@ -192,8 +222,8 @@ pub async fn create(
     }
     let inserted = sqlx::query(
         "INSERT INTO campaigns (name, kind, audience, template, filter_province, state, uid, send_at, \
-            expires_at, created_at) \
-         VALUES ($1, 'oneoff', $2, $3, $4, 'draft', $5, $6, $8, $7) ON CONFLICT (name) DO NOTHING",
+            expires_at, created_at, digest) \
+         VALUES ($1, 'oneoff', $2, $3, $4, 'draft', $5, $6, $8, $7, 0) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&new.name)
     .bind(new.audience.name())
@@ -213,7 +243,7 @@ pub async fn create(
 }
 
 const COLUMNS: &str = "id, name, kind, audience, template, filter_province, state, uid, send_at, \
-                       expires_at, created_at, started_at, finished_at, paused_reason";
+                       expires_at, created_at, started_at, finished_at, paused_reason, digest";
 
 /// The campaign named `name`, if any.
 pub async fn find(db: &Db, name: &str) -> Result<Option<Campaign>, sqlx::Error> {

@@ -47,6 +47,9 @@ pub struct UserMessage {
     pub updated_at: Option<DateTime<Utc>>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub lease_until: Option<DateTime<Utc>>,
+    /// The Message-ID of the daily digest it is merged into (shared by every row of that email),
+    /// or `None` for a message that goes alone.
+    pub digest: Option<String>,
     /// What happened to it before its current state, oldest first.
     pub history: Vec<Earlier>,
 }
@@ -125,7 +128,8 @@ pub async fn explain(db: &Db, user_id: &str) -> Result<Option<Explanation>, sqlx
     // campaign, the outbox having no index by user alone.
     let rows = sqlx::query(
         "SELECT o.id, c.name, o.step, o.state, o.attempts, o.reason, o.smtp_code, o.recipient, \
-            o.created_at, o.sent_at, o.updated_at, o.next_attempt_at, o.lease_until \
+            o.created_at, o.sent_at, o.updated_at, o.next_attempt_at, o.lease_until, \
+            CASE WHEN o.digest_of IS NULL THEN NULL ELSE o.message_id END AS digest \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
          WHERE o.campaign_id IN (SELECT id FROM campaigns) AND o.user_id = $1 \
          ORDER BY o.created_at, o.id",
@@ -192,6 +196,7 @@ fn message(r: &AnyRow) -> Result<(i64, UserMessage), sqlx::Error> {
             updated_at: timestamp(r.try_get("updated_at")?),
             next_attempt_at: timestamp(r.try_get("next_attempt_at")?),
             lease_until: timestamp(r.try_get("lease_until")?),
+            digest: r.try_get("digest")?,
             history: Vec::new(),
         },
     ))

@@ -186,6 +186,8 @@ pub async fn cancel(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transitio
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // The other campaigns' sections of its digests go out without it.
+        crate::store::digest::repair_orphans(&mut tx, Some(id)).await?;
         tx.commit().await?;
     } else {
         tx.rollback().await?;

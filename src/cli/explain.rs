@@ -107,6 +107,9 @@ pub(crate) async fn run(
             local(m.updated_at, tz),
             why(m, tz)
         );
+        if let Some(id) = &m.digest {
+            println!("      merged into digest {id} (one email with the user's other messages of that day)");
+        }
         for h in &m.history {
             let mut line = format!(
                 "      earlier: {} at {} after {} attempt(s)",

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio_util::sync::CancellationToken;
 
-use crate::audience::calendar::{reminder_name, reminder_steps};
+use crate::audience::calendar::{cadence_text, reminder_name, reminder_steps};
 use crate::audience::campaign;
 use crate::audience::phases;
 use crate::audience::Audience;
@@ -121,6 +121,11 @@ pub async fn calendar(
         "maintenance start",
         local(cal.maintenance_start, tz)
     );
+    println!(
+        "  {:<20} {} (every enabled user, merged into that day's digest; expires at the maintenance start)",
+        "maintenance notice",
+        local(cal.maintenance_notice_at, tz)
+    );
     match reopened {
         Some(at) => println!("  {:<20} {}", "reopening", local(at, tz)),
         None => println!(
@@ -134,6 +139,10 @@ pub async fn calendar(
         cal.sending_hours_start.format("%H:%M"),
         cal.sending_hours_end.format("%H:%M")
     );
+    println!("cadence (calendar.cadence: the steps each audience gets):");
+    for audience in Audience::REMINDERS {
+        println!("  {:<27} {}", audience.name(), cadence_text(cal, audience));
+    }
     println!("next reminder steps (each goes to who still qualifies at that moment):");
     let upcoming: Vec<_> = reminder_steps(cal)
         .into_iter()
@@ -144,6 +153,9 @@ pub async fn calendar(
     }
     for step in upcoming {
         for audience in Audience::REMINDERS {
+            if !cal.cadence.allows(audience.name(), step.step) {
+                continue;
+            }
             let size = campaign::size(db, audience, None).await?;
             println!(
                 "  {}  {:<6} {:<45} {size} users now",

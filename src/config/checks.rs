@@ -157,6 +157,18 @@ pub(super) fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, Confi
             "a time after calendar.campaign_start",
         ));
     }
+    let maintenance_notice_at = local_instant(
+        "calendar.maintenance_notice_at",
+        &raw.maintenance_notice_at,
+        timezone,
+    )?;
+    if maintenance_notice_at >= maintenance_start {
+        return Err(invalid(
+            "calendar.maintenance_notice_at",
+            raw.maintenance_notice_at,
+            "a time before calendar.maintenance_start (the notice expires when it starts)",
+        ));
+    }
     if maintenance_start < deadline {
         return Err(invalid(
             "calendar.maintenance_start",
@@ -197,11 +209,13 @@ pub(super) fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, Confi
             format!("a time after calendar.sending_hours_start ({start})"),
         ));
     }
+    let cadence = check_cadence(raw.cadence)?;
     Ok(CalendarSettings {
         timezone,
         campaign_start,
         deadline,
         maintenance_start,
+        maintenance_notice_at,
         reminder_days_before: days,
         reminder_time: local_time("calendar.reminder_time", &raw.reminder_time)?,
         sending_hours_start: start,
@@ -211,6 +225,95 @@ pub(super) fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, Confi
             raw.reopening_notice_days,
         )?,
         oneoff_expiry_days: positive("calendar.oneoff_expiry_days", raw.oneoff_expiry_days)?,
+        cadence,
+    })
+}
+
+/// `[calendar.cadence]`: each audience's steps, `first` or `dN`, and the `AUDIENCE:STEP` pairs
+/// sent only inside a digest. A `dN` that `calendar.reminder_days_before` does not have is never
+/// due (so the two can be changed one at a time).
+fn check_cadence(raw: RawCadence) -> Result<Cadence, ConfigError> {
+    use crate::store::Step;
+    let step = |key: &'static str, text: &str| -> Result<Step, ConfigError> {
+        match text.trim().parse::<Step>() {
+            Ok(s @ (Step::First | Step::DaysBefore(_))) => Ok(s),
+            _ => Err(invalid(
+                key,
+                text,
+                "steps such as first, d7, d3, d1 (the first notice, then days before the deadline)",
+            )),
+        }
+    };
+    let mut steps = Vec::new();
+    for (key, audience, list) in [
+        (
+            "calendar.cadence.registration_incomplete",
+            "registration_incomplete",
+            raw.registration_incomplete,
+        ),
+        (
+            "calendar.cadence.email_unvalidated",
+            "email_unvalidated",
+            raw.email_unvalidated,
+        ),
+        (
+            "calendar.cadence.code_regeneration_pending",
+            "code_regeneration_pending",
+            raw.code_regeneration_pending,
+        ),
+        (
+            "calendar.cadence.credential_recovery_advice",
+            "credential_recovery_advice",
+            raw.credential_recovery_advice,
+        ),
+    ] {
+        let mut list = list
+            .items()
+            .iter()
+            .map(|s| step(key, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err(invalid(
+                key,
+                "[]",
+                "at least one step: an audience with no step would never be told",
+            ));
+        }
+        // Calendar order: the first notice, then the most days before the deadline.
+        list.sort_by_key(|s| match s {
+            Step::DaysBefore(d) => -i64::from(*d),
+            _ => i64::MIN,
+        });
+        list.dedup();
+        steps.push((audience.to_string(), list));
+    }
+    let mut only_in_digest = Vec::new();
+    for item in raw.only_in_digest.items() {
+        let key = "calendar.cadence.only_in_digest";
+        let (audience, text) = item.trim().split_once(':').ok_or_else(|| {
+            invalid(
+                key,
+                &item,
+                "AUDIENCE:STEP pairs such as credential_recovery_advice:d1",
+            )
+        })?;
+        let s = step(key, text)?;
+        // A step the audience's cadence lacks is never due: harmless, like an unused dN.
+        match steps.iter().any(|(a, _)| a == audience.trim()) {
+            true if s != Step::First => only_in_digest.push((audience.trim().to_string(), s)),
+            _ => {
+                return Err(invalid(
+                    key,
+                    &item,
+                    "a reminder audience and a step other than first (the first notice always \
+                     goes out)",
+                ))
+            }
+        }
+    }
+    Ok(Cadence {
+        steps,
+        only_in_digest,
     })
 }
 

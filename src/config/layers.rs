@@ -158,6 +158,11 @@ impl Layers {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("calendar.reminder_days_before")
+                .with_list_parse_key("calendar.cadence.registration_incomplete")
+                .with_list_parse_key("calendar.cadence.email_unvalidated")
+                .with_list_parse_key("calendar.cadence.code_regeneration_pending")
+                .with_list_parse_key("calendar.cadence.credential_recovery_advice")
+                .with_list_parse_key("calendar.cadence.only_in_digest")
                 .source(Some(env)),
         );
         Ok(Layers { set, builder })

@@ -26,8 +26,8 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::render::context;
 use crate::render::email::{self, Envelope};
+use crate::render::{context, digest};
 use crate::store::{Backend, Db, Lane};
 mod breaker;
 pub mod outbox;
@@ -79,8 +79,12 @@ pub struct DeliveryReport {
 pub struct BreakerReport {
     /// The reply every message of the streak got, e.g. `554 5.7.1`.
     pub reply: String,
-    /// Messages of the streak put back in the queue, attempt not counted.
+    /// Emails of the streak.
+    pub emails: u64,
+    /// Their rows put back in the queue (a digest's with it), attempt not counted.
     pub given_back: u64,
+    /// The rows put back, per campaign.
+    pub per_campaign: BTreeMap<String, u64>,
     /// Campaigns paused with the reply as the reason.
     pub paused: Vec<String>,
 }
@@ -290,6 +294,7 @@ impl Worker {
         for (campaign, tally) in recorded? {
             let t = report.per_campaign.entry(campaign).or_default();
             t.sent += tally.sent;
+            t.skipped += tally.skipped;
             t.retrying += tally.retrying;
             t.failed += tally.failed;
             t.expired += tally.expired;
@@ -305,9 +310,9 @@ impl Worker {
         if let Some(tripped) = breaker.tripped() {
             let b = self.breaker_tripped(&tripped).await?;
             // Counted as failed when they were refused; they are back in the queue now.
-            for (_, campaign) in &tripped.rows {
+            for (campaign, n) in &b.per_campaign {
                 let t = report.per_campaign.entry(campaign.clone()).or_default();
-                t.failed = t.failed.saturating_sub(1);
+                t.failed = t.failed.saturating_sub(*n);
             }
             report.relay_unreachable = true;
             report.relay_fault = Some(format!(
@@ -332,7 +337,8 @@ impl Worker {
             t.detail
         );
         let ids: Vec<i64> = t.rows.iter().map(|(id, _)| *id).collect();
-        let given_back = outbox::give_back(&self.db, &ids, "circuit breaker", now).await?;
+        let back = outbox::give_back(&self.db, &ids, "circuit breaker", now).await?;
+        let given_back = back.values().sum();
         let mut paused = Vec::new();
         for campaign in &t.campaigns {
             if lifecycle::pause_for(&self.db, campaign, &reason).await? {
@@ -342,7 +348,9 @@ impl Worker {
         tracing::error!(reply = %t.reply, given_back, paused = ?paused, "circuit breaker tripped: delivery stopped, campaigns paused");
         Ok(BreakerReport {
             reply: t.reply.clone(),
+            emails: t.rows.len() as u64,
             given_back,
+            per_campaign: back,
             paused,
         })
     }
@@ -431,10 +439,11 @@ impl Worker {
                 templates: self.templates.current(),
                 reopened_at: context::local_rfc3339(&self.settings.calendar, reopened_at),
             });
-            for row in rows {
+            for (row, merged) in digests(rows) {
                 let job = Job {
                     batch: batch.clone(),
                     row,
+                    merged,
                 };
                 if jobs.send(job).await.is_err() {
                     return Ok(());
@@ -465,7 +474,7 @@ impl Worker {
             let reason = "deadline passed before it could be sent".to_string();
             return Err(Outcome::Expired { reason });
         }
-        match self.email_for(row, templates, &job.batch.reopened_at, now) {
+        match self.email_for_digest(row, &job.merged, templates, &job.batch.reopened_at, now) {
             Ok(email) => Ok(Outgoing::from(&email)),
             Err(EmailError::Template(e)) => {
                 // A template problem is not the recipient's: keep the row for a fixed template.
@@ -481,6 +490,9 @@ impl Worker {
                 error: e.to_string(),
                 code: None,
             }),
+            Err(EmailError::NoSection) => Err(Outcome::Skipped {
+                reason: "no section of the digest applies any more".to_string(),
+            }),
         }
     }
 
@@ -492,14 +504,58 @@ impl Worker {
         reopened_at: &str,
         now: DateTime<Utc>,
     ) -> Result<Message, EmailError> {
-        let context = self.context_for(row, now, reopened_at.to_string(), false);
-        let rendered = templates.render(&row.template, &context)?;
+        self.email_for_digest(row, &[], templates, reopened_at, now)
+    }
+
+    /// The one email of the lead `row` and the rows `merged` with it (its daily digest), at
+    /// `now`. One section left (the others dropped, or none merged): that message's own
+    /// template, unchanged. More: the digest template, with every section. Always the lead's
+    /// Message-ID, shared by every row of the digest.
+    pub fn email_for_digest(
+        &self,
+        row: &Claimed,
+        merged: &[Claimed],
+        templates: &TemplateSet,
+        reopened_at: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Message, EmailError> {
+        let sections: Vec<&Claimed> = std::iter::once(row)
+            .filter(|r| r.section_dropped.is_none())
+            .chain(merged)
+            .collect();
+        let cadence = &self.settings.calendar.cadence;
+        let (rendered, about) = match sections.as_slice() {
+            [] => return Err(EmailError::NoSection),
+            // A reminder sent only inside a digest, left alone by the others' drop, does not go.
+            [only] if cadence.only_in_digest(&only.template, only.step) => {
+                return Err(EmailError::NoSection)
+            }
+            [only] => {
+                let context = self.context_for(only, now, reopened_at.to_string(), false);
+                (templates.render(&only.template, &context)?, *only)
+            }
+            several => {
+                let mut context = self.context_for(row, now, reopened_at.to_string(), false);
+                context.sections = digest::ordered(
+                    several
+                        .iter()
+                        .map(|r| digest::Section {
+                            template: r.template.clone(),
+                            campaign: r.campaign.clone(),
+                            step: r.step.to_string(),
+                        })
+                        .collect(),
+                );
+                context.procedures = digest::procedures(&context.sections);
+                (templates.render(digest::DIGEST, &context)?, row)
+            }
+        };
         let envelope = Envelope {
             to_address: &row.recipient,
             to_name: &format!("{} {}", row.first_name, row.last_name),
             message_id: &row.message_id,
-            campaign: &row.campaign,
-            step: row.step,
+            campaign: &about.campaign,
+            step: about.step,
             date: now.into(),
         };
         Ok(email::build(&self.settings.mail, &envelope, &rendered)?)
@@ -638,6 +694,9 @@ pub enum EmailError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Message(#[from] email::MessageError),
+    /// Every section of a digest was dropped (never claimed so: such a lead is skipped).
+    #[error("no section left to send")]
+    NoSection,
 }
 
 /// How long after a claim its messages may still start: three quarters of the lease. The last
@@ -658,10 +717,58 @@ struct Batch {
     reopened_at: String,
 }
 
-/// A claimed row on its way to a sender.
+/// A claimed row on its way to a sender, with the rows merged into its email.
 struct Job {
     batch: Arc<Batch>,
+    /// The lead of a digest, or a row sent alone: its Message-ID is the email's.
     row: Claimed,
+    /// The other rows of the digest, whose sections the email carries.
+    merged: Vec<Claimed>,
+}
+
+impl Job {
+    /// Every row the email stands for, with the outcome each one gets when the email has
+    /// `outcome`: all share it, except a lead whose own section was dropped, which is skipped
+    /// when the email goes without it.
+    fn outcomes<'a>(
+        &'a self,
+        outcome: &'a Outcome,
+    ) -> impl Iterator<Item = (&'a Claimed, Outcome)> {
+        std::iter::once(&self.row)
+            .chain(&self.merged)
+            .map(move |row| match (outcome, row.section_dropped) {
+                (Outcome::Sent { .. }, Some(reason)) => (
+                    row,
+                    Outcome::Skipped {
+                        reason: format!("{reason} (its digest went without it)"),
+                    },
+                ),
+                _ => (row, outcome.clone()),
+            })
+    }
+}
+
+/// The claimed rows grouped by email: each lead (or row sent alone) with the rows of its
+/// digest, in claim order.
+fn digests(rows: Vec<Claimed>) -> Vec<(Claimed, Vec<Claimed>)> {
+    let mut out: Vec<(Claimed, Vec<Claimed>)> = Vec::with_capacity(rows.len());
+    let mut followers: Vec<Claimed> = Vec::new();
+    for row in rows {
+        match row.digest_of {
+            Some(lead) if lead != row.id => followers.push(row),
+            _ => out.push((row, Vec::new())),
+        }
+    }
+    for row in followers {
+        let lead = row.digest_of;
+        match out.iter_mut().find(|(l, _)| Some(l.id) == lead) {
+            Some((_, merged)) => merged.push(row),
+            // Its lead was not claimed with it (never happens: followers are claimed through
+            // their lead): an email of its own rather than none.
+            None => out.push((row, Vec::new())),
+        }
+    }
+    out
 }
 
 /// A row's outcome on its way to the recorder.

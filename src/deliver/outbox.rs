@@ -42,6 +42,13 @@ pub struct Claimed {
     pub institutional_email: Option<String>,
     pub pending_email: Option<String>,
     pub province: Option<String>,
+    /// The lead of the daily digest this row belongs to (itself for the lead), or `None` for a
+    /// row sent alone.
+    pub digest_of: Option<i64>,
+    /// A lead whose own section no longer applies (the user left its audience) while other
+    /// sections of its digest still do: the email goes without it, and the row is skipped with
+    /// this reason.
+    pub section_dropped: Option<&'static str>,
 }
 
 /// How a claimed row ends this round.
@@ -62,6 +69,11 @@ pub enum Outcome {
         code: Option<u16>,
     },
     Expired {
+        reason: String,
+    },
+    /// Not sent on purpose: its section no longer applies (a digest's lead whose email went
+    /// with the other sections only, or a digest with no section left).
+    Skipped {
         reason: String,
     },
     /// Not attempted (shutdown, relay down): back to pending as it was, attempt not counted.
@@ -131,6 +143,30 @@ pub(crate) async fn claim(
     if claimed == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
+    // The other rows of the claimed digests travel with their lead (those of running
+    // campaigns: a paused campaign's section waits for a later email; an expired one is left
+    // to expire). A follower still
+    // `sending` was claimed with its lead by a process that died: the lead is ours now.
+    let followers = sqlx::query(&format!(
+        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = {lease_now} + $2, \
+            attempts = attempts + 1, updated_at = $3 \
+         WHERE digest_of IN (SELECT l.id FROM outbox l WHERE l.claim_token = $1 AND l.digest_of = l.id) \
+           AND digest_of <> id AND state IN ('pending', 'sending') \
+           AND (expires_at IS NULL OR expires_at > $3) \
+           AND campaign_id IN (SELECT c.id FROM campaigns c WHERE c.state = 'running'{held})",
+        lease_now = backend.lease_now(),
+        // On a stale snapshot a reminder's section waits, whatever email it was merged into.
+        held = match hold_reminders {
+            true => " AND c.kind <> 'reminder'",
+            false => "",
+        },
+    ))
+    .bind(token)
+    .bind(lease_seconds as i64)
+    .bind(now.timestamp())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
 
     // The user must still qualify now, by the same rule that planned the row.
     let campaigns = sqlx::query(
@@ -140,46 +176,93 @@ pub(crate) async fn claim(
     .bind(token)
     .fetch_all(&mut *conn)
     .await?;
-    let mut skipped = Vec::new();
-    for row in campaigns {
-        let audience: Audience = row
-            .get::<String, _>(1)
-            .parse()
-            .map_err(|e: crate::audience::UnknownAudience| sqlx::Error::Decode(e.into()))?;
-        let province: Option<String> = row.get(2);
-        let sql = format!(
-            "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \
-                updated_at = $4 \
-             WHERE claim_token = $1 AND campaign_id = $2 AND NOT EXISTS \
-                (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {})",
-            audience.condition_in(5),
-        );
-        let n = sqlx::query(&sql)
-            .bind(token)
-            .bind(row.get::<i64, _>(0))
-            .bind(audience.left_reason())
-            .bind(now.timestamp())
-            .bind(province)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if n > 0 {
-            skipped.push((row.get::<String, _>(3), n));
+    let campaigns: Vec<(i64, Audience, Option<String>, String)> = campaigns
+        .iter()
+        .map(|row| {
+            let audience: Audience = row
+                .get::<String, _>(1)
+                .parse()
+                .map_err(|e: crate::audience::UnknownAudience| sqlx::Error::Decode(e.into()))?;
+            Ok((row.get(0), audience, row.get(2), row.get(3)))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    let mut skipped: Vec<(String, u64)> = Vec::new();
+    // Without digests in the batch, one statement per campaign as before. With them, a section
+    // is dropped on its own: the followers first, then the leads that carry no section any more
+    // (a lead whose own section is dropped still carries the others' email).
+    let passes: &[&str] = match followers {
+        0 => &[""],
+        _ => &[
+            " AND digest_of IS NOT NULL AND digest_of <> id",
+            " AND (digest_of IS NULL OR digest_of = id) AND NOT EXISTS (SELECT 1 FROM outbox f \
+               WHERE f.digest_of = outbox.id AND f.id <> outbox.id AND f.claim_token = $1)",
+        ],
+    };
+    for which in passes {
+        for (id, audience, province, name) in &campaigns {
+            let sql = format!(
+                "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \
+                    updated_at = $4 \
+                 WHERE claim_token = $1 AND campaign_id = $2{which} AND NOT EXISTS \
+                    (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {})",
+                audience.condition_in(5),
+            );
+            let n = sqlx::query(&sql)
+                .bind(token)
+                .bind(*id)
+                .bind(audience.left_reason())
+                .bind(now.timestamp())
+                .bind(province.clone())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if n > 0 {
+                match skipped.iter_mut().find(|(c, _)| c == name) {
+                    Some((_, total)) => *total += n,
+                    None => skipped.push((name.clone(), n)),
+                }
+            }
+        }
+    }
+    // The leads still carrying others' sections whose own section is dropped.
+    let mut dropped: Vec<(i64, &'static str)> = Vec::new();
+    if followers > 0 {
+        for (id, audience, province, _) in &campaigns {
+            let sql = format!(
+                "SELECT o.id FROM outbox o WHERE o.claim_token = $1 AND o.campaign_id = $2 \
+                   AND o.digest_of = o.id AND NOT EXISTS \
+                   (SELECT 1 FROM users u WHERE u.user_id = o.user_id AND {})",
+                audience.condition_in(3),
+            );
+            let ids: Vec<i64> = sqlx::query_scalar(&sql)
+                .bind(token)
+                .bind(*id)
+                .bind(province.clone())
+                .fetch_all(&mut *conn)
+                .await?;
+            dropped.extend(ids.into_iter().map(|i| (i, audience.left_reason())));
         }
     }
 
     let rows = sqlx::query(&format!(
-        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, {USER_COLUMNS} \
+        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, {USER_COLUMNS}, \
+            o.digest_of \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id JOIN users u ON u.user_id = o.user_id \
          WHERE o.claim_token = $1 ORDER BY o.id"
     ))
     .bind(token)
     .fetch_all(&mut *conn)
     .await?;
-    let claimed = rows
+    let mut claimed: Vec<Claimed> = rows
         .iter()
         .map(claimed_from_row)
         .collect::<Result<_, _>>()?;
+    for row in &mut claimed {
+        row.section_dropped = dropped
+            .iter()
+            .find(|(id, _)| *id == row.id)
+            .map(|(_, reason)| *reason);
+    }
     Ok((claimed, skipped))
 }
 
@@ -221,6 +304,7 @@ async fn claim_where(
          WHERE id IN (SELECT o.id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
             WHERE c.state = 'running' AND {what}{held} \
               AND (o.expires_at IS NULL OR o.expires_at > $3) \
+              AND (o.digest_of IS NULL OR o.digest_of = o.id) \
             ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})"
     );
     Ok(sqlx::query(&sql)
@@ -247,7 +331,7 @@ pub(crate) async fn first_recipient(
 ) -> Result<Option<Claimed>, sqlx::Error> {
     let sql = format!(
         "SELECT CAST(0 AS BIGINT), $2, 'main', $3, $4, CAST(0 AS BIGINT), CAST($5 AS BIGINT), \
-            {USER_COLUMNS} FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
+            {USER_COLUMNS}, CAST(NULL AS BIGINT) FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
         c.audience.condition_in(1)
     );
     let row = sqlx::query(&sql)
@@ -261,7 +345,8 @@ pub(crate) async fn first_recipient(
     row.as_ref().map(claimed_from_row).transpose()
 }
 
-/// Decodes a row selected as [`claim`]'s final query selects it.
+/// Decodes a row selected as [`claim`]'s final query selects it (the user's columns, then
+/// `digest_of`).
 pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
     Ok(Claimed {
         id: r.try_get(0)?,
@@ -281,6 +366,8 @@ pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
         institutional_email: r.try_get(11)?,
         pending_email: r.try_get(12)?,
         province: r.try_get(13)?,
+        digest_of: r.try_get(14)?,
+        section_dropped: None,
     })
 }
 
@@ -355,6 +442,14 @@ pub async fn record(
             .bind(token)
             .bind(now)
             .bind(reason.clone()),
+            Outcome::Skipped { reason } => sqlx::query(
+                "UPDATE outbox SET state = 'skipped', reason = $4, updated_at = $3, \
+                    claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(*id)
+            .bind(token)
+            .bind(now)
+            .bind(reason.clone()),
             Outcome::HandedBack { at } => sqlx::query(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = $4, attempts = attempts - 1, \
                     updated_at = $3, claim_token = NULL, lease_until = NULL \
@@ -402,26 +497,38 @@ fn bind_sent<'q>(
 /// Sent rows recorded per statement (three parameters each, well under both backends' limits).
 const SENT_PER_STATEMENT: usize = 200;
 
-/// Failed rows `ids` back to pending, due now, as they were before their last attempt (not
-/// counted); the failure moves to the row's history with `event`. Rows no longer failed are
-/// left alone. Returns how many went back.
+/// Failed rows `ids`, with the rows of their digests, back to pending, due now, as they were
+/// before their last attempt (not counted); the failure moves to the row's history with
+/// `event`. Rows no longer failed are left alone. Returns how many went back, per campaign.
 pub(crate) async fn give_back(
     db: &Db,
     ids: &[i64],
     event: &str,
     now: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    let mut back = 0;
+) -> Result<std::collections::BTreeMap<String, u64>, sqlx::Error> {
+    let mut back = std::collections::BTreeMap::new();
     for chunk in ids.chunks(500) {
         let list = (0..chunk.len())
             .map(|i| format!("${}", i + 3))
             .collect::<Vec<_>>()
             .join(", ");
         let mut tx = db.pool().begin().await?;
+        let per_campaign = format!(
+            "SELECT c.name, COUNT(*) FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+             WHERE o.state = 'failed' AND $1 IS NOT NULL AND $2 IS NOT NULL \
+               AND (o.id IN ({list}) OR o.digest_of IN ({list})) GROUP BY c.name"
+        );
+        let mut q = sqlx::query(&per_campaign).bind(now.timestamp()).bind(event);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            *back.entry(row.get::<String, _>(0)).or_default() += row.get::<i64, _>(1) as u64;
+        }
         let history = format!(
             "INSERT INTO outbox_history (outbox_id, at, state, event, reason, smtp_code, attempts) \
              SELECT id, $1, state, $2, reason, smtp_code, attempts FROM outbox \
-             WHERE state = 'failed' AND id IN ({list})"
+             WHERE state = 'failed' AND (id IN ({list}) OR digest_of IN ({list}))"
         );
         let mut q = sqlx::query(&history).bind(now.timestamp()).bind(event);
         for id in chunk {
@@ -432,13 +539,13 @@ pub(crate) async fn give_back(
             "UPDATE outbox SET state = 'pending', next_attempt_at = $1, updated_at = $1, \
                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
                 reason = NULL, smtp_code = NULL, claim_token = NULL, lease_until = NULL \
-             WHERE state = 'failed' AND $2 IS NOT NULL AND id IN ({list})"
+             WHERE state = 'failed' AND $2 IS NOT NULL AND (id IN ({list}) OR digest_of IN ({list}))"
         );
         let mut q = sqlx::query(&update).bind(now.timestamp()).bind(event);
         for id in chunk {
             q = q.bind(*id);
         }
-        back += q.execute(&mut *tx).await?.rows_affected();
+        q.execute(&mut *tx).await?;
         tx.commit().await?;
     }
     Ok(back)

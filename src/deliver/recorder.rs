@@ -57,18 +57,22 @@ pub(super) async fn record_outcomes(
         }
         let mut by_token: BTreeMap<&str, Vec<(i64, Outcome)>> = BTreeMap::new();
         for Done { job, outcome, .. } in &chunk {
-            let tally = tallies.entry(job.row.campaign.clone()).or_default();
-            match outcome {
-                Outcome::Sent { .. } => tally.sent += 1,
-                Outcome::Retry { .. } => tally.retrying += 1,
-                Outcome::Failed { .. } => tally.failed += 1,
-                Outcome::Expired { .. } => tally.expired += 1,
-                Outcome::HandedBack { .. } => {}
+            // A digest's rows are recorded with its lead, in the same statement.
+            for (row, outcome) in job.outcomes(outcome) {
+                let tally = tallies.entry(row.campaign.clone()).or_default();
+                match outcome {
+                    Outcome::Sent { .. } => tally.sent += 1,
+                    Outcome::Retry { .. } => tally.retrying += 1,
+                    Outcome::Failed { .. } => tally.failed += 1,
+                    Outcome::Expired { .. } => tally.expired += 1,
+                    Outcome::Skipped { .. } => tally.skipped += 1,
+                    Outcome::HandedBack { .. } => {}
+                }
+                by_token
+                    .entry(job.batch.token.as_str())
+                    .or_default()
+                    .push((row.id, outcome));
             }
-            by_token
-                .entry(job.batch.token.as_str())
-                .or_default()
-                .push((job.row.id, outcome.clone()));
         }
         for (token, outcomes) in by_token {
             let now = worker.clock.now();

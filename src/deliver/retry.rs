@@ -90,6 +90,8 @@ pub async fn retry_failed(
     for sql in [history, back] {
         bound(&sql, filter, now).execute(&mut *tx).await?;
     }
+    // A digest's rows back in the queue without their lead travel without it.
+    crate::store::digest::repair_orphans(&mut tx, None).await?;
     lifecycle::run_again_when_pending(&mut tx, now).await?;
     tx.commit().await?;
     tracing::info!(

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Duration, TimeZone};
 
 use crate::config::Settings;
-use crate::render::context;
 use crate::render::templates::{self, MessageContext, UserView};
+use crate::render::{context, digest};
 use crate::store::Step;
 
 /// A recipient of the sample data.
@@ -257,7 +257,57 @@ pub fn context(
         reopened_at,
         is_test: sample.situation.is_test,
     };
-    context::build(settings, sample.user.clone(), about)
+    let mut ctx = context::build(settings, sample.user.clone(), about);
+    if message == digest::DIGEST {
+        ctx.sections = digest::ordered(
+            digest_sections(&sample.situation)
+                .iter()
+                .map(|template| digest::Section {
+                    template: template.to_string(),
+                    campaign: format!("{template}-{deadline_day}"),
+                    step: sample.situation.step.to_string(),
+                })
+                .collect(),
+        );
+        ctx.procedures = digest::procedures(&ctx.sections);
+    }
+    ctx
+}
+
+/// The sections of the digest's sample in `situation`: two and three procedures, with and
+/// without the advice and the maintenance information, and the reopening notices merged.
+fn digest_sections(situation: &Situation) -> &'static [&'static str] {
+    match situation.id {
+        "d7" => &[
+            "registration_incomplete",
+            "email_unvalidated",
+            "code_regeneration_pending",
+        ],
+        "d3" => &[
+            "email_unvalidated",
+            "code_regeneration_pending",
+            "maintenance_notice",
+            "credential_recovery_advice",
+        ],
+        "last-day" => &[
+            "registration_incomplete",
+            "email_unvalidated",
+            "code_regeneration_pending",
+            "credential_recovery_advice",
+        ],
+        "test" => &["email_unvalidated", "credential_recovery_advice"],
+        "main" => &["maintenance_notice", "credential_recovery_advice"],
+        "reopened" => &[
+            "reopening_general",
+            "reopening_email_unvalidated",
+            "reopening_code_regeneration",
+        ],
+        _ => &[
+            "email_unvalidated",
+            "code_regeneration_pending",
+            "credential_recovery_advice",
+        ],
+    }
 }
 
 /// The reopening notices among the message folders: the templates of the reopening campaigns

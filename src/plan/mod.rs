@@ -4,14 +4,19 @@
 //! step): planning twice adds nothing. For reminders only the latest due step is planned, and
 //! it supersedes the older steps still pending, so nobody gets two reminders of the same thing
 //! at once; a user who already got a message of the campaign today gets no other that day.
+//!
+//! The whole pass is one transaction, and it ends with the merge of `store::digest`: the rows
+//! due for one person on one local day become one email (the daily digest), before any claimer
+//! sees them. A person who already got an email today gets nothing more from the calendar that
+//! day: what is due is planned the next day, when it merges with that day's rows.
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::audience::calendar::latest_due_step;
+use crate::audience::calendar::latest_due_step_of;
 use crate::audience::campaign::{self, Campaign};
 use crate::audience::lifecycle;
 use crate::config::Settings;
-use crate::store::{Backend, CampaignKind, CampaignState, Db, Step};
+use crate::store::{digest, Backend, CampaignKind, CampaignState, Db, Step};
 
 /// A planning pass that adds this many rows refreshes the outbox statistics on PostgreSQL.
 const ANALYZE_AFTER_ROWS: u64 = 10_000;
@@ -44,13 +49,17 @@ pub async fn plan_due(
         tracing::warn!("{warning}");
     }
     let mut planned = Vec::new();
-    for c in campaign::list(db).await? {
+    let campaigns = campaign::list(db).await?;
+    let campaigns_by_name = campaigns.clone();
+    // One transaction: claimers see the rows of this pass only once they are merged.
+    let mut tx = db.pool().begin().await?;
+    for c in campaigns {
         if c.state != CampaignState::Running || c.expires_at.is_some_and(|e| now >= e) {
             continue;
         }
         let step = match c.kind {
             CampaignKind::Reminder if fresh.stale => continue,
-            CampaignKind::Reminder => match latest_due_step(cal, now) {
+            CampaignKind::Reminder => match latest_due_step_of(cal, c.audience, now) {
                 Some(due) => due.step,
                 None => continue,
             },
@@ -59,7 +68,8 @@ pub async fn plan_due(
         };
         let started = std::time::Instant::now();
         let rows = plan_step(
-            db,
+            &mut tx,
+            db.backend(),
             &c,
             step,
             template_digest,
@@ -78,6 +88,25 @@ pub async fn plan_due(
             rows,
         });
     }
+    // Nothing planned, nothing to merge: the planner's every-minute ticks stay cheap.
+    if planned.iter().any(|p| p.rows > 0) {
+        // A step just planned may have superseded a lead whose group is still pending.
+        digest::repair_orphans(&mut tx, None).await?;
+        let (_, day_end) = local_day(cal.timezone, now);
+        let merged = digest::merge(&mut tx, day_end.timestamp()).await?;
+        if merged > 0 {
+            tracing::info!(merged, "rows merged into daily digests");
+        }
+        // A step that goes out only inside a digest, left alone after the merge, does not go.
+        for p in planned.iter().filter(|p| p.rows > 0) {
+            if let Some(c) = campaigns_by_name.iter().find(|c| c.name == p.campaign) {
+                if cal.cadence.only_in_digest(c.audience.name(), p.step) {
+                    digest::skip_alone(&mut tx, c.id, p.step, now.timestamp()).await?;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
     // PostgreSQL plans the claim query from the table's statistics. After a large pass they are
     // stale until autovacuum analyzes the table (never, where it is off), and meanwhile every
     // claim sorts the whole queue instead of walking its index (see docs/benchmarks.md).
@@ -110,8 +139,10 @@ pub(crate) async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, s
     .rows_affected())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn plan_step(
-    db: &Db,
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
     c: &Campaign,
     step: Step,
     digest: &str,
@@ -120,16 +151,11 @@ async fn plan_step(
     tz: chrono_tz::Tz,
 ) -> Result<u64, sqlx::Error> {
     let step = step.to_string();
-    let mut tx = db.pool().begin().await?;
     // The step being planned is the latest due: older steps still pending are out of date.
     // On SQLite `+state` keeps the (state, ...) index out of it: without statistics SQLite
     // would walk every pending row of every campaign rather
     // than this campaign's rows by the unique (campaign_id, ...) key.
-    let plus = if db.backend() == Backend::Sqlite {
-        "+"
-    } else {
-        ""
-    };
+    let plus = if backend == Backend::Sqlite { "+" } else { "" };
     sqlx::query(&format!(
         "UPDATE outbox SET state = 'skipped', reason = $3, updated_at = $4 \
          WHERE campaign_id = $1 AND step <> $2 AND {plus}state = 'pending'"
@@ -141,16 +167,7 @@ async fn plan_step(
     .execute(&mut *tx)
     .await?;
 
-    let local_midnight = tz
-        .from_local_datetime(
-            &now.with_timezone(&tz)
-                .date_naive()
-                .and_hms_opt(0, 0, 0)
-                .expect("midnight"),
-        )
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(now);
+    let (local_midnight, _) = local_day(tz, now);
     // A campaign with no rows yet (its first planning, the largest) has nothing to check per
     // user: skipping the per-user lookup saves a fifth of the time at a million rows.
     // Concurrent planners are still kept apart by the unique key. `$10` stays referenced so
@@ -160,11 +177,24 @@ async fn plan_step(
         .fetch_optional(&mut *tx)
         .await?
         .is_none();
+    // One email a day: a person who already got one today from another campaign (one-off
+    // campaigns aside) gets this the next day, merged with that day's rows. Checked after this
+    // campaign's own rows, which answer for almost every user once a step is planned.
+    let reached_today = match c.digest {
+        false => "",
+        true => {
+            " AND NOT EXISTS (SELECT 1 FROM campaigns c2 JOIN outbox o2 ON o2.campaign_id = c2.id \
+               WHERE c2.id <> $1 AND c2.digest = 1 AND o2.user_id = u.user_id \
+               AND o2.state IN ('sent', 'sending') AND o2.updated_at >= $10)"
+        }
+    };
     let not_planned = if fresh {
-        " AND $10 IS NOT NULL"
+        " AND $10 IS NOT NULL".to_string()
     } else {
-        " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.campaign_id = $1 AND o.user_id = u.user_id \
-               AND (o.step = $2 OR (o.state IN ('sent', 'sending') AND o.updated_at >= $10)))"
+        format!(
+            " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.campaign_id = $1 AND o.user_id = u.user_id \
+               AND (o.step = $2 OR (o.state IN ('sent', 'sending') AND o.updated_at >= $10))){reached_today}"
+        )
     };
     let sql = format!(
         "INSERT INTO outbox (campaign_id, user_id, step, recipient, template, template_digest, state, \
@@ -190,6 +220,21 @@ async fn plan_step(
         .bind(local_midnight.timestamp())
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(result.rows_affected())
+}
+
+/// The local day of `now` in `tz`, as UTC instants: its first instant and the next day's.
+pub(crate) fn local_day(tz: chrono_tz::Tz, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let day = now.with_timezone(&tz).date_naive();
+    let start = |d: chrono::NaiveDate| {
+        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let first = start(day).unwrap_or(now);
+    let next = day
+        .succ_opt()
+        .and_then(start)
+        .unwrap_or(first + chrono::Duration::days(1));
+    (first, next)
 }

@@ -37,6 +37,8 @@ pub fn build(settings: &Settings, user: UserView, about: About<'_>) -> MessageCo
         organisation: settings.mail.organisation.clone(),
         service_name: settings.mail.service_name.clone(),
         is_test: about.is_test,
+        sections: Vec::new(),
+        procedures: 0,
     }
 }
 

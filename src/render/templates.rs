@@ -16,6 +16,9 @@ use tera::{Tera, Value};
 /// The three parts of every message.
 pub(crate) const PARTS: [&str; 3] = ["subject.txt", "body.txt", "body.html"];
 
+/// The optional parts of a message that the daily digest includes as its section.
+pub(crate) const SECTION_PARTS: [&str; 2] = ["section.txt", "section.html"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("cannot read the templates folder {}: {source}", dir.display())]
@@ -106,6 +109,10 @@ pub struct MessageContext {
     pub organisation: String,
     pub service_name: String,
     pub is_test: bool,
+    /// The daily digest's sections, in order (empty for a message sent alone).
+    pub sections: Vec<super::digest::Section>,
+    /// How many sections are procedures to complete (the digest's subject gives the count).
+    pub procedures: usize,
 }
 
 impl TemplateSet {

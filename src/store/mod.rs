@@ -5,7 +5,8 @@
 //! are 0/1, so that every query decodes the same way on both. Where the dialects really differ
 //! (row locks that skip locked rows), the query asks [`Db::backend`].
 //!
-//! Also here: [`state`], the stored states as types, and [`queue`], the outbox counted.
+//! Also here: [`state`], the stored states as types, [`queue`], the outbox counted, and
+//! `digest`, which rows travel together as one email.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,6 +17,7 @@ use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
 use crate::config::DatabaseSettings;
 
+pub(crate) mod digest;
 mod lane;
 pub mod queue;
 pub mod state;

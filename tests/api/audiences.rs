@@ -48,8 +48,9 @@ async fn every_audience_gets_exactly_its_users(app: TestApp) {
             "{nobody} got a message"
         );
     }
+    // 47 reminders to 30 people: one email each, the daily digest.
     assert_eq!(rows.len(), 47);
-    assert_eq!(app.eml_files().len(), 47);
+    assert_eq!(app.eml_files().len(), 30);
     let sent: u64 = delivery.per_campaign.values().map(|t| t.sent).sum();
     assert_eq!(sent, 47);
 }
@@ -64,7 +65,7 @@ async fn planning_twice_adds_nothing(app: TestApp) {
     let (planned, delivery) = app.run_once().await;
     assert_eq!(planned.iter().map(|p| p.rows).sum::<u64>(), 0);
     assert!(delivery.per_campaign.values().all(|t| t.sent == 0));
-    assert_eq!(app.eml_files().len(), 47);
+    assert_eq!(app.eml_files().len(), 30, "one email per person");
 }
 
 async fn user_who_completes_before_sending_is_skipped(app: TestApp) {
@@ -156,14 +157,23 @@ async fn nothing_goes_out_after_the_deadline(app: TestApp) {
     app.clock.set(at("2026-11-30T21:00:00+01:00"));
     let (planned, delivery) = app.run_once().await;
     assert!(delivery.outside_sending_hours);
-    assert!(planned.iter().all(|p| p.step == Step::DaysBefore(1)));
+    // The reminders' d1, and the maintenance notice (due since 27 November, never planned: this
+    // is the first run), which expires at the maintenance start.
+    for p in &planned {
+        match p.campaign.starts_with("maintenance_notice") {
+            true => assert_eq!(p.step, Step::Main),
+            false => assert_eq!(p.step, Step::DaysBefore(1)),
+        }
+    }
     assert!(app.outbox().await.iter().all(|r| r.state == "pending"));
     app.clock.set(at("2026-12-01T09:00:00+01:00"));
     let (planned, delivery) = app.run_once().await;
     assert!(planned.is_empty(), "{planned:?}");
     assert!(delivery.per_campaign.values().all(|t| t.sent == 0));
     let rows = app.outbox().await;
-    assert_eq!(rows.len(), 47);
+    // d1: 27 procedure rows (6 + 13 + 8); the advice's 20, each merged into its person's digest
+    // with the maintenance notice (so not dropped as alone); the notice to the 30 enabled users.
+    assert_eq!(rows.len(), 27 + 20 + 30);
     assert!(rows.iter().all(|r| r.state == "expired"), "{rows:?}");
     assert!(rows[0].reason.as_deref().unwrap().contains("deadline"));
     assert!(app.eml_files().is_empty());
@@ -182,7 +192,7 @@ async fn outside_sending_hours_nothing_is_sent(app: TestApp) {
     assert!(app.eml_files().is_empty());
     app.clock.set(at("2026-11-24T08:00:00+01:00"));
     app.run_once().await;
-    assert_eq!(app.eml_files().len(), 47);
+    assert_eq!(app.eml_files().len(), 30, "one email per person");
 }
 
 /// The portal cancels incomplete registrations at the maintenance, and its next export no longer
@@ -261,12 +271,24 @@ async fn reminders_wait_for_a_fresh_snapshot(app: TestApp) {
         .unwrap();
     app.clock.set(at("2026-11-27T10:00:00+01:00"));
     let (planned, delivery) = app.run_once().await;
-    assert!(planned.iter().all(|p| p.rows == 0), "{planned:?}");
+    // The maintenance notice does not depend on a procedure's state: it is not held.
+    let notice = |c: &str| c.starts_with("maintenance_notice");
     assert!(
-        delivery.per_campaign.values().all(|t| t.sent == 0),
+        planned.iter().all(|p| p.rows == 0 || notice(&p.campaign)),
+        "{planned:?}"
+    );
+    assert!(
+        delivery
+            .per_campaign
+            .iter()
+            .all(|(c, t)| t.sent == 0 || notice(c)),
         "{delivery:?}"
     );
-    assert!(app.outbox().await.iter().all(|r| r.state == "pending"));
+    assert!(app
+        .outbox()
+        .await
+        .iter()
+        .all(|r| r.state == "pending" || notice(&r.campaign)));
 
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"))
         .current_dir(crate::helpers::repo_path("."))
@@ -280,7 +302,8 @@ async fn reminders_wait_for_a_fresh_snapshot(app: TestApp) {
         "{out}"
     );
 
-    // A fresh export: the d3 reminders go, the held first notices are superseded by them.
+    // A fresh export: the d3 reminders go, the held first notices are superseded by them (those
+    // who got the maintenance notice today get theirs tomorrow: one email a day).
     app.import_examples().await;
     let (planned, _) = app.run_once().await;
     assert!(planned.iter().any(|p| p.rows > 0), "{planned:?}");

@@ -1,6 +1,7 @@
 //! The daemon and its calendar: a whole campaign driven by the injected clock, SIGTERM during
 //! sends, pause and resume in a running daemon, template reloads, DST, one daemon per SQLite file.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,9 +131,9 @@ async fn sigterm_during_sends_loses_nothing_and_sends_nothing_twice(app: TestApp
     assert_eq!(sigterm_and_wait(&mut daemon), 0, "a clean stop exits 0");
     let received = sink.received().len();
     let rows = app.outbox().await;
-    assert!(received < 47, "stopped mid-campaign");
+    assert!(received < 30, "stopped mid-campaign");
     assert_eq!(
-        rows.iter().filter(|r| r.state == "sent").count(),
+        sent_emails(&rows),
         received,
         "every accepted email is recorded as sent"
     );
@@ -143,10 +144,11 @@ async fn sigterm_during_sends_loses_nothing_and_sends_nothing_twice(app: TestApp
     );
 
     let mut daemon = spawn_binary(&app, &env, "2026-11-23T10:05:00+01:00");
-    let all = sink.wait_for(47, Duration::from_secs(40)).await;
+    // 47 reminders to 30 people: 30 emails.
+    let all = sink.wait_for(30, Duration::from_secs(40)).await;
     assert_eq!(sigterm_and_wait(&mut daemon), 0);
     let ids = crate::smtp_sink::distinct_message_ids(&all);
-    assert_eq!((all.len(), ids), (47, 47), "each email exactly once");
+    assert_eq!((all.len(), ids), (30, 30), "each email exactly once");
     assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
 }
 
@@ -175,7 +177,7 @@ async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
         paused_at,
         "a paused campaign sends nothing"
     );
-    assert!(paused_at < 47);
+    assert!(paused_at < 30);
     operator(
         &app,
         &[
@@ -206,13 +208,8 @@ async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let credential_sent = app
-        .outbox()
-        .await
-        .iter()
-        .filter(|r| r.campaign.starts_with("credential") && r.state == "sent")
-        .count();
-    assert_eq!(sink.received().len(), 27 + credential_sent);
+    // One email per Message-ID recorded as sent: a digest's rows share their lead's.
+    assert_eq!(sink.received().len(), sent_emails(&app.outbox().await));
     assert!(operator_fails(
         &app,
         &[
@@ -286,8 +283,9 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
         "the good set stays live"
     );
     app.clock.set(at("2026-11-23T10:00:00+01:00"));
+    // 47 reminders to 30 people: one email each.
     wait_until("the first notices", Duration::from_secs(60), || async {
-        app.eml_files().len() == 47
+        app.eml_files().len() == 30
     })
     .await;
     for (_, eml) in app.eml_files() {
@@ -307,8 +305,10 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
     )
     .await;
     app.clock.set(at("2026-11-27T10:00:00+01:00"));
+    // d3: the 22 people with a procedure pending (calendar.cadence: no advice at d3) and the
+    // maintenance notice to the 30 enabled users, one email each: 36 people (U0001-U0036).
     wait_until("the d3 reminders", Duration::from_secs(60), || async {
-        app.eml_files().len() == 94
+        app.eml_files().len() == 30 + 36
     })
     .await;
     let d3 = app
@@ -366,12 +366,18 @@ async fn dst_change_keeps_nine_at_nine(app: TestApp) {
         ),
     ]);
     extra.push(("AVVISI__CALENDAR__REMINDER_DAYS_BEFORE", "3".into()));
+    // The maintenance notice on the d3 day, as on the default calendar.
+    extra.push((
+        "AVVISI__CALENDAR__MAINTENANCE_NOTICE_AT",
+        "2027-03-28T09:00:00".into(),
+    ));
     let app = app.with_settings(&as_refs(&extra));
     app.import_examples().await;
     app.clock.set(at("2027-03-27T10:00:00+01:00"));
     let (stop, handle) = start_daemon(&app);
+    // 47 reminders to 30 people: one email each.
     wait_until("the first notices", Duration::from_secs(60), || async {
-        app.eml_files().len() == 47
+        app.eml_files().len() == 30
     })
     .await;
     app.clock.set(at("2027-03-28T08:59:00+02:00"));
@@ -381,8 +387,9 @@ async fn dst_change_keeps_nine_at_nine(app: TestApp) {
         "nothing at 08:59 CEST"
     );
     app.clock.set(at("2027-03-28T09:00:00+02:00"));
+    // As on the default calendar: 36 people at d3 (procedures and the maintenance notice).
     wait_until("the d3 step", Duration::from_secs(60), || async {
-        app.eml_files().len() == 94
+        app.eml_files().len() == 30 + 36
     })
     .await;
     let created: Vec<i64> = sqlx::query_scalar("SELECT created_at FROM outbox WHERE step = 'd3'")
@@ -588,7 +595,7 @@ async fn whole_campaign_from_notice_to_reopening(app: TestApp) {
     }
 
     let rows = sqlx::query(
-        "SELECT c.name, o.user_id, o.step, o.state, o.sent_at FROM outbox o JOIN campaigns c ON c.id = o.campaign_id ORDER BY o.id",
+        "SELECT c.name, o.user_id, o.step, o.state, o.sent_at, o.message_id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id ORDER BY o.id",
     )
     .fetch_all(app.db.pool())
     .await
@@ -641,8 +648,22 @@ async fn whole_campaign_from_notice_to_reopening(app: TestApp) {
             "reopening_registration_cancelled:main"
         ]
     );
-    // An institutional user with nothing pending: only the general reopening notice.
-    assert_eq!(get("U0031"), vec!["reopening_general:main"]);
+    // An institutional user with nothing pending: the maintenance notice (27 November, from the
+    // calendar) and the general reopening notice.
+    assert_eq!(
+        get("U0031"),
+        vec!["maintenance_notice:main", "reopening_general:main"]
+    );
+    // The advice alone (U0023): the first notice; its d1 goes only inside a digest, and U0023
+    // has nothing else due that day. The maintenance notice goes to every enabled user.
+    assert_eq!(
+        get("U0023"),
+        vec![
+            "credential_recovery_advice:first",
+            "maintenance_notice:main",
+            "reopening_general:main"
+        ]
+    );
     // U0007: email unvalidated and recovery advice, then both reopening notices.
     let u7 = get("U0007");
     assert!(
@@ -656,6 +677,71 @@ async fn whole_campaign_from_notice_to_reopening(app: TestApp) {
             .count(),
         3
     );
+    // The advice: the first notice and, inside that day's digest, d1 (calendar.cadence).
+    assert_eq!(
+        u7.iter()
+            .filter(|m| m.starts_with("credential_recovery_advice"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![
+            "credential_recovery_advice:first",
+            "credential_recovery_advice:d1"
+        ]
+    );
+    // Per person and local day: at most one email, and it covers every procedure due that day.
+    let mut emails: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut covered: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for r in &rows {
+        if r.get::<String, _>(3) != "sent" {
+            continue;
+        }
+        let (campaign, user): (String, String) = (r.get(0), r.get(1));
+        let day = chrono::DateTime::<Utc>::from_timestamp(r.get(4), 0)
+            .unwrap()
+            .with_timezone(&chrono_tz::Europe::Rome)
+            .format("%Y-%m-%d")
+            .to_string();
+        emails
+            .entry((user.clone(), day.clone()))
+            .or_default()
+            .insert(r.get(5));
+        let short = campaign.rsplit_once('-').map(|(a, _)| a).unwrap();
+        covered
+            .entry((user, day))
+            .or_default()
+            .insert(short.trim_end_matches("-2026-11").to_string());
+    }
+    for ((user, day), ids) in &emails {
+        assert_eq!(ids.len(), 1, "{user} got {} emails on {day}", ids.len());
+    }
+    // U0015-U0018: a changed address and a code regeneration pending, and the advice: one email
+    // on each reminder day with both procedures (and the advice at the first notice and on d1,
+    // the maintenance notice on d3).
+    for user in ["U0015", "U0016", "U0017", "U0018"] {
+        for (day, extra) in [
+            ("2026-11-23", "credential_recovery_advice"),
+            ("2026-11-27", "maintenance_notice"),
+            ("2026-11-29", "credential_recovery_advice"),
+        ] {
+            let got = covered
+                .get(&(user.to_string(), day.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            for procedure in ["email_unvalidated", "code_regeneration_pending", extra] {
+                assert!(got.contains(procedure), "{user} on {day}: {got:?}");
+            }
+        }
+    }
+    // The reopening notices merge the same way: general and specific, one email.
+    let u7_reopening = covered
+        .get(&("U0007".to_string(), "2026-12-14".to_string()))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        u7_reopening.contains("reopening_general")
+            && u7_reopening.contains("reopening_email_unvalidated"),
+        "{u7_reopening:?}"
+    );
     let reopening_sent: Vec<i64> = rows
         .iter()
         .filter(|r| {
@@ -666,6 +752,15 @@ async fn whole_campaign_from_notice_to_reopening(app: TestApp) {
     assert!(reopening_sent
         .iter()
         .all(|s| *s >= at("2026-12-14T09:00:00+01:00").timestamp()));
+}
+
+/// The emails the sent rows stand for: a digest's rows share one Message-ID.
+fn sent_emails(rows: &[crate::helpers::OutboxRow]) -> usize {
+    rows.iter()
+        .filter(|r| r.state == "sent")
+        .map(|r| r.message_id.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -97,7 +97,10 @@ async fn a_locked_sqlite_file_is_waited_for_then_named_and_left_intact() {
         .iter()
         .filter(|r| r.state == "sent")
         .count();
-    assert_eq!(sent, 47, "the run after the lock does the work");
+    assert_eq!(
+        sent, 47,
+        "the run after the lock does the work (47 rows, 30 emails)"
+    );
     app.teardown().await;
 }
 

@@ -14,6 +14,7 @@ mod daemon;
 mod db_faults;
 mod delivery;
 mod deploy;
+mod digest;
 mod dkim;
 mod hostile;
 mod import;

@@ -136,6 +136,18 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
     }
 
     // 2. Every message has its three parts.
+    // What the files extend or include, scanned once (not once per file of every folder).
+    let used: HashSet<String> = sources
+        .values()
+        .flat_map(|src| {
+            let scan = FileScan::new(src);
+            scan.extends
+                .into_iter()
+                .chain(scan.includes)
+                .map(|(t, _)| t)
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for (folder, files) in &folders {
         for (part, what) in [
             ("subject.txt", "subject"),
@@ -155,22 +167,18 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
             }
         }
         for file in files {
-            let used = sources.values().any(|src| {
-                let scan = FileScan::new(src);
-                let path = format!("{folder}/{file}");
-                scan.extends
-                    .iter()
-                    .chain(scan.includes.iter())
-                    .any(|(t, _)| *t == path)
-            });
-            if !templates::PARTS.contains(&file.as_str()) && !used {
+            let used = used.contains(&format!("{folder}/{file}"));
+            let part = templates::PARTS.contains(&file.as_str())
+                || templates::SECTION_PARTS.contains(&file.as_str());
+            if !part && !used {
                 c.push(
                     &format!("{folder}/{file}"),
                     None,
                     "stray",
                     format!(
-                        "unexpected file in a message folder: only subject.txt, body.txt and \
-                         body.html are used, so `{file}` is ignored (a misspelled name?)"
+                        "unexpected file in a message folder: only subject.txt, body.txt, \
+                         body.html and the digest's section.txt and section.html are used, so \
+                         `{file}` is ignored (a misspelled name?)"
                     ),
                 );
             }

@@ -1,0 +1,113 @@
+//! The daily digest in the outbox: which rows travel together as one email.
+//!
+//! The outbox stays one row per (campaign, user, step). Rows merged into one email share the
+//! Message-ID of their lead and point to it in `digest_of`; the lead points to itself, a row sent
+//! alone has NULL. Only leads and rows sent alone are claimed; their followers are claimed with
+//! them (see `deliver::outbox`). The lead is the row that expires last, so a group never
+//! outlives its lead.
+//!
+//! A lead can leave the queue without its group: superseded by a later step of its campaign,
+//! or cancelled with it. Its followers still pending would then wait for a lead that never
+//! comes: [`repair_orphans`] gives them a new lead among themselves, keeping the Message-ID
+//! (an earlier attempt of the group may have reached the recipient with it).
+
+use std::collections::BTreeMap;
+
+use sqlx::{AnyConnection, Row};
+
+/// Regroups the pending followers whose lead left the queue unsent; `campaign`: only the
+/// followers of that campaign's leads. Returns the rows regrouped.
+pub(crate) async fn repair_orphans(
+    conn: &mut AnyConnection,
+    campaign: Option<i64>,
+) -> Result<u64, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT f.id, f.digest_of FROM outbox f JOIN outbox l ON l.id = f.digest_of \
+         WHERE f.digest_of IS NOT NULL AND f.digest_of <> f.id AND f.state = 'pending' \
+           AND l.state NOT IN ('pending', 'sending') AND ($1 IS NULL OR l.campaign_id = $1) \
+         ORDER BY f.digest_of, f.id",
+    )
+    .bind(campaign)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut groups: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for r in &rows {
+        groups.entry(r.get(1)).or_default().push(r.get(0));
+    }
+    let mut regrouped = 0;
+    for (old_lead, followers) in groups {
+        // One row left is an email of its own; several keep travelling together.
+        let new_lead = (followers.len() > 1).then_some(followers[0]);
+        regrouped += sqlx::query(
+            "UPDATE outbox SET digest_of = $1 \
+             WHERE digest_of = $2 AND id <> $2 AND state = 'pending'",
+        )
+        .bind(new_lead)
+        .bind(old_lead)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    if regrouped > 0 {
+        tracing::info!(regrouped, "digest rows whose lead left the queue regrouped");
+    }
+    Ok(regrouped)
+}
+
+/// Merges the rows of one person falling due before `day_end` (the end of the local day) into
+/// one email each: pending, never attempted (an attempted row may have reached the recipient
+/// with its own Message-ID), of running campaigns that merge (`campaigns.digest`: an operator's
+/// one-off campaign is an email of its own). An existing lead stays the lead; otherwise the row expiring last, then the
+/// oldest. Returns the rows that joined a digest now.
+pub(crate) async fn merge(conn: &mut AnyConnection, day_end: i64) -> Result<u64, sqlx::Error> {
+    // One window over today's candidates: no per-row lookups (there is no index by user). The
+    // rows planned by this pass are not visible to claimers yet; an older candidate claimed
+    // meanwhile (PostgreSQL) is left as it is by the state check, re-read under the row lock.
+    let order = "PARTITION BY o.user_id ORDER BY CASE WHEN o.digest_of IS NULL THEN 1 ELSE 0 END, \
+                 COALESCE(o.expires_at, 9223372036854775807) DESC, o.id";
+    let sql = format!(
+        "WITH grp AS (SELECT o.id, \
+                FIRST_VALUE(o.id) OVER ({order}) AS lead, \
+                FIRST_VALUE(o.message_id) OVER ({order}) AS lead_message_id, \
+                COUNT(*) OVER (PARTITION BY o.user_id) AS n \
+             FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+             WHERE o.state = 'pending' AND o.next_attempt_at < $1 AND o.attempts = 0 \
+               AND (o.digest_of IS NULL OR o.digest_of = o.id) \
+               AND c.state = 'running' AND c.digest = 1) \
+         UPDATE outbox SET digest_of = grp.lead, message_id = grp.lead_message_id \
+         FROM grp WHERE outbox.id = grp.id AND grp.n > 1 \
+           AND (outbox.digest_of IS NULL OR outbox.digest_of <> grp.lead) \
+           AND outbox.state = 'pending' AND outbox.attempts = 0"
+    );
+    Ok(sqlx::query(&sql)
+        .bind(day_end)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+}
+
+/// Skips the rows of `campaign`'s `step` still alone after the merge (not in a digest): that step
+/// goes out only inside a digest (`calendar.cadence.only_in_digest`). Returns the rows skipped.
+pub(crate) async fn skip_alone(
+    conn: &mut AnyConnection,
+    campaign: i64,
+    step: crate::store::Step,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET state = 'skipped', reason = $3, updated_at = $4 \
+         WHERE campaign_id = $1 AND step = $2 AND state = 'pending' AND digest_of IS NULL \
+           AND attempts = 0",
+    )
+    .bind(campaign)
+    .bind(step.to_string())
+    .bind(ONLY_IN_DIGEST)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+/// Why a row of a step sent only inside a digest was not sent.
+pub(crate) const ONLY_IN_DIGEST: &str =
+    "sent only inside a daily digest (calendar.cadence.only_in_digest), and nothing else was due that day";

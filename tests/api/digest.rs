@@ -1,0 +1,183 @@
+//! The daily digest: everything due for one person on one local day goes out as one email; the
+//! outbox keeps one row per (campaign, user, step), the rows of a digest share its Message-ID and
+//! are recorded with it; each section is checked again just before sending.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use avvisi::import::ImportOptions;
+
+use crate::helpers::{decode_header, header, part, repo_path, OutboxRow, TestApp};
+use crate::on_both_backends;
+
+/// The email of `user` among the `.eml` files (named after the lead row: CAMPAIGN.STEP.USER).
+fn email_of(app: &TestApp, user: &str) -> Vec<String> {
+    app.eml_files()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(&format!(".{user}.eml")))
+        .map(|(_, eml)| eml)
+        .collect()
+}
+
+fn subject(eml: &str) -> String {
+    decode_header(&header(eml, "Subject").unwrap())
+}
+
+/// `csv` with field `col` of `user`'s row set to `value` (and no portal timestamp, so that the
+/// row is applied).
+fn edit(csv: &str, user: &str, col: usize, value: &str) -> String {
+    csv.lines()
+        .map(|l| {
+            if l.starts_with(&format!("{user},")) {
+                let mut f: Vec<String> = l.split(',').map(String::from).collect();
+                f[col] = value.to_string();
+                f[11] = String::new();
+                f.join(",")
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+fn rows_of<'a>(rows: &'a [OutboxRow], user: &str) -> Vec<&'a OutboxRow> {
+    rows.iter().filter(|r| r.user_id == user).collect()
+}
+
+async fn the_example_snapshot_gets_one_email_per_person(app: TestApp) {
+    app.import_examples().await;
+    app.run_once().await;
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 47, "one row per (campaign, user, step)");
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    // Nobody gets two emails: one file per person, one Message-ID per person.
+    let files = app.eml_files();
+    let mut people: BTreeMap<String, usize> = BTreeMap::new();
+    for (name, _) in &files {
+        let user = name.trim_end_matches(".eml").rsplit('.').next().unwrap();
+        *people.entry(user.to_string()).or_default() += 1;
+    }
+    assert_eq!(people.len(), 30, "{people:?}");
+    assert!(people.values().all(|n| *n == 1), "{people:?}");
+    let mut ids: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in &rows {
+        ids.entry(&r.user_id).or_default().insert(&r.message_id);
+    }
+    assert!(ids.values().all(|m| m.len() == 1), "{ids:?}");
+
+    // U0015: a changed email, a code regeneration and the recovery advice: one digest with a
+    // section each, the advice last, the count in the subject.
+    let u15 = email_of(&app, "U0015");
+    assert_eq!(u15.len(), 1);
+    assert_eq!(
+        subject(&u15[0]),
+        "Istanze OnLine: 2 procedure da completare entro il 30 novembre 2026"
+    );
+    let text = part(&u15[0], "text/plain");
+    let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("no `{s}` in {text}"));
+    assert!(at("NUOVO INDIRIZZO E-MAIL DA VALIDARE") < at("RIGENERAZIONE CODICE PERSONALE"));
+    assert!(at("RIGENERAZIONE CODICE PERSONALE") < at("RECUPERO DELLE CREDENZIALI"));
+    assert_eq!(text.matches("aggiornamento software").count(), 1, "{text}");
+    let html = part(&u15[0], "text/html");
+    assert!(
+        html.contains("NUOVO INDIRIZZO E-MAIL DA VALIDARE"),
+        "{html}"
+    );
+    assert!(html.contains("RECUPERO DELLE CREDENZIALI"), "{html}");
+    // Its three rows are sent with one Message-ID, the one in the email.
+    let mine = rows_of(&rows, "U0015");
+    assert_eq!(mine.len(), 3);
+    let id = header(&u15[0], "Message-ID").unwrap();
+    assert!(mine.iter().all(|r| r.message_id == id), "{mine:?} {id}");
+
+    // `explain` tells each row's email.
+    let out = app.avvisi(&["explain", "U0015"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches(&format!("merged into digest {id}")).count(),
+        3,
+        "{text}"
+    );
+
+    // A person due for one thing gets today's single email, unchanged.
+    let u2 = email_of(&app, "U0002");
+    assert_eq!(u2.len(), 1);
+    assert_eq!(
+        subject(&u2[0]),
+        "Istanze OnLine: completi la registrazione entro il 30 novembre 2026"
+    );
+    assert!(!part(&u2[0], "text/plain").contains("in un unico messaggio"));
+    // U0020: the code reminder only.
+    assert!(subject(&email_of(&app, "U0020")[0]).contains("Codice Personale"));
+}
+
+/// Eligibility is checked section by section just before sending: a completed procedure's
+/// section is dropped, one section left is the single email, none left is no email.
+async fn completed_sections_are_dropped_at_send_time(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let csv = std::fs::read_to_string(repo_path("examples/users.csv")).unwrap();
+    // U0015 validates the new address (the lead's section): the code and the advice remain.
+    let csv = edit(&csv, "U0015", 8, "");
+    // U0016 validates and completes the code: only the advice remains.
+    let csv = edit(&csv, "U0016", 8, "");
+    let csv = edit(&csv, "U0016", 9, "none");
+    // U0018 has nothing left: validated, code completed, and no longer enabled.
+    let csv = edit(&csv, "U0018", 8, "");
+    let csv = edit(&csv, "U0018", 9, "none");
+    let csv = edit(&csv, "U0018", 7, "false");
+    app.import_csv(&csv, ImportOptions::default())
+        .await
+        .unwrap();
+    let (_, delivery) = app.run_once().await;
+    let rows = app.outbox().await;
+
+    let u15 = email_of(&app, "U0015");
+    assert_eq!(u15.len(), 1);
+    assert_eq!(
+        subject(&u15[0]),
+        "Istanze OnLine: una procedura da completare entro il 30 novembre 2026"
+    );
+    let text = part(&u15[0], "text/plain");
+    assert!(!text.contains("NUOVO INDIRIZZO"), "{text}");
+    assert!(text.contains("RIGENERAZIONE CODICE PERSONALE"), "{text}");
+    let state = |user: &str, prefix: &str| {
+        rows_of(&rows, user)
+            .into_iter()
+            .find(|r| r.campaign.starts_with(prefix))
+            .map(|r| (r.state.clone(), r.reason.clone().unwrap_or_default()))
+            .unwrap()
+    };
+    let (lead_state, lead_reason) = state("U0015", "email_unvalidated");
+    assert_eq!(lead_state, "skipped");
+    assert!(lead_reason.contains("validated"), "{lead_reason}");
+    assert_eq!(state("U0015", "code_regeneration").0, "sent");
+    assert_eq!(state("U0015", "credential_recovery").0, "sent");
+    let id = header(&u15[0], "Message-ID").unwrap();
+    assert!(rows_of(&rows, "U0015").iter().all(|r| r.message_id == id));
+
+    // U0016: one section left, the advice's own email.
+    let u16 = email_of(&app, "U0016");
+    assert_eq!(u16.len(), 1);
+    assert!(
+        subject(&u16[0]).contains("recuperi le credenziali"),
+        "{}",
+        subject(&u16[0])
+    );
+    assert_eq!(state("U0016", "email_unvalidated").0, "skipped");
+    assert_eq!(state("U0016", "code_regeneration").0, "skipped");
+    assert_eq!(state("U0016", "credential_recovery").0, "sent");
+
+    // U0018: nothing left, nothing sent.
+    assert!(email_of(&app, "U0018").is_empty());
+    assert!(rows_of(&rows, "U0018").iter().all(|r| r.state == "skipped"));
+    // The counts stay per row: 1 + 2 + 3 rows skipped.
+    let skipped: u64 = delivery.per_campaign.values().map(|t| t.skipped).sum();
+    assert_eq!(skipped, 6, "{delivery:?}");
+    assert_eq!(app.eml_files().len(), 29);
+}
+
+on_both_backends!(
+    the_example_snapshot_gets_one_email_per_person,
+    completed_sections_are_dropped_at_send_time,
+);
