@@ -13,6 +13,8 @@
 //! - [`render`]: the template set, the live set of a running process, the one context builder,
 //!   and the email itself.
 //! - [`deliver`]: claim rows, render, send through a transport (files or SMTP), record outcomes.
+//! - [`bounce`]: returned mail read back: bounces recorded, linked to their messages, and the
+//!   suppression list kept (the list itself is the audience's: [`audience::suppression`]).
 //! - [`schedule`]: the daemon: planning on a schedule, delivering continuously.
 //! - [`editor`]: the template editors' tools: sample data, the check, the preview.
 //! - [`cli`]: the command line: one file per command, which parses, calls the above and prints.
@@ -32,6 +34,8 @@ pub mod plan;
 pub mod render;
 
 pub mod deliver;
+
+pub mod bounce;
 
 pub mod schedule;
 

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::store::Db;
 
 mod args;
+pub mod bounces;
 pub mod campaign;
 mod configuration;
 mod explain;
@@ -23,6 +24,7 @@ mod retry;
 mod run;
 pub mod service;
 mod status;
+pub mod suppress;
 pub mod templates;
 
 pub use args::{
@@ -62,6 +64,8 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         Command::Explain { user_id, json } => explain::run(&db, &settings, &user_id, json).await,
         Command::Retry(args) => retry::run(&db, &args, &clock).await,
         Command::Report { campaign, out } => report::run(&db, &settings, &campaign, &out).await,
+        Command::Suppress(cmd) => suppress::run(cmd, &db, &settings, &clock).await,
+        Command::Bounces(cmd) => bounces::run(cmd, &db, &settings, &clock).await,
         Command::Config(_) => unreachable!("handled before the database is opened"),
     };
     db.close().await;

@@ -33,11 +33,13 @@ pub mod outbox;
 mod recorder;
 pub mod retry;
 pub mod transport;
+pub mod verp;
 
 use self::breaker::{Breaker, Tripped};
 use self::outbox::{Claimed, Outcome};
 use self::recorder::{record_outcomes, RECORD_CHUNK};
 use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
+use self::verp::VerpKey;
 use crate::audience::lifecycle;
 use crate::render::live::TemplateStore;
 use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
@@ -201,6 +203,8 @@ impl Worker {
                                     }
                                 }
                                 FailureKind::Transient => breaker.passed(),
+                                // About this recipient alone (see `breaker`).
+                                FailureKind::NoSuchRecipient => {}
                                 // Not the relay's answer: nothing to count.
                                 FailureKind::Late => {}
                             },
@@ -331,6 +335,10 @@ impl Worker {
         let stale_every = Duration::seconds((self.settings.delivery.lease_seconds / 10) as i64);
         let mut stale_next = self.clock.now();
         let mut hold_reminders = false;
+        let sender = {
+            let mut conn = lane.conn().await?;
+            EnvelopeSender::of(&self.settings, &mut conn).await?
+        };
         while !stop.halts(shutdown) {
             let now = self.clock.now();
             if !self.in_sending_hours(now) {
@@ -389,6 +397,7 @@ impl Worker {
                 // One template set per batch, taken when it is claimed.
                 templates: self.templates.current(),
                 reopened_at: context::local_rfc3339(&self.settings.calendar, reopened_at),
+                sender: sender.clone(),
             });
             for row in rows {
                 let job = Job {
@@ -425,7 +434,7 @@ impl Worker {
             return Err(Outcome::Expired { reason });
         }
         match self.email_for(row, templates, &job.batch.reopened_at, now) {
-            Ok(email) => Ok(Outgoing::from(&email)),
+            Ok(email) => Ok(job.batch.sender.apply(Outgoing::from(&email), row.id)),
             Err(EmailError::Template(e)) => {
                 // A template problem is not the recipient's: keep the row for a fixed template.
                 tracing::error!(campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");
@@ -519,6 +528,14 @@ impl Worker {
             FailureKind::Refused => return Outcome::HandedBack { at: now },
             _ => {}
         }
+        if failure.kind == FailureKind::NoSuchRecipient {
+            let recipient = row.recipient.clone();
+            return Outcome::NoSuchRecipient {
+                recipient,
+                error,
+                code,
+            };
+        }
         if failure.kind == FailureKind::Permanent {
             return Outcome::Failed { error, code };
         }
@@ -592,6 +609,40 @@ struct Batch {
     deadline: Instant,
     templates: Arc<TemplateSet>,
     reopened_at: String,
+    sender: EnvelopeSender,
+}
+
+/// The envelope sender (MAIL FROM) of a pass's messages: see [`verp`].
+#[derive(Clone)]
+enum EnvelopeSender {
+    /// The address of the `From` header (no `mail.bounce_address`).
+    FromHeader,
+    /// `mail.bounce_address`.
+    Fixed(lettre::Address),
+    /// `mail.bounce_address` with a token per message (`mail.verp`).
+    Verp(lettre::Address, VerpKey),
+}
+
+impl EnvelopeSender {
+    async fn of(
+        settings: &Settings,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<EnvelopeSender, sqlx::Error> {
+        Ok(match (&settings.mail.bounce_address, settings.mail.verp) {
+            (None, _) => EnvelopeSender::FromHeader,
+            (Some(a), false) => EnvelopeSender::Fixed(a.clone()),
+            (Some(a), true) => EnvelopeSender::Verp(a.clone(), VerpKey::load(conn).await?),
+        })
+    }
+
+    /// `email` with the envelope sender of outbox row `outbox_id`.
+    fn apply(&self, email: Outgoing, outbox_id: i64) -> Outgoing {
+        match self {
+            EnvelopeSender::FromHeader => email,
+            EnvelopeSender::Fixed(a) => email.with_sender(a.clone()),
+            EnvelopeSender::Verp(a, key) => email.with_sender(key.sender(a, outbox_id)),
+        }
+    }
 }
 
 /// A claimed row on its way to a sender.

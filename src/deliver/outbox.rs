@@ -22,8 +22,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 
 use crate::audience::campaign::Campaign;
+use crate::audience::suppression;
 use crate::audience::Audience;
-use crate::store::{Backend, Db, Step, UnknownState};
+use crate::store::{Backend, Db, Step, SuppressionSource, UnknownState};
 
 /// A claimed row with what is needed to render and send it.
 #[derive(Debug, Clone)]
@@ -42,6 +43,9 @@ pub struct Claimed {
     pub institutional_email: Option<String>,
     pub pending_email: Option<String>,
     pub province: Option<String>,
+    /// The address on record is suppressed: `recipient` is the institutional address, and the
+    /// email says why it arrives there.
+    pub fallback: bool,
 }
 
 /// How a claimed row ends this round.
@@ -63,6 +67,13 @@ pub enum Outcome {
     },
     Expired {
         reason: String,
+    },
+    /// Failed: the relay says `recipient` does not exist (5.1.x at RCPT). The address goes on
+    /// the suppression list, with the reply as the reason, in the same transaction.
+    NoSuchRecipient {
+        recipient: String,
+        error: String,
+        code: Option<u16>,
     },
     /// Not attempted (shutdown, relay down): back to pending as it was, attempt not counted.
     HandedBack {
@@ -163,15 +174,21 @@ pub(crate) async fn claim(
             .execute(&mut *conn)
             .await?
             .rows_affected();
+        let n = n + skip_suppressed(conn, token, row.get::<i64, _>(0), now).await?;
         if n > 0 {
             skipped.push((row.get::<String, _>(3), n));
         }
     }
 
+    // The recipient is decided now, from the snapshot and the suppression list as they are.
     let rows = sqlx::query(&format!(
-        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, {USER_COLUMNS} \
+        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, \
+            u.user_id, {recipient}, u.first_name, u.last_name, u.institutional_email, \
+            u.pending_email, u.province, CAST(CASE WHEN {fallback} THEN 1 ELSE 0 END AS BIGINT) \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id JOIN users u ON u.user_id = o.user_id \
-         WHERE o.claim_token = $1 ORDER BY o.id"
+         WHERE o.claim_token = $1 ORDER BY o.id",
+        recipient = suppression::recipient_sql(),
+        fallback = suppression::fallback_sql(),
     ))
     .bind(token)
     .fetch_all(&mut *conn)
@@ -181,6 +198,33 @@ pub(crate) async fn claim(
         .map(claimed_from_row)
         .collect::<Result<_, _>>()?;
     Ok((claimed, skipped))
+}
+
+/// The send-time check of the suppression list: the rows of `campaign_id` claimed by `token`
+/// whose user cannot be written to (address on record suppressed, no usable institutional
+/// address) are skipped with the reason `suppressed`. Returns how many. A message that merges
+/// several rows (a digest) calls it for each of its rows' campaigns.
+pub(crate) async fn skip_suppressed(
+    conn: &mut AnyConnection,
+    token: &str,
+    campaign_id: i64,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \
+            updated_at = $4 \
+         WHERE claim_token = $1 AND campaign_id = $2 AND EXISTS \
+            (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {})",
+        suppression::unreachable_sql(),
+    );
+    Ok(sqlx::query(&sql)
+        .bind(token)
+        .bind(campaign_id)
+        .bind(suppression::REASON)
+        .bind(now.timestamp())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
 }
 
 /// Rows claimed by a daemon whose lease is over (it died): few, and first.
@@ -281,6 +325,8 @@ pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
         institutional_email: r.try_get(11)?,
         pending_email: r.try_get(12)?,
         province: r.try_get(13)?,
+        // Only the claim selects it; other readers of rows (the preview, the benchmark) do not.
+        fallback: r.len() > 14 && r.try_get::<i64, _>(14)? == 1,
     })
 }
 
@@ -347,6 +393,36 @@ pub async fn record(
             .bind(now)
             .bind(error.clone())
             .bind(code.map(i64::from)),
+            Outcome::NoSuchRecipient {
+                recipient,
+                error,
+                code,
+            } => {
+                let added = suppression::add(
+                    &mut tx,
+                    recipient,
+                    error,
+                    SuppressionSource::Relay,
+                    crate::store::timestamp(Some(now)).unwrap_or_default(),
+                )
+                .await;
+                match added {
+                    Ok(_) => {}
+                    Err(suppression::SuppressionError::Database(e)) => return Err(e),
+                    // Not an address we could store (the relay took it, though): the message
+                    // still fails.
+                    Err(e) => tracing::warn!(error = %e, "recipient not suppressed"),
+                }
+                sqlx::query(
+                    "UPDATE outbox SET state = 'failed', reason = $4, smtp_code = $5, updated_at = $3, \
+                        claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
+                )
+                .bind(*id)
+                .bind(token)
+                .bind(now)
+                .bind(error.clone())
+                .bind(code.map(i64::from))
+            }
             Outcome::Expired { reason } => sqlx::query(
                 "UPDATE outbox SET state = 'expired', reason = $4, updated_at = $3, \
                     claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",

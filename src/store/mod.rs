@@ -21,7 +21,10 @@ pub mod queue;
 pub mod state;
 
 pub(crate) use lane::Lane;
-pub use state::{CampaignKind, CampaignState, Counts, OutboxState, Step, UnknownState};
+pub use state::{
+    BounceKind, CampaignKind, CampaignState, Counts, OutboxState, Step, SuppressionSource,
+    UnknownState,
+};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
