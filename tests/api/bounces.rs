@@ -6,6 +6,7 @@ use sqlx::Row;
 
 use crate::helpers::{at, TestApp};
 use crate::on_both_backends;
+use crate::smtp_sink::{Fault, SmtpSink};
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -189,4 +190,159 @@ async fn suppressed_addresses_are_skipped_when_planning_and_when_sending(app: Te
     );
 }
 
-on_both_backends!(suppressed_addresses_are_skipped_when_planning_and_when_sending);
+fn smtp(app: &TestApp, url: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut settings = vec![
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", url),
+    ];
+    settings.extend_from_slice(extra);
+    app.with_settings(&settings)
+}
+
+/// `550 5.1.1` at RCPT: that message fails with the reply, the address is suppressed at once
+/// (source relay), later steps skip it, and the circuit breaker neither trips nor is held back.
+/// A 5.1.8 to MAIL FROM (our sender refused) suppresses nobody: it is the breaker's.
+async fn no_such_user_at_rcpt_suppresses_the_address(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let unknown = ["nicolo.manco@libero.it", "ilaria.dangelo@gmail.com"];
+    let mut faults: Vec<Fault> = unknown
+        .iter()
+        .map(|a| Fault::RejectRcpt {
+            address: a.to_string(),
+            code: 550,
+            text: "5.1.1 <mailbox> Recipient address rejected: User unknown".into(),
+        })
+        .collect();
+    // A full mailbox is not a dead one: it fails the message, suppresses nothing.
+    faults.push(Fault::RejectRcpt {
+        address: "gioele.dellacqua@virgilio.it".into(),
+        code: 552,
+        text: "5.2.2 mailbox full".into(),
+    });
+    let sink = SmtpSink::start_with(faults).await;
+    let relay = smtp(
+        &app,
+        &sink.url(),
+        &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "2")],
+    );
+    let delivery = relay.deliver().await;
+    assert!(delivery.breaker.is_none(), "{:?}", delivery.breaker);
+    for user in ["U0001", "U0002", "U0003"] {
+        assert_eq!(row_of(&app, user).await.1, "failed", "{user}");
+    }
+    let list = suppressed_json(&app);
+    let addresses: Vec<&str> = list
+        .iter()
+        .map(|s| s["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses.len(), 2, "{list:?}");
+    for a in unknown {
+        assert!(addresses.contains(&a), "{list:?}");
+    }
+    assert!(list.iter().all(|s| s["source"] == "relay"
+        && s["reason"].as_str().unwrap().contains("550")
+        && s["reason"].as_str().unwrap().contains("5.1.1")));
+    let explain = ok(&app, &["explain", "U0001"], &[]);
+    assert!(explain.contains("by relay"), "{explain}");
+
+    // The next step: skipped as suppressed, nothing sent to them.
+    app.clock.set(at("2026-11-27T10:00:00+01:00"));
+    app.plan().await;
+    let sink = SmtpSink::start().await;
+    smtp(&app, &sink.url(), &[]).deliver().await;
+    for user in ["U0001", "U0002"] {
+        let last = rows_of(&app, user).await.pop().unwrap();
+        assert_eq!(
+            (last.0.as_str(), last.1.as_deref()),
+            ("skipped", Some("suppressed"))
+        );
+    }
+    assert!(sink
+        .received()
+        .iter()
+        .all(|r| !unknown.contains(&r.rcpt_to[0].as_str())));
+    assert_eq!(rows_of(&app, "U0003").await.pop().unwrap().0, "sent");
+
+    // Our sender refused with 5.1.8 for everyone: the breaker trips, nobody is suppressed.
+    app.clock.set(at("2026-11-29T10:00:00+01:00"));
+    app.plan().await;
+    let sink = SmtpSink::start_with(vec![Fault::RejectMail {
+        code: 553,
+        text: "5.1.8 sender address domain does not resolve".into(),
+    }])
+    .await;
+    let delivery = smtp(
+        &app,
+        &sink.url(),
+        &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "3")],
+    )
+    .deliver()
+    .await;
+    assert_eq!(delivery.breaker.expect("tripped").reply, "553 5.1.8");
+    assert_eq!(suppressed_json(&app).len(), 2);
+}
+
+/// `mail.bounce_address` is the envelope sender the relay sees; with `mail.verp` each message
+/// has its own, whose token names its outbox row.
+async fn the_relay_sees_the_bounce_address_and_verp(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let sink = SmtpSink::start().await;
+    let bounce = [("AVVISI__MAIL__BOUNCE_ADDRESS", "bounces@istruzione.it")];
+    let relay = smtp(&app, &sink.url(), &bounce);
+    relay.deliver().await;
+    let received = sink.received();
+    assert_eq!(received.len(), 47);
+    assert!(received
+        .iter()
+        .all(|r| r.mail_from == "bounces@istruzione.it"));
+    // The From header is unchanged.
+    assert!(received[0]
+        .header("From")
+        .unwrap()
+        .contains("noreply@istruzione.it"));
+
+    app.clock.set(at("2026-11-27T10:00:00+01:00"));
+    app.plan().await;
+    let sink = SmtpSink::start().await;
+    let verp = [
+        ("AVVISI__MAIL__BOUNCE_ADDRESS", "bounces@istruzione.it"),
+        ("AVVISI__MAIL__VERP", "true"),
+    ];
+    smtp(&app, &sink.url(), &verp).deliver().await;
+    let received = sink.received();
+    assert!(!received.is_empty());
+    let mut senders = std::collections::BTreeSet::new();
+    for r in &received {
+        let token = r
+            .mail_from
+            .strip_prefix("bounces+")
+            .and_then(|t| t.strip_suffix("@istruzione.it"))
+            .unwrap_or_else(|| panic!("{}", r.mail_from));
+        let (id, mac) = token.split_once('-').unwrap();
+        assert_eq!(mac.len(), 16, "{token}");
+        let id: i64 = id.parse().unwrap();
+        let (recipient, message_id): (String, String) =
+            sqlx::query_as("SELECT recipient, message_id FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_one(app.db.pool())
+                .await
+                .unwrap();
+        assert_eq!(r.rcpt_to, vec![recipient]);
+        assert_eq!(r.header("Message-ID").unwrap(), message_id);
+        senders.insert(r.mail_from.clone());
+    }
+    assert_eq!(senders.len(), received.len());
+
+    // VERP without a bounce address is refused up front, naming the key.
+    let refused = app.avvisi(&["config", "show"], &[("AVVISI__MAIL__VERP", "true")]);
+    assert!(!refused.status.success());
+    assert!(out(&refused).contains("mail.verp"), "{}", out(&refused));
+}
+
+on_both_backends!(
+    suppressed_addresses_are_skipped_when_planning_and_when_sending,
+    no_such_user_at_rcpt_suppresses_the_address,
+    the_relay_sees_the_bounce_address_and_verp,
+);
