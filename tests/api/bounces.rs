@@ -2,9 +2,11 @@
 //! a mailbox does not exist, the envelope sender the relay sees, `avvisi bounces import` of a
 //! folder of returned mail, and the institutional address a suppressed user is written to.
 
+use std::path::Path;
+
 use sqlx::Row;
 
-use crate::helpers::{at, TestApp};
+use crate::helpers::{at, repo_path, TestApp};
 use crate::on_both_backends;
 use crate::smtp_sink::{Fault, SmtpSink};
 
@@ -48,8 +50,9 @@ async fn rows_of(app: &TestApp, user_id: &str) -> Vec<(String, Option<String>, S
 }
 
 fn suppressed_json(app: &TestApp) -> Vec<serde_json::Value> {
-    let list = ok(app, &["suppress", "list", "--json"], &[]);
-    serde_json::from_str::<Vec<serde_json::Value>>(&list).unwrap()
+    let o = app.avvisi(&["suppress", "list", "--json"], &[]);
+    assert!(o.status.success(), "{}", out(&o));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap()
 }
 
 /// Operators manage the list through the binary; planning skips a suppressed address, and so
@@ -341,7 +344,275 @@ async fn the_relay_sees_the_bounce_address_and_verp(app: TestApp) {
     assert!(out(&refused).contains("mail.verp"), "{}", out(&refused));
 }
 
+/// A returned mail of `tests/fixtures/bounces/`, with its placeholders filled.
+fn fixture(name: &str, fill: &[(&str, &str)]) -> String {
+    let path = repo_path(&format!("tests/fixtures/bounces/{name}.eml"));
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (key, value) in fill {
+        text = text.replace(&format!("@@{key}@@"), value);
+    }
+    assert!(!text.contains("@@"), "{name}: a placeholder is left");
+    text
+}
+
+/// The returned mail of the sample users, as the relay and the providers write it: hard
+/// bounces for U0001 (Postfix, VERP), U0002 (Gmail, only the original Message-ID), U0009
+/// (Outlook), U0003 (a libero.it-style notice in Italian prose); three soft bounces for U0005
+/// within a week, one for U0004; and an out-of-office reply.
+async fn returned_mail(app: &TestApp, sink: &SmtpSink) -> Vec<(String, String)> {
+    let received = sink.received();
+    let mut mail = Vec::new();
+    let received = &received;
+    let about = |user: &'static str| async move {
+        let (_, _, _, recipient, message_id) = row_of(app, user).await;
+        let verp = received_by(received, &recipient);
+        (recipient, message_id, verp)
+    };
+    let (r, m, v) = about("U0001").await;
+    let fill = [("VERP", v.as_str()), ("RECIPIENT", &r), ("MESSAGE_ID", &m)];
+    mail.push((
+        "postfix".to_string(),
+        fixture("postfix-user-unknown", &fill),
+    ));
+    let (r, m, _) = about("U0002").await;
+    let fill = [("RECIPIENT", r.as_str()), ("MESSAGE_ID", &m)];
+    mail.push((
+        "gmail".to_string(),
+        fixture("gmail-address-not-found", &fill),
+    ));
+    let (r, m, v) = about("U0009").await;
+    let local = r.split('@').next().unwrap().to_string();
+    let fill = [
+        ("VERP", v.as_str()),
+        ("RECIPIENT", &r),
+        ("MESSAGE_ID", &m),
+        ("LOCAL", &local),
+    ];
+    mail.push((
+        "outlook".to_string(),
+        fixture("outlook-recipient-not-found", &fill),
+    ));
+    let (r, _, v) = about("U0003").await;
+    let fill = [("VERP", v.as_str()), ("RECIPIENT", &r)];
+    mail.push((
+        "libero".to_string(),
+        fixture("libero-utente-inesistente", &fill),
+    ));
+    let soft = [
+        ("U0005", "Mon, 23 Nov 2026 14:05:10 +0100", "A1"),
+        ("U0005", "Tue, 24 Nov 2026 14:05:10 +0100", "A2"),
+        ("U0005", "Wed, 25 Nov 2026 14:05:10 +0100", "A3"),
+        ("U0004", "Mon, 23 Nov 2026 14:05:10 +0100", "B1"),
+    ];
+    for (user, date, id) in soft {
+        let (r, _, v) = about(user).await;
+        let fill = [
+            ("VERP", v.as_str()),
+            ("RECIPIENT", &r),
+            ("DATE", date),
+            ("BOUNCE_ID", id),
+        ];
+        mail.push((
+            format!("delayed-{id}"),
+            fixture("postfix-delayed-mailbox-full", &fill),
+        ));
+    }
+    mail.push(("ooo".to_string(), fixture("out-of-office", &[])));
+    mail
+}
+
+/// The envelope sender the relay saw for `recipient`.
+fn received_by(received: &[crate::smtp_sink::Received], recipient: &str) -> String {
+    received
+        .iter()
+        .find(|r| r.rcpt_to == [recipient])
+        .unwrap_or_else(|| panic!("nothing sent to {recipient}"))
+        .mail_from
+        .clone()
+}
+
+fn maildir(dir: &Path, mail: &[(String, String)]) {
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for (i, (name, text)) in mail.iter().enumerate() {
+        // Read ones in cur/ (with their flags), the others in new/.
+        let (sub, suffix) = if i % 2 == 0 {
+            ("new", "")
+        } else {
+            ("cur", ":2,S")
+        };
+        let file = format!("17954247{i:02}.M{i}P42.relay.{name}{suffix}");
+        std::fs::write(dir.join(sub).join(file), text).unwrap();
+    }
+}
+
+fn mbox(file: &Path, mail: &[(String, String)]) {
+    let mut text = String::new();
+    for (_, m) in mail {
+        text.push_str("From MAILER-DAEMON  Mon Nov 23 10:05:12 2026\n");
+        text.push_str(m);
+        if !m.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push('\n');
+    }
+    std::fs::write(file, text).unwrap();
+}
+
+fn import_report(app: &TestApp, path: &Path, env: &[(&str, &str)]) -> serde_json::Value {
+    let list = app.dir.path().join("unrecognised.txt");
+    let args = [
+        "bounces",
+        "import",
+        path.to_str().unwrap(),
+        "--unrecognised",
+        list.to_str().unwrap(),
+        "--json",
+    ];
+    let o = app.avvisi(&args, env);
+    assert!(o.status.success(), "{}", out(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The "done when" of the issue: a folder of returned mail for some sample users, imported
+/// once, stops every later message to those addresses, with the reason in `explain`; a second
+/// import, of the folder or of the same mail as an mbox, changes nothing.
+async fn a_folder_of_returned_mail_stops_every_later_message(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let env = [
+        ("AVVISI__MAIL__BOUNCE_ADDRESS", "bounces@istruzione.it"),
+        ("AVVISI__MAIL__VERP", "true"),
+    ];
+    let sink = SmtpSink::start().await;
+    smtp(&app, &sink.url(), &env).deliver().await;
+    let mail = returned_mail(&app, &sink).await;
+    let folder = app.dir.path().join("bounces");
+    maildir(&folder, &mail);
+
+    let report = import_report(&app, &folder, &env);
+    let n = |k: &str| report[k].as_u64().unwrap();
+    assert_eq!(
+        (n("read"), n("matched"), n("hard"), n("soft")),
+        (9, 8, 4, 4),
+        "{report}"
+    );
+    assert_eq!(
+        (n("unrecognised"), n("already_imported")),
+        (1, 0),
+        "{report}"
+    );
+    assert_eq!(n("suppressed"), 5, "{report}");
+    let listed = std::fs::read_to_string(app.dir.path().join("unrecognised.txt")).unwrap();
+    assert!(
+        listed.contains("ooo") && listed.contains("Risposta automatica"),
+        "{listed}"
+    );
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+
+    let list = suppressed_json(&app);
+    let reason_of = |address: &str| {
+        list.iter()
+            .find(|s| s["address"] == address)
+            .map(|s| s["reason"].as_str().unwrap().to_string())
+    };
+    assert!(reason_of("nicolo.manco@libero.it")
+        .unwrap()
+        .starts_with("bounce 5.1.1"));
+    assert!(reason_of("ilaria.dangelo@gmail.com")
+        .unwrap()
+        .starts_with("bounce 5.1.1"));
+    assert!(reason_of("alessandro.pirro@outlook.it")
+        .unwrap()
+        .starts_with("bounce 5.1.10"));
+    assert!(reason_of("gioele.dellacqua@virgilio.it")
+        .unwrap()
+        .contains("5.1.1"));
+    assert!(reason_of("marco.bianchi79@alice.it")
+        .unwrap()
+        .starts_with("3 soft bounces within 7 days"));
+    assert_eq!(reason_of("lucrezia.sciarra@tiscali.it"), None);
+    assert!(list.iter().all(|s| s["source"] == "bounce"));
+    // Each bounce is linked to the message that bounced, by VERP or by the original's
+    // Message-ID (the Gmail one names nothing else).
+    let linked: Option<i64> = sqlx::query_scalar(
+        "SELECT outbox_id FROM bounces WHERE recipient = 'ilaria.dangelo@gmail.com'",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(linked, Some(row_of(&app, "U0002").await.0));
+
+    // Twice: nothing changes, nothing is listed again.
+    std::fs::remove_file(app.dir.path().join("unrecognised.txt")).unwrap();
+    let again = import_report(&app, &folder, &env);
+    assert_eq!(again["read"], 9, "{again}");
+    assert_eq!(again["already_imported"], 9, "{again}");
+    for k in ["matched", "hard", "soft", "unrecognised", "suppressed"] {
+        assert_eq!(again[k], 0, "{k}: {again}");
+    }
+    assert!(!app.dir.path().join("unrecognised.txt").exists());
+    let file = app.dir.path().join("bounces.mbox");
+    mbox(&file, &mail);
+    let from_mbox = import_report(&app, &file, &env);
+    assert_eq!(
+        (&from_mbox["read"], &from_mbox["already_imported"]),
+        (&serde_json::json!(9), &serde_json::json!(9)),
+        "{from_mbox}"
+    );
+    assert_eq!(suppressed_json(&app), list);
+    let bounces: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bounces")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(bounces, 9);
+    // What operators read.
+    let text = ok(&app, &["bounces", "import", folder.to_str().unwrap()], &env);
+    assert!(text.contains("already imported  9"), "{text}");
+
+    // Every later message to those addresses stops; the others go.
+    app.clock.set(at("2026-11-27T10:00:00+01:00"));
+    app.plan().await;
+    let sink = SmtpSink::start().await;
+    smtp(&app, &sink.url(), &env).deliver().await;
+    for user in ["U0001", "U0002", "U0003", "U0005", "U0009"] {
+        let rows = rows_of(&app, user).await;
+        let last = rows.last().unwrap();
+        assert_eq!(
+            (last.0.as_str(), last.1.as_deref()),
+            ("skipped", Some("suppressed")),
+            "{user}"
+        );
+    }
+    let to: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.rcpt_to[0].clone())
+        .collect();
+    for a in list.iter().map(|s| s["address"].as_str().unwrap()) {
+        assert!(!to.iter().any(|t| t == a), "{a} got a message");
+    }
+    assert!(
+        to.iter().any(|t| t == "lucrezia.sciarra@tiscali.it"),
+        "{to:?}"
+    );
+    let explain = ok(&app, &["explain", "U0001"], &[]);
+    assert!(explain.contains("suppressed"), "{explain}");
+    assert!(explain.contains("by bounce: bounce 5.1.1"), "{explain}");
+
+    // Not a mailbox: a clear error naming the path.
+    let bad = app.avvisi(&["bounces", "import", "config/default.toml"], &[]);
+    assert!(!bad.status.success());
+    assert!(
+        out(&bad).contains("config/default.toml is neither a Maildir folder"),
+        "{}",
+        out(&bad)
+    );
+}
+
 on_both_backends!(
+    a_folder_of_returned_mail_stops_every_later_message,
     suppressed_addresses_are_skipped_when_planning_and_when_sending,
     no_such_user_at_rcpt_suppresses_the_address,
     the_relay_sees_the_bounce_address_and_verp,
