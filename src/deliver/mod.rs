@@ -566,7 +566,7 @@ impl Worker {
         reopened_at: String,
         is_test: bool,
     ) -> MessageContext {
-        let user = UserView::new(
+        let mut user = UserView::new(
             &row.first_name,
             &row.last_name,
             &row.recipient,
@@ -574,6 +574,7 @@ impl Worker {
             row.pending_email.as_deref(),
             row.province.as_deref(),
         );
+        user.sent_to_institutional = row.fallback;
         let about = context::About {
             step: row.step,
             campaign: &row.campaign,

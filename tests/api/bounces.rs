@@ -611,7 +611,81 @@ async fn a_folder_of_returned_mail_stops_every_later_message(app: TestApp) {
     );
 }
 
+/// A suppressed address on record with an institutional address to fall back on: the reminder
+/// goes there, at planning or at send time, and says why; with both suppressed, nothing goes.
+async fn a_suppressed_user_is_written_to_at_the_institutional_address(app: TestApp) {
+    app.import_examples().await;
+    let add = |address: &str| {
+        ok(
+            &app,
+            &["suppress", "add", address, "--reason", "bounced"],
+            &[],
+        )
+    };
+    // Before planning: U0012 (gianluca.cantu@gmail.com, institutional gianluca.cantu@istruzione.it).
+    add("gianluca.cantu@gmail.com");
+    // Both of U0028's addresses: nowhere to write.
+    add("francesco.moretti@gmail.com");
+    add("f.moretti@istruzione.it");
+    app.plan().await;
+    // After planning: U0016 (salvatore.damico@libero.it, institutional s.damico@istruzione.it).
+    add("salvatore.damico@libero.it");
+    app.deliver().await;
+
+    for (user, institutional) in [
+        ("U0012", "gianluca.cantu@istruzione.it"),
+        ("U0016", "s.damico@istruzione.it"),
+    ] {
+        let rows = rows_of(&app, user).await;
+        assert!(!rows.is_empty(), "{user}");
+        for (state, _, recipient) in &rows {
+            assert_eq!(
+                (state.as_str(), recipient.as_str()),
+                ("sent", institutional),
+                "{user}"
+            );
+        }
+        let emails: Vec<String> = app
+            .eml_files()
+            .into_iter()
+            .filter(|(name, _)| name.contains(&format!(".{user}.")))
+            .map(|(_, text)| text)
+            .collect();
+        assert_eq!(emails.len(), rows.len(), "{user}");
+        for eml in &emails {
+            let to = crate::helpers::header(eml, "To").unwrap();
+            assert!(to.contains(institutional), "{to}");
+            let text = crate::helpers::part(eml, "text/plain");
+            assert!(
+                text.contains(
+                    "Le scriviamo al Suo indirizzo istituzionale perché i messaggi inviati"
+                ),
+                "{text}"
+            );
+        }
+        let explain = ok(&app, &["explain", user], &[]);
+        assert!(
+            explain.contains(&format!("sent to {institutional}")),
+            "{explain}"
+        );
+    }
+    for (state, reason, _) in rows_of(&app, "U0028").await {
+        assert_eq!(
+            (state.as_str(), reason.as_deref()),
+            ("skipped", Some("suppressed"))
+        );
+    }
+    // Everyone else: the address on record, and no such paragraph.
+    let (_, eml) = app
+        .eml_files()
+        .into_iter()
+        .find(|(name, _)| name.contains(".U0003."))
+        .unwrap();
+    assert!(!crate::helpers::part(&eml, "text/plain").contains("indirizzo istituzionale perché"));
+}
+
 on_both_backends!(
+    a_suppressed_user_is_written_to_at_the_institutional_address,
     a_folder_of_returned_mail_stops_every_later_message,
     suppressed_addresses_are_skipped_when_planning_and_when_sending,
     no_such_user_at_rcpt_suppresses_the_address,
