@@ -53,6 +53,18 @@ pub fn normalise(address: &str) -> Result<String, SuppressionError> {
 /// Adds `address`. Returns the entry already there instead when the address was suppressed
 /// before: the first reason is kept (it says why the address first stopped working).
 pub async fn add(
+    db: &Db,
+    address: &str,
+    reason: &str,
+    source: SuppressionSource,
+    now: DateTime<Utc>,
+) -> Result<Option<Suppression>, SuppressionError> {
+    let mut conn = db.pool().acquire().await?;
+    add_on(&mut conn, address, reason, source, now).await
+}
+
+/// [`add`] on a connection (or in a transaction) of the caller's.
+pub(crate) async fn add_on(
     conn: &mut sqlx::AnyConnection,
     address: &str,
     reason: &str,

@@ -437,6 +437,101 @@ fn prose(message: &Message<'_>) -> Option<Found> {
 mod tests {
     use super::*;
 
+    /// A fixture of tests/fixtures/bounces/ with its placeholders filled.
+    fn fixture(text: &str) -> Vec<u8> {
+        text.replace(
+            "@@VERP@@",
+            "bounces+12-0123456789abcdef@avvisi.istruzione.it",
+        )
+        .replace("@@RECIPIENT@@", "Mario.Rossi@libero.it")
+        .replace("@@LOCAL@@", "Mario.Rossi")
+        .replace("@@MESSAGE_ID@@", "<uid.first.U0001@istruzione.it>")
+        .replace("@@DATE@@", "Mon, 23 Nov 2026 14:05:10 +0100")
+        .replace("@@BOUNCE_ID@@", "D1")
+        .into_bytes()
+    }
+
+    #[test]
+    fn each_provider_s_bounce_says_who_failed_and_how() {
+        let cases = [
+            (
+                include_str!("../../tests/fixtures/bounces/postfix-user-unknown.eml"),
+                BounceKind::Hard,
+                Some("5.1.1"),
+            ),
+            (
+                include_str!("../../tests/fixtures/bounces/gmail-address-not-found.eml"),
+                BounceKind::Hard,
+                Some("5.1.1"),
+            ),
+            (
+                include_str!("../../tests/fixtures/bounces/outlook-recipient-not-found.eml"),
+                BounceKind::Hard,
+                Some("5.1.10"),
+            ),
+            (
+                include_str!("../../tests/fixtures/bounces/libero-utente-inesistente.eml"),
+                BounceKind::Hard,
+                Some("5.1.1"),
+            ),
+            (
+                include_str!("../../tests/fixtures/bounces/postfix-delayed-mailbox-full.eml"),
+                BounceKind::Soft,
+                Some("4.2.2"),
+            ),
+        ];
+        for (text, kind, status) in cases {
+            let b = read(&fixture(text), None);
+            assert_eq!(b.kind, kind, "{text}");
+            assert_eq!(b.status.as_deref(), status, "{text}");
+            assert_eq!(
+                b.recipient.as_deref(),
+                Some("mario.rossi@libero.it"),
+                "{text}"
+            );
+        }
+        let ooo = read(
+            include_bytes!("../../tests/fixtures/bounces/out-of-office.eml"),
+            None,
+        );
+        assert_eq!((ooo.kind, ooo.recipient), (BounceKind::Unrecognised, None));
+        assert_eq!(ooo.dedupe_key, "<ooo.20261123100930.42@example.it>");
+        // The original's Message-ID, quoted as headers or as an attached message.
+        let gmail = read(
+            &fixture(include_str!(
+                "../../tests/fixtures/bounces/gmail-address-not-found.eml"
+            )),
+            None,
+        );
+        assert_eq!(
+            gmail.original_message_id.as_deref(),
+            Some("uid.first.U0001@istruzione.it")
+        );
+    }
+
+    #[test]
+    fn the_verp_token_names_the_row_only_with_the_right_key() {
+        let bounce: lettre::Address = "bounces@avvisi.istruzione.it".parse().unwrap();
+        let key = VerpKey::for_tests(b"k");
+        let sender = key.sender(&bounce, 12).to_string();
+        let raw = String::from_utf8(fixture(include_str!(
+            "../../tests/fixtures/bounces/postfix-user-unknown.eml"
+        )))
+        .unwrap()
+        .replace("bounces+12-0123456789abcdef@avvisi.istruzione.it", &sender);
+        let verp = Verp {
+            bounce_address: &bounce,
+            key: &key,
+        };
+        assert_eq!(read(raw.as_bytes(), Some(&verp)).verp_row, Some(12));
+        let other = VerpKey::for_tests(b"other");
+        let verp = Verp {
+            bounce_address: &bounce,
+            key: &other,
+        };
+        assert_eq!(read(raw.as_bytes(), Some(&verp)).verp_row, None);
+    }
+
     #[test]
     fn statuses_and_addresses_are_found_in_text() {
         assert_eq!(

@@ -237,7 +237,8 @@ async fn record_chunk(
         };
         if let Some((address, reason)) = suppress {
             let before =
-                suppression::add(&mut tx, address, &reason, SuppressionSource::Bounce, now).await;
+                suppression::add_on(&mut tx, address, &reason, SuppressionSource::Bounce, now)
+                    .await;
             match before {
                 Ok(None) => report.suppressed += 1,
                 Ok(Some(_)) => {}

@@ -71,9 +71,8 @@ pub(crate) async fn run(
             println!("{} address(es)", list.len());
         }
         SuppressCommand::Add { address, reason } => {
-            let mut conn = db.pool().acquire().await?;
             let before = suppression::add(
-                &mut conn,
+                db,
                 &address,
                 &reason,
                 SuppressionSource::Operator,

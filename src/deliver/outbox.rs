@@ -398,7 +398,7 @@ pub async fn record(
                 error,
                 code,
             } => {
-                let added = suppression::add(
+                let added = suppression::add_on(
                     &mut tx,
                     recipient,
                     error,

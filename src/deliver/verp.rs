@@ -36,6 +36,12 @@ impl VerpKey {
         Ok(VerpKey(value.into_bytes()))
     }
 
+    /// A key of the caller's, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(key: &[u8]) -> VerpKey {
+        VerpKey(key.to_vec())
+    }
+
     fn mac(&self, outbox_id: i64) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(outbox_id.to_string().as_bytes());

@@ -157,6 +157,11 @@ impl Db {
                 .max_connections(1)
                 // A file, not a server: nothing to test, and the test is a round trip.
                 .test_before_acquire(false)
+                // Nor anything to reap or renew: without an idle timeout and a lifetime, sqlx
+                // runs no maintenance task, whose idle count can wrap and spin a core forever
+                // (sqlx issue 3645; seen here as a CLI command that never exited).
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         // The timeout first: the other pragmas may have to wait for the file.
