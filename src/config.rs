@@ -69,6 +69,7 @@ pub struct Settings {
     pub calendar: CalendarSettings,
     pub templates_dir: PathBuf,
     pub import: ImportSettings,
+    pub bounce: BounceSettings,
     pub daemon: DaemonSettings,
     pub rate: RateSettings,
     pub log: LogSettings,
@@ -226,6 +227,24 @@ pub struct MailSettings {
     pub service_name: String,
     /// Sign every email when configured.
     pub dkim: Option<Dkim>,
+    /// The envelope sender (MAIL FROM, which becomes the Return-Path), where returned mail
+    /// goes; `None`: the address of `from`.
+    pub bounce_address: Option<lettre::Address>,
+    /// VERP: the envelope sender is `LOCAL+TOKEN@DOMAIN` of `bounce_address`, the token naming
+    /// the outbox row, so that a bounce names its message without guessing.
+    pub verp: bool,
+}
+
+/// How returned mail is read (`avvisi bounces import`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BounceSettings {
+    /// Soft bounces (4.x.x) of one address within `soft_window_days` that suppress it.
+    pub soft_limit: u32,
+    pub soft_window_days: u32,
+    /// Where the unrecognised messages of an import are listed, for a human (a relative path
+    /// is taken from the working directory).
+    pub unrecognised_file: PathBuf,
 }
 
 /// The campaign calendar, already converted to UTC instants.
@@ -298,6 +317,7 @@ struct Raw {
     calendar: RawCalendar,
     templates: RawTemplates,
     import: ImportSettings,
+    bounce: BounceSettings,
     daemon: DaemonSettings,
     rate: RateSettings,
     dkim: RawDkim,
@@ -339,6 +359,8 @@ struct RawMail {
     reply_to: String,
     organisation: String,
     service_name: String,
+    bounce_address: String,
+    verp: bool,
 }
 
 #[derive(Deserialize)]
@@ -483,7 +505,35 @@ impl Settings {
             organisation: raw.mail.organisation,
             service_name: raw.mail.service_name,
             dkim: check_dkim(raw.dkim)?,
+            bounce_address: match raw.mail.bounce_address.trim() {
+                "" => None,
+                s => Some(s.parse().map_err(|_| {
+                    invalid(
+                        "mail.bounce_address",
+                        s,
+                        "a bare address like bounces@example.it (no display name)",
+                    )
+                })?),
+            },
+            verp: raw.mail.verp,
         };
+        if mail.verp && mail.bounce_address.is_none() {
+            return Err(invalid(
+                "mail.verp",
+                "true",
+                "false, or a mail.bounce_address to add the tokens to",
+            ));
+        }
+        if raw.bounce.soft_limit == 0 || raw.bounce.soft_window_days == 0 {
+            return Err(invalid(
+                "bounce.soft_limit",
+                format!(
+                    "{} (within {} days)",
+                    raw.bounce.soft_limit, raw.bounce.soft_window_days
+                ),
+                "at least 1 soft bounce within at least 1 day",
+            ));
+        }
         let portal_url = raw.portal.url.trim().to_string();
         if !(portal_url.starts_with("https://") || portal_url.starts_with("http://"))
             || portal_url.contains(char::is_whitespace)
@@ -533,6 +583,7 @@ impl Settings {
             calendar,
             templates_dir: raw.templates.dir,
             import: raw.import,
+            bounce: raw.bounce,
             log: raw.log,
             http: HttpSettings { address },
             effective,

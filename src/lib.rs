@@ -15,6 +15,8 @@
 //! - [`deliver`]: claim rows, render, send through a transport (files or SMTP), record outcomes.
 //! - [`observe`]: what operators watch: readiness, the outbox's gauges, the status page and the
 //!   HTML report, served over HTTP by the daemon.
+//! - [`bounce`]: returned mail read back: bounces recorded, linked to their messages, and the
+//!   suppression list kept (the list itself is the audience's: [`audience::suppression`]).
 //! - [`schedule`]: the daemon: planning on a schedule, delivering continuously.
 //! - [`editor`]: the template editors' tools: sample data, the check, the preview.
 //! - [`cli`]: the command line: one file per command, which parses, calls the above and prints.
@@ -35,6 +37,7 @@ pub mod render;
 
 pub mod deliver;
 
+pub mod bounce;
 pub mod observe;
 
 pub mod schedule;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::audience::suppression::{self, Suppression};
 use crate::audience::Audience;
 use crate::store::{timestamp, Db, OutboxState, Step, UnknownState};
 
@@ -76,6 +77,8 @@ pub struct Explanation {
     pub audiences: Vec<(Audience, bool)>,
     /// Oldest first.
     pub messages: Vec<UserMessage>,
+    /// The user's addresses (on record, institutional) that are on the suppression list.
+    pub suppressions: Vec<Suppression>,
 }
 
 /// Everything about `user_id`, or `None` when the snapshot never had them.
@@ -166,10 +169,14 @@ pub async fn explain(db: &Db, user_id: &str) -> Result<Option<Explanation>, sqlx
         }
     }
     let messages = messages.into_iter().map(|(_, m)| m).collect();
+    let mut addresses = vec![user.email.as_str()];
+    addresses.extend(user.institutional_email.as_deref());
+    let suppressions = suppression::of_addresses(db, &addresses).await?;
     Ok(Some(Explanation {
         user,
         audiences,
         messages,
+        suppressions,
     }))
 }
 

@@ -7,5 +7,6 @@ pub mod explain;
 pub mod lifecycle;
 pub mod phases;
 mod rules;
+pub mod suppression;
 
 pub use rules::{Audience, UnknownAudience};

@@ -131,6 +131,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE.html")]
         html: Option<PathBuf>,
     },
+
+    /// The suppression list: addresses avvisi no longer writes to (unknown users, bounces,
+    /// operators' requests).
+    #[command(subcommand)]
+    Suppress(crate::cli::suppress::SuppressCommand),
+
+    /// Returned mail: `bounces import PATH` reads a Maildir folder or an mbox file of bounces.
+    #[command(subcommand)]
+    Bounces(crate::cli::bounces::BouncesCommand),
 }
 
 #[derive(Debug, Args)]

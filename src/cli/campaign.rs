@@ -425,7 +425,10 @@ async fn show(db: &Db, tz: Tz, name: &str, json: bool) -> anyhow::Result<ExitCod
         ("finished", local(o.finished_at, tz)),
         ("planned", p.total().to_string()),
         ("sent", p.sent.to_string()),
-        ("skipped", p.skipped.to_string()),
+        (
+            "skipped",
+            format!("{} ({} suppressed address)", p.skipped, p.suppressed),
+        ),
         ("failed", p.failed.to_string()),
         ("expired", p.expired.to_string()),
         (
@@ -544,9 +547,13 @@ async fn send_test(
     let email = email::build(&worker.settings.mail, &envelope, &rendered)
         .context("building the test message")?;
     let stem = format!("{}.test.{}", c.name, now.timestamp());
+    let mut outgoing = crate::deliver::transport::Outgoing::from(&email);
+    if let Some(bounce) = &worker.settings.mail.bounce_address {
+        outgoing = outgoing.with_sender(bounce.clone());
+    }
     worker
         .transport
-        .send(&(&email).into(), &stem, None)
+        .send(&outgoing, &stem, None)
         .await
         .with_context(|| format!("sending the test message to {to}"))?;
     println!(

@@ -78,6 +78,20 @@ pub(crate) async fn run(
         );
     }
 
+    if !e.suppressions.is_empty() {
+        println!();
+        println!("suppressed addresses (no message goes to them):");
+        for s in &e.suppressions {
+            println!(
+                "  {}  since {}, by {}: {}",
+                s.address,
+                local(s.created_at, tz),
+                s.source,
+                s.reason
+            );
+        }
+    }
+
     println!();
     if e.messages.is_empty() {
         println!("messages: none planned for this user");

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::store::Db;
 
 mod args;
+pub mod bounces;
 pub mod campaign;
 mod configuration;
 mod explain;
@@ -23,6 +24,7 @@ mod retry;
 mod run;
 pub mod service;
 mod status;
+pub mod suppress;
 pub mod templates;
 
 pub use args::{
@@ -76,6 +78,8 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
             )
             .await
         }
+        Command::Suppress(cmd) => suppress::run(cmd, &db, &settings, &clock).await,
+        Command::Bounces(cmd) => bounces::run(cmd, &db, &settings, &clock).await,
         Command::Config(_) => unreachable!("handled before the database is opened"),
     };
     db.close().await;

@@ -107,13 +107,21 @@ fn print(s: &Status, settings: &Settings) {
         }
     }
     println!(
-        "{:<45} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
-        "campaign", "state", "pending", "sending", "sent", "skipped", "failed", "expired"
+        "{:<45} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10}",
+        "campaign",
+        "state",
+        "pending",
+        "sending",
+        "sent",
+        "skipped",
+        "failed",
+        "expired",
+        "suppressed"
     );
     for c in &s.campaigns {
         let n = &c.counts;
         println!(
-            "{:<45} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
+            "{:<45} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10}",
             c.campaign,
             c.state.as_str(),
             n.pending,
@@ -121,7 +129,8 @@ fn print(s: &Status, settings: &Settings) {
             n.sent,
             n.skipped,
             n.failed,
-            n.expired
+            n.expired,
+            n.suppressed
         );
     }
     if s.campaigns.is_empty() {

@@ -64,7 +64,17 @@ impl Breaker {
         if self.threshold == 0 {
             return false;
         }
-        let key = failure.reply_key().filter(|k| !about_the_recipient(k));
+        let Some(key) = failure.reply_key() else {
+            *self.streak.lock().expect("breaker lock") = Streak::default();
+            return false;
+        };
+        // About one recipient: neither part of a streak nor the end of one (a few unknown
+        // addresses among a relay's refusals of everyone must not keep the breaker from
+        // tripping).
+        if about_the_recipient(&key) {
+            return false;
+        }
+        let key = Some(key);
         let mut s = self.streak.lock().expect("breaker lock");
         if s.tripped {
             if key.is_some() && key == s.reply {
@@ -116,11 +126,12 @@ impl Breaker {
 }
 
 /// `5.1.x` (no such user, no such domain) is about one recipient by definition: it never
-/// counts toward a streak.
+/// counts toward a streak. 5.1.7 and 5.1.8 are about our sender's address: a relay refusing it
+/// refuses everyone, which is what the breaker is for.
 fn about_the_recipient(key: &str) -> bool {
     key.split_whitespace()
         .nth(1)
-        .is_some_and(|status| status.starts_with("5.1."))
+        .is_some_and(super::transport::recipient_does_not_exist)
 }
 
 #[cfg(test)]
@@ -165,6 +176,18 @@ mod tests {
             assert!(!b.refused(id, "a", &refusal(550, "5.1.1 no such user")));
         }
         assert!(b.tripped().is_none());
+        // Unknown recipients among a relay's refusals of everyone do not hold the breaker back.
+        let b = Breaker::new(3);
+        let blocked = refusal(554, "5.7.1 client host blocked");
+        assert!(!b.refused(1, "a", &blocked));
+        assert!(!b.refused(2, "a", &refusal(550, "5.1.1 no such user")));
+        assert!(!b.refused(3, "a", &blocked));
+        assert!(b.refused(4, "a", &blocked));
+        // Our sender refused (5.1.8) for everyone is the relay refusing us.
+        let b = Breaker::new(2);
+        let sender = refusal(553, "5.1.8 sender domain does not resolve");
+        assert!(!b.refused(1, "a", &sender));
+        assert!(b.refused(2, "a", &sender));
         let off = Breaker::new(0);
         for id in 0..10 {
             assert!(!off.refused(id, "a", &refusal(554, "5.7.1 blocked")));

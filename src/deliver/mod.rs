@@ -35,12 +35,14 @@ pub mod quota;
 mod recorder;
 pub mod retry;
 pub mod transport;
+pub mod verp;
 
 use self::breaker::{Breaker, Tripped};
 use self::outbox::{Claimed, Outcome};
 use self::quota::Quota;
 use self::recorder::{record_outcomes, RECORD_CHUNK};
 use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
+use self::verp::VerpKey;
 use crate::audience::lifecycle;
 use crate::render::live::TemplateStore;
 use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
@@ -237,6 +239,8 @@ impl Worker {
                                     }
                                 }
                                 FailureKind::Transient => breaker.passed(),
+                                // About this recipient alone (see `breaker`).
+                                FailureKind::NoSuchRecipient => {}
                                 // Not the relay's answer: nothing to count.
                                 FailureKind::Late => {}
                             },
@@ -374,6 +378,10 @@ impl Worker {
         let stale_every = Duration::seconds((self.settings.delivery.lease_seconds / 10) as i64);
         let mut stale_next = self.clock.now();
         let mut hold_reminders = false;
+        let sender = {
+            let mut conn = lane.conn().await?;
+            EnvelopeSender::of(&self.settings, &mut conn).await?
+        };
         while !stop.halts(shutdown) {
             let now = self.clock.now();
             if !self.in_sending_hours(now) {
@@ -438,6 +446,7 @@ impl Worker {
                 // One template set per batch, taken when it is claimed.
                 templates: self.templates.current(),
                 reopened_at: context::local_rfc3339(&self.settings.calendar, reopened_at),
+                sender: sender.clone(),
             });
             for (row, merged) in digests(rows) {
                 let job = Job {
@@ -475,7 +484,7 @@ impl Worker {
             return Err(Outcome::Expired { reason });
         }
         match self.email_for_digest(row, &job.merged, templates, &job.batch.reopened_at, now) {
-            Ok(email) => Ok(Outgoing::from(&email)),
+            Ok(email) => Ok(job.batch.sender.apply(Outgoing::from(&email), row.id)),
             Err(EmailError::Template(e)) => {
                 // A template problem is not the recipient's: keep the row for a fixed template.
                 tracing::error!(outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");
@@ -638,6 +647,14 @@ impl Worker {
             FailureKind::Refused => return Outcome::HandedBack { at: now },
             _ => {}
         }
+        if failure.kind == FailureKind::NoSuchRecipient {
+            let recipient = row.recipient.clone();
+            return Outcome::NoSuchRecipient {
+                recipient,
+                error,
+                code,
+            };
+        }
         if failure.kind == FailureKind::Permanent {
             return Outcome::Failed { error, code };
         }
@@ -668,7 +685,7 @@ impl Worker {
         reopened_at: String,
         is_test: bool,
     ) -> MessageContext {
-        let user = UserView::new(
+        let mut user = UserView::new(
             &row.first_name,
             &row.last_name,
             &row.recipient,
@@ -676,6 +693,7 @@ impl Worker {
             row.pending_email.as_deref(),
             row.province.as_deref(),
         );
+        user.sent_to_institutional = row.fallback;
         let about = context::About {
             step: row.step,
             campaign: &row.campaign,
@@ -715,6 +733,40 @@ struct Batch {
     deadline: Instant,
     templates: Arc<TemplateSet>,
     reopened_at: String,
+    sender: EnvelopeSender,
+}
+
+/// The envelope sender (MAIL FROM) of a pass's messages: see [`verp`].
+#[derive(Clone)]
+enum EnvelopeSender {
+    /// The address of the `From` header (no `mail.bounce_address`).
+    FromHeader,
+    /// `mail.bounce_address`.
+    Fixed(lettre::Address),
+    /// `mail.bounce_address` with a token per message (`mail.verp`).
+    Verp(lettre::Address, VerpKey),
+}
+
+impl EnvelopeSender {
+    async fn of(
+        settings: &Settings,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<EnvelopeSender, sqlx::Error> {
+        Ok(match (&settings.mail.bounce_address, settings.mail.verp) {
+            (None, _) => EnvelopeSender::FromHeader,
+            (Some(a), false) => EnvelopeSender::Fixed(a.clone()),
+            (Some(a), true) => EnvelopeSender::Verp(a.clone(), VerpKey::load(conn).await?),
+        })
+    }
+
+    /// `email` with the envelope sender of outbox row `outbox_id`.
+    fn apply(&self, email: Outgoing, outbox_id: i64) -> Outgoing {
+        match self {
+            EnvelopeSender::FromHeader => email,
+            EnvelopeSender::Fixed(a) => email.with_sender(a.clone()),
+            EnvelopeSender::Verp(a, key) => email.with_sender(key.sender(a, outbox_id)),
+        }
+    }
 }
 
 /// A claimed row on its way to a sender, with the rows merged into its email.

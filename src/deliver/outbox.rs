@@ -22,8 +22,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 
 use crate::audience::campaign::Campaign;
+use crate::audience::suppression;
 use crate::audience::Audience;
-use crate::store::{Backend, Db, Step, UnknownState};
+use crate::store::{Backend, Db, Step, SuppressionSource, UnknownState};
 
 /// A claimed row with what is needed to render and send it.
 #[derive(Debug, Clone)]
@@ -49,6 +50,9 @@ pub struct Claimed {
     /// sections of its digest still do: the email goes without it, and the row is skipped with
     /// this reason.
     pub section_dropped: Option<&'static str>,
+    /// The address on record is suppressed: `recipient` is the institutional address, and the
+    /// email says why it arrives there.
+    pub fallback: bool,
 }
 
 /// How a claimed row ends this round.
@@ -75,6 +79,13 @@ pub enum Outcome {
     /// with the other sections only, or a digest with no section left).
     Skipped {
         reason: String,
+    },
+    /// Failed: the relay says `recipient` does not exist (5.1.x at RCPT). The address goes on
+    /// the suppression list, with the reply as the reason, in the same transaction.
+    NoSuchRecipient {
+        recipient: String,
+        error: String,
+        code: Option<u16>,
     },
     /// Not attempted (shutdown, relay down): back to pending as it was, attempt not counted.
     HandedBack {
@@ -187,6 +198,14 @@ pub(crate) async fn claim(
         })
         .collect::<Result<_, sqlx::Error>>()?;
     let mut skipped: Vec<(String, u64)> = Vec::new();
+    // A suppressed address with no institutional one to fall back to: every row of the user is
+    // skipped (all the sections of a digest alike), before the sections are looked at.
+    for (id, _, _, name) in &campaigns {
+        let n = skip_suppressed(conn, token, *id, now).await?;
+        if n > 0 {
+            skipped.push((name.clone(), n));
+        }
+    }
     // Without digests in the batch, one statement per campaign as before. With them, a section
     // is dropped on its own: the followers first, then the leads that carry no section any more
     // (a lead whose own section is dropped still carries the others' email).
@@ -244,11 +263,15 @@ pub(crate) async fn claim(
         }
     }
 
+    // The recipient is decided now, from the snapshot and the suppression list as they are.
     let rows = sqlx::query(&format!(
-        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, {USER_COLUMNS}, \
-            o.digest_of \
+        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, \
+            u.user_id, {recipient}, u.first_name, u.last_name, u.institutional_email, \
+            u.pending_email, u.province, o.digest_of, CAST(CASE WHEN {fallback} THEN 1 ELSE 0 END AS BIGINT) \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id JOIN users u ON u.user_id = o.user_id \
-         WHERE o.claim_token = $1 ORDER BY o.id"
+         WHERE o.claim_token = $1 ORDER BY o.id",
+        recipient = suppression::recipient_sql(),
+        fallback = suppression::fallback_sql(),
     ))
     .bind(token)
     .fetch_all(&mut *conn)
@@ -264,6 +287,33 @@ pub(crate) async fn claim(
             .map(|(_, reason)| *reason);
     }
     Ok((claimed, skipped))
+}
+
+/// The send-time check of the suppression list: the rows of `campaign_id` claimed by `token`
+/// whose user cannot be written to (address on record suppressed, no usable institutional
+/// address) are skipped with the reason `suppressed`. Returns how many. A message that merges
+/// several rows (a digest) calls it for each of its rows' campaigns.
+pub(crate) async fn skip_suppressed(
+    conn: &mut AnyConnection,
+    token: &str,
+    campaign_id: i64,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \
+            updated_at = $4 \
+         WHERE claim_token = $1 AND campaign_id = $2 AND EXISTS \
+            (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {})",
+        suppression::unreachable_sql(),
+    );
+    Ok(sqlx::query(&sql)
+        .bind(token)
+        .bind(campaign_id)
+        .bind(suppression::REASON)
+        .bind(now.timestamp())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
 }
 
 /// Rows claimed by a daemon whose lease is over (it died): few, and first.
@@ -368,6 +418,8 @@ pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
         province: r.try_get(13)?,
         digest_of: r.try_get(14)?,
         section_dropped: None,
+        // Only the claim selects it; other readers of rows (the preview, the benchmark) do not.
+        fallback: r.len() > 15 && r.try_get::<i64, _>(15)? == 1,
     })
 }
 
@@ -434,6 +486,36 @@ pub async fn record(
             .bind(now)
             .bind(error.clone())
             .bind(code.map(i64::from)),
+            Outcome::NoSuchRecipient {
+                recipient,
+                error,
+                code,
+            } => {
+                let added = suppression::add_on(
+                    &mut tx,
+                    recipient,
+                    error,
+                    SuppressionSource::Relay,
+                    crate::store::timestamp(Some(now)).unwrap_or_default(),
+                )
+                .await;
+                match added {
+                    Ok(_) => {}
+                    Err(suppression::SuppressionError::Database(e)) => return Err(e),
+                    // Not an address we could store (the relay took it, though): the message
+                    // still fails.
+                    Err(e) => tracing::warn!(error = %e, "recipient not suppressed"),
+                }
+                sqlx::query(
+                    "UPDATE outbox SET state = 'failed', reason = $4, smtp_code = $5, updated_at = $3, \
+                        claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
+                )
+                .bind(*id)
+                .bind(token)
+                .bind(now)
+                .bind(error.clone())
+                .bind(code.map(i64::from))
+            }
             Outcome::Expired { reason } => sqlx::query(
                 "UPDATE outbox SET state = 'expired', reason = $4, updated_at = $3, \
                     claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",

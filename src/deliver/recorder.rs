@@ -63,7 +63,7 @@ pub(super) async fn record_outcomes(
                 match outcome {
                     Outcome::Sent { .. } => tally.sent += 1,
                     Outcome::Retry { .. } => tally.retrying += 1,
-                    Outcome::Failed { .. } => tally.failed += 1,
+                    Outcome::Failed { .. } | Outcome::NoSuchRecipient { .. } => tally.failed += 1,
                     Outcome::Expired { .. } => tally.expired += 1,
                     Outcome::Skipped { .. } => tally.skipped += 1,
                     Outcome::HandedBack { .. } => {}

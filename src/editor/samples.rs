@@ -95,17 +95,20 @@ pub struct Situation {
     pub is_test: bool,
     /// Whether operators have declared the reopening (`reopened_at` set).
     pub reopened: bool,
+    /// Sent to the institutional address because the address on record is suppressed.
+    pub institutional_fallback: bool,
     pub description: &'static str,
 }
 
 /// Every situation a message can be sent in.
-pub const SITUATIONS: [Situation; 8] = [
+pub const SITUATIONS: [Situation; 9] = [
     Situation {
         id: "first",
         step: Step::First,
         days_left: 7,
         is_test: false,
         reopened: false,
+        institutional_fallback: false,
         description: "first notice, 7 days left",
     },
     Situation {
@@ -114,6 +117,7 @@ pub const SITUATIONS: [Situation; 8] = [
         days_left: 7,
         is_test: false,
         reopened: false,
+        institutional_fallback: false,
         description: "reminder 7 days before the deadline",
     },
     Situation {
@@ -122,6 +126,7 @@ pub const SITUATIONS: [Situation; 8] = [
         days_left: 3,
         is_test: false,
         reopened: false,
+        institutional_fallback: false,
         description: "reminder 3 days before the deadline",
     },
     Situation {
@@ -130,6 +135,7 @@ pub const SITUATIONS: [Situation; 8] = [
         days_left: 1,
         is_test: false,
         reopened: false,
+        institutional_fallback: false,
         description: "reminder the day before the deadline",
     },
     Situation {
@@ -138,6 +144,7 @@ pub const SITUATIONS: [Situation; 8] = [
         days_left: 0,
         is_test: false,
         reopened: false,
+        institutional_fallback: false,
         description: "first notice on the deadline's day (a late entrant)",
     },
     Situation {
@@ -146,6 +153,7 @@ pub const SITUATIONS: [Situation; 8] = [
         days_left: 3,
         is_test: true,
         reopened: false,
+        institutional_fallback: false,
         description: "test message to an operator ([PROVA])",
     },
     Situation {
@@ -154,6 +162,7 @@ pub const SITUATIONS: [Situation; 8] = [
         days_left: 7,
         is_test: false,
         reopened: false,
+        institutional_fallback: false,
         description: "one-off notice before the deadline",
     },
     Situation {
@@ -162,7 +171,17 @@ pub const SITUATIONS: [Situation; 8] = [
         days_left: 0,
         is_test: false,
         reopened: true,
+        institutional_fallback: false,
         description: "one-off notice after the reopening",
+    },
+    Situation {
+        id: "fallback",
+        step: Step::DaysBefore(3),
+        days_left: 3,
+        is_test: false,
+        reopened: false,
+        institutional_fallback: true,
+        description: "reminder sent to the institutional address: the address on record bounced",
     },
 ];
 
@@ -192,6 +211,7 @@ impl Sample {
                 }
             })
             .collect();
+        let user = fallback(user, &situation);
         Sample {
             id: format!("{}-{safe_id}", situation.id),
             to_address: user.email.clone(),
@@ -202,18 +222,36 @@ impl Sample {
     }
 }
 
+/// The view as the worker builds it in `situation`: in the institutional fallback, the email goes
+/// to the institutional address (a user without one is not written to at all).
+fn fallback(mut user: UserView, situation: &Situation) -> UserView {
+    if situation.institutional_fallback && user.has_institutional_email {
+        user.email = user.institutional_email.clone();
+        user.sent_to_institutional = true;
+    }
+    user
+}
+
 /// The sample variants every message is rendered with: each situation once, the users taking
-/// turns, so that every user and every situation appears (8 variants).
+/// turns, so that every user and every situation appears (9 variants); the fallback to the
+/// institutional address goes to a user who has one.
 pub fn samples() -> Vec<Sample> {
     SITUATIONS
         .iter()
         .enumerate()
         .map(|(i, situation)| {
-            let u = &SAMPLE_USERS[i % SAMPLE_USERS.len()];
+            let mut u = &SAMPLE_USERS[i % SAMPLE_USERS.len()];
+            if situation.institutional_fallback {
+                u = SAMPLE_USERS
+                    .iter()
+                    .find(|u| u.institutional_email.is_some())
+                    .unwrap_or(u);
+            }
+            let user = fallback(u.view(), situation);
             Sample {
                 id: format!("{}-{}", situation.id, u.id),
-                user: u.view(),
-                to_address: u.email.to_string(),
+                to_address: user.email.clone(),
+                user,
                 situation: *situation,
                 description: format!("{}; {}", situation.description, u.why),
             }

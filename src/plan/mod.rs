@@ -15,6 +15,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use crate::audience::calendar::latest_due_step_of;
 use crate::audience::campaign::{self, Campaign};
 use crate::audience::lifecycle;
+use crate::audience::suppression;
 use crate::config::Settings;
 use crate::store::{digest, Backend, CampaignKind, CampaignState, Db, Step};
 
@@ -196,15 +197,34 @@ async fn plan_step(
                AND (o.step = $2 OR (o.state IN ('sent', 'sending') AND o.updated_at >= $10))){reached_today}"
         )
     };
+    // A suppressed address on record: the institutional address instead, or a row skipped as
+    // `suppressed` (visible in `explain` and the counts). With an empty list, none of that
+    // per-user lookup.
+    let (recipient, state, reason) = if suppression::is_empty(&mut *tx).await? {
+        (
+            c.audience.recipient_column().to_string(),
+            "'pending'".to_string(),
+            "NULL".to_string(),
+        )
+    } else {
+        let unreachable = suppression::unreachable_sql();
+        (
+            suppression::recipient_sql(),
+            format!("CASE WHEN {unreachable} THEN 'skipped' ELSE 'pending' END"),
+            format!(
+                "CASE WHEN {unreachable} THEN '{}' ELSE NULL END",
+                suppression::REASON
+            ),
+        )
+    };
     let sql = format!(
         "INSERT INTO outbox (campaign_id, user_id, step, recipient, template, template_digest, state, \
-            attempts, next_attempt_at, expires_at, message_id, created_at, updated_at) \
-         SELECT $1, u.user_id, $2, {recipient}, $3, $4, 'pending', 0, $5, $6, \
-            '<' || $7 || '.' || $2 || '.' || u.user_id || '@' || $8 || '>', $5, $5 \
+            attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason) \
+         SELECT $1, u.user_id, $2, {recipient}, $3, $4, {state}, 0, $5, $6, \
+            '<' || $7 || '.' || $2 || '.' || u.user_id || '@' || $8 || '>', $5, $5, {reason} \
          FROM users u \
          WHERE {condition}{not_planned} \
          ON CONFLICT (campaign_id, user_id, step) DO NOTHING",
-        recipient = c.audience.recipient_column(),
         condition = c.audience.condition_in(9),
     );
     let result = sqlx::query(&sql)

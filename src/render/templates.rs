@@ -65,6 +65,9 @@ pub struct UserView {
     pub has_institutional_email: bool,
     pub pending_email: String,
     pub province: String,
+    /// The message goes to the institutional address because the address on record is
+    /// suppressed (it bounced); the layout says so.
+    pub sent_to_institutional: bool,
 }
 
 impl UserView {
@@ -88,6 +91,7 @@ impl UserView {
             has_institutional_email: institutional_email.is_some_and(|s| !s.trim().is_empty()),
             pending_email: pending_email.map(one_line).unwrap_or_default(),
             province: province.map(one_line).unwrap_or_default(),
+            sent_to_institutional: false,
         }
     }
 }

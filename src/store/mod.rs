@@ -23,7 +23,10 @@ pub mod queue;
 pub mod state;
 
 pub(crate) use lane::Lane;
-pub use state::{CampaignKind, CampaignState, Counts, OutboxState, Step, UnknownState};
+pub use state::{
+    BounceKind, CampaignKind, CampaignState, Counts, OutboxState, Step, SuppressionSource,
+    UnknownState,
+};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +159,11 @@ impl Db {
                 .max_connections(1)
                 // A file, not a server: nothing to test, and the test is a round trip.
                 .test_before_acquire(false)
+                // Nor anything to reap or renew: without an idle timeout and a lifetime, sqlx
+                // runs no maintenance task, whose idle count can wrap and spin a core forever
+                // (sqlx issue 3645; seen here as a CLI command that never exited).
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         // The timeout first: the other pragmas may have to wait for the file.

@@ -19,7 +19,8 @@ pub(crate) struct CampaignCounts {
 /// Counts per campaign (every campaign, even one with no rows yet), oldest campaign first.
 pub(crate) async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT c.name, c.state, o.state, COUNT(o.id), c.paused_reason FROM campaigns c \
+        "SELECT c.name, c.state, o.state, COUNT(o.id), c.paused_reason, \
+            SUM(CASE WHEN o.reason = 'suppressed' THEN 1 ELSE 0 END) FROM campaigns c \
          LEFT JOIN outbox o ON o.campaign_id = c.id \
          GROUP BY c.id, c.name, c.state, o.state, c.paused_reason ORDER BY c.id",
     )
@@ -41,6 +42,9 @@ pub(crate) async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Er
         if let Some(state) = r.try_get::<Option<String>, _>(2)? {
             let state: OutboxState = state.parse().map_err(UnknownState::into_sqlx)?;
             entry.counts.add(state, r.try_get::<i64, _>(3)? as u64);
+            if state == OutboxState::Skipped {
+                entry.counts.suppressed += r.try_get::<Option<i64>, _>(5)?.unwrap_or(0) as u64;
+            }
         }
     }
     Ok(out)
@@ -49,7 +53,8 @@ pub(crate) async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Er
 /// The counts of campaign `campaign_id`.
 pub(crate) async fn of_campaign(db: &Db, campaign_id: i64) -> Result<Counts, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT state, COUNT(*) AS n FROM outbox WHERE campaign_id = $1 GROUP BY state",
+        "SELECT state, COUNT(*) AS n, SUM(CASE WHEN reason = 'suppressed' THEN 1 ELSE 0 END) AS s \
+         FROM outbox WHERE campaign_id = $1 GROUP BY state",
     )
     .bind(campaign_id)
     .fetch_all(db.pool())
@@ -61,6 +66,9 @@ pub(crate) async fn of_campaign(db: &Db, campaign_id: i64) -> Result<Counts, sql
             .parse()
             .map_err(UnknownState::into_sqlx)?;
         counts.add(state, r.try_get::<i64, _>("n")? as u64);
+        if state == OutboxState::Skipped {
+            counts.suppressed += r.try_get::<Option<i64>, _>("s")?.unwrap_or(0) as u64;
+        }
     }
     Ok(counts)
 }

@@ -121,6 +121,30 @@ stored_text!(
     }
 );
 
+stored_text!(
+    /// Who put an address on the suppression list.
+    SuppressionSource, "suppression source", {
+        /// An operator (`avvisi suppress add`).
+        Operator = "operator",
+        /// The relay refused the recipient at RCPT with a 5.1.x status (no such user or domain).
+        Relay = "relay",
+        /// A returned mail read by `avvisi bounces import`.
+        Bounce = "bounce",
+    }
+);
+
+stored_text!(
+    /// What a returned mail said about its recipient.
+    BounceKind, "bounce kind", {
+        /// A permanent failure (5.x.x): the address is suppressed at once.
+        Hard = "hard",
+        /// A temporary failure (4.x.x): counted; enough of them suppress the address.
+        Soft = "soft",
+        /// Not recognised as a bounce: listed for a human.
+        Unrecognised = "unrecognised",
+    }
+);
+
 /// Which message of a campaign a row is: the step of a reminder, the one message of a one-off or
 /// reopening campaign, or an operator's test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -181,6 +205,8 @@ pub struct Counts {
     pub skipped: u64,
     pub failed: u64,
     pub expired: u64,
+    /// Of the skipped ones, those whose address is on the suppression list.
+    pub suppressed: u64,
 }
 
 impl Counts {
@@ -224,6 +250,12 @@ mod tests {
         }
         for k in CampaignKind::ALL {
             assert_eq!(k.as_str().parse::<CampaignKind>().unwrap(), *k);
+        }
+        for s in SuppressionSource::ALL {
+            assert_eq!(s.as_str().parse::<SuppressionSource>().unwrap(), *s);
+        }
+        for k in BounceKind::ALL {
+            assert_eq!(k.as_str().parse::<BounceKind>().unwrap(), *k);
         }
         for step in [Step::First, Step::DaysBefore(7), Step::Main, Step::Test] {
             assert_eq!(step.to_string().parse::<Step>().unwrap(), step);

@@ -186,6 +186,7 @@ fn harmless(view: &UserView) -> UserView {
         has_institutional_email: view.has_institutional_email,
         pending_email: x(&view.pending_email),
         province: x(&view.province),
+        sent_to_institutional: view.sent_to_institutional,
     }
 }
 

@@ -6,6 +6,7 @@ mod helpers;
 mod smtp_sink;
 
 mod audiences;
+mod bounces;
 mod campaigns;
 mod cli;
 mod clocks;

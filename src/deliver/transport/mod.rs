@@ -6,6 +6,8 @@
 //!   certificate that does not verify, AUTH refused, `530` or `421` before the body). Nothing of
 //!   the message was sent: it goes back to the queue as it was, and delivery stops as a whole;
 //! - a 4xx reply to the message is [`FailureKind::Transient`], a 5xx [`FailureKind::Permanent`];
+//!   a 5xx to RCPT with a status saying the address does not exist (`550 5.1.1`) is
+//!   [`FailureKind::NoSuchRecipient`];
 //! - no usable answer once the message was under way (dropped, timed out) is
 //!   [`FailureKind::Unreachable`]: the relay may have it, so the attempt counts, and delivery
 //!   stops as a whole too.
@@ -45,6 +47,10 @@ pub enum FailureKind {
     /// Not attempted: the relay's hourly quota (`rate.per_hour`, shared by every daemon) is
     /// used up for now (see `deliver::quota`).
     Throttled,
+    /// The relay refused the recipient at RCPT with a 5xx and an RFC 3463 status 5.1.x saying
+    /// the mailbox or domain does not exist (see [`recipient_does_not_exist`]): this message
+    /// fails, and the address is suppressed.
+    NoSuchRecipient,
     /// Not sent: the claim's lease was about to run out before the body could start (see
     /// [`Gate`]). Nothing of the message reached the relay; another process may own the row.
     Late,
@@ -82,6 +88,18 @@ impl From<&Message> for Outgoing {
             envelope: message.envelope().clone(),
             bytes: message.formatted(),
         }
+    }
+}
+
+impl Outgoing {
+    /// The same email with `from` as its envelope sender (MAIL FROM) instead of the address
+    /// of its `From` header.
+    pub(crate) fn with_sender(mut self, from: lettre::Address) -> Outgoing {
+        let to = self.envelope.to().to_vec();
+        if let Ok(envelope) = lettre::address::Envelope::new(Some(from), to) {
+            self.envelope = envelope;
+        }
+        self
     }
 }
 
@@ -213,6 +231,13 @@ async fn pass(gate: Option<Gate>) -> Result<(), SendFailure> {
 }
 
 impl SendFailure {
+    /// The enhanced status code (RFC 3463) of the relay's reply, e.g. `5.1.1`, if it gave one.
+    pub fn status(&self) -> Option<String> {
+        self.reply_key()?
+            .split_once(' ')
+            .map(|(_, status)| status.to_string())
+    }
+
     /// The relay's reply as it would be grouped: the code and the enhanced status code (RFC
     /// 3463), e.g. `554 5.7.1`, or the code alone. `None` when the relay did not answer.
     pub fn reply_key(&self) -> Option<String> {
@@ -230,5 +255,43 @@ impl SendFailure {
             Some(status) => format!("{code} {status}"),
             None => code.to_string(),
         })
+    }
+}
+
+/// Whether an RFC 3463 status (`5.1.1`) says that the recipient's address does not exist or
+/// cannot be used: the 5.1.x "addressing" statuses, except 5.1.7 and 5.1.8, which are about
+/// the sender's address (a relay refusing our envelope sender would otherwise suppress
+/// everyone).
+pub(crate) fn recipient_does_not_exist(status: &str) -> bool {
+    status
+        .strip_prefix("5.1.")
+        .is_some_and(|detail| !matches!(detail, "7" | "8") && detail.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_recipients_addressing_statuses_mean_no_such_recipient() {
+        for yes in ["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.1.0"] {
+            assert!(recipient_does_not_exist(yes), "{yes}");
+        }
+        for no in [
+            "5.1.7", "5.1.8", "4.1.1", "5.7.1", "5.2.2", "5.1.", "5.1.x", "5.11.1",
+        ] {
+            assert!(!recipient_does_not_exist(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn the_reply_key_has_the_enhanced_status() {
+        let f = SendFailure {
+            kind: FailureKind::Permanent,
+            code: Some(550),
+            detail: "permanent error (550): 5.1.1 <x@example.org>: no such user".into(),
+        };
+        assert_eq!(f.reply_key().as_deref(), Some("550 5.1.1"));
+        assert_eq!(f.status().as_deref(), Some("5.1.1"));
     }
 }

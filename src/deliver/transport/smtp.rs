@@ -206,13 +206,33 @@ impl Pool {
 async fn envelope(session: &mut Session, message: &Outgoing) -> Result<(), SendFailure> {
     envelope_commands(session, message)
         .await
-        .map_err(|e| session_fault(classify(e)))
+        .map_err(|(stage, e)| {
+            let mut failure = session_fault(classify(e));
+            // Only RCPT's reply is about the recipient (a 5.1.x to MAIL is about our sender).
+            if stage == Stage::Rcpt
+                && failure.kind == FailureKind::Permanent
+                && failure
+                    .status()
+                    .is_some_and(|s| super::recipient_does_not_exist(&s))
+            {
+                failure.kind = FailureKind::NoSuchRecipient;
+            }
+            failure
+        })
+}
+
+/// Which command of the envelope a reply answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Mail,
+    Rcpt,
+    Data,
 }
 
 async fn envelope_commands(
     session: &mut Session,
     message: &Outgoing,
-) -> Result<(), lettre::transport::smtp::Error> {
+) -> Result<(), (Stage, lettre::transport::smtp::Error)> {
     use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
     use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
     let conn = &mut session.conn;
@@ -239,18 +259,20 @@ async fn envelope_commands(
             let _ = write!(group, "{}", Rcpt::new(to.clone(), vec![]));
         }
         let _ = write!(group, "{Data}");
-        conn.command(group).await?;
+        conn.command(group).await.map_err(|e| (Stage::Mail, e))?;
         for _ in env.to() {
-            conn.read_response().await?;
+            conn.read_response().await.map_err(|e| (Stage::Rcpt, e))?;
         }
-        conn.read_response().await?;
+        conn.read_response().await.map_err(|e| (Stage::Data, e))?;
         return Ok(());
     }
-    conn.command(mail).await?;
+    conn.command(mail).await.map_err(|e| (Stage::Mail, e))?;
     for to in env.to() {
-        conn.command(Rcpt::new(to.clone(), vec![])).await?;
+        conn.command(Rcpt::new(to.clone(), vec![]))
+            .await
+            .map_err(|e| (Stage::Rcpt, e))?;
     }
-    conn.command(Data).await?;
+    conn.command(Data).await.map_err(|e| (Stage::Data, e))?;
     Ok(())
 }
 

@@ -1,0 +1,383 @@
+//! Returned mail: `avvisi bounces import PATH` reads a Maildir folder or an mbox file of
+//! bounces, records each one, links it to the message that bounced, and keeps the suppression
+//! list up to date.
+//!
+//! - A hard bounce (5.x.x) suppresses the address at once; a soft one (4.x.x) is counted, and
+//!   `bounce.soft_limit` of them within `bounce.soft_window_days` (before the latest) suppress it.
+//! - Every message read is recorded under its Message-ID (or a hash of its content): importing
+//!   the same mailbox twice changes nothing.
+//! - Streamed: a reader thread parses one message at a time and hands it over a bounded
+//!   channel; the database side commits in chunks. Memory does not grow with the mailbox.
+//! - What is not a recognisable bounce is listed in `bounce.unrecognised_file` for a human.
+//!
+//! The stage sits after [`crate::deliver`]: it reads the outbox rows and the VERP key that
+//! delivery writes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::Row;
+
+use crate::audience::suppression;
+use crate::config::Settings;
+use crate::deliver::verp::VerpKey;
+use crate::store::{BounceKind, Db, SuppressionSource};
+
+pub(crate) mod dsn;
+mod mailbox;
+
+use self::dsn::{Bounce, Verp};
+pub use self::mailbox::Mailbox;
+
+/// Bounces recorded per transaction.
+const CHUNK: usize = 500;
+
+/// What one import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BounceReport {
+    /// Messages read from the mailbox.
+    pub read: u64,
+    /// Of the new ones, those linked to the outbox row of the message that bounced.
+    pub matched: u64,
+    pub hard: u64,
+    pub soft: u64,
+    pub unrecognised: u64,
+    /// Already imported before: nothing changed for them.
+    pub already_imported: u64,
+    /// Addresses newly put on the suppression list.
+    pub suppressed: u64,
+    /// Where the unrecognised messages are listed (when there were any).
+    pub unrecognised_file: Option<PathBuf>,
+}
+
+/// Why an import stopped. What was committed before stays (each bounce is recorded once, so
+/// running the import again picks up where it stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum BounceError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is neither a Maildir folder (with cur/ or new/) nor an mbox file (starting with a \"From \" line)", path.display())]
+    NotAMailbox { path: PathBuf },
+    #[error("cannot write the list of unrecognised messages {}: {source}", path.display())]
+    List {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// One message as read from the mailbox: where it was, and what it says.
+pub(crate) struct Read {
+    /// The Maildir file, or `FILE#N` for the N-th message of an mbox.
+    pub origin: String,
+    pub bounce: Bounce,
+}
+
+/// Imports the returned mail at `path` as of `now`; unrecognised messages are listed in
+/// `unrecognised` (default `bounce.unrecognised_file`).
+pub async fn import(
+    db: &Db,
+    settings: &Settings,
+    path: &Path,
+    unrecognised: Option<&Path>,
+    now: DateTime<Utc>,
+) -> Result<BounceReport, BounceError> {
+    let mailbox = Mailbox::open(path)?;
+    // Tokens may come back from any earlier run: the key is read whenever there is a bounce
+    // address, whether VERP is on now or not.
+    let verp = match &settings.mail.bounce_address {
+        Some(address) => Some((address.clone(), VerpKey::load(db.pool()).await?)),
+        None => None,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Read, BounceError>>(256);
+    let reader = tokio::task::spawn_blocking(move || {
+        let verp = verp.as_ref().map(|(bounce_address, key)| Verp {
+            bounce_address,
+            key,
+        });
+        mailbox
+            .for_each(|origin, raw| {
+                let bounce = dsn::read(raw, verp.as_ref());
+                tx.blocking_send(Ok(Read { origin, bounce })).is_ok()
+            })
+            .map_err(|e| {
+                let _ = tx.blocking_send(Err(e));
+            })
+    });
+
+    let list_path = unrecognised
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| settings.bounce.unrecognised_file.clone());
+    let mut list = UnrecognisedList::new(list_path);
+    let mut report = BounceReport::default();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    loop {
+        let n = rx.recv_many(&mut chunk, CHUNK).await;
+        if n == 0 {
+            break;
+        }
+        let mut reads = Vec::with_capacity(n);
+        for item in chunk.drain(..) {
+            reads.push(item?);
+        }
+        record_chunk(db, settings, &reads, now, &mut report, &mut list).await?;
+    }
+    let _ = reader.await;
+    report.unrecognised_file = list.finish()?;
+    tracing::info!(
+        read = report.read,
+        matched = report.matched,
+        hard = report.hard,
+        soft = report.soft,
+        unrecognised = report.unrecognised,
+        already_imported = report.already_imported,
+        suppressed = report.suppressed,
+        "bounces imported"
+    );
+    Ok(report)
+}
+
+/// Records one chunk of bounces in one transaction.
+async fn record_chunk(
+    db: &Db,
+    settings: &Settings,
+    reads: &[Read],
+    now: DateTime<Utc>,
+    report: &mut BounceReport,
+    list: &mut UnrecognisedList,
+) -> Result<(), BounceError> {
+    let mut tx = db.pool().begin().await?;
+    let mut unrecognised = Vec::new();
+    for Read { origin, bounce } in reads {
+        report.read += 1;
+        let row = link(&mut tx, bounce).await?;
+        let recipient = bounce
+            .recipient
+            .clone()
+            .or_else(|| row.as_ref().map(|(_, r)| r.to_ascii_lowercase()));
+        // A bounce that names no address cannot suppress anything: a human looks at it.
+        let kind = match recipient {
+            Some(_) => bounce.kind,
+            None => BounceKind::Unrecognised,
+        };
+        let at = bounce.date.unwrap_or(now.timestamp());
+        let inserted = sqlx::query(
+            "INSERT INTO bounces (dedupe_key, kind, recipient, status, diagnostic, outbox_id, at, \
+                imported_at, origin) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(&bounce.dedupe_key)
+        .bind(kind.as_str())
+        .bind(recipient.clone())
+        .bind(bounce.status.clone())
+        .bind(bounce.diagnostic.clone())
+        .bind(row.as_ref().map(|(id, _)| *id))
+        .bind(at)
+        .bind(now.timestamp())
+        .bind(origin)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            report.already_imported += 1;
+            continue;
+        }
+        if row.is_some() {
+            report.matched += 1;
+        }
+        let status = bounce.status.as_deref().unwrap_or("-");
+        let said = bounce
+            .diagnostic
+            .as_deref()
+            .map(|d| format!(": {}", one_line(d)))
+            .unwrap_or_default();
+        let suppress = match (kind, &recipient) {
+            (BounceKind::Hard, Some(address)) => {
+                report.hard += 1;
+                Some((address, format!("bounce {status}{said}")))
+            }
+            (BounceKind::Soft, Some(address)) => {
+                report.soft += 1;
+                let b = &settings.bounce;
+                // A mailbox is not in date order: every soft bounce of the address within a
+                // window of this one, on either side, and the busiest window among them.
+                let window = Duration::days(i64::from(b.soft_window_days)).num_seconds();
+                let times: Vec<i64> = sqlx::query_scalar(
+                    "SELECT at FROM bounces WHERE recipient = $1 AND kind = 'soft' \
+                     AND at > $2 AND at < $3 ORDER BY at",
+                )
+                .bind(address)
+                .bind(at - window)
+                .bind(at + window)
+                .fetch_all(&mut *tx)
+                .await?;
+                let n = busiest_window(&times, window);
+                (n >= b.soft_limit as usize).then(|| {
+                    let reason = format!(
+                        "{n} soft bounces within {} days (latest {status}{said})",
+                        b.soft_window_days
+                    );
+                    (address, reason)
+                })
+            }
+            _ => {
+                report.unrecognised += 1;
+                unrecognised.push(format!(
+                    "{origin}\tfrom {}\tsubject {}\n",
+                    or_dash(&bounce.from),
+                    or_dash(&one_line(&bounce.subject))
+                ));
+                None
+            }
+        };
+        if let Some((address, reason)) = suppress {
+            let before =
+                suppression::add_on(&mut tx, address, &reason, SuppressionSource::Bounce, now)
+                    .await;
+            match before {
+                Ok(None) => report.suppressed += 1,
+                Ok(Some(_)) => {}
+                Err(suppression::SuppressionError::Database(e)) => return Err(e.into()),
+                // An address a bounce quoted that is not one we could have written to.
+                Err(e) => tracing::warn!(origin = %origin, error = %e, "address not suppressed"),
+            }
+        }
+    }
+    tx.commit().await?;
+    // Listed once committed: a second import does not list them again.
+    for line in unrecognised {
+        list.push(&line)?;
+    }
+    Ok(())
+}
+
+/// The outbox row of the message that bounced, with its recipient: the VERP token's row, else
+/// the row whose Message-ID the bounce quotes.
+async fn link(
+    conn: &mut sqlx::AnyConnection,
+    bounce: &Bounce,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    if let Some(id) = bounce.verp_row {
+        let row = sqlx::query("SELECT id, recipient FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(r) = row {
+            return Ok(Some((r.try_get(0)?, r.try_get(1)?)));
+        }
+    }
+    // Our Message-IDs are `CAMPAIGN_UID.STEP.USER_ID@DOMAIN`: found by the unique (campaign,
+    // user, step) key, then checked whole.
+    let Some(message_id) = &bounce.original_message_id else {
+        return Ok(None);
+    };
+    let Some((local, _)) = message_id.rsplit_once('@') else {
+        return Ok(None);
+    };
+    let mut parts = local.splitn(3, '.');
+    let (Some(uid), Some(step), Some(user_id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT o.id, o.recipient FROM outbox o \
+         WHERE o.campaign_id = (SELECT c.id FROM campaigns c WHERE c.uid = $1) \
+           AND o.user_id = $2 AND o.step = $3 AND o.message_id = $4",
+    )
+    .bind(uid)
+    .bind(user_id)
+    .bind(step)
+    .bind(format!("<{message_id}>"))
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+}
+
+/// The most of the sorted `times` that fall within one window of `window` seconds.
+fn busiest_window(times: &[i64], window: i64) -> usize {
+    let mut best = 0;
+    let mut start = 0;
+    for (end, t) in times.iter().enumerate() {
+        while t - times[start] >= window {
+            start += 1;
+        }
+        best = best.max(end + 1 - start);
+    }
+    best
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+/// The file listing the unrecognised messages, created (owner only) at the first one.
+struct UnrecognisedList {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl UnrecognisedList {
+    fn new(path: PathBuf) -> UnrecognisedList {
+        UnrecognisedList { path, file: None }
+    }
+
+    fn push(&mut self, line: &str) -> Result<(), BounceError> {
+        let fail = |source| BounceError::List {
+            path: self.path.clone(),
+            source,
+        };
+        if self.file.is_none() {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = std::io::BufWriter::new(options.open(&self.path).map_err(fail)?);
+            file.write_all(
+                b"# messages that avvisi did not recognise as bounces: where, sender, subject\n",
+            )
+            .map_err(fail)?;
+            self.file = Some(file);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        file.write_all(line.as_bytes()).map_err(fail)
+    }
+
+    fn finish(self) -> Result<Option<PathBuf>, BounceError> {
+        match self.file {
+            Some(mut file) => {
+                file.flush().map_err(|source| BounceError::List {
+                    path: self.path.clone(),
+                    source,
+                })?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busiest_window_counts_bounces_in_any_order_of_import() {
+        let day = 86_400;
+        assert_eq!(busiest_window(&[], 7 * day), 0);
+        assert_eq!(busiest_window(&[0, day, 2 * day], 7 * day), 3);
+        assert_eq!(busiest_window(&[0, 7 * day, 14 * day], 7 * day), 1);
+        assert_eq!(busiest_window(&[0, 6 * day, 8 * day, 9 * day], 7 * day), 3);
+    }
+}

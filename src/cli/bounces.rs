@@ -1,0 +1,72 @@
+//! `avvisi bounces import PATH`: returned mail read into the bounce records and the
+//! suppression list.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::bounce;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::store::Db;
+
+/// Returned mail (bounces).
+#[derive(Debug, Subcommand)]
+pub enum BouncesCommand {
+    /// Read a Maildir folder or an mbox file of returned mail: hard bounces (5.x.x) suppress
+    /// their address, soft ones (4.x.x) are counted (bounce.soft_limit within
+    /// bounce.soft_window_days suppress it). Importing the same mail twice changes nothing.
+    #[command(
+        after_help = "Prints: read, matched (linked to the message that bounced), hard, soft, unrecognised,\n\
+        already imported, newly suppressed. Unrecognised messages are listed in bounce.unrecognised_file\n\
+        (or --unrecognised FILE) for a human.\n\n\
+        Examples:\n  avvisi bounces import /var/mail/vhosts/istruzione.it/bounces/\n  \
+        avvisi bounces import /var/mail/bounces --unrecognised /srv/avvisi/unrecognised.txt"
+    )]
+    Import {
+        /// A Maildir folder (with cur/ and new/) or an mbox file.
+        path: PathBuf,
+        /// Where to list the unrecognised messages (default: bounce.unrecognised_file).
+        #[arg(long, value_name = "FILE")]
+        unrecognised: Option<PathBuf>,
+        /// The report as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run(
+    cmd: BouncesCommand,
+    db: &Db,
+    settings: &Settings,
+    clock: &Clock,
+) -> anyhow::Result<ExitCode> {
+    let BouncesCommand::Import {
+        path,
+        unrecognised,
+        json,
+    } = cmd;
+    let report = bounce::import(db, settings, &path, unrecognised.as_deref(), clock.now())
+        .await
+        .with_context(|| format!("importing the bounces of {}", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("read              {}", report.read);
+    println!("matched           {}", report.matched);
+    println!("hard              {}", report.hard);
+    println!("soft              {}", report.soft);
+    println!("unrecognised      {}", report.unrecognised);
+    println!("already imported  {}", report.already_imported);
+    println!("newly suppressed  {}", report.suppressed);
+    if let Some(file) = &report.unrecognised_file {
+        println!(
+            "the unrecognised messages are listed in {} for a human to read",
+            file.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
