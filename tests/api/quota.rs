@@ -15,7 +15,8 @@ on_both_backends!(
     three_processes_keep_one_pace,
 );
 
-/// `avvisi run --once` processes on `app`'s database, started together; their outputs.
+/// `avvisi run --once` processes on `app`'s database, started together; their outputs, each
+/// checked to have succeeded.
 fn run_together(app: &TestApp, n: usize, env: &[(&str, String)]) -> Vec<Output> {
     let children: Vec<_> = (0..n)
         .map(|_| {
@@ -35,10 +36,18 @@ fn run_together(app: &TestApp, n: usize, env: &[(&str, String)]) -> Vec<Output> 
             cmd.spawn().expect("start avvisi")
         })
         .collect();
-    children
+    let outs: Vec<Output> = children
         .into_iter()
         .map(|c| c.wait_with_output().expect("wait for avvisi"))
-        .collect()
+        .collect();
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    outs
 }
 
 fn relay_env(sink: &SmtpSink, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
@@ -63,13 +72,6 @@ async fn three_processes_send_one_hourly_quota(app: TestApp) {
     let sink = SmtpSink::start().await;
     let env = relay_env(&sink, &[("AVVISI__RATE__PER_HOUR", "30")]);
     let outs = run_together(&app, 3, &env);
-    for out in &outs {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
     // Give a straggler a moment: nothing more may arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.received().len(), 30, "one quota for the three of them");
@@ -94,12 +96,7 @@ async fn a_restart_remembers_the_hour(app: TestApp) {
     let sink = SmtpSink::start().await;
     // A lease is 1% of the quota: 1000 leases 10 slots at a time.
     let env = relay_env(&sink, &[("AVVISI__RATE__PER_HOUR", "1000")]);
-    let first = &run_together(&app, 1, &env)[0];
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    run_together(&app, 1, &env);
     assert_eq!(sink.wait_for(40, Duration::from_secs(10)).await.len(), 40);
     // Slots leased and not used went back: the hour holds what was sent, no more.
     assert_eq!(
@@ -112,12 +109,7 @@ async fn a_restart_remembers_the_hour(app: TestApp) {
     // A new process with a quota the hour has already used: it sends nothing.
     import_users(&app, 60).await;
     let env = relay_env(&sink, &[("AVVISI__RATE__PER_HOUR", "40")]);
-    let second = &run_together(&app, 1, &env)[0];
-    assert!(
-        second.status.success(),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    run_together(&app, 1, &env);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.received().len(), 40, "the restart remembered the hour");
     assert_eq!(sent(&app.outbox().await), 40);
@@ -133,14 +125,7 @@ async fn three_processes_keep_one_pace(app: TestApp) {
     import_users(&app, 60).await;
     let sink = SmtpSink::start().await;
     let env = relay_env(&sink, &[("AVVISI__RATE__PER_SECOND", "10")]);
-    let outs = run_together(&app, 3, &env);
-    for out in &outs {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run_together(&app, 3, &env);
     let received = sink.wait_for(60, Duration::from_secs(20)).await;
     assert_eq!(received.len(), 60);
     let mut at: Vec<f64> = received
