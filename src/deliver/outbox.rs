@@ -125,13 +125,8 @@ pub(crate) async fn claim(
         stale,
         hold_reminders,
     } = *request;
-    let lock = match backend {
-        Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
     let claim = Claim {
         backend,
-        lock,
         token,
         now,
         lease_seconds,
@@ -154,30 +149,14 @@ pub(crate) async fn claim(
     if claimed == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    // The other rows of the claimed digests travel with their lead (those of running
-    // campaigns: a paused campaign's section waits for a later email; an expired one is left
-    // to expire). A follower still
-    // `sending` was claimed with its lead by a process that died: the lead is ours now.
-    let followers = sqlx::query(&format!(
-        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = {lease_now} + $2, \
-            attempts = attempts + 1, updated_at = $3 \
-         WHERE digest_of IN (SELECT l.id FROM outbox l WHERE l.claim_token = $1 AND l.digest_of = l.id) \
-           AND digest_of <> id AND state IN ('pending', 'sending') \
-           AND (expires_at IS NULL OR expires_at > $3) \
-           AND campaign_id IN (SELECT c.id FROM campaigns c WHERE c.state = 'running'{held})",
-        lease_now = backend.lease_now(),
-        // On a stale snapshot a reminder's section waits, whatever email it was merged into.
-        held = match hold_reminders {
-            true => " AND c.kind <> 'reminder'",
-            false => "",
-        },
-    ))
-    .bind(token)
-    .bind(lease_seconds as i64)
-    .bind(now.timestamp())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    // The other rows of the claimed digests travel with their lead.
+    let followers = sqlx::query(&followers_sql(backend, hold_reminders))
+        .bind(token)
+        .bind(lease_seconds as i64)
+        .bind(now.timestamp())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
 
     // The user must still qualify now, by the same rule that planned the row.
     let campaigns = sqlx::query(
@@ -200,10 +179,12 @@ pub(crate) async fn claim(
     let mut skipped: Vec<(String, u64)> = Vec::new();
     // A suppressed address with no institutional one to fall back to: every row of the user is
     // skipped (all the sections of a digest alike), before the sections are looked at.
-    for (id, _, _, name) in &campaigns {
-        let n = skip_suppressed(conn, token, *id, now).await?;
-        if n > 0 {
-            skipped.push((name.clone(), n));
+    for campaign_id in skip_suppressed(conn, token, now).await? {
+        if let Some((_, _, _, name)) = campaigns.iter().find(|c| c.0 == campaign_id) {
+            match skipped.iter_mut().find(|(c, _)| c == name) {
+                Some((_, total)) => *total += 1,
+                None => skipped.push((name.clone(), 1)),
+            }
         }
     }
     // Without digests in the batch, one statement per campaign as before. With them, a section
@@ -289,31 +270,59 @@ pub(crate) async fn claim(
     Ok((claimed, skipped))
 }
 
-/// The send-time check of the suppression list: the rows of `campaign_id` claimed by `token`
-/// whose user cannot be written to (address on record suppressed, no usable institutional
-/// address) are skipped with the reason `suppressed`. Returns how many. A message that merges
-/// several rows (a digest) calls it for each of its rows' campaigns.
+/// The send-time check of the suppression list: the rows claimed by `token` whose user cannot
+/// be written to (address on record suppressed, no usable institutional address) are skipped
+/// with the reason `suppressed`. Returns the campaign of each row skipped. One statement for
+/// the whole batch, all the sections of a digest alike.
 pub(crate) async fn skip_suppressed(
     conn: &mut AnyConnection,
     token: &str,
-    campaign_id: i64,
     now: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<i64>, sqlx::Error> {
     let sql = format!(
-        "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \
-            updated_at = $4 \
-         WHERE claim_token = $1 AND campaign_id = $2 AND EXISTS \
-            (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {})",
+        "UPDATE outbox SET state = 'skipped', reason = $2, claim_token = NULL, lease_until = NULL, \
+            updated_at = $3 \
+         WHERE claim_token = $1 AND EXISTS \
+            (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {}) \
+         RETURNING campaign_id",
         suppression::unreachable_sql(),
     );
-    Ok(sqlx::query(&sql)
+    sqlx::query_scalar(&sql)
         .bind(token)
-        .bind(campaign_id)
         .bind(suppression::REASON)
         .bind(now.timestamp())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected())
+        .fetch_all(&mut *conn)
+        .await
+}
+
+/// The statement that claims, for the token `$1`, the other rows of the digests whose leads it
+/// claimed: those of running campaigns (a paused campaign's section waits for a later email;
+/// an expired one is left to expire). A follower still `sending` was claimed with its lead by a
+/// process that died: the lead is ours now.
+///
+/// The rows are found through the digest index, by their leads. On SQLite, which plans without
+/// statistics, `+state` keeps the (state, ...) index out of it: through that index the statement
+/// walked every pending row of the queue on every claim.
+fn followers_sql(backend: Backend, hold_reminders: bool) -> String {
+    let plus = match backend {
+        Backend::Sqlite => "+",
+        Backend::Postgres => "",
+    };
+    format!(
+        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = {lease_now} + $2, \
+            attempts = attempts + 1, updated_at = $3 \
+         WHERE digest_of IS NOT NULL \
+           AND digest_of IN (SELECT l.id FROM outbox l WHERE l.claim_token = $1 AND l.digest_of = l.id) \
+           AND digest_of <> id AND {plus}state IN ('pending', 'sending') \
+           AND (expires_at IS NULL OR expires_at > $3) \
+           AND campaign_id IN (SELECT c.id FROM campaigns c WHERE c.state = 'running'{held})",
+        lease_now = backend.lease_now(),
+        // On a stale snapshot a reminder's section waits, whatever email it was merged into.
+        held = match hold_reminders {
+            true => " AND c.kind <> 'reminder'",
+            false => "",
+        },
+    )
 }
 
 /// Rows claimed by a daemon whose lease is over (it died): few, and first.
@@ -329,7 +338,6 @@ const DUE: &str = "o.state = 'pending' AND o.next_attempt_at <= $3";
 /// One claim's parameters, shared by its statements.
 struct Claim<'a> {
     backend: Backend,
-    lock: &'a str,
     token: &'a str,
     now: DateTime<Utc>,
     lease_seconds: u64,
@@ -343,20 +351,7 @@ async fn claim_where(
     claim: &Claim<'_>,
     limit: u64,
 ) -> Result<u64, sqlx::Error> {
-    let (lease_now, lock) = (claim.backend.lease_now(), claim.lock);
-    let held = match claim.hold_reminders {
-        true => " AND c.kind <> 'reminder'",
-        false => "",
-    };
-    let sql = format!(
-        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = {lease_now} + $2, \
-            attempts = attempts + 1, updated_at = $3 \
-         WHERE id IN (SELECT o.id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
-            WHERE c.state = 'running' AND {what}{held} \
-              AND (o.expires_at IS NULL OR o.expires_at > $3) \
-              AND (o.digest_of IS NULL OR o.digest_of = o.id) \
-            ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})"
-    );
+    let sql = claim_where_sql(claim.backend, what, claim.hold_reminders);
     Ok(sqlx::query(&sql)
         .bind(claim.token)
         .bind(claim.lease_seconds as i64)
@@ -365,6 +360,28 @@ async fn claim_where(
         .execute(&mut *conn)
         .await?
         .rows_affected())
+}
+
+/// The statement of [`claim_where`]: `$1` token, `$2` lease seconds, `$3` now, `$4` limit.
+fn claim_where_sql(backend: Backend, what: &str, hold_reminders: bool) -> String {
+    let lease_now = backend.lease_now();
+    let lock = match backend {
+        Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let held = match hold_reminders {
+        true => " AND c.kind <> 'reminder'",
+        false => "",
+    };
+    format!(
+        "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = {lease_now} + $2, \
+            attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT o.id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+            WHERE c.state = 'running' AND {what}{held} \
+              AND (o.expires_at IS NULL OR o.expires_at > $3) \
+              AND (o.digest_of IS NULL OR o.digest_of = o.id) \
+            ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock})"
+    )
 }
 
 /// The columns of `users u` a message renders with, after the seven of the outbox row, in the
@@ -631,4 +648,57 @@ pub(crate) async fn give_back(
         tx.commit().await?;
     }
     Ok(back)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan of `sql` (the `detail` lines), parameters bound to NULL.
+    async fn plan_of(db: &Db, sql: &str, params: usize) -> Vec<String> {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query(&explain);
+        for _ in 0..params {
+            q = q.bind(None::<i64>);
+        }
+        q.fetch_all(db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(3))
+            .collect()
+    }
+
+    /// The statements a claim runs on every batch find their rows through an index chosen for
+    /// them, never by walking the queue: SQLite plans without statistics, and a statement that
+    /// walks every pending row on every claim slows delivery in proportion to the queue.
+    #[tokio::test]
+    async fn the_claim_statements_do_not_walk_the_queue_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}/plan.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        for hold in [false, true] {
+            let plan = plan_of(&db, &followers_sql(Backend::Sqlite, hold), 3).await;
+            assert!(
+                plan.iter()
+                    .any(|l| l.contains("SEARCH outbox USING INDEX outbox_digest")),
+                "the digest's followers are not found by their lead: {plan:#?}"
+            );
+            assert!(
+                !plan.iter().any(|l| l.contains("outbox_due")),
+                "the digest's followers walk the queue: {plan:#?}"
+            );
+            let plan = plan_of(&db, &claim_where_sql(Backend::Sqlite, DUE, hold), 4).await;
+            assert!(
+                plan.iter().any(|l| l
+                    .contains("SEARCH o USING INDEX outbox_due (state=? AND next_attempt_at<?)")),
+                "the due rows are not claimed in queue order: {plan:#?}"
+            );
+            assert!(
+                !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+                "the claim sorts the queue: {plan:#?}"
+            );
+        }
+    }
 }

@@ -60,22 +60,27 @@ pub(crate) async fn repair_orphans(
 /// one-off campaign is an email of its own). An existing lead stays the lead; otherwise the row expiring last, then the
 /// oldest. Returns the rows that joined a digest now.
 pub(crate) async fn merge(conn: &mut AnyConnection, day_end: i64) -> Result<u64, sqlx::Error> {
-    // One window over today's candidates: no per-row lookups (there is no index by user). The
-    // rows planned by this pass are not visible to claimers yet; an older candidate claimed
-    // meanwhile (PostgreSQL) is left as it is by the state check, re-read under the row lock.
+    // Set-based, no per-row lookups (there is no index by user): first the people with more
+    // than one candidate, grouped on the user id alone, then the window over their rows only.
+    // Most people have one row, and the window (which carries the Message-IDs through its
+    // sort) is what costs. The rows planned by this pass are not visible to claimers yet; an
+    // older candidate claimed meanwhile (PostgreSQL) is left as it is by the state check,
+    // re-read under the row lock.
+    let candidate = "o.state = 'pending' AND o.next_attempt_at < $1 AND o.attempts = 0 \
+                     AND (o.digest_of IS NULL OR o.digest_of = o.id) \
+                     AND c.state = 'running' AND c.digest = 1";
     let order = "PARTITION BY o.user_id ORDER BY CASE WHEN o.digest_of IS NULL THEN 1 ELSE 0 END, \
                  COALESCE(o.expires_at, 9223372036854775807) DESC, o.id";
     let sql = format!(
-        "WITH grp AS (SELECT o.id, \
+        "WITH several AS (SELECT o.user_id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+                WHERE {candidate} GROUP BY o.user_id HAVING COUNT(*) > 1), \
+            grp AS (SELECT o.id, \
                 FIRST_VALUE(o.id) OVER ({order}) AS lead, \
-                FIRST_VALUE(o.message_id) OVER ({order}) AS lead_message_id, \
-                COUNT(*) OVER (PARTITION BY o.user_id) AS n \
+                FIRST_VALUE(o.message_id) OVER ({order}) AS lead_message_id \
              FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
-             WHERE o.state = 'pending' AND o.next_attempt_at < $1 AND o.attempts = 0 \
-               AND (o.digest_of IS NULL OR o.digest_of = o.id) \
-               AND c.state = 'running' AND c.digest = 1) \
+             WHERE {candidate} AND o.user_id IN (SELECT user_id FROM several)) \
          UPDATE outbox SET digest_of = grp.lead, message_id = grp.lead_message_id \
-         FROM grp WHERE outbox.id = grp.id AND grp.n > 1 \
+         FROM grp WHERE outbox.id = grp.id \
            AND (outbox.digest_of IS NULL OR outbox.digest_of <> grp.lead) \
            AND outbox.state = 'pending' AND outbox.attempts = 0"
     );
