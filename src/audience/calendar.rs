@@ -87,6 +87,22 @@ pub(crate) fn reminder_name(cal: &CalendarSettings, audience: Audience) -> Strin
     format!("{}-{}", audience.name(), day.format("%Y-%m-%d"))
 }
 
+/// The local day of `now` in `tz`, as UTC instants: its first instant and the next day's.
+pub(crate) fn local_day(tz: chrono_tz::Tz, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let day = now.with_timezone(&tz).date_naive();
+    let start = |d: chrono::NaiveDate| {
+        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let first = start(day).unwrap_or(now);
+    let next = day
+        .succ_opt()
+        .and_then(start)
+        .unwrap_or(first + chrono::Duration::days(1));
+    (first, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

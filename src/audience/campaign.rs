@@ -39,44 +39,84 @@ pub struct Campaign {
     pub digest: bool,
 }
 
-/// Makes sure the reminder campaigns of the current calendar, and its maintenance notice, exist.
-/// Idempotent.
+/// The campaigns the calendar makes ([`sync_reminders`] creates them at the first planner tick):
+/// one reminder per reminder audience, running from the campaign start to the deadline, and the
+/// maintenance notice to every enabled user, launched for `maintenance_notice_at` and expiring
+/// when the maintenance starts. `id` is 0 and `uid` empty: these are the definitions, not rows.
+pub(crate) fn calendar_campaigns(cal: &CalendarSettings) -> Vec<Campaign> {
+    let mut out: Vec<Campaign> = Audience::REMINDERS
+        .into_iter()
+        .map(|audience| Campaign {
+            id: 0,
+            name: reminder_name(cal, audience),
+            kind: CampaignKind::Reminder,
+            audience,
+            template: audience.name().to_string(),
+            filter_province: None,
+            state: CampaignState::Running,
+            uid: String::new(),
+            send_at: Some(cal.campaign_start),
+            expires_at: Some(cal.deadline),
+            paused_reason: None,
+            digest: true,
+        })
+        .collect();
+    // The maintenance notice: from the calendar, not by hand.
+    out.push(Campaign {
+        id: 0,
+        name: maintenance_name(cal),
+        kind: CampaignKind::OneOff,
+        audience: Audience::EnabledUsers,
+        template: MAINTENANCE_NOTICE.to_string(),
+        filter_province: None,
+        state: CampaignState::Scheduled,
+        uid: String::new(),
+        send_at: Some(cal.maintenance_notice_at),
+        expires_at: Some(cal.maintenance_start),
+        paused_reason: None,
+        digest: true,
+    });
+    out
+}
+
+/// Makes sure the campaigns of the current calendar ([`calendar_campaigns`]) exist. Idempotent.
 pub(crate) async fn sync_reminders(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     cal: &CalendarSettings,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    for audience in Audience::REMINDERS {
-        sqlx::query(
-            "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at, started_at) \
-             VALUES ($1, 'reminder', $2, $2, 'running', $3, $4, $5, $6, $4) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(reminder_name(cal, audience))
-        .bind(audience.name())
-        .bind(new_uid())
-        .bind(cal.campaign_start.timestamp())
-        .bind(cal.deadline.timestamp())
-        .bind(now.timestamp())
-        .execute(db.pool())
-        .await?;
+    for c in calendar_campaigns(cal) {
+        let (send_at, expires_at) = (
+            c.send_at.map(|t| t.timestamp()),
+            c.expires_at.map(|t| t.timestamp()),
+        );
+        let query = match c.kind {
+            CampaignKind::Reminder => sqlx::query(
+                "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at, started_at) \
+                 VALUES ($1, 'reminder', $2, $2, 'running', $3, $4, $5, $6, $4) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(c.name)
+            .bind(c.audience.name())
+            .bind(new_uid())
+            .bind(send_at)
+            .bind(expires_at)
+            .bind(now.timestamp()),
+            _ => sqlx::query(
+                "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at) \
+                 VALUES ($1, 'oneoff', $2, $3, 'scheduled', $4, $5, $6, $7) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(c.name)
+            .bind(c.audience.name())
+            .bind(c.template)
+            .bind(new_uid())
+            .bind(send_at)
+            .bind(expires_at)
+            .bind(now.timestamp()),
+        };
+        query.execute(&mut *conn).await?;
     }
-    // The maintenance notice, to every enabled user: from the calendar, not by hand. It is
-    // launched for its time and expires when the maintenance starts.
-    sqlx::query(
-        "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at) \
-         VALUES ($1, 'oneoff', $2, $3, 'scheduled', $4, $5, $6, $7) \
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(maintenance_name(cal))
-    .bind(Audience::EnabledUsers.name())
-    .bind(MAINTENANCE_NOTICE)
-    .bind(new_uid())
-    .bind(cal.maintenance_notice_at.timestamp())
-    .bind(cal.maintenance_start.timestamp())
-    .bind(now.timestamp())
-    .execute(db.pool())
-    .await?;
     Ok(())
 }
 
@@ -91,8 +131,15 @@ pub(crate) fn maintenance_name(cal: &CalendarSettings) -> String {
 
 /// Every campaign, oldest first.
 pub async fn list(db: &Db) -> Result<Vec<Campaign>, sqlx::Error> {
+    list_on(db.pool()).await
+}
+
+/// [`list`] on a connection (or in a transaction) of the caller's.
+pub(crate) async fn list_on<'e>(
+    conn: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> Result<Vec<Campaign>, sqlx::Error> {
     let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM campaigns ORDER BY id"))
-        .fetch_all(db.pool())
+        .fetch_all(conn)
         .await?;
     rows.iter().map(from_row).collect()
 }

@@ -1,12 +1,15 @@
 //! Everything about one user, for `avvisi explain`: their row of the snapshot, the audiences they
-//! are in now, and every message planned for them with its state.
+//! are in now, every message planned for them with its state, and for each campaign why they
+//! have, or have not, a message of its current step ([`super::why_not`]).
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::audience::suppression::{self, Suppression};
+use crate::audience::why_not::{why_not, CampaignVerdict};
 use crate::audience::Audience;
+use crate::config::Settings;
 use crate::store::{timestamp, Db, OutboxState, Step, UnknownState};
 
 /// A user as the latest snapshot left them.
@@ -71,6 +74,8 @@ pub struct Earlier {
 /// What `explain` shows.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Explanation {
+    /// The instant explained (`--now`).
+    pub at: DateTime<Utc>,
     pub user: SnapshotUser,
     /// Every audience, and whether the user is in it now.
     #[serde(serialize_with = "audience_names")]
@@ -79,10 +84,18 @@ pub struct Explanation {
     pub messages: Vec<UserMessage>,
     /// The user's addresses (on record, institutional) that are on the suppression list.
     pub suppressions: Vec<Suppression>,
+    /// Per campaign (the calendar's included, before they exist), why the user has or has not a
+    /// message of its current step at `at`.
+    pub why_not: Vec<CampaignVerdict>,
 }
 
-/// Everything about `user_id`, or `None` when the snapshot never had them.
-pub async fn explain(db: &Db, user_id: &str) -> Result<Option<Explanation>, sqlx::Error> {
+/// Everything about `user_id` at `now`, or `None` when the snapshot never had them.
+pub async fn explain(
+    db: &Db,
+    settings: &Settings,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Explanation>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT u.user_id, u.fiscal_code, u.first_name, u.last_name, u.email, u.institutional_email, \
             u.registration, u.enabled, u.pending_email, u.code_regeneration, u.province, \
@@ -172,12 +185,16 @@ pub async fn explain(db: &Db, user_id: &str) -> Result<Option<Explanation>, sqlx
     let mut addresses = vec![user.email.as_str()];
     addresses.extend(user.institutional_email.as_deref());
     let suppressions = suppression::of_addresses(db, &addresses).await?;
-    Ok(Some(Explanation {
+    let mut e = Explanation {
+        at: now,
         user,
         audiences,
         messages,
         suppressions,
-    }))
+        why_not: Vec::new(),
+    };
+    e.why_not = why_not(db, settings, &e, now).await?;
+    Ok(Some(e))
 }
 
 fn message(r: &AnyRow) -> Result<(i64, UserMessage), sqlx::Error> {

@@ -230,13 +230,16 @@ async fn transition_result(
 }
 
 /// scheduled -> running, for every launched campaign whose time has come (the planner's tick).
-pub(crate) async fn start_scheduled(db: &Db, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub(crate) async fn start_scheduled(
+    conn: &mut sqlx::AnyConnection,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE campaigns SET state = 'running', started_at = $1 \
          WHERE state = 'scheduled' AND (send_at IS NULL OR send_at <= $1)",
     )
     .bind(now.timestamp())
-    .execute(db.pool())
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -260,7 +263,10 @@ pub(crate) async fn run_again_when_pending(
 
 /// running -> finished, for every campaign that can plan nothing more and has nothing left in
 /// flight: a one-off once planned, a reminder once its deadline has passed.
-pub(crate) async fn finish_done(db: &Db, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub(crate) async fn finish_done(
+    conn: &mut sqlx::AnyConnection,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE campaigns SET state = 'finished', finished_at = $1 \
          WHERE state = 'running' \
@@ -270,7 +276,7 @@ pub(crate) async fn finish_done(db: &Db, now: DateTime<Utc>) -> Result<(), sqlx:
                            AND o.state IN ('pending', 'sending'))",
     )
     .bind(now.timestamp())
-    .execute(db.pool())
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -8,5 +8,6 @@ pub mod lifecycle;
 pub mod phases;
 mod rules;
 pub mod suppression;
+pub mod why_not;
 
 pub use rules::{Audience, UnknownAudience};

@@ -7,6 +7,7 @@
 //! reopening campaigns, scheduled at that instant; the planner sends them like any campaign.
 
 use chrono::{DateTime, Utc};
+use sqlx::Connection;
 
 use crate::audience::campaign;
 use crate::audience::Audience;
@@ -41,7 +42,20 @@ pub(crate) async fn record_lapsed(
     if now < cal.maintenance_start {
         return Ok(0);
     }
-    let mut tx = db.pool().begin().await?;
+    record_lapsed_on(&mut *db.pool().acquire().await?, cal, now).await
+}
+
+/// [`record_lapsed`] on a connection of the caller's (inside a transaction of the caller's, a
+/// savepoint).
+pub(crate) async fn record_lapsed_on(
+    conn: &mut sqlx::AnyConnection,
+    cal: &CalendarSettings,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    if now < cal.maintenance_start {
+        return Ok(0);
+    }
+    let mut tx = conn.begin().await?;
     let first = sqlx::query(
         "INSERT INTO service_events (name, at, declared_at) VALUES ('lapsed_recorded', $1, $2) \
          ON CONFLICT (name) DO NOTHING",

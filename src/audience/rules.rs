@@ -1,7 +1,8 @@
 //! Audiences: named, documented rules over the current snapshot, each with its recipient rule.
 //!
-//! The rule is a SQL condition on the `users` row aliased `u`; the same condition plans a message
-//! and, just before sending, checks that the user still qualifies. There is one place to change.
+//! The rule is a list of clauses on the `users` row aliased `u` ([`Audience::clauses`]); the SQL
+//! condition made of them plans a message and, just before sending, checks that the user still
+//! qualifies, and `explain` says in words which clause a user fails. There is one place to change.
 
 use std::fmt;
 use std::str::FromStr;
@@ -101,32 +102,84 @@ impl Audience {
         }
     }
 
-    /// The condition on `users u`. Users gone from the snapshot qualify for nothing, except the
-    /// notice about what lapsed for them: being gone stops reminders, not that notice (the portal
-    /// drops cancelled registrations from its exports, and those people most need to know).
-    pub(crate) fn condition(self) -> &'static str {
+    /// The rule as clauses that must all hold: the one definition from which both the SQL
+    /// condition ([`Audience::condition`]) and `explain`'s words for a failed clause are made.
+    /// Users gone from the snapshot qualify for nothing, except the notice about what lapsed for
+    /// them: being gone stops reminders, not that notice (the portal drops cancelled
+    /// registrations from its exports, and those people most need to know).
+    pub(crate) fn clauses(self) -> &'static [Clause] {
+        const PRESENT: Clause = Clause {
+            column: "present",
+            test: Test::Flag(true),
+            words: "gone from the snapshot (the latest full export no longer lists the user)",
+        };
+        const ENABLED: Clause = Clause {
+            column: "enabled",
+            test: Test::Flag(true),
+            words: "not enabled",
+        };
         match self {
-            Audience::RegistrationIncomplete => "u.present = 1 AND u.registration = 'started'",
-            Audience::EmailUnvalidated => {
-                "u.present = 1 AND u.enabled = 1 AND u.pending_email IS NOT NULL"
-            }
-            Audience::CodeRegenerationPending => {
-                "u.present = 1 AND u.enabled = 1 AND u.code_regeneration = 'started'"
-            }
-            Audience::CredentialRecoveryAdvice => {
-                "u.present = 1 AND u.enabled = 1 AND u.registered_institutional = 0"
-            }
-            Audience::EnabledUsers => "u.present = 1 AND u.enabled = 1",
-            Audience::LapsedRegistration => {
-                "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'registration')"
-            }
-            Audience::LapsedEmailValidation => {
-                "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'email_validation')"
-            }
-            Audience::LapsedCodeRegeneration => {
-                "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'code_regeneration')"
-            }
+            Audience::RegistrationIncomplete => &[
+                PRESENT,
+                Clause {
+                    column: "registration",
+                    test: Test::Is("started"),
+                    words: "registration",
+                },
+            ],
+            Audience::EmailUnvalidated => &[
+                PRESENT,
+                ENABLED,
+                Clause {
+                    column: "pending_email",
+                    test: Test::Filled,
+                    words: "no changed email address awaiting validation",
+                },
+            ],
+            Audience::CodeRegenerationPending => &[
+                PRESENT,
+                ENABLED,
+                Clause {
+                    column: "code_regeneration",
+                    test: Test::Is("started"),
+                    words: "code regeneration",
+                },
+            ],
+            Audience::CredentialRecoveryAdvice => &[
+                PRESENT,
+                ENABLED,
+                Clause {
+                    column: "registered_institutional",
+                    test: Test::Flag(false),
+                    words: "registered with @istruzione.it",
+                },
+            ],
+            Audience::EnabledUsers => &[PRESENT, ENABLED],
+            Audience::LapsedRegistration => &[Clause {
+                column: "registration",
+                test: Test::Lapsed,
+                words: "no lapse of the registration recorded at the deadline",
+            }],
+            Audience::LapsedEmailValidation => &[Clause {
+                column: "email_validation",
+                test: Test::Lapsed,
+                words: "no lapse of the email validation recorded at the deadline",
+            }],
+            Audience::LapsedCodeRegeneration => &[Clause {
+                column: "code_regeneration",
+                test: Test::Lapsed,
+                words: "no lapse of the code regeneration recorded at the deadline",
+            }],
         }
+    }
+
+    /// The condition on `users u`: the clauses, all of them.
+    pub(crate) fn condition(self) -> String {
+        self.clauses()
+            .iter()
+            .map(Clause::sql)
+            .collect::<Vec<_>>()
+            .join(" AND ")
     }
 
     /// The condition with the campaign's province filter as parameter `$param`, to be bound to
@@ -136,6 +189,14 @@ impl Audience {
             "{} AND (${param} IS NULL OR u.province = ${param})",
             self.condition()
         )
+    }
+
+    /// Why a user fails a campaign's province filter (see [`Audience::condition_in`]), in words.
+    pub(crate) fn province_failure(actual: Option<&str>, filter: &str) -> String {
+        match actual.filter(|p| !p.is_empty()) {
+            Some(p) => format!("province {p}, the campaign is for {filter}"),
+            None => format!("no province on record, the campaign is for {filter}"),
+        }
     }
 
     /// The column of `users u` holding the recipient. Always the address on record: for
@@ -164,6 +225,67 @@ impl Audience {
     }
 }
 
+/// One condition of an audience's rule on a column of `users u`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Clause {
+    /// The column of `users u`; for [`Test::Lapsed`], the procedure in the `lapsed` table.
+    pub column: &'static str,
+    pub test: Test,
+    /// For [`Test::Is`], what the column is called; otherwise what it means when the clause
+    /// fails, as `explain` says it.
+    pub words: &'static str,
+}
+
+/// What a [`Clause`] asks of its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Test {
+    /// The text column holds this value.
+    Is(&'static str),
+    /// The 0/1 column is set (true) or not (false).
+    Flag(bool),
+    /// The column has a value.
+    Filled,
+    /// A lapse of the procedure was recorded at the deadline.
+    Lapsed,
+}
+
+impl Clause {
+    /// The clause as SQL on `users u`.
+    pub(crate) fn sql(&self) -> String {
+        let c = self.column;
+        match self.test {
+            Test::Is(value) => format!("u.{c} = '{value}'"),
+            Test::Flag(set) => format!("u.{c} = {}", i32::from(set)),
+            Test::Filled => format!("u.{c} IS NOT NULL"),
+            Test::Lapsed => format!(
+                "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = '{c}')"
+            ),
+        }
+    }
+
+    /// The column's value to quote when the clause fails, as SQL (only [`Test::Is`] quotes it).
+    pub(crate) fn quoted_sql(&self) -> Option<String> {
+        matches!(self.test, Test::Is(_)).then(|| format!("u.{}", self.column))
+    }
+
+    /// What failed, in words: `actual` is the column's value (see [`Clause::quoted_sql`]).
+    pub(crate) fn failure(&self, actual: Option<&str>) -> String {
+        match self.test {
+            Test::Is(expected) => format!(
+                "{} is `{}`, the audience needs `{expected}`",
+                self.words,
+                actual.unwrap_or("empty")
+            ),
+            _ => self.words.to_string(),
+        }
+    }
+
+    /// Whether the failure of this clause means the user is gone from the snapshot.
+    pub(crate) fn is_presence(&self) -> bool {
+        self.column == "present" && self.test == Test::Flag(true)
+    }
+}
+
 impl fmt::Display for Audience {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -182,5 +304,51 @@ impl FromStr for Audience {
             .into_iter()
             .find(|a| a.name() == s)
             .ok_or_else(|| UnknownAudience(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The conditions made of the clauses are, word for word, the SQL the planner and the
+    /// send-time check ran when each was written by hand (the statements stay the same).
+    #[test]
+    fn the_clauses_make_the_same_sql_as_before() {
+        let expected = [
+            "u.present = 1 AND u.registration = 'started'",
+            "u.present = 1 AND u.enabled = 1 AND u.pending_email IS NOT NULL",
+            "u.present = 1 AND u.enabled = 1 AND u.code_regeneration = 'started'",
+            "u.present = 1 AND u.enabled = 1 AND u.registered_institutional = 0",
+            "u.present = 1 AND u.enabled = 1",
+            "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'registration')",
+            "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'email_validation')",
+            "EXISTS (SELECT 1 FROM lapsed l WHERE l.user_id = u.user_id AND l.procedure = 'code_regeneration')",
+        ];
+        for (audience, sql) in Audience::ALL.into_iter().zip(expected) {
+            assert_eq!(audience.condition(), sql, "{audience}");
+        }
+        // The lapse clauses name the procedures the lapse record is written with.
+        for (_, procedure, notice) in Audience::LAPSES {
+            assert_eq!(notice.clauses()[0].column, procedure);
+        }
+    }
+
+    #[test]
+    fn a_failed_clause_reads_as_a_sentence() {
+        let registration = Audience::RegistrationIncomplete.clauses()[1];
+        assert_eq!(
+            registration.failure(Some("completed")),
+            "registration is `completed`, the audience needs `started`"
+        );
+        assert_eq!(
+            Audience::CredentialRecoveryAdvice.clauses()[2].failure(None),
+            "registered with @istruzione.it"
+        );
+        assert!(Audience::EnabledUsers.clauses()[0].is_presence());
+        assert_eq!(
+            Audience::province_failure(Some("MI"), "RM"),
+            "province MI, the campaign is for RM"
+        );
     }
 }

@@ -46,6 +46,20 @@ pub enum Command {
     )]
     Run(RunArgs),
 
+    /// What a planner tick would plan now, per campaign and step (--dry-run: nothing written),
+    /// or plan it for real without delivering.
+    #[command(
+        after_help = "With --dry-run the whole planning pass runs in one transaction that is rolled back: the\n\
+        database is left as it was. Without it, what is due is planned for real (the daemon or\n\
+        `avvisi run --once` delivers it). Either way it prints, per campaign and step, the rows,\n\
+        the daily digests they join and their sections, a few user ids, and the difference from\n\
+        the last tick that planned something.\n\n\
+        Examples:\n  avvisi plan --dry-run\n  \
+        avvisi plan --dry-run --now 2026-11-27T09:00:00+01:00 --json\n  \
+        avvisi plan --now 2026-11-23T09:00:00+01:00"
+    )]
+    Plan(PlanArgs),
+
     /// Counts per campaign and message state, and the oldest pending message.
     #[command(after_help = "Example:\n  avvisi status")]
     Status {
@@ -90,14 +104,20 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
-    /// Everything about one user: snapshot state, audiences, every message and why.
-    #[command(after_help = "Example:\n  avvisi explain U0002")]
+    /// Everything about one user: snapshot state, audiences, every message and why, and for
+    /// each campaign without a message for its current step, why not.
+    #[command(
+        after_help = "Example:\n  avvisi explain U0002\n  avvisi explain U0037 --now 2026-11-27T10:00:00+01:00 --json"
+    )]
     Explain {
         /// The portal's user id.
         user_id: String,
         /// The same as JSON, for scripts.
         #[arg(long)]
         json: bool,
+        /// Explain as of this instant (RFC 3339; default: the real clock).
+        #[arg(long, value_name = "TIMESTAMP")]
+        now: Option<DateTime<Utc>>,
     },
 
     /// Put failed messages back in the queue (after a fault that failed them wrongly).
@@ -140,6 +160,19 @@ pub enum Command {
     /// Returned mail: `bounces import PATH` reads a Maildir folder or an mbox file of bounces.
     #[command(subcommand)]
     Bounces(crate::cli::bounces::BouncesCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Plan in a transaction that is rolled back: print what would be planned, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Plan as of this instant (RFC 3339; default: the real clock).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub now: Option<DateTime<Utc>>,
+    /// The same as JSON, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,13 @@
-//! `avvisi explain USER_ID`: the user's snapshot state, their audiences, every message and why.
+//! `avvisi explain USER_ID [--now TS]`: the user's snapshot state, their audiences, every message
+//! and why, and for each campaign without a message of its current step, why not.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 
 use super::local;
-use crate::audience::explain::{explain, UserMessage};
+use crate::audience::explain::{explain, Explanation, UserMessage};
 use crate::config::Settings;
 use crate::store::{Db, OutboxState};
 
@@ -14,9 +16,13 @@ pub(crate) async fn run(
     settings: &Settings,
     user_id: &str,
     json: bool,
+    now: DateTime<Utc>,
 ) -> anyhow::Result<ExitCode> {
     let tz = settings.calendar.timezone;
-    let Some(e) = explain(db, user_id).await.context("reading the user")? else {
+    let Some(e) = explain(db, settings, user_id, now)
+        .await
+        .context("reading the user")?
+    else {
         anyhow::bail!(
             "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
         );
@@ -95,8 +101,33 @@ pub(crate) async fn run(
     println!();
     if e.messages.is_empty() {
         println!("messages: none planned for this user");
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_messages(&e, tz);
     }
+    print_why_not(&e, tz);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per campaign without a message of its current step, with the reason.
+fn print_why_not(e: &Explanation, tz: chrono_tz::Tz) {
+    println!();
+    let missing: Vec<_> = e
+        .why_not
+        .iter()
+        .filter(|v| !v.verdict.has_message())
+        .collect();
+    println!("why not (as of {}):", local(Some(e.at), tz));
+    if missing.is_empty() {
+        println!("  every campaign has a message of its current step for this user");
+        return;
+    }
+    let w = missing.iter().map(|v| v.campaign.len()).max().unwrap_or(0);
+    for v in missing {
+        println!("  {:<w$}  {}", v.campaign, v.verdict.text(&v.audience, tz));
+    }
+}
+
+fn print_messages(e: &Explanation, tz: chrono_tz::Tz) {
     println!("messages ({}, times in {tz}):", e.messages.len());
     let w = e
         .messages
@@ -141,7 +172,6 @@ pub(crate) async fn run(
             println!("{line}");
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The last column: where the message went, when it is due, or why it stopped.

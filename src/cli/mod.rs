@@ -19,6 +19,7 @@ pub mod campaign;
 mod configuration;
 mod explain;
 mod import;
+mod plan;
 mod report;
 mod retry;
 mod run;
@@ -28,7 +29,8 @@ pub mod suppress;
 pub mod templates;
 
 pub use args::{
-    Cli, Command, ConfigCommand, ImportCommand, ImportUsersArgs, RetryArgs, RunArgs, ServiceCommand,
+    Cli, Command, ConfigCommand, ImportCommand, ImportUsersArgs, PlanArgs, RetryArgs, RunArgs,
+    ServiceCommand,
 };
 
 /// Exit status when delivery stopped because the relay could not be reached.
@@ -53,6 +55,7 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
             import::users(&db, &settings, &args, clock.now()).await
         }
         Command::Run(args) => run::once(&db, settings.clone(), &args, clock).await,
+        Command::Plan(args) => plan::run(&db, &settings, &clock, &args).await,
         Command::Status { json } => status::run(&db, &settings, &clock, json).await,
         Command::Templates(cmd) => templates::run(cmd, &db, &settings, &clock).await,
         Command::Campaign(cmd) => campaign::run(cmd, &db, settings.clone(), &clock).await,
@@ -61,7 +64,10 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
             service::reopen(&db, &settings, &clock, at).await
         }
         Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
-        Command::Explain { user_id, json } => explain::run(&db, &settings, &user_id, json).await,
+        Command::Explain { user_id, json, now } => {
+            let now = now.unwrap_or_else(|| clock.now());
+            explain::run(&db, &settings, &user_id, json, now).await
+        }
         Command::Retry(args) => retry::run(&db, &args, &clock).await,
         Command::Report {
             campaign,

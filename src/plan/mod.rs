@@ -5,19 +5,25 @@
 //! it supersedes the older steps still pending, so nobody gets two reminders of the same thing
 //! at once; a user who already got a message of the campaign today gets no other that day.
 //!
-//! The whole pass is one transaction, and it ends with the merge of `store::digest`: the rows
-//! due for one person on one local day become one email (the daily digest), before any claimer
-//! sees them. A person who already got an email today gets nothing more from the calendar that
-//! day: what is due is planned the next day, when it merges with that day's rows.
+//! The planning proper is one transaction, and it ends with the merge of `store::digest`: the
+//! rows due for one person on one local day become one email (the daily digest), before any
+//! claimer sees them. A person who already got an email today gets nothing more from the
+//! calendar that day: what is due is planned the next day, when it merges with that day's rows.
+//!
+//! The whole pass runs on one connection, so that [`report`]'s dry run can wrap it in a
+//! transaction of its own and roll it back.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
+use sqlx::Connection;
 
-use crate::audience::calendar::latest_due_step_of;
+use crate::audience::calendar::{latest_due_step_of, local_day};
 use crate::audience::campaign::{self, Campaign};
 use crate::audience::lifecycle;
 use crate::audience::suppression;
 use crate::config::Settings;
 use crate::store::{digest, Backend, CampaignKind, CampaignState, Db, Step};
+
+pub mod report;
 
 /// A planning pass that adds this many rows refreshes the outbox statistics on PostgreSQL.
 const ANALYZE_AFTER_ROWS: u64 = 10_000;
@@ -38,22 +44,83 @@ pub async fn plan_due(
     message_id_domain: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Planned>, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    let target = Target {
+        backend: db.backend(),
+        settings,
+        template_digest,
+        message_id_domain,
+        now,
+    };
+    Ok(pass(&mut conn, &target, Write::Commit).await?.planned)
+}
+
+/// What a planning pass works with.
+pub(crate) struct Target<'a> {
+    pub backend: Backend,
+    pub settings: &'a Settings,
+    pub template_digest: &'a str,
+    pub message_id_domain: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// Whether a pass is for real or a dry run inside a transaction that will be rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    Commit,
+    /// Everything as for real, except the statistics refresh (nothing to refresh).
+    DryRun,
+}
+
+/// What one pass did besides planning, for the dry run's report.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pass {
+    pub planned: Vec<Planned>,
+    /// Rows expired because their deadline passed.
+    pub expired: u64,
+    /// Older steps still pending, skipped as superseded by the step planned now.
+    pub superseded: u64,
+    /// Lapses recorded (the first pass after the maintenance start).
+    pub lapses_recorded: u64,
+    /// The snapshot's freshness: reminders are held while it is stale.
+    pub freshness: Option<crate::import::Freshness>,
+}
+
+/// The whole planning pass on one connection. For real (`conn` outside any transaction) its
+/// statements are the planner's as they always were, and the planning proper is one
+/// transaction; for a dry run `conn` is inside a transaction of the caller's, which the
+/// planning's own transaction joins as a savepoint, and which the caller rolls back.
+pub(crate) async fn pass(
+    conn: &mut sqlx::AnyConnection,
+    target: &Target<'_>,
+    write: Write,
+) -> Result<Pass, sqlx::Error> {
+    let Target {
+        backend,
+        settings,
+        template_digest,
+        message_id_domain,
+        now,
+    } = *target;
     let cal = &settings.calendar;
-    campaign::sync_reminders(db, cal, now).await?;
-    expire_overdue(db, now).await?;
-    crate::audience::phases::record_lapsed(db, cal, now).await?;
-    lifecycle::start_scheduled(db, now).await?;
+    let mut outcome = Pass::default();
+    campaign::sync_reminders(&mut *conn, cal, now).await?;
+    outcome.expired = expire_overdue(&mut *conn, backend, now).await?;
+    outcome.lapses_recorded =
+        crate::audience::phases::record_lapsed_on(&mut *conn, cal, now).await?;
+    lifecycle::start_scheduled(&mut *conn, now).await?;
 
     // Reminders are about the procedures' state: on a stale snapshot they wait.
-    let fresh = crate::import::freshness(db.pool(), settings.import.max_age_hours, now).await?;
+    let fresh = crate::import::freshness(&mut *conn, settings.import.max_age_hours, now).await?;
     if let Some(warning) = fresh.warning(now) {
         tracing::warn!("{warning}");
     }
+    outcome.freshness = Some(fresh);
     let mut planned = Vec::new();
-    let campaigns = campaign::list(db).await?;
+    let campaigns = campaign::list_on(&mut *conn).await?;
     let campaigns_by_name = campaigns.clone();
     // One transaction: claimers see the rows of this pass only once they are merged.
-    let mut tx = db.pool().begin().await?;
+    let mut tx = conn.begin().await?;
     for c in campaigns {
         if c.state != CampaignState::Running || c.expires_at.is_some_and(|e| now >= e) {
             continue;
@@ -68,9 +135,9 @@ pub async fn plan_due(
             _ => continue,
         };
         let started = std::time::Instant::now();
-        let rows = plan_step(
+        let (rows, superseded) = plan_step(
             &mut tx,
-            db.backend(),
+            backend,
             &c,
             step,
             template_digest,
@@ -79,6 +146,7 @@ pub async fn plan_due(
             cal.timezone,
         )
         .await?;
+        outcome.superseded += superseded;
         if rows > 0 {
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(campaign = %c.name, step = %step, rows, seconds, "planned");
@@ -112,19 +180,24 @@ pub async fn plan_due(
     // stale until autovacuum analyzes the table (never, where it is off), and meanwhile every
     // claim sorts the whole queue instead of walking its index (see docs/benchmarks.md).
     let total: u64 = planned.iter().map(|p| p.rows).sum();
-    if db.backend() == Backend::Postgres && total >= ANALYZE_AFTER_ROWS {
+    if write == Write::Commit && backend == Backend::Postgres && total >= ANALYZE_AFTER_ROWS {
         // campaigns too: without its statistics PostgreSQL expects one running campaign row to
         // match almost nothing, and sorts the queue rather than walk its index.
         sqlx::query("ANALYZE outbox, campaigns")
-            .execute(db.pool())
+            .execute(&mut *conn)
             .await?;
     }
-    lifecycle::finish_done(db, now).await?;
-    Ok(planned)
+    lifecycle::finish_done(&mut *conn, now).await?;
+    outcome.planned = planned;
+    Ok(outcome)
 }
 
 /// Pending rows whose deadline has passed become `expired`. Idempotent.
-pub(crate) async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+pub(crate) async fn expire_overdue(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
     // A claim is left alone while its lease runs, on the leases' own clock.
     Ok(sqlx::query(&format!(
         "UPDATE outbox SET state = 'expired', updated_at = $1, \
@@ -132,10 +205,10 @@ pub(crate) async fn expire_overdue(db: &Db, now: DateTime<Utc>) -> Result<u64, s
             claim_token = NULL, lease_until = NULL \
          WHERE expires_at IS NOT NULL AND expires_at <= $1 \
            AND (state = 'pending' OR (state = 'sending' AND lease_until < {}))",
-        db.backend().lease_now()
+        backend.lease_now()
     ))
     .bind(now.timestamp())
-    .execute(db.pool())
+    .execute(conn)
     .await?
     .rows_affected())
 }
@@ -150,14 +223,14 @@ async fn plan_step(
     domain: &str,
     now: DateTime<Utc>,
     tz: chrono_tz::Tz,
-) -> Result<u64, sqlx::Error> {
+) -> Result<(u64, u64), sqlx::Error> {
     let step = step.to_string();
     // The step being planned is the latest due: older steps still pending are out of date.
     // On SQLite `+state` keeps the (state, ...) index out of it: without statistics SQLite
     // would walk every pending row of every campaign rather
     // than this campaign's rows by the unique (campaign_id, ...) key.
     let plus = if backend == Backend::Sqlite { "+" } else { "" };
-    sqlx::query(&format!(
+    let superseded = sqlx::query(&format!(
         "UPDATE outbox SET state = 'skipped', reason = $3, updated_at = $4 \
          WHERE campaign_id = $1 AND step <> $2 AND {plus}state = 'pending'"
     ))
@@ -166,7 +239,8 @@ async fn plan_step(
     .bind(format!("superseded by the later step {step}"))
     .bind(now.timestamp())
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
 
     let (local_midnight, _) = local_day(tz, now);
     // A campaign with no rows yet (its first planning, the largest) has nothing to check per
@@ -240,21 +314,5 @@ async fn plan_step(
         .bind(local_midnight.timestamp())
         .execute(&mut *tx)
         .await?;
-    Ok(result.rows_affected())
-}
-
-/// The local day of `now` in `tz`, as UTC instants: its first instant and the next day's.
-pub(crate) fn local_day(tz: chrono_tz::Tz, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let day = now.with_timezone(&tz).date_naive();
-    let start = |d: chrono::NaiveDate| {
-        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
-            .earliest()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    let first = start(day).unwrap_or(now);
-    let next = day
-        .succ_opt()
-        .and_then(start)
-        .unwrap_or(first + chrono::Duration::days(1));
-    (first, next)
+    Ok((result.rows_affected(), superseded))
 }

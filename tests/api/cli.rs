@@ -186,6 +186,8 @@ fn every_command_has_help_with_an_example() {
         &["import", "users", "--help"],
         &["status", "--help"],
         &["migrate", "--help"],
+        &["plan", "--help"],
+        &["explain", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_avvisi"))
             .args(args)

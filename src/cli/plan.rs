@@ -1,0 +1,122 @@
+//! `avvisi plan [--dry-run] [--now TS] [--json]`: what a planner tick plans, per campaign and
+//! step, and the difference from the last tick; with `--dry-run`, nothing written.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::{local, PlanArgs};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::plan::report::{dry_run, plan_and_report, PlanReport};
+use crate::render::email;
+use crate::render::templates::TemplateSet;
+use crate::store::Db;
+
+pub(crate) async fn run(
+    db: &Db,
+    settings: &Settings,
+    clock: &Clock,
+    args: &PlanArgs,
+) -> anyhow::Result<ExitCode> {
+    let now = args.now.unwrap_or_else(|| clock.now());
+    // The rows record the live template version, as a tick's do.
+    let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
+    let domain = email::message_id_domain(&settings.mail);
+    let report = if args.dry_run {
+        dry_run(db, settings, templates.digest(), &domain, now)
+            .await
+            .context("planning (dry run)")?
+    } else {
+        plan_and_report(db, settings, templates.digest(), &domain, now)
+            .await
+            .context("planning")?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print(&report, settings.calendar.timezone);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(r: &PlanReport, tz: chrono_tz::Tz) {
+    if r.dry_run {
+        println!(
+            "dry run at {} ({tz}): nothing written",
+            local(Some(r.at), tz)
+        );
+    } else {
+        println!(
+            "planned at {} ({tz}): nothing delivered (the daemon or `avvisi run --once` sends it)",
+            local(Some(r.at), tz)
+        );
+    }
+    if let Some(warning) = &r.snapshot_warning {
+        println!("warning: {warning}");
+    }
+    let w = r
+        .steps
+        .iter()
+        .map(|s| s.campaign.len())
+        .chain(r.changes.iter().map(|c| c.campaign.len()))
+        .max()
+        .unwrap_or(0)
+        .max("campaign".len());
+    if r.steps.is_empty() {
+        println!("no campaign step is due at this instant");
+    } else {
+        println!(
+            "{:<w$}  {:<6} {:>7} {:>8}  {:<19} samples",
+            "campaign", "step", "rows", "skipped", "digests (sections)"
+        );
+        for s in &r.steps {
+            let mut samples = s.samples.join(" ");
+            if s.rows > s.samples.len() as u64 {
+                samples.push_str(" ...");
+            }
+            let line = format!(
+                "{:<w$}  {:<6} {:>7} {:>8}  {:<19} {}",
+                s.campaign,
+                s.step,
+                s.rows,
+                s.skipped,
+                format!("{} ({})", s.digests, s.sections),
+                samples.trim_start()
+            );
+            println!("{}", line.trim_end());
+        }
+    }
+    let rows: u64 = r.steps.iter().map(|s| s.rows).sum();
+    println!(
+        "{rows} rows, {} emails; {} expired, {} superseded, {} lapses recorded",
+        r.emails, r.expired, r.superseded, r.lapses_recorded
+    );
+    match &r.last_tick {
+        None => println!("no earlier tick planned anything"),
+        Some(last) if r.changes.is_empty() => println!(
+            "the same rows per campaign and step as the last tick that planned ({})",
+            local(Some(last.at), tz)
+        ),
+        Some(last) => {
+            println!(
+                "compared with the last tick that planned ({}):",
+                local(Some(last.at), tz)
+            );
+            println!(
+                "  {:<w$}  {:<6} {:>7} {:>7} {:>7}",
+                "campaign", "step", "then", "now", "change"
+            );
+            for c in &r.changes {
+                println!(
+                    "  {:<w$}  {:<6} {:>7} {:>7} {:>+7}",
+                    c.campaign,
+                    c.step,
+                    c.last,
+                    c.now,
+                    c.now as i64 - c.last as i64
+                );
+            }
+        }
+    }
+}
