@@ -59,7 +59,10 @@ pub struct BackendFigures {
     /// Campaigns whose planned messages differ from the snapshot's audience (should be none).
     pub audience_mismatches: Vec<String>,
     pub deliver_secs: f64,
+    /// Outbox rows sent (a digest's rows each count).
     pub sent: u64,
+    /// Emails sent (a digest is one).
+    pub emails: u64,
     /// Anything else than sent (should be 0).
     pub not_sent: u64,
     /// Different users among the sent messages (should be `users`).
@@ -141,15 +144,16 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
     let planned = plan::plan_due(&db, &settings, &digest, &domain, now).await?;
     let plan_secs = started.elapsed().as_secs_f64();
     let peak_plan_kib = peak_kib();
-    let audience_mismatches = audience_mismatches(&planned, report.rows_valid);
+    let audience_mismatches = audience_mismatches(&planned, report.rows_valid, args.digests);
     let planned: u64 = planned.iter().map(|p| p.rows).sum();
     eprintln!(
         "{}: planned {planned} messages in {plan_secs:.2} s",
         backend.name()
     );
-    if planned != report.rows_valid {
+    let expected = synthetic::reminder_rows(report.rows_valid, args.digests);
+    if planned != expected {
         eprintln!(
-            "warning: planned {planned} messages for {} users",
+            "warning: planned {planned} messages for {} users, {expected} expected",
             report.rows_valid
         );
     }
@@ -183,6 +187,12 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
             .fetch_one(db.pool())
             .await
             .context("counting the recipients")?;
+    // A digest's rows share its Message-ID: one email.
+    let emails: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT message_id) FROM outbox WHERE state = 'sent'")
+            .fetch_one(db.pool())
+            .await
+            .context("counting the emails")?;
     db.close().await;
 
     let figures = BackendFigures {
@@ -195,6 +205,7 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
         audience_mismatches,
         deliver_secs,
         sent,
+        emails: emails as u64,
         not_sent,
         recipients: recipients as u64,
         deliver_cpu_secs: cpu1 - cpu0,
@@ -211,9 +222,9 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
 
 /// The reminder campaigns whose planned messages differ from the synthetic snapshot's audience
 /// sizes (`AUDIENCE-DEADLINE` campaigns; the snapshot has `users` rows).
-fn audience_mismatches(planned: &[Planned], users: u64) -> Vec<String> {
+fn audience_mismatches(planned: &[Planned], users: u64, digests: bool) -> Vec<String> {
     let mut mismatches = Vec::new();
-    for (audience, expected) in synthetic::audience_sizes(users) {
+    for (audience, expected) in synthetic::audience_sizes(users, digests) {
         // Every enabled user: the maintenance notice, not due at the first reminder.
         if audience == avvisi::audience::Audience::EnabledUsers {
             continue;

@@ -78,6 +78,10 @@ pub struct Args {
     /// SMTP connections (delivery.concurrency; also smtp-source's sessions). Default: the setting.
     #[arg(long, value_name = "C")]
     pub concurrency: Option<u32>,
+    /// Put 5% of the users in three audiences each, so that they get one daily digest of three
+    /// sections: N emails from N + 10% outbox rows, the digest's claim and rendering measured.
+    #[arg(long)]
+    pub digests: bool,
     /// Keep the temporary folder (snapshot, SQLite file) and the PostgreSQL database.
     #[arg(long)]
     pub keep: bool,
@@ -175,7 +179,8 @@ async fn measure_all(
     {
         let file = std::fs::File::create(&snapshot)
             .with_context(|| format!("creating {}", snapshot.display()))?;
-        synthetic::write_snapshot(file, users).context("writing the synthetic snapshot")?;
+        synthetic::write_snapshot(file, users, args.digests)
+            .context("writing the synthetic snapshot")?;
     }
     let size = std::fs::metadata(&snapshot)?.len();
     eprintln!(
@@ -201,7 +206,7 @@ async fn measure_all(
     let received = sink.accepted();
     let ceiling = match (&failure, figures.first()) {
         (None, Some(f)) => {
-            let count = f.sent.clamp(1, sink::SOURCE_MAX_MESSAGES);
+            let count = f.emails.clamp(1, sink::SOURCE_MAX_MESSAGES);
             sink::smtp_source(sink.port(), concurrency, f.avg_message_bytes, count).await
         }
         _ => None,
@@ -212,28 +217,39 @@ async fn measure_all(
         return Err(e);
     }
     table::print(users, concurrency, &label, &figures, ceiling.as_ref());
-    check(users, &figures, received)
+    check(
+        users,
+        synthetic::reminder_rows(users, args.digests),
+        &figures,
+        received,
+    )
 }
 
-/// Every user gets exactly one message: anything else is a bug, not a figure.
-fn check(users: u64, figures: &[BackendFigures], received: Option<u64>) -> anyhow::Result<()> {
+/// Every user gets exactly one email, and every planned row is sent with it: anything else is a
+/// bug, not a figure.
+fn check(
+    users: u64,
+    rows: u64,
+    figures: &[BackendFigures],
+    received: Option<u64>,
+) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     for f in figures {
-        if f.planned != users || f.sent != users || f.recipients != users {
+        if f.planned != rows || f.sent != rows || f.emails != users || f.recipients != users {
             problems.push(format!(
-                "{}: {users} users, {} planned, {} sent to {} different users: every user should \
-                 get one message",
-                f.backend, f.planned, f.sent, f.recipients
+                "{}: {users} users, {rows} rows expected; {} planned, {} sent in {} emails to {} \
+                 different users: every user should get one email",
+                f.backend, f.planned, f.sent, f.emails, f.recipients
             ));
         }
         for m in &f.audience_mismatches {
             problems.push(format!("{}: {m}", f.backend));
         }
     }
-    let sent: u64 = figures.iter().map(|f| f.sent).sum();
+    let sent: u64 = figures.iter().map(|f| f.emails).sum();
     if let Some(received) = received.filter(|r| *r != sent) {
         problems.push(format!(
-            "the sink accepted {received} messages, the outboxes say {sent} were sent"
+            "the sink accepted {received} messages, the outboxes say {sent} emails were sent"
         ));
     }
     if problems.is_empty() {
@@ -271,6 +287,7 @@ async fn run_child(
         .arg(port.to_string())
         .arg("--concurrency")
         .arg(concurrency.to_string())
+        .args(args.digests.then_some("--digests"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

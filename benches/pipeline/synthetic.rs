@@ -13,6 +13,11 @@
 //! So the first notice of the reminder campaigns reaches every user once (N messages), and
 //! `enabled_users` is the other 90%. Same N, same file, byte for byte.
 //!
+//! With digests (`--digests`), the users of `i % 20 = 4` (5%) registered with a private
+//! address instead, and have a new private address pending too: each is in three audiences
+//! (`email_unvalidated`, `code_regeneration_pending`, `credential_recovery_advice`) and gets one
+//! daily digest of three sections. N emails still, N + 10% rows.
+//!
 //! The benchmark has no test harness, so this file's tests are in the integration tests
 //! (`tests/api/synthetic.rs`, which includes this file).
 
@@ -95,31 +100,43 @@ const PRIVATE_DOMAINS: [&str; 5] = [
     "tiscali.it",
 ];
 
-/// How many of `n` synthetic users are in each audience.
-pub fn audience_sizes(n: u64) -> Vec<(Audience, u64)> {
+/// How many of `n` synthetic users are in each audience, with or without digests.
+pub fn audience_sizes(n: u64, digests: bool) -> Vec<(Audience, u64)> {
     let count = |residues: &[u64]| -> u64 {
         residues
             .iter()
             .map(|r| n / 20 + u64::from(n % 20 > *r))
             .sum()
     };
-    let credential: Vec<u64> = (5..20).collect();
+    let first_private = if digests { 4 } else { 5 };
+    let credential: Vec<u64> = (first_private..20).collect();
     let enabled: Vec<u64> = (2..20).collect();
+    let email: &[u64] = if digests { &[2, 3, 4] } else { &[2, 3] };
     vec![
         (Audience::RegistrationIncomplete, count(&[0, 1])),
-        (Audience::EmailUnvalidated, count(&[2, 3])),
+        (Audience::EmailUnvalidated, count(email)),
         (Audience::CodeRegenerationPending, count(&[4])),
         (Audience::CredentialRecoveryAdvice, count(&credential)),
         (Audience::EnabledUsers, count(&enabled)),
     ]
 }
 
-/// Writes the snapshot of `n` users as CSV (header included), streaming.
-pub fn write_snapshot<W: Write>(out: W, n: u64) -> std::io::Result<()> {
+/// The reminder rows the first notice plans for `n` users (one per user and audience).
+pub fn reminder_rows(n: u64, digests: bool) -> u64 {
+    audience_sizes(n, digests)
+        .into_iter()
+        .filter(|(a, _)| *a != Audience::EnabledUsers)
+        .map(|(_, c)| c)
+        .sum()
+}
+
+/// Writes the snapshot of `n` users as CSV (header included), streaming, with or without
+/// digests (see the module's notes).
+pub fn write_snapshot<W: Write>(out: W, n: u64, digests: bool) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 16, out));
     w.write_record(COLUMNS)?;
     for i in 0..n {
-        w.write_record(user(i).fields())?;
+        w.write_record(user(i, digests).fields())?;
     }
     w.flush()?;
     Ok(())
@@ -169,8 +186,9 @@ impl SyntheticUser {
     }
 }
 
-/// The user at position `i` (0-based); the same `i` always gives the same user.
-pub fn user(i: u64) -> SyntheticUser {
+/// The user at position `i` (0-based), with or without digests; the same `i` always gives the
+/// same user.
+pub fn user(i: u64, digests: bool) -> SyntheticUser {
     let h = splitmix64(i);
     let (first_name, sex) = FIRST_NAMES[(h % 24) as usize];
     let last_name = LAST_NAMES[((h >> 8) % 24) as usize];
@@ -195,7 +213,9 @@ pub fn user(i: u64) -> SyntheticUser {
     );
     let kind = i % 20;
     let enabled = kind >= 2;
-    let registered_institutional = (2..5).contains(&kind);
+    // With digests, `kind == 4` registered with a private address and has all three pending.
+    let three = digests && kind == 4;
+    let registered_institutional = (2..5).contains(&kind) && !three;
     SyntheticUser {
         user_id: format!("B{i:08}"),
         fiscal_code,
@@ -211,7 +231,7 @@ pub fn user(i: u64) -> SyntheticUser {
             .then_some(institutional),
         registration_completed: enabled,
         enabled,
-        pending_email: (kind == 2 || kind == 3).then(|| format!("nuovo.{private}")),
+        pending_email: (kind == 2 || kind == 3 || three).then(|| format!("nuovo.{private}")),
         code_regeneration_started: kind == 4,
         province,
         updated_at: format!(

@@ -55,8 +55,8 @@ pub fn print(
         format!("{:.2}", f.plan_secs)
     });
     row(&mut out, "messages planned", &|f| f.planned.to_string());
-    row(&mut out, "delivered (messages/s)", &|f| {
-        format!("{:.0}", f.sent as f64 / f.deliver_secs)
+    row(&mut out, "delivered (emails/s)", &|f| {
+        format!("{:.0}", f.emails as f64 / f.deliver_secs)
     });
     row(&mut out, "delivery time (s)", &|f| {
         format!("{:.1}", f.deliver_secs)
@@ -64,14 +64,21 @@ pub fn print(
     row(&mut out, "messages sent (not sent)", &|f| {
         format!("{} ({})", f.sent, f.not_sent)
     });
+    row(&mut out, "emails sent", &|f| f.emails.to_string());
     row(&mut out, "users who got a message", &|f| {
         f.recipients.to_string()
     });
-    row(&mut out, "CPU s per 1,000 messages (avvisi)", &|f| {
-        format!("{:.3}", f.deliver_cpu_secs * 1000.0 / f.sent.max(1) as f64)
+    row(&mut out, "CPU s per 1,000 emails (avvisi)", &|f| {
+        format!(
+            "{:.3}",
+            f.deliver_cpu_secs * 1000.0 / f.emails.max(1) as f64
+        )
     });
-    row(&mut out, "CPU s per 1,000 messages (all processes)", &|f| {
-        format!("{:.3}", f.machine_cpu_secs * 1000.0 / f.sent.max(1) as f64)
+    row(&mut out, "CPU s per 1,000 emails (all processes)", &|f| {
+        format!(
+            "{:.3}",
+            f.machine_cpu_secs * 1000.0 / f.emails.max(1) as f64
+        )
     });
     row(&mut out, "peak memory, import (MiB)", &|f| {
         format!("{:.1}", mib(f.peak_import_kib))
@@ -105,7 +112,10 @@ pub fn print(
                 c.secs
             );
             row(&mut out, "delivery / smtp-source", &|f| {
-                format!("{:.0}%", 100.0 * f.sent as f64 / f.deliver_secs / c.rate())
+                format!(
+                    "{:.0}%",
+                    100.0 * f.emails as f64 / f.deliver_secs / c.rate()
+                )
             });
         }
         None => {
@@ -151,7 +161,7 @@ pub fn print(
             verdict(peak_mib <= TARGET_PEAK_MIB),
         );
         if let Some(c) = ceiling {
-            let share = f.sent as f64 / f.deliver_secs / c.rate();
+            let share = f.emails as f64 / f.deliver_secs / c.rate();
             let _ = writeln!(
                 out,
                 "  {:<9} delivery {:.0}% of smtp-source >= {:.0}%: {}",

@@ -7,13 +7,13 @@ use avvisi::import::snapshot::{is_institutional, SnapshotReader};
 #[path = "../../benches/pipeline/synthetic.rs"]
 pub(crate) mod snapshot;
 
-use snapshot::{audience_sizes, name_letters, user, write_snapshot};
+use snapshot::{audience_sizes, name_letters, reminder_rows, user, write_snapshot};
 
 #[test]
 fn every_row_is_valid_and_the_shares_are_as_documented() {
     let n = 2_013;
     let mut csv = Vec::new();
-    write_snapshot(&mut csv, n).unwrap();
+    write_snapshot(&mut csv, n, false).unwrap();
     let mut reader = SnapshotReader::new(csv.as_slice()).unwrap();
     let mut counts = [0u64; 5];
     let mut accented = 0;
@@ -37,7 +37,10 @@ fn every_row_is_valid_and_the_shares_are_as_documented() {
         assert_eq!(reminders, 1, "{u:?}");
         accented += u64::from(!u.first_name.is_ascii() || u.last_name.contains('\''));
     }
-    let expected: Vec<u64> = audience_sizes(n).into_iter().map(|(_, c)| c).collect();
+    let expected: Vec<u64> = audience_sizes(n, false)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
     assert_eq!(counts.to_vec(), expected);
     assert_eq!(expected[..4].iter().sum::<u64>(), n);
     assert!(accented > n / 10);
@@ -45,10 +48,53 @@ fn every_row_is_valid_and_the_shares_are_as_documented() {
 
 #[test]
 fn deterministic() {
-    assert_eq!(user(7).fiscal_code, user(7).fiscal_code);
+    assert_eq!(user(7, false).fiscal_code, user(7, false).fiscal_code);
     assert_eq!(name_letters("Rossi", false), "RSS");
     assert_eq!(name_letters("Gianluca", true), "GLC");
     assert_eq!(name_letters("Zoe", true), "ZOE");
     assert_eq!(name_letters("Elia", true), "LEI");
     assert_eq!(name_letters("Bo", false), "BOX");
+}
+
+/// With digests, 5% of the users are in three reminder audiences each (one digest of three
+/// sections); the rest as without. The counts the benchmark checks against are the snapshot's.
+#[test]
+fn with_digests_one_user_in_twenty_has_three_procedures() {
+    let n = 2_013;
+    let mut csv = Vec::new();
+    write_snapshot(&mut csv, n, true).unwrap();
+    let mut reader = SnapshotReader::new(csv.as_slice()).unwrap();
+    let (mut rows, mut three, mut users) = (0u64, 0u64, 0u64);
+    let mut counts = [0u64; 5];
+    while let Some(row) = reader.next_row() {
+        let u = row.unwrap().result.unwrap();
+        let private = !is_institutional(&u.email);
+        let audiences = [
+            !u.registration_completed,
+            u.enabled && u.pending_email.is_some(),
+            u.enabled && u.code_regeneration_started,
+            u.enabled && private,
+            u.enabled,
+        ];
+        for (c, member) in counts.iter_mut().zip(audiences) {
+            *c += u64::from(member);
+        }
+        let reminders = audiences[..4].iter().filter(|m| **m).count() as u64;
+        assert!(reminders == 1 || reminders == 3, "{u:?}");
+        three += u64::from(reminders == 3);
+        rows += reminders;
+        users += 1;
+    }
+    assert_eq!(users, n);
+    let expected: Vec<u64> = audience_sizes(n, true)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(counts.to_vec(), expected);
+    assert_eq!(three, n / 20 + u64::from(n % 20 > 4));
+    assert_eq!(rows, reminder_rows(n, true));
+    assert_eq!(reminder_rows(n, false), n);
+    // Without digests, the same users as before, byte for byte.
+    assert_eq!(user(8, false).email, user(8, true).email);
+    assert_ne!(user(4, true).email, user(4, false).email);
 }
