@@ -24,7 +24,7 @@ use sqlx::{AnyConnection, Connection, Row};
 use crate::audience::campaign::Campaign;
 use crate::audience::suppression;
 use crate::audience::Audience;
-use crate::store::{Backend, Db, Step, SuppressionSource, UnknownState};
+use crate::store::{Backend, Db, OutboxState, Step, SuppressionSource, UnknownState};
 
 /// A claimed row with what is needed to render and send it.
 #[derive(Debug, Clone)]
@@ -533,22 +533,21 @@ pub async fn record(
                 .bind(error.clone())
                 .bind(code.map(i64::from))
             }
-            Outcome::Expired { reason } => sqlx::query(
-                "UPDATE outbox SET state = 'expired', reason = $4, updated_at = $3, \
-                    claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(reason.clone()),
-            Outcome::Skipped { reason } => sqlx::query(
-                "UPDATE outbox SET state = 'skipped', reason = $4, updated_at = $3, \
-                    claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(reason.clone()),
+            Outcome::Expired { reason } | Outcome::Skipped { reason } => {
+                let state = match outcome {
+                    Outcome::Expired { .. } => OutboxState::Expired,
+                    _ => OutboxState::Skipped,
+                };
+                sqlx::query(
+                    "UPDATE outbox SET state = $5, reason = $4, updated_at = $3, \
+                        claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
+                )
+                .bind(*id)
+                .bind(token)
+                .bind(now)
+                .bind(reason.clone())
+                .bind(state.as_str())
+            }
             Outcome::HandedBack { at } => sqlx::query(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = $4, attempts = attempts - 1, \
                     updated_at = $3, claim_token = NULL, lease_until = NULL \
