@@ -8,7 +8,8 @@ use anyhow::Context;
 use super::{local, PlanArgs};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::plan::report::{dry_run, plan_and_report, PlanReport};
+use crate::plan::report::{plan_with_report, PlanReport};
+use crate::plan::{Target, Write};
 use crate::render::email;
 use crate::render::templates::TemplateSet;
 use crate::store::Db;
@@ -23,15 +24,18 @@ pub(crate) async fn run(
     // The rows record the live template version, as a tick's do.
     let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
     let domain = email::message_id_domain(&settings.mail);
-    let report = if args.dry_run {
-        dry_run(db, settings, templates.digest(), &domain, now)
-            .await
-            .context("planning (dry run)")?
-    } else {
-        plan_and_report(db, settings, templates.digest(), &domain, now)
-            .await
-            .context("planning")?
+    let target = Target::new(db, settings, templates.digest(), &domain, now);
+    let write = match args.dry_run {
+        true => Write::DryRun,
+        false => Write::Commit,
     };
+    let report = plan_with_report(db, &target, write)
+        .await
+        .context(if args.dry_run {
+            "planning (dry run)"
+        } else {
+            "planning"
+        })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

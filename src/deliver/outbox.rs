@@ -318,11 +318,16 @@ fn followers_sql(backend: Backend, hold_reminders: bool) -> String {
            AND campaign_id IN (SELECT c.id FROM campaigns c WHERE c.state = 'running'{held})",
         lease_now = backend.lease_now(),
         // On a stale snapshot a reminder's section waits, whatever email it was merged into.
-        held = match hold_reminders {
-            true => " AND c.kind <> 'reminder'",
-            false => "",
-        },
+        held = held_back(hold_reminders),
     )
+}
+
+/// SQL on `campaigns c`: leaves the reminders out while the snapshot is too old to remind anyone.
+fn held_back(hold_reminders: bool) -> &'static str {
+    match hold_reminders {
+        true => " AND c.kind <> 'reminder'",
+        false => "",
+    }
 }
 
 /// Rows claimed by a daemon whose lease is over (it died): few, and first.
@@ -369,10 +374,7 @@ fn claim_where_sql(backend: Backend, what: &str, hold_reminders: bool) -> String
         Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let held = match hold_reminders {
-        true => " AND c.kind <> 'reminder'",
-        false => "",
-    };
+    let held = held_back(hold_reminders);
     format!(
         "UPDATE outbox SET state = 'sending', claim_token = $1, lease_until = {lease_now} + $2, \
             attempts = attempts + 1, updated_at = $3 \

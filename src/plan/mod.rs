@@ -45,13 +45,7 @@ pub async fn plan_due(
     now: DateTime<Utc>,
 ) -> Result<Vec<Planned>, sqlx::Error> {
     let mut conn = db.pool().acquire().await?;
-    let target = Target {
-        backend: db.backend(),
-        settings,
-        template_digest,
-        message_id_domain,
-        now,
-    };
+    let target = Target::new(db, settings, template_digest, message_id_domain, now);
     Ok(pass(&mut conn, &target, Write::Commit).await?.planned)
 }
 
@@ -62,6 +56,25 @@ pub(crate) struct Target<'a> {
     pub template_digest: &'a str,
     pub message_id_domain: &'a str,
     pub now: DateTime<Utc>,
+}
+
+impl<'a> Target<'a> {
+    /// A pass on `db` at `now`; `template_digest` is the live template version.
+    pub(crate) fn new(
+        db: &Db,
+        settings: &'a Settings,
+        template_digest: &'a str,
+        message_id_domain: &'a str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Target {
+            backend: db.backend(),
+            settings,
+            template_digest,
+            message_id_domain,
+            now,
+        }
+    }
 }
 
 /// Whether a pass is for real or a dry run inside a transaction that will be rolled back.

@@ -10,7 +10,6 @@ use sqlx::{AnyConnection, Connection, Row};
 use tracing::Instrument;
 
 use super::{pass, Pass, Target, Write};
-use crate::config::Settings;
 use crate::store::{Db, Step};
 
 /// How many user ids a step's report quotes.
@@ -84,54 +83,34 @@ pub struct Change {
     pub now: u64,
 }
 
-/// Runs a planner pass at `now` in a transaction that is rolled back, and reports what it
-/// would have planned. Writes nothing.
-pub async fn dry_run(
+/// Runs a planner pass at `now` and reports what it planned. With `Write::DryRun` the pass runs
+/// in a transaction that is rolled back, and nothing is written; with `Write::Commit` it plans
+/// for real, as a planner tick does (nothing is delivered).
+pub(crate) async fn plan_with_report(
     db: &Db,
-    settings: &Settings,
-    template_digest: &str,
-    message_id_domain: &str,
-    now: DateTime<Utc>,
+    target: &Target<'_>,
+    write: Write,
 ) -> Result<PlanReport, sqlx::Error> {
-    let target = Target {
-        backend: db.backend(),
-        settings,
-        template_digest,
-        message_id_domain,
-        now,
-    };
+    let now = target.now;
     let mut conn = db.pool().acquire().await?;
-    let mut tx = conn.begin().await?;
-    let before = Before::read(&mut tx, now).await?;
-    // A span of its own: its log lines ("planned", "rows merged") are not a real tick's.
-    let outcome = pass(&mut tx, &target, Write::DryRun)
-        .instrument(tracing::info_span!("plan_dry_run"))
-        .await?;
-    let report = before.report(&mut tx, outcome, now, true).await;
-    tx.rollback().await?;
-    report
-}
-
-/// Plans what is due at `now` for real, as a planner tick does (nothing is delivered), and
-/// reports it.
-pub async fn plan_and_report(
-    db: &Db,
-    settings: &Settings,
-    template_digest: &str,
-    message_id_domain: &str,
-    now: DateTime<Utc>,
-) -> Result<PlanReport, sqlx::Error> {
-    let target = Target {
-        backend: db.backend(),
-        settings,
-        template_digest,
-        message_id_domain,
-        now,
-    };
-    let mut conn = db.pool().acquire().await?;
-    let before = Before::read(&mut conn, now).await?;
-    let outcome = pass(&mut conn, &target, Write::Commit).await?;
-    before.report(&mut conn, outcome, now, false).await
+    match write {
+        Write::DryRun => {
+            let mut tx = conn.begin().await?;
+            let before = Before::read(&mut tx, now).await?;
+            // A span of its own: its log lines ("planned", "rows merged") are not a real tick's.
+            let outcome = pass(&mut tx, target, write)
+                .instrument(tracing::info_span!("plan_dry_run"))
+                .await?;
+            let report = before.report(&mut tx, outcome, now, true).await;
+            tx.rollback().await?;
+            report
+        }
+        Write::Commit => {
+            let before = Before::read(&mut conn, now).await?;
+            let outcome = pass(&mut conn, target, write).await?;
+            before.report(&mut conn, outcome, now, false).await
+        }
+    }
 }
 
 /// What the outbox held before the pass: where its rows end, and the last tick.
