@@ -144,13 +144,13 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
     let planned = plan::plan_due(&db, &settings, &digest, &domain, now).await?;
     let plan_secs = started.elapsed().as_secs_f64();
     let peak_plan_kib = peak_kib();
-    let audience_mismatches = audience_mismatches(&planned, report.rows_valid, args.digests);
+    let audience_mismatches = audience_mismatches(&planned, report.rows_valid, args.population);
     let planned: u64 = planned.iter().map(|p| p.rows).sum();
     eprintln!(
         "{}: planned {planned} messages in {plan_secs:.2} s",
         backend.name()
     );
-    let expected = synthetic::reminder_rows(report.rows_valid, args.digests);
+    let expected = synthetic::reminder_rows(report.rows_valid, args.population);
     if planned != expected {
         eprintln!(
             "warning: planned {planned} messages for {} users, {expected} expected",
@@ -222,9 +222,13 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
 
 /// The reminder campaigns whose planned messages differ from the synthetic snapshot's audience
 /// sizes (`AUDIENCE-DEADLINE` campaigns; the snapshot has `users` rows).
-fn audience_mismatches(planned: &[Planned], users: u64, digests: bool) -> Vec<String> {
+fn audience_mismatches(
+    planned: &[Planned],
+    users: u64,
+    population: synthetic::Population,
+) -> Vec<String> {
     let mut mismatches = Vec::new();
-    for (audience, expected) in synthetic::audience_sizes(users, digests) {
+    for (audience, expected) in synthetic::audience_sizes(users, population) {
         // Every enabled user: the maintenance notice, not due at the first reminder.
         if audience == avvisi::audience::Audience::EnabledUsers {
             continue;

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `harness = false`: this file's `main` runs as is. `cargo bench` appends `--bench` to the
-//! arguments; it is accepted, and only changes the default `--users` (100,000 under `cargo bench`,
+//! arguments; it is accepted, and only changes the default `--users` (1,200,000 under `cargo bench`,
 //! 1,000 otherwise, so that `cargo test --benches` stays a smoke run). Every run fails unless every
 //! user gets exactly one message.
 //!
@@ -50,9 +50,10 @@ mod table;
 
 use child::{BackendFigures, OneBackend, RESULT_PREFIX};
 use sink::{Sink, SinkChoice};
+use synthetic::Population;
 
 /// Users when `--users` is not given: under `cargo bench`, and otherwise (a smoke run).
-const DEFAULT_USERS_BENCH: u64 = 100_000;
+const DEFAULT_USERS_BENCH: u64 = 1_200_000;
 const DEFAULT_USERS_SMOKE: u64 = 1_000;
 
 /// Import, plan and deliver N synthetic users over SMTP to a local sink, on SQLite and
@@ -60,7 +61,7 @@ const DEFAULT_USERS_SMOKE: u64 = 1_000;
 #[derive(Debug, Parser)]
 #[command(name = "pipeline")]
 pub struct Args {
-    /// Synthetic users in the snapshot (every one gets one message). Default: 100000 under
+    /// Synthetic users in the snapshot (every one gets one message). Default: 1200000 under
     /// `cargo bench`, 1000 otherwise.
     #[arg(long)]
     pub users: Option<u64>,
@@ -78,10 +79,10 @@ pub struct Args {
     /// SMTP connections (delivery.concurrency; also smtp-source's sessions). Default: the setting.
     #[arg(long, value_name = "C")]
     pub concurrency: Option<u32>,
-    /// Put 5% of the users in three audiences each, so that they get one daily digest of three
-    /// sections: N emails from N + 10% outbox rows, the digest's claim and rendering measured.
-    #[arg(long)]
-    pub digests: bool,
+    /// Who has what pending (see `synthetic.rs`): the portal's shape (N + 15% outbox rows, one
+    /// user in ten with a digest), one audience per user, or one user in twenty in three.
+    #[arg(long, value_enum, default_value_t = Population::Mission)]
+    pub population: Population,
     /// Keep the temporary folder (snapshot, SQLite file) and the PostgreSQL database.
     #[arg(long)]
     pub keep: bool,
@@ -179,7 +180,7 @@ async fn measure_all(
     {
         let file = std::fs::File::create(&snapshot)
             .with_context(|| format!("creating {}", snapshot.display()))?;
-        synthetic::write_snapshot(file, users, args.digests)
+        synthetic::write_snapshot(file, users, args.population)
             .context("writing the synthetic snapshot")?;
     }
     let size = std::fs::metadata(&snapshot)?.len();
@@ -219,7 +220,7 @@ async fn measure_all(
     table::print(users, concurrency, &label, &figures, ceiling.as_ref());
     check(
         users,
-        synthetic::reminder_rows(users, args.digests),
+        synthetic::reminder_rows(users, args.population),
         &figures,
         received,
     )
@@ -287,7 +288,13 @@ async fn run_child(
         .arg(port.to_string())
         .arg("--concurrency")
         .arg(concurrency.to_string())
-        .args(args.digests.then_some("--digests"))
+        .arg("--population")
+        .arg(
+            args.population
+                .to_possible_value()
+                .expect("no skipped variant")
+                .get_name(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

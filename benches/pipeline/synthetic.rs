@@ -1,22 +1,26 @@
 //! Synthetic snapshots for the pipeline benchmark: N invented users, deterministic, valid by the
 //! rules of `avvisi::import::snapshot`, with Italian names (accents, apostrophes, two-word names).
 //!
-//! Every user falls in exactly one of the four reminder audiences, by position (`i % 20`):
+//! A user's procedures depend on their position, `i % 20` (a "kind"), and on the population:
 //!
-//! | `i % 20` | state | audience |
-//! |---|---|---|
-//! | 0, 1 | registration started | `registration_incomplete` (10%) |
-//! | 2, 3 | enabled, institutional address, new private address pending | `email_unvalidated` (10%) |
-//! | 4 | enabled, institutional address, code regeneration started | `code_regeneration_pending` (5%) |
-//! | 5..19 | enabled, private address | `credential_recovery_advice` (75%) |
+//! | population | `i % 20` | state | reminder audiences |
+//! |---|---|---|---|
+//! | `mission` | 0..5 | registration started | `registration_incomplete` (30%) |
+//! | | 6 | enabled, private address, new private address pending | email, credential (5%) |
+//! | | 7 | as 6, and a code regeneration started | email, code, credential (5%) |
+//! | | 8..19 | enabled, private address | `credential_recovery_advice` (60%) |
+//! | `one-each` | 0, 1 | registration started | `registration_incomplete` (10%) |
+//! | | 2, 3 | enabled, institutional address, new private address pending | `email_unvalidated` (10%) |
+//! | | 4 | enabled, institutional address, code regeneration started | `code_regeneration_pending` (5%) |
+//! | | 5..19 | enabled, private address | `credential_recovery_advice` (75%) |
+//! | `digests` | 4 | enabled, private address, both pending | three (5%); the rest as `one-each` |
 //!
-//! So the first notice of the reminder campaigns reaches every user once (N messages), and
-//! `enabled_users` is the other 90%. Same N, same file, byte for byte.
-//!
-//! With digests (`--digests`), the users of `i % 20 = 4` (5%) registered with a private
-//! address instead, and have a new private address pending too: each is in three audiences
-//! (`email_unvalidated`, `code_regeneration_pending`, `credential_recovery_advice`) and gets one
-//! daily digest of three sections. N emails still, N + 10% rows.
+//! `mission` is the portal's shape (1.2 million users: 30% with a registration started, 70%
+//! enabled and all of those outside `istruzione.it`, 10% with an email change pending, 5% with a
+//! code regeneration pending): N + 15% outbox rows at the first notice, one email per user, one
+//! user in ten getting a digest of two or three sections. Every population gives every user one
+//! email at the first notice, and `enabled_users` is everyone enabled. Same N, same population,
+//! same file, byte for byte.
 //!
 //! The benchmark has no test harness, so this file's tests are in the integration tests
 //! (`tests/api/synthetic.rs`, which includes this file).
@@ -100,43 +104,102 @@ const PRIVATE_DOMAINS: [&str; 5] = [
     "tiscali.it",
 ];
 
-/// How many of `n` synthetic users are in each audience, with or without digests.
-pub fn audience_sizes(n: u64, digests: bool) -> Vec<(Audience, u64)> {
-    let count = |residues: &[u64]| -> u64 {
-        residues
-            .iter()
-            .map(|r| n / 20 + u64::from(n % 20 > *r))
-            .sum()
-    };
-    let first_private = if digests { 4 } else { 5 };
-    let credential: Vec<u64> = (first_private..20).collect();
-    let enabled: Vec<u64> = (2..20).collect();
-    let email: &[u64] = if digests { &[2, 3, 4] } else { &[2, 3] };
-    vec![
-        (Audience::RegistrationIncomplete, count(&[0, 1])),
-        (Audience::EmailUnvalidated, count(email)),
-        (Audience::CodeRegenerationPending, count(&[4])),
-        (Audience::CredentialRecoveryAdvice, count(&credential)),
-        (Audience::EnabledUsers, count(&enabled)),
+/// Which procedures the users of a snapshot have pending (see the module's table).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Population {
+    /// The portal's shape: 30% registrations, 70% enabled outside `istruzione.it`, 10% of
+    /// everyone with an email change pending, 5% with a code regeneration too.
+    Mission,
+    /// Exactly one reminder audience per user: no digests.
+    OneEach,
+    /// As `one-each`, but one user in twenty in three audiences (a digest of three sections).
+    Digests,
+}
+
+/// A kind of user (`i % 20`): what is pending for them.
+#[derive(Debug, Clone, Copy)]
+struct Profile {
+    enabled: bool,
+    /// Registered with their `istruzione.it` mailbox.
+    institutional: bool,
+    pending_email: bool,
+    code_regeneration: bool,
+}
+
+impl Population {
+    fn profile(self, kind: u64) -> Profile {
+        let p = |enabled, institutional, pending_email, code_regeneration| Profile {
+            enabled,
+            institutional,
+            pending_email,
+            code_regeneration,
+        };
+        match (self, kind) {
+            (Population::Mission, 0..=5) => p(false, false, false, false),
+            (Population::Mission, 6) => p(true, false, true, false),
+            (Population::Mission, 7) => p(true, false, true, true),
+            (Population::Mission, _) => p(true, false, false, false),
+            (_, 0 | 1) => p(false, false, false, false),
+            (_, 2 | 3) => p(true, true, true, false),
+            (Population::Digests, 4) => p(true, false, true, true),
+            (Population::OneEach, 4) => p(true, true, false, true),
+            (_, _) => p(true, false, false, false),
+        }
+    }
+}
+
+impl Profile {
+    /// Membership of the four reminder audiences and `enabled_users`, in `audience_sizes`' order.
+    fn audiences(self) -> [bool; 5] {
+        [
+            !self.enabled,
+            self.enabled && self.pending_email,
+            self.enabled && self.code_regeneration,
+            self.enabled && !self.institutional,
+            self.enabled,
+        ]
+    }
+}
+
+/// How many of `n` synthetic users are in each audience.
+pub fn audience_sizes(n: u64, population: Population) -> Vec<(Audience, u64)> {
+    let of_kind = |kind: u64| n / 20 + u64::from(n % 20 > kind);
+    let mut sizes = [0u64; 5];
+    for kind in 0..20 {
+        for (size, member) in sizes.iter_mut().zip(population.profile(kind).audiences()) {
+            *size += u64::from(member) * of_kind(kind);
+        }
+    }
+    [
+        Audience::RegistrationIncomplete,
+        Audience::EmailUnvalidated,
+        Audience::CodeRegenerationPending,
+        Audience::CredentialRecoveryAdvice,
+        Audience::EnabledUsers,
     ]
+    .into_iter()
+    .zip(sizes)
+    .collect()
 }
 
 /// The reminder rows the first notice plans for `n` users (one per user and audience).
-pub fn reminder_rows(n: u64, digests: bool) -> u64 {
-    audience_sizes(n, digests)
+pub fn reminder_rows(n: u64, population: Population) -> u64 {
+    audience_sizes(n, population)
         .into_iter()
         .filter(|(a, _)| *a != Audience::EnabledUsers)
         .map(|(_, c)| c)
         .sum()
 }
 
-/// Writes the snapshot of `n` users as CSV (header included), streaming, with or without
-/// digests (see the module's notes).
-pub fn write_snapshot<W: Write>(out: W, n: u64, digests: bool) -> std::io::Result<()> {
+/// Writes the snapshot of `n` users as CSV (header included), streaming.
+pub fn write_snapshot<W: Write>(out: W, n: u64, population: Population) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 16, out));
     w.write_record(COLUMNS)?;
     for i in 0..n {
-        w.write_record(user(i, digests).fields())?;
+        w.write_record(user(i, population).fields())?;
     }
     w.flush()?;
     Ok(())
@@ -186,9 +249,8 @@ impl SyntheticUser {
     }
 }
 
-/// The user at position `i` (0-based), with or without digests; the same `i` always gives the
-/// same user.
-pub fn user(i: u64, digests: bool) -> SyntheticUser {
+/// The user at position `i` (0-based) of a population; the same `i` always gives the same user.
+pub fn user(i: u64, population: Population) -> SyntheticUser {
     let h = splitmix64(i);
     let (first_name, sex) = FIRST_NAMES[(h % 24) as usize];
     let last_name = LAST_NAMES[((h >> 8) % 24) as usize];
@@ -211,11 +273,12 @@ pub fn user(i: u64, digests: bool) -> SyntheticUser {
             "posta.istruzione.it"
         }
     );
-    let kind = i % 20;
-    let enabled = kind >= 2;
-    // With digests, `kind == 4` registered with a private address and has all three pending.
-    let three = digests && kind == 4;
-    let registered_institutional = (2..5).contains(&kind) && !three;
+    let Profile {
+        enabled,
+        institutional: registered_institutional,
+        pending_email,
+        code_regeneration,
+    } = population.profile(i % 20);
     SyntheticUser {
         user_id: format!("B{i:08}"),
         fiscal_code,
@@ -231,8 +294,8 @@ pub fn user(i: u64, digests: bool) -> SyntheticUser {
             .then_some(institutional),
         registration_completed: enabled,
         enabled,
-        pending_email: (kind == 2 || kind == 3 || three).then(|| format!("nuovo.{private}")),
-        code_regeneration_started: kind == 4,
+        pending_email: pending_email.then(|| format!("nuovo.{private}")),
+        code_regeneration_started: code_regeneration,
         province,
         updated_at: format!(
             "2026-11-{:02}T{:02}:{:02}:00+01:00",

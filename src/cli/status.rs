@@ -149,7 +149,8 @@ fn print(s: &Status, settings: &Settings) {
     if !s.next_attempts.is_empty() {
         println!("next attempts:");
         for n in &s.next_attempts {
-            println!("  {}  {} message(s)", local(n.at, tz), n.messages);
+            let at_least = if n.at_least { "at least " } else { "" };
+            println!("  {}  {at_least}{} message(s)", local(n.at, tz), n.messages);
         }
     }
     if let Some(q) = &s.hourly_quota {

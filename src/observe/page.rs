@@ -101,7 +101,7 @@ struct ErrorRow {
 #[derive(Serialize)]
 struct NextRow {
     at: String,
-    messages: u64,
+    messages: String,
 }
 
 #[derive(Serialize)]
@@ -149,7 +149,7 @@ pub async fn status(
         .into_iter()
         .map(|n| NextRow {
             at: local(n.at, tz),
-            messages: n.messages,
+            messages: format!("{}{}", if n.at_least { "≥ " } else { "" }, n.messages),
         })
         .collect();
     let errors = queue::errors_by_reply(db)

@@ -201,6 +201,10 @@ pub(crate) async fn pass(
             .await?;
     }
     lifecycle::finish_done(&mut *conn, now).await?;
+    if write == Write::Commit {
+        // The counts' appended changes since the last tick, one row per key again.
+        crate::store::queue::fold(&mut *conn, backend).await?;
+    }
     outcome.planned = planned;
     Ok(outcome)
 }

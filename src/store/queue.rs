@@ -1,4 +1,12 @@
-//! The outbox counted: what `status`, `campaign list|show` and `--wait` print.
+//! The outbox counted: what `status`, `campaign list|show`, `--wait`, the status page, `/metrics`
+//! and `/readyz` read.
+//!
+//! Counts come from `outbox_counts`, which triggers keep in the statement that changes a row
+//! (see the migration `0014_outbox_counts.sql`): a few rows per campaign, never a scan of the
+//! outbox. On PostgreSQL each statement appends its change, so readers sum and [`fold`] puts
+//! the rows together now and then. What is read from the outbox itself goes through an index
+//! and stops early (the first of the queue, the next due times, at most [`NEXT_ATTEMPTS_READ`]
+//! rows).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -19,33 +27,27 @@ pub(crate) struct CampaignCounts {
 /// Counts per campaign (every campaign, even one with no rows yet), oldest campaign first.
 pub(crate) async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT c.name, c.state, o.state, COUNT(o.id), c.paused_reason, \
-            SUM(CASE WHEN o.reason = 'suppressed' THEN 1 ELSE 0 END) FROM campaigns c \
-         LEFT JOIN outbox o ON o.campaign_id = c.id \
-         GROUP BY c.id, c.name, c.state, o.state, c.paused_reason ORDER BY c.id",
+        "SELECT c.name, c.state AS campaign_state, c.paused_reason, k.state, k.n, k.suppressed \
+         FROM campaigns c LEFT JOIN (SELECT campaign_id, state, CAST(SUM(n) AS BIGINT) AS n, \
+                CAST(SUM(n * suppressed) AS BIGINT) AS suppressed FROM outbox_counts \
+             GROUP BY campaign_id, state) k ON k.campaign_id = c.id \
+         ORDER BY c.id",
     )
     .fetch_all(db.pool())
     .await?;
     let mut out: Vec<CampaignCounts> = Vec::new();
     for r in rows {
-        let name: String = r.try_get(0)?;
+        let name: String = r.try_get("name")?;
         if out.last().is_none_or(|c| c.campaign != name) {
-            let state: String = r.try_get(1)?;
+            let state: String = r.try_get("campaign_state")?;
             out.push(CampaignCounts {
                 campaign: name,
                 state: state.parse().map_err(UnknownState::into_sqlx)?,
-                paused_reason: r.try_get(4)?,
+                paused_reason: r.try_get("paused_reason")?,
                 counts: Counts::default(),
             });
         }
-        let entry = out.last_mut().expect("pushed above");
-        if let Some(state) = r.try_get::<Option<String>, _>(2)? {
-            let state: OutboxState = state.parse().map_err(UnknownState::into_sqlx)?;
-            entry.counts.add(state, r.try_get::<i64, _>(3)? as u64);
-            if state == OutboxState::Skipped {
-                entry.counts.suppressed += r.try_get::<Option<i64>, _>(5)?.unwrap_or(0) as u64;
-            }
-        }
+        add_counts(&mut out.last_mut().expect("pushed above").counts, &r)?;
     }
     Ok(out)
 }
@@ -53,24 +55,56 @@ pub(crate) async fn by_campaign(db: &Db) -> Result<Vec<CampaignCounts>, sqlx::Er
 /// The counts of campaign `campaign_id`.
 pub(crate) async fn of_campaign(db: &Db, campaign_id: i64) -> Result<Counts, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT state, COUNT(*) AS n, SUM(CASE WHEN reason = 'suppressed' THEN 1 ELSE 0 END) AS s \
-         FROM outbox WHERE campaign_id = $1 GROUP BY state",
+        "SELECT state, CAST(SUM(n) AS BIGINT) AS n, \
+            CAST(SUM(n * suppressed) AS BIGINT) AS suppressed FROM outbox_counts \
+         WHERE campaign_id = $1 GROUP BY state",
     )
     .bind(campaign_id)
     .fetch_all(db.pool())
     .await?;
     let mut counts = Counts::default();
     for r in rows {
-        let state: OutboxState = r
-            .try_get::<String, _>("state")?
-            .parse()
-            .map_err(UnknownState::into_sqlx)?;
-        counts.add(state, r.try_get::<i64, _>("n")? as u64);
-        if state == OutboxState::Skipped {
-            counts.suppressed += r.try_get::<Option<i64>, _>("s")?.unwrap_or(0) as u64;
-        }
+        add_counts(&mut counts, &r)?;
     }
     Ok(counts)
+}
+
+/// Adds one (state, n, suppressed) row of `outbox_counts`' sums; a NULL state (a campaign with
+/// no rows) adds nothing.
+fn add_counts(counts: &mut Counts, r: &sqlx::any::AnyRow) -> Result<(), sqlx::Error> {
+    let Some(state) = r.try_get::<Option<String>, _>("state")? else {
+        return Ok(());
+    };
+    let state: OutboxState = state.parse().map_err(UnknownState::into_sqlx)?;
+    let n = |column| Ok::<_, sqlx::Error>(r.try_get::<Option<i64>, _>(column)?.unwrap_or(0) as u64);
+    counts.add(state, n("n")?);
+    if state == OutboxState::Skipped {
+        counts.suppressed += n("suppressed")?;
+    }
+    Ok(())
+}
+
+/// Puts the appended changes of `outbox_counts` together, one row per key (PostgreSQL; SQLite
+/// keeps one row per key already). One statement: a change appended meanwhile by another
+/// transaction stays as it is, and two folds at once cannot count a change twice (the second
+/// finds the rows deleted). Returns the rows there were.
+pub(crate) async fn fold(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+) -> Result<u64, sqlx::Error> {
+    if backend != super::Backend::Postgres {
+        return Ok(0);
+    }
+    Ok(sqlx::query(
+        "WITH gone AS (DELETE FROM outbox_counts RETURNING *) \
+         INSERT INTO outbox_counts \
+         SELECT campaign_id, state, suppressed, error_code, sent_hour, SUM(n), MAX(last_at), \
+            (array_agg(last_reason ORDER BY last_at DESC NULLS LAST))[1] \
+         FROM gone GROUP BY 1, 2, 3, 4, 5 HAVING SUM(n) <> 0",
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// The oldest pending message.
@@ -82,24 +116,25 @@ pub(crate) struct OldestPending {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
-/// The oldest pending message, if any.
+/// The pending message first in the queue (the earliest due, then the first planned), if any:
+/// read from the queue's index, not by sorting the outbox.
 pub(crate) async fn oldest_pending(db: &Db) -> Result<Option<OldestPending>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT c.name, o.step, o.created_at, o.next_attempt_at FROM outbox o \
          JOIN campaigns c ON c.id = o.campaign_id WHERE o.state = 'pending' \
-         ORDER BY o.created_at, o.id LIMIT 1",
+         ORDER BY o.next_attempt_at, o.id LIMIT 1",
     )
     .fetch_optional(db.pool())
     .await?;
     row.map(|r| {
         Ok(OldestPending {
-            campaign: r.try_get(0)?,
+            campaign: r.try_get("name")?,
             step: r
-                .try_get::<String, _>(1)?
+                .try_get::<String, _>("step")?
                 .parse()
                 .map_err(UnknownState::into_sqlx)?,
-            planned_at: super::timestamp(r.try_get(2)?),
-            next_attempt_at: super::timestamp(r.try_get(3)?),
+            planned_at: super::timestamp(r.try_get("created_at")?),
+            next_attempt_at: super::timestamp(r.try_get("next_attempt_at")?),
         })
     })
     .transpose()
@@ -110,22 +145,38 @@ pub(crate) async fn oldest_pending(db: &Db) -> Result<Option<OldestPending>, sql
 pub struct NextAttempts {
     pub at: Option<DateTime<Utc>>,
     pub messages: u64,
+    /// The count stopped at the reading bound: at least `messages`.
+    pub at_least: bool,
 }
 
-/// The next `limit` due times of pending messages, soonest first.
+/// Pending rows [`next_attempts`] reads at most, in queue order: the first due times of a
+/// million-row queue without reading it all.
+pub const NEXT_ATTEMPTS_READ: u32 = 10_000;
+
+/// The next `limit` due times of pending messages, soonest first, counted over at most
+/// [`NEXT_ATTEMPTS_READ`] rows of the queue's index (the last group then says "at least").
 pub async fn next_attempts(db: &Db, limit: u32) -> Result<Vec<NextAttempts>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT next_attempt_at, COUNT(*) FROM outbox WHERE state = 'pending' \
+        "SELECT next_attempt_at, COUNT(*) AS n FROM (SELECT next_attempt_at FROM outbox \
+            WHERE state = 'pending' ORDER BY next_attempt_at LIMIT $2) q \
          GROUP BY next_attempt_at ORDER BY next_attempt_at LIMIT $1",
     )
     .bind(i64::from(limit))
+    .bind(i64::from(NEXT_ATTEMPTS_READ))
     .fetch_all(db.pool())
     .await?;
+    let read: i64 = rows
+        .iter()
+        .map(|r| r.try_get::<i64, _>("n"))
+        .sum::<Result<_, _>>()?;
+    let last = rows.len().saturating_sub(1);
     rows.iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             Ok(NextAttempts {
-                at: super::timestamp(r.try_get(0)?),
-                messages: r.try_get::<i64, _>(1)? as u64,
+                at: super::timestamp(r.try_get("next_attempt_at")?),
+                messages: r.try_get::<i64, _>("n")? as u64,
+                at_least: i == last && read >= i64::from(NEXT_ATTEMPTS_READ),
             })
         })
         .collect()
@@ -146,22 +197,31 @@ pub struct ErrorGroup {
 
 /// The error groups, the most frequent first.
 pub async fn errors_by_reply(db: &Db) -> Result<Vec<ErrorGroup>, sqlx::Error> {
+    // The group's reply text: the one of its latest change (`last_reason` of the greatest
+    // `last_at`; PostgreSQL may hold several rows of a key until they are folded).
     let rows = sqlx::query(
-        "SELECT smtp_code, SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), \
-            SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), MAX(reason), MAX(updated_at) \
-         FROM outbox WHERE reason IS NOT NULL AND state IN ('failed', 'pending') \
-         GROUP BY smtp_code ORDER BY COUNT(*) DESC",
+        "SELECT error_code, \
+            CAST(SUM(CASE WHEN state = 'failed' THEN n ELSE 0 END) AS BIGINT) AS failed, \
+            CAST(SUM(CASE WHEN state = 'pending' THEN n ELSE 0 END) AS BIGINT) AS retrying, \
+            MAX(last_at) AS last_at, \
+            (SELECT k.last_reason FROM outbox_counts k WHERE k.error_code = g.error_code \
+                AND k.last_at IS NOT NULL ORDER BY k.last_at DESC LIMIT 1) AS example \
+         FROM outbox_counts g WHERE error_code >= 0 GROUP BY error_code \
+         HAVING SUM(n) > 0 ORDER BY SUM(n) DESC, error_code",
     )
     .fetch_all(db.pool())
     .await?;
     rows.iter()
         .map(|r| {
+            let code: i64 = r.try_get("error_code")?;
             Ok(ErrorGroup {
-                code: r.try_get(0)?,
-                failed: r.try_get::<i64, _>(1)? as u64,
-                retrying: r.try_get::<i64, _>(2)? as u64,
-                example: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
-                last_at: super::timestamp(r.try_get(4)?),
+                code: (code > 0).then_some(code),
+                failed: r.try_get::<i64, _>("failed")? as u64,
+                retrying: r.try_get::<i64, _>("retrying")? as u64,
+                example: r
+                    .try_get::<Option<String>, _>("example")?
+                    .unwrap_or_default(),
+                last_at: super::timestamp(r.try_get("last_at")?),
             })
         })
         .collect()
@@ -231,42 +291,46 @@ pub async fn sends_per_hour(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<HourlySends>, sqlx::Error> {
-    // Integer division on both backends: sent_at is Unix seconds.
+    // Hours as Unix seconds / 3600, as the counts keep them; an hour counts when it started
+    // in the range (with `since` on an hour, as the callers give it, the same thing).
     let rows = sqlx::query(
-        "SELECT sent_at / 3600, COUNT(*) FROM outbox \
-         WHERE state = 'sent' AND sent_at >= $1 AND sent_at < $2 \
+        "SELECT sent_hour, CAST(SUM(n) AS BIGINT) AS n FROM outbox_counts \
+         WHERE state = 'sent' AND sent_hour >= $1 AND sent_hour * 3600 < $2 \
             AND ($3 < 0 OR campaign_id = $3) \
-         GROUP BY sent_at / 3600 ORDER BY 1",
+         GROUP BY sent_hour HAVING SUM(n) > 0 ORDER BY 1",
     )
-    .bind(since.timestamp())
+    .bind(since.timestamp().div_euclid(3600))
     .bind(until.timestamp())
     .bind(campaign_id.unwrap_or(-1))
     .fetch_all(db.pool())
     .await?;
     rows.iter()
         .map(|r| {
-            let hour: i64 = r.try_get(0)?;
+            let hour: i64 = r.try_get("sent_hour")?;
             Ok(HourlySends {
                 hour: DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default(),
-                sent: r.try_get::<i64, _>(1)? as u64,
+                sent: r.try_get::<i64, _>("n")? as u64,
             })
         })
         .collect()
 }
 
-/// The first and last send of campaign `campaign_id`, if it sent anything.
+/// The hours of the first and last send of campaign `campaign_id` (their starts), if it sent
+/// anything.
 pub async fn send_span(
     db: &Db,
     campaign_id: i64,
 ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT MIN(sent_at), MAX(sent_at) FROM outbox WHERE campaign_id = $1 AND state = 'sent'",
+        "SELECT MIN(sent_hour) * 3600 AS first, MAX(sent_hour) * 3600 AS last FROM \
+            (SELECT sent_hour FROM outbox_counts WHERE campaign_id = $1 AND state = 'sent' \
+             GROUP BY sent_hour HAVING SUM(n) > 0) h",
     )
     .bind(campaign_id)
     .fetch_one(db.pool())
     .await?;
-    let first = super::timestamp(row.try_get(0)?);
-    let last = super::timestamp(row.try_get(1)?);
+    let first = super::timestamp(row.try_get("first")?);
+    let last = super::timestamp(row.try_get("last")?);
     Ok(first.zip(last))
 }
 

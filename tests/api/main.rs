@@ -10,6 +10,7 @@ mod bounces;
 mod campaigns;
 mod cli;
 mod clocks;
+mod counts;
 mod crash;
 mod daemon;
 mod db_faults;

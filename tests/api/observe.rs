@@ -552,7 +552,12 @@ async fn progress_lines_off_a_terminal(app: TestApp) {
     // A snapshot big enough to take a few seconds, checked (a dry run) but not imported.
     let file = app.dir.path().join("big.csv");
     let mut csv = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-    crate::synthetic::snapshot::write_snapshot(&mut csv, 25_000, false).unwrap();
+    crate::synthetic::snapshot::write_snapshot(
+        &mut csv,
+        25_000,
+        crate::synthetic::snapshot::Population::OneEach,
+    )
+    .unwrap();
     drop(csv);
     let started = Instant::now();
     let import = app.avvisi(

@@ -7,13 +7,13 @@ use avvisi::import::snapshot::{is_institutional, SnapshotReader};
 #[path = "../../benches/pipeline/synthetic.rs"]
 pub(crate) mod snapshot;
 
-use snapshot::{audience_sizes, name_letters, reminder_rows, user, write_snapshot};
+use snapshot::{audience_sizes, name_letters, reminder_rows, user, write_snapshot, Population};
 
 #[test]
 fn every_row_is_valid_and_the_shares_are_as_documented() {
     let n = 2_013;
     let mut csv = Vec::new();
-    write_snapshot(&mut csv, n, false).unwrap();
+    write_snapshot(&mut csv, n, Population::OneEach).unwrap();
     let mut reader = SnapshotReader::new(csv.as_slice()).unwrap();
     let mut counts = [0u64; 5];
     let mut accented = 0;
@@ -37,7 +37,7 @@ fn every_row_is_valid_and_the_shares_are_as_documented() {
         assert_eq!(reminders, 1, "{u:?}");
         accented += u64::from(!u.first_name.is_ascii() || u.last_name.contains('\''));
     }
-    let expected: Vec<u64> = audience_sizes(n, false)
+    let expected: Vec<u64> = audience_sizes(n, Population::OneEach)
         .into_iter()
         .map(|(_, c)| c)
         .collect();
@@ -48,7 +48,10 @@ fn every_row_is_valid_and_the_shares_are_as_documented() {
 
 #[test]
 fn deterministic() {
-    assert_eq!(user(7, false).fiscal_code, user(7, false).fiscal_code);
+    assert_eq!(
+        user(7, Population::OneEach).fiscal_code,
+        user(7, Population::OneEach).fiscal_code
+    );
     assert_eq!(name_letters("Rossi", false), "RSS");
     assert_eq!(name_letters("Gianluca", true), "GLC");
     assert_eq!(name_letters("Zoe", true), "ZOE");
@@ -62,7 +65,7 @@ fn deterministic() {
 fn with_digests_one_user_in_twenty_has_three_procedures() {
     let n = 2_013;
     let mut csv = Vec::new();
-    write_snapshot(&mut csv, n, true).unwrap();
+    write_snapshot(&mut csv, n, Population::Digests).unwrap();
     let mut reader = SnapshotReader::new(csv.as_slice()).unwrap();
     let (mut rows, mut three, mut users) = (0u64, 0u64, 0u64);
     let mut counts = [0u64; 5];
@@ -86,15 +89,60 @@ fn with_digests_one_user_in_twenty_has_three_procedures() {
         users += 1;
     }
     assert_eq!(users, n);
-    let expected: Vec<u64> = audience_sizes(n, true)
+    let expected: Vec<u64> = audience_sizes(n, Population::Digests)
         .into_iter()
         .map(|(_, c)| c)
         .collect();
     assert_eq!(counts.to_vec(), expected);
     assert_eq!(three, n / 20 + u64::from(n % 20 > 4));
-    assert_eq!(rows, reminder_rows(n, true));
-    assert_eq!(reminder_rows(n, false), n);
+    assert_eq!(rows, reminder_rows(n, Population::Digests));
+    assert_eq!(reminder_rows(n, Population::OneEach), n);
     // Without digests, the same users as before, byte for byte.
-    assert_eq!(user(8, false).email, user(8, true).email);
-    assert_ne!(user(4, true).email, user(4, false).email);
+    assert_eq!(
+        user(8, Population::OneEach).email,
+        user(8, Population::Digests).email
+    );
+    assert_ne!(
+        user(4, Population::Digests).email,
+        user(4, Population::OneEach).email
+    );
+}
+
+/// The portal's shape: 30% registrations, 70% enabled outside `istruzione.it` (all in the
+/// credential advice), 10% with an email change pending, 5% with a code regeneration too; N + 15%
+/// rows, one user in ten with more than one.
+#[test]
+fn the_mission_population_has_the_portals_shares() {
+    let n = 20_000;
+    let mut csv = Vec::new();
+    write_snapshot(&mut csv, n, Population::Mission).unwrap();
+    let mut reader = SnapshotReader::new(csv.as_slice()).unwrap();
+    let (mut rows, mut several) = (0u64, 0u64);
+    let mut counts = [0u64; 5];
+    while let Some(row) = reader.next_row() {
+        let u = row.unwrap().result.unwrap();
+        let audiences = [
+            !u.registration_completed,
+            u.enabled && u.pending_email.is_some(),
+            u.enabled && u.code_regeneration_started,
+            u.enabled && !is_institutional(&u.email),
+            u.enabled,
+        ];
+        for (c, member) in counts.iter_mut().zip(audiences) {
+            *c += u64::from(member);
+        }
+        let reminders = audiences[..4].iter().filter(|m| **m).count() as u64;
+        assert!(reminders >= 1, "{u:?}");
+        several += u64::from(reminders > 1);
+        rows += reminders;
+    }
+    assert_eq!(counts, [6_000, 2_000, 1_000, 14_000, 14_000]);
+    let expected: Vec<u64> = audience_sizes(n, Population::Mission)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(counts.to_vec(), expected);
+    assert_eq!(rows, 23_000);
+    assert_eq!(rows, reminder_rows(n, Population::Mission));
+    assert_eq!(several, 2_000);
 }
