@@ -75,6 +75,14 @@ pub struct BackendFigures {
     pub peak_import_kib: u64,
     pub peak_plan_kib: u64,
     pub peak_deliver_kib: u64,
+    /// The same rows written by one plain `INSERT ... SELECT` into a copy of the outbox (same
+    /// columns and indexes, no triggers or foreign keys): the yardstick of planning.
+    pub yardstick_secs: f64,
+    /// The status reads with the planned queue in place (the best of three, milliseconds): the
+    /// status page, a `/metrics` scrape, `/readyz`.
+    pub status_page_ms: f64,
+    pub metrics_ms: f64,
+    pub readyz_ms: f64,
     /// False when the peak could not be reset between phases (then each is cumulative).
     pub peak_per_phase: bool,
 }
@@ -159,6 +167,31 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
     }
     let avg_message_bytes =
         average_message_size(&db, &worker, &worker.templates.current(), planned).await?;
+    let yardstick_secs = yardstick(&db).await?;
+    let health = avvisi::observe::health::Health::new(worker.templates.clone());
+    let page = best_of_three_ms(|| async {
+        avvisi::observe::page::status(&db, &settings, Some(&health), now)
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+    })
+    .await?;
+    let metrics = best_of_three_ms(|| async {
+        avvisi::observe::metrics::scrape(&db, now)
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .await?;
+    let readyz = best_of_three_ms(|| async {
+        avvisi::observe::health::readiness(&db, &settings, &health, now).await;
+        Ok(())
+    })
+    .await?;
+    eprintln!(
+        "{}: yardstick INSERT ... SELECT {yardstick_secs:.2} s; status page {page:.1} ms, \
+         /metrics {metrics:.1} ms, /readyz {readyz:.1} ms",
+        backend.name()
+    );
 
     // Delivery.
     reset_peak();
@@ -214,6 +247,10 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
         peak_import_kib,
         peak_plan_kib,
         peak_deliver_kib,
+        yardstick_secs,
+        status_page_ms: page,
+        metrics_ms: metrics,
+        readyz_ms: readyz,
         peak_per_phase,
     };
     println!("{RESULT_PREFIX}{}", serde_json::to_string(&figures)?);
@@ -280,4 +317,64 @@ async fn average_message_size(
     } else {
         total / rows.len() as u64
     })
+}
+
+/// The best of three runs of `read`, in milliseconds.
+async fn best_of_three_ms<F, Fut>(read: F) -> anyhow::Result<f64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let started = Instant::now();
+        read().await?;
+        best = best.min(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(best)
+}
+
+/// Seconds for one plain `INSERT ... SELECT` of every outbox row into a copy of the outbox with
+/// the same columns and indexes (no triggers, no foreign keys); the copy is dropped after.
+async fn yardstick(db: &Db) -> anyhow::Result<f64> {
+    let mut conn = db.pool().acquire().await?;
+    let sqlite = db.backend() == avvisi::store::Backend::Sqlite;
+    let mut setup = vec!["DROP TABLE IF EXISTS bench_yardstick".to_string()];
+    if sqlite {
+        setup.push("CREATE TABLE bench_yardstick AS SELECT * FROM outbox WHERE 0".into());
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox' \
+             AND sql IS NOT NULL",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for sql in indexes {
+            setup.push(
+                sql.replacen("INDEX ", "INDEX bench_", 1)
+                    .replace(" ON outbox", " ON bench_yardstick"),
+            );
+        }
+        // The unique key (campaign, user, step) is the table's own constraint: its index too.
+        setup.push(
+            "CREATE UNIQUE INDEX bench_key ON bench_yardstick (campaign_id, user_id, step)".into(),
+        );
+    } else {
+        setup.push(
+            "CREATE TABLE bench_yardstick (LIKE outbox INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
+             INCLUDING INDEXES)"
+                .into(),
+        );
+    }
+    for sql in &setup {
+        sqlx::query(sql).execute(&mut *conn).await?;
+    }
+    let started = Instant::now();
+    sqlx::query("INSERT INTO bench_yardstick SELECT * FROM outbox")
+        .execute(&mut *conn)
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_yardstick")
+        .execute(&mut *conn)
+        .await?;
+    Ok(secs)
 }

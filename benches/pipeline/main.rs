@@ -39,6 +39,7 @@ use clap::{Parser, ValueEnum};
 use avvisi::config::Settings;
 
 mod child;
+mod daemons;
 mod postgres;
 mod proc_stats;
 mod sink;
@@ -83,6 +84,14 @@ pub struct Args {
     /// user in ten with a digest), one audience per user, or one user in twenty in three.
     #[arg(long, value_enum, default_value_t = Population::Mission)]
     pub population: Population,
+    /// Daemon counts to measure on PostgreSQL (`avvisi daemon` processes sharing the database),
+    /// then two with one killed; empty: none. Default: 1,2,3 under `cargo bench`, 1 otherwise.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub daemons: Option<Vec<usize>>,
+    /// Users of the daemon runs' snapshot (the same population). Default: 100000 under `cargo
+    /// bench` (each run imports, plans and delivers its own), --users otherwise.
+    #[arg(long, value_name = "N")]
+    pub daemon_users: Option<u64>,
     /// Keep the temporary folder (snapshot, SQLite file) and the PostgreSQL database.
     #[arg(long)]
     pub keep: bool,
@@ -218,6 +227,26 @@ async fn measure_all(
         return Err(e);
     }
     table::print(users, concurrency, &label, &figures, ceiling.as_ref());
+    if backends.contains(&OneBackend::Postgres) {
+        let counts =
+            args.daemons
+                .clone()
+                .unwrap_or_else(|| if args.bench { vec![1, 2, 3] } else { vec![1] });
+        if !counts.is_empty() {
+            let n = args.daemon_users.unwrap_or(if args.bench {
+                100_000.min(users)
+            } else {
+                users
+            });
+            let snapshot = dir.join("daemons.csv");
+            let file = std::fs::File::create(&snapshot)
+                .with_context(|| format!("creating {}", snapshot.display()))?;
+            synthetic::write_snapshot(file, n, args.population)?;
+            let runs =
+                daemons::measure(&args.postgres_url, &snapshot, n, concurrency, &counts).await?;
+            table::print_daemons(n, concurrency, &runs);
+        }
+    }
     check(
         users,
         synthetic::reminder_rows(users, args.population),

@@ -15,6 +15,10 @@ const TARGET_PLAN_SQLITE_SECS: f64 = 3.0;
 const TARGET_PLAN_POSTGRES_SECS: f64 = 15.0;
 const TARGET_PEAK_MIB: f64 = 64.0;
 const TARGET_CEILING_SHARE: f64 = 0.5;
+/// Planning at most this many times a plain `INSERT ... SELECT` of the same rows.
+const TARGET_PLAN_YARDSTICK: f64 = 2.0;
+/// Every status read under this, at any size.
+const TARGET_STATUS_MS: f64 = 50.0;
 
 /// Prints the table on standard output.
 pub fn print(
@@ -55,6 +59,19 @@ pub fn print(
         format!("{:.2}", f.plan_secs)
     });
     row(&mut out, "messages planned", &|f| f.planned.to_string());
+    row(&mut out, "plain INSERT ... SELECT of them (s)", &|f| {
+        format!("{:.2}", f.yardstick_secs)
+    });
+    row(&mut out, "planning / INSERT ... SELECT", &|f| {
+        format!("{:.2}", f.plan_secs / f.yardstick_secs)
+    });
+    row(&mut out, "status page (ms)", &|f| {
+        format!("{:.1}", f.status_page_ms)
+    });
+    row(&mut out, "/metrics scrape (ms)", &|f| {
+        format!("{:.1}", f.metrics_ms)
+    });
+    row(&mut out, "/readyz (ms)", &|f| format!("{:.1}", f.readyz_ms));
     row(&mut out, "delivered (emails/s)", &|f| {
         format!("{:.0}", f.emails as f64 / f.deliver_secs)
     });
@@ -152,6 +169,15 @@ pub fn print(
             TARGET_PLAN_POSTGRES_SECS
         };
         let peak_mib = mib(peak(f));
+        let ratio = f.plan_secs / f.yardstick_secs;
+        let slowest = f.status_page_ms.max(f.metrics_ms).max(f.readyz_ms);
+        let _ = writeln!(
+            out,
+            "  {:<9} planning {ratio:.2} x a plain INSERT ... SELECT <= {TARGET_PLAN_YARDSTICK}: {}; slowest status read {slowest:.1} ms < {TARGET_STATUS_MS} ms: {}",
+            f.backend,
+            verdict(ratio <= TARGET_PLAN_YARDSTICK),
+            verdict(slowest < TARGET_STATUS_MS),
+        );
         let _ = writeln!(
             out,
             "  {:<9} import {import:.1} s <= {TARGET_IMPORT_SECS} s: {}; planning {plan:.1} s <= {plan_target} s: {}; peak {peak_mib:.1} MiB <= {TARGET_PEAK_MIB} MiB: {}",
@@ -178,4 +204,54 @@ fn peak(f: &BackendFigures) -> u64 {
     f.peak_import_kib
         .max(f.peak_plan_kib)
         .max(f.peak_deliver_kib)
+}
+
+/// The daemon runs: throughput per daemon count, and the duplicates after a kill.
+pub fn print_daemons(users: u64, concurrency: u32, runs: &[crate::daemons::DaemonRun]) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\n`avvisi daemon` on PostgreSQL: {users} users, {concurrency} SMTP connections each, the built-in counting sink"
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>10} {:>10} {:>10} {:>11}",
+        "", "emails", "time (s)", "emails/s", "duplicates"
+    );
+    for r in runs {
+        let label = format!(
+            "{} daemon{}{}",
+            r.daemons,
+            if r.daemons == 1 { "" } else { "s" },
+            if r.killed { ", one killed" } else { "" }
+        );
+        let _ = writeln!(
+            out,
+            "{label:<28} {:>10} {:>10.1} {:>10.0} {:>11}",
+            r.emails,
+            r.secs,
+            r.rate(),
+            r.duplicates
+        );
+    }
+    let one = runs.iter().find(|r| r.daemons == 1 && !r.killed);
+    let two = runs.iter().find(|r| r.daemons == 2 && !r.killed);
+    if let (Some(one), Some(two)) = (one, two) {
+        let ok = two.rate() >= one.rate();
+        let _ = writeln!(
+            out,
+            "target: two daemons at least as fast as one: {:.0} against {:.0} emails/s: {}",
+            two.rate(),
+            one.rate(),
+            if ok { "met" } else { "MISSED" }
+        );
+    }
+    if let Some(k) = runs.iter().find(|r| r.killed) {
+        let _ = writeln!(
+            out,
+            "after a kill: {} duplicate(s), at most {concurrency} allowed (one per connection of the killed daemon): {}",
+            k.duplicates,
+            if k.duplicates <= u64::from(concurrency) { "met" } else { "MISSED" }
+        );
+    }
 }

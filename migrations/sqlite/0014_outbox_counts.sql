@@ -14,7 +14,7 @@ CREATE TABLE outbox_counts (
     -- Sent: the hour of the send (Unix seconds / 3600), for the chart; else -1.
     sent_hour   INTEGER NOT NULL,
     n           INTEGER NOT NULL,
-    -- Errors: when the group last grew, and that row's reason (one of the group's replies).
+    -- Errors: when the group last changed, and one of its replies (from that change).
     last_at     INTEGER,
     last_reason TEXT,
     UNIQUE (campaign_id, state, suppressed, error_code, sent_hour)

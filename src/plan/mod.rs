@@ -21,12 +21,9 @@ use crate::audience::campaign::{self, Campaign};
 use crate::audience::lifecycle;
 use crate::audience::suppression;
 use crate::config::Settings;
-use crate::store::{digest, Backend, CampaignKind, CampaignState, Db, Step};
+use crate::store::{self, digest, Backend, CampaignKind, CampaignState, Db, Step};
 
 pub mod report;
-
-/// A planning pass that adds this many rows refreshes the outbox statistics on PostgreSQL.
-const ANALYZE_AFTER_ROWS: u64 = 10_000;
 
 /// Rows planned for one campaign step in one planning pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +78,7 @@ impl<'a> Target<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Write {
     Commit,
-    /// Everything as for real, except the statistics refresh (nothing to refresh).
+    /// Everything as for real, except the folding of the counts (nothing to fold).
     DryRun,
 }
 
@@ -171,7 +168,13 @@ pub(crate) async fn pass(
         });
     }
     // Nothing planned, nothing to merge: the planner's every-minute ticks stay cheap.
-    if planned.iter().any(|p| p.rows > 0) {
+    let total: u64 = planned.iter().map(|p| p.rows).sum();
+    if total >= store::ANALYZE_AFTER_ROWS {
+        // The merge and every claim after it are planned from these statistics (campaigns
+        // too: without them PostgreSQL expects one running campaign to match almost nothing).
+        store::analyze(&mut tx, backend, "outbox, campaigns").await?;
+    }
+    if total > 0 {
         // A step just planned may have superseded a lead whose group is still pending.
         digest::repair_orphans(&mut tx, None).await?;
         let (_, day_end) = local_day(cal.timezone, now);
@@ -189,17 +192,6 @@ pub(crate) async fn pass(
         }
     }
     tx.commit().await?;
-    // PostgreSQL plans the claim query from the table's statistics. After a large pass they are
-    // stale until autovacuum analyzes the table (never, where it is off), and meanwhile every
-    // claim sorts the whole queue instead of walking its index (see docs/benchmarks.md).
-    let total: u64 = planned.iter().map(|p| p.rows).sum();
-    if write == Write::Commit && backend == Backend::Postgres && total >= ANALYZE_AFTER_ROWS {
-        // campaigns too: without its statistics PostgreSQL expects one running campaign row to
-        // match almost nothing, and sorts the queue rather than walk its index.
-        sqlx::query("ANALYZE outbox, campaigns")
-            .execute(&mut *conn)
-            .await?;
-    }
     lifecycle::finish_done(&mut *conn, now).await?;
     if write == Write::Commit {
         // The counts' appended changes since the last tick, one row per key again.

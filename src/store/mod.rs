@@ -52,6 +52,31 @@ impl Backend {
     }
 }
 
+/// Rows a bulk statement (a planning pass, an import) must have written before avvisi refreshes
+/// PostgreSQL's statistics itself.
+pub(crate) const ANALYZE_AFTER_ROWS: u64 = 10_000;
+
+/// Refreshes PostgreSQL's statistics of `tables` (a no-op on SQLite, whose planner needs none).
+///
+/// PostgreSQL plans every statement from its statistics, and autovacuum refreshes them only
+/// after the fact, never for rows still inside a transaction: a pass that inserts a million rows
+/// and then joins them (the digest's merge) would be planned as if the table were empty, nested
+/// loops over a million rows. `ANALYZE` inside the transaction samples its own uncommitted rows
+/// too (a fixed sample, well under a second at any size), and commits with it; rolled back, it
+/// leaves no trace. It waits only for another `ANALYZE` or a vacuum of the same table.
+pub(crate) async fn analyze(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    tables: &str,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query(&format!("ANALYZE {tables}"))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// How long a statement waits for a SQLite file locked by another process, unless configured
 /// (`database.busy_timeout_seconds`).
 pub(crate) const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
