@@ -252,10 +252,10 @@ async fn plan_step(
     .rows_affected();
 
     let (local_midnight, _) = local_day(tz, now);
-    // A campaign with no rows yet (its first planning, the largest) has nothing to check per
-    // user: skipping the per-user lookup saves a fifth of the time at a million rows.
+    // A campaign with no rows yet (its first planning, the largest) has none of its own rows
+    // to check per user: skipping that lookup saves a fifth of the time at a million rows.
     // Concurrent planners are still kept apart by the unique key. `$10` stays referenced so
-    // both statements take the same parameters.
+    // every statement takes the same parameters.
     let fresh = sqlx::query("SELECT 1 FROM outbox WHERE campaign_id = $1 LIMIT 1")
         .bind(c.id)
         .fetch_optional(&mut *tx)
@@ -272,13 +272,17 @@ async fn plan_step(
                AND o2.state IN ('sent', 'sending') AND o2.updated_at >= $10)"
         }
     };
-    let not_planned = if fresh {
-        " AND $10 IS NOT NULL".to_string()
-    } else {
-        format!(
+    // A campaign's first planning has none of its own rows to look up; the people another
+    // campaign reached today are looked up only when the counts say there are some.
+    let not_planned = match fresh {
+        true if reached_today.is_empty() || !anyone_reached_today(tx, c.id, local_midnight).await? => {
+            " AND $10 IS NOT NULL".to_string()
+        }
+        true => format!(" AND $10 IS NOT NULL{reached_today}"),
+        false => format!(
             " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.campaign_id = $1 AND o.user_id = u.user_id \
                AND (o.step = $2 OR (o.state IN ('sent', 'sending') AND o.updated_at >= $10))){reached_today}"
-        )
+        ),
     };
     // A suppressed address on record: the institutional address instead, or a row skipped as
     // `suppressed` (visible in `explain` and the counts). With an empty list, none of that
@@ -324,4 +328,25 @@ async fn plan_step(
         .execute(&mut *tx)
         .await?;
     Ok((result.rows_affected(), superseded))
+}
+
+/// Whether a digest campaign other than `campaign` has a message sent or on the wire since
+/// `local_midnight`, from the outbox's counts (a few rows), so that a first planning skips the
+/// per-user "reached today" lookup when nobody was reached.
+async fn anyone_reached_today(
+    tx: &mut sqlx::AnyConnection,
+    campaign: i64,
+    local_midnight: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM outbox_counts k JOIN campaigns c2 ON c2.id = k.campaign_id \
+         WHERE c2.id <> $1 AND c2.digest = 1 \
+           AND (k.state = 'sending' OR (k.state = 'sent' AND k.sent_hour >= $2)) \
+         GROUP BY k.campaign_id, k.state, k.sent_hour HAVING SUM(k.n) > 0 LIMIT 1",
+    )
+    .bind(campaign)
+    .bind(local_midnight.timestamp().div_euclid(3600))
+    .fetch_optional(tx)
+    .await?
+    .is_some())
 }

@@ -181,3 +181,75 @@ on_both_backends!(
     the_example_snapshot_gets_one_email_per_person,
     completed_sections_are_dropped_at_send_time,
 );
+
+/// A calendar whose maintenance notice goes out in the afternoon of a reminder day: the people
+/// who got the morning's reminder get the notice the next day, never a second email that day,
+/// also when the notice's campaign is planned for the first time (it has no rows yet).
+async fn a_notice_later_the_same_day_waits_for_the_next(app: TestApp) {
+    let app = app.with_settings(&[(
+        "AVVISI__CALENDAR__MAINTENANCE_NOTICE_AT",
+        "2026-11-27T15:00:00",
+    )]);
+    app.import_examples().await;
+    app.clock
+        .set(crate::helpers::at("2026-11-27T09:30:00+01:00"));
+    app.run_once().await;
+    let morning: BTreeSet<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|r| r.state == "sent")
+        .map(|r| r.user_id)
+        .collect();
+    assert!(
+        !morning.is_empty(),
+        "the d3 reminders went out in the morning"
+    );
+
+    app.clock
+        .set(crate::helpers::at("2026-11-27T15:30:00+01:00"));
+    app.run_once().await;
+    let rows = app.outbox().await;
+    let notice = |r: &&OutboxRow| r.campaign.starts_with("maintenance_notice");
+    let afternoon: Vec<&OutboxRow> = rows.iter().filter(notice).collect();
+    assert!(
+        afternoon.iter().any(|r| r.state == "sent"),
+        "the notice went to the enabled users not reached this morning: {afternoon:?}"
+    );
+    for r in &afternoon {
+        assert!(
+            !(morning.contains(&r.user_id) && r.state == "sent"),
+            "{} got the morning's reminder and the notice the same day: {r:?}",
+            r.user_id
+        );
+    }
+    // The next morning the notice reaches them (with that day's reminder when one is due).
+    app.clock
+        .set(crate::helpers::at("2026-11-28T09:30:00+01:00"));
+    app.run_once().await;
+    let rows = app.outbox().await;
+    let enabled: BTreeSet<String> =
+        sqlx::query_scalar("SELECT user_id FROM users WHERE enabled = 1 AND present = 1")
+            .fetch_all(app.db.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let waited: Vec<&String> = morning.intersection(&enabled).collect();
+    assert!(
+        !waited.is_empty(),
+        "some enabled users got the morning's reminder"
+    );
+    for user in waited {
+        let got: Vec<&OutboxRow> = rows
+            .iter()
+            .filter(|r| &r.user_id == user && r.campaign.starts_with("maintenance_notice"))
+            .collect();
+        assert!(
+            got.iter().any(|r| r.state == "sent"),
+            "{user}: the notice the next day: {got:?}"
+        );
+    }
+}
+
+on_both_backends!(a_notice_later_the_same_day_waits_for_the_next);
