@@ -26,6 +26,9 @@ pub(crate) struct Bounce {
     pub kind: BounceKind,
     /// The failed address, lower-cased.
     pub recipient: Option<String>,
+    /// The address the report says was first given (`Original-Recipient`), lower-cased: a
+    /// forwarded address fails under another name, and this one is what avvisi wrote to.
+    pub original_recipient: Option<String>,
     /// RFC 3463 status, e.g. `5.1.1`.
     pub status: Option<String>,
     /// The remote server's words (`Diagnostic-Code`, or the line of prose that said it).
@@ -63,6 +66,7 @@ pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
         dedupe_key,
         kind: BounceKind::Unrecognised,
         recipient: None,
+        original_recipient: None,
         status: None,
         diagnostic: None,
         verp_row: None,
@@ -94,6 +98,7 @@ pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
         }
         bounce.kind = found.kind;
         bounce.recipient = found.recipient;
+        bounce.original_recipient = found.original_recipient;
         bounce.status = found.status;
         bounce.diagnostic = found.diagnostic;
     }
@@ -105,6 +110,7 @@ pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
 struct Found {
     kind: BounceKind,
     recipient: Option<String>,
+    original_recipient: Option<String>,
     status: Option<String>,
     diagnostic: Option<String>,
     envelope_id: Option<String>,
@@ -190,9 +196,11 @@ fn delivery_status(message: &Message<'_>) -> Option<Found> {
             // delivered, relayed, expanded: not a failure.
             _ => continue,
         };
+        let original_recipient =
+            field(&group, "original-recipient").and_then(|r| typed_address(&r));
         let recipient = field(&group, "final-recipient")
-            .or_else(|| field(&group, "original-recipient"))
-            .and_then(|r| typed_address(&r));
+            .and_then(|r| typed_address(&r))
+            .or_else(|| original_recipient.clone());
         let diagnostic = field(&group, "diagnostic-code").map(|d| {
             // "smtp; 550 5.1.1 ..." -> "550 5.1.1 ..."
             d.split_once(';')
@@ -204,6 +212,7 @@ fn delivery_status(message: &Message<'_>) -> Option<Found> {
         return Some(Found {
             kind: mailbox_full_is_soft(kind, status.as_deref()),
             recipient,
+            original_recipient,
             status,
             diagnostic,
             envelope_id,
@@ -427,6 +436,7 @@ fn prose(message: &Message<'_>) -> Option<Found> {
     Some(Found {
         kind: mailbox_full_is_soft(kind, Some(&status)),
         recipient,
+        original_recipient: None,
         status: Some(status),
         diagnostic,
         envelope_id: None,

@@ -2,6 +2,10 @@
 //! bounces, records each one, links it to the message that bounced, and keeps the suppression
 //! list up to date.
 //!
+//! - Only a bounce linked to a message avvisi sent (its VERP token or envelope id, or the
+//!   Message-ID of an outbox row), about the address that message went to, counts: anyone can
+//!   write to the bounce mailbox, so an unlinked report is recorded as unrecognised and changes
+//!   nothing.
 //! - A hard bounce (5.x.x) suppresses the address at once; a soft one (4.x.x) is counted, and
 //!   `bounce.soft_limit` of them within `bounce.soft_window_days` (before the latest) suppress it.
 //! - Every message read is recorded under its Message-ID (or a hash of its content): importing
@@ -42,7 +46,13 @@ pub struct BounceReport {
     pub matched: u64,
     pub hard: u64,
     pub soft: u64,
+    /// Not bounces, and reports not linked to a message avvisi sent (below): nothing changed
+    /// for them; listed for a human.
     pub unrecognised: u64,
+    /// Of the unrecognised, the reports of a failure that name no message avvisi sent to the
+    /// address they give (no VERP token, Message-ID or envelope id of a sent row to that
+    /// recipient): possibly forged, so they suppress nothing.
+    pub unlinked: u64,
     /// Already imported before: nothing changed for them.
     pub already_imported: u64,
     /// Addresses newly put on the suppression list.
@@ -135,6 +145,7 @@ pub async fn import(
         hard = report.hard,
         soft = report.soft,
         unrecognised = report.unrecognised,
+        unlinked = report.unlinked,
         already_imported = report.already_imported,
         suppressed = report.suppressed,
         "bounces imported"
@@ -155,15 +166,24 @@ async fn record_chunk(
     let mut unrecognised = Vec::new();
     for Read { origin, bounce } in reads {
         report.read += 1;
-        let row = link(&mut tx, bounce).await?;
-        let recipient = bounce
-            .recipient
-            .clone()
-            .or_else(|| row.as_ref().map(|(_, r)| r.to_ascii_lowercase()));
-        // A bounce that names no address cannot suppress anything: a human looks at it.
-        let kind = match recipient {
-            Some(_) => bounce.kind,
-            None => BounceKind::Unrecognised,
+        // Anyone can write to the bounce mailbox: only a report linked to a message avvisi sent,
+        // about the address it was sent to, may change anything. The address suppressed is the
+        // one written to (a forwarded address fails under another name).
+        let linked = link(&mut tx, bounce).await?.and_then(|(id, to)| {
+            let to = to.to_ascii_lowercase();
+            let named = [&bounce.recipient, &bounce.original_recipient];
+            let names_it = bounce.recipient.is_none()
+                || named.iter().any(|n| n.as_deref() == Some(to.as_str()));
+            names_it.then_some((id, to))
+        });
+        let recipient = match &linked {
+            Some((_, to)) => Some(to.clone()),
+            None => bounce.recipient.clone(),
+        };
+        let kind = if linked.is_some() {
+            bounce.kind
+        } else {
+            BounceKind::Unrecognised
         };
         let at = bounce.date.unwrap_or(now.timestamp());
         let inserted = sqlx::query(
@@ -176,7 +196,7 @@ async fn record_chunk(
         .bind(recipient.clone())
         .bind(bounce.status.clone())
         .bind(bounce.diagnostic.clone())
-        .bind(row.as_ref().map(|(id, _)| *id))
+        .bind(linked.as_ref().map(|(id, _)| *id))
         .bind(at)
         .bind(now.timestamp())
         .bind(origin)
@@ -187,7 +207,7 @@ async fn record_chunk(
             report.already_imported += 1;
             continue;
         }
-        if row.is_some() {
+        if linked.is_some() {
             report.matched += 1;
         }
         let status = bounce.status.as_deref().unwrap_or("-");
@@ -227,8 +247,18 @@ async fn record_chunk(
             }
             _ => {
                 report.unrecognised += 1;
+                let why = if bounce.kind == BounceKind::Unrecognised {
+                    String::new()
+                } else {
+                    report.unlinked += 1;
+                    format!(
+                        "\tnot linked: a failure of {} that names no message avvisi sent to it \
+                         (VERP token, Message-ID or envelope id), so nothing was suppressed",
+                        bounce.recipient.as_deref().unwrap_or("no address")
+                    )
+                };
                 unrecognised.push(format!(
-                    "{origin}\tfrom {}\tsubject {}\n",
+                    "{origin}\tfrom {}\tsubject {}{why}\n",
                     or_dash(&bounce.from),
                     or_dash(&one_line(&bounce.subject))
                 ));

@@ -692,7 +692,182 @@ async fn a_suppressed_user_is_written_to_at_the_institutional_address(app: TestA
     assert!(!crate::helpers::part(&eml, "text/plain").contains("indirizzo istituzionale perché"));
 }
 
+/// A postfix report of a hard bounce with its own Message-ID `id`, delivered to `to`, naming
+/// `recipient` and quoting `message_id`.
+fn postfix_report(id: &str, to: &str, recipient: &str, message_id: &str) -> String {
+    let fill = [
+        ("VERP", to),
+        ("RECIPIENT", recipient),
+        ("MESSAGE_ID", message_id),
+    ];
+    fixture("postfix-user-unknown", &fill).replace(
+        "<20261123090512.4F2A31C0E2@relay.istruzione.it>",
+        &format!("<{id}@relay.istruzione.it>"),
+    )
+}
+
+/// Anyone can write to the bounce mailbox: reports that are not linked to a message avvisi
+/// sent to the address they name (a token with a wrong MAC, no token, another recipient's
+/// message, an institutional address) are recorded as unrecognised and suppress nobody, so
+/// the real users' reminders go on, also to the institutional fallback; a genuine report
+/// beside them still suppresses its address.
+async fn forged_bounces_suppress_nothing(app: TestApp) {
+    app.import_examples().await;
+    // U0012's address on record is suppressed: the reminder goes to the institutional one.
+    ok(
+        &app,
+        &[
+            "suppress",
+            "add",
+            "gianluca.cantu@gmail.com",
+            "--reason",
+            "bounced",
+        ],
+        &[],
+    );
+    app.plan().await;
+    let env = [
+        ("AVVISI__MAIL__BOUNCE_ADDRESS", "bounces@istruzione.it"),
+        ("AVVISI__MAIL__VERP", "true"),
+    ];
+    let sink = SmtpSink::start().await;
+    smtp(&app, &sink.url(), &env).deliver().await;
+    let received = sink.received();
+    let (u1, _, _, _, _) = row_of(&app, "U0001").await;
+    let (_, _, _, r3, m3) = row_of(&app, "U0003").await;
+    let (_, _, _, r4, m4) = row_of(&app, "U0004").await;
+    let mail = vec![
+        (
+            "wrong-mac".to_string(),
+            postfix_report(
+                "F1",
+                &format!("bounces+{u1}-0123456789abcdef@istruzione.it"),
+                "nicolo.manco@libero.it",
+                "<made.up.U0001@istruzione.it>",
+            ),
+        ),
+        (
+            "never-written".to_string(),
+            postfix_report(
+                "F2",
+                "bounces@istruzione.it",
+                "mai.scritto@example.it",
+                "<made.up.X@istruzione.it>",
+            ),
+        ),
+        // U0003 knows the token and Message-ID of their own message, not whom else it names.
+        (
+            "other-recipient".to_string(),
+            postfix_report(
+                "F3",
+                &received_by(&received, &r3),
+                "ilaria.dangelo@gmail.com",
+                &m3,
+            ),
+        ),
+        (
+            "institutional".to_string(),
+            postfix_report(
+                "F4",
+                "bounces@istruzione.it",
+                "gianluca.cantu@istruzione.it",
+                "<made.up.U0012@istruzione.it>",
+            ),
+        ),
+        (
+            "genuine".to_string(),
+            postfix_report("G1", &received_by(&received, &r4), &r4, &m4),
+        ),
+    ];
+    let folder = app.dir.path().join("bounces");
+    maildir(&folder, &mail);
+    let report = import_report(&app, &folder, &env);
+    let n = |k: &str| report[k].as_u64().unwrap();
+    assert_eq!(
+        (n("read"), n("matched"), n("hard"), n("soft")),
+        (5, 1, 1, 0),
+        "{report}"
+    );
+    assert_eq!(
+        (n("unrecognised"), n("unlinked"), n("suppressed")),
+        (4, 4, 1),
+        "{report}"
+    );
+    let listed = std::fs::read_to_string(app.dir.path().join("unrecognised.txt")).unwrap();
+    for address in [
+        "nicolo.manco@libero.it",
+        "mai.scritto@example.it",
+        "ilaria.dangelo@gmail.com",
+        "gianluca.cantu@istruzione.it",
+    ] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.contains(&format!("not linked: a failure of {address} "))),
+            "{address}: {listed}"
+        );
+    }
+    let addresses: Vec<String> = suppressed_json(&app)
+        .iter()
+        .map(|s| s["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        addresses,
+        vec!["gianluca.cantu@gmail.com".to_string(), r4.clone()]
+    );
+    // Recorded all the same (a second import changes nothing), linked to nothing.
+    let recorded: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT kind, outbox_id FROM bounces ORDER BY dedupe_key")
+            .fetch_all(app.db.pool())
+            .await
+            .unwrap();
+    let kinds: Vec<&str> = recorded.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "unrecognised",
+            "unrecognised",
+            "unrecognised",
+            "unrecognised",
+            "hard"
+        ]
+    );
+    assert_eq!(
+        recorded.iter().filter(|(_, id)| id.is_some()).count(),
+        1,
+        "{recorded:?}"
+    );
+    let text = ok(&app, &["bounces", "import", folder.to_str().unwrap()], &env);
+    assert!(text.contains("already imported  5"), "{text}");
+
+    // Three days on: the forged ones changed nothing.
+    app.clock.set(at("2026-11-27T10:00:00+01:00"));
+    app.plan().await;
+    let sink = SmtpSink::start().await;
+    smtp(&app, &sink.url(), &env).deliver().await;
+    for user in ["U0001", "U0002"] {
+        let last = rows_of(&app, user).await.pop().unwrap();
+        assert_eq!((last.0.as_str(), last.1), ("sent", None), "{user}");
+    }
+    let last = rows_of(&app, "U0004").await.pop().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.1.as_deref()),
+        ("skipped", Some("suppressed"))
+    );
+    let to_u0012 = rows_of(&app, "U0012").await;
+    assert!(!to_u0012.is_empty());
+    for (state, _, recipient) in to_u0012 {
+        assert_eq!(
+            (state.as_str(), recipient.as_str()),
+            ("sent", "gianluca.cantu@istruzione.it")
+        );
+    }
+    let explain = ok(&app, &["explain", "U0001"], &[]);
+    assert!(!explain.contains("skipped: suppressed"), "{explain}");
+}
+
 on_both_backends!(
+    forged_bounces_suppress_nothing,
     a_suppressed_user_is_written_to_at_the_institutional_address,
     a_folder_of_returned_mail_stops_every_later_message,
     suppressed_addresses_are_skipped_when_planning_and_when_sending,
