@@ -13,6 +13,9 @@
 //! - Streamed: a reader thread parses one message at a time and hands it over a bounded
 //!   channel; the database side commits in chunks. Memory does not grow with the mailbox.
 //! - What is not a recognisable bounce is listed in `bounce.unrecognised_file` for a human.
+//! - Bounded: a message too big, nested too deep or too slow to parse is set aside (listed, and
+//!   moved out of a Maildir's `cur/` and `new/`) and the rest of the mailbox is read
+//!   (`guard.rs`).
 //!
 //! The stage sits after [`crate::deliver`]: it reads the outbox rows and the VERP key that
 //! delivery writes.
@@ -29,10 +32,12 @@ use crate::deliver::verp::VerpKey;
 use crate::store::{BounceKind, Db, SuppressionSource};
 
 pub(crate) mod dsn;
+mod guard;
 mod mailbox;
 
 use self::dsn::{Bounce, Verp};
-pub use self::mailbox::Mailbox;
+use self::guard::Guard;
+pub use self::mailbox::{Mailbox, MAX_MESSAGE_BYTES, SET_ASIDE_FOLDER};
 
 /// Bounces recorded per transaction.
 const CHUNK: usize = 500;
@@ -57,6 +62,12 @@ pub struct BounceReport {
     pub already_imported: u64,
     /// Addresses newly put on the suppression list.
     pub suppressed: u64,
+    /// Messages not read (not counted in `read`): too big, nested too deep, too slow to parse.
+    /// Listed in the unrecognised file with the reason; a Maildir's are moved to its
+    /// `.avvisi-rejected/` folder, so the next import does not meet them again.
+    pub set_aside: u64,
+    /// Where the messages set aside were moved (a Maildir's, when there were any).
+    pub set_aside_folder: Option<PathBuf>,
     /// Where the unrecognised messages are listed (when there were any).
     pub unrecognised_file: Option<PathBuf>,
 }
@@ -88,6 +99,17 @@ pub(crate) struct Read {
     pub bounce: Bounce,
 }
 
+/// What the reading thread hands over.
+enum Item {
+    Read(Read),
+    /// A message not read: where it was, why, and the folder it was moved to.
+    SetAside {
+        origin: String,
+        why: String,
+        moved_to: Option<PathBuf>,
+    },
+}
+
 /// Imports the returned mail at `path` as of `now`; unrecognised messages are listed in
 /// `unrecognised` (default `bounce.unrecognised_file`).
 pub async fn import(
@@ -104,16 +126,41 @@ pub async fn import(
         Some(address) => Some((address.clone(), VerpKey::load(db.pool()).await?)),
         None => None,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Read, BounceError>>(256);
-    let reader = tokio::task::spawn_blocking(move || {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Item, BounceError>>(256);
+    let read: guard::ReadFn = std::sync::Arc::new(move |raw: &[u8]| {
         let verp = verp.as_ref().map(|(bounce_address, key)| Verp {
             bounce_address,
             key,
         });
+        dsn::read(raw, verp.as_ref())
+    });
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut guard = Guard::new(read, guard::MAX_PARSE_TIME);
         mailbox
-            .for_each(|origin, raw| {
-                let bounce = dsn::read(raw, verp.as_ref());
-                tx.blocking_send(Ok(Read { origin, bounce })).is_ok()
+            .for_each(|origin, message| {
+                let item = match guard.screen(message) {
+                    Ok(bounce) => Item::Read(Read {
+                        origin: origin.label,
+                        bounce,
+                    }),
+                    Err(why) => {
+                        let moved_to = origin.file.and_then(|file| {
+                            mailbox
+                                .set_aside(file)
+                                .map_err(|e| {
+                                    tracing::warn!(origin = %origin.label, error = %e, "cannot move a message set aside: it is read again next time");
+                                })
+                                .ok()
+                        });
+                        tracing::warn!(origin = %origin.label, why = %why, "message set aside");
+                        Item::SetAside {
+                            origin: origin.label,
+                            why,
+                            moved_to,
+                        }
+                    }
+                };
+                tx.blocking_send(Ok(item)).is_ok()
             })
             .map_err(|e| {
                 let _ = tx.blocking_send(Err(e));
@@ -133,7 +180,22 @@ pub async fn import(
         }
         let mut reads = Vec::with_capacity(n);
         for item in chunk.drain(..) {
-            reads.push(item?);
+            match item? {
+                Item::Read(read) => reads.push(read),
+                Item::SetAside {
+                    origin,
+                    why,
+                    moved_to,
+                } => {
+                    report.set_aside += 1;
+                    let moved = match &moved_to {
+                        Some(folder) => format!(", moved to {}", folder.display()),
+                        None => String::new(),
+                    };
+                    list.push(&format!("{origin}\tset aside: {why}{moved}\n"))?;
+                    report.set_aside_folder = moved_to.or(report.set_aside_folder.take());
+                }
+            }
         }
         record_chunk(db, settings, &reads, now, &mut report, &mut list).await?;
     }
@@ -148,6 +210,7 @@ pub async fn import(
         unlinked = report.unlinked,
         already_imported = report.already_imported,
         suppressed = report.suppressed,
+        set_aside = report.set_aside,
         "bounces imported"
     );
     Ok(report)

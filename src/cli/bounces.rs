@@ -22,8 +22,10 @@ pub enum BouncesCommand {
     #[command(
         after_help = "Prints: read, matched (linked to the message that bounced), hard, soft, unrecognised\n\
         (of which not linked: a failure report that names no message avvisi sent to that address,\n\
-        which changes nothing), already imported, newly suppressed. Unrecognised messages are\n\
-        listed in bounce.unrecognised_file (or --unrecognised FILE) for a human.\n\n\
+        which changes nothing), already imported, newly suppressed, set aside (a message over 4 MiB,\n\
+        nested too deep or too slow to read: moved to the Maildir's .avvisi-rejected/ folder).\n\
+        Unrecognised and set-aside messages are listed in bounce.unrecognised_file\n\
+        (or --unrecognised FILE) for a human.\n\n\
         Examples:\n  avvisi bounces import /var/mail/vhosts/istruzione.it/bounces/\n  \
         avvisi bounces import /var/mail/bounces --unrecognised /srv/avvisi/unrecognised.txt"
     )]
@@ -65,6 +67,13 @@ pub(crate) async fn run(
     println!("  not linked      {}", report.unlinked);
     println!("already imported  {}", report.already_imported);
     println!("newly suppressed  {}", report.suppressed);
+    println!("set aside         {}", report.set_aside);
+    if let Some(folder) = &report.set_aside_folder {
+        println!(
+            "the messages set aside (too big, nested too deep, too slow to read) were moved to {}",
+            folder.display()
+        );
+    }
     if let Some(file) = &report.unrecognised_file {
         println!(
             "the unrecognised messages are listed in {} for a human to read",

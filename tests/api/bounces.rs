@@ -866,7 +866,171 @@ async fn forged_bounces_suppress_nothing(app: TestApp) {
     assert!(!explain.contains("skipped: suppressed"), "{explain}");
 }
 
+/// `n` messages inside one another (`message/rfc822` in `message/rfc822`...), as the poison
+/// message was written: ~1.5 MB for 50,000.
+fn nested_messages(n: usize) -> String {
+    let mut text = String::from(
+        "From: MAILER-DAEMON@relay.istruzione.it\r\nSubject: Undelivered Mail\r\n\
+         Message-ID: <nested@relay.istruzione.it>\r\n",
+    );
+    for _ in 0..n {
+        text.push_str("Content-Type: message/rfc822\r\n\r\n");
+    }
+    text + "Subject: inside\r\n\r\nhello\r\n"
+}
+
+/// Base64, wrapped at 76 columns.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for (i, chunk) in data.chunks(3).enumerate() {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for j in 0..4 {
+            if j <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * j) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+        if i % 19 == 18 {
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+/// Messages that would crash or hold up the import (50,000 nested messages; the same in base64,
+/// whose copies grow with the square of the depth; one over the size bound) are set aside, and
+/// the genuine bounce beside them is still recorded: from a Maildir (where they are moved out
+/// of the way, so the next import does not meet them) and from an mbox (listed each time).
+async fn a_poison_message_is_set_aside_and_the_rest_is_imported(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let env = [
+        ("AVVISI__MAIL__BOUNCE_ADDRESS", "bounces@istruzione.it"),
+        ("AVVISI__MAIL__VERP", "true"),
+    ];
+    let sink = SmtpSink::start().await;
+    smtp(&app, &sink.url(), &env).deliver().await;
+    let (_, _, _, recipient, message_id) = row_of(&app, "U0001").await;
+    let verp = received_by(&sink.received(), &recipient);
+    let fill = [
+        ("VERP", verp.as_str()),
+        ("RECIPIENT", recipient.as_str()),
+        ("MESSAGE_ID", message_id.as_str()),
+    ];
+    let genuine = fixture("postfix-user-unknown", &fill);
+
+    let nested = nested_messages(50_000);
+    assert!(nested.len() > 1_500_000, "{}", nested.len());
+    let encoded = format!(
+        "From: MAILER-DAEMON@relay.istruzione.it\r\nSubject: Undelivered Mail\r\n\
+         Message-ID: <encoded@relay.istruzione.it>\r\nContent-Type: message/rfc822\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+        base64(nested_messages(20_000).as_bytes())
+    );
+    let big_limit = avvisi::bounce::MAX_MESSAGE_BYTES as usize;
+    let big = format!(
+        "From: MAILER-DAEMON@relay.istruzione.it\r\nSubject: Undelivered Mail\r\n\
+         Message-ID: <big@relay.istruzione.it>\r\n\r\n{}\r\n",
+        "x".repeat(75).repeat(big_limit / 75 + 1).as_str()
+    );
+    let mail = vec![
+        ("nested".to_string(), nested),
+        ("encoded".to_string(), encoded),
+        ("big".to_string(), big),
+        ("genuine".to_string(), genuine),
+    ];
+
+    // A Maildir: the three are set aside and moved; the genuine one suppresses its address.
+    let folder = app.dir.path().join("bounces");
+    maildir(&folder, &mail);
+    let report = import_report(&app, &folder, &env);
+    let n = |k: &str| report[k].as_u64().unwrap();
+    assert_eq!(
+        (
+            n("read"),
+            n("matched"),
+            n("hard"),
+            n("suppressed"),
+            n("set_aside")
+        ),
+        (1, 1, 1, 1, 3),
+        "{report}"
+    );
+    let rejected = folder.join(avvisi::bounce::SET_ASIDE_FOLDER);
+    assert_eq!(report["set_aside_folder"], rejected.to_str().unwrap());
+    let moved: Vec<String> = std::fs::read_dir(rejected.join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(moved.len(), 3, "{moved:?}");
+    for name in ["nested", "encoded", "big"] {
+        assert!(moved.iter().any(|m| m.contains(name)), "{name}: {moved:?}");
+    }
+    let listed = std::fs::read_to_string(app.dir.path().join("unrecognised.txt")).unwrap();
+    for why in [
+        "set aside: nested too deep",
+        "set aside: an attached message in base64",
+        "set aside: too big",
+    ] {
+        assert!(listed.contains(why), "{why}: {listed}");
+    }
+    let list = suppressed_json(&app);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["address"], recipient.as_str());
+    // The next import meets only the genuine one, already recorded.
+    let again = import_report(&app, &folder, &env);
+    assert_eq!(
+        (
+            &again["read"],
+            &again["already_imported"],
+            &again["set_aside"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{again}"
+    );
+
+    // An mbox of the same mail (poison first): listed, and the genuine one still read.
+    let file = app.dir.path().join("bounces.mbox");
+    mbox(&file, &mail);
+    let from_mbox = import_report(&app, &file, &env);
+    assert_eq!(
+        (
+            &from_mbox["read"],
+            &from_mbox["already_imported"],
+            &from_mbox["set_aside"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(3)
+        ),
+        "{from_mbox}"
+    );
+    assert_eq!(from_mbox["set_aside_folder"], serde_json::Value::Null);
+    let listed = std::fs::read_to_string(app.dir.path().join("unrecognised.txt")).unwrap();
+    for n in 1..=3 {
+        assert!(
+            listed.contains(&format!("bounces.mbox#{n}\tset aside: ")),
+            "#{n}: {listed}"
+        );
+    }
+    let text = ok(&app, &["bounces", "import", file.to_str().unwrap()], &env);
+    assert!(text.contains("set aside         3"), "{text}");
+}
+
 on_both_backends!(
+    a_poison_message_is_set_aside_and_the_rest_is_imported,
     forged_bounces_suppress_nothing,
     a_suppressed_user_is_written_to_at_the_institutional_address,
     a_folder_of_returned_mail_stops_every_later_message,
