@@ -144,15 +144,15 @@ pub async fn import(
                         bounce,
                     }),
                     Err(why) => {
-                        let moved_to = origin.file.and_then(|file| {
-                            mailbox
-                                .set_aside(file)
-                                .map_err(|e| {
-                                    tracing::warn!(origin = %origin.label, error = %e, "cannot move a message set aside: it is read again next time");
-                                })
-                                .ok()
-                        });
                         tracing::warn!(origin = %origin.label, why = %why, "message set aside");
+                        let moved_to = origin.file.and_then(|file| match mailbox.set_aside(file) {
+                            Ok(folder) => Some(folder),
+                            Err(e) => {
+                                // Listed all the same; the next import meets it again.
+                                tracing::warn!(origin = %origin.label, error = %e, "cannot move a message set aside");
+                                None
+                            }
+                        });
                         Item::SetAside {
                             origin: origin.label,
                             why,
