@@ -87,7 +87,8 @@ impl std::fmt::Display for Hazard {
 ///   the count of `rfc822`, `global` and `digest` anywhere, in any case, bounds the depth.
 /// - An encoded attached message hides its nesting: a header block (up to a blank line) with a
 ///   `Content-Transfer-Encoding` that may say base64 or quoted-printable (or an encoded word)
-///   and a `message` content type (or none, when a digest may make it a message) is refused.
+///   and an `rfc822` or `global` content type (or none, when a digest may make it a message) is
+///   refused.
 pub(crate) fn hazard(raw: &[u8]) -> Option<Hazard> {
     let lower = raw.to_ascii_lowercase();
     let nested: usize = ["rfc822", "global", "digest"]
@@ -123,8 +124,10 @@ fn encoded_message(block: &[&[u8]], digest: bool) -> bool {
     if !encoded {
         return false;
     }
+    // The parser nests only `message/rfc822` and `message/global` (subtypes are literal
+    // tokens), so an encoded `message/delivery-status` is no hazard.
     match header_value(block, b"content-type") {
-        Some(v) => count(&v, b"message") > 0,
+        Some(v) => count(&v, b"rfc822") > 0 || count(&v, b"global") > 0,
         None => digest,
     }
 }
@@ -703,9 +706,15 @@ mod tests {
                 "{raw}"
             );
         }
-        // Encoded text is not an encoded message.
-        let text = "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n";
-        assert_eq!(hazard(text.as_bytes()), None);
+        // Encoded text, or an encoded report, is not an encoded message.
+        for ct in [
+            "text/plain; name=\"message.txt\"",
+            "message/delivery-status",
+        ] {
+            let raw =
+                format!("Content-Type: {ct}\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n");
+            assert_eq!(hazard(raw.as_bytes()), None, "{raw}");
+        }
     }
 
     #[test]
