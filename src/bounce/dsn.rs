@@ -26,6 +26,9 @@ pub(crate) struct Bounce {
     pub kind: BounceKind,
     /// The failed address, lower-cased.
     pub recipient: Option<String>,
+    /// The address the report says was first given (`Original-Recipient`), lower-cased: a
+    /// forwarded address fails under another name, and this one is what avvisi wrote to.
+    pub original_recipient: Option<String>,
     /// RFC 3463 status, e.g. `5.1.1`.
     pub status: Option<String>,
     /// The remote server's words (`Diagnostic-Code`, or the line of prose that said it).
@@ -47,6 +50,114 @@ pub(crate) struct Verp<'a> {
     pub key: &'a VerpKey,
 }
 
+/// The most nested messages a returned mail may hold (an upper bound, see [`hazard`]). A bounce
+/// of ours holds one (the original), a report about many recipients a few per recipient.
+pub(crate) const MAX_NESTED: usize = 100;
+
+/// Why a message is not handed to the parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Hazard {
+    /// More than [`MAX_NESTED`] possibly nested messages (how many).
+    TooDeep(usize),
+    /// An attached message in base64 or quoted-printable.
+    EncodedMessage,
+}
+
+impl std::fmt::Display for Hazard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hazard::TooDeep(n) => write!(
+                f,
+                "nested too deep: up to {n} messages inside one another (at most {MAX_NESTED} are read)"
+            ),
+            Hazard::EncodedMessage => f.write_str(
+                "an attached message in base64 or quoted-printable (RFC 2046 forbids it; not decoded)",
+            ),
+        }
+    }
+}
+
+/// What would make `mail-parser` recurse without bound, found in the raw bytes before it sees
+/// them. Its parser keeps nested messages in a tree that it drops, and copies when decoded,
+/// recursively: 50,000 `message/rfc822` inside one another (1.5 MB) overflow the stack, and
+/// the same in base64 takes memory quadratic in the depth.
+///
+/// - Each nesting level needs its own `message/rfc822` or `message/global` content type (the
+///   subtype is a token: neither folded nor encoded), or a child of a `multipart/digest`. So
+///   the count of `rfc822`, `global` and `digest` anywhere, in any case, bounds the depth.
+/// - An encoded attached message hides its nesting: a header block (up to a blank line) with a
+///   `Content-Transfer-Encoding` that may say base64 or quoted-printable (or an encoded word)
+///   and an `rfc822` or `global` content type (or none, when a digest may make it a message) is
+///   refused.
+pub(crate) fn hazard(raw: &[u8]) -> Option<Hazard> {
+    let lower = raw.to_ascii_lowercase();
+    let nested: usize = ["rfc822", "global", "digest"]
+        .iter()
+        .map(|token| count(&lower, token.as_bytes()))
+        .sum();
+    if nested > MAX_NESTED {
+        return Some(Hazard::TooDeep(nested));
+    }
+    let digest = count(&lower, b"digest") > 0;
+    // Blank lines, exactly `\n` or `\r\n`, end a header block for the parser: a block here
+    // is never shorter than one of its.
+    let mut block: Vec<&[u8]> = Vec::new();
+    for line in lower.split(|&b| b == b'\n') {
+        if line.is_empty() || line == b"\r" {
+            if encoded_message(&block, digest) {
+                return Some(Hazard::EncodedMessage);
+            }
+            block.clear();
+        } else {
+            block.push(line);
+        }
+    }
+    encoded_message(&block, digest).then_some(Hazard::EncodedMessage)
+}
+
+/// Whether a header block (lower-cased lines) declares an encoded message; see [`hazard`].
+fn encoded_message(block: &[&[u8]], digest: bool) -> bool {
+    let encoding = header_value(block, b"content-transfer-encoding");
+    let encoded = encoding.is_some_and(|v| {
+        count(&v, b"base64") > 0 || count(&v, b"quoted-printable") > 0 || count(&v, b"=?") > 0
+    });
+    if !encoded {
+        return false;
+    }
+    // The parser nests only `message/rfc822` and `message/global` (subtypes are literal
+    // tokens), so an encoded `message/delivery-status` is no hazard.
+    match header_value(block, b"content-type") {
+        Some(v) => count(&v, b"rfc822") > 0 || count(&v, b"global") > 0,
+        None => digest,
+    }
+}
+
+/// The values (unfolded, joined) of every header `name` in a block of lower-cased lines.
+fn header_value(block: &[&[u8]], name: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut inside = false;
+    for line in block {
+        if line.starts_with(b" ") || line.starts_with(b"\t") {
+            if inside {
+                out.get_or_insert_with(Vec::new).extend_from_slice(line);
+            }
+            continue;
+        }
+        inside = line.starts_with(name);
+        if inside {
+            let value = out.get_or_insert_with(Vec::new);
+            value.push(b' ');
+            value.extend_from_slice(&line[name.len()..]);
+        }
+    }
+    out
+}
+
+/// Occurrences of `needle` in `hay`.
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
 /// Reads one returned mail.
 pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
     let parsed = MessageParser::default().parse(raw);
@@ -63,6 +174,7 @@ pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
         dedupe_key,
         kind: BounceKind::Unrecognised,
         recipient: None,
+        original_recipient: None,
         status: None,
         diagnostic: None,
         verp_row: None,
@@ -94,6 +206,7 @@ pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
         }
         bounce.kind = found.kind;
         bounce.recipient = found.recipient;
+        bounce.original_recipient = found.original_recipient;
         bounce.status = found.status;
         bounce.diagnostic = found.diagnostic;
     }
@@ -105,6 +218,7 @@ pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
 struct Found {
     kind: BounceKind,
     recipient: Option<String>,
+    original_recipient: Option<String>,
     status: Option<String>,
     diagnostic: Option<String>,
     envelope_id: Option<String>,
@@ -190,9 +304,11 @@ fn delivery_status(message: &Message<'_>) -> Option<Found> {
             // delivered, relayed, expanded: not a failure.
             _ => continue,
         };
+        let original_recipient =
+            field(&group, "original-recipient").and_then(|r| typed_address(&r));
         let recipient = field(&group, "final-recipient")
-            .or_else(|| field(&group, "original-recipient"))
-            .and_then(|r| typed_address(&r));
+            .and_then(|r| typed_address(&r))
+            .or_else(|| original_recipient.clone());
         let diagnostic = field(&group, "diagnostic-code").map(|d| {
             // "smtp; 550 5.1.1 ..." -> "550 5.1.1 ..."
             d.split_once(';')
@@ -204,6 +320,7 @@ fn delivery_status(message: &Message<'_>) -> Option<Found> {
         return Some(Found {
             kind: mailbox_full_is_soft(kind, status.as_deref()),
             recipient,
+            original_recipient,
             status,
             diagnostic,
             envelope_id,
@@ -427,6 +544,7 @@ fn prose(message: &Message<'_>) -> Option<Found> {
     Some(Found {
         kind: mailbox_full_is_soft(kind, Some(&status)),
         recipient,
+        original_recipient: None,
         status: Some(status),
         diagnostic,
         envelope_id: None,
@@ -530,6 +648,73 @@ mod tests {
             key: &other,
         };
         assert_eq!(read(raw.as_bytes(), Some(&verp)).verp_row, None);
+    }
+
+    /// `n` messages inside one another, as the attack was written.
+    fn nested(n: usize) -> String {
+        let mut raw = String::from("From: x@example.org\r\nSubject: nested\r\n");
+        for _ in 0..n {
+            raw.push_str("Content-Type: message/rfc822\r\n\r\n");
+        }
+        raw + "Subject: inside\r\n\r\nhello\r\n"
+    }
+
+    #[test]
+    fn nesting_and_encoded_messages_are_found_before_parsing() {
+        for text in [
+            include_str!("../../tests/fixtures/bounces/postfix-user-unknown.eml"),
+            include_str!("../../tests/fixtures/bounces/gmail-address-not-found.eml"),
+            include_str!("../../tests/fixtures/bounces/outlook-recipient-not-found.eml"),
+            include_str!("../../tests/fixtures/bounces/libero-utente-inesistente.eml"),
+            include_str!("../../tests/fixtures/bounces/postfix-delayed-mailbox-full.eml"),
+            include_str!("../../tests/fixtures/bounces/out-of-office.eml"),
+        ] {
+            assert_eq!(hazard(&fixture(text)), None, "{text}");
+        }
+        assert_eq!(hazard(nested(MAX_NESTED - 5).as_bytes()), None);
+        assert!(matches!(
+            hazard(nested(50_000).as_bytes()),
+            Some(Hazard::TooDeep(n)) if n >= 50_000
+        ));
+        // The case of the type does not hide it.
+        let shouting = nested(MAX_NESTED + 1).replace("message/rfc822", "MESSAGE/RFC822");
+        assert!(matches!(
+            hazard(shouting.as_bytes()),
+            Some(Hazard::TooDeep(_))
+        ));
+        for (ct, cte) in [
+            (
+                "Content-Type: message/rfc822",
+                "Content-Transfer-Encoding: base64",
+            ),
+            (
+                "Content-Type: Message/Global",
+                "Content-Transfer-Encoding: Quoted-Printable",
+            ),
+            (
+                "Content-Type: message/rfc822",
+                "Content-Transfer-Encoding:\r\n =?us-ascii?q?base64?=",
+            ),
+        ] {
+            let raw = format!(
+                "From: x@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                 --b\r\n{ct}\r\n{cte}\r\n\r\nU3ViamVjdDogeA0KDQp4DQo=\r\n--b--\r\n"
+            );
+            assert_eq!(
+                hazard(raw.as_bytes()),
+                Some(Hazard::EncodedMessage),
+                "{raw}"
+            );
+        }
+        // Encoded text, or an encoded report, is not an encoded message.
+        for ct in [
+            "text/plain; name=\"message.txt\"",
+            "message/delivery-status",
+        ] {
+            let raw =
+                format!("Content-Type: {ct}\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n");
+            assert_eq!(hazard(raw.as_bytes()), None, "{raw}");
+        }
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! bounces, records each one, links it to the message that bounced, and keeps the suppression
 //! list up to date.
 //!
+//! - Only a bounce linked to a message avvisi sent (its VERP token or envelope id, or the
+//!   Message-ID of an outbox row), about the address that message went to, counts: anyone can
+//!   write to the bounce mailbox, so an unlinked report is recorded as unrecognised and changes
+//!   nothing.
 //! - A hard bounce (5.x.x) suppresses the address at once; a soft one (4.x.x) is counted, and
 //!   `bounce.soft_limit` of them within `bounce.soft_window_days` (before the latest) suppress it.
 //! - Every message read is recorded under its Message-ID (or a hash of its content): importing
@@ -9,6 +13,9 @@
 //! - Streamed: a reader thread parses one message at a time and hands it over a bounded
 //!   channel; the database side commits in chunks. Memory does not grow with the mailbox.
 //! - What is not a recognisable bounce is listed in `bounce.unrecognised_file` for a human.
+//! - Bounded: a message too big, nested too deep or too slow to parse is set aside (listed, and
+//!   moved out of a Maildir's `cur/` and `new/`) and the rest of the mailbox is read
+//!   (`guard.rs`).
 //!
 //! The stage sits after [`crate::deliver`]: it reads the outbox rows and the VERP key that
 //! delivery writes.
@@ -25,10 +32,12 @@ use crate::deliver::verp::VerpKey;
 use crate::store::{BounceKind, Db, SuppressionSource};
 
 pub(crate) mod dsn;
+mod guard;
 mod mailbox;
 
 use self::dsn::{Bounce, Verp};
-pub use self::mailbox::Mailbox;
+use self::guard::Guard;
+pub use self::mailbox::{Mailbox, MAX_MESSAGE_BYTES, SET_ASIDE_FOLDER};
 
 /// Bounces recorded per transaction.
 const CHUNK: usize = 500;
@@ -42,11 +51,23 @@ pub struct BounceReport {
     pub matched: u64,
     pub hard: u64,
     pub soft: u64,
+    /// Not bounces, and reports not linked to a message avvisi sent (below): nothing changed
+    /// for them; listed for a human.
     pub unrecognised: u64,
+    /// Of the unrecognised, the reports of a failure that name no message avvisi sent to the
+    /// address they give (no VERP token, Message-ID or envelope id of a sent row to that
+    /// recipient): possibly forged, so they suppress nothing.
+    pub unlinked: u64,
     /// Already imported before: nothing changed for them.
     pub already_imported: u64,
     /// Addresses newly put on the suppression list.
     pub suppressed: u64,
+    /// Messages not read (not counted in `read`): too big, nested too deep, too slow to parse.
+    /// Listed in the unrecognised file with the reason; a Maildir's are moved to its
+    /// `.avvisi-rejected/` folder, so the next import does not meet them again.
+    pub set_aside: u64,
+    /// Where the messages set aside were moved (a Maildir's, when there were any).
+    pub set_aside_folder: Option<PathBuf>,
     /// Where the unrecognised messages are listed (when there were any).
     pub unrecognised_file: Option<PathBuf>,
 }
@@ -78,6 +99,17 @@ pub(crate) struct Read {
     pub bounce: Bounce,
 }
 
+/// What the reading thread hands over.
+enum Item {
+    Read(Read),
+    /// A message not read: where it was, why, and the folder it was moved to.
+    SetAside {
+        origin: String,
+        why: String,
+        moved_to: Option<PathBuf>,
+    },
+}
+
 /// Imports the returned mail at `path` as of `now`; unrecognised messages are listed in
 /// `unrecognised` (default `bounce.unrecognised_file`).
 pub async fn import(
@@ -94,16 +126,41 @@ pub async fn import(
         Some(address) => Some((address.clone(), VerpKey::load(db.pool()).await?)),
         None => None,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Read, BounceError>>(256);
-    let reader = tokio::task::spawn_blocking(move || {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Item, BounceError>>(256);
+    let read: guard::ReadFn = std::sync::Arc::new(move |raw: &[u8]| {
         let verp = verp.as_ref().map(|(bounce_address, key)| Verp {
             bounce_address,
             key,
         });
+        dsn::read(raw, verp.as_ref())
+    });
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut guard = Guard::new(read, guard::MAX_PARSE_TIME);
         mailbox
-            .for_each(|origin, raw| {
-                let bounce = dsn::read(raw, verp.as_ref());
-                tx.blocking_send(Ok(Read { origin, bounce })).is_ok()
+            .for_each(|origin, message| {
+                let item = match guard.screen(message) {
+                    Ok(bounce) => Item::Read(Read {
+                        origin: origin.label,
+                        bounce,
+                    }),
+                    Err(why) => {
+                        tracing::warn!(origin = %origin.label, why = %why, "message set aside");
+                        let moved_to = origin.file.and_then(|file| match mailbox.set_aside(file) {
+                            Ok(folder) => Some(folder),
+                            Err(e) => {
+                                // Listed all the same; the next import meets it again.
+                                tracing::warn!(origin = %origin.label, error = %e, "cannot move a message set aside");
+                                None
+                            }
+                        });
+                        Item::SetAside {
+                            origin: origin.label,
+                            why,
+                            moved_to,
+                        }
+                    }
+                };
+                tx.blocking_send(Ok(item)).is_ok()
             })
             .map_err(|e| {
                 let _ = tx.blocking_send(Err(e));
@@ -123,7 +180,22 @@ pub async fn import(
         }
         let mut reads = Vec::with_capacity(n);
         for item in chunk.drain(..) {
-            reads.push(item?);
+            match item? {
+                Item::Read(read) => reads.push(read),
+                Item::SetAside {
+                    origin,
+                    why,
+                    moved_to,
+                } => {
+                    report.set_aside += 1;
+                    let moved = match &moved_to {
+                        Some(folder) => format!(", moved to {}", folder.display()),
+                        None => String::new(),
+                    };
+                    list.push(&format!("{origin}\tset aside: {why}{moved}\n"))?;
+                    report.set_aside_folder = moved_to.or(report.set_aside_folder.take());
+                }
+            }
         }
         record_chunk(db, settings, &reads, now, &mut report, &mut list).await?;
     }
@@ -135,8 +207,10 @@ pub async fn import(
         hard = report.hard,
         soft = report.soft,
         unrecognised = report.unrecognised,
+        unlinked = report.unlinked,
         already_imported = report.already_imported,
         suppressed = report.suppressed,
+        set_aside = report.set_aside,
         "bounces imported"
     );
     Ok(report)
@@ -155,15 +229,24 @@ async fn record_chunk(
     let mut unrecognised = Vec::new();
     for Read { origin, bounce } in reads {
         report.read += 1;
-        let row = link(&mut tx, bounce).await?;
-        let recipient = bounce
-            .recipient
-            .clone()
-            .or_else(|| row.as_ref().map(|(_, r)| r.to_ascii_lowercase()));
-        // A bounce that names no address cannot suppress anything: a human looks at it.
-        let kind = match recipient {
-            Some(_) => bounce.kind,
-            None => BounceKind::Unrecognised,
+        // Anyone can write to the bounce mailbox: only a report linked to a message avvisi sent,
+        // about the address it was sent to, may change anything. The address suppressed is the
+        // one written to (a forwarded address fails under another name).
+        let linked = link(&mut tx, bounce).await?.and_then(|(id, to)| {
+            let to = to.to_ascii_lowercase();
+            let named = [&bounce.recipient, &bounce.original_recipient];
+            let names_it = bounce.recipient.is_none()
+                || named.iter().any(|n| n.as_deref() == Some(to.as_str()));
+            names_it.then_some((id, to))
+        });
+        let recipient = match &linked {
+            Some((_, to)) => Some(to.clone()),
+            None => bounce.recipient.clone(),
+        };
+        let kind = if linked.is_some() {
+            bounce.kind
+        } else {
+            BounceKind::Unrecognised
         };
         let at = bounce.date.unwrap_or(now.timestamp());
         let inserted = sqlx::query(
@@ -176,7 +259,7 @@ async fn record_chunk(
         .bind(recipient.clone())
         .bind(bounce.status.clone())
         .bind(bounce.diagnostic.clone())
-        .bind(row.as_ref().map(|(id, _)| *id))
+        .bind(linked.as_ref().map(|(id, _)| *id))
         .bind(at)
         .bind(now.timestamp())
         .bind(origin)
@@ -187,7 +270,7 @@ async fn record_chunk(
             report.already_imported += 1;
             continue;
         }
-        if row.is_some() {
+        if linked.is_some() {
             report.matched += 1;
         }
         let status = bounce.status.as_deref().unwrap_or("-");
@@ -227,8 +310,18 @@ async fn record_chunk(
             }
             _ => {
                 report.unrecognised += 1;
+                let why = if bounce.kind == BounceKind::Unrecognised {
+                    String::new()
+                } else {
+                    report.unlinked += 1;
+                    format!(
+                        "\tnot linked: a failure of {} that names no message avvisi sent to it \
+                         (VERP token, Message-ID or envelope id), so nothing was suppressed",
+                        bounce.recipient.as_deref().unwrap_or("no address")
+                    )
+                };
                 unrecognised.push(format!(
-                    "{origin}\tfrom {}\tsubject {}\n",
+                    "{origin}\tfrom {}\tsubject {}{why}\n",
                     or_dash(&bounce.from),
                     or_dash(&one_line(&bounce.subject))
                 ));

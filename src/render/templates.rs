@@ -152,6 +152,7 @@ impl TemplateSet {
         let mut tera = Tera::default();
         tera.autoescape_on(vec![".html"]);
         register_filters(&mut tera);
+        sandbox(&mut tera);
         let templates: Vec<(&str, &str)> = files
             .iter()
             .map(|(n, c)| (n.as_str(), c.as_str()))
@@ -264,27 +265,69 @@ pub(crate) fn filter_exists(name: &str) -> bool {
     tera.get_filter(name).is_ok()
 }
 
-/// Every template file (`.txt`, `.html`) under `dir`, keyed by its path relative to `dir` with `/` separators, sorted.
+/// A file of the templates folder refused without being read: templates reach nothing but the
+/// set's own files. Carried inside the `io::Error` of [`read_sources`], so `templates check`
+/// can point at the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "`{file}` is a symbolic link: templates are read only as plain files inside the \
+         templates folder, and a link could bring in any file of the machine; put a copy of \
+         the file there instead"
+    )]
+    Link { file: String },
+    #[error(
+        "`{file}` is not a regular file (a pipe, socket or device): templates are plain files"
+    )]
+    NotAFile { file: String },
+}
+
+impl Refused {
+    /// The file, relative to the templates folder.
+    pub fn file(&self) -> &str {
+        match self {
+            Refused::Link { file } | Refused::NotAFile { file } => file,
+        }
+    }
+}
+
+/// Every template file (`.txt`, `.html`) under `dir`, keyed by its path relative to `dir` with
+/// `/` separators, sorted. A symbolic link (to a file or a folder) anywhere under `dir` is
+/// refused, not followed: a link named `layout/x.txt` could point at `/etc/passwd`.
 fn read_tree(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
+    let relative = |path: &Path| {
+        path.strip_prefix(dir)
+            .expect("under dir")
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let refuse = |refused: Refused| std::io::Error::new(std::io::ErrorKind::InvalidData, refused);
     while let Some(folder) = stack.pop() {
         for entry in std::fs::read_dir(&folder)? {
-            let path = entry?.path();
+            let entry = entry?;
+            let path = entry.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.starts_with('.') || name.ends_with('~') {
                 continue; // editor swap and backup files
             }
-            if path.is_dir() {
+            // The entry itself, not what a link points at.
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                return Err(refuse(Refused::Link {
+                    file: relative(&path),
+                }));
+            }
+            if kind.is_dir() {
                 stack.push(path);
             } else if name.ends_with(".txt") || name.ends_with(".html") {
-                let relative = path
-                    .strip_prefix(dir)
-                    .expect("under dir")
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
+                let relative = relative(&path);
+                if !kind.is_file() {
+                    return Err(refuse(Refused::NotAFile { file: relative }));
+                }
                 let content = std::fs::read_to_string(&path).map_err(|e| {
                     std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
                 })?;
@@ -379,6 +422,21 @@ pub(crate) fn italian_long_date(t: &DateTime<FixedOffset>) -> String {
         WEEKDAYS[t.weekday().num_days_from_monday() as usize],
         italian_date(t)
     )
+}
+
+/// What `templates check` says of `get_env()`, and the error it raises if a set that was not
+/// checked calls it.
+pub(crate) const GET_ENV_REFUSED: &str = "`get_env()` is refused: a template must not read the \
+    process's environment (it holds the database URL and the SMTP password); only the variables \
+    listed in templates/README.md exist";
+
+/// Tera registers `get_env` among its builtins: a template could print the database URL or the
+/// SMTP password. Replaced by a function that fails, so even a set that skipped the check
+/// renders nothing of the environment (Tera has no way to unregister a function).
+fn sandbox(tera: &mut Tera) {
+    tera.register_function("get_env", |_: &HashMap<String, Value>| {
+        Err(tera::Error::msg(GET_ENV_REFUSED))
+    });
 }
 
 fn register_filters(tera: &mut Tera) {

@@ -958,6 +958,173 @@ async fn preview_for_a_user_from_the_database(app: TestApp) {
 
 on_both_backends!(preview_for_a_user_from_the_database);
 
+// -------------------------------------------------------------------------------------------
+// The sandbox: a template reaches nothing but the message's context
+
+/// A value only the child process's environment holds: found in an email only if a template
+/// could read the environment.
+const SECRET: &str = "s3cr3t-from-the-environment-7f1c";
+
+#[test]
+fn check_refuses_get_env_by_name() {
+    let copy = Copy::new();
+    let line = copy.edit(
+        "registration_incomplete/body.txt",
+        "Gentile {{ user.first_name }}",
+        "Gentile {{ get_env(name=\"AVVISI__DATABASE__URL\") }}",
+    );
+    assert_caught(
+        &copy,
+        "registration_incomplete/body.txt",
+        Some(line),
+        "`get_env()` is refused",
+    );
+    // Loaded without the check (as `plan` and `run` do), it renders an error, not the value.
+    let set = TemplateSet::load(&copy.dir).unwrap();
+    let settings = settings(&copy.dir);
+    let sample = &editor::samples()[0];
+    let ctx = editor::context(&settings, "registration_incomplete", sample, false);
+    let err = set
+        .render("registration_incomplete", &ctx)
+        .expect_err("get_env renders nothing")
+        .to_string();
+    assert!(err.contains("`get_env()` is refused"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_template_outside_the_folder() {
+    let copy = Copy::new();
+    let secret = copy._tmp.path().join("secret.txt");
+    std::fs::write(&secret, SECRET).unwrap();
+    let line = copy.edit(
+        "registration_incomplete/body.txt",
+        "{% block content -%}",
+        "{% block content -%}{% include \"../secret.txt\" %}",
+    );
+    assert_caught(
+        &copy,
+        "registration_incomplete/body.txt",
+        Some(line),
+        "`../secret.txt` is outside the templates folder",
+    );
+}
+
+/// A link in the templates folder, to a file or a folder outside it, is refused by name: by
+/// the check (through the library and the binary), and when the set is loaded to render.
+#[test]
+fn a_symbolic_link_in_the_templates_folder_is_refused() {
+    for (link, what) in [("layout/passwd.txt", "file"), ("shared", "folder")] {
+        let copy = Copy::new();
+        let outside = copy._tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("passwd.txt"), format!("root:{SECRET}\n")).unwrap();
+        let target = if what == "file" {
+            outside.join("passwd.txt")
+        } else {
+            outside.clone()
+        };
+        std::os::unix::fs::symlink(&target, copy.path(link)).unwrap();
+        let included = if what == "file" {
+            "layout/passwd.txt"
+        } else {
+            "shared/passwd.txt"
+        };
+        copy.edit(
+            "layout/base.txt",
+            "{% block content %}",
+            &format!("{{% include \"{included}\" %}}{{% block content %}}"),
+        );
+        assert_caught(&copy, link, None, &format!("`{link}` is a symbolic link"));
+        let err = TemplateSet::load(&copy.dir)
+            .err()
+            .unwrap_or_else(|| panic!("a link to a {what} was followed"))
+            .to_string();
+        assert!(
+            err.contains(&format!("`{link}` is a symbolic link")),
+            "{err}"
+        );
+        assert!(!err.contains(SECRET), "{err}");
+    }
+}
+
+/// The attack as reported, through `avvisi run --once`: a layout that prints an environment
+/// variable and a layout that includes a link to a file outside the folder. Nothing secret goes
+/// out: the get_env messages wait for a fixed template (the error says why), the set with a
+/// link does not load, and no output or email carries the value.
+async fn templates_cannot_read_the_environment_or_files_outside_the_set(app: TestApp) {
+    let run = |dir: &Path| {
+        app.avvisi(
+            &[
+                "run",
+                "--once",
+                "--import",
+                "examples/users.csv",
+                "--now",
+                "2026-11-23T10:00:00+01:00",
+            ],
+            &[
+                ("AVVISI__TEMPLATES__DIR", dir.to_str().unwrap()),
+                ("AVVISI_TEST_SECRET", SECRET),
+            ],
+        )
+    };
+    let printed = |o: &Output| format!("{}{}", stdout(o), stderr(o));
+
+    let env_dir = app.dir.path().join("templates-env");
+    copy_tree(&repo_path("templates"), &env_dir);
+    let base = std::fs::read_to_string(env_dir.join("layout/base.txt")).unwrap();
+    std::fs::write(
+        env_dir.join("layout/base.txt"),
+        base.replacen(
+            "{% block content %}",
+            "{{ get_env(name=\"AVVISI_TEST_SECRET\") }}{% block content %}",
+            1,
+        ),
+    )
+    .unwrap();
+    let o = run(&env_dir);
+    assert!(!printed(&o).contains(SECRET), "{}", printed(&o));
+    assert!(app.eml_files().is_empty(), "an email went out");
+    let reasons: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT reason FROM outbox WHERE state = 'pending'")
+            .fetch_all(app.db.pool())
+            .await
+            .unwrap();
+    assert!(!reasons.is_empty());
+    for reason in &reasons {
+        let reason = reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("`get_env()` is refused"), "{reason}");
+        assert!(!reason.contains(SECRET), "{reason}");
+    }
+
+    let link_dir = app.dir.path().join("templates-link");
+    copy_tree(&repo_path("templates"), &link_dir);
+    let outside = app.dir.path().join("passwd");
+    std::fs::write(&outside, format!("root:{SECRET}\n")).unwrap();
+    std::os::unix::fs::symlink(&outside, link_dir.join("layout/passwd.txt")).unwrap();
+    let base = std::fs::read_to_string(link_dir.join("layout/base.txt")).unwrap();
+    std::fs::write(
+        link_dir.join("layout/base.txt"),
+        base.replacen(
+            "{% block content %}",
+            "{% include \"layout/passwd.txt\" %}{% block content %}",
+            1,
+        ),
+    )
+    .unwrap();
+    let o = run(&link_dir);
+    assert!(!o.status.success(), "{}", printed(&o));
+    assert!(
+        printed(&o).contains("`layout/passwd.txt` is a symbolic link"),
+        "{}",
+        printed(&o)
+    );
+    assert!(!printed(&o).contains(SECRET), "{}", printed(&o));
+    assert!(app.eml_files().is_empty(), "an email went out");
+}
+
+on_both_backends!(templates_cannot_read_the_environment_or_files_outside_the_set);
+
 /// Runs headless Chromium on `file` and returns the DOM it built.
 fn chromium_dom(chromium: &str, file: &Path, profile: &Path) -> String {
     chromium_dom_of(chromium, &format!("file://{}", file.display()), profile)

@@ -101,12 +101,20 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
     let sources = match templates::read_sources(dir) {
         Ok(s) => s,
         Err(e) => {
-            c.push(
-                "",
-                None,
-                "read",
-                format!("cannot read the templates folder: {e}"),
-            );
+            // A refused file (a symbolic link...) is pointed at; nothing is rendered from a
+            // folder that holds one.
+            match e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<templates::Refused>())
+            {
+                Some(refused) => c.push(refused.file(), None, "refused", refused.to_string()),
+                None => c.push(
+                    "",
+                    None,
+                    "read",
+                    format!("cannot read the templates folder: {e}"),
+                ),
+            }
             report.problems = c.finish();
             return report;
         }

@@ -77,7 +77,8 @@ const TERA_TESTS: [&str; 13] = [
 ];
 
 /// Functions templates may call (Tera's, without its optional features; `super()` in blocks).
-const TERA_FUNCTIONS: [&str; 4] = ["range", "throw", "get_env", "super"];
+/// Not `get_env`: it reads the process's environment, and templates see only the message.
+const TERA_FUNCTIONS: [&str; 3] = ["range", "throw", "super"];
 
 /// Variables that exist in every template without being in the context.
 const BUILTIN_VARIABLES: [&str; 2] = ["loop", "__tera_context"];
@@ -189,6 +190,12 @@ impl KnownNames {
                 if TERA_FUNCTIONS.contains(&name.as_str()) {
                     return None;
                 }
+                if name == "get_env" {
+                    return Some((
+                        format!("function:{name}"),
+                        templates::GET_ENV_REFUSED.to_string(),
+                    ));
+                }
                 Some((
                     format!("function:{name}"),
                     format!(
@@ -198,6 +205,16 @@ impl KnownNames {
                 ))
             }
             Found::Template { name, .. } => {
+                if outside_the_set(name) {
+                    return Some((
+                        format!("template:{name}"),
+                        format!(
+                            "`{name}` is outside the templates folder: include, import and \
+                             extends can name only files of the set, relative to the folder \
+                             (e.g. layout/base.txt)"
+                        ),
+                    ));
+                }
                 if sources.contains_key(name) {
                     return None;
                 }
@@ -212,6 +229,15 @@ impl KnownNames {
             }
         }
     }
+}
+
+/// Whether a template name points out of the folder: absolute, with a parent step, a drive or
+/// a backslash. Tera would not find such a name in the set anyway; the check says why.
+fn outside_the_set(name: &str) -> bool {
+    name.starts_with('/')
+        || name.contains('\\')
+        || name.contains(':')
+        || name.split('/').any(|step| step == "..")
 }
 
 /// ", did you mean `x`?" for the closest candidate, when it is close.
