@@ -518,7 +518,7 @@ impl RejectWriter {
             let mut w = csv::WriterBuilder::new().flexible(true).from_writer(file);
             let mut header = vec!["line".to_string(), "errors".to_string()];
             header.extend(self.header.iter().cloned());
-            w.write_record(&header).map_err(|e| err(e.into()))?;
+            write_safe_record(&mut w, &header).map_err(|e| err(e.into()))?;
             self.out = Some(w);
         }
         let reasons: Vec<String> = errors
@@ -528,7 +528,7 @@ impl RejectWriter {
         let mut record = vec![line.to_string(), reasons.join("; ")];
         record.extend(raw.iter().cloned());
         let out = self.out.as_mut().expect("opened above");
-        out.write_record(&record).map_err(|e| err(e.into()))
+        write_safe_record(out, &record).map_err(|e| err(e.into()))
     }
 
     /// A rejected duplicate: its staged fields are gone, so the row carries the user_id only.
@@ -557,6 +557,30 @@ impl RejectWriter {
             None => Ok(None),
         }
     }
+}
+
+/// A cell of a CSV file avvisi writes for people (a report, a reject file), as a spreadsheet
+/// will not run it: text starting with `=`, `+`, `-`, `@`, a tab or a CR is a formula to Excel
+/// and LibreOffice (`=cmd|'/Ccalc'!A0@evil.it` as an address), so it gets a leading `'`, as
+/// OWASP advises against CSV injection.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+/// Writes one record of `cells`, each through [`spreadsheet_safe`].
+pub(crate) fn write_safe_record<W: std::io::Write>(
+    w: &mut csv::Writer<W>,
+    cells: impl IntoIterator<Item = impl AsRef<str>>,
+) -> csv::Result<()> {
+    for cell in cells {
+        w.write_field(spreadsheet_safe(cell.as_ref()).as_bytes())?;
+    }
+    // No more fields: ends the record.
+    w.write_record(None::<&[u8]>)
 }
 
 /// Creates a file readable by its owner only: reject files hold personal data.

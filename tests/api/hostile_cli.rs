@@ -87,3 +87,100 @@ async fn a_relay_reply_with_control_characters_is_shown_escaped(app: TestApp) {
 }
 
 on_both_backends!(a_relay_reply_with_control_characters_is_shown_escaped);
+
+/// Every cell of the CSV file at `path`, by row.
+fn csv_cells(path: &std::path::Path) -> Vec<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    reader
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect()
+}
+
+fn assert_no_formula(path: &std::path::Path, rows: &[Vec<String>]) {
+    for cell in rows.iter().flatten() {
+        assert!(
+            !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "{}: a formula {cell:?} in {rows:?}",
+            path.display()
+        );
+    }
+}
+
+/// An address and names that a spreadsheet would run as formulas: `report --out` and the
+/// import's reject file write them with a leading `'`.
+async fn csv_cells_that_are_formulas_are_neutralised(app: TestApp) {
+    let header = std::fs::read_to_string(crate::helpers::repo_path("examples/users.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let snapshot = app.dir.path().join("formulas.csv");
+    std::fs::write(
+        &snapshot,
+        format!(
+            "{header}\n\
+             U9001,MNCNCL91C14F839U,Mario,Rossi,=cmd|'/Ccalc'!A0@evil.it,,started,false,,none,NA,2026-11-18T09:12:00+01:00\n\
+             U9002,RSSMRA85T10A562S,@SUM(1+1),+Verdi,-bad@@x.it,,started,false,,none,NA,\n"
+        ),
+    )
+    .unwrap();
+    let rejects = app.dir.path().join("rejects.csv");
+    let out = app.avvisi(
+        &[
+            "import",
+            "users",
+            snapshot.to_str().unwrap(),
+            "--skip-invalid",
+            "--reject-file",
+            rejects.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let rows = csv_cells(&rejects);
+    assert_no_formula(&rejects, &rows);
+    assert_eq!(
+        rows[1][2..7],
+        [
+            "U9002",
+            "RSSMRA85T10A562S",
+            "'@SUM(1+1)",
+            "'+Verdi",
+            "'-bad@@x.it"
+        ],
+        "{rows:?}"
+    );
+
+    let out = app.avvisi(
+        &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report = app.dir.path().join("report.csv");
+    let out = app.avvisi(
+        &[
+            "report",
+            "registration_incomplete-2026-11-30",
+            "--out",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let rows = csv_cells(&report);
+    assert_no_formula(&report, &rows);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows[1][..2],
+        ["U9001", "'=cmd|'/Ccalc'!A0@evil.it"],
+        "{rows:?}"
+    );
+}
+
+on_both_backends!(csv_cells_that_are_formulas_are_neutralised);
