@@ -37,9 +37,11 @@ pub fn init(verbosity: i8, log: &LogSettings) {
         1 => "debug",
         _ => "trace",
     };
+    // sqlx warns about a database URL's parameter it does not know with the parameter's value:
+    // `PASSWORD=...` (any case but `password`) would print the password.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},sqlx=warn,lettre=warn,tokio_cron_scheduler=warn"
+            "{level},sqlx=warn,sqlx_postgres::options=error,lettre=warn,tokio_cron_scheduler=warn"
         ))
     });
     let colour = colour(

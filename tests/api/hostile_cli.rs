@@ -184,3 +184,62 @@ async fn csv_cells_that_are_formulas_are_neutralised(app: TestApp) {
 }
 
 on_both_backends!(csv_cells_that_are_formulas_are_neutralised);
+
+/// A database URL with its password where `redact_url` used not to look (a `password=`
+/// parameter) or in a shape no parser takes (one slash, a bad port, a broken IPv6 host): no
+/// error of a command that opens the database, or of the configuration, shows the password.
+#[test]
+fn no_error_shows_a_database_password_whatever_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, code, shown) in [
+        (
+            "postgres://avvisi@127.0.0.1:1/avvisi?sslmode=disable&password=hunter2",
+            1,
+            "postgres://avvisi@127.0.0.1:1/avvisi?sslmode=disable&password=***",
+        ),
+        (
+            "postgresql://avvisi:hunter2@127.0.0.1:1/avvisi?PASSWORD=hunter2",
+            1,
+            "postgresql://avvisi:***@127.0.0.1:1/avvisi?PASSWORD=***",
+        ),
+        (
+            "postgres:/avvisi:hunter2@127.0.0.1:1",
+            2,
+            "postgres:(the rest is not shown",
+        ),
+        (
+            "postgres:avvisi:hunter2@127.0.0.1",
+            2,
+            "postgres:(the rest is not shown",
+        ),
+        (
+            "postgres://avvisi:hunter2@127.0.0.1:port/avvisi",
+            1,
+            "postgres:(the rest is not shown",
+        ),
+        (
+            "postgres://avvisi:hunter2@[::1/avvisi",
+            1,
+            "postgres:(the rest is not shown",
+        ),
+        (
+            "mysql://avvisi:hunter2@127.0.0.1/avvisi",
+            2,
+            "mysql://avvisi:***@127.0.0.1/avvisi",
+        ),
+    ] {
+        for command in ["status", "migrate"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"))
+                .current_dir(dir.path())
+                .arg(command)
+                .env("AVVISI__DATABASE__URL", url)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            let all = format!("{}{}", stdout(&out), stderr(&out));
+            assert_eq!(out.status.code(), Some(code), "{url}: {all}");
+            assert!(all.contains(shown), "{url}: {all}");
+            assert!(!all.contains("hunter2"), "{url}: {all}");
+        }
+    }
+}
