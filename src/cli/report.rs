@@ -37,7 +37,10 @@ pub(crate) async fn run(
         )
         .await
         .context("building the HTML report")?;
-        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        let mut file = crate::import::create_private(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut file, page.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
         println!(
             "{}: the summary of campaign {name}, with its chart",
             path.display()

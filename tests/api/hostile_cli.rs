@@ -243,3 +243,225 @@ fn no_error_shows_a_database_password_whatever_the_url() {
         }
     }
 }
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+}
+
+/// Runs `avvisi args` for `app`, killed after 20 s: a FIFO must not block it.
+#[cfg(unix)]
+fn avvisi_within_20s(app: &TestApp, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"));
+    cmd.current_dir(crate::helpers::repo_path("."))
+        .args(args)
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("avvisi {args:?} still running after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Files swapped under avvisi: the `.eml` temporary files replaced by a symlink or a stale
+/// world-writable file, `report --out` and the reject file pointed at a symlink, a FIFO or a
+/// 0666 file, an import file that is a symlink to a secret or a FIFO. Nothing is written
+/// through a symlink, every file written is 0600, and what is not a regular file is refused
+/// at once, without a byte of it in the error.
+#[cfg(unix)]
+async fn files_swapped_for_symlinks_and_fifos_are_not_followed(app: TestApp) {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = app.dir.path();
+    let now = "2026-11-23T10:00:00+01:00";
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "victim\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // The file names of the emails this run writes, from the same run on a scratch database.
+    let scratch = tempfile::tempdir().unwrap();
+    let scratch_db = format!("sqlite://{}/avvisi.db", scratch.path().display());
+    let scratch_outbox = scratch.path().join("outbox");
+    let out = app.avvisi(
+        &[
+            "run",
+            "--once",
+            "--import",
+            "examples/users.csv",
+            "--now",
+            now,
+        ],
+        &[
+            ("AVVISI__DATABASE__URL", &scratch_db),
+            ("AVVISI__DELIVERY__DIR", scratch_outbox.to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut names: Vec<String> = std::fs::read_dir(&scratch_outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 30);
+
+    // In the real outbox: a symlink and a stale 0666 file where the temporary files go, a
+    // symlink where an email goes.
+    let outbox = app.outbox_dir();
+    std::fs::create_dir_all(&outbox).unwrap();
+    symlink(&victim, outbox.join(format!(".{}.tmp", names[0]))).unwrap();
+    let stale = outbox.join(format!(".{}.tmp", names[1]));
+    std::fs::write(&stale, "stale").unwrap();
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o666)).unwrap();
+    symlink(&victim, outbox.join(&names[2])).unwrap();
+    let out = app.avvisi(
+        &[
+            "run",
+            "--once",
+            "--import",
+            "examples/users.csv",
+            "--now",
+            now,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut written: Vec<String> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written, names,
+        "no temporary file left, every email in place"
+    );
+    for name in &written {
+        let path = outbox.join(name);
+        assert!(
+            std::fs::symlink_metadata(&path).unwrap().is_file(),
+            "{name}"
+        );
+        assert_eq!(mode(&path), 0o600, "{name}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+
+    // report --out: a symlink and a FIFO refused, a 0666 file rewritten 0600.
+    let campaign = "registration_incomplete-2026-11-30";
+    let link = dir.join("report-link.csv");
+    symlink(&victim, &link).unwrap();
+    let fifo = dir.join("report-fifo.csv");
+    mkfifo(&fifo);
+    for (path, why) in [(&link, "symbolic link"), (&fifo, "not a regular file")] {
+        for flag in ["--out", "--html"] {
+            let out = avvisi_within_20s(&app, &["report", campaign, flag, path.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+            assert!(stderr(&out).contains(why), "{}", stderr(&out));
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+    assert_eq!(mode(&victim), 0o644);
+    let open = dir.join("report.csv");
+    std::fs::write(&open, "old").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = app.avvisi(&["report", campaign, "--out", open.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&open), 0o600);
+    assert!(std::fs::read_to_string(&open)
+        .unwrap()
+        .starts_with("user_id,"));
+
+    // The import: a symlink to a secret and a FIFO refused without reading them.
+    let secret = dir.join("shadow");
+    std::fs::write(&secret, "root:*:20228:0:99999:7:::\n").unwrap();
+    let link = dir.join("snapshot-link.csv");
+    symlink(&secret, &link).unwrap();
+    let fifo = dir.join("snapshot-fifo.csv");
+    mkfifo(&fifo);
+    for (path, why) in [(&link, "symbolic link"), (&fifo, "not a regular file")] {
+        for args in [
+            &["import", "users", path.to_str().unwrap()][..],
+            &[
+                "run",
+                "--once",
+                "--now",
+                now,
+                "--import",
+                path.to_str().unwrap(),
+            ],
+        ] {
+            let out = avvisi_within_20s(&app, args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains(why), "{args:?}: {err}");
+            assert!(!err.contains("root:"), "{args:?}: {err}");
+        }
+    }
+
+    // The reject file: a 0666 file there is rewritten 0600; a symlink is refused.
+    let snapshot = crate::helpers::repo_path("examples/users.csv");
+    let header = std::fs::read_to_string(snapshot).unwrap();
+    let header = header.lines().next().unwrap();
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        format!("{header}\nU9002,RSSMRA85T10A562S,Anna,Verdi,bad@@x.it,,started,false,,none,NA,\n"),
+    )
+    .unwrap();
+    let rejects = dir.join("rejects.csv");
+    std::fs::write(&rejects, "old").unwrap();
+    std::fs::set_permissions(&rejects, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let import = |rejects: &std::path::Path| {
+        app.avvisi(
+            &[
+                "import",
+                "users",
+                bad.to_str().unwrap(),
+                "--skip-invalid",
+                "--partial",
+                "--reject-file",
+                rejects.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let out = import(&rejects);
+    assert!(
+        !stderr(&out).contains("cannot write the reject file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(mode(&rejects), 0o600);
+    assert!(std::fs::read_to_string(&rejects)
+        .unwrap()
+        .starts_with("line,errors,"));
+    let link = dir.join("rejects-link.csv");
+    symlink(&victim, &link).unwrap();
+    let out = import(&link);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+}
+
+#[cfg(unix)]
+on_both_backends!(files_swapped_for_symlinks_and_fifos_are_not_followed);
