@@ -465,3 +465,117 @@ async fn files_swapped_for_symlinks_and_fifos_are_not_followed(app: TestApp) {
 
 #[cfg(unix)]
 on_both_backends!(files_swapped_for_symlinks_and_fifos_are_not_followed);
+
+/// `GET path`: the status code, the headers (names in lower case) and the body, or `None` when
+/// nothing answers.
+fn http_get(address: &str, path: &str) -> Option<(u16, Vec<(String, String)>, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((code, headers, body.to_string()))
+}
+
+/// The daemon's HTTP server on every interface (`0.0.0.0`), behind a relay that greets with
+/// markup and control characters: a warning in the log, the security headers on every
+/// response (a 404 too), and `/readyz` quoting the reply inert.
+async fn http_answers_with_security_headers_and_an_inert_readyz(app: TestApp) {
+    app.import_examples().await;
+    let reply = "5.7.1 <script>alert(1)</script> \x1b]0;owned\x07\x1b[2J\rforged & <b>bold</b>";
+    let sink = SmtpSink::start_with(vec![Fault::Greet {
+        code: 554,
+        text: reply.into(),
+    }])
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = app.dir.path().join("daemon.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"))
+        .current_dir(crate::helpers::repo_path("."))
+        .args(["daemon", "--now", "2026-11-23T10:00:00+01:00"])
+        .env("AVVISI__DATABASE__URL", &app.database_url)
+        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+        .env("AVVISI__HTTP__ADDRESS", format!("0.0.0.0:{port}"))
+        .env("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *")
+        .env("AVVISI__DAEMON__POLL_SECONDS", "1")
+        .env("AVVISI__DELIVERY__TRANSPORT", "smtp")
+        .env("AVVISI__SMTP__URL", sink.url())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let address = format!("127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    let body = loop {
+        let got = http_get(&address, "/readyz");
+        if let Some((503, _, body)) = &got {
+            if body.contains("FAIL relay:") {
+                break body.clone();
+            }
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("/readyz never failed on the relay: {got:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let results: Vec<_> = ["/", "/healthz", "/readyz", "/metrics", "/nonexistent"]
+        .iter()
+        .map(|path| (path, http_get(&address, path)))
+        .collect();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    assert!(
+        body.contains(r"5.7.1 &lt;script&gt;alert(1)&lt;/script&gt; \x1b]0;owned\x07\x1b[2J\rforged &amp; &lt;b&gt;bold&lt;/b&gt;"),
+        "{body}"
+    );
+    assert_inert("/readyz", &body);
+    for (path, got) in results {
+        let (code, headers, _) = got.unwrap_or_else(|| panic!("{path}: no answer"));
+        assert_eq!(code == 404, *path == "/nonexistent", "{path}: {code}");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{path}: no {name} in {headers:?}"))
+        };
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(header("x-frame-options"), "DENY");
+        assert_eq!(header("referrer-policy"), "no-referrer");
+        let csp = header("content-security-policy");
+        assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        assert!(!csp.contains("script-src"), "{csp}");
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    let warning: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("http.address is not a loopback address"))
+        .collect();
+    assert_eq!(warning.len(), 1, "{log}");
+    assert!(warning[0].contains("WARN"), "{log}");
+}
+
+on_both_backends!(http_answers_with_security_headers_and_an_inert_readyz);
