@@ -466,9 +466,11 @@ async fn files_swapped_for_symlinks_and_fifos_are_not_followed(app: TestApp) {
 #[cfg(unix)]
 on_both_backends!(files_swapped_for_symlinks_and_fifos_are_not_followed);
 
-/// `GET path`: the status code, the headers (names in lower case) and the body, or `None` when
-/// nothing answers.
-fn http_get(address: &str, path: &str) -> Option<(u16, Vec<(String, String)>, String)> {
+/// An HTTP response: the status code, the headers (names in lower case), the body.
+type Response = (u16, Vec<(String, String)>, String);
+
+/// `GET path`, or `None` when nothing answers.
+fn http_get(address: &str, path: &str) -> Option<Response> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     stream
