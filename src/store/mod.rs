@@ -28,6 +28,13 @@ pub use state::{
     UnknownState,
 };
 
+/// A migration applied by [`Db::migrate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub version: i64,
+    pub description: String,
+}
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -207,10 +214,13 @@ impl Db {
         Db::open_with(url, max_connections, DEFAULT_BUSY_TIMEOUT).await
     }
 
-    /// Opens the database as configured (`database.*`) and applies the embedded migrations.
-    pub(crate) async fn open_settings(settings: &DatabaseSettings) -> Result<Db, DbError> {
+    /// Opens the database as configured (`database.*`) and applies the embedded migrations;
+    /// also returns the migrations it applied (for `avvisi migrate` to say so).
+    pub(crate) async fn open_settings(
+        settings: &DatabaseSettings,
+    ) -> Result<(Db, Vec<Applied>), DbError> {
         let busy_timeout = Duration::from_secs(settings.busy_timeout_seconds);
-        Db::open_with(&settings.url, settings.max_connections, busy_timeout).await
+        Db::open_applying(&settings.url, settings.max_connections, busy_timeout).await
     }
 
     async fn open_with(
@@ -218,28 +228,68 @@ impl Db {
         max_connections: u32,
         busy_timeout: Duration,
     ) -> Result<Db, DbError> {
+        Ok(Db::open_applying(url, max_connections, busy_timeout)
+            .await?
+            .0)
+    }
+
+    async fn open_applying(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<(Db, Vec<Applied>), DbError> {
         let db = Db::connect_with(url, max_connections, busy_timeout).await?;
-        db.migrate().await.map_err(|e| {
+        let applied = db.migrate().await.map_err(|e| {
             let cause = match &e {
                 DbError::Migrate(
                     sqlx::migrate::MigrateError::Execute(e)
                     | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
-                ) => db.locked(e),
+                )
+                | DbError::Query(e) => db.locked(e),
                 _ => None,
             };
             cause.map_or(e, DbError::Locked)
         })?;
-        Ok(db)
+        Ok((db, applied))
     }
 
-    /// Applies the embedded migrations of this backend; a no-op when they are applied already.
-    pub async fn migrate(&self) -> Result<(), DbError> {
+    /// Applies the embedded migrations of this backend that are not applied yet, and returns
+    /// them (none when the database is up to date).
+    pub async fn migrate(&self) -> Result<Vec<Applied>, DbError> {
         let migrator = match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        let before = self.applied_versions().await?;
         migrator.run(&self.pool).await?;
-        Ok(())
+        Ok(migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !before.contains(&m.version))
+            .map(|m| Applied {
+                version: m.version,
+                description: m.description.to_string(),
+            })
+            .collect())
+    }
+
+    /// The versions in sqlx's migrations table; none before the first migration creates it.
+    async fn applied_versions(&self) -> Result<Vec<i64>, DbError> {
+        let exists = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let count: i64 = sqlx::query_scalar(exists).fetch_one(&self.pool).await?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub fn pool(&self) -> &AnyPool {

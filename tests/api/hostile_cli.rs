@@ -581,3 +581,59 @@ async fn http_answers_with_security_headers_and_an_inert_readyz(app: TestApp) {
 }
 
 on_both_backends!(http_answers_with_security_headers_and_an_inert_readyz);
+
+/// `migrate` on an empty database lists what it applied (every migration of the backend), and
+/// says it is up to date only when there was nothing to apply.
+async fn migrate_says_what_it_applied(app: TestApp) {
+    let (url, folder) = match app.backend {
+        crate::helpers::Backend::Sqlite => (
+            format!("sqlite://{}/empty.db", app.dir.path().display()),
+            "sqlite",
+        ),
+        crate::helpers::Backend::Postgres => {
+            let name = format!("avvisi_migrate_{}", std::process::id());
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                .execute(app.db.pool())
+                .await
+                .unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(app.db.pool())
+                .await
+                .unwrap();
+            let base = app.database_url.rsplit_once('/').unwrap().0;
+            (format!("{base}/{name}"), "postgres")
+        }
+    };
+    let migrations = std::fs::read_dir(crate::helpers::repo_path("migrations").join(folder))
+        .unwrap()
+        .count();
+    let migrate = || app.avvisi(&["migrate"], &[("AVVISI__DATABASE__URL", &url)]);
+    let first = migrate();
+    let text = stdout(&first);
+    assert!(first.status.success(), "{text}{}", stderr(&first));
+    assert!(
+        text.starts_with(&format!(
+            "applied {migrations} migration(s) to the database"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\n  0001 init\n"), "{text}");
+    assert_eq!(text.lines().count(), migrations + 1, "{text}");
+    assert!(!text.contains("up to date"), "{text}");
+    let again = migrate();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("up to date") && stdout(&again).contains("no migration to apply"),
+        "{}",
+        stdout(&again)
+    );
+    if app.backend == crate::helpers::Backend::Postgres {
+        let name = url.rsplit_once('/').unwrap().1;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+    }
+}
+
+on_both_backends!(migrate_says_what_it_applied);
