@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -134,12 +135,32 @@ fn inert(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// How long `/metrics` waits for the database before it answers without it: well within
+/// Prometheus's default scrape timeout (10 s). A server that is down or a SQLite file locked
+/// by another process would otherwise hold the answer for the pool's or the lock's timeout.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The Prometheus text format: the outbox's gauges, read now, and the in-memory metrics.
+/// Without the database (an error, or no answer within [`SCRAPE_TIMEOUT`]), the in-memory
+/// metrics all the same, the outbox's gauges at their last values, and
+/// `avvisi_database_up 0`; the log says so once per change, not at every scrape.
 async fn metrics(State(e): State<Endpoints>) -> Response {
-    if let Err(err) = super::metrics::scrape(&e.db, e.clock.now()).await {
-        // The in-memory metrics are still worth a scrape; the database's absence shows on
-        // /readyz and in the log.
-        tracing::warn!(error = %e.db.describe(&err), "metrics: cannot read the outbox");
+    let scraped =
+        tokio::time::timeout(SCRAPE_TIMEOUT, super::metrics::scrape(&e.db, e.clock.now())).await;
+    let problem = match scraped {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(e.db.describe(&err)),
+        Err(_) => Some(format!("no answer within {} s", SCRAPE_TIMEOUT.as_secs())),
+    };
+    if super::metrics::database_up(problem.is_none()) {
+        match &problem {
+            Some(error) => tracing::warn!(
+                %error,
+                "metrics: cannot read the outbox; /metrics answers with avvisi_database_up 0 \
+                 and the outbox's gauges at their last values"
+            ),
+            None => tracing::info!("metrics: the outbox can be read again"),
+        }
     }
     e.prometheus.run_upkeep();
     (

@@ -637,3 +637,282 @@ async fn migrate_says_what_it_applied(app: TestApp) {
 }
 
 on_both_backends!(migrate_says_what_it_applied);
+
+/// A TCP proxy to PostgreSQL that can be cut: its connections closed, and new ones accepted
+/// but never answered (a server gone behind a firewall, the hardest case: nothing refuses).
+struct CuttableProxy {
+    address: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> CuttableProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, l) = (cut.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    held.push(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                l.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        CuttableProxy {
+            address,
+            cut,
+            links,
+            accept,
+        }
+    }
+
+    fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            for link in self.links.lock().unwrap().drain(..) {
+                link.abort();
+            }
+        }
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+/// The daemon on `app`'s database (or `database_url`), serving HTTP on `address`, its text log
+/// in `log`.
+fn daemon(
+    app: &TestApp,
+    database_url: &str,
+    address: &str,
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"));
+    cmd.current_dir(crate::helpers::repo_path("."))
+        .args(["daemon", "--now", "2026-11-23T10:00:00+01:00"])
+        .env("AVVISI__DATABASE__URL", database_url)
+        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
+        .env("AVVISI__HTTP__ADDRESS", address)
+        .env("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *")
+        .env("AVVISI__DAEMON__POLL_SECONDS", "1")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn terminate(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the daemon did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn free_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// `GET /metrics` on a blocking thread: the time it took and the response.
+async fn scrape(address: &str) -> (std::time::Duration, Option<Response>) {
+    let address = address.to_string();
+    tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let got = http_get(&address, "/metrics");
+        (start.elapsed(), got)
+    })
+    .await
+    .unwrap()
+}
+
+/// The database goes away under a running daemon (PostgreSQL behind a cut connection, a SQLite
+/// file locked by another process): `/metrics` still answers, within seconds, with the
+/// in-memory metrics and `avvisi_database_up 0`, then 1 when the database is back; the log
+/// says each change once.
+async fn metrics_answer_with_the_database_down(app: TestApp) {
+    app.import_examples().await;
+    let (database_url, proxy) = match app.backend {
+        crate::helpers::Backend::Sqlite => (app.database_url.clone(), None),
+        crate::helpers::Backend::Postgres => {
+            let mut url = url::Url::parse(&app.database_url).unwrap();
+            let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+            let proxy = CuttableProxy::start(upstream).await;
+            url.set_port(Some(proxy.address.port())).unwrap();
+            url.set_host(Some("127.0.0.1")).unwrap();
+            (url.to_string(), Some(proxy))
+        }
+    };
+    let address = free_address();
+    let log = app.dir.path().join("daemon.log");
+    let child = daemon(&app, &database_url, &address, &[], &log);
+    let start = std::time::Instant::now();
+    loop {
+        if let (_, Some((200, _, body))) = scrape(&address).await {
+            if body.contains("avvisi_database_up 1") && body.contains("avvisi_messages{") {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no /metrics"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // The database goes away.
+    let mut holder = None;
+    match &proxy {
+        Some(proxy) => proxy.cut(true),
+        None => {
+            use sqlx::Connection;
+            let mut conn = sqlx::AnyConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            sqlx::raw_sql("BEGIN EXCLUSIVE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            holder = Some(conn);
+        }
+    }
+    // PostgreSQL is gone at once. SQLite in WAL mode still reads beside a writer: the file is
+    // down for the daemon once its one connection waits on the lock to write (a planner tick,
+    // a claim) for the busy timeout (10 s), which a scrape used to wait out in turn.
+    let start = std::time::Instant::now();
+    let mut down = 0;
+    while down < 2 {
+        let (took, got) = scrape(&address).await;
+        let (code, _, body) = got.expect("/metrics answers with the database down");
+        assert!(took < std::time::Duration::from_secs(8), "{took:?}");
+        assert_eq!(code, 200, "{body}");
+        // What the daemon holds in memory, and the outbox's gauges as last read.
+        assert!(body.contains("avvisi_templates_live_info{"), "{body}");
+        assert!(body.contains("avvisi_messages{"), "{body}");
+        if body.contains("avvisi_database_up 0") {
+            down += 1;
+        } else {
+            assert!(proxy.is_none(), "{body}");
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "/metrics never saw the database down"
+        );
+    }
+
+    // Back.
+    match &proxy {
+        Some(proxy) => proxy.cut(false),
+        None => {
+            use sqlx::Connection;
+            let mut conn = holder.take().unwrap();
+            sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+    let start = std::time::Instant::now();
+    loop {
+        if let (_, Some((200, _, body))) = scrape(&address).await {
+            if body.contains("avvisi_database_up 1") {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "/metrics never saw the database back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    terminate(child);
+    let log = std::fs::read_to_string(&log).unwrap();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    // Once per change, not per scrape: PostgreSQL went once; SQLite's lone connection may be
+    // free between two waits, so each outage is matched by one recovery.
+    let (gone, back) = (
+        lines("metrics: cannot read the outbox"),
+        lines("metrics: the outbox can be read again"),
+    );
+    assert!(gone >= 1 && gone == back, "{log}");
+    if proxy.is_some() {
+        assert_eq!(gone, 1, "{log}");
+    }
+}
+
+/// The relay refuses every session for several passes: the daemon logs the fault once, not a
+/// line per message in flight per pass.
+async fn a_relay_fault_is_logged_once(app: TestApp) {
+    app.import_examples().await;
+    let sink = SmtpSink::start_with(vec![Fault::Greet {
+        code: 421,
+        text: "4.3.2 service not available, try later".into(),
+    }])
+    .await;
+    let url = sink.url();
+    let log = app.dir.path().join("daemon.log");
+    let child = daemon(
+        &app,
+        &app.database_url,
+        "",
+        &[
+            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+            ("AVVISI__SMTP__URL", &url),
+        ],
+        &log,
+    );
+    // Several passes: the backoff doubles from one second.
+    let start = std::time::Instant::now();
+    while sink.connections() < 12 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{} connections",
+            sink.connections()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    terminate(child);
+    let log = std::fs::read_to_string(&log).unwrap();
+    let relay: Vec<&str> = log
+        .lines()
+        .filter(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && l.contains("4.3.2"))
+        .collect();
+    assert_eq!(relay.len(), 1, "{log}");
+    assert!(relay[0].contains("delivery stopped by the relay"), "{log}");
+    assert_eq!(log.matches("send failed").count(), 0, "{log}");
+}
+
+on_both_backends!(
+    metrics_answer_with_the_database_down,
+    a_relay_fault_is_logged_once
+);
