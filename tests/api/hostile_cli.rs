@@ -86,7 +86,62 @@ async fn a_relay_reply_with_control_characters_is_shown_escaped(app: TestApp) {
     }
 }
 
-on_both_backends!(a_relay_reply_with_control_characters_is_shown_escaped);
+/// The same reply to every message trips the circuit breaker, which pauses the campaigns
+/// with the reply as the reason: `run --once`, `status` and `campaign show` print it escaped.
+async fn a_breaker_reply_with_control_characters_is_shown_escaped(app: TestApp) {
+    let reply = "5.7.1 \x1b]0;owned\x07\x1b[2J blocked\r\x1b[2KINFO forged\u{202e}";
+    let sink = SmtpSink::start_with(vec![Fault::RejectAllData {
+        code: 554,
+        text: reply.into(),
+    }])
+    .await;
+    let url = sink.url();
+    let run_app = app.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let smtp = [
+            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+            ("AVVISI__SMTP__URL", url.as_str()),
+            ("AVVISI__DELIVERY__BREAKER_THRESHOLD", "5"),
+            ("AVVISI__DELIVERY__CONCURRENCY", "2"),
+        ];
+        run_app.avvisi(
+            &[
+                "run",
+                "--once",
+                "--import",
+                "examples/users.csv",
+                "--now",
+                "2026-11-23T10:00:00+01:00",
+            ],
+            &smtp,
+        )
+    })
+    .await
+    .unwrap();
+    let all = format!("{}{}", stdout(&run), stderr(&run));
+    assert_eq!(run.status.code(), Some(3), "{all}");
+    let escaped = r"\x1b]0;owned\x07\x1b[2J blocked\r\x1b[2KINFO forged\u{202e}";
+    assert!(all.contains(escaped), "{all}");
+    assert_inert("run --once", &all);
+    for args in [
+        &["status"][..],
+        &["campaign", "show", "registration_incomplete-2026-11-30"],
+    ] {
+        let out = app.avvisi(args, &[]);
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "{args:?}: {all}");
+        assert!(
+            all.contains("paused") && all.contains(escaped),
+            "{args:?}: {all}"
+        );
+        assert_inert(&format!("{args:?}"), &all);
+    }
+}
+
+on_both_backends!(
+    a_relay_reply_with_control_characters_is_shown_escaped,
+    a_breaker_reply_with_control_characters_is_shown_escaped
+);
 
 /// Every cell of the CSV file at `path`, by row.
 fn csv_cells(path: &std::path::Path) -> Vec<Vec<String>> {
