@@ -7,6 +7,7 @@ use clap::Parser;
 use avvisi::cli::Cli;
 use avvisi::clock::Clock;
 use avvisi::config::Settings;
+use avvisi::telemetry::printable_lines;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -16,7 +17,8 @@ async fn main() -> ExitCode {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors quote values and files from outside: escaped for the terminal.
+            eprintln!("error: {}", printable_lines(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -24,7 +26,7 @@ async fn main() -> ExitCode {
     match avvisi::cli::run(cli.command, settings, Clock::system()).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", avvisi::cli::error_report(&e));
+            eprintln!("error: {}", printable_lines(&avvisi::cli::error_report(&e)));
             ExitCode::FAILURE
         }
     }

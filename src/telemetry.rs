@@ -3,6 +3,9 @@
 //!
 //! Text from outside that may quote a person (a relay's reply, an error) goes through [`scrub`]
 //! before it reaches a log line; `log.personal_data = true` turns that off for debugging.
+//! Control characters from outside (a relay's reply, a CSV cell) reach neither a terminal nor a
+//! text log: [`printable`] writes them as escapes, for every field of the text log and for the
+//! commands' tables.
 //! Colours only on a terminal: a log file or a journal gets plain text. `log.format = "json"`
 //! gives one JSON object per line instead, with the spans (planner tick, delivery batch) the
 //! event happened in. [`metrics`] holds what the daemon measures in memory for `/metrics`.
@@ -11,6 +14,9 @@ use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
@@ -31,9 +37,11 @@ pub fn init(verbosity: i8, log: &LogSettings) {
         1 => "debug",
         _ => "trace",
     };
+    // sqlx warns about a database URL's parameter it does not know with the parameter's value:
+    // `PASSWORD=...` (any case but `password`) would print the password.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},sqlx=warn,lettre=warn,tokio_cron_scheduler=warn"
+            "{level},sqlx=warn,sqlx_postgres::options=error,lettre=warn,tokio_cron_scheduler=warn"
         ))
     });
     let colour = colour(
@@ -45,7 +53,10 @@ pub fn init(verbosity: i8, log: &LogSettings) {
         .with_writer(std::io::stderr)
         .with_target(false);
     let _ = match log.format {
-        LogFormat::Text => fmt.with_ansi(colour).try_init(),
+        LogFormat::Text => fmt
+            .with_ansi(colour)
+            .fmt_fields(PrintableFields::default())
+            .try_init(),
         // The event's fields at the top level, next to `timestamp`, `level` and `message`, so a
         // collector indexes `outbox_id` or `campaign` without digging; the spans as a list.
         LogFormat::Json => fmt
@@ -55,6 +66,58 @@ pub fn init(verbosity: i8, log: &LogSettings) {
             .with_span_list(true)
             .try_init(),
     };
+}
+
+/// The text log's fields (message included) as [`DefaultFields`] writes them, through
+/// [`printable`]: a relay's reply with ESC or CR in it can neither drive the operator's terminal
+/// nor start a forged log line. (JSON escapes control characters itself.)
+#[derive(Default)]
+struct PrintableFields(DefaultFields);
+
+impl<'writer> FormatFields<'writer> for PrintableFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        // Without colours: the escapes of italic field names would be escaped in turn.
+        let mut text = String::new();
+        self.0.format_fields(Writer::new(&mut text), fields)?;
+        writer.write_str(&printable(&text))
+    }
+}
+
+/// `text` safe for a terminal or a line of a text log: C0 control characters (but tab), DEL,
+/// C1, and the bidirectional overrides and isolates (which reorder what a reader sees) written
+/// as Rust escapes: `\x1b`, `\r`, `\n`, `\u{202e}`. Everything else, backslashes too, as is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    fn hostile(c: char) -> bool {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+    }
+    if !text.contains(hostile) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if hostile(c) && (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`printable`] line by line, for a message of several lines of its own (a list of problems):
+/// its line breaks stay, a CR or another control character within a line does not.
+pub fn printable_lines(text: &str) -> String {
+    text.split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Colours only for a person at a terminal, and not when `NO_COLOR` is set to anything
@@ -177,6 +240,19 @@ mod tests {
             "U0002 2026-11-30 @ 09:00 a@b"
         );
         assert_eq!(mask_personal_data("ëà@x.it è"), "***@*** è");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            printable(
+                "550 \x1b]0;owned\x07\x1b[2J\r\nINFO forged\u{202e}txt.exe\u{2066}\u{85}\x7f"
+            ),
+            "550 \\x1b]0;owned\\x07\\x1b[2J\\r\\nINFO forged\\u{202e}txt.exe\\u{2066}\\u{85}\\x7f"
+        );
+        // Text, tabs, accents and backslashes as they are, not copied.
+        let plain = "5.1.1\tNicolò C:\\temp ‘quoted’";
+        assert!(matches!(printable(plain), Cow::Borrowed(_)));
     }
 
     #[test]

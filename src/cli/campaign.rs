@@ -436,8 +436,9 @@ async fn show(db: &Db, tz: Tz, name: &str, json: bool) -> anyhow::Result<ExitCod
             format!("{} ({} being sent)", p.open(), p.sending),
         ),
     ];
+    // The paused reason quotes the relay's reply: escaped for the terminal.
     for (k, v) in lines {
-        println!("{k:<11} {v}");
+        println!("{k:<11} {}", crate::telemetry::printable(&v));
     }
     Ok(ExitCode::SUCCESS)
 }

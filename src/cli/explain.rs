@@ -10,6 +10,7 @@ use super::local;
 use crate::audience::explain::{explain, Explanation, UserMessage};
 use crate::config::Settings;
 use crate::store::{Db, OutboxState};
+use crate::telemetry::printable;
 
 pub(crate) async fn run(
     db: &Db,
@@ -69,8 +70,9 @@ pub(crate) async fn run(
             ),
         ),
     ];
+    // Every value came from the snapshot or a relay: escaped for the terminal.
     for (k, v) in &fields {
-        println!("{k:<31} {v}");
+        println!("{k:<31} {}", printable(v));
     }
 
     println!();
@@ -90,10 +92,10 @@ pub(crate) async fn run(
         for s in &e.suppressions {
             println!(
                 "  {}  since {}, by {}: {}",
-                s.address,
+                printable(&s.address),
                 local(s.created_at, tz),
                 s.source,
-                s.reason
+                printable(&s.reason)
             );
         }
     }
@@ -123,7 +125,11 @@ fn print_why_not(e: &Explanation, tz: chrono_tz::Tz) {
     }
     let w = missing.iter().map(|v| v.campaign.len()).max().unwrap_or(0);
     for v in missing {
-        println!("  {:<w$}  {}", v.campaign, v.verdict.text(&v.audience, tz));
+        println!(
+            "  {:<w$}  {}",
+            v.campaign,
+            printable(&v.verdict.text(&v.audience, tz))
+        );
     }
 }
 
@@ -150,7 +156,7 @@ fn print_messages(e: &Explanation, tz: chrono_tz::Tz) {
             local(m.planned_at, tz),
             local(m.sent_at, tz),
             local(m.updated_at, tz),
-            why(m, tz)
+            printable(&why(m, tz))
         );
         if let Some(id) = &m.digest {
             println!("      merged into digest {id} (one email with the user's other messages of that day)");
@@ -163,7 +169,7 @@ fn print_messages(e: &Explanation, tz: chrono_tz::Tz) {
                 h.attempts
             );
             if let Some(reason) = &h.reason {
-                line.push_str(&format!(": {reason}"));
+                line.push_str(&format!(": {}", printable(reason)));
             }
             if let Some(code) = h.smtp_code {
                 line.push_str(&format!(" (reply {code})"));

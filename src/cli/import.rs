@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::import::snapshot::RowError;
 use crate::import::{self, ImportError, ImportOptions};
 use crate::store::Db;
+use crate::telemetry::printable;
 use crate::telemetry::progress::{Progress, Unit};
 
 pub(crate) async fn users(
@@ -79,7 +80,8 @@ pub(crate) async fn users(
 
 fn print_row_errors(errors: &[RowError], total: u64) {
     for e in errors {
-        eprintln!("  {e}");
+        // A row error quotes the cell.
+        eprintln!("  {}", printable(&e.to_string()));
     }
     if total > errors.len() as u64 {
         eprintln!("  ... and {} more", total - errors.len() as u64);

@@ -43,12 +43,27 @@ pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::
         return configuration::run(cmd, &settings);
     }
     let settings = Arc::new(settings);
-    let db = Db::open_settings(&settings.database)
+    // Every command applies what migrations are missing; `migrate` says which.
+    let (db, applied) = Db::open_settings(&settings.database)
         .await
         .context("opening the database")?;
     let result = match command {
         Command::Migrate => {
-            println!("database is up to date ({:?})", db.backend());
+            if applied.is_empty() {
+                println!(
+                    "database is up to date ({:?}): no migration to apply",
+                    db.backend()
+                );
+            } else {
+                println!(
+                    "applied {} migration(s) to the database ({:?}):",
+                    applied.len(),
+                    db.backend()
+                );
+                for m in &applied {
+                    println!("  {:04} {}", m.version, m.description);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Import(ImportCommand::Users(args)) => {

@@ -11,6 +11,7 @@ use futures::TryStreamExt;
 use crate::audience::campaign;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::import::write_safe_record;
 use crate::store::{queue, Counts, Db};
 
 pub(crate) async fn run(
@@ -36,7 +37,10 @@ pub(crate) async fn run(
         )
         .await
         .context("building the HTML report")?;
-        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        let mut file = crate::import::create_private(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut file, page.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
         println!(
             "{}: the summary of campaign {name}, with its chart",
             path.display()
@@ -56,19 +60,22 @@ async fn csv(
     let file = crate::import::create_private(out)
         .with_context(|| format!("creating {}", out.display()))?;
     let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(file));
-    csv.write_record([
-        "user_id",
-        "recipient",
-        "step",
-        "state",
-        "reason",
-        "reply_code",
-        "attempts",
-        "planned_at",
-        "sent_at",
-        "updated_at",
-        "message_id",
-    ])?;
+    write_safe_record(
+        &mut csv,
+        [
+            "user_id",
+            "recipient",
+            "step",
+            "state",
+            "reason",
+            "reply_code",
+            "attempts",
+            "planned_at",
+            "sent_at",
+            "updated_at",
+            "message_id",
+        ],
+    )?;
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map(|t| t.with_timezone(&tz).to_rfc3339())
             .unwrap_or_default()
@@ -77,7 +84,7 @@ async fn csv(
     let mut rows = queue::report_rows(db, c.id);
     while let Some(r) = rows.try_next().await.context("reading the outbox")? {
         counts.add(r.state, 1);
-        csv.write_record([
+        let record = [
             r.user_id.as_str(),
             &r.recipient,
             &r.step.to_string(),
@@ -89,7 +96,9 @@ async fn csv(
             &time(r.sent_at),
             &time(r.updated_at),
             &r.message_id,
-        ])?;
+        ];
+        // Addresses, ids and relay replies come from outside: no cell runs as a formula.
+        write_safe_record(&mut csv, record)?;
     }
     csv.flush()
         .with_context(|| format!("writing {}", out.display()))?;

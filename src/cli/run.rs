@@ -17,6 +17,7 @@ use crate::render::email;
 use crate::render::live::TemplateStore;
 use crate::render::templates::TemplateSet;
 use crate::store::Db;
+use crate::telemetry::printable;
 use crate::telemetry::progress::{Progress, Unit};
 
 pub(crate) async fn once(
@@ -127,7 +128,7 @@ pub(crate) async fn once(
     if let Some(b) = &delivery.breaker {
         eprintln!(
             "delivery stopped: {}",
-            delivery.relay_fault.as_deref().unwrap_or(&b.reply)
+            printable(delivery.relay_fault.as_deref().unwrap_or(&b.reply))
         );
         eprintln!(
             "{} message(s) of the streak are back in the queue; paused: {}",
@@ -142,10 +143,12 @@ pub(crate) async fn once(
     if delivery.relay_unreachable {
         eprintln!(
             "delivery stopped, the relay's fault: {}",
-            delivery
-                .relay_fault
-                .as_deref()
-                .unwrap_or("the relay could not be reached")
+            printable(
+                delivery
+                    .relay_fault
+                    .as_deref()
+                    .unwrap_or("the relay could not be reached")
+            )
         );
         eprintln!("no message was failed for it: they stay queued for the next run");
         return Ok(ExitCode::from(EXIT_RELAY_UNREACHABLE));

@@ -17,7 +17,7 @@ use crate::render::templates::TemplateSet;
 use crate::schedule::{self, RunningDaemon};
 use crate::store::queue::{self, CampaignCounts, ErrorGroup, NextAttempts, OldestPending};
 use crate::store::Db;
-use crate::telemetry::scrub;
+use crate::telemetry::{printable, scrub};
 
 /// Everything `status` shows.
 #[derive(Serialize)]
@@ -95,11 +95,11 @@ fn print(s: &Status, settings: &Settings) {
     let tz = settings.calendar.timezone;
     // What needs an operator comes first.
     if let Some(warning) = &s.warning {
-        println!("WARNING: {warning}");
+        println!("WARNING: {}", printable(warning));
     }
     for c in &s.campaigns {
         if let Some(why) = &c.paused_reason {
-            println!("campaign {} is paused: {why}", c.campaign);
+            println!("campaign {} is paused: {}", c.campaign, printable(why));
             println!(
                 "  resume it when the relay is fixed: avvisi campaign resume {}",
                 c.campaign
@@ -168,7 +168,7 @@ fn print(s: &Status, settings: &Settings) {
                 e.failed,
                 e.retrying,
                 local(e.last_at, tz),
-                e.example
+                printable(&e.example)
             );
         }
     }
@@ -180,7 +180,7 @@ fn print(s: &Status, settings: &Settings) {
         ),
         (None, e) => println!(
             "templates on disk: cannot be loaded: {}",
-            e.as_deref().unwrap_or("-")
+            printable(e.as_deref().unwrap_or("-"))
         ),
     }
     if s.daemons.is_empty() {

@@ -10,6 +10,7 @@ use crate::audience::suppression;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::store::{Db, SuppressionSource};
+use crate::telemetry::printable;
 
 /// The suppression list: addresses avvisi no longer writes to.
 #[derive(Debug, Subcommand)]
@@ -56,16 +57,21 @@ pub(crate) async fn run(
                 println!("no suppressed address");
                 return Ok(ExitCode::SUCCESS);
             }
-            let w = list.iter().map(|s| s.address.len()).max().unwrap_or(0);
+            // Addresses and reasons may come from a relay's reply: escaped for the terminal.
+            let w = list
+                .iter()
+                .map(|s| printable(&s.address).chars().count())
+                .max()
+                .unwrap_or(0);
             let tz = settings.calendar.timezone;
             println!("{:<w$}  {:<20} {:<8} reason", "address", "since", "source");
             for s in &list {
                 println!(
                     "{:<w$}  {:<20} {:<8} {}",
-                    s.address,
+                    printable(&s.address),
                     local(s.created_at, tz),
                     s.source,
-                    s.reason
+                    printable(&s.reason)
                 );
             }
             println!("{} address(es)", list.len());
@@ -85,7 +91,8 @@ pub(crate) async fn run(
                 None => println!("{address} suppressed: no message will go to it"),
                 Some(s) => println!(
                     "{address} was already suppressed (by {}: {}); left as it was",
-                    s.source, s.reason
+                    s.source,
+                    printable(&s.reason)
                 ),
             }
         }

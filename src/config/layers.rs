@@ -309,18 +309,7 @@ fn shown(key: &str, value: &Value) -> serde_json::Value {
 
 /// A URL with the password of its user part, and any password-like query parameter, masked.
 fn mask_url(url: &str) -> String {
-    let url = crate::store::redact_url(url);
-    let Some((base, query)) = url.split_once('?') else {
-        return url;
-    };
-    let params: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_secret(&name.to_lowercase()) => format!("{name}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", params.join("&"))
+    crate::store::redact_url(url)
 }
 
 /// One key of the effective configuration.

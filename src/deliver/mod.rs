@@ -620,6 +620,17 @@ impl Worker {
                     Some(failure),
                 )
             }
+            // The relay refusing the session is the pass's fault, not the message's: said once
+            // per change by whoever runs the pass (the daemon's loop, `run --once`), not once
+            // per message in flight.
+            Err(failure) if failure.kind == FailureKind::Refused => {
+                tracing::debug!(
+                    outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, code = ?failure.code,
+                    error = %crate::telemetry::scrub(&failure.detail), "not sent: the relay refuses the session"
+                );
+                let outcome = self.after_failure(row, self.clock.now(), &failure);
+                (outcome, Some(failure))
+            }
             Err(failure) => {
                 tracing::warn!(
                     outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, code = ?failure.code,

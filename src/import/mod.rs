@@ -112,7 +112,7 @@ pub async fn import_users(
     options: &ImportOptions,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, ImportError> {
-    let file = File::open(path).map_err(|source| ImportError::Open {
+    let file = open_regular(path).map_err(|source| ImportError::Open {
         path: path.to_path_buf(),
         source,
     })?;
@@ -522,7 +522,7 @@ impl RejectWriter {
             let mut w = csv::WriterBuilder::new().flexible(true).from_writer(file);
             let mut header = vec!["line".to_string(), "errors".to_string()];
             header.extend(self.header.iter().cloned());
-            w.write_record(&header).map_err(|e| err(e.into()))?;
+            write_safe_record(&mut w, &header).map_err(|e| err(e.into()))?;
             self.out = Some(w);
         }
         let reasons: Vec<String> = errors
@@ -532,7 +532,7 @@ impl RejectWriter {
         let mut record = vec![line.to_string(), reasons.join("; ")];
         record.extend(raw.iter().cloned());
         let out = self.out.as_mut().expect("opened above");
-        out.write_record(&record).map_err(|e| err(e.into()))
+        write_safe_record(out, &record).map_err(|e| err(e.into()))
     }
 
     /// A rejected duplicate: its staged fields are gone, so the row carries the user_id only.
@@ -563,14 +563,100 @@ impl RejectWriter {
     }
 }
 
-/// Creates a file readable by its owner only: reject files hold personal data.
+/// A cell of a CSV file avvisi writes for people (a report, a reject file), as a spreadsheet
+/// will not run it: text starting with `=`, `+`, `-`, `@`, a tab or a CR is a formula to Excel
+/// and LibreOffice (`=cmd|'/Ccalc'!A0@evil.it` as an address), so it gets a leading `'`, as
+/// OWASP advises against CSV injection.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+/// Writes one record of `cells`, each through [`spreadsheet_safe`].
+pub(crate) fn write_safe_record<W: std::io::Write>(
+    w: &mut csv::Writer<W>,
+    cells: impl IntoIterator<Item = impl AsRef<str>>,
+) -> csv::Result<()> {
+    for cell in cells {
+        w.write_field(spreadsheet_safe(cell.as_ref()).as_bytes())?;
+    }
+    // No more fields: ends the record.
+    w.write_record(None::<&[u8]>)
+}
+
+/// Opens the snapshot at `path` for reading, refusing without reading a byte what is not a
+/// regular file: a symlink (it may point at a file the operator did not mean, whose first
+/// cell an error would quote: `/etc/shadow`), a FIFO (it would block the import forever), a
+/// device.
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking: a FIFO opens at once, to be refused below; a regular file reads as ever.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(not_a_symlink)?;
+    regular(&file)?;
+    Ok(file)
+}
+
+/// Creates or truncates `path` as a file readable by its owner only (reject files and reports
+/// hold personal data): mode 0600 whatever the mode of a file already there; a symlink, a FIFO
+/// or anything else but a regular file is refused, not written through.
 pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    // Truncated only once known to be a regular file.
+    options.write(true).create(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
+        // Non-blocking: a FIFO without a reader fails at once instead of waiting for one.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
-    options.open(path)
+    let file = options.open(path).map_err(not_a_symlink)?;
+    regular(&file)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.set_len(0)?;
+    Ok(file)
+}
+
+/// The errors of `O_NOFOLLOW` on a symlink and of `O_NONBLOCK` on a FIFO without a reader,
+/// said plainly.
+fn not_a_symlink(e: std::io::Error) -> std::io::Error {
+    #[cfg(unix)]
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => {
+            return std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is a symbolic link, refused: name the file itself",
+            )
+        }
+        Some(libc::ENXIO) => return not_regular(),
+        _ => {}
+    }
+    e
+}
+
+fn regular(file: &File) -> std::io::Result<()> {
+    match file.metadata()?.is_file() {
+        true => Ok(()),
+        false => Err(not_regular()),
+    }
+}
+
+fn not_regular() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "not a regular file (a FIFO, a device or a folder), refused",
+    )
 }

@@ -1,11 +1,16 @@
 //! The daemon's HTTP server (axum): `/healthz`, `/readyz`, `/metrics` and the status page `/`.
 //! Read-only: nothing here changes the outbox. It stops with the daemon.
+//!
+//! Every response carries [`security_headers`]; text quoted from outside (a relay's reply on
+//! `/readyz`) is escaped; a non-loopback `http.address` is served with a warning, as nothing
+//! here asks who is asking.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -16,6 +21,7 @@ use super::health::{readiness, Health};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::store::Db;
+use crate::telemetry::printable;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +56,21 @@ pub async fn start(
     let bound = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { address, source })?;
+    if !address.ip().is_loopback() {
+        tracing::warn!(
+            address = %address,
+            "http.address is not a loopback address: the status page (campaigns, reply texts), \
+             /metrics and /readyz are open to whoever reaches this port, with no \
+             authentication; keep it on 127.0.0.1 behind a proxy that authenticates, or \
+             firewall the port"
+        );
+    }
     let app = Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(endpoints);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -65,6 +81,27 @@ pub async fn start(
         }
     });
     Ok((bound, task))
+}
+
+/// The content security policy of every response: nothing loaded, run or framed; only the
+/// status page's own `<style>` and `style=""` attributes (bar widths, legend colours) and its
+/// inline SVG chart. No script at all.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Headers for every response, the 404s included: no MIME sniffing (a reply text served as
+/// text stays text), no framing, the policy above, no referrer sent to links elsewhere.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// The process is alive and its runtime answers.
@@ -79,7 +116,7 @@ async fn readyz(State(e): State<Endpoints>) -> Response {
     let mut body = String::new();
     for c in &checks {
         let verdict = if c.ok { "ok" } else { "FAIL" };
-        body.push_str(&format!("{verdict} {}: {}\n", c.name, c.detail));
+        body.push_str(&format!("{verdict} {}: {}\n", c.name, inert(&c.detail)));
     }
     let status = if ready {
         StatusCode::OK
@@ -89,12 +126,41 @@ async fn readyz(State(e): State<Endpoints>) -> Response {
     (status, body).into_response()
 }
 
+/// `text` from outside (a relay's reply) for a plain-text page: control characters escaped
+/// ([`printable`]), and markup too, should a browser or a dashboard render it as HTML.
+fn inert(text: &str) -> String {
+    printable(text)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// How long `/metrics` waits for the database before it answers without it: well within
+/// Prometheus's default scrape timeout (10 s). A server that is down or a SQLite file locked
+/// by another process would otherwise hold the answer for the pool's or the lock's timeout.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The Prometheus text format: the outbox's gauges, read now, and the in-memory metrics.
+/// Without the database (an error, or no answer within [`SCRAPE_TIMEOUT`]), the in-memory
+/// metrics all the same, the outbox's gauges at their last values, and
+/// `avvisi_database_up 0`; the log says so once per change, not at every scrape.
 async fn metrics(State(e): State<Endpoints>) -> Response {
-    if let Err(err) = super::metrics::scrape(&e.db, e.clock.now()).await {
-        // The in-memory metrics are still worth a scrape; the database's absence shows on
-        // /readyz and in the log.
-        tracing::warn!(error = %e.db.describe(&err), "metrics: cannot read the outbox");
+    let scraped =
+        tokio::time::timeout(SCRAPE_TIMEOUT, super::metrics::scrape(&e.db, e.clock.now())).await;
+    let problem = match scraped {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(e.db.describe(&err)),
+        Err(_) => Some(format!("no answer within {} s", SCRAPE_TIMEOUT.as_secs())),
+    };
+    if super::metrics::database_up(problem.is_none()) {
+        match &problem {
+            Some(error) => tracing::warn!(
+                %error,
+                "metrics: cannot read the outbox; /metrics answers with avvisi_database_up 0 \
+                 and the outbox's gauges at their last values"
+            ),
+            None => tracing::info!("metrics: the outbox can be read again"),
+        }
     }
     e.prometheus.run_upkeep();
     (
@@ -114,7 +180,10 @@ async fn status_page(State(e): State<Endpoints>) -> Response {
             tracing::warn!(error = %err, "status page");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the status page cannot be built now: {err}\n"),
+                format!(
+                    "the status page cannot be built now: {}\n",
+                    inert(&err.to_string())
+                ),
             )
                 .into_response()
         }

@@ -81,6 +81,19 @@ pub const DB_GAUGES: &[DbGauge] = &[
     },
 ];
 
+/// Whether the last scrape could read the database (the gauge `avvisi_database_up`).
+static DATABASE_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Sets `avvisi_database_up` to `up`; true when that is a change since the last scrape.
+pub fn database_up(up: bool) -> bool {
+    describe_gauge!(
+        "avvisi_database_up",
+        "1 when the last scrape read the database, 0 when it could not (error or no answer in time)"
+    );
+    gauge!("avvisi_database_up").set(if up { 1.0 } else { 0.0 });
+    DATABASE_UP.swap(up, std::sync::atomic::Ordering::Relaxed) != up
+}
+
 /// The label sets each gauge had at the previous scrape: one that is gone now (no message of a
 /// campaign left pending) is set to 0 rather than left at its last value.
 static SEEN: Mutex<BTreeMap<&'static str, BTreeSet<Vec<String>>>> = Mutex::new(BTreeMap::new());

@@ -28,6 +28,13 @@ pub use state::{
     UnknownState,
 };
 
+/// A migration applied by [`Db::migrate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub version: i64,
+    pub description: String,
+}
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -232,10 +239,13 @@ impl Db {
         Db::open_with(url, max_connections, DEFAULT_BUSY_TIMEOUT).await
     }
 
-    /// Opens the database as configured (`database.*`) and applies the embedded migrations.
-    pub(crate) async fn open_settings(settings: &DatabaseSettings) -> Result<Db, DbError> {
+    /// Opens the database as configured (`database.*`) and applies the embedded migrations;
+    /// also returns the migrations it applied (for `avvisi migrate` to say so).
+    pub(crate) async fn open_settings(
+        settings: &DatabaseSettings,
+    ) -> Result<(Db, Vec<Applied>), DbError> {
         let busy_timeout = Duration::from_secs(settings.busy_timeout_seconds);
-        Db::open_with(&settings.url, settings.max_connections, busy_timeout).await
+        Db::open_applying(&settings.url, settings.max_connections, busy_timeout).await
     }
 
     async fn open_with(
@@ -243,28 +253,68 @@ impl Db {
         max_connections: u32,
         busy_timeout: Duration,
     ) -> Result<Db, DbError> {
+        Ok(Db::open_applying(url, max_connections, busy_timeout)
+            .await?
+            .0)
+    }
+
+    async fn open_applying(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<(Db, Vec<Applied>), DbError> {
         let db = Db::connect_with(url, max_connections, busy_timeout).await?;
-        db.migrate().await.map_err(|e| {
+        let applied = db.migrate().await.map_err(|e| {
             let cause = match &e {
                 DbError::Migrate(
                     sqlx::migrate::MigrateError::Execute(e)
                     | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
-                ) => db.locked(e),
+                )
+                | DbError::Query(e) => db.locked(e),
                 _ => None,
             };
             cause.map_or(e, DbError::Locked)
         })?;
-        Ok(db)
+        Ok((db, applied))
     }
 
-    /// Applies the embedded migrations of this backend; a no-op when they are applied already.
-    pub async fn migrate(&self) -> Result<(), DbError> {
+    /// Applies the embedded migrations of this backend that are not applied yet, and returns
+    /// them (none when the database is up to date).
+    pub async fn migrate(&self) -> Result<Vec<Applied>, DbError> {
         let migrator = match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        let before = self.applied_versions().await?;
         migrator.run(&self.pool).await?;
-        Ok(())
+        Ok(migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !before.contains(&m.version))
+            .map(|m| Applied {
+                version: m.version,
+                description: m.description.to_string(),
+            })
+            .collect())
+    }
+
+    /// The versions in sqlx's migrations table; none before the first migration creates it.
+    async fn applied_versions(&self) -> Result<Vec<i64>, DbError> {
+        let exists = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let count: i64 = sqlx::query_scalar(exists).fetch_one(&self.pool).await?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -431,18 +481,71 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The URL with any password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+/// The URL as messages and logs may show it: the password of its user part, any query
+/// parameter that looks like a secret (`password=`, `sslkey=`...) and any fragment as `***`.
+/// A URL that does not parse with a host (`postgres:/u:pw@h`, a bad port, a stray space) may
+/// hold its password anywhere: only its scheme is shown. SQLite URLs name a file and hold no
+/// credentials: shown as they are, but for a secret-looking parameter.
+pub fn redact_url(raw: &str) -> String {
+    let raw = raw.trim();
+    let scheme = raw.split_once(':').map(|(s, _)| s).filter(|s| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    if scheme.is_some_and(|s| s.eq_ignore_ascii_case("sqlite")) {
+        return match raw.split_once('?') {
+            Some((base, query)) => format!("{base}?{}", redact_query(query)),
+            None => raw.to_string(),
+        };
     }
+    let hidden = || match scheme {
+        Some(s) => format!("{s}:(the rest is not shown: not a well-formed URL)"),
+        None => "(not shown: not a well-formed URL)".to_string(),
+    };
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return hidden();
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return hidden();
+    }
+    let before = url.clone();
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return hidden();
+    }
+    if let Some(query) = url.query().map(redact_query) {
+        url.set_query(Some(&query));
+    }
+    if url.fragment().is_some() {
+        url.set_fragment(Some("***"));
+    }
+    // Nothing secret: as written, not as the parser normalises it (`https://x` + `/`).
+    if url == before {
+        return raw.to_string();
+    }
+    url.to_string()
+}
+
+/// A URL's query with the value of every secret-looking parameter as `***`.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_parameter(name) => format!("{name}=***"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `password`, `sslpassword`, `pwd`, `passfile`... by the name, percent-decoded, any case.
+fn is_secret_parameter(name: &str) -> bool {
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .to_lowercase();
+    ["pass", "pwd", "secret", "token", "key", "auth"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -456,5 +559,56 @@ mod tests {
             "postgres://avvisi:***@db:5432/avvisi"
         );
         assert_eq!(redact_url("sqlite://data/a.db"), "sqlite://data/a.db");
+        assert_eq!(
+            redact_url("sqlite:data/a.db?mode=rwc&key=hunter2"),
+            "sqlite:data/a.db?mode=rwc&key=***"
+        );
+    }
+
+    /// Every shape a password can take in a URL, well formed or not: never shown.
+    #[test]
+    fn no_shape_of_url_shows_its_password() {
+        for (url, shown) in [
+            (
+                "postgres://avvisi@db/avvisi?sslmode=require&password=hunter2",
+                "postgres://avvisi@db/avvisi?sslmode=require&password=***",
+            ),
+            (
+                "postgresql://avvisi:hunter2@db/avvisi?PassWord=hunter2&%70assword=hunter2#hunter2",
+                "postgresql://avvisi:***@db/avvisi?PassWord=***&%70assword=***#***",
+            ),
+            (
+                "postgres://avvisi:hun@ter2@db/avvisi",
+                "postgres://avvisi:***@db/avvisi",
+            ),
+            (
+                "postgres:/avvisi:hunter2@db",
+                "postgres:(the rest is not shown: not a well-formed URL)",
+            ),
+            (
+                "postgres:avvisi:hunter2@db",
+                "postgres:(the rest is not shown: not a well-formed URL)",
+            ),
+            (
+                "postgres://avvisi:hunter2@db:port/avvisi",
+                "postgres:(the rest is not shown: not a well-formed URL)",
+            ),
+            (
+                "postgres://avvisi:hunter2@d b/avvisi",
+                "postgres:(the rest is not shown: not a well-formed URL)",
+            ),
+            (
+                "postgres://avvisi:hunter2@/avvisi",
+                "postgres:(the rest is not shown: not a well-formed URL)",
+            ),
+            (
+                "avvisi:hunter2@db/avvisi",
+                "avvisi:(the rest is not shown: not a well-formed URL)",
+            ),
+            ("//avvisi:hunter2@db", "(not shown: not a well-formed URL)"),
+            ("hunter2", "(not shown: not a well-formed URL)"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

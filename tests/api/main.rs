@@ -19,6 +19,7 @@ mod deploy;
 mod digest;
 mod dkim;
 mod hostile;
+mod hostile_cli;
 mod import;
 mod observe;
 mod plan;
