@@ -42,6 +42,7 @@ mod child;
 mod daemons;
 mod postgres;
 mod proc_stats;
+mod relay;
 mod sink;
 #[allow(dead_code)] // the tests' sink: the benchmark uses its counting mode only
 #[path = "../../tests/api/smtp_sink.rs"]
@@ -86,8 +87,8 @@ pub struct Args {
     pub population: Population,
     /// Daemon counts to measure on PostgreSQL (`avvisi daemon` processes sharing the database),
     /// then two with one killed; empty: none. Default: 1,2,3 under `cargo bench`, 1 otherwise.
-    #[arg(long, value_delimiter = ',', value_name = "N,...")]
-    pub daemons: Option<Vec<usize>>,
+    #[arg(long, value_name = "N,...", value_parser = parse_daemon_counts)]
+    pub daemons: Option<DaemonCounts>,
     /// Users of the daemon runs' snapshot (the same population). Default: 100000 under `cargo
     /// bench` (each run imports, plans and delivers its own), --users otherwise.
     #[arg(long, value_name = "N")]
@@ -121,6 +122,19 @@ impl Args {
             DEFAULT_USERS_SMOKE
         })
     }
+}
+
+/// The daemon counts of `--daemons 1,2,3`; `--daemons ''` is none.
+#[derive(Debug, Clone)]
+pub struct DaemonCounts(pub Vec<usize>);
+
+fn parse_daemon_counts(s: &str) -> Result<DaemonCounts, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse().map_err(|e| format!("{n}: {e}")))
+        .collect::<Result<_, _>>()
+        .map(DaemonCounts)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -168,7 +182,12 @@ async fn parent(args: &Args) -> anyhow::Result<()> {
     };
     let dir = std::env::temp_dir().join(format!("avvisi-bench-{}", random_hex()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = measure_all(args, users, &backends, concurrency, &dir).await;
+    // On Ctrl-C the measurement is dropped, which stops the relay (its master daemon detaches from
+    // the terminal) before the folder goes.
+    let result = tokio::select! {
+        result = measure_all(args, users, &backends, concurrency, &dir) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     if args.keep {
         eprintln!("kept: {}", dir.display());
     } else {
@@ -199,12 +218,18 @@ async fn measure_all(
         started.elapsed().as_secs_f64()
     );
 
-    let sink = Sink::start(args.sink).await?;
+    let sink = Sink::start(args.sink, dir).await?;
     eprintln!("sink: {}", sink.describe());
     let mut figures = Vec::new();
     let mut failure = None;
     for backend in backends {
-        match run_child(args, *backend, concurrency, dir, &snapshot, sink.port()).await {
+        // The relay delivers the backend's messages after accepting them: the next measurement
+        // starts on an empty queue.
+        let run = match run_child(args, *backend, concurrency, dir, &snapshot, sink.port()).await {
+            Ok(f) => sink.settle().await.map(|()| f),
+            Err(e) => Err(e),
+        };
+        match run {
             Ok(f) => figures.push(f),
             Err(e) => {
                 failure = Some(e.context(format!("benchmark on {}", backend.name())));
@@ -212,7 +237,7 @@ async fn measure_all(
             }
         }
     }
-    // What the built-in sink counted, before smtp-source adds its own messages.
+    // What the built-in sink or the relay counted, before smtp-source adds its own messages.
     let received = sink.accepted();
     let ceiling = match (&failure, figures.first()) {
         (None, Some(f)) => {
@@ -222,16 +247,27 @@ async fn measure_all(
         _ => None,
     };
     let label = sink.describe();
+    let relay = sink.is_relay();
     sink.stop();
     if let Some(e) = failure {
         return Err(e);
     }
-    table::print(users, concurrency, &label, &figures, ceiling.as_ref());
+    table::print(
+        users,
+        concurrency,
+        &label,
+        relay,
+        &figures,
+        ceiling.as_ref(),
+    );
     if backends.contains(&OneBackend::Postgres) {
-        let counts =
-            args.daemons
-                .clone()
-                .unwrap_or_else(|| if args.bench { vec![1, 2, 3] } else { vec![1] });
+        let counts = args.daemons.clone().map(|d| d.0).unwrap_or_else(|| {
+            if args.bench {
+                vec![1, 2, 3]
+            } else {
+                vec![1]
+            }
+        });
         if !counts.is_empty() {
             let n = args.daemon_users.unwrap_or(if args.bench {
                 100_000.min(users)

@@ -1,9 +1,10 @@
 //! The SMTP sink the children deliver to, and the ceiling: Postfix's `smtp-sink` when installed
 //! (Debian's `postfix`), else the integration tests' sink (`tests/api/smtp_sink.rs`) in counting
-//! mode, in the parent process. `smtp-source` (Postfix too) then sends messages of the same size
-//! over as many connections to the same sink: the machine's ceiling.
+//! mode, in the parent process; or, with `--sink relay`, a real Postfix relay delivering to
+//! `discard` (`relay.rs`). `smtp-source` (Postfix too) then sends messages of the same size over
+//! as many connections to the same sink: the machine's ceiling, or through the relay the yardstick.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::ValueEnum;
 
 use crate::proc_stats::is_root;
+use crate::relay::Relay;
 use crate::smtp_sink::SmtpSink;
 
 /// Messages `smtp-source` sends: enough for a steady rate, without doubling a long run.
@@ -21,15 +23,22 @@ pub enum SinkChoice {
     Auto,
     Postfix,
     Builtin,
+    /// A private Postfix instance, its queue on disk, delivering to `discard` (root only).
+    Relay,
 }
 
 pub enum Sink {
     Postfix { port: u16, child: Child },
     Builtin(SmtpSink),
+    Relay(Relay),
 }
 
 impl Sink {
-    pub async fn start(choice: SinkChoice) -> anyhow::Result<Sink> {
+    /// Starts the sink; the relay's instance goes into `dir`, the run's folder.
+    pub async fn start(choice: SinkChoice, dir: &Path) -> anyhow::Result<Sink> {
+        if choice == SinkChoice::Relay {
+            return Ok(Sink::Relay(Relay::start(dir, free_port()?).await?));
+        }
         let postfix = match choice {
             SinkChoice::Builtin => None,
             _ => find_program("smtp-sink"),
@@ -73,15 +82,32 @@ impl Sink {
         match self {
             Sink::Postfix { port, .. } => *port,
             Sink::Builtin(sink) => sink.addr().port(),
+            Sink::Relay(relay) => relay.port(),
         }
     }
 
-    /// Messages accepted so far, when the sink counts them (the built-in one).
+    pub fn is_relay(&self) -> bool {
+        matches!(self, Sink::Relay(_))
+    }
+
+    /// Messages accepted so far, when the sink counts them: the built-in one, and the relay
+    /// (delivered, from its log: call [`Sink::settle`] first).
     pub fn accepted(&self) -> Option<u64> {
         match self {
             Sink::Postfix { .. } => None,
             Sink::Builtin(sink) => Some(sink.accepted()),
+            Sink::Relay(relay) => relay.delivered(),
         }
+    }
+
+    /// Waits until the sink has finished with what it accepted: the relay's queue empty, so that
+    /// the next measurement does not overlap this one's deliveries. Nothing to wait for otherwise.
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        if let Sink::Relay(relay) = self {
+            let secs = relay.drain().await?;
+            eprintln!("relay: its queue emptied {secs:.1} s after the backend's run ended");
+        }
+        Ok(())
     }
 
     pub fn describe(&self) -> String {
@@ -94,6 +120,11 @@ impl Sink {
                 sink.accepted(),
                 sink.accepted_bytes() as f64 / 1048576.0
             ),
+            Sink::Relay(relay) => format!(
+                "a Postfix relay on 127.0.0.1:{} (its queue on disk, delivery to discard; \
+                 rates are messages accepted by the relay)",
+                relay.port()
+            ),
         }
     }
 
@@ -105,6 +136,7 @@ impl Sink {
             }
             // Dropping the sink aborts its tasks.
             Sink::Builtin(sink) => drop(sink),
+            Sink::Relay(mut relay) => relay.stop(),
         }
     }
 }
@@ -160,7 +192,7 @@ pub async fn smtp_source(
 }
 
 /// A program on PATH or in the sbin folders, where Debian's postfix puts its test tools.
-fn find_program(name: &str) -> Option<PathBuf> {
+pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
