@@ -3,6 +3,7 @@
 //! the first retry, the cap, `max_attempts`, no retry past the deadline).
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
@@ -283,7 +284,95 @@ async fn no_retry_is_scheduled_past_the_deadline(app: TestApp) {
     }
 }
 
+/// Waits for `check` to hold, up to `timeout`, looking every 100 ms.
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The daemon (the binary) starts while nothing listens on the relay's port: it plans, finds the
+/// relay unreachable, fails nothing and logs the outage once; a relay then comes back on that
+/// port and the same daemon, never restarted, delivers every email exactly once.
+async fn the_daemon_resumes_by_itself_after_a_relay_outage(app: TestApp) {
+    use crate::crash::{log_dir, spawn, terminate, wait_settled, NOW};
+    app.import_examples().await;
+    // A port bound here and released: connections to it are refused until the relay is back.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env: Vec<(&str, String)> = vec![
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
+        ("AVVISI__SMTP__URL", format!("smtp://{addr}")),
+        ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *".into()),
+        ("AVVISI__DAEMON__POLL_SECONDS", "1".into()),
+        ("AVVISI__DAEMON__RELAY_BACKOFF_MAX_SECONDS", "2".into()),
+    ];
+    let log = log_dir(&format!("outage-{:?}", app.backend)).join("daemon.log");
+    let mut daemon = spawn(&app, &["daemon", "--now", NOW], &env, &log);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let stopped = "delivery stopped by the relay";
+
+    // Down: everything planned, the outage logged, and met again by a later pass (the daemon
+    // keeps trying, backing off); nothing failed or attempted.
+    let passes_refused = |log: &str| -> usize {
+        log.lines()
+            .filter(|l| l.contains("kind=Refused"))
+            .filter_map(|l| l.split("batch{batch=").nth(1)?.split(' ').next())
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    wait_until("two passes refused", Duration::from_secs(60), || {
+        let (log, app) = (read_log(), app.clone());
+        async move {
+            log.contains(stopped) && passes_refused(&log) >= 2 && app.outbox().await.len() == 47
+        }
+    })
+    .await;
+    // Waiting as planned, or claimed by the pass under way (handed back as it was).
+    for r in app.outbox().await {
+        match r.state.as_str() {
+            "pending" => assert_eq!((r.attempts, r.reason.as_deref()), (0, None), "{r:?}"),
+            "sending" => {}
+            _ => panic!("a message changed for the relay's fault: {r:?}"),
+        }
+    }
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon runs on");
+
+    // Back: the same daemon delivers everything (47 reminders to 30 people: 30 emails).
+    let sink = SmtpSink::start_on(addr).await;
+    let received = sink.wait_for(30, Duration::from_secs(60)).await;
+    assert_eq!(received.len(), 30, "see {}", log.display());
+    let states = wait_settled(&app, Duration::from_secs(60)).await;
+    assert_eq!(states.get("sent"), Some(&47), "{states:?}");
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "never restarted: the same process delivered"
+    );
+    assert_eq!(terminate(&mut daemon).await, Some(0));
+    let received = sink.received();
+    assert_eq!(
+        (
+            received.len(),
+            crate::smtp_sink::distinct_message_ids(&received)
+        ),
+        (30, 30),
+        "each email exactly once"
+    );
+    let text = read_log();
+    assert_eq!(text.matches(stopped).count(), 1, "logged once: {text}");
+    assert!(text.contains("the relay accepts messages again"), "{text}");
+}
+
 on_both_backends!(
+    the_daemon_resumes_by_itself_after_a_relay_outage,
     nothing_is_sent_before_the_window_opens_nor_after_it_closes,
     the_breaker_pauses_the_campaigns_of_the_streak,
     each_retry_waits_twice_as_long,
