@@ -343,6 +343,25 @@ impl TestApp {
         ids
     }
 
+    /// Each `.eml` file's identity: its inode and modification time, by file name. The file
+    /// transport writes a temporary file renamed over the name, so an email written again under
+    /// the same name (a re-send) changes its entry although the number of files stays the same.
+    pub fn eml_writes(&self) -> std::collections::BTreeMap<String, (u64, std::time::SystemTime)> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(self.outbox_dir()) else {
+            return Default::default();
+        };
+        entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .map(|p| {
+                let meta = std::fs::metadata(&p).unwrap();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, (meta.ino(), meta.modified().unwrap()))
+            })
+            .collect()
+    }
+
     /// The `.eml` files written by the file transport, by file name.
     pub fn eml_files(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = match std::fs::read_dir(self.outbox_dir()) {
