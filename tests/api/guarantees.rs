@@ -315,7 +315,8 @@ async fn the_daemon_resumes_by_itself_after_a_relay_outage(app: TestApp) {
         ("AVVISI__DAEMON__POLL_SECONDS", "1".into()),
         ("AVVISI__DAEMON__RELAY_BACKOFF_MAX_SECONDS", "2".into()),
     ];
-    let log = log_dir(&format!("outage-{:?}", app.backend)).join("daemon.log");
+    let log =
+        log_dir(&format!("outage-{:?}-{}", app.backend, std::process::id())).join("daemon.log");
     let mut daemon = spawn(&app, &["daemon", "--now", NOW], &env, &log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let stopped = "delivery stopped by the relay";
