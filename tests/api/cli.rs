@@ -38,10 +38,11 @@ async fn readme_main_command_writes_the_reminders(app: TestApp) {
     );
     // 47 reminders to 30 people, one email each (the daily digest).
     assert_eq!(app.eml_files().len(), 30);
-    // Running it again sends nothing new.
+    // Running it again sends nothing new, and nothing again: not one file is written anew.
+    let written = app.eml_writes();
     let again = avvisi(&app, &args, &[]);
     assert!(again.status.success());
-    assert_eq!(app.eml_files().len(), 30);
+    assert_eq!(app.eml_writes(), written, "an email was written again");
     let status = avvisi(&app, &["status"], &[]);
     let text = stdout(&status);
     assert!(

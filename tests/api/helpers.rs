@@ -4,7 +4,8 @@
 //!
 //! PostgreSQL is `AVVISI_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
 //! When it cannot be reached the PostgreSQL cases are skipped with a message, unless
-//! `AVVISI_REQUIRE_POSTGRES=1` (set by `.ci/run`), which makes them fail instead.
+//! `AVVISI_REQUIRE_POSTGRES=1` (set by `.ci/run`) or `CI=true`, which make them fail instead
+//! (see [`skip_or_fail`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,10 +110,10 @@ async fn fresh_postgres() -> Option<(String, String, String)> {
     let admin = match sqlx::AnyPool::connect(&admin_url).await {
         Ok(pool) => pool,
         Err(e) => {
-            if std::env::var("AVVISI_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("PostgreSQL is required (AVVISI_REQUIRE_POSTGRES=1) but {admin_url} is unreachable: {e}");
-            }
-            eprintln!("skipping a PostgreSQL case: {admin_url} is unreachable ({e})");
+            skip_or_fail(
+                "AVVISI_REQUIRE_POSTGRES",
+                &format!("a PostgreSQL case: {admin_url} is unreachable ({e})"),
+            );
             return None;
         }
     };
@@ -124,6 +125,22 @@ async fn fresh_postgres() -> Option<(String, String, String)> {
     admin.close().await;
     let base = admin_url.rsplit_once('/').expect("url with a database").0;
     Some((format!("{base}/{name}"), admin_url, name))
+}
+
+/// A case that cannot run here (a tool or a server missing, `why`): skipped with a message, or a
+/// failure when `switch` is `1` or under CI (`CI=true`), where a skip would pass unseen.
+pub fn skip_or_fail(switch: &str, why: &str) {
+    let required = std::env::var(switch).as_deref() == Ok("1");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if required || ci {
+        let because = if required {
+            format!("{switch}=1")
+        } else {
+            "CI=true".to_string()
+        };
+        panic!("cannot run {why}, and skipping is not allowed ({because})");
+    }
+    eprintln!("skipping {why}");
 }
 
 fn uuid_like() -> String {
@@ -324,6 +341,25 @@ impl TestApp {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// Each `.eml` file's identity: its inode and modification time, by file name. The file
+    /// transport writes a temporary file renamed over the name, so an email written again under
+    /// the same name (a re-send) changes its entry although the number of files stays the same.
+    pub fn eml_writes(&self) -> std::collections::BTreeMap<String, (u64, std::time::SystemTime)> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(self.outbox_dir()) else {
+            return Default::default();
+        };
+        entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .map(|p| {
+                let meta = std::fs::metadata(&p).unwrap();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, (meta.ino(), meta.modified().unwrap()))
+            })
+            .collect()
     }
 
     /// The `.eml` files written by the file transport, by file name.

@@ -18,6 +18,7 @@ mod delivery;
 mod deploy;
 mod digest;
 mod dkim;
+mod guarantees;
 mod hostile;
 mod hostile_cli;
 mod import;

@@ -293,6 +293,8 @@ async fn the_circuit_breaker_pauses_instead_of_failing_everyone(app: TestApp) {
     assert!((10..=11).contains(&b.emails), "{b:?}");
     assert!(b.given_back >= b.emails, "{b:?}");
     assert!(delivery.relay_fault.unwrap().contains("554"));
+    // Not an empty list the checks below would pass over.
+    assert!(!b.paused.is_empty(), "{b:?}");
     untouched(&app.outbox().await);
     let status = avvisi(&app, &["status"], &[]);
     let out = String::from_utf8_lossy(&status.stdout);
@@ -316,10 +318,11 @@ async fn the_circuit_breaker_pauses_instead_of_failing_everyone(app: TestApp) {
         let out = avvisi(&app, &["campaign", "resume", campaign], &[]);
         assert!(out.status.success());
     }
+    // Addresses of the imported snapshot (examples/users.csv: U0001, U0007, U0009).
     let bad = [
-        "mario.rossi@libero.it",
-        "anna.verdi@gmail.com",
-        "l.bianchi@outlook.it",
+        "nicolo.manco@libero.it",
+        "giuseppe.russo@gmail.com",
+        "alessandro.pirro@outlook.it",
     ];
     let faults = bad
         .iter()
@@ -336,6 +339,15 @@ async fn the_circuit_breaker_pauses_instead_of_failing_everyone(app: TestApp) {
     let failed = rows.iter().filter(|r| r.state == "failed").count();
     let sent = rows.iter().filter(|r| r.state == "sent").count();
     assert_eq!(failed + sent, 47);
+    // The three bad addresses fail one by one (their digests' rows with them); no one else.
+    let mut failed_users: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.state == "failed")
+        .map(|r| r.user_id.as_str())
+        .collect();
+    failed_users.sort();
+    failed_users.dedup();
+    assert_eq!(failed_users, ["U0001", "U0007", "U0009"]);
     // One email per Message-ID: a digest's rows share their lead's.
     let sent_emails: std::collections::BTreeSet<&str> = rows
         .iter()

@@ -143,6 +143,13 @@ impl SmtpSink {
         Self::serve_on(faults, false).await
     }
 
+    /// A sink on `addr`, a port this test bound and released (a relay coming back after an
+    /// outage, on the address the client was given).
+    pub async fn start_on(addr: SocketAddr) -> SmtpSink {
+        let listener = TcpListener::bind(addr).await.expect("bind smtp sink again");
+        Self::serve_with(listener, State::default(), Vec::new(), false)
+    }
+
     /// A sink for benchmarks: no faults, and memory that does not grow with the messages.
     /// Only [`SmtpSink::accepted`], [`SmtpSink::accepted_bytes`] and [`SmtpSink::connections`]
     /// say what arrived; `received`, `commands` and `grouped` stay empty. Replies go out
@@ -162,14 +169,23 @@ impl SmtpSink {
                 _ => {}
             }
         }
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind smtp sink");
+        Self::serve_with(listener, state, faults, counting)
+    }
+
+    fn serve_with(
+        listener: TcpListener,
+        state: State,
+        faults: Vec<Fault>,
+        counting: bool,
+    ) -> SmtpSink {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             faults,
             counting,
         });
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind smtp sink");
         let addr = listener.local_addr().expect("smtp sink local addr");
         let server = shared.clone();
         let task = tokio::spawn(async move {

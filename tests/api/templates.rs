@@ -1206,10 +1206,10 @@ pub fn find_chromium() -> Option<String> {
 #[test]
 fn preview_renders_in_headless_chromium() {
     let Some(chromium) = find_chromium() else {
-        if std::env::var("AVVISI_REQUIRE_CHROMIUM").as_deref() == Ok("1") {
-            panic!("chromium is required (AVVISI_REQUIRE_CHROMIUM=1) but is not installed");
-        }
-        eprintln!("skipping the Chromium preview test: chromium is not installed (apt-get install chromium)");
+        crate::helpers::skip_or_fail(
+            "AVVISI_REQUIRE_CHROMIUM",
+            "the Chromium preview test: chromium is not installed (apt-get install chromium)",
+        );
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
