@@ -191,6 +191,12 @@ pub(crate) async fn pass(
             }
         }
     }
+    if total >= store::ANALYZE_AFTER_ROWS {
+        // Again after the merge: the claims that follow are planned from these statistics, and
+        // before it every `digest_of` was NULL (claiming a digest's followers would then walk
+        // every follower of the queue, seconds per batch at a million rows).
+        store::analyze(&mut tx, backend, "outbox").await?;
+    }
     tx.commit().await?;
     lifecycle::finish_done(&mut *conn, now).await?;
     if write == Write::Commit {
