@@ -6,7 +6,18 @@
 //! ```sh
 //! cargo bench --bench pipeline -- --users 1200000 --backend both --concurrency 16
 //! cargo test --bench pipeline -- --users 1000 --backend both   # smoke run, debug profile (CI)
+//! cargo bench --bench pipeline -- --users 20000 --sink relay --daemons ''  # a real relay (root)
 //! ```
+//!
+//! The sink (`--sink`): Postfix's `smtp-sink` when installed, else the built-in counting sink
+//! (`auto`, the default; `postfix`, `builtin` to choose), or `relay`: a real Postfix relay, a
+//! private instance in the run's folder with its queue on disk and every message delivered to
+//! `discard` (`relay.rs`; root, and Debian's `postfix` installed, not configured: `/etc/postfix`
+//! is not used). Rates are then what a client sees, messages accepted by the relay, for avvisi
+//! and `smtp-source` alike; the relay's queue is let empty after each backend and before
+//! `smtp-source`, so no measurement overlaps another's deliveries, and its log's count of
+//! delivered messages must equal the emails sent. The instance is stopped and its folder removed
+//! at the end, also on an error or Ctrl-C.
 //!
 //! `harness = false`: this file's `main` runs as is. `cargo bench` appends `--bench` to the
 //! arguments; it is accepted, and only changes the default `--users` (1,200,000 under `cargo bench`,
@@ -24,7 +35,8 @@
 //! - `synthetic.rs`: the synthetic snapshot (deterministic users, four audiences); its tests are
 //!   `tests/api/synthetic.rs`, which includes the file (a bench has no test harness);
 //! - `sink.rs`: the SMTP sink (Postfix's `smtp-sink`, or the tests' `tests/api/smtp_sink.rs` in
-//!   counting mode, included below) and `smtp-source`;
+//!   counting mode, included below, or the relay) and `smtp-source`;
+//! - `relay.rs`: the real relay, a private Postfix instance delivering to `discard`;
 //! - `postgres.rs`: the throwaway PostgreSQL database of a run;
 //! - `proc_stats.rs`: peak memory, CPU time and the machine, from `/proc`;
 //! - `table.rs`: the printed table and the targets.
@@ -96,7 +108,8 @@ pub struct Args {
     /// Keep the temporary folder (snapshot, SQLite file) and the PostgreSQL database.
     #[arg(long)]
     pub keep: bool,
-    /// The SMTP sink: Postfix's smtp-sink when installed (auto), or the built-in one.
+    /// The SMTP sink: Postfix's smtp-sink when installed (auto), or the built-in one, or a real
+    /// Postfix relay in the run's folder, its queue on disk, delivering to discard (root only).
     #[arg(long, value_enum, default_value_t = SinkChoice::Auto)]
     pub sink: SinkChoice,
     /// Added by `cargo bench` (harness = false); only the default of --users depends on it.

@@ -105,7 +105,11 @@ impl Sink {
     pub async fn settle(&self) -> anyhow::Result<()> {
         if let Sink::Relay(relay) = self {
             let secs = relay.drain().await?;
-            eprintln!("relay: its queue emptied {secs:.1} s after the backend's run ended");
+            let delivered = relay.delivered().map_or("?".into(), |n| n.to_string());
+            eprintln!(
+                "relay: its queue emptied {secs:.1} s after the backend's run ended; \
+                 {delivered} messages delivered so far"
+            );
         }
         Ok(())
     }
