@@ -444,3 +444,69 @@ async fn the_operations_recipes_work_as_written() {
     )));
     assert!(run(command, &home).is_none());
 }
+
+crate::on_both_backends!(only_the_commands_that_connect_to_the_relay_read_its_password);
+
+/// With an SMTP relay whose password file cannot be read (the production file's systemd
+/// credential, outside the unit), the commands that do not connect to the relay work, and the
+/// ones that do stop with exit 2 naming the file.
+async fn only_the_commands_that_connect_to_the_relay_read_its_password(
+    app: crate::helpers::TestApp,
+) {
+    app.import_examples().await;
+    let credential = "/run/credentials/avvisi.service/smtp-password";
+    assert!(!Path::new(credential).exists());
+    let relay = [
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        // Nothing listens there: a command that connected would fail at once.
+        ("AVVISI__SMTP__URL", "smtp://127.0.0.1:1"),
+        ("AVVISI__SMTP__USERNAME", "avvisi"),
+        ("AVVISI__SMTP__PASSWORD_FILE", credential),
+    ];
+    let avvisi = |args: &[&str]| {
+        let out = app.avvisi(args, &relay);
+        (out.status.code(), text(&out))
+    };
+    for args in [
+        &["migrate"][..],
+        &["config", "show"],
+        &["templates", "check"],
+        &["status"],
+        &["plan", "--dry-run", "--now", "2026-11-23T09:00:00+01:00"],
+        &[
+            "campaign",
+            "create",
+            "notice",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+        ],
+        &["campaign", "preview", "notice"],
+    ] {
+        let (code, out) = avvisi(args);
+        assert_eq!(code, Some(0), "{args:?}: {out}");
+    }
+    for args in [
+        &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"][..],
+        &[
+            "campaign",
+            "test",
+            "notice",
+            "--to",
+            "operatore@istruzione.it",
+        ],
+    ] {
+        let (code, out) = avvisi(args);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(
+            out.contains(&format!(
+                "error: setting up delivery: configuration key `smtp.password_file`: cannot read \
+                 {credential}: No such file or directory"
+            )) && out.contains("only inside the running unit"),
+            "{args:?}: {out}"
+        );
+    }
+    // Nothing was planned or sent by the run that could not set up delivery.
+    assert!(app.outbox().await.is_empty());
+}
