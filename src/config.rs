@@ -38,12 +38,25 @@ pub enum ConfigError {
         value: String,
         expected: String,
     },
-    #[error("configuration key `{key}`: cannot read {path}: {source}")]
+    #[error("configuration key `{key}`: cannot read {}: {source}{}", path.display(), credential_hint(key, path))]
     File {
         key: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Why a file under `/run/credentials/` is missing outside the unit, and what to do instead.
+fn credential_hint(key: &str, path: &Path) -> String {
+    if path.starts_with("/run/credentials") {
+        format!(
+            " (a systemd credential, present only inside the running unit: outside it, point {} \
+             at a file this user can read; README, \"Operations\")",
+            layers::env_name(key)
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn invalid(
@@ -194,8 +207,9 @@ pub struct DeliverySettings {
 pub struct SmtpSettings {
     pub url: String,
     pub username: Option<String>,
-    /// From `smtp.password` or the file named by `smtp.password_file`; never printed.
-    pub password: Option<SecretString>,
+    /// `smtp.password`, or the file named by `smtp.password_file`, read only when a command
+    /// connects to the relay ([`SmtpPassword::read`]); never printed.
+    pub password: Option<SmtpPassword>,
     pub timeout_seconds: u64,
     /// A pooled connection idle at least this long is checked with NOOP before it is reused;
     /// fresher ones are reused at once (a NOOP before every message costs a round trip each).
@@ -205,13 +219,54 @@ pub struct SmtpSettings {
     pub pipelining: bool,
 }
 
+/// Where the relay's password comes from. A file is read only by the commands that connect to
+/// the relay: `migrate`, `templates check` or `config show` need no SMTP password, and the
+/// production file names a systemd credential that exists only inside the running unit.
+#[derive(Clone)]
+pub enum SmtpPassword {
+    /// `smtp.password` (or `AVVISI__SMTP__PASSWORD`).
+    Inline(SecretString),
+    /// `smtp.password_file`: the file holds the password alone (a final newline is dropped).
+    File(PathBuf),
+}
+
+impl SmtpPassword {
+    /// The password, reading the file now when it comes from one; the error names the key, the
+    /// file and why it could not be read.
+    pub fn read(&self) -> Result<SecretString, ConfigError> {
+        match self {
+            SmtpPassword::Inline(secret) => Ok(secret.clone()),
+            SmtpPassword::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                    key: "smtp.password_file",
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(SecretString::from(
+                    text.trim_end_matches(['\r', '\n']).to_string(),
+                ))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SmtpPassword {
+    // The path is no secret; the password is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SmtpPassword::Inline(_) => f.write_str("Inline(***)"),
+            SmtpPassword::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
 impl std::fmt::Debug for SmtpSettings {
     // The URL may carry the relay's password (`smtp://user:password@relay`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmtpSettings")
             .field("url", &crate::store::redact_url(&self.url))
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password", &self.password)
             .field("timeout_seconds", &self.timeout_seconds)
             .field("check_idle_seconds", &self.check_idle_seconds)
             .field("pipelining", &self.pipelining)
@@ -806,6 +861,51 @@ mod tests {
         ])
         .unwrap();
         assert!(!format!("{s:?}").contains("s3cret-pw"));
-        assert_eq!(s.smtp.password.unwrap().expose_secret(), "s3cret-pw");
+        assert_eq!(
+            s.smtp.password.unwrap().read().unwrap().expose_secret(),
+            "s3cret-pw"
+        );
+    }
+
+    #[test]
+    fn the_password_file_is_read_only_when_the_relay_needs_it() {
+        // The production file names a systemd credential, absent outside the unit: the
+        // configuration loads all the same (for `migrate`, `templates check`, `config show`).
+        let credential = "/run/credentials/avvisi.service/smtp-password";
+        let s = load(&[
+            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+            ("AVVISI__SMTP__USERNAME", "avvisi"),
+            ("AVVISI__SMTP__PASSWORD_FILE", credential),
+        ])
+        .unwrap();
+        let password = s.smtp.password.expect("a password is configured");
+        let err = password.read().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "configuration key `smtp.password_file`: cannot read {credential}: "
+            )) && err.contains("No such file")
+                && err.contains("only inside the running unit")
+                && err.contains("AVVISI__SMTP__PASSWORD_FILE"),
+            "{err}"
+        );
+        // A file that exists is read when asked, its final newline dropped; it is read again
+        // each time (a rotated password is picked up by the next connection set-up).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("smtp-password");
+        std::fs::write(&file, "relay-s3cret\n").unwrap();
+        let s = load(&[
+            ("AVVISI__SMTP__USERNAME", "avvisi"),
+            ("AVVISI__SMTP__PASSWORD_FILE", file.to_str().unwrap()),
+        ])
+        .unwrap();
+        let password = s.smtp.password.unwrap();
+        assert!(format!("{password:?}").contains("smtp-password"));
+        assert_eq!(password.read().unwrap().expose_secret(), "relay-s3cret");
+        std::fs::remove_file(&file).unwrap();
+        let err = password.read().unwrap_err().to_string();
+        assert!(
+            err.contains(file.to_str().unwrap()) && !err.contains("only inside"),
+            "{err}"
+        );
     }
 }

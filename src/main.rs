@@ -6,7 +6,7 @@ use clap::Parser;
 
 use avvisi::cli::Cli;
 use avvisi::clock::Clock;
-use avvisi::config::Settings;
+use avvisi::config::{ConfigError, Settings};
 use avvisi::telemetry::printable_lines;
 
 #[tokio::main]
@@ -27,7 +27,13 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", printable_lines(&avvisi::cli::error_report(&e)));
-            ExitCode::FAILURE
+            // A configuration problem found late (the relay's password file, read only by the
+            // commands that connect to the relay) is still one: restarting cannot fix it.
+            if e.chain().any(|cause| cause.is::<ConfigError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -443,10 +443,21 @@ async fn show(db: &Db, tz: Tz, name: &str, json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// A worker used only to render (and for `test`, send) one sample message.
-fn sample_worker(db: &Db, settings: Arc<Settings>, clock: &Clock) -> anyhow::Result<Worker> {
+/// A worker used only to render (and, when `sends`, send) one sample message. One that only
+/// renders has no connection to the relay, so it needs no SMTP password.
+fn sample_worker(
+    db: &Db,
+    settings: Arc<Settings>,
+    clock: &Clock,
+    sends: bool,
+) -> anyhow::Result<Worker> {
     let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
-    let transport = Transport::from_settings(&settings).context("setting up delivery")?;
+    let transport = if sends {
+        Transport::from_settings(&settings).context("setting up delivery")?
+    } else {
+        // Never written to: rendering sends nothing.
+        Transport::Files(settings.delivery.dir.clone())
+    };
     Ok(Worker {
         db: db.clone(),
         settings,
@@ -495,7 +506,7 @@ async fn preview(
         println!("the audience is empty: there is no recipient to render the message for");
         return Ok(ExitCode::SUCCESS);
     };
-    let worker = sample_worker(db, settings, clock)?;
+    let worker = sample_worker(db, settings, clock, false)?;
     let now = clock.now();
     let rendered = render_sample(&worker, &c, &row, now, false).await?;
     println!(
@@ -532,7 +543,7 @@ async fn send_test(
             "the audience of campaign {name} is empty: there is no real recipient to render a test message for"
         );
     };
-    let worker = sample_worker(db, settings, clock)?;
+    let worker = sample_worker(db, settings, clock, true)?;
     let mut rendered = render_sample(&worker, &c, &row, now, true).await?;
     if !rendered.subject.starts_with("[PROVA]") {
         rendered.subject = format!("[PROVA] {}", rendered.subject);

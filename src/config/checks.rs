@@ -18,18 +18,11 @@ pub(super) fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
             "smtp://HOST:PORT or smtps://HOST:PORT",
         ));
     }
+    // The file is not read here: only a command that connects to the relay needs it.
     let password = if !raw.password_file.trim().is_empty() {
-        let path = PathBuf::from(raw.password_file.trim());
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
-            key: "smtp.password_file",
-            path: path.clone(),
-            source,
-        })?;
-        Some(SecretString::from(
-            text.trim_end_matches(['\r', '\n']).to_string(),
-        ))
+        Some(SmtpPassword::File(PathBuf::from(raw.password_file.trim())))
     } else if !raw.password.expose_secret().is_empty() {
-        Some(raw.password)
+        Some(SmtpPassword::Inline(raw.password))
     } else {
         None
     };

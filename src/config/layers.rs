@@ -90,7 +90,7 @@ impl fmt::Display for UnknownKey {
 }
 
 /// The environment variable that sets `key`.
-fn env_name(key: &str) -> String {
+pub(super) fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.to_uppercase().replace('.', "__"))
 }
 

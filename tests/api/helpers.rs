@@ -73,6 +73,22 @@ impl Drop for PgDatabase {
     }
 }
 
+/// A new PostgreSQL database with nothing in it (no migration applied), dropped with this value.
+pub struct EmptyPostgres {
+    pub url: String,
+    _guard: PgDatabase,
+}
+
+/// A fresh, empty PostgreSQL database, or `None` when PostgreSQL is not reachable and not
+/// required.
+pub async fn empty_postgres() -> Option<EmptyPostgres> {
+    let (url, admin_url, name) = fresh_postgres().await?;
+    Some(EmptyPostgres {
+        url,
+        _guard: PgDatabase { admin_url, name },
+    })
+}
+
 /// A row of the outbox as tests look at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {

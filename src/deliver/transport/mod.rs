@@ -69,6 +69,9 @@ pub struct SendFailure {
 pub enum TransportError {
     #[error("smtp.url: {0}")]
     SmtpUrl(String),
+    /// The password file cannot be read: a configuration problem (exit status 2).
+    #[error("{0}")]
+    Password(#[source] crate::config::ConfigError),
     #[error("cannot create the outbox folder {}: {source}", dir.display())]
     Folder {
         dir: PathBuf,

@@ -90,6 +90,9 @@ impl Relay {
         endpoint.timeout = Duration::from_secs(smtp.timeout_seconds);
         endpoint.pipelining = smtp.pipelining;
         if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
+            // Read here, not when the configuration is loaded: only a command that connects
+            // to the relay needs the password.
+            let password = password.read().map_err(TransportError::Password)?;
             endpoint.credentials = Some(Credentials::new(
                 user.clone(),
                 password.expose_secret().to_string(),
