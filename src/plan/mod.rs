@@ -201,7 +201,7 @@ pub(crate) async fn pass(
     lifecycle::finish_done(&mut *conn, now).await?;
     if write == Write::Commit {
         // The counts' appended changes since the last tick, one row per key again.
-        crate::store::queue::fold(&mut *conn, backend).await?;
+        store::queue::fold(&mut *conn, backend).await?;
     }
     outcome.planned = planned;
     Ok(outcome)
@@ -278,8 +278,8 @@ async fn plan_step(
                AND o2.state IN ('sent', 'sending') AND o2.updated_at >= $10)"
         }
     };
-    // A campaign's first planning has none of its own rows to look up; the people another
-    // campaign reached today are looked up only when the counts say there are some.
+    // On a first planning, the people another campaign reached today are looked up only when
+    // the counts say there are some.
     let not_planned = match fresh {
         true if reached_today.is_empty() || !anyone_reached_today(tx, c.id, local_midnight).await? => {
             " AND $10 IS NOT NULL".to_string()

@@ -317,15 +317,17 @@ async fn the_daemon_resumes_by_itself_after_a_relay_outage(app: TestApp) {
     ];
     let log =
         log_dir(&format!("outage-{:?}-{}", app.backend, std::process::id())).join("daemon.log");
-    let mut daemon = spawn(&app, &["daemon", "--now", NOW], &env, &log);
+    // -v: each message handed back for the refusal is logged at debug level, in its batch's span
+    // (the outage itself once per change, at error level).
+    let mut daemon = spawn(&app, &["-v", "daemon", "--now", NOW], &env, &log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let stopped = "delivery stopped by the relay";
 
     // Down: everything planned, the outage logged, and met again by a later pass (the daemon
-    // keeps trying, backing off); nothing failed or attempted.
+    // keeps trying, backing off: two batches handed back); nothing failed or attempted.
     let passes_refused = |log: &str| -> usize {
         log.lines()
-            .filter(|l| l.contains("kind=Refused"))
+            .filter(|l| l.contains("not sent: the relay refuses the session"))
             .filter_map(|l| l.split("batch{batch=").nth(1)?.split(' ').next())
             .collect::<BTreeSet<_>>()
             .len()
