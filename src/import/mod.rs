@@ -221,10 +221,8 @@ pub async fn import_users(
     report.reject_file = rejects.finish()?;
 
     apply(&mut tx, &mut report, options, path).await?;
-    if report.rows_valid >= crate::store::ANALYZE_AFTER_ROWS {
-        // Planning selects from the users right after an import: on their statistics.
-        crate::store::analyze(&mut tx, db.backend(), "users").await?;
-    }
+    // Planning selects from the users right after an import: on their statistics.
+    crate::store::analyze(&mut tx, db.backend(), "users").await?;
     phase.done("apply");
     if options.dry_run {
         tx.rollback().await?;

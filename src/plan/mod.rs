@@ -169,12 +169,10 @@ pub(crate) async fn pass(
     }
     // Nothing planned, nothing to merge: the planner's every-minute ticks stay cheap.
     let total: u64 = planned.iter().map(|p| p.rows).sum();
-    if total >= store::ANALYZE_AFTER_ROWS {
+    if total > 0 {
         // The merge and every claim after it are planned from these statistics (campaigns
         // too: without them PostgreSQL expects one running campaign to match almost nothing).
         store::analyze(&mut tx, backend, "outbox, campaigns").await?;
-    }
-    if total > 0 {
         // A step just planned may have superseded a lead whose group is still pending.
         digest::repair_orphans(&mut tx, None).await?;
         let (_, day_end) = local_day(cal.timezone, now);
@@ -190,8 +188,6 @@ pub(crate) async fn pass(
                 }
             }
         }
-    }
-    if total >= store::ANALYZE_AFTER_ROWS {
         // Again after the merge: the claims that follow are planned from these statistics, and
         // before it every `digest_of` was NULL (claiming a digest's followers would then walk
         // every follower of the queue, seconds per batch at a million rows).
