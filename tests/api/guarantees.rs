@@ -122,6 +122,19 @@ async fn the_breaker_pauses_the_campaigns_of_the_streak(app: TestApp) {
 }
 
 /// The next attempt of each row, in seconds after `now`.
+/// `app` delivering to a relay that answers 451 after every DATA, the circuit breaker off (so
+/// that every message meets the reply), with `extra` settings; keep the sink alive.
+async fn behind_a_451_relay(app: &TestApp, extra: &[(&str, &str)]) -> (TestApp, SmtpSink) {
+    let sink = SmtpSink::start_with(vec![Fault::RejectAllData {
+        code: 451,
+        text: "4.3.0 try again later".into(),
+    }])
+    .await;
+    let mut settings = vec![("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")];
+    settings.extend_from_slice(extra);
+    (smtp(app, &sink.url(), &settings), sink)
+}
+
 fn waits(rows: &[OutboxRow], now: i64) -> Vec<i64> {
     rows.iter().map(|r| r.next_attempt_at - now).collect()
 }
@@ -131,19 +144,7 @@ fn waits(rows: &[OutboxRow], now: i64) -> Vec<i64> {
 async fn each_retry_waits_twice_as_long(app: TestApp) {
     app.import_examples().await;
     app.plan().await;
-    let sink = SmtpSink::start_with(vec![Fault::RejectAllData {
-        code: 451,
-        text: "4.3.0 try again later".into(),
-    }])
-    .await;
-    let app = smtp(
-        &app,
-        &sink.url(),
-        &[
-            ("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0"),
-            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
-        ],
-    );
+    let (app, _sink) = behind_a_451_relay(&app, &[("AVVISI__DELIVERY__CONCURRENCY", "1")]).await;
     let base = app.settings.delivery.retry_base_seconds as i64;
     assert_eq!(base, 60);
     for attempt in 1..=3i64 {
@@ -180,20 +181,14 @@ async fn the_backoff_is_capped(app: TestApp) {
         .execute(app.db.pool())
         .await
         .unwrap();
-    let sink = SmtpSink::start_with(vec![Fault::RejectAllData {
-        code: 451,
-        text: "4.3.0 try again later".into(),
-    }])
-    .await;
-    let app = smtp(
+    let (app, _sink) = behind_a_451_relay(
         &app,
-        &sink.url(),
         &[
-            ("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0"),
             ("AVVISI__DELIVERY__MAX_ATTEMPTS", "100"),
             ("AVVISI__DELIVERY__RETRY_MAX_SECONDS", "3600"),
         ],
-    );
+    )
+    .await;
     let now = app.clock.now().timestamp();
     app.deliver().await;
     let rows = app.outbox().await;
@@ -207,19 +202,7 @@ async fn the_backoff_is_capped(app: TestApp) {
 async fn max_attempts_fail_the_message(app: TestApp) {
     app.import_examples().await;
     app.plan().await;
-    let sink = SmtpSink::start_with(vec![Fault::RejectAllData {
-        code: 451,
-        text: "4.3.0 try again later".into(),
-    }])
-    .await;
-    let app = smtp(
-        &app,
-        &sink.url(),
-        &[
-            ("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0"),
-            ("AVVISI__DELIVERY__MAX_ATTEMPTS", "2"),
-        ],
-    );
+    let (app, _sink) = behind_a_451_relay(&app, &[("AVVISI__DELIVERY__MAX_ATTEMPTS", "2")]).await;
     app.deliver().await;
     assert!(app
         .outbox()
@@ -260,16 +243,7 @@ async fn no_retry_is_scheduled_past_the_deadline(app: TestApp) {
         .execute(app.db.pool())
         .await
         .unwrap();
-    let sink = SmtpSink::start_with(vec![Fault::RejectAllData {
-        code: 451,
-        text: "4.3.0 try again later".into(),
-    }])
-    .await;
-    let app = smtp(
-        &app,
-        &sink.url(),
-        &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")],
-    );
+    let (app, _sink) = behind_a_451_relay(&app, &[]).await;
     app.deliver().await;
     let rows = app.outbox().await;
     assert_eq!(rows.len(), 47);
