@@ -217,6 +217,22 @@ pub struct SmtpSettings {
     /// Send MAIL, RCPT and DATA in one write when the relay offers PIPELINING (RFC 2920): two
     /// round trips per message instead of four. Off for a relay that offers it and mishandles it.
     pub pipelining: bool,
+    /// `smtp.tls_ca_file`: certificates trusted for the relay on top of the public roots (an
+    /// internal CA), read and checked when the configuration is loaded.
+    pub tls_ca: Option<TlsCa>,
+}
+
+/// The certificates of `smtp.tls_ca_file`, parsed: at least one, each a valid trust anchor.
+#[derive(Clone)]
+pub struct TlsCa {
+    pub path: PathBuf,
+    pub certificates: lettre::transport::smtp::client::Certificate,
+}
+
+impl std::fmt::Debug for TlsCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TlsCa").field(&self.path).finish()
+    }
 }
 
 /// Where the relay's password comes from. A file is read only by the commands that connect to
@@ -270,6 +286,7 @@ impl std::fmt::Debug for SmtpSettings {
             .field("timeout_seconds", &self.timeout_seconds)
             .field("check_idle_seconds", &self.check_idle_seconds)
             .field("pipelining", &self.pipelining)
+            .field("tls_ca", &self.tls_ca)
             .finish()
     }
 }
@@ -405,6 +422,7 @@ struct RawSmtp {
     timeout_seconds: u64,
     check_idle_seconds: u64,
     pipelining: bool,
+    tls_ca_file: String,
 }
 
 #[derive(Deserialize)]
@@ -907,5 +925,39 @@ mod tests {
             err.contains(file.to_str().unwrap()) && !err.contains("only inside"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_tls_ca_file_that_trusts_nothing_stops_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("relay-ca.pem");
+        let not_pem = dir.path().join("key.txt");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let damaged = dir.path().join("damaged.pem");
+        std::fs::write(
+            &damaged,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for (file, expected) in [
+            (&missing, "cannot read"),
+            (&not_pem, "a PEM file of CA certificates"),
+            (&damaged, "CA certificates"),
+        ] {
+            let path = file.to_str().unwrap();
+            let err = load(&[("AVVISI__SMTP__TLS_CA_FILE", path)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`smtp.tls_ca_file`") && err.contains(path) && err.contains(expected),
+                "{err}"
+            );
+        }
+        // Empty: the public roots only.
+        assert!(load(&[("AVVISI__SMTP__TLS_CA_FILE", "")])
+            .unwrap()
+            .smtp
+            .tls_ca
+            .is_none());
     }
 }

@@ -37,6 +37,10 @@ pub(super) fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
     if raw.timeout_seconds == 0 {
         return Err(invalid("smtp.timeout_seconds", "0", "at least 1"));
     }
+    let tls_ca = match raw.tls_ca_file.trim() {
+        "" => None,
+        path => Some(check_tls_ca(PathBuf::from(path))?),
+    };
     Ok(SmtpSettings {
         url,
         username,
@@ -44,7 +48,36 @@ pub(super) fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
         timeout_seconds: raw.timeout_seconds,
         check_idle_seconds: raw.check_idle_seconds,
         pipelining: raw.pipelining,
+        tls_ca,
     })
+}
+
+/// Reads `smtp.tls_ca_file` now, not at the first connection: a wrong file would otherwise show
+/// only as every message refused by "unknown issuer" in the middle of a campaign.
+fn check_tls_ca(path: PathBuf) -> Result<TlsCa, ConfigError> {
+    use lettre::transport::smtp::client::{Certificate, TlsParameters};
+    const KEY: &str = "smtp.tls_ca_file";
+    let pem = std::fs::read(&path).map_err(|source| ConfigError::File {
+        key: KEY,
+        path: path.clone(),
+        source,
+    })?;
+    let bad = |why: String| invalid(KEY, path.display().to_string(), why);
+    // lettre reads a file without any certificate as an empty list, which would trust nothing
+    // more and say nothing.
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(bad(
+            "a PEM file of CA certificates (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let certificates = Certificate::from_pem(&pem)
+        .map_err(|e| bad(format!("a PEM file of CA certificates ({e})")))?;
+    // Adding them to a root store parses each one: a damaged certificate fails here.
+    TlsParameters::builder("localhost".into())
+        .add_root_certificate(certificates.clone())
+        .build()
+        .map_err(|e| bad(format!("CA certificates that parse ({e})")))?;
+    Ok(TlsCa { path, certificates })
 }
 
 pub(super) fn check_dkim(raw: RawDkim) -> Result<Option<Dkim>, ConfigError> {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::Ehlo;
 use lettre::transport::smtp::extension::ClientId;
 use secrecy::ExposeSecret;
@@ -83,7 +83,8 @@ impl Relay {
     /// The relay of `smtp.url`, with the credentials and timeouts of `settings`.
     pub(super) fn from_settings(settings: &Settings) -> Result<Relay, TransportError> {
         let smtp = &settings.smtp;
-        let mut endpoint = Endpoint::from_url(&smtp.url)?;
+        let roots = smtp.tls_ca.as_ref().map(|ca| &ca.certificates);
+        let mut endpoint = Endpoint::from_url(&smtp.url, roots)?;
         if let Some(warning) = endpoint.clear_text_warning() {
             tracing::warn!("{warning}");
         }
@@ -288,7 +289,10 @@ impl Endpoint {
     /// means STARTTLS required: the password and every recipient's address and message would
     /// otherwise cross the network readable, and a missing `?tls=` must not decide that.
     /// Clear text to such a relay is `?tls=none`, said on purpose.
-    fn from_url(text: &str) -> Result<Endpoint, TransportError> {
+    ///
+    /// `roots` (`smtp.tls_ca_file`) are trusted for the relay's certificate besides the public
+    /// roots.
+    fn from_url(text: &str, roots: Option<&Certificate>) -> Result<Endpoint, TransportError> {
         let bad = |why: &str| TransportError::SmtpUrl(why.to_string());
         let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
         let loopback = match url.host() {
@@ -316,7 +320,13 @@ impl Endpoint {
             .query_pairs()
             .find(|(k, _)| k == "tls")
             .map(|(_, v)| v.into_owned());
-        let params = || TlsParameters::new(host.clone()).map_err(|e| bad(&e.to_string()));
+        let params = || {
+            let mut builder = TlsParameters::builder(host.clone());
+            if let Some(roots) = roots {
+                builder = builder.add_root_certificate(roots.clone());
+            }
+            builder.build().map_err(|e| bad(&e.to_string()))
+        };
         let (security, default_port) = match (url.scheme(), tls.as_deref()) {
             ("smtp", None) if loopback => (Security::Plain, 25),
             ("smtp", None) => (
@@ -531,7 +541,7 @@ mod tests {
     use super::*;
 
     fn security(url: &str) -> (String, u16) {
-        let endpoint = Endpoint::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let endpoint = Endpoint::from_url(url, None).unwrap_or_else(|e| panic!("{url}: {e}"));
         let kind = match endpoint.security {
             Security::Plain => "plain",
             Security::StartTls { required: true, .. } => "starttls required",
@@ -579,7 +589,7 @@ mod tests {
         for (url, kind, port) in cases {
             assert_eq!(security(url), (kind.to_string(), port), "{url}");
         }
-        let err = Endpoint::from_url("smtp://relay.example.org?tls=maybe")
+        let err = Endpoint::from_url("smtp://relay.example.org?tls=maybe", None)
             .err()
             .unwrap();
         assert!(err.to_string().contains("tls=none"), "{err}");
@@ -587,7 +597,7 @@ mod tests {
 
     #[test]
     fn clear_text_off_loopback_is_warned_about() {
-        let warning = |url: &str| Endpoint::from_url(url).unwrap().clear_text_warning();
+        let warning = |url: &str| Endpoint::from_url(url, None).unwrap().clear_text_warning();
         let plain = warning("smtp://relay.example.org:25?tls=none").unwrap();
         assert!(
             plain.contains("relay.example.org:25") && plain.contains("clear text"),
