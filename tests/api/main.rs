@@ -3,6 +3,7 @@
 //! database (see `helpers`), and SMTP delivery against a real TCP server (`smtp_sink`).
 
 mod helpers;
+mod relay;
 mod smtp_sink;
 
 mod audiences;
@@ -26,6 +27,7 @@ mod observe;
 mod plan;
 mod quota;
 mod relay_faults;
+mod relay_tls;
 mod scale;
 mod synthetic;
 mod templates;
