@@ -173,7 +173,7 @@ async fn a_certificate_from_an_unknown_ca_is_refused(app: TestApp) {
         .find(|l| l.starts_with("delivery stopped"))
         .unwrap_or_else(|| panic!("{stderr}"));
     assert!(
-        line.contains("certificate") && line.contains("UnknownIssuer"),
+        line.contains("UnknownIssuer") && line.contains("smtp.tls_ca_file"),
         "{line}"
     );
     untouched(&app.outbox().await);

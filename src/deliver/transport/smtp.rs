@@ -406,6 +406,13 @@ impl Endpoint {
     async fn connect(&self) -> Result<Session, SendFailure> {
         self.open().await.map_err(|mut failure| {
             failure.kind = FailureKind::Refused;
+            // rustls says what it disliked, not where the trust comes from.
+            if failure.detail.contains("invalid peer certificate") {
+                failure.detail.push_str(
+                    " (the relay's certificate must name the host of smtp.url and chain to a \
+                     public root or to a CA certificate of smtp.tls_ca_file)",
+                );
+            }
             failure
         })
     }
