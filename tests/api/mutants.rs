@@ -1,0 +1,123 @@
+//! Promises of the README that no other case pinned down, found by reading the suite against
+//! the README and by mutation testing (`docs/testing.md`): each case here fails when the code it
+//! names is broken on purpose.
+
+use crate::helpers::{at, OutboxRow, TestApp};
+use crate::on_both_backends;
+
+fn rows_of<'a>(rows: &'a [OutboxRow], campaign: &str, step: &str) -> Vec<&'a OutboxRow> {
+    rows.iter()
+        .filter(|r| r.campaign.starts_with(campaign) && r.step == step)
+        .collect()
+}
+
+/// The first notice planned and never sent (the daemon was stopped right after the tick); at
+/// the d3 step only d3 goes out, and the first notices still pending are `skipped` as
+/// superseded, with the step that superseded them as the reason. The dry run at that instant
+/// counts them (`plan::pass`, `plan_step`).
+async fn an_older_step_still_pending_is_skipped_as_superseded(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let first = app.outbox().await;
+    assert_eq!(first.len(), 47);
+    assert!(first.iter().all(|r| r.state == "pending"));
+    let procedures = [
+        "registration_incomplete",
+        "email_unvalidated",
+        "code_regeneration_pending",
+    ];
+    let pending_first: usize = procedures
+        .iter()
+        .map(|c| rows_of(&first, c, "first").len())
+        .sum();
+    assert_eq!(pending_first, 6 + 13 + 8);
+
+    let d3 = "2026-11-27T10:00:00+01:00";
+    let out = app.avvisi(
+        &["plan", "--dry-run", "--json", "--now", d3],
+        &[("AVVISI__IMPORT__MAX_AGE_HOURS", "100000")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["superseded"].as_u64(),
+        Some(pending_first as u64),
+        "{report}"
+    );
+
+    app.clock.set(at(d3));
+    app.run_once().await;
+    let rows = app.outbox().await;
+    for c in procedures {
+        let old = rows_of(&rows, c, "first");
+        assert!(!old.is_empty(), "{c}");
+        for r in old {
+            assert_eq!(r.state, "skipped", "{r:?}");
+            assert_eq!(
+                r.reason.as_deref(),
+                Some("superseded by the later step d3"),
+                "{r:?}"
+            );
+        }
+        let new = rows_of(&rows, c, "d3");
+        assert!(!new.is_empty(), "{c}");
+        assert!(new.iter().all(|r| r.state == "sent"), "{new:?}");
+    }
+    // Nobody got a procedure's first notice: not a burst of two reminders, only the latest.
+    assert!(rows
+        .iter()
+        .filter(|r| procedures.iter().any(|c| r.campaign.starts_with(c)) && r.step == "first")
+        .all(|r| r.state != "sent"));
+}
+
+/// A calendar whose first notice and d3 step fall on the same day (the campaign starts at 08:00
+/// on 27 November): a person who got the first notice at 08:30 gets no other email of that
+/// campaign that day; d3 is planned for them the next day. The check is the campaign's own (no
+/// other campaign reached them), on a campaign that already has rows.
+async fn one_campaign_reaches_a_person_once_a_day(app: TestApp) {
+    let app = app.with_settings(&[
+        ("AVVISI__CALENDAR__CAMPAIGN_START", "2026-11-27T08:00:00"),
+        // The maintenance notice another day: only the campaign's own rows count here.
+        (
+            "AVVISI__CALENDAR__MAINTENANCE_NOTICE_AT",
+            "2026-11-28T12:00:00",
+        ),
+    ]);
+    app.import_examples().await;
+    app.clock.set(at("2026-11-27T08:30:00+01:00"));
+    app.run_once().await;
+    let morning = app.users_in("registration_incomplete", "sent").await;
+    assert_eq!(morning.len(), 6, "the first notice went out at 08:30");
+    assert!(app
+        .outbox()
+        .await
+        .iter()
+        .filter(|r| r.campaign.starts_with("registration_incomplete"))
+        .all(|r| r.step == "first"));
+
+    // 09:30: d3 is due, but every one of them was reached by this campaign today.
+    app.clock.set(at("2026-11-27T09:30:00+01:00"));
+    let (planned, _) = app.run_once().await;
+    let reg = planned
+        .iter()
+        .find(|p| p.campaign.starts_with("registration_incomplete"))
+        .unwrap();
+    assert_eq!(reg.rows, 0, "{planned:?}");
+    assert!(rows_of(&app.outbox().await, "registration_incomplete", "d3").is_empty());
+
+    // The next day d3 reaches them.
+    app.clock.set(at("2026-11-28T10:00:00+01:00"));
+    app.run_once().await;
+    let rows = app.outbox().await;
+    let d3: Vec<String> = rows_of(&rows, "registration_incomplete", "d3")
+        .iter()
+        .filter(|r| r.state == "sent")
+        .map(|r| r.user_id.clone())
+        .collect();
+    assert_eq!(d3, morning);
+}
+
+on_both_backends!(
+    an_older_step_still_pending_is_skipped_as_superseded,
+    one_campaign_reaches_a_person_once_a_day,
+);
