@@ -4,6 +4,7 @@
 
 use crate::helpers::{at, OutboxRow, TestApp};
 use crate::on_both_backends;
+use crate::smtp_sink::SmtpSink;
 
 fn rows_of<'a>(rows: &'a [OutboxRow], campaign: &str, step: &str) -> Vec<&'a OutboxRow> {
     rows.iter()
@@ -117,7 +118,44 @@ async fn one_campaign_reaches_a_person_once_a_day(app: TestApp) {
     assert_eq!(d3, morning);
 }
 
+/// `run --once` on an hour whose quota is already used up (`rate.per_hour`): it claims nothing,
+/// sends nothing, and says why, like the run that used the hour up (`deliver_due_with`'s early
+/// return when the hour has no room at the start of a pass).
+async fn a_run_on_a_full_hour_says_so_and_claims_nothing(app: TestApp) {
+    app.import_examples().await;
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let env = [
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", url.as_str()),
+        ("AVVISI__RATE__PER_HOUR", "10"),
+        ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),
+    ];
+    let run = ["run", "--once", "--now", "2026-11-23T10:00:00+01:00"];
+    let full = "the relay's hourly quota (rate.per_hour, all processes together) is used up";
+    let first = app.avvisi(&run, &env);
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{out}");
+    assert!(out.contains(full), "the run that used the hour up: {out}");
+    assert_eq!(sink.received().len(), 10);
+    let before = app.outbox().await;
+
+    let second = app.avvisi(&run, &env);
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{out}");
+    assert!(out.contains(full), "a run on the full hour: {out}");
+    assert_eq!(sink.received().len(), 10, "nothing more sent");
+    // Nothing claimed or attempted: the outbox is as the first run left it.
+    assert_eq!(app.outbox().await, before);
+    assert!(before
+        .iter()
+        .filter(|r| r.state == "pending")
+        .all(|r| r.attempts == 0));
+}
+
 on_both_backends!(
     an_older_step_still_pending_is_skipped_as_superseded,
     one_campaign_reaches_a_person_once_a_day,
+    a_run_on_a_full_hour_says_so_and_claims_nothing,
 );
