@@ -154,7 +154,52 @@ async fn a_run_on_a_full_hour_says_so_and_claims_nothing(app: TestApp) {
         .all(|r| r.attempts == 0));
 }
 
+/// The recovery advice's d1 goes only inside a digest (`only_in_digest`): on the d1 day U0023,
+/// who has nothing else due, gets nothing (the row is skipped with the reason), while U0007 gets
+/// it as a section of the email about the unvalidated address (`store::digest::skip_alone`).
+async fn a_step_sent_only_in_a_digest_never_goes_alone(app: TestApp) {
+    app.import_examples().await;
+    for day in [
+        "2026-11-23T10:00:00+01:00",
+        "2026-11-27T10:00:00+01:00",
+        "2026-11-29T10:00:00+01:00",
+    ] {
+        app.clock.set(at(day));
+        app.run_once().await;
+    }
+    let rows = app.outbox().await;
+    let row = |user: &str, campaign: &str| {
+        rows.iter()
+            .find(|r| r.user_id == user && r.campaign.starts_with(campaign) && r.step == "d1")
+            .unwrap_or_else(|| panic!("{user} {campaign} d1: {rows:?}"))
+    };
+    let alone = row("U0023", "credential_recovery_advice");
+    assert_eq!(alone.state, "skipped", "{alone:?}");
+    assert!(
+        alone
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("sent only inside a daily digest"),
+        "{alone:?}"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.user_id == "U0023" && r.step == "d1")
+            .all(|r| r.state != "sent"),
+        "{rows:?}"
+    );
+    let section = row("U0007", "credential_recovery_advice");
+    let lead = row("U0007", "email_unvalidated");
+    assert_eq!(
+        (section.state.as_str(), lead.state.as_str()),
+        ("sent", "sent")
+    );
+    assert_eq!(section.message_id, lead.message_id, "one email");
+}
+
 on_both_backends!(
+    a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
     one_campaign_reaches_a_person_once_a_day,
     a_run_on_a_full_hour_says_so_and_claims_nothing,
