@@ -23,6 +23,7 @@ mod guarantees;
 mod hostile;
 mod hostile_cli;
 mod import;
+mod mutants;
 mod observe;
 mod plan;
 mod quota;

@@ -1,0 +1,206 @@
+//! Promises of the README that no other case pinned down, found by reading the suite against
+//! the README and by mutation testing (`docs/testing.md`): each case here fails when the code it
+//! names is broken on purpose.
+
+use crate::helpers::{at, OutboxRow, TestApp};
+use crate::on_both_backends;
+use crate::smtp_sink::SmtpSink;
+
+fn rows_of<'a>(rows: &'a [OutboxRow], campaign: &str, step: &str) -> Vec<&'a OutboxRow> {
+    rows.iter()
+        .filter(|r| r.campaign.starts_with(campaign) && r.step == step)
+        .collect()
+}
+
+/// The first notice planned and never sent (the daemon was stopped right after the tick); at
+/// the d3 step only d3 goes out, and the first notices still pending are `skipped` as
+/// superseded, with the step that superseded them as the reason. The dry run at that instant
+/// counts them (`plan::pass`, `plan_step`).
+async fn an_older_step_still_pending_is_skipped_as_superseded(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let first = app.outbox().await;
+    assert_eq!(first.len(), 47);
+    assert!(first.iter().all(|r| r.state == "pending"));
+    let procedures = [
+        "registration_incomplete",
+        "email_unvalidated",
+        "code_regeneration_pending",
+    ];
+    let pending_first: usize = procedures
+        .iter()
+        .map(|c| rows_of(&first, c, "first").len())
+        .sum();
+    assert_eq!(pending_first, 6 + 13 + 8);
+
+    let d3 = "2026-11-27T10:00:00+01:00";
+    let out = app.avvisi(
+        &["plan", "--dry-run", "--json", "--now", d3],
+        &[("AVVISI__IMPORT__MAX_AGE_HOURS", "100000")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["superseded"].as_u64(),
+        Some(pending_first as u64),
+        "{report}"
+    );
+
+    app.clock.set(at(d3));
+    app.run_once().await;
+    let rows = app.outbox().await;
+    for c in procedures {
+        let old = rows_of(&rows, c, "first");
+        assert!(!old.is_empty(), "{c}");
+        for r in old {
+            assert_eq!(r.state, "skipped", "{r:?}");
+            assert_eq!(
+                r.reason.as_deref(),
+                Some("superseded by the later step d3"),
+                "{r:?}"
+            );
+        }
+        let new = rows_of(&rows, c, "d3");
+        assert!(!new.is_empty(), "{c}");
+        assert!(new.iter().all(|r| r.state == "sent"), "{new:?}");
+    }
+    // Nobody got a procedure's first notice: not a burst of two reminders, only the latest.
+    assert!(rows
+        .iter()
+        .filter(|r| procedures.iter().any(|c| r.campaign.starts_with(c)) && r.step == "first")
+        .all(|r| r.state != "sent"));
+}
+
+/// A calendar whose first notice and d3 step fall on the same day (the campaign starts at 08:00
+/// on 27 November): a person who got the first notice at 08:30 gets no other email of that
+/// campaign that day; d3 is planned for them the next day. The check is the campaign's own (no
+/// other campaign reached them), on a campaign that already has rows.
+async fn one_campaign_reaches_a_person_once_a_day(app: TestApp) {
+    let app = app.with_settings(&[
+        ("AVVISI__CALENDAR__CAMPAIGN_START", "2026-11-27T08:00:00"),
+        // The maintenance notice another day: only the campaign's own rows count here.
+        (
+            "AVVISI__CALENDAR__MAINTENANCE_NOTICE_AT",
+            "2026-11-28T12:00:00",
+        ),
+    ]);
+    app.import_examples().await;
+    app.clock.set(at("2026-11-27T08:30:00+01:00"));
+    app.run_once().await;
+    let morning = app.users_in("registration_incomplete", "sent").await;
+    assert_eq!(morning.len(), 6, "the first notice went out at 08:30");
+    assert!(app
+        .outbox()
+        .await
+        .iter()
+        .filter(|r| r.campaign.starts_with("registration_incomplete"))
+        .all(|r| r.step == "first"));
+
+    // 09:30: d3 is due, but every one of them was reached by this campaign today.
+    app.clock.set(at("2026-11-27T09:30:00+01:00"));
+    let (planned, _) = app.run_once().await;
+    let reg = planned
+        .iter()
+        .find(|p| p.campaign.starts_with("registration_incomplete"))
+        .unwrap();
+    assert_eq!(reg.rows, 0, "{planned:?}");
+    assert!(rows_of(&app.outbox().await, "registration_incomplete", "d3").is_empty());
+
+    // The next day d3 reaches them.
+    app.clock.set(at("2026-11-28T10:00:00+01:00"));
+    app.run_once().await;
+    let rows = app.outbox().await;
+    let d3: Vec<String> = rows_of(&rows, "registration_incomplete", "d3")
+        .iter()
+        .filter(|r| r.state == "sent")
+        .map(|r| r.user_id.clone())
+        .collect();
+    assert_eq!(d3, morning);
+}
+
+/// `run --once` on an hour whose quota is already used up (`rate.per_hour`): it claims nothing,
+/// sends nothing, and says why, like the run that used the hour up (`deliver_due_with`'s early
+/// return when the hour has no room at the start of a pass).
+async fn a_run_on_a_full_hour_says_so_and_claims_nothing(app: TestApp) {
+    app.import_examples().await;
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let env = [
+        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
+        ("AVVISI__SMTP__URL", url.as_str()),
+        ("AVVISI__RATE__PER_HOUR", "10"),
+        ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),
+    ];
+    let run = ["run", "--once", "--now", "2026-11-23T10:00:00+01:00"];
+    let full = "the relay's hourly quota (rate.per_hour, all processes together) is used up";
+    let first = app.avvisi(&run, &env);
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{out}");
+    assert!(out.contains(full), "the run that used the hour up: {out}");
+    assert_eq!(sink.received().len(), 10);
+    let before = app.outbox().await;
+
+    let second = app.avvisi(&run, &env);
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{out}");
+    assert!(out.contains(full), "a run on the full hour: {out}");
+    assert_eq!(sink.received().len(), 10, "nothing more sent");
+    // Nothing claimed or attempted: the outbox is as the first run left it.
+    assert_eq!(app.outbox().await, before);
+    assert!(before
+        .iter()
+        .filter(|r| r.state == "pending")
+        .all(|r| r.attempts == 0));
+}
+
+/// The recovery advice's d1 goes only inside a digest (`only_in_digest`): on the d1 day U0023,
+/// who has nothing else due, gets nothing (the row is skipped with the reason), while U0007 gets
+/// it as a section of the email about the unvalidated address (`store::digest::skip_alone`).
+async fn a_step_sent_only_in_a_digest_never_goes_alone(app: TestApp) {
+    app.import_examples().await;
+    for day in [
+        "2026-11-23T10:00:00+01:00",
+        "2026-11-27T10:00:00+01:00",
+        "2026-11-29T10:00:00+01:00",
+    ] {
+        app.clock.set(at(day));
+        app.run_once().await;
+    }
+    let rows = app.outbox().await;
+    let row = |user: &str, campaign: &str| {
+        rows.iter()
+            .find(|r| r.user_id == user && r.campaign.starts_with(campaign) && r.step == "d1")
+            .unwrap_or_else(|| panic!("{user} {campaign} d1: {rows:?}"))
+    };
+    let alone = row("U0023", "credential_recovery_advice");
+    assert_eq!(alone.state, "skipped", "{alone:?}");
+    assert!(
+        alone
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("sent only inside a daily digest"),
+        "{alone:?}"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.user_id == "U0023" && r.step == "d1")
+            .all(|r| r.state != "sent"),
+        "{rows:?}"
+    );
+    let section = row("U0007", "credential_recovery_advice");
+    let lead = row("U0007", "email_unvalidated");
+    assert_eq!(
+        (section.state.as_str(), lead.state.as_str()),
+        ("sent", "sent")
+    );
+    assert_eq!(section.message_id, lead.message_id, "one email");
+}
+
+on_both_backends!(
+    a_step_sent_only_in_a_digest_never_goes_alone,
+    an_older_step_still_pending_is_skipped_as_superseded,
+    one_campaign_reaches_a_person_once_a_day,
+    a_run_on_a_full_hour_says_so_and_claims_nothing,
+);
