@@ -65,14 +65,8 @@ impl Sink {
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
         let sink = Sink::Postfix { port, child };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(sink);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if testkit::process::port_answers(port, Duration::from_secs(5)).await {
+            return Ok(sink);
         }
         sink.stop();
         bail!("smtp-sink did not start listening on 127.0.0.1:{port}");

@@ -219,3 +219,21 @@ pub async fn wait_for_line(path: &Path, needle: &str, timeout: Duration) -> Stri
     })
     .await
 }
+
+/// Waits until something accepts connections on 127.0.0.1:`port` (a server another process
+/// started), for at most `timeout`; false if nothing did.
+pub async fn port_answers(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

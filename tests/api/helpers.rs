@@ -420,6 +420,33 @@ pub async fn served_address(daemon: &Proc, log: &Path) -> String {
     address.replace("0.0.0.0", "127.0.0.1")
 }
 
+/// An HTTP response: the status code, the headers (names in lower case), the body.
+pub type Response = (u16, Vec<(String, String)>, String);
+
+/// `GET path`, or `None` when nothing answers.
+pub fn http_get(address: &str, path: &str) -> Option<Response> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((code, headers, body.to_string()))
+}
+
 /// Runs `case` on a fresh app of `backend`, then drops its database.
 pub async fn run_case<F, Fut>(backend: Backend, case: F)
 where

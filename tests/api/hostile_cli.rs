@@ -4,7 +4,7 @@
 
 use std::process::Output;
 
-use crate::helpers::{served_address, TestApp};
+use crate::helpers::{http_get, served_address, Response, TestApp};
 use crate::on_both_backends;
 use testkit::process::{eventually, Proc};
 use testkit::smtp_sink::{Fault, SmtpSink};
@@ -506,33 +506,6 @@ async fn files_swapped_for_symlinks_and_fifos_are_not_followed(app: TestApp) {
 
 #[cfg(unix)]
 on_both_backends!(files_swapped_for_symlinks_and_fifos_are_not_followed);
-
-/// An HTTP response: the status code, the headers (names in lower case), the body.
-type Response = (u16, Vec<(String, String)>, String);
-
-/// `GET path`, or `None` when nothing answers.
-fn http_get(address: &str, path: &str) -> Option<Response> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let mut lines = head.split("\r\n");
-    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Some((code, headers, body.to_string()))
-}
 
 /// The daemon's HTTP server on every interface (`0.0.0.0`), behind a relay that greets with
 /// markup and control characters: a warning in the log, the security headers on every

@@ -2,8 +2,6 @@
 //! real campaign (the binary, the SMTP sink), the status page rendered by headless Chromium,
 //! JSON log lines.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,22 +10,9 @@ use crate::on_both_backends;
 use testkit::process::Proc;
 use testkit::smtp_sink::{Fault, SmtpSink};
 
-/// `GET path` over HTTP/1.1: the status code and the body, or `None` when nothing answers.
-pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
+/// `GET path`: the status code and the body, or `None` when nothing answers.
+fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    crate::helpers::http_get(address, path).map(|(code, _, body)| (code, body))
 }
 
 /// The daemon binary on `app`'s database at `now`, serving HTTP on a port it binds itself; its
