@@ -51,7 +51,7 @@ fn credential_hint(key: &str, path: &Path) -> String {
     if path.starts_with("/run/credentials") {
         format!(
             " (a systemd credential, present only inside the running unit: outside it, point {} \
-             at a file this user can read; README, \"Operations\")",
+             at a file this user can read; docs/operations.md, \"Configure\")",
             layers::env_name(key)
         )
     } else {

@@ -82,7 +82,7 @@ impl Audience {
         }
     }
 
-    /// One line for `--help`, `explain` and the README.
+    /// One line for `--help`, `explain` and the docs (README.md, docs/campaigns.md).
     pub fn description(self) -> &'static str {
         match self {
             Audience::RegistrationIncomplete => "registration started and not completed",

@@ -190,7 +190,7 @@ pub(crate) async fn pass(
         }
         // Again after the merge: the claims that follow are planned from these statistics, and
         // before it every `digest_of` was NULL (claiming a digest's followers would then walk
-        // every follower of the queue, seconds per batch at a million rows).
+        // every follower of the queue for each batch: docs/benchmarks.md).
         store::analyze(&mut tx, backend, "outbox").await?;
     }
     tx.commit().await?;
@@ -255,7 +255,8 @@ async fn plan_step(
 
     let (local_midnight, _) = local_day(tz, now);
     // A campaign with no rows yet (its first planning, the largest) has none of its own rows
-    // to check per user: skipping that lookup saves a fifth of the time at a million rows.
+    // to check per user: skipping that lookup makes the largest planning markedly shorter
+    // (docs/benchmarks.md).
     // Concurrent planners are still kept apart by the unique key. `$10` stays referenced so
     // every statement takes the same parameters.
     let fresh = sqlx::query("SELECT 1 FROM outbox WHERE campaign_id = $1 LIMIT 1")

@@ -1,6 +1,6 @@
 //! The deployment files: the systemd unit passes `systemd-analyze verify`, the production
 //! configuration loads as the unit loads it (secrets from the environment and a file), and the
-//! README's deployment and upgrade recipes run as written in a scratch root.
+//! deployment and upgrade recipes of docs/operations.md run as written in a scratch root.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -109,8 +109,8 @@ fn the_production_configuration_loads() {
     assert_eq!(get("http.address")["value"], "127.0.0.1:9025");
 }
 
-/// The commands of the README's "Operations" code blocks that need systemd, a real service user
-/// or a build: not run here, each for the reason given (everything else is run).
+/// The commands of the "Deployment" code blocks (docs/operations.md) that need systemd, a real
+/// service user or a build: not run here, each for the reason given (everything else is run).
 const NOT_RUN: &[(&str, &str)] = &[
     ("cargo build", "the test runs the binary cargo built for it"),
     ("useradd", "the service user is `nobody` here"),
@@ -124,13 +124,13 @@ const NOT_RUN: &[(&str, &str)] = &[
     ),
 ];
 
-/// The README's "Operations" section: its code blocks (each a list of commands, comments cut)
-/// and its whole text.
+/// The "Deployment" section of docs/operations.md: its code blocks (each a list of commands,
+/// comments cut) and its whole text.
 fn operations() -> (Vec<Vec<String>>, String) {
-    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo_path("docs/operations.md")).unwrap();
     let start = readme
-        .find("\n## Operations\n")
-        .expect("an Operations section");
+        .find("\n## Deployment\n")
+        .expect("a Deployment section");
     let end = start
         + readme[start..]
             .find("\n## Commands\n")
@@ -186,9 +186,9 @@ fn rewrite(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
-/// The README's deployment and upgrade recipes ("Operations": Install, Configure, Start and
-/// import, the dry run, the template check, Upgrade, the relay's commands outside the unit),
-/// run as written in a scratch root standing for `/`: the same commands and files, the same
+/// The deployment and upgrade recipes (docs/operations.md, "Deployment": Install, Configure,
+/// Start and import, the dry run, the template check, Upgrade, the relay's commands outside the
+/// unit), run as written in a scratch root standing for `/`: the same commands and files, the same
 /// modes, root where the recipe is root's and `nobody` for the service user, on an empty
 /// PostgreSQL database, with `deploy/production.toml` as installed (its relay password is the
 /// systemd credential, absent here as outside any unit). Only what needs systemd is left out
@@ -268,7 +268,7 @@ async fn the_operations_recipes_work_as_written() {
             succeeds(command, out);
         }
     }
-    // Adapted as the README says: the scratch root's paths, a relay that refuses at once
+    // Adapted here: the scratch root's paths, a relay that refuses at once
     // (nothing here must reach a real one), the service user `nobody`.
     let etc = root.join("etc/avvisi");
     let config = std::fs::read_to_string(etc.join("production.toml")).unwrap();
@@ -292,7 +292,7 @@ async fn the_operations_recipes_work_as_written() {
     );
 
     // The secrets, as "Configure" says: mode 0600, owner root. The environment file's line is
-    // the README's, with this database (its password, which trust ignores, must never show).
+    // the documented one, with this database (its password, which trust ignores, must never show).
     for file in ["avvisi.env", "smtp-password"] {
         assert!(
             section.contains(&format!("`/etc/avvisi/{file}`, mode 0600, owner root")),

@@ -1,6 +1,6 @@
-//! The README's promises that no other case would see break: the sending hours at both ends of
-//! the window, the circuit breaker really pausing, and the retry policy's numbers (backoff beyond
-//! the first retry, the cap, `max_attempts`, no retry past the deadline).
+//! The promises of docs/guarantees.md that no other case would see break: the sending hours at
+//! both ends of the window, the circuit breaker really pausing, and the retry policy's numbers
+//! (backoff beyond the first retry, the cap, `max_attempts`, no retry past the deadline).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
