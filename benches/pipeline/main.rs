@@ -90,8 +90,9 @@ pub struct Args {
     /// SMTP connections (delivery.concurrency; also smtp-source's sessions). Default: the setting.
     #[arg(long, value_name = "C")]
     pub concurrency: Option<u32>,
-    /// Who has what pending (see `synthetic.rs`): the portal's shape (N + 15% outbox rows, one
-    /// user in ten with a digest), one audience per user, or one user in twenty in three.
+    /// Who has what pending (see `testkit/src/synthetic.rs`): the portal's shape (N + 15% outbox
+    /// rows, one user in ten with a digest), one audience per user, or one user in twenty in
+    /// three.
     #[arg(long, value_enum, default_value_t = Population::Mission)]
     pub population: Population,
     /// Daemon counts to measure on PostgreSQL (`avvisi daemon` processes sharing the database),
