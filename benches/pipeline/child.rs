@@ -27,7 +27,8 @@ use avvisi::render::templates::TemplateSet;
 use avvisi::store::Db;
 
 use crate::proc_stats::{machine_cpu_secs, peak_kib, process_cpu_secs, reset_peak};
-use crate::{synthetic, Args};
+use crate::Args;
+use testkit::synthetic;
 
 /// The line of the child's standard output that carries its figures.
 pub const RESULT_PREFIX: &str = "AVVISI-BENCH-RESULT ";
@@ -94,15 +95,14 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
         bail!("--one needs --database-url, --snapshot and --smtp-port");
     };
     let mut env: Vec<(String, String)> = std::env::vars().collect();
-    let overrides = [
+    let mut overrides = testkit::smtp::env(&format!("smtp://127.0.0.1:{port}"));
+    overrides.extend([
         ("AVVISI__DATABASE__URL", url.clone()),
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
-        ("AVVISI__SMTP__URL", format!("smtp://127.0.0.1:{port}")),
         ("AVVISI__SMTP__USERNAME", String::new()),
         ("AVVISI__SMTP__PASSWORD", String::new()),
         ("AVVISI__SMTP__PASSWORD_FILE", String::new()),
-    ];
-    env.extend(overrides.map(|(k, v)| (k.to_string(), v)));
+    ]);
+    env.extend(overrides.into_iter().map(|(k, v)| (k.to_string(), v)));
     if let Some(c) = args.concurrency {
         env.push(("AVVISI__DELIVERY__CONCURRENCY".into(), c.to_string()));
     }

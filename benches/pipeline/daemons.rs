@@ -9,19 +9,21 @@
 //! recorded, read from the outbox's counts every 200 ms.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sqlx::Row;
 
-use crate::postgres;
-use crate::smtp_sink::SmtpSink;
+use testkit::process::Proc;
+use testkit::smtp_sink::SmtpSink;
 
 /// The instant the daemons think it is: the first notice, inside the sending hours.
 const NOW: &str = "2026-11-23T10:00:00+01:00";
 /// Short leases, so that the survivor takes over a killed daemon's claims within the run.
 const LEASE_SECONDS: &str = "10";
+/// A run gives up after an hour; a daemon is killed a little after, whatever happens.
+const RUN_LIMIT: Duration = Duration::from_secs(3600);
 
 /// What one run measured.
 #[derive(Debug, Clone)]
@@ -57,9 +59,9 @@ pub async fn measure(
             "daemons: {daemons} sharing PostgreSQL{}...",
             if kill { ", one killed" } else { "" }
         );
-        let (url, name) = postgres::create(admin_url).await?;
-        let result = one_run(&url, snapshot, emails, concurrency, daemons, kill).await;
-        postgres::drop(admin_url, &name).await;
+        let db = crate::throwaway_database(admin_url).await?;
+        let result = one_run(db.url(), snapshot, emails, concurrency, daemons, kill).await;
+        drop(db);
         runs.push(result?);
     }
     Ok(runs)
@@ -94,33 +96,29 @@ async fn one_run(
     let sink = SmtpSink::start_counting().await;
     let db = sqlx::AnyPool::connect(url).await?;
     let started = Instant::now();
-    let mut procs: Vec<Proc> = (0..daemons)
+    let procs: Vec<Proc> = (0..daemons)
         .map(|_| {
-            command(
+            let mut cmd = command(
                 url,
                 &["-q", "daemon", "--now", NOW],
                 &concurrency.to_string(),
-            )
-            .env("AVVISI__SMTP__URL", sink.url())
-            .stdout(Stdio::null())
-            .spawn()
-            .map(Proc)
-            .context("starting avvisi daemon")
+            );
+            cmd.envs(testkit::smtp::env(&sink.url()))
+                .stdout(Stdio::null());
+            Proc::spawn(&mut cmd, RUN_LIMIT + Duration::from_secs(60))
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect();
     let mut killed = false;
     loop {
         let left = open_messages(&db).await?;
         if kill && !killed && sink.accepted() * 3 >= emails {
-            let victim = &mut procs[0].0;
-            victim.kill().context("SIGKILL")?;
-            victim.wait()?;
+            procs[0].kill();
             killed = true;
         }
         if left == 0 {
             break;
         }
-        if started.elapsed() > Duration::from_secs(3600) {
+        if started.elapsed() > RUN_LIMIT {
             bail!("the daemons did not finish within an hour ({left} messages left)");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -162,7 +160,6 @@ fn command(url: &str, args: &[&str], concurrency: &str) -> Command {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
         .env("AVVISI__DATABASE__URL", url)
-        .env("AVVISI__DELIVERY__TRANSPORT", "smtp")
         .env("AVVISI__SMTP__USERNAME", "")
         .env("AVVISI__SMTP__PASSWORD", "")
         .env("AVVISI__SMTP__PASSWORD_FILE", "")
@@ -175,16 +172,4 @@ fn command(url: &str, args: &[&str], concurrency: &str) -> Command {
         cmd.env("AVVISI__DELIVERY__CONCURRENCY", concurrency);
     }
     cmd
-}
-
-/// A daemon, stopped with the run (SIGKILL: a run's figures are already taken).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }

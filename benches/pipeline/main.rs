@@ -32,14 +32,15 @@
 //! - `main.rs`: the arguments, and the parent: snapshot, sink, one child per backend, ceiling,
 //!   table, final check;
 //! - `child.rs`: one backend in its child process, through the library, and its figures;
-//! - `synthetic.rs`: the synthetic snapshot (deterministic users, four audiences); its tests are
-//!   `tests/api/synthetic.rs`, which includes the file (a bench has no test harness);
-//! - `sink.rs`: the SMTP sink (Postfix's `smtp-sink`, or the tests' `tests/api/smtp_sink.rs` in
-//!   counting mode, included below, or the relay) and `smtp-source`;
+//! - `sink.rs`: the SMTP sink (Postfix's `smtp-sink`, or the tests' sink in counting mode, or the
+//!   relay) and `smtp-source`;
 //! - `relay.rs`: the real relay, a private Postfix instance delivering to `discard`;
-//! - `postgres.rs`: the throwaway PostgreSQL database of a run;
 //! - `proc_stats.rs`: peak memory, CPU time and the machine, from `/proc`;
 //! - `table.rs`: the printed table and the targets.
+//!
+//! What it shares with the integration tests is the dev-only crate `testkit/`: the synthetic
+//! snapshot (deterministic users, four audiences; its tests are `tests/api/synthetic.rs`), the
+//! built-in sink, the throwaway PostgreSQL database of a run, and the process helper.
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -52,19 +53,15 @@ use avvisi::config::Settings;
 
 mod child;
 mod daemons;
-mod postgres;
 mod proc_stats;
 mod relay;
 mod sink;
-#[allow(dead_code)] // the tests' sink: the benchmark uses its counting mode only
-#[path = "../../tests/api/smtp_sink.rs"]
-mod smtp_sink;
-mod synthetic;
 mod table;
 
 use child::{BackendFigures, OneBackend, RESULT_PREFIX};
 use sink::{Sink, SinkChoice};
-use synthetic::Population;
+use testkit::postgres::Throwaway;
+use testkit::synthetic::{self, Population};
 
 /// Users when `--users` is not given: under `cargo bench`, and otherwise (a smoke run).
 const DEFAULT_USERS_BENCH: u64 = 1_200_000;
@@ -93,8 +90,9 @@ pub struct Args {
     /// SMTP connections (delivery.concurrency; also smtp-source's sessions). Default: the setting.
     #[arg(long, value_name = "C")]
     pub concurrency: Option<u32>,
-    /// Who has what pending (see `synthetic.rs`): the portal's shape (N + 15% outbox rows, one
-    /// user in ten with a digest), one audience per user, or one user in twenty in three.
+    /// Who has what pending (see `testkit/src/synthetic.rs`): the portal's shape (N + 15% outbox
+    /// rows, one user in ten with a digest), one audience per user, or one user in twenty in
+    /// three.
     #[arg(long, value_enum, default_value_t = Population::Mission)]
     pub population: Population,
     /// Daemon counts to measure on PostgreSQL (`avvisi daemon` processes sharing the database),
@@ -345,11 +343,11 @@ async fn run_child(
     snapshot: &Path,
     port: u16,
 ) -> anyhow::Result<BackendFigures> {
-    let (url, pg) = match backend {
+    let (url, mut pg) = match backend {
         OneBackend::Sqlite => (format!("sqlite://{}", dir.join("bench.db").display()), None),
         OneBackend::Postgres => {
-            let (url, name) = postgres::create(&args.postgres_url).await?;
-            (url, Some(name))
+            let db = throwaway_database(&args.postgres_url).await?;
+            (db.url().to_string(), Some(db))
         }
     };
     eprintln!("{}: importing, planning, delivering...", backend.name());
@@ -379,13 +377,11 @@ async fn run_child(
     let output = tokio::task::spawn_blocking(move || cmd.output())
         .await?
         .context("running the benchmark child process")?;
-    if let Some(name) = &pg {
-        if args.keep {
-            eprintln!("kept PostgreSQL database {name}");
-        } else {
-            postgres::drop(&args.postgres_url, name).await;
-        }
+    if let Some(db) = pg.as_mut().filter(|_| args.keep) {
+        eprintln!("kept PostgreSQL database {}", db.name());
+        db.keep();
     }
+    drop(pg);
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!("the child process failed ({}): {stdout}", output.status);
@@ -397,7 +393,20 @@ async fn run_child(
     Ok(serde_json::from_str(line)?)
 }
 
-/// 16 random hex digits, for the names of a run's folder and database.
+/// A throwaway database `avvisi_bench_<random>` on the server of `admin_url`, dropped with the
+/// value it returns.
+pub async fn throwaway_database(admin_url: &str) -> anyhow::Result<Throwaway> {
+    Throwaway::create(admin_url, "avvisi_bench")
+        .await
+        .with_context(|| {
+            format!(
+                "creating a database on PostgreSQL at {} (use --postgres-url, or --backend sqlite)",
+                avvisi::store::redact_url(admin_url)
+            )
+        })
+}
+
+/// 16 random hex digits, for the name of a run's folder.
 fn random_hex() -> String {
     format!("{:016x}", rand::random::<u64>())
 }

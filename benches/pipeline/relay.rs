@@ -93,14 +93,8 @@ impl Relay {
                 relay.log_tail(20)
             );
         }
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(relay);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if testkit::process::port_answers(port, Duration::from_secs(10)).await {
+            return Ok(relay);
         }
         bail!(
             "the Postfix relay did not start listening on 127.0.0.1:{port}\n{}",

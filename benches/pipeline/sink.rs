@@ -1,5 +1,5 @@
 //! The SMTP sink the children deliver to, and the ceiling: Postfix's `smtp-sink` when installed
-//! (Debian's `postfix`), else the integration tests' sink (`tests/api/smtp_sink.rs`) in counting
+//! (Debian's `postfix`), else the integration tests' sink (`testkit::smtp_sink`) in counting
 //! mode, in the parent process; or, with `--sink relay`, a real Postfix relay delivering to
 //! `discard` (`relay.rs`). `smtp-source` (Postfix too) then sends messages of the same size over
 //! as many connections to the same sink: the machine's ceiling, or through the relay the yardstick.
@@ -13,7 +13,7 @@ use clap::ValueEnum;
 
 use crate::proc_stats::is_root;
 use crate::relay::Relay;
-use crate::smtp_sink::SmtpSink;
+use testkit::smtp_sink::SmtpSink;
 
 /// Messages `smtp-source` sends: enough for a steady rate, without doubling a long run.
 pub const SOURCE_MAX_MESSAGES: u64 = 200_000;
@@ -65,14 +65,8 @@ impl Sink {
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
         let sink = Sink::Postfix { port, child };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(sink);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if testkit::process::port_answers(port, Duration::from_secs(5)).await {
+            return Ok(sink);
         }
         sink.stop();
         bail!("smtp-sink did not start listening on 127.0.0.1:{port}");
@@ -118,7 +112,7 @@ impl Sink {
         match self {
             Sink::Postfix { port, .. } => format!("Postfix smtp-sink on 127.0.0.1:{port}"),
             Sink::Builtin(sink) => format!(
-                "the built-in sink (tests/api/smtp_sink.rs) on 127.0.0.1:{} ({} messages, {:.1} MiB \
+                "the built-in sink (testkit::smtp_sink) on 127.0.0.1:{} ({} messages, {:.1} MiB \
                  received; Postfix's smtp-sink is used when installed: apt-get install postfix)",
                 self.port(),
                 sink.accepted(),

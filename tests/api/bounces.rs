@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use crate::helpers::{at, repo_path, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
+use testkit::smtp_sink::{Fault, SmtpSink};
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -193,15 +193,6 @@ async fn suppressed_addresses_are_skipped_when_planning_and_when_sending(app: Te
     );
 }
 
-fn smtp(app: &TestApp, url: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut settings = vec![
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", url),
-    ];
-    settings.extend_from_slice(extra);
-    app.with_settings(&settings)
-}
-
 /// `550 5.1.1` at RCPT: that message fails with the reply, the address is suppressed at once
 /// (source relay), later steps skip it, and the circuit breaker neither trips nor is held back.
 /// A 5.1.8 to MAIL FROM (our sender refused) suppresses nobody: it is the breaker's.
@@ -224,11 +215,7 @@ async fn no_such_user_at_rcpt_suppresses_the_address(app: TestApp) {
         text: "5.2.2 mailbox full".into(),
     });
     let sink = SmtpSink::start_with(faults).await;
-    let relay = smtp(
-        &app,
-        &sink.url(),
-        &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "2")],
-    );
+    let relay = app.smtp(&sink.url(), &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "2")]);
     let delivery = relay.deliver().await;
     assert!(delivery.breaker.is_none(), "{:?}", delivery.breaker);
     for user in ["U0001", "U0002", "U0003"] {
@@ -253,7 +240,7 @@ async fn no_such_user_at_rcpt_suppresses_the_address(app: TestApp) {
     app.clock.set(at("2026-11-27T10:00:00+01:00"));
     app.plan().await;
     let sink = SmtpSink::start().await;
-    smtp(&app, &sink.url(), &[]).deliver().await;
+    app.smtp(&sink.url(), &[]).deliver().await;
     for user in ["U0001", "U0002"] {
         let last = rows_of(&app, user).await.pop().unwrap();
         assert_eq!(
@@ -275,13 +262,10 @@ async fn no_such_user_at_rcpt_suppresses_the_address(app: TestApp) {
         text: "5.1.8 sender address domain does not resolve".into(),
     }])
     .await;
-    let delivery = smtp(
-        &app,
-        &sink.url(),
-        &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "3")],
-    )
-    .deliver()
-    .await;
+    let delivery = app
+        .smtp(&sink.url(), &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "3")])
+        .deliver()
+        .await;
     assert_eq!(delivery.breaker.expect("tripped").reply, "553 5.1.8");
     assert_eq!(suppressed_json(&app).len(), 2);
 }
@@ -293,7 +277,7 @@ async fn the_relay_sees_the_bounce_address_and_verp(app: TestApp) {
     app.plan().await;
     let sink = SmtpSink::start().await;
     let bounce = [("AVVISI__MAIL__BOUNCE_ADDRESS", "bounces@istruzione.it")];
-    let relay = smtp(&app, &sink.url(), &bounce);
+    let relay = app.smtp(&sink.url(), &bounce);
     relay.deliver().await;
     let received = sink.received();
     // 47 messages, one email per person (the daily digest).
@@ -314,7 +298,7 @@ async fn the_relay_sees_the_bounce_address_and_verp(app: TestApp) {
         ("AVVISI__MAIL__BOUNCE_ADDRESS", "bounces@istruzione.it"),
         ("AVVISI__MAIL__VERP", "true"),
     ];
-    smtp(&app, &sink.url(), &verp).deliver().await;
+    app.smtp(&sink.url(), &verp).deliver().await;
     let received = sink.received();
     assert!(!received.is_empty());
     let mut senders = std::collections::BTreeSet::new();
@@ -423,7 +407,7 @@ async fn returned_mail(app: &TestApp, sink: &SmtpSink) -> Vec<(String, String)> 
 }
 
 /// The envelope sender the relay saw for `recipient`.
-fn received_by(received: &[crate::smtp_sink::Received], recipient: &str) -> String {
+fn received_by(received: &[testkit::smtp_sink::Received], recipient: &str) -> String {
     received
         .iter()
         .find(|r| r.rcpt_to == [recipient])
@@ -487,7 +471,7 @@ async fn a_folder_of_returned_mail_stops_every_later_message(app: TestApp) {
         ("AVVISI__MAIL__VERP", "true"),
     ];
     let sink = SmtpSink::start().await;
-    smtp(&app, &sink.url(), &env).deliver().await;
+    app.smtp(&sink.url(), &env).deliver().await;
     let mail = returned_mail(&app, &sink).await;
     let folder = app.dir.path().join("bounces");
     maildir(&folder, &mail);
@@ -576,7 +560,7 @@ async fn a_folder_of_returned_mail_stops_every_later_message(app: TestApp) {
     app.clock.set(at("2026-11-27T10:00:00+01:00"));
     app.plan().await;
     let sink = SmtpSink::start().await;
-    smtp(&app, &sink.url(), &env).deliver().await;
+    app.smtp(&sink.url(), &env).deliver().await;
     for user in ["U0001", "U0002", "U0003", "U0005", "U0009"] {
         let rows = rows_of(&app, user).await;
         let last = rows.last().unwrap();
@@ -731,7 +715,7 @@ async fn forged_bounces_suppress_nothing(app: TestApp) {
         ("AVVISI__MAIL__VERP", "true"),
     ];
     let sink = SmtpSink::start().await;
-    smtp(&app, &sink.url(), &env).deliver().await;
+    app.smtp(&sink.url(), &env).deliver().await;
     let received = sink.received();
     let (u1, _, _, _, _) = row_of(&app, "U0001").await;
     let (_, _, _, r3, m3) = row_of(&app, "U0003").await;
@@ -870,7 +854,7 @@ async fn forged_bounces_suppress_nothing(app: TestApp) {
     app.clock.set(at("2026-11-27T10:00:00+01:00"));
     app.plan().await;
     let sink = SmtpSink::start().await;
-    smtp(&app, &sink.url(), &env).deliver().await;
+    app.smtp(&sink.url(), &env).deliver().await;
     for user in ["U0001", "U0002", "U0005"] {
         let last = rows_of(&app, user).await.pop().unwrap();
         assert_eq!((last.0.as_str(), last.1), ("sent", None), "{user}");
@@ -942,7 +926,7 @@ async fn a_poison_message_is_set_aside_and_the_rest_is_imported(app: TestApp) {
         ("AVVISI__MAIL__VERP", "true"),
     ];
     let sink = SmtpSink::start().await;
-    smtp(&app, &sink.url(), &env).deliver().await;
+    app.smtp(&sink.url(), &env).deliver().await;
     let (_, _, _, recipient, message_id) = row_of(&app, "U0001").await;
     let verp = received_by(&sink.received(), &recipient);
     let fill = [

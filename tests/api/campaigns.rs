@@ -1,7 +1,8 @@
 //! One-off campaigns for operators: create, launch, pause, resume, cancel, preview, test, the
 //! `--wait` follower, `campaign list`, and `explain`.
 
-use std::process::{Command, Output, Stdio};
+use std::fs::File;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use avvisi::audience::campaign::{self, CampaignError, NewCampaign};
@@ -10,21 +11,12 @@ use avvisi::audience::Audience;
 use avvisi::render::templates::TemplateSet;
 use avvisi::store::CampaignState;
 
-use crate::helpers::{at, decode_header, header, repo_path, TestApp};
+use crate::helpers::{at, decode_header, header, TestApp, PROCESS_TIMEOUT};
 use crate::on_both_backends;
+use testkit::process::{wait_for_line, wait_until, Proc};
 
 fn avvisi(app: &TestApp, args: &[&str]) -> Output {
-    command(app, args).output().expect("run avvisi")
-}
-
-fn command(app: &TestApp, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(repo_path("."))
-        .args(args)
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .env("NO_COLOR", "1");
-    cmd
+    app.avvisi(args, &[])
 }
 
 fn stdout(o: &Output) -> String {
@@ -457,37 +449,28 @@ async fn preview_and_test_use_a_real_recipient(app: TestApp) {
 async fn launch_wait_follows_the_campaign_until_it_finishes(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice-bo", Some("BO")).await;
-    let mut child = command(&app, &["campaign", "launch", "notice-bo", "--wait"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn avvisi");
-    // The daemon's part: plan and send once the campaign is running, then notice it is done.
-    let mut waited = 0;
-    while state_of(&app, "notice-bo").await != "running" {
-        waited += 1;
-        assert!(waited < 200, "launch did not happen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (out, err) = (
+        app.dir.path().join("launch.out"),
+        app.dir.path().join("launch.err"),
+    );
+    let mut cmd = app.command(&["campaign", "launch", "notice-bo", "--wait"]);
+    cmd.stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap());
+    let child = Proc::spawn(&mut cmd, PROCESS_TIMEOUT);
+    // The daemon's part: plan and send once the campaign is running (and --wait has said so),
+    // then notice it is done.
+    wait_until("the launch", Duration::from_secs(10), || async {
+        state_of(&app, "notice-bo").await == "running"
+    })
+    .await;
+    wait_for_line(&out, "sent 0/", Duration::from_secs(30)).await;
     app.run_once().await;
     app.plan().await;
     assert_eq!(state_of(&app, "notice-bo").await, "finished");
-    let mut waited = 0;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        waited += 1;
-        if waited > 150 {
-            let _ = child.kill();
-            panic!("--wait did not stop after the campaign finished");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let out = child.wait_with_output().unwrap();
-    let text = stdout(&out);
-    assert!(status.success(), "{text}{}", stderr(&out));
+    let status = child.wait(Duration::from_secs(15)).await;
+    let text = std::fs::read_to_string(&out).unwrap();
+    let errors = std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "{text}{errors}");
     // Not a terminal: plain lines, no progress bar.
     assert!(text.contains("sent 0/"), "{text}");
     assert!(text.contains("msg/s"), "{text}");

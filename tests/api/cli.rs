@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use crate::helpers::{repo_path, Backend, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
+use testkit::smtp_sink::{Fault, SmtpSink};
 
 fn avvisi(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
     app.avvisi(args, env)
@@ -365,14 +365,7 @@ async fn a_relay_reply_quoting_the_address_is_logged_without_it() {
     let path = dir.path().to_path_buf();
     let url = sink.url();
     let out = tokio::task::spawn_blocking(move || {
-        unattended(
-            &path,
-            &README_RUN,
-            &[
-                ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-                ("AVVISI__SMTP__URL", &url),
-            ],
-        )
+        unattended(&path, &README_RUN, &testkit::smtp::settings(&url))
     })
     .await
     .unwrap();

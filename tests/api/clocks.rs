@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::crash::{
-    duplicates_per_kill, import_users, kill, log_dir, smtp_env, spawn, terminate, wait_settled,
-    Ending, Lives, Sent, NOW,
+    duplicates_per_kill, import_users, log_dir, smtp_env, wait_settled, Ending, Lives, Sent, NOW,
 };
 use crate::helpers::{at, spawn_app, spawn_app_with, Backend, TestApp};
-use crate::smtp_sink::{Fault, Received, SmtpSink};
+use testkit::process::{eventually, wait_until};
+use testkit::smtp_sink::{Fault, Received, SmtpSink};
 
 /// Two daemons on one PostgreSQL database, one with its clock twice the lease ahead of the
 /// other's, the one ahead killed (SIGKILL) and restarted again and again. Each daemon has a
@@ -41,8 +41,7 @@ async fn a_daemon_whose_clock_runs_ahead_takes_no_live_claim() {
     let ahead = (at(NOW) + chrono::Duration::seconds(2 * lease as i64)).to_rfc3339();
     let logs = log_dir("clocks");
 
-    let mut behind = spawn(
-        &app,
+    let behind = app.spawn(
         &["daemon", "--now", NOW],
         &env_behind,
         &logs.join("behind.log"),
@@ -59,10 +58,10 @@ async fn a_daemon_whose_clock_runs_ahead_takes_no_live_claim() {
     let mut lives = Lives::default();
     let next = |k: usize| {
         let log = logs.join(format!("ahead-{k}.log"));
-        spawn(&app, &["daemon", "--now", &ahead], &env_ahead, &log)
+        app.spawn(&["daemon", "--now", &ahead], &env_ahead, &log)
     };
     for k in 0..KILLS {
-        let mut daemon = next(k);
+        let daemon = next(k);
         // A random moment once it is sending, while the other daemon's claims are live (or a
         // few seconds on, should the campaign be over by then).
         let (before, start) = (relay_ahead.count(), Instant::now());
@@ -70,13 +69,13 @@ async fn a_daemon_whose_clock_runs_ahead_takes_no_live_claim() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..1000))).await;
-        kill(&mut daemon);
+        daemon.kill();
         lives.ended(&relay_ahead, Ending::Killed(k));
     }
-    let mut last = next(KILLS);
+    let last = next(KILLS);
     let counts = wait_settled(&app, Duration::from_secs(180)).await;
-    assert_eq!(terminate(&mut last).await, Some(0));
-    assert_eq!(terminate(&mut behind).await, Some(0));
+    assert_eq!(last.terminate().await, Some(0));
+    assert_eq!(behind.terminate().await, Some(0));
     lives.ended(&relay_ahead, Ending::Ended);
 
     assert_eq!(
@@ -127,15 +126,12 @@ async fn no_message_starts_once_its_claim_is_about_to_lapse() {
     let fast = SmtpSink::start().await;
     let (slow_url, fast_url) = (slow.url(), fast.url());
     let common = [
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
         ("AVVISI__DELIVERY__CONCURRENCY", "1"),
         ("AVVISI__DELIVERY__BATCH_SIZE", "30"),
         ("AVVISI__DELIVERY__LEASE_SECONDS", "10"),
     ];
     let with = |url: &str| {
-        let mut extra = common.to_vec();
-        extra.push(("AVVISI__SMTP__URL", url));
-        extra
+        testkit::smtp::with(url, &common)
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<Vec<_>>()
@@ -164,7 +160,28 @@ async fn no_message_starts_once_its_claim_is_about_to_lapse() {
     });
     // Once the first claims' lease is over on the database's clock, rows still claimed are
     // free for the taking.
-    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let pool = app.db.pool();
+    let lease_until: i64 = eventually("the first claims", Duration::from_secs(30), || async {
+        sqlx::query_scalar("SELECT MAX(lease_until) FROM outbox WHERE state = 'sending'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    wait_until(
+        "the end of the first lease on the database's clock",
+        Duration::from_secs(30),
+        || async {
+            let now: i64 = sqlx::query_scalar(
+                "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            now > lease_until
+        },
+    )
+    .await;
     let second = deliver_until_settled(&other).await;
     let first = first.await.unwrap();
     let took = started.elapsed();

@@ -11,8 +11,8 @@ use sqlx::Row;
 
 use crate::helpers::{at, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
-use crate::synthetic::snapshot::{user, write_snapshot, Population};
+use testkit::smtp_sink::{Fault, SmtpSink};
+use testkit::synthetic::{user, write_snapshot, Population};
 
 /// (campaign, state) -> messages, and campaign -> suppressed, counted over the whole outbox.
 type Full = (BTreeMap<(String, String), u64>, BTreeMap<String, u64>);
@@ -175,10 +175,7 @@ async fn counts_stay_exact_through_every_change(app: TestApp) {
         },
     ])
     .await;
-    let smtp = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-    ]);
+    let smtp = app.smtp(&sink.url(), &[]);
     // A crashed process left some messages on the wire (claimed, never recorded).
     let on_the_wire = sqlx::query(
         "UPDATE outbox SET state = 'sending', claim_token = 'crashed', lease_until = 0 \

@@ -8,16 +8,15 @@
 //! snapshot, the binary started in the background, and the duplicates told apart by process.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use avvisi::import::ImportOptions;
 use rand::{Rng, SeedableRng};
 
-use crate::helpers::{at, repo_path, TestApp};
+use crate::helpers::{at, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Received, SmtpSink};
+use testkit::smtp_sink::{Received, SmtpSink};
 
 /// Users, and so messages: the first notice of one campaign each.
 const USERS: usize = 20_000;
@@ -62,52 +61,15 @@ pub(crate) async fn import_users(app: &TestApp, n: usize) {
 
 /// The settings of a process delivering to `sink`, fast to plan and to poll.
 pub(crate) fn smtp_env(sink: &SmtpSink) -> Vec<(&'static str, String)> {
-    vec![
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
-        ("AVVISI__SMTP__URL", sink.url()),
+    let mut env = testkit::smtp::env(&sink.url());
+    env.extend([
         ("AVVISI__DELIVERY__CONCURRENCY", CONCURRENCY.to_string()),
         ("AVVISI__DELIVERY__LEASE_SECONDS", LEASE_SECONDS.to_string()),
         ("AVVISI__DAEMON__PLANNER_CRON", "*/5 * * * * *".into()),
         ("AVVISI__DAEMON__POLL_SECONDS", "1".into()),
         ("AVVISI__DAEMON__RELAY_BACKOFF_MAX_SECONDS", "2".into()),
-    ]
-}
-
-/// A running `avvisi`, killed if the test gives up on it (a failed assertion), so that no
-/// process outlives its test.
-pub(crate) struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Starts the binary on `app`'s database with `args` and `env`; its log goes to `log`.
-pub(crate) fn spawn(app: &TestApp, args: &[&str], env: &[(&str, String)], log: &Path) -> Proc {
-    let log = std::fs::File::create(log).expect("process log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(repo_path("."))
-        .args(args)
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc(cmd.spawn().expect("start avvisi"))
-}
-
-/// SIGKILL, and wait until the process is gone.
-pub(crate) fn kill(proc: &mut Proc) {
-    proc.0.kill().expect("SIGKILL");
-    proc.0.wait().expect("reap the killed process");
+    ]);
+    env
 }
 
 /// Where the processes of test `name` log: kept after the test, for a look after a failure.
@@ -115,27 +77,6 @@ pub(crate) fn log_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("avvisi-{name}"));
     std::fs::create_dir_all(&dir).expect("log folder");
     dir
-}
-
-/// SIGTERM, and the exit code once the process has stopped (within 30 s).
-pub(crate) async fn terminate(proc: &mut Proc) -> Option<i32> {
-    let child = &mut proc.0;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Outbox rows by state.
@@ -292,14 +233,14 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
             spawned < KILLS * 3,
             "run --once kept finishing before its kill"
         );
-        let mut child = spawn(&app, args, &env, &log(spawned));
+        let child = app.spawn(args, &env, &log(spawned));
         let t = Instant::now();
         let mut ended = false;
         if rng.gen_bool(0.25) {
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..800))).await;
         } else {
             while sink.count() < targets[k] {
-                if child.0.try_wait().unwrap().is_some() {
+                if child.try_wait().is_some() {
                     ended = true; // run --once sent all that was due
                     break;
                 }
@@ -312,7 +253,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
             }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
         }
-        if ended || child.0.try_wait().unwrap().is_some() {
+        if ended || child.try_wait().is_some() {
             // A daemon restarted after a kill starts at once, on SQLite too (see the lock in
             // `Db::lock_daemon`), and runs until stopped.
             assert!(
@@ -323,7 +264,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
             lives.ended(&sink, Ending::Ended);
             continue;
         }
-        kill(&mut child);
+        child.kill();
         lives.ended(&sink, Ending::Killed(k));
         by_mode[k % 2] += 1;
     }
@@ -332,9 +273,9 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_in_flight(a
     // lease is over.
     spawned += 1;
     let now = calendar(started);
-    let mut last = spawn(&app, &["daemon", "--now", &now], &env, &log(spawned));
+    let last = app.spawn(&["daemon", "--now", &now], &env, &log(spawned));
     let counts = wait_settled(&app, Duration::from_secs(300)).await;
-    assert_eq!(terminate(&mut last).await, Some(0), "a clean stop");
+    assert_eq!(last.terminate().await, Some(0), "a clean stop");
     lives.ended(&sink, Ending::Ended);
 
     // Every planned message settled, and sent (the sink accepts everything): one per user.

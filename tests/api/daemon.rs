@@ -2,9 +2,9 @@
 //! sends, pause and resume in a running daemon, template reloads, DST, one daemon per SQLite file.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use avvisi::clock::Clock;
 use avvisi::import::ImportOptions;
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{at, repo_path, Backend, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
+use testkit::process::{holds_for, wait_until, Proc};
+use testkit::smtp_sink::{Fault, SmtpSink};
 
 type Daemon = (
     CancellationToken,
@@ -49,18 +50,6 @@ async fn live_digest(app: &TestApp) -> Option<String> {
         .find_map(|d| d.templates_digest)
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 const FAST: [(&str, &str); 3] = [
     ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *"),
     ("AVVISI__DAEMON__POLL_SECONDS", "1"),
@@ -78,57 +67,35 @@ fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> 
     v.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-fn spawn_binary(app: &TestApp, env: &[(&'static str, String)], now: &str) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(repo_path("."))
-        .args(["daemon", "--now", now])
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("start the daemon")
+/// The daemon binary at `now`, its log in the test's folder.
+fn spawn_binary(app: &TestApp, env: &[(&'static str, String)], now: &str) -> Proc {
+    let log = app.dir.path().join("daemon.log");
+    app.spawn(&["daemon", "--now", now], env, &log)
 }
 
-fn sigterm_and_wait(child: &mut Child) -> i32 {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().unwrap_or(-1);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "daemon did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// No row on the wire, and one email at the relay per Message-ID recorded as sent (a digest's
+/// rows share their lead's): whatever was in flight has landed and been recorded.
+async fn settled_with(app: &TestApp, sink: &SmtpSink) -> bool {
+    let rows = app.outbox().await;
+    rows.iter().all(|r| r.state != "sending") && sink.count() == sent_emails(&rows)
 }
 
 async fn sigterm_during_sends_loses_nothing_and_sends_nothing_twice(app: TestApp) {
     let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 150 }]).await;
-    let env = with_fast(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
-        ("AVVISI__SMTP__URL", sink.url()),
+    let mut env = with_fast(&testkit::smtp::env(&sink.url()));
+    env.extend([
         ("AVVISI__DELIVERY__CONCURRENCY", "2".into()),
         ("AVVISI__DELIVERY__BATCH_SIZE", "10".into()),
     ]);
     app.import_examples().await;
-    let mut daemon = spawn_binary(&app, &env, "2026-11-23T10:00:00+01:00");
+    let daemon = spawn_binary(&app, &env, "2026-11-23T10:00:00+01:00");
     let first = sink.wait_for(5, Duration::from_secs(60)).await;
     assert!(
         first.len() >= 5,
         "the daemon sent {} of 5 messages within a minute",
         first.len()
     );
-    assert_eq!(sigterm_and_wait(&mut daemon), 0, "a clean stop exits 0");
+    assert_eq!(daemon.terminate().await, Some(0), "a clean stop exits 0");
     let received = sink.received().len();
     let rows = app.outbox().await;
     assert!(received < 30, "stopped mid-campaign");
@@ -143,20 +110,19 @@ async fn sigterm_during_sends_loses_nothing_and_sends_nothing_twice(app: TestApp
         "nothing left claimed: {rows:?}"
     );
 
-    let mut daemon = spawn_binary(&app, &env, "2026-11-23T10:05:00+01:00");
+    let daemon = spawn_binary(&app, &env, "2026-11-23T10:05:00+01:00");
     // 47 reminders to 30 people: 30 emails.
     let all = sink.wait_for(30, Duration::from_secs(40)).await;
-    assert_eq!(sigterm_and_wait(&mut daemon), 0);
-    let ids = crate::smtp_sink::distinct_message_ids(&all);
+    assert_eq!(daemon.terminate().await, Some(0));
+    let ids = testkit::smtp_sink::distinct_message_ids(&all);
     assert_eq!((all.len(), ids), (30, 30), "each email exactly once");
     assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
 }
 
 async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
     let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 100 }]).await;
-    let extra = with_fast(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
-        ("AVVISI__SMTP__URL", sink.url()),
+    let mut extra = with_fast(&testkit::smtp::env(&sink.url()));
+    extra.extend([
         ("AVVISI__DELIVERY__CONCURRENCY", "1".into()),
         ("AVVISI__DELIVERY__BATCH_SIZE", "2".into()),
     ]);
@@ -168,15 +134,19 @@ async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
     for name in REMINDERS {
         operator(&app, &["campaign", "pause", name]);
     }
-    // Within seconds nothing more goes out.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let paused_at = sink.received().len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        sink.received().len(),
-        paused_at,
-        "a paused campaign sends nothing"
-    );
+    // What was on the wire lands; then nothing more goes out (an absence: checked over a
+    // window of two seconds, two of the daemon's polls).
+    wait_until("the messages in flight", Duration::from_secs(30), || {
+        settled_with(&app, &sink)
+    })
+    .await;
+    let paused_at = sink.count();
+    holds_for(
+        "a paused campaign sends nothing",
+        Duration::from_secs(2),
+        || async { sink.count() == paused_at },
+    )
+    .await;
     assert!(paused_at < 30);
     operator(
         &app,
@@ -207,9 +177,13 @@ async fn pause_and_resume_act_on_a_running_daemon(app: TestApp) {
             .all(|r| r.state == "sent")
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     // One email per Message-ID recorded as sent: a digest's rows share their lead's.
-    assert_eq!(sink.received().len(), sent_emails(&app.outbox().await));
+    wait_until(
+        "as many emails at the relay as recorded",
+        Duration::from_secs(30),
+        || settled_with(&app, &sink),
+    )
+    .await;
     assert!(operator_fails(
         &app,
         &[
@@ -381,11 +355,13 @@ async fn dst_change_keeps_nine_at_nine(app: TestApp) {
     })
     .await;
     app.clock.set(at("2027-03-28T08:59:00+02:00"));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(
-        app.outbox().await.iter().all(|r| r.step == "first"),
-        "nothing at 08:59 CEST"
-    );
+    // An absence: checked over a window of the planner's ticks (one a second).
+    holds_for(
+        "nothing at 08:59 CEST",
+        Duration::from_millis(2500),
+        || async { app.outbox().await.iter().all(|r| r.step == "first") },
+    )
+    .await;
     app.clock.set(at("2027-03-28T09:00:00+02:00"));
     // As on the default calendar: 36 people at d3 (procedures and the maintenance notice).
     wait_until("the d3 step", Duration::from_secs(60), || async {
@@ -444,7 +420,7 @@ async fn sighup_reloads_templates_at_once(app: TestApp) {
         // Only the signal can trigger the reload within this test.
         ("AVVISI__DAEMON__TEMPLATE_POLL_SECONDS", "3600".to_string()),
     ];
-    let mut daemon = spawn_binary(&app, &env, "2026-11-23T07:00:00+01:00");
+    let daemon = spawn_binary(&app, &env, "2026-11-23T07:00:00+01:00");
     let live = |app: TestApp| async move {
         let out = operator(&app, &["status"]);
         out.lines()
@@ -460,18 +436,14 @@ async fn sighup_reloads_templates_at_once(app: TestApp) {
     let body = templates.join("test_message/body.txt");
     let text = std::fs::read_to_string(&body).unwrap();
     std::fs::write(&body, text.replacen("Gentile", "Gentilissima/o", 1)).unwrap();
-    let status = Command::new("kill")
-        .args(["-HUP", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    daemon.signal(libc::SIGHUP);
     wait_until("the reload", Duration::from_secs(10), || {
         let app = app.clone();
         let before = before.clone();
         async move { live(app).await.is_some_and(|d| d != before) }
     })
     .await;
-    assert_eq!(sigterm_and_wait(&mut daemon), 0);
+    assert_eq!(daemon.terminate().await, Some(0));
 }
 
 async fn reopening_declared_twice_changes_nothing(app: TestApp) {
@@ -524,15 +496,31 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
     let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
     let app = app.with_settings(&as_refs(&with_fast(&[])));
     let (stop, handle) = start_daemon(&app);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = avvisi::schedule::run(
-        app.db.clone(),
-        app.settings.clone(),
-        Clock::system(),
-        CancellationToken::new(),
-        avvisi::cli::service::full_check(app.settings.clone()),
+    // Registered: the first daemon holds the file's lock (taken before its row is written).
+    wait_until(
+        "the first daemon's lock",
+        Duration::from_secs(30),
+        || async {
+            !avvisi::schedule::running_daemons(&app.db)
+                .await
+                .unwrap()
+                .is_empty()
+        },
     )
     .await;
+    // Refused at once, or stopped here: never a second daemon running on.
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        avvisi::schedule::run(
+            app.db.clone(),
+            app.settings.clone(),
+            Clock::system(),
+            CancellationToken::new(),
+            avvisi::cli::service::full_check(app.settings.clone()),
+        ),
+    )
+    .await
+    .expect("the second daemon was not refused");
     let err = second.unwrap_err().to_string();
     assert!(err.contains("SQLite supports one daemon"), "{err}");
     stop.cancel();

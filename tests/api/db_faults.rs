@@ -1,28 +1,18 @@
 //! Database faults: a SQLite file locked by another process, PostgreSQL connections killed in
 //! the middle of a campaign.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
-use crate::crash::{import_users, smtp_env, spawn, terminate, wait_settled, NOW};
-use crate::helpers::{repo_path, spawn_app, Backend, TestApp};
-use crate::smtp_sink::SmtpSink;
+use crate::crash::{import_users, smtp_env, wait_settled, NOW};
+use crate::helpers::{spawn_app, Backend, TestApp};
+use testkit::smtp_sink::SmtpSink;
 
 /// Runs the binary on `app`'s database with `args` and `env`, to the end.
 fn avvisi(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(repo_path("."))
-        .args(args)
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run avvisi")
+    app.avvisi(args, env)
 }
 
 /// Another process holds the SQLite file in a write transaction: avvisi waits for it up to
@@ -125,7 +115,7 @@ async fn postgres_connections_killed_mid_campaign_lose_nothing() {
         .map(|(_, v)| v.parse().unwrap())
         .unwrap();
     let log = crate::crash::log_dir("db-faults").join("daemon.log");
-    let mut daemon = spawn(&app, &["daemon", "--now", NOW], &env, &log);
+    let daemon = app.spawn(&["daemon", "--now", NOW], &env, &log);
     let database = app.database_url.rsplit('/').next().unwrap().to_string();
     let mut admin = sqlx::AnyConnection::connect(&app.database_url)
         .await
@@ -154,11 +144,11 @@ async fn postgres_connections_killed_mid_campaign_lose_nothing() {
     }
     let counts = wait_settled(&app, Duration::from_secs(120)).await;
     assert!(
-        daemon.0.try_wait().unwrap().is_none(),
+        daemon.try_wait().is_none(),
         "the daemon exited: see {}",
         log.display()
     );
-    assert_eq!(terminate(&mut daemon).await, Some(0), "a clean stop");
+    assert_eq!(daemon.terminate().await, Some(0), "a clean stop");
 
     assert_eq!(
         counts.get("sent").copied(),
@@ -166,7 +156,7 @@ async fn postgres_connections_killed_mid_campaign_lose_nothing() {
         "{counts:?}"
     );
     let received = sink.received();
-    let distinct = crate::smtp_sink::distinct_message_ids(&received);
+    let distinct = testkit::smtp_sink::distinct_message_ids(&received);
     assert_eq!(distinct, USERS, "every message arrived");
     let duplicates = received.len() - distinct;
     let text = std::fs::read_to_string(&log).unwrap();

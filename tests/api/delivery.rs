@@ -5,7 +5,7 @@ use avvisi::import::ImportOptions;
 
 use crate::helpers::{decode_header, header, part, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
+use testkit::smtp_sink::{Fault, SmtpSink};
 
 fn eml<'a>(files: &'a [(String, String)], name_part: &str) -> &'a str {
     &files
@@ -94,10 +94,7 @@ async fn hostile_names_cannot_add_headers_or_markup(app: TestApp) {
 
 async fn smtp_delivery_reaches_the_relay(app: TestApp) {
     let sink = SmtpSink::start().await;
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-    ]);
+    let app = app.smtp(&sink.url(), &[]);
     app.import_examples().await;
     let (_, delivery) = app.run_once().await;
     assert!(!delivery.relay_unreachable);
@@ -133,10 +130,7 @@ async fn smtp_delivery_reaches_the_relay(app: TestApp) {
 async fn a_counting_sink_counts_and_keeps_nothing(app: TestApp) {
     // The pipeline benchmark's built-in sink: a million messages must not stay in memory.
     let sink = SmtpSink::start_counting().await;
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-    ]);
+    let app = app.smtp(&sink.url(), &[]);
     app.import_examples().await;
     let (_, delivery) = app.run_once().await;
     assert!(!delivery.relay_unreachable);
@@ -152,10 +146,7 @@ async fn the_envelope_is_pipelined_when_the_relay_offers_it(app: TestApp) {
     // Offered and allowed: MAIL and RCPT reach the relay with the rest of the envelope behind
     // them; DATA ends the group (the body waits for its 354).
     let sink = SmtpSink::start().await;
-    let piped = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-    ]);
+    let piped = app.smtp(&sink.url(), &[]);
     piped.import_examples().await;
     piped.run_once().await;
     assert_eq!(
@@ -175,11 +166,7 @@ async fn the_envelope_is_pipelined_when_the_relay_offers_it(app: TestApp) {
     // Not offered, or turned off: one command at a time, and the same emails.
     for (faults, setting) in [(vec![Fault::NoPipelining], "true"), (vec![], "false")] {
         let sink = SmtpSink::start_with(faults).await;
-        let app = piped.with_settings(&[
-            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-            ("AVVISI__SMTP__URL", &sink.url()),
-            ("AVVISI__SMTP__PIPELINING", setting),
-        ]);
+        let app = piped.smtp(&sink.url(), &[("AVVISI__SMTP__PIPELINING", setting)]);
         let transport =
             avvisi::deliver::transport::Transport::from_settings(&app.settings).unwrap();
         let email = lettre::Message::builder()
@@ -221,10 +208,7 @@ async fn relay_replies_decide_retry_or_failure(app: TestApp) {
         },
     ])
     .await;
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-    ]);
+    let app = app.smtp(&sink.url(), &[]);
     app.import_examples().await;
     let now = app.clock.now().timestamp();
     app.run_once().await;
@@ -258,10 +242,7 @@ async fn relay_replies_decide_retry_or_failure(app: TestApp) {
     // Later the relay accepts it, with the same Message-ID.
     drop(sink);
     let sink = SmtpSink::start().await;
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-    ]);
+    let app = app.smtp(&sink.url(), &[]);
     app.clock.advance(chrono::Duration::minutes(2));
     app.deliver().await;
     let received = sink.wait_for(1, std::time::Duration::from_secs(5)).await;
@@ -274,16 +255,9 @@ async fn relay_replies_decide_retry_or_failure(app: TestApp) {
 }
 
 async fn relay_down_hands_the_batch_back(app: TestApp) {
-    // A port with nothing listening.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let url = format!("smtp://{closed}");
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &url),
-    ]);
+    // A port held and not listening: connections to it are refused.
+    let closed = testkit::smtp_sink::ClosedPort::bind();
+    let app = app.smtp(&closed.url(), &[]);
     app.import_examples().await;
     let (_, delivery) = app.run_once().await;
     assert!(delivery.relay_unreachable);
@@ -294,10 +268,7 @@ async fn relay_down_hands_the_batch_back(app: TestApp) {
 
     // The relay comes back: everything goes out, each exactly once.
     let sink = SmtpSink::start().await;
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-    ]);
+    let app = app.smtp(&sink.url(), &[]);
     app.clock.advance(chrono::Duration::hours(2));
     app.deliver().await;
     assert_eq!(
@@ -315,10 +286,7 @@ async fn refused_greetings_and_dropped_connections_are_retried(app: TestApp) {
         Fault::DropOnMail { times: 1 },
     ])
     .await;
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-    ]);
+    let app = app.smtp(&sink.url(), &[]);
     app.import_examples().await;
     let (_, delivery) = app.run_once().await;
     assert!(
@@ -342,18 +310,14 @@ async fn refused_greetings_and_dropped_connections_are_retried(app: TestApp) {
         }
     }
     let received = sink.wait_for(30, std::time::Duration::from_secs(10)).await;
-    let ids = crate::smtp_sink::distinct_message_ids(&received);
+    let ids = testkit::smtp_sink::distinct_message_ids(&received);
     assert_eq!((received.len(), ids), (30, 30), "each email exactly once");
     assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
 }
 
 async fn the_per_second_rate_limit_holds(app: TestApp) {
     let sink = SmtpSink::start().await;
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-        ("AVVISI__RATE__PER_SECOND", "20"),
-    ]);
+    let app = app.smtp(&sink.url(), &[("AVVISI__RATE__PER_SECOND", "20")]);
     app.import_examples().await;
     app.run_once().await;
     let received = sink.wait_for(30, std::time::Duration::from_secs(10)).await;
@@ -377,12 +341,13 @@ async fn the_per_second_rate_limit_holds(app: TestApp) {
 
 async fn the_hourly_quota_stops_and_keeps_the_rest(app: TestApp) {
     let sink = SmtpSink::start().await;
-    let app = app.with_settings(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &sink.url()),
-        ("AVVISI__RATE__PER_HOUR", "10"),
-        ("AVVISI__DELIVERY__CONCURRENCY", "1"),
-    ]);
+    let app = app.smtp(
+        &sink.url(),
+        &[
+            ("AVVISI__RATE__PER_HOUR", "10"),
+            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ],
+    );
     app.import_examples().await;
     let (_, delivery) = app.run_once().await;
     assert!(delivery.throttled);

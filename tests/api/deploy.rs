@@ -456,13 +456,16 @@ async fn only_the_commands_that_connect_to_the_relay_read_its_password(
     app.import_examples().await;
     let credential = "/run/credentials/avvisi.service/smtp-password";
     assert!(!Path::new(credential).exists());
-    let relay = [
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        // Nothing listens there: a command that connected would fail at once.
-        ("AVVISI__SMTP__URL", "smtp://127.0.0.1:1"),
-        ("AVVISI__SMTP__USERNAME", "avvisi"),
-        ("AVVISI__SMTP__PASSWORD_FILE", credential),
-    ];
+    // Held and not listening: a command that connected would fail at once.
+    let closed = testkit::smtp_sink::ClosedPort::bind();
+    let url = closed.url();
+    let relay = testkit::smtp::with(
+        &url,
+        &[
+            ("AVVISI__SMTP__USERNAME", "avvisi"),
+            ("AVVISI__SMTP__PASSWORD_FILE", credential),
+        ],
+    );
     let avvisi = |args: &[&str]| {
         let out = app.avvisi(args, &relay);
         (out.status.code(), text(&out))

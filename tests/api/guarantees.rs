@@ -3,22 +3,14 @@
 //! (backoff beyond the first retry, the cap, `max_attempts`, no retry past the deadline).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::Row;
 
 use crate::helpers::{at, OutboxRow, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
-
-fn smtp(app: &TestApp, url: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut settings = vec![
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", url),
-    ];
-    settings.extend_from_slice(extra);
-    app.with_settings(&settings)
-}
+use testkit::process::wait_until;
+use testkit::smtp_sink::{ClosedPort, Fault, SmtpSink};
 
 /// Planned at 19:30 and not delivered: at 20:00 (the window's end) nothing goes out, nor at
 /// 07:59:59 the next morning; at 08:00 everything does.
@@ -72,8 +64,7 @@ async fn the_breaker_pauses_the_campaigns_of_the_streak(app: TestApp) {
         })
         .collect();
     let sink = SmtpSink::start_with(faults).await;
-    let blocked = smtp(
-        &app,
+    let blocked = app.smtp(
         &sink.url(),
         &[
             ("AVVISI__DELIVERY__BREAKER_THRESHOLD", "10"),
@@ -113,7 +104,7 @@ async fn the_breaker_pauses_the_campaigns_of_the_streak(app: TestApp) {
 
     // Nothing of a paused campaign goes out, even to a relay that accepts everything now.
     let good = SmtpSink::start().await;
-    let delivery = smtp(&app, &good.url(), &[]).deliver().await;
+    let delivery = app.smtp(&good.url(), &[]).deliver().await;
     assert!(delivery.breaker.is_none());
     let outbox = app.outbox().await;
     for r in outbox.iter().filter(|r| streak.contains(&r.campaign)) {
@@ -132,7 +123,7 @@ async fn behind_a_451_relay(app: &TestApp, extra: &[(&str, &str)]) -> (TestApp, 
     .await;
     let mut settings = vec![("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")];
     settings.extend_from_slice(extra);
-    (smtp(app, &sink.url(), &settings), sink)
+    (app.smtp(&sink.url(), &settings), sink)
 }
 
 fn waits(rows: &[OutboxRow], now: i64) -> Vec<i64> {
@@ -258,42 +249,26 @@ async fn no_retry_is_scheduled_past_the_deadline(app: TestApp) {
     }
 }
 
-/// Waits for `check` to hold, up to `timeout`, looking every 100 ms.
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The daemon (the binary) starts while nothing listens on the relay's port: it plans, finds the
 /// relay unreachable, fails nothing and logs the outage once; a relay then comes back on that
 /// port and the same daemon, never restarted, delivers every email exactly once.
 async fn the_daemon_resumes_by_itself_after_a_relay_outage(app: TestApp) {
-    use crate::crash::{log_dir, spawn, terminate, wait_settled, NOW};
+    use crate::crash::{log_dir, wait_settled, NOW};
     app.import_examples().await;
-    // A port bound here and released: connections to it are refused until the relay is back.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let env: Vec<(&str, String)> = vec![
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".into()),
-        ("AVVISI__SMTP__URL", format!("smtp://{addr}")),
+    // A port held here and not listening: connections to it are refused until the relay is
+    // back on it.
+    let port = ClosedPort::bind();
+    let mut env = testkit::smtp::env(&port.url());
+    env.extend([
         ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *".into()),
         ("AVVISI__DAEMON__POLL_SECONDS", "1".into()),
         ("AVVISI__DAEMON__RELAY_BACKOFF_MAX_SECONDS", "2".into()),
-    ];
+    ]);
     let log =
         log_dir(&format!("outage-{:?}-{}", app.backend, std::process::id())).join("daemon.log");
     // -v: each message handed back for the refusal is logged at debug level, in its batch's span
     // (the outage itself once per change, at error level).
-    let mut daemon = spawn(&app, &["-v", "daemon", "--now", NOW], &env, &log);
+    let daemon = app.spawn(&["-v", "daemon", "--now", NOW], &env, &log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let stopped = "delivery stopped by the relay";
 
@@ -321,24 +296,24 @@ async fn the_daemon_resumes_by_itself_after_a_relay_outage(app: TestApp) {
             _ => panic!("a message changed for the relay's fault: {r:?}"),
         }
     }
-    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon runs on");
+    assert!(daemon.try_wait().is_none(), "the daemon runs on");
 
     // Back: the same daemon delivers everything (47 reminders to 30 people: 30 emails).
-    let sink = SmtpSink::start_on(addr).await;
+    let sink = port.open();
     let received = sink.wait_for(30, Duration::from_secs(60)).await;
     assert_eq!(received.len(), 30, "see {}", log.display());
     let states = wait_settled(&app, Duration::from_secs(60)).await;
     assert_eq!(states.get("sent"), Some(&47), "{states:?}");
     assert!(
-        daemon.0.try_wait().unwrap().is_none(),
+        daemon.try_wait().is_none(),
         "never restarted: the same process delivered"
     );
-    assert_eq!(terminate(&mut daemon).await, Some(0));
+    assert_eq!(daemon.terminate().await, Some(0));
     let received = sink.received();
     assert_eq!(
         (
             received.len(),
-            crate::smtp_sink::distinct_message_ids(&received)
+            testkit::smtp_sink::distinct_message_ids(&received)
         ),
         (30, 30),
         "each email exactly once"

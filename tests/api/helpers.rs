@@ -8,7 +8,9 @@
 //! (see [`skip_or_fail`]).
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use avvisi::clock::Clock;
 use avvisi::config::Settings;
@@ -21,6 +23,8 @@ use avvisi::render::templates::TemplateSet;
 use avvisi::store::Db;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
+use testkit::postgres::Throwaway;
+use testkit::process::Proc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,52 +46,27 @@ pub struct TestApp {
     pub database_url: String,
     /// Drops the PostgreSQL database when the last clone of the app goes, even when the case
     /// panicked.
-    _pg: Option<Arc<PgDatabase>>,
-}
-
-/// A test's own PostgreSQL database, dropped with this guard.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        // A thread of its own: drop may run on a runtime's thread, or while unwinding a panic.
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime to drop the test database");
-            rt.block_on(async {
-                if let Ok(admin) = sqlx::AnyPool::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&admin)
-                        .await;
-                    admin.close().await;
-                }
-            })
-        });
-        let _ = dropped.join();
-    }
+    _pg: Option<Arc<Throwaway>>,
 }
 
 /// A new PostgreSQL database with nothing in it (no migration applied), dropped with this value.
 pub struct EmptyPostgres {
     pub url: String,
-    _guard: PgDatabase,
+    _guard: Throwaway,
 }
 
 /// A fresh, empty PostgreSQL database, or `None` when PostgreSQL is not reachable and not
 /// required.
 pub async fn empty_postgres() -> Option<EmptyPostgres> {
-    let (url, admin_url, name) = fresh_postgres().await?;
+    let db = fresh_postgres().await?;
     Some(EmptyPostgres {
-        url,
-        _guard: PgDatabase { admin_url, name },
+        url: db.url().to_string(),
+        _guard: db,
     })
 }
+
+/// The longest a process a test starts may run: whatever the test waits for, it is killed then.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A row of the outbox as tests look at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,27 +99,18 @@ fn postgres_url() -> String {
 
 /// Creates a fresh PostgreSQL database, or `None` when PostgreSQL is not reachable and not
 /// required.
-async fn fresh_postgres() -> Option<(String, String, String)> {
-    sqlx::any::install_default_drivers();
+async fn fresh_postgres() -> Option<Throwaway> {
     let admin_url = postgres_url();
-    let admin = match sqlx::AnyPool::connect(&admin_url).await {
-        Ok(pool) => pool,
+    match Throwaway::create(&admin_url, "avvisi_test").await {
+        Ok(db) => Some(db),
         Err(e) => {
             skip_or_fail(
                 "AVVISI_REQUIRE_POSTGRES",
                 &format!("a PostgreSQL case: {admin_url} is unreachable ({e})"),
             );
-            return None;
+            None
         }
-    };
-    let name = format!("avvisi_test_{}", uuid_like());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create test database");
-    admin.close().await;
-    let base = admin_url.rsplit_once('/').expect("url with a database").0;
-    Some((format!("{base}/{name}"), admin_url, name))
+    }
 }
 
 /// A case that cannot run here (a tool or a server missing, `why`): skipped with a message, or a
@@ -201,8 +171,8 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> Option<
             None,
         ),
         Backend::Postgres => {
-            let (url, admin_url, name) = fresh_postgres().await?;
-            (url, Some(Arc::new(PgDatabase { admin_url, name })))
+            let db = fresh_postgres().await?;
+            (db.url().to_string(), Some(Arc::new(db)))
         }
     };
     let settings = test_settings(&url, dir.path(), extra);
@@ -224,19 +194,41 @@ impl TestApp {
         self.db.close().await;
     }
 
-    /// Runs the `avvisi` binary on this app's database and outbox folder, with `env` on top.
-    pub fn avvisi(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"));
+    /// The `avvisi` binary on this app's database and outbox folder, run from the repository
+    /// (its templates and examples); standard input closed.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
         cmd.current_dir(repo_path("."))
             .args(args)
             .env("AVVISI__DATABASE__URL", &self.database_url)
             .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
             .env("AVVISI__DELIVERY__DIR", self.outbox_dir())
-            .env("NO_COLOR", "1");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the `avvisi` binary on this app's database and outbox folder, with `env` on top.
+    pub fn avvisi(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
         cmd.output().expect("run avvisi")
+    }
+
+    /// Starts `avvisi args` (a daemon, say) with its standard output and error in `log`; killed
+    /// after [`PROCESS_TIMEOUT`] or when the returned value is dropped.
+    pub fn spawn<V: AsRef<std::ffi::OsStr>>(
+        &self,
+        args: &[&str],
+        env: &[(&str, V)],
+        log: &Path,
+    ) -> Proc {
+        let log = std::fs::File::create(log).expect("process log");
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        Proc::spawn(&mut cmd, PROCESS_TIMEOUT)
     }
 
     /// A copy of this app with other settings (same database and folder).
@@ -244,6 +236,11 @@ impl TestApp {
         let mut app = self.clone();
         app.settings = Arc::new(test_settings(&self.database_url, self.dir.path(), extra));
         app
+    }
+
+    /// A copy of this app delivering over SMTP to `url`, with `extra` settings on top.
+    pub fn smtp(&self, url: &str, extra: &[(&str, &str)]) -> TestApp {
+        self.with_settings(&testkit::smtp::with(url, extra))
     }
 
     pub fn outbox_dir(&self) -> PathBuf {
@@ -396,6 +393,58 @@ impl TestApp {
         out.sort();
         out
     }
+}
+
+/// The address a daemon started with `http.address` port 0 serves HTTP on (the port bound by
+/// the daemon itself, read back from the line of its `log` that says so), as a client reaches it.
+pub async fn served_address(daemon: &Proc, log: &Path) -> String {
+    let line = testkit::process::eventually(
+        "the daemon's HTTP address in its log",
+        Duration::from_secs(60),
+        || async {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(status) = daemon.try_wait() {
+                panic!("the daemon ended ({status}) before serving HTTP: {text}");
+            }
+            text.lines()
+                .find(|l| l.contains("serving /healthz"))
+                .map(str::to_string)
+        },
+    )
+    .await;
+    let address = line
+        .split("on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    address.replace("0.0.0.0", "127.0.0.1")
+}
+
+/// An HTTP response: the status code, the headers (names in lower case), the body.
+pub type Response = (u16, Vec<(String, String)>, String);
+
+/// `GET path`, or `None` when nothing answers.
+pub fn http_get(address: &str, path: &str) -> Option<Response> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((code, headers, body.to_string()))
 }
 
 /// Runs `case` on a fresh app of `backend`, then drops its database.

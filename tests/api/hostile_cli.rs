@@ -4,9 +4,10 @@
 
 use std::process::Output;
 
-use crate::helpers::TestApp;
+use crate::helpers::{http_get, served_address, Response, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
+use testkit::process::{eventually, Proc};
+use testkit::smtp_sink::{Fault, SmtpSink};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -44,10 +45,7 @@ async fn a_relay_reply_with_control_characters_is_shown_escaped(app: TestApp) {
     let url = sink.url();
     let run_app = app.clone();
     let run = tokio::task::spawn_blocking(move || {
-        let smtp = [
-            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-            ("AVVISI__SMTP__URL", url.as_str()),
-        ];
+        let smtp = testkit::smtp::settings(&url);
         run_app.avvisi(
             &[
                 "run",
@@ -98,12 +96,13 @@ async fn a_breaker_reply_with_control_characters_is_shown_escaped(app: TestApp) 
     let url = sink.url();
     let run_app = app.clone();
     let run = tokio::task::spawn_blocking(move || {
-        let smtp = [
-            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-            ("AVVISI__SMTP__URL", url.as_str()),
-            ("AVVISI__DELIVERY__BREAKER_THRESHOLD", "5"),
-            ("AVVISI__DELIVERY__CONCURRENCY", "2"),
-        ];
+        let smtp = testkit::smtp::with(
+            &url,
+            &[
+                ("AVVISI__DELIVERY__BREAKER_THRESHOLD", "5"),
+                ("AVVISI__DELIVERY__CONCURRENCY", "2"),
+            ],
+        );
         run_app.avvisi(
             &[
                 "run",
@@ -321,24 +320,11 @@ fn mkfifo(path: &std::path::Path) {
 /// Runs `avvisi args` for `app`, killed after 20 s: a FIFO must not block it.
 #[cfg(unix)]
 fn avvisi_within_20s(app: &TestApp, args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(crate::helpers::repo_path("."))
-        .args(args)
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
+    let mut cmd = app.command(args);
+    cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(20) {
-            child.kill().unwrap();
-            panic!("avvisi {args:?} still running after 20 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    let within = std::time::Duration::from_secs(20);
+    Proc::spawn(&mut cmd, within).output(within)
 }
 
 /// Files swapped under avvisi: the `.eml` temporary files replaced by a symlink or a stale
@@ -521,33 +507,6 @@ async fn files_swapped_for_symlinks_and_fifos_are_not_followed(app: TestApp) {
 #[cfg(unix)]
 on_both_backends!(files_swapped_for_symlinks_and_fifos_are_not_followed);
 
-/// An HTTP response: the status code, the headers (names in lower case), the body.
-type Response = (u16, Vec<(String, String)>, String);
-
-/// `GET path`, or `None` when nothing answers.
-fn http_get(address: &str, path: &str) -> Option<Response> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let mut lines = head.split("\r\n");
-    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Some((code, headers, body.to_string()))
-}
-
 /// The daemon's HTTP server on every interface (`0.0.0.0`), behind a relay that greets with
 /// markup and control characters: a warning in the log, the security headers on every
 /// response (a 404 too), and `/readyz` quoting the reply inert.
@@ -559,50 +518,32 @@ async fn http_answers_with_security_headers_and_an_inert_readyz(app: TestApp) {
         text: reply.into(),
     }])
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let log = app.dir.path().join("daemon.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"))
-        .current_dir(crate::helpers::repo_path("."))
-        .args(["daemon", "--now", "2026-11-23T10:00:00+01:00"])
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .env("AVVISI__HTTP__ADDRESS", format!("0.0.0.0:{port}"))
-        .env("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *")
-        .env("AVVISI__DAEMON__POLL_SECONDS", "1")
-        .env("AVVISI__DELIVERY__TRANSPORT", "smtp")
-        .env("AVVISI__SMTP__URL", sink.url())
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let address = format!("127.0.0.1:{port}");
-    let start = std::time::Instant::now();
-    let body = loop {
-        let got = http_get(&address, "/readyz");
-        if let Some((503, _, body)) = &got {
-            if body.contains("FAIL relay:") {
-                break body.clone();
+    // Every interface, on a port the daemon binds itself and logs.
+    let child = daemon(
+        &app,
+        &app.database_url,
+        "0.0.0.0:0",
+        &testkit::smtp::settings(&sink.url()),
+        &log,
+    );
+    let address = served_address(&child, &log).await;
+    let body = eventually(
+        "/readyz failing on the relay",
+        std::time::Duration::from_secs(60),
+        || async {
+            match http_get(&address, "/readyz") {
+                Some((503, _, body)) if body.contains("FAIL relay:") => Some(body),
+                _ => None,
             }
-        }
-        if start.elapsed() > std::time::Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("/readyz never failed on the relay: {got:?}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+        },
+    )
+    .await;
     let results: Vec<_> = ["/", "/healthz", "/readyz", "/metrics", "/nonexistent"]
         .iter()
         .map(|path| (path, http_get(&address, path)))
         .collect();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    child.terminate().await;
 
     assert!(
         body.contains(r"5.7.1 &lt;script&gt;alert(1)&lt;/script&gt; \x1b]0;owned\x07\x1b[2J\rforged &amp; &lt;b&gt;bold&lt;/b&gt;"),
@@ -752,53 +693,23 @@ impl Drop for CuttableProxy {
     }
 }
 
-/// The daemon on `app`'s database (or `database_url`), serving HTTP on `address`, its text log
-/// in `log`.
+/// The daemon on `app`'s database (or `database_url`), serving HTTP on `address` (port 0: one
+/// it binds itself, see [`served_address`]), its text log in `log`.
 fn daemon(
     app: &TestApp,
     database_url: &str,
     address: &str,
     env: &[(&str, &str)],
     log: &std::path::Path,
-) -> std::process::Child {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(crate::helpers::repo_path("."))
-        .args(["daemon", "--now", "2026-11-23T10:00:00+01:00"])
-        .env("AVVISI__DATABASE__URL", database_url)
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .env("AVVISI__HTTP__ADDRESS", address)
-        .env("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *")
-        .env("AVVISI__DAEMON__POLL_SECONDS", "1")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn terminate(mut child: std::process::Child) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("the daemon did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-fn free_address() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+) -> Proc {
+    let mut all = vec![
+        ("AVVISI__DATABASE__URL", database_url),
+        ("AVVISI__HTTP__ADDRESS", address),
+        ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *"),
+        ("AVVISI__DAEMON__POLL_SECONDS", "1"),
+    ];
+    all.extend_from_slice(env);
+    app.spawn(&["daemon", "--now", "2026-11-23T10:00:00+01:00"], &all, log)
 }
 
 /// `GET /metrics` on a blocking thread: the time it took and the response.
@@ -830,9 +741,9 @@ async fn metrics_answer_with_the_database_down(app: TestApp) {
             (url.to_string(), Some(proxy))
         }
     };
-    let address = free_address();
     let log = app.dir.path().join("daemon.log");
-    let child = daemon(&app, &database_url, &address, &[], &log);
+    let child = daemon(&app, &database_url, "127.0.0.1:0", &[], &log);
+    let address = served_address(&child, &log).await;
     let start = std::time::Instant::now();
     loop {
         if let (_, Some((200, _, body))) = scrape(&address).await {
@@ -910,7 +821,7 @@ async fn metrics_answer_with_the_database_down(app: TestApp) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    terminate(child);
+    child.terminate().await;
     let log = std::fs::read_to_string(&log).unwrap();
     let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
     // Once per change, not per scrape: PostgreSQL went once; SQLite's lone connection may be
@@ -940,10 +851,7 @@ async fn a_relay_fault_is_logged_once(app: TestApp) {
         &app,
         &app.database_url,
         "",
-        &[
-            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-            ("AVVISI__SMTP__URL", &url),
-        ],
+        &testkit::smtp::settings(&url),
         &log,
     );
     // Several passes: the backoff doubles from one second.
@@ -956,7 +864,7 @@ async fn a_relay_fault_is_logged_once(app: TestApp) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    terminate(child);
+    child.terminate().await;
     let log = std::fs::read_to_string(&log).unwrap();
     let relay: Vec<&str> = log
         .lines()

@@ -3,7 +3,6 @@
 //! breaks, markup, invisible characters, 10 MB fields, non-ASCII addresses), each stored as
 //! written or refused with its line and column, never echoed.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use avvisi::import::snapshot::{Encoding, RowError};
@@ -506,14 +505,7 @@ async fn ten_megabyte_fields_are_refused_quickly(app: TestApp) {
 
 /// The binary, as operators run it, against `app`'s database.
 fn avvisi(app: &TestApp, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_avvisi"))
-        .current_dir(crate::helpers::repo_path("."))
-        .args(args)
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run avvisi")
+    app.avvisi(args, &[])
 }
 
 async fn the_command_names_the_encoding_to_pass_and_takes_it(app: TestApp) {

@@ -1,10 +1,9 @@
 //! The integration tests: one binary, a module per feature. Each test drives the library's
 //! top-level functions or the `avvisi` binary against a real SQLite file and a real PostgreSQL
-//! database (see `helpers`), and SMTP delivery against a real TCP server (`smtp_sink`).
+//! database (see `helpers`), and SMTP delivery against a real TCP server (`testkit::smtp_sink`).
 
 mod helpers;
 mod relay;
-mod smtp_sink;
 
 mod audiences;
 mod bounces;

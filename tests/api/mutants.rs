@@ -4,7 +4,7 @@
 
 use crate::helpers::{at, OutboxRow, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::SmtpSink;
+use testkit::smtp_sink::SmtpSink;
 
 fn rows_of<'a>(rows: &'a [OutboxRow], campaign: &str, step: &str) -> Vec<&'a OutboxRow> {
     rows.iter()

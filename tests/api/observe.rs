@@ -2,88 +2,42 @@
 //! real campaign (the binary, the SMTP sink), the status page rendered by headless Chromium,
 //! JSON log lines.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{repo_path, TestApp};
+use crate::helpers::{repo_path, served_address, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
+use testkit::process::Proc;
+use testkit::smtp_sink::{Fault, SmtpSink};
 
-/// A port nobody listens on now (the OS's pick, released at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `GET path`: the status code and the body, or `None` when nothing answers.
+fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    crate::helpers::http_get(address, path).map(|(code, _, body)| (code, body))
 }
 
-/// `GET path` over HTTP/1.1: the status code and the body, or `None` when nothing answers.
-pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
+/// The daemon binary on `app`'s database at `now`, serving HTTP on a port it binds itself; its
+/// log (JSON lines) goes to `log`. Returns it with the address it serves on.
+async fn daemon(app: &TestApp, now: &str, env: &[(&str, String)], log: &Path) -> (Proc, String) {
+    let mut all = vec![
+        ("AVVISI__HTTP__ADDRESS", "127.0.0.1:0".to_string()),
+        ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *".into()),
+        ("AVVISI__DAEMON__POLL_SECONDS", "1".into()),
+        ("AVVISI__LOG__FORMAT", "json".into()),
+    ];
+    all.extend_from_slice(env);
+    let child = app.spawn(&["daemon", "--now", now], &all, log);
+    let address = served_address(&child, log).await;
+    (child, address)
 }
 
-/// The daemon binary on `app`'s database at `now`, serving HTTP on `address`; its log (JSON
-/// lines) goes to `log`.
-fn daemon(app: &TestApp, address: &str, now: &str, env: &[(&str, String)], log: &Path) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
-    cmd.current_dir(repo_path("."))
-        .args(["daemon", "--now", now])
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-        .env("AVVISI__HTTP__ADDRESS", address)
-        .env("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *")
-        .env("AVVISI__DAEMON__POLL_SECONDS", "1")
-        .env("AVVISI__LOG__FORMAT", "json")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("start the daemon")
+/// SIGTERM, and wait until it has stopped.
+async fn stop(child: Proc) {
+    child.terminate().await;
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("the daemon did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Polls `what` every 100 ms until it returns `Some`, for at most `timeout`.
+/// Waits until `f` returns `Some`, for at most `timeout`.
 async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::process::eventually(what, timeout, || std::future::ready(f())).await
 }
 
 /// The value of the series `name{labels}` in a Prometheus text exposition, summed over the
@@ -129,15 +83,13 @@ async fn metrics_move_during_a_campaign(app: TestApp) {
     // A slow relay, one connection: the campaign lasts long enough to be watched.
     let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 60 }]).await;
     app.import_examples().await;
-    let address = format!("127.0.0.1:{}", free_port());
     let log = app.dir.path().join("daemon.log");
-    let env = [
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".to_string()),
-        ("AVVISI__SMTP__URL", sink.url()),
+    let mut env = testkit::smtp::env(&sink.url());
+    env.extend([
         ("AVVISI__DELIVERY__CONCURRENCY", "1".into()),
         ("AVVISI__DELIVERY__BATCH_SIZE", "5".into()),
-    ];
-    let child = daemon(&app, &address, "2026-11-23T10:00:00+01:00", &env, &log);
+    ]);
+    let (child, address) = daemon(&app, "2026-11-23T10:00:00+01:00", &env, &log).await;
     let healthz = eventually("/healthz", Duration::from_secs(60), || {
         http_get(&address, "/healthz")
     })
@@ -236,7 +188,7 @@ async fn metrics_move_during_a_campaign(app: TestApp) {
     for check in ["database", "templates", "relay", "snapshot", "breaker"] {
         assert!(ready.contains(&format!("ok {check}:")), "{ready}");
     }
-    stop(child);
+    stop(child).await;
     // JSON lines: each parses; the lines about a message carry its ids, inside a batch span;
     // planning happens inside a planner tick span.
     let lines = std::fs::read_to_string(&log).unwrap();
@@ -261,14 +213,11 @@ async fn metrics_move_during_a_campaign(app: TestApp) {
 async fn readyz_names_the_relay_and_the_snapshot(app: TestApp) {
     app.import_examples().await;
     // The relay is down: the port answers nothing.
-    let address = format!("127.0.0.1:{}", free_port());
-    let relay = format!("smtp://127.0.0.1:{}", free_port());
+    let closed = testkit::smtp_sink::ClosedPort::bind();
+    let relay = closed.url();
     let log = app.dir.path().join("relay-down.log");
-    let env = [
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".to_string()),
-        ("AVVISI__SMTP__URL", relay),
-    ];
-    let child = daemon(&app, &address, "2026-11-23T10:00:00+01:00", &env, &log);
+    let env = testkit::smtp::env(&relay);
+    let (child, address) = daemon(&app, "2026-11-23T10:00:00+01:00", &env, &log).await;
     let body = eventually(
         "/readyz failing on the relay",
         Duration::from_secs(60),
@@ -280,11 +229,11 @@ async fn readyz_names_the_relay_and_the_snapshot(app: TestApp) {
     .await;
     assert!(body.contains("ok database:"), "{body}");
     assert!(body.contains("ok snapshot:"), "{body}");
-    stop(child);
+    stop(child).await;
 
     // Two days later, the snapshot is stale (its limit is 30 hours); files, no relay.
     let log = app.dir.path().join("stale.log");
-    let child = daemon(&app, &address, "2026-11-25T10:00:00+01:00", &[], &log);
+    let (child, address) = daemon(&app, "2026-11-25T10:00:00+01:00", &[], &log).await;
     let body = eventually(
         "/readyz failing on the snapshot",
         Duration::from_secs(60),
@@ -299,7 +248,7 @@ async fn readyz_names_the_relay_and_the_snapshot(app: TestApp) {
         "{body}"
     );
     assert!(body.contains("ok relay:"), "{body}");
-    stop(child);
+    stop(child).await;
 }
 
 /// The messages the status page shows as sent, over all campaigns.
@@ -327,15 +276,13 @@ async fn status_page_renders_in_chromium_during_a_campaign(app: TestApp) {
     };
     let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 400 }]).await;
     app.import_examples().await;
-    let address = format!("127.0.0.1:{}", free_port());
     let log = app.dir.path().join("daemon.log");
-    let env = [
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".to_string()),
-        ("AVVISI__SMTP__URL", sink.url()),
+    let mut env = testkit::smtp::env(&sink.url());
+    env.extend([
         ("AVVISI__DELIVERY__CONCURRENCY", "1".into()),
         ("AVVISI__DELIVERY__BATCH_SIZE", "5".into()),
-    ];
-    let child = daemon(&app, &address, "2026-11-23T10:00:00+01:00", &env, &log);
+    ]);
+    let (child, address) = daemon(&app, "2026-11-23T10:00:00+01:00", &env, &log).await;
     sink.wait_for(1, Duration::from_secs(60)).await;
     let url = format!("http://{address}/");
     let profile = app.dir.path().join("chromium");
@@ -381,7 +328,7 @@ async fn status_page_renders_in_chromium_during_a_campaign(app: TestApp) {
         last.contains("<span id=\"sent-in-chart\">47</span>"),
         "{last}"
     );
-    stop(child);
+    stop(child).await;
 }
 
 async fn json_log_lines_carry_the_message_ids(app: TestApp) {
@@ -520,13 +467,14 @@ async fn progress_lines_off_a_terminal(app: TestApp) {
     let url = sink.url();
     let out = app.avvisi(
         &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
-        &[
-            every,
-            ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),
-            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-            ("AVVISI__SMTP__URL", &url),
-            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
-        ],
+        &testkit::smtp::with(
+            &url,
+            &[
+                every,
+                ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),
+                ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+            ],
+        ),
     );
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{stderr}");
@@ -550,34 +498,50 @@ async fn progress_lines_off_a_terminal(app: TestApp) {
     // A snapshot big enough to take a few seconds, checked (a dry run) but not imported.
     let file = app.dir.path().join("big.csv");
     let mut csv = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-    crate::synthetic::snapshot::write_snapshot(
-        &mut csv,
-        25_000,
-        crate::synthetic::snapshot::Population::OneEach,
-    )
-    .unwrap();
+    testkit::synthetic::write_snapshot(&mut csv, 25_000, testkit::synthetic::Population::OneEach)
+        .unwrap();
     drop(csv);
-    let started = Instant::now();
-    let import = app.avvisi(
-        &[
-            "import",
-            "users",
-            file.to_str().unwrap(),
-            "--dry-run",
-            "--partial",
-        ],
-        &[every],
-    );
-    let took = started.elapsed();
-    let stderr = String::from_utf8(import.stderr).unwrap();
-    assert!(import.status.success(), "{stderr}");
+    use sqlx::Connection;
+    // Another transaction holds the tables the import writes until the import has said how far
+    // it is: it lasts as long as that takes, on a machine of any speed.
+    let mut holder = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let hold = match app.backend {
+        crate::helpers::Backend::Sqlite => "BEGIN EXCLUSIVE",
+        crate::helpers::Backend::Postgres => {
+            "BEGIN; LOCK TABLE import_rows IN ACCESS EXCLUSIVE MODE"
+        }
+    };
+    sqlx::raw_sql(hold).execute(&mut holder).await.unwrap();
+    let err = app.dir.path().join("import.err");
+    let mut cmd = app.command(&[
+        "import",
+        "users",
+        file.to_str().unwrap(),
+        "--dry-run",
+        "--partial",
+    ]);
+    cmd.env(every.0, every.1)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let import = Proc::spawn(&mut cmd, crate::helpers::PROCESS_TIMEOUT);
+    let read_err = || std::fs::read_to_string(&err).unwrap_or_default();
+    eventually(
+        "a progress line of the import",
+        Duration::from_secs(60),
+        || (!progress_lines(&read_err(), "import users").is_empty()).then_some(()),
+    )
+    .await;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let status = import.wait(Duration::from_secs(60)).await;
+    let stderr = read_err();
+    assert!(status.success(), "{stderr}");
     let lines = progress_lines(&stderr, "import users");
-    if took > Duration::from_millis(2500) {
-        assert!(
-            !lines.is_empty(),
-            "{took:?} without a progress line: {stderr}"
-        );
-    }
+    assert!(!lines.is_empty(), "{stderr}");
     for (done, total) in &lines {
         assert!(
             done.ends_with("iB") || done.ends_with(" B"),

@@ -1,13 +1,14 @@
 //! The relay's quota (`rate.per_hour`, `rate.per_second`) is one for every process on the
 //! database, and a restart does not forget how much of the hour was used.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use crate::crash::{import_users, NOW};
-use crate::helpers::{repo_path, TestApp};
+use crate::helpers::{TestApp, PROCESS_TIMEOUT};
 use crate::on_both_backends;
-use crate::smtp_sink::SmtpSink;
+use testkit::process::Proc;
+use testkit::smtp_sink::SmtpSink;
 
 on_both_backends!(
     three_processes_send_one_hourly_quota,
@@ -18,27 +19,19 @@ on_both_backends!(
 /// `avvisi run --once` processes on `app`'s database, started together; their outputs, each
 /// checked to have succeeded.
 fn run_together(app: &TestApp, n: usize, env: &[(&str, String)]) -> Vec<Output> {
-    let children: Vec<_> = (0..n)
+    let children: Vec<Proc> = (0..n)
         .map(|_| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
-            cmd.current_dir(repo_path("."))
-                .args(["run", "--once", "--now", NOW])
-                .env("AVVISI__DATABASE__URL", &app.database_url)
-                .env("AVVISI__DELIVERY__DIR", app.outbox_dir())
-                .env("AVVISI__IMPORT__MAX_AGE_HOURS", "100000")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
+            let mut cmd = app.command(&["run", "--once", "--now", NOW]);
+            cmd.env("AVVISI__IMPORT__MAX_AGE_HOURS", "100000")
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            cmd.spawn().expect("start avvisi")
+            Proc::spawn(&mut cmd, PROCESS_TIMEOUT)
         })
         .collect();
     let outs: Vec<Output> = children
         .into_iter()
-        .map(|c| c.wait_with_output().expect("wait for avvisi"))
+        .map(|c| c.output(PROCESS_TIMEOUT))
         .collect();
     for out in &outs {
         assert!(
@@ -51,14 +44,13 @@ fn run_together(app: &TestApp, n: usize, env: &[(&str, String)]) -> Vec<Output> 
 }
 
 fn relay_env(sink: &SmtpSink, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp".to_string()),
-        ("AVVISI__SMTP__URL", sink.url()),
+    let mut env = testkit::smtp::env(&sink.url());
+    env.extend([
         ("AVVISI__DELIVERY__CONCURRENCY", "4".to_string()),
         // Small batches: the processes take turns at the queue, rather than the first one
         // claiming it all.
         ("AVVISI__DELIVERY__BATCH_SIZE", "5".to_string()),
-    ];
+    ]);
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     env
 }
@@ -72,8 +64,8 @@ async fn three_processes_send_one_hourly_quota(app: TestApp) {
     let sink = SmtpSink::start().await;
     let env = relay_env(&sink, &[("AVVISI__RATE__PER_HOUR", "30")]);
     let outs = run_together(&app, 3, &env);
-    // Give a straggler a moment: nothing more may arrive.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The processes have ended: a message the sink accepted was accepted before its sender
+    // read the reply, so nothing more can arrive.
     assert_eq!(sink.received().len(), 30, "one quota for the three of them");
     let rows = app.outbox().await;
     assert_eq!(sent(&rows), 30);
@@ -110,7 +102,6 @@ async fn a_restart_remembers_the_hour(app: TestApp) {
     import_users(&app, 60).await;
     let env = relay_env(&sink, &[("AVVISI__RATE__PER_HOUR", "40")]);
     run_together(&app, 1, &env);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.received().len(), 40, "the restart remembered the hour");
     assert_eq!(sent(&app.outbox().await), 40);
     let status = app.avvisi(&["status"], &[("AVVISI__RATE__PER_HOUR", "40")]);

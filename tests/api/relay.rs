@@ -1,7 +1,7 @@
 //! A real relay for the tests: a private Postfix instance in a temporary folder that requires
 //! STARTTLS and SASL AUTH (Cyrus SASL with a sasldb of one user), with a certificate signed by a
 //! CA the test makes, and forwards what it accepts to a next hop the test gives (an
-//! [`crate::smtp_sink::SmtpSink`]), so that a test can read the bytes that crossed it.
+//! [`testkit::smtp_sink::SmtpSink`]), so that a test can read the bytes that crossed it.
 //!
 //! It is the production path: avvisi's STARTTLS (rustls, checking the certificate against its
 //! roots and the host name), its AUTH, then a relay that queues the message and sends it on.

@@ -8,16 +8,7 @@ use std::time::Duration;
 
 use crate::helpers::{OutboxRow, TestApp};
 use crate::on_both_backends;
-use crate::smtp_sink::{Fault, SmtpSink};
-
-fn smtp(app: &TestApp, url: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut settings = vec![
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", url),
-    ];
-    settings.extend_from_slice(extra);
-    app.with_settings(&settings)
-}
+use testkit::smtp_sink::{Fault, SmtpSink};
 
 fn avvisi(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
     app.avvisi(args, env)
@@ -102,7 +93,7 @@ async fn a_fault_of_the_relay_changes_no_message(app: TestApp) {
         ),
     ];
     for (what, sink, expected, extra) in cases {
-        let app = smtp(&app, &sink.url(), &extra);
+        let app = app.smtp(&sink.url(), &extra);
         let delivery = app.deliver().await;
         assert!(delivery.relay_unreachable, "{what}: delivery stops");
         let fault = delivery.relay_fault.clone().unwrap_or_default();
@@ -114,7 +105,7 @@ async fn a_fault_of_the_relay_changes_no_message(app: TestApp) {
     // avvisi requires STARTTLS and the relay does not offer it; or offers it and fails it.
     let plain = SmtpSink::start().await;
     let required = format!("{}?tls=required", plain.url());
-    let delivery = smtp(&app, &required, &[]).deliver().await;
+    let delivery = app.smtp(&required, &[]).deliver().await;
     assert!(delivery
         .relay_fault
         .unwrap()
@@ -122,7 +113,7 @@ async fn a_fault_of_the_relay_changes_no_message(app: TestApp) {
     untouched(&app.outbox().await);
     let broken = SmtpSink::start_with(vec![Fault::OfferStartTls]).await;
     let required = format!("{}?tls=required", broken.url());
-    let delivery = smtp(&app, &required, &[]).deliver().await;
+    let delivery = app.smtp(&required, &[]).deliver().await;
     assert!(delivery.relay_unreachable);
     untouched(&app.outbox().await);
 
@@ -135,12 +126,13 @@ async fn a_fault_of_the_relay_changes_no_message(app: TestApp) {
     let out = avvisi(
         &app,
         &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
-        &[
-            ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-            ("AVVISI__SMTP__URL", &sink.url()),
-            ("AVVISI__SMTP__USERNAME", "avvisi"),
-            ("AVVISI__SMTP__PASSWORD", "wrong"),
-        ],
+        &testkit::smtp::with(
+            &sink.url(),
+            &[
+                ("AVVISI__SMTP__USERNAME", "avvisi"),
+                ("AVVISI__SMTP__PASSWORD", "wrong"),
+            ],
+        ),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -154,11 +146,11 @@ async fn a_fault_of_the_relay_changes_no_message(app: TestApp) {
 
     // The relay is fixed: everything goes out, each exactly once.
     let good = SmtpSink::start().await;
-    let delivery = smtp(&app, &good.url(), &[]).deliver().await;
+    let delivery = app.smtp(&good.url(), &[]).deliver().await;
     assert!(!delivery.relay_unreachable);
     // 47 reminders to 30 people: 30 emails.
     let received = good.wait_for(30, Duration::from_secs(10)).await;
-    let ids = crate::smtp_sink::distinct_message_ids(&received);
+    let ids = testkit::smtp_sink::distinct_message_ids(&received);
     assert_eq!((received.len(), ids), (30, 30));
     assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
 }
@@ -188,7 +180,7 @@ async fn a_fault_of_the_message_counts_an_attempt(app: TestApp) {
         },
     ] {
         let sink = SmtpSink::start_with(vec![fault.clone()]).await;
-        let app = smtp(&app, &sink.url(), &[("AVVISI__DELIVERY__CONCURRENCY", "1")]);
+        let app = app.smtp(&sink.url(), &[("AVVISI__DELIVERY__CONCURRENCY", "1")]);
         let delivery = app.deliver().await;
         assert!(!delivery.relay_unreachable, "{fault:?}");
         let rows = app.outbox().await;
@@ -223,8 +215,7 @@ async fn a_fault_of_the_message_counts_an_attempt(app: TestApp) {
         (Fault::SlowData { millis: 5_000 }, "1"),
     ] {
         let sink = SmtpSink::start_with(vec![fault.clone()]).await;
-        let app = smtp(
-            &app,
+        let app = app.smtp(
             &sink.url(),
             &[
                 ("AVVISI__DELIVERY__CONCURRENCY", "2"),
@@ -256,11 +247,7 @@ async fn a_fault_of_the_message_counts_an_attempt(app: TestApp) {
         text: "5.7.1 sender rejected".into(),
     }])
     .await;
-    let app = smtp(
-        &app,
-        &sink.url(),
-        &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")],
-    );
+    let app = app.smtp(&sink.url(), &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")]);
     app.deliver().await;
     let rows = app.outbox().await;
     assert!(
@@ -285,7 +272,7 @@ async fn the_circuit_breaker_pauses_instead_of_failing_everyone(app: TestApp) {
         ("AVVISI__DELIVERY__BREAKER_THRESHOLD", "10"),
         ("AVVISI__DELIVERY__CONCURRENCY", "2"),
     ];
-    let blocked = smtp(&app, &sink.url(), &breaker);
+    let blocked = app.smtp(&sink.url(), &breaker);
     let delivery = blocked.deliver().await;
     let b = delivery.breaker.clone().expect("the breaker tripped");
     assert_eq!(b.reply, "554 5.7.1");
@@ -333,7 +320,7 @@ async fn the_circuit_breaker_pauses_instead_of_failing_everyone(app: TestApp) {
         })
         .collect();
     let sink = SmtpSink::start_with(faults).await;
-    let delivery = smtp(&app, &sink.url(), &breaker).deliver().await;
+    let delivery = app.smtp(&sink.url(), &breaker).deliver().await;
     assert!(delivery.breaker.is_none());
     let rows = app.outbox().await;
     let failed = rows.iter().filter(|r| r.state == "failed").count();
@@ -367,13 +354,9 @@ async fn retry_brings_back_what_a_fault_failed(app: TestApp) {
         text: "5.7.1 relaying temporarily denied".into(),
     }])
     .await;
-    smtp(
-        &app,
-        &sink.url(),
-        &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")],
-    )
-    .deliver()
-    .await;
+    app.smtp(&sink.url(), &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")])
+        .deliver()
+        .await;
     assert!(app.outbox().await.iter().all(|r| r.state == "failed"));
 
     let at = ["--now", "2026-11-23T11:00:00+01:00"];
@@ -445,7 +428,7 @@ async fn retry_brings_back_what_a_fault_failed(app: TestApp) {
     app.clock
         .set(crate::helpers::at("2026-11-23T11:00:00+01:00"));
     let good = SmtpSink::start().await;
-    smtp(&app, &good.url(), &[]).deliver().await;
+    app.smtp(&good.url(), &[]).deliver().await;
     assert_eq!(good.received().len(), back.len());
 }
 

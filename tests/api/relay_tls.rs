@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::helpers::{repo_path, skip_or_fail, OutboxRow, TestApp};
 use crate::on_both_backends;
 use crate::relay::{PostfixRelay, USERNAME};
-use crate::smtp_sink::{distinct_message_ids, SmtpSink};
+use testkit::smtp_sink::{distinct_message_ids, SmtpSink};
 
 /// The instant of the examples' first notice: 47 reminders to 30 people, 30 emails.
 const NOW: &str = "2026-11-23T10:00:00+01:00";

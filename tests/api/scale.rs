@@ -1,14 +1,13 @@
 //! Several daemons on one PostgreSQL database: each message is claimed by one daemon only, and
 //! the claims of a daemon that died go back to the queue after the lease.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use avvisi::import::ImportOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{at, repo_path, spawn_app_with, Backend, TestApp};
-use crate::smtp_sink::{Fault, SmtpSink};
+use crate::helpers::{at, spawn_app_with, Backend, TestApp};
+use testkit::smtp_sink::{Fault, SmtpSink};
 
 /// `n` enabled users registered with a private address: all in credential_recovery_advice.
 fn synthetic_snapshot(n: usize) -> String {
@@ -42,7 +41,6 @@ async fn postgres_app(extra: &[(&str, &str)]) -> Option<TestApp> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_daemons_deliver_10000_messages_each_exactly_once() {
     let fast = [
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
         ("AVVISI__DELIVERY__CONCURRENCY", "4"),
         ("AVVISI__DELIVERY__BATCH_SIZE", "100"),
         ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *"),
@@ -63,9 +61,7 @@ async fn three_daemons_deliver_10000_messages_each_exactly_once() {
         .iter()
         .map(|sink| {
             let url = sink.url();
-            let mut settings = fast.to_vec();
-            settings.push(("AVVISI__SMTP__URL", &url));
-            start(&app.with_settings(&settings), &stop)
+            start(&app.smtp(&url, &fast), &stop)
         })
         .collect();
     let started = Instant::now();
@@ -92,7 +88,7 @@ async fn three_daemons_deliver_10000_messages_each_exactly_once() {
         "each daemon sends: {shares:?}"
     );
     let received: Vec<_> = sinks.iter().flat_map(|s| s.received()).collect();
-    assert_eq!(crate::smtp_sink::distinct_message_ids(&received), 10_000);
+    assert_eq!(testkit::smtp_sink::distinct_message_ids(&received), 10_000);
     let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
         .fetch_one(app.db.pool())
         .await
@@ -105,13 +101,14 @@ async fn three_daemons_deliver_10000_messages_each_exactly_once() {
 async fn a_killed_daemons_claims_are_delivered_by_the_others_after_the_lease() {
     let slow = SmtpSink::start_with(vec![Fault::SlowData { millis: 300 }]).await;
     let url = slow.url();
-    let Some(app) = postgres_app(&[
-        ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
-        ("AVVISI__SMTP__URL", &url),
-        ("AVVISI__DELIVERY__LEASE_SECONDS", "10"),
-        ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *"),
-        ("AVVISI__DAEMON__POLL_SECONDS", "1"),
-    ])
+    let Some(app) = postgres_app(&testkit::smtp::with(
+        &url,
+        &[
+            ("AVVISI__DELIVERY__LEASE_SECONDS", "10"),
+            ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *"),
+            ("AVVISI__DAEMON__POLL_SECONDS", "1"),
+        ],
+    ))
     .await
     else {
         return;
@@ -119,23 +116,20 @@ async fn a_killed_daemons_claims_are_delivered_by_the_others_after_the_lease() {
     app.import_examples().await;
 
     // A daemon claims a batch, starts sending slowly, and is killed (SIGKILL: no hand-back).
-    let mut doomed = Command::new(env!("CARGO_BIN_EXE_avvisi"))
-        .current_dir(repo_path("."))
-        .args(["daemon", "--now", "2026-11-23T10:00:00+01:00"])
-        .env("AVVISI__DATABASE__URL", &app.database_url)
-        .env("AVVISI__HTTP__ADDRESS", "127.0.0.1:0")
-        .env("AVVISI__DELIVERY__TRANSPORT", "smtp")
-        .env("AVVISI__SMTP__URL", &url)
-        .env("AVVISI__DELIVERY__LEASE_SECONDS", "10")
-        .env("AVVISI__DELIVERY__CONCURRENCY", "2")
-        .env("AVVISI__DELIVERY__BATCH_SIZE", "20")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let doomed = app.spawn(
+        &["daemon", "--now", "2026-11-23T10:00:00+01:00"],
+        &testkit::smtp::with(
+            &url,
+            &[
+                ("AVVISI__DELIVERY__LEASE_SECONDS", "10"),
+                ("AVVISI__DELIVERY__CONCURRENCY", "2"),
+                ("AVVISI__DELIVERY__BATCH_SIZE", "20"),
+            ],
+        ),
+        &app.dir.path().join("doomed.log"),
+    );
     slow.wait_for(3, Duration::from_secs(20)).await;
-    doomed.kill().unwrap();
-    doomed.wait().unwrap();
+    doomed.kill();
     let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sending'")
         .fetch_one(app.db.pool())
         .await
@@ -166,7 +160,7 @@ async fn a_killed_daemons_claims_are_delivered_by_the_others_after_the_lease() {
     // 47 rows, 30 emails: one per person (the daily digest).
     let received = slow.received();
     assert_eq!(
-        crate::smtp_sink::distinct_message_ids(&received),
+        testkit::smtp_sink::distinct_message_ids(&received),
         30,
         "every email arrived"
     );

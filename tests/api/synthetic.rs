@@ -1,13 +1,12 @@
-//! The pipeline benchmark's synthetic snapshot (`benches/pipeline/synthetic.rs`, included here
-//! because the benchmark has no test harness): every row valid, exactly one reminder audience per
-//! user, the shares as documented, deterministic.
+//! The pipeline benchmark's synthetic snapshot (`testkit::synthetic`), read back by the
+//! importer: every row valid, exactly one reminder audience per user, the shares as documented,
+//! deterministic.
 
 use avvisi::import::snapshot::{is_institutional, SnapshotReader};
 
-#[path = "../../benches/pipeline/synthetic.rs"]
-pub(crate) mod snapshot;
-
-use snapshot::{audience_sizes, name_letters, reminder_rows, user, write_snapshot, Population};
+use testkit::synthetic::{
+    audience_sizes, name_letters, reminder_rows, user, write_snapshot, Population,
+};
 
 #[test]
 fn every_row_is_valid_and_the_shares_are_as_documented() {

@@ -1,4 +1,4 @@
-//! A tiny in-process SMTP server for integration tests.
+//! A tiny in-process SMTP server for the integration tests and the pipeline benchmark.
 //!
 //! `SmtpSink` binds `127.0.0.1:0`, speaks just enough plain ESMTP for lettre
 //! (PIPELINING like Postfix, no STARTTLS, no AUTH), records every command line,
@@ -7,17 +7,20 @@
 //! greetings, no PIPELINING). The server runs in tokio tasks that are aborted
 //! when the sink is dropped.
 //!
-//! The pipeline benchmark includes this same file (`benches/pipeline/main.rs`) as
-//! its built-in sink, started with [`SmtpSink::start_counting`]: a million messages
-//! kept in memory would be gigabytes, so that mode counts messages and bytes and
-//! keeps neither them nor the command lines.
+//! The pipeline benchmark uses it as its built-in sink, started with
+//! [`SmtpSink::start_counting`]: a million messages kept in memory would be gigabytes, so that
+//! mode counts messages and bytes and keeps neither them nor the command lines.
+//!
+//! A relay that is down, then back on the same address: [`ClosedPort`] holds a port bound and
+//! not listening (connections refused, and no other process can take it), then hands it over to
+//! a sink with [`ClosedPort::open`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// A message accepted by the sink (250 after DATA).
@@ -28,13 +31,11 @@ pub struct Received {
     /// Message content as received (CRLF preserved), dot-stuffing undone, terminator removed.
     pub data: Vec<u8>,
     /// 1-based id of the TCP connection that delivered the message.
-    #[allow(dead_code)]
     pub connection: u64,
     /// When the message was accepted.
     pub at: std::time::Instant,
 }
 
-#[allow(dead_code)]
 impl Received {
     /// The message content as (lossy) UTF-8.
     pub fn text(&self) -> String {
@@ -132,7 +133,6 @@ pub struct SmtpSink {
     task: JoinHandle<()>,
 }
 
-#[allow(dead_code)]
 impl SmtpSink {
     /// Binds 127.0.0.1:0 and serves in a tokio task until dropped.
     pub async fn start() -> SmtpSink {
@@ -141,13 +141,6 @@ impl SmtpSink {
 
     pub async fn start_with(faults: Vec<Fault>) -> SmtpSink {
         Self::serve_on(faults, false).await
-    }
-
-    /// A sink on `addr`, a port this test bound and released (a relay coming back after an
-    /// outage, on the address the client was given).
-    pub async fn start_on(addr: SocketAddr) -> SmtpSink {
-        let listener = TcpListener::bind(addr).await.expect("bind smtp sink again");
-        Self::serve_with(listener, State::default(), Vec::new(), false)
     }
 
     /// A sink for benchmarks: no faults, and memory that does not grow with the messages.
@@ -271,6 +264,39 @@ impl SmtpSink {
 impl Drop for SmtpSink {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A port on 127.0.0.1 bound and not listening: connections to it are refused, as to a relay
+/// that is down, and no other process can take it meanwhile.
+pub struct ClosedPort {
+    socket: TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn bind() -> ClosedPort {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
+            .expect("bind a port");
+        let addr = socket.local_addr().expect("the bound port");
+        ClosedPort { socket, addr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `smtp://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    /// The relay comes back: a sink listening on this very port (must be called in a runtime).
+    pub fn open(self) -> SmtpSink {
+        let listener = self.socket.listen(1024).expect("listen on the held port");
+        SmtpSink::serve_with(listener, State::default(), Vec::new(), false)
     }
 }
 

@@ -22,8 +22,8 @@
 //! email at the first notice, and `enabled_users` is everyone enabled. Same N, same population,
 //! same file, byte for byte.
 //!
-//! The benchmark has no test harness, so this file's tests are in the integration tests
-//! (`tests/api/synthetic.rs`, which includes this file).
+//! Its tests are in the integration tests (`tests/api/synthetic.rs`), with the importer that
+//! reads what it writes.
 
 use std::io::Write;
 
