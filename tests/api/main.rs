@@ -5,6 +5,7 @@
 mod helpers;
 mod smtp_sink;
 
+mod app;
 mod audiences;
 mod bounces;
 mod campaigns;
