@@ -21,18 +21,17 @@ use crate::render::live::TemplateStore;
 use crate::render::templates::{TemplateError, TemplateSet};
 use crate::store::{Applied, Db};
 
+mod calendar;
 mod campaigns;
-mod lists;
 mod queue;
 mod report;
 mod run;
 mod samples;
+mod suppression;
 
+pub use calendar::{Cadence, CalendarReport, CalendarStep, Reopened, StepReminder};
 pub use campaigns::{
     CampaignProgress, CampaignView, Created, Launched, NewCampaignRequest, Transitioned,
-};
-pub use lists::{
-    Cadence, CalendarReport, CalendarStep, Reopened, StepReminder, SuppressAdded, Unsuppressed,
 };
 pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status};
 pub use report::{CsvWritten, HtmlWritten};
@@ -43,6 +42,7 @@ pub use run::{
 pub use samples::{
     CampaignPreview, PreviewedMessage, TemplatesChecked, TemplatesPreviewed, TestSent,
 };
+pub use suppression::{SuppressAdded, Unsuppressed};
 
 /// Who asked for a use case. The command line is one operator at a terminal; the browser
 /// console will pass the person signed in, so that what changed can say by whom.
