@@ -19,6 +19,8 @@
 //!   suppression list kept (the list itself is the audience's: [`audience::suppression`]).
 //! - [`schedule`]: the daemon: planning on a schedule, delivering continuously.
 //! - [`editor`]: the template editors' tools: sample data, the check, the preview.
+//! - [`app`]: the application layer: one [`app::App`] opened from the settings, one function
+//!   per use case, each returning a report that serialises to JSON.
 //! - [`cli`]: the command line: one file per command, which parses, calls the above and prints.
 
 pub mod clock;
@@ -43,5 +45,7 @@ pub mod observe;
 pub mod schedule;
 
 pub mod editor;
+
+pub mod app;
 
 pub mod cli;

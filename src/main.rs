@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
         }
     };
     avvisi::telemetry::init(cli.verbose as i8 - cli.quiet as i8, &settings.log);
-    match avvisi::cli::run(cli.command, settings, Clock::system()).await {
+    match avvisi::cli::run(cli.command, cli.json, settings, Clock::system()).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", printable_lines(&avvisi::cli::error_report(&e)));

@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
 
+    /// Print the command's report as JSON (for scripts) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -38,7 +42,7 @@ pub enum Command {
 
     /// Load data into the database.
     #[command(subcommand)]
-    Import(ImportCommand),
+    Import(crate::cli::ImportCommand),
 
     /// Plan what is due and deliver it.
     #[command(
@@ -61,12 +65,8 @@ pub enum Command {
     Plan(PlanArgs),
 
     /// Counts per campaign and message state, and the oldest pending message.
-    #[command(after_help = "Example:\n  avvisi status")]
-    Status {
-        /// The same as JSON, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(after_help = "Example:\n  avvisi status\n  avvisi status --json")]
+    Status,
 
     /// Check and preview the templates (for template editors).
     #[command(subcommand)]
@@ -112,9 +112,6 @@ pub enum Command {
     Explain {
         /// The portal's user id.
         user_id: String,
-        /// The same as JSON, for scripts.
-        #[arg(long)]
-        json: bool,
         /// Explain as of this instant (RFC 3339; default: the real clock).
         #[arg(long, value_name = "TIMESTAMP")]
         now: Option<DateTime<Utc>>,
@@ -170,9 +167,6 @@ pub struct PlanArgs {
     /// Plan as of this instant (RFC 3339; default: the real clock).
     #[arg(long, value_name = "TIMESTAMP")]
     pub now: Option<DateTime<Utc>>,
-    /// The same as JSON, for scripts.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -217,48 +211,10 @@ pub enum ConfigCommand {
     /// `env AVVISI__SECTION__KEY`. Passwords, and the password in a URL, are shown as ***.
     #[command(
         after_help = "Example:\n  avvisi config show\n  avvisi --config /etc/avvisi.toml config show --json\n\n\
+        With --json: a JSON array of {key, value, source} objects instead of TOML-like text.\n\
         The configuration is checked first: an unknown key or a bad value stops with exit status 2."
     )]
-    Show {
-        /// A JSON array of {key, value, source} objects instead of TOML-like text.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ImportCommand {
-    /// Load the portal's user snapshot (CSV, comma or semicolon separated, UTF-8 unless --encoding).
-    #[command(
-        after_help = "Columns (header row required, any order): user_id, fiscal_code, first_name, last_name,\n\
-        email, institutional_email, registration (started|completed), enabled (true|false),\n\
-        pending_email, code_regeneration (none|started), province (optional), updated_at (optional, RFC 3339).\n\n\
-        Example:\n  avvisi import users examples/users.csv --dry-run\n  avvisi import users snapshot.csv --skip-invalid\n  \
-        avvisi import users export-excel.csv --encoding windows-1252"
-    )]
-    Users(ImportUsersArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ImportUsersArgs {
-    /// The snapshot file.
-    pub file: PathBuf,
-    /// Import the valid rows and write the invalid ones to a reject file (FILE.rejects.csv).
-    #[arg(long)]
-    pub skip_invalid: bool,
-    /// Where to write rejected rows (with --skip-invalid).
-    #[arg(long, value_name = "FILE", requires = "skip_invalid")]
-    pub reject_file: Option<PathBuf>,
-    /// Check everything and report, without writing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// The file is a delta: users missing from it are not marked as gone.
-    #[arg(long)]
-    pub partial: bool,
-    /// The file's character encoding: windows-1252 for Excel's "CSV" (a file with a byte order
-    /// mark is read as the mark says).
-    #[arg(long, value_name = "NAME", default_value = "utf-8")]
-    pub encoding: Encoding,
+    Show,
 }
 
 #[derive(Debug, Args)]

@@ -4,13 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
 
-use crate::bounce;
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::store::Db;
+use super::show;
+use crate::app::{Actor, App};
+use crate::bounce::BounceReport;
 
 /// Returned mail (bounces).
 #[derive(Debug, Subcommand)]
@@ -35,30 +33,23 @@ pub enum BouncesCommand {
         /// Where to list the unrecognised messages (default: bounce.unrecognised_file).
         #[arg(long, value_name = "FILE")]
         unrecognised: Option<PathBuf>,
-        /// The report as JSON, for scripts.
-        #[arg(long)]
-        json: bool,
     },
 }
 
 pub(crate) async fn run(
     cmd: BouncesCommand,
-    db: &Db,
-    settings: &Settings,
-    clock: &Clock,
+    app: &App,
+    who: &Actor,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let BouncesCommand::Import {
-        path,
-        unrecognised,
-        json,
-    } = cmd;
-    let report = bounce::import(db, settings, &path, unrecognised.as_deref(), clock.now())
-        .await
-        .with_context(|| format!("importing the bounces of {}", path.display()))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
-    }
+    let BouncesCommand::Import { path, unrecognised } = cmd;
+    let report = app
+        .import_bounces(who, &path, unrecognised.as_deref())
+        .await?;
+    show(json, &report, print)
+}
+
+fn print(report: &BounceReport) {
     println!("read              {}", report.read);
     println!("matched           {}", report.matched);
     println!("hard              {}", report.hard);
@@ -80,5 +71,4 @@ pub(crate) async fn run(
             file.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

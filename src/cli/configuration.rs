@@ -7,9 +7,13 @@ use std::process::ExitCode;
 use super::ConfigCommand;
 use crate::config::Settings;
 
-pub(crate) fn run(command: &ConfigCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let ConfigCommand::Show { json } = command;
-    let text = if *json {
+pub(crate) fn run(
+    command: &ConfigCommand,
+    settings: &Settings,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let ConfigCommand::Show = command;
+    let text = if json {
         serde_json::to_string_pretty(&settings.effective.to_json())? + "\n"
     } else {
         format!(

@@ -1,37 +1,12 @@
 //! `avvisi explain USER_ID [--now TS]`: the user's snapshot state, their audiences, every message
 //! and why, and for each campaign without a message of its current step, why not.
 
-use std::process::ExitCode;
-
-use anyhow::Context;
-use chrono::{DateTime, Utc};
-
 use super::local;
-use crate::audience::explain::{explain, Explanation, UserMessage};
-use crate::config::Settings;
-use crate::store::{Db, OutboxState};
+use crate::audience::explain::{Explanation, UserMessage};
+use crate::store::OutboxState;
 use crate::telemetry::printable;
 
-pub(crate) async fn run(
-    db: &Db,
-    settings: &Settings,
-    user_id: &str,
-    json: bool,
-    now: DateTime<Utc>,
-) -> anyhow::Result<ExitCode> {
-    let tz = settings.calendar.timezone;
-    let Some(e) = explain(db, settings, user_id, now)
-        .await
-        .context("reading the user")?
-    else {
-        anyhow::bail!(
-            "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
-        );
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
-        return Ok(ExitCode::SUCCESS);
-    }
+pub(crate) fn print(e: &Explanation, tz: chrono_tz::Tz) {
     let u = &e.user;
     let opt = |v: &Option<String>| {
         v.clone()
@@ -104,10 +79,9 @@ pub(crate) async fn run(
     if e.messages.is_empty() {
         println!("messages: none planned for this user");
     } else {
-        print_messages(&e, tz);
+        print_messages(e, tz);
     }
-    print_why_not(&e, tz);
-    Ok(ExitCode::SUCCESS)
+    print_why_not(e, tz);
 }
 
 /// One line per campaign without a message of its current step, with the reason.

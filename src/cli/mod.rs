@@ -1,17 +1,16 @@
-//! The command line: [`Cli`] (clap) and one file per command, each of which opens what it needs,
-//! calls the library and prints for people. No SQL here: every query is in the stages below.
-//! Errors are `anyhow` with context; the stages return their own error types.
+//! The command line: [`Cli`] (clap) and one file per command, each of which parses, calls one
+//! use case of [`crate::app`] and prints its report: as text for people, or as JSON with
+//! `--json`. No SQL and no use-case work here. Errors are `anyhow` with context.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use serde::Serialize;
 
+use crate::app::{Actor, App};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::Db;
 
 mod args;
 pub mod bounces;
@@ -19,6 +18,7 @@ pub mod campaign;
 mod configuration;
 mod explain;
 mod import;
+mod phases;
 mod plan;
 mod report;
 mod retry;
@@ -28,83 +28,112 @@ mod status;
 pub mod suppress;
 pub mod templates;
 
-pub use args::{
-    Cli, Command, ConfigCommand, ImportCommand, ImportUsersArgs, PlanArgs, RetryArgs, RunArgs,
-    ServiceCommand,
-};
+pub use args::{Cli, Command, ConfigCommand, PlanArgs, RetryArgs, RunArgs, ServiceCommand};
+pub use import::{ImportCommand, ImportUsersArgs};
 
 /// Exit status when delivery stopped because the relay could not be reached.
 pub(crate) const EXIT_RELAY_UNREACHABLE: u8 = 3;
 
-/// Runs one command. `clock` is the process-wide clock (`--now` or the real one).
-pub async fn run(command: Command, settings: Settings, clock: Clock) -> anyhow::Result<ExitCode> {
+/// Runs one command; `json` prints its report as JSON. `clock` is the process-wide clock
+/// (`--now` or the real one).
+pub async fn run(
+    command: Command,
+    json: bool,
+    settings: Settings,
+    clock: Clock,
+) -> anyhow::Result<ExitCode> {
     if let Command::Config(cmd) = &command {
         // Needs no database: it must work while the database is what is being set up.
-        return configuration::run(cmd, &settings);
+        return configuration::run(cmd, &settings, json);
     }
-    let settings = Arc::new(settings);
     // Every command applies what migrations are missing; `migrate` says which.
-    let (db, applied) = Db::open_settings(&settings.database)
-        .await
-        .context("opening the database")?;
-    let result = match command {
+    let app = App::open(settings, clock).await?;
+    let who = Actor::command_line();
+    let result = dispatch(command, &app, &who, json).await;
+    app.close().await;
+    result.map_err(|e| app.explain_error(e))
+}
+
+async fn dispatch(
+    command: Command,
+    app: &App,
+    who: &Actor,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let tz = app.settings().calendar.timezone;
+    match command {
         Command::Migrate => {
-            if applied.is_empty() {
-                println!(
-                    "database is up to date ({:?}): no migration to apply",
-                    db.backend()
-                );
-            } else {
-                println!(
-                    "applied {} migration(s) to the database ({:?}):",
-                    applied.len(),
-                    db.backend()
-                );
-                for m in &applied {
-                    println!("  {:04} {}", m.version, m.description);
+            let m = app.migrations();
+            show(json, &m, |m| {
+                if m.applied.is_empty() {
+                    println!(
+                        "database is up to date ({}): no migration to apply",
+                        m.backend
+                    );
+                } else {
+                    println!(
+                        "applied {} migration(s) to the database ({}):",
+                        m.applied.len(),
+                        m.backend
+                    );
+                    for m in &m.applied {
+                        println!("  {:04} {}", m.version, m.description);
+                    }
                 }
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
-        Command::Import(ImportCommand::Users(args)) => {
-            import::users(&db, &settings, &args, clock.now()).await
+        Command::Import(ImportCommand::Users(args)) => import::users(app, who, &args, json).await,
+        Command::Run(args) => run::once(app, who, &args, json).await,
+        Command::Plan(args) => {
+            let r = app.plan(who, args.now, args.dry_run).await?;
+            show(json, &r, |r| plan::print(r, tz))
         }
-        Command::Run(args) => run::once(&db, settings.clone(), &args, clock).await,
-        Command::Plan(args) => plan::run(&db, &settings, &clock, &args).await,
-        Command::Status { json } => status::run(&db, &settings, &clock, json).await,
-        Command::Templates(cmd) => templates::run(cmd, &db, &settings, &clock).await,
-        Command::Campaign(cmd) => campaign::run(cmd, &db, settings.clone(), &clock).await,
-        Command::Daemon { now } => service::daemon(&db, settings.clone(), clock.clone(), now).await,
+        Command::Status => {
+            let s = app.status().await?;
+            show(json, &s, |s| status::print(s, app.settings()))
+        }
+        Command::Templates(cmd) => templates::run(cmd, app, json).await,
+        Command::Campaign(cmd) => campaign::run(cmd, app, who, json).await,
+        Command::Daemon { now } => {
+            service::daemon(app.db(), app.settings().clone(), app.clock().clone(), now).await
+        }
         Command::Service(ServiceCommand::Reopen { at }) => {
-            service::reopen(&db, &settings, &clock, at).await
+            let r = app.reopen(who, at).await?;
+            show(json, &r, |r| phases::print_reopened(r, tz))
         }
-        Command::Calendar { now } => service::calendar(&db, &settings, &clock, now).await,
-        Command::Explain { user_id, json, now } => {
-            let now = now.unwrap_or_else(|| clock.now());
-            explain::run(&db, &settings, &user_id, json, now).await
+        Command::Calendar { now } => {
+            let c = app.calendar(now).await?;
+            show(json, &c, |c| phases::print_calendar(c, tz))
         }
-        Command::Retry(args) => retry::run(&db, &args, &clock).await,
+        Command::Explain { user_id, now } => {
+            let e = app.explain(&user_id, now).await?;
+            show(json, &e, |e| explain::print(e, tz))
+        }
+        Command::Retry(args) => retry::run(app, who, &args, json).await,
         Command::Report {
             campaign,
             out,
             html,
-        } => {
-            report::run(
-                &db,
-                &settings,
-                &clock,
-                &campaign,
-                out.as_deref(),
-                html.as_deref(),
-            )
-            .await
-        }
-        Command::Suppress(cmd) => suppress::run(cmd, &db, &settings, &clock).await,
-        Command::Bounces(cmd) => bounces::run(cmd, &db, &settings, &clock).await,
+        } => report::run(app, &campaign, out.as_deref(), html.as_deref(), json).await,
+        Command::Suppress(cmd) => suppress::run(cmd, app, who, json).await,
+        Command::Bounces(cmd) => bounces::run(cmd, app, who, json).await,
         Command::Config(_) => unreachable!("handled before the database is opened"),
-    };
-    db.close().await;
-    result.map_err(|e| db.explain(e))
+    }
+}
+
+/// Prints `report` as pretty JSON with `--json`, else as `text` prints it; exit status 0.
+fn show<T: Serialize>(json: bool, report: &T, text: impl FnOnce(&T)) -> anyhow::Result<ExitCode> {
+    if json {
+        print_json(report)?;
+    } else {
+        text(report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json<T: Serialize + ?Sized>(report: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    Ok(())
 }
 
 /// The error and its causes on one line, each cause once: a cause whose text is already in the

@@ -1,50 +1,10 @@
 //! `avvisi plan [--dry-run] [--now TS] [--json]`: what a planner tick plans, per campaign and
 //! step, and the difference from the last tick; with `--dry-run`, nothing written.
 
-use std::process::ExitCode;
+use super::local;
+use crate::plan::report::PlanReport;
 
-use anyhow::Context;
-
-use super::{local, PlanArgs};
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::plan::report::{plan_with_report, PlanReport};
-use crate::plan::{Target, Write};
-use crate::render::email;
-use crate::render::templates::TemplateSet;
-use crate::store::Db;
-
-pub(crate) async fn run(
-    db: &Db,
-    settings: &Settings,
-    clock: &Clock,
-    args: &PlanArgs,
-) -> anyhow::Result<ExitCode> {
-    let now = args.now.unwrap_or_else(|| clock.now());
-    // The rows record the live template version, as a tick's do.
-    let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
-    let domain = email::message_id_domain(&settings.mail);
-    let target = Target::new(db, settings, templates.digest(), &domain, now);
-    let write = match args.dry_run {
-        true => Write::DryRun,
-        false => Write::Commit,
-    };
-    let report = plan_with_report(db, &target, write)
-        .await
-        .context(if args.dry_run {
-            "planning (dry run)"
-        } else {
-            "planning"
-        })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print(&report, settings.calendar.timezone);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print(r: &PlanReport, tz: chrono_tz::Tz) {
+pub(crate) fn print(r: &PlanReport, tz: chrono_tz::Tz) {
     if r.dry_run {
         println!(
             "dry run at {} ({tz}): nothing written",

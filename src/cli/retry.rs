@@ -2,43 +2,50 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use super::{show, RetryArgs};
+use crate::app::{Actor, App, Retried};
+use crate::deliver::retry::RetryFilter;
 
-use super::RetryArgs;
-use crate::clock::Clock;
-use crate::deliver::retry::{retry_failed, RetryFilter};
-use crate::store::Db;
-
-pub(crate) async fn run(db: &Db, args: &RetryArgs, clock: &Clock) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    app: &App,
+    who: &Actor,
+    args: &RetryArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let filter = RetryFilter {
         campaign: args.campaign.clone(),
         reply: args.reply,
         since: args.since,
     };
-    let now = args.now.unwrap_or_else(|| clock.now());
-    let report = retry_failed(db, &filter, now, args.dry_run)
-        .await
-        .context("putting failed messages back in the queue")?;
-    if report.per_campaign.is_empty() {
+    let report = app
+        .retry_failed(who, &filter, args.now, args.dry_run)
+        .await?;
+    show(json, &report, print)
+}
+
+fn print(r: &Retried) {
+    if r.per_campaign.is_empty() {
         println!("no failed message matches: nothing to retry");
-        return Ok(ExitCode::SUCCESS);
+        return;
     }
-    let verb = if args.dry_run {
+    let verb = if r.dry_run {
         "would be retried"
     } else {
         "retried"
     };
     println!("{:<45} {:>9} {:>14}", "campaign", verb, "past deadline");
-    for (campaign, retried, late) in &report.per_campaign {
-        println!("{campaign:<45} {retried:>9} {late:>14}");
+    for c in &r.per_campaign {
+        println!(
+            "{:<45} {:>9} {:>14}",
+            c.campaign, c.retried, c.past_deadline
+        );
     }
-    if args.dry_run {
+    if r.dry_run {
         println!("dry run: nothing was changed");
     } else {
         println!(
             "{} message(s) back in the queue: the daemon (or `avvisi run --once`) sends them",
-            report.retried()
+            r.retried
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,116 +1,66 @@
 //! `avvisi run --once`: import (optionally), plan what is due now, deliver it, print a table.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context;
-use tokio_util::sync::CancellationToken;
-
-use super::{RunArgs, EXIT_RELAY_UNREACHABLE};
-use crate::clock::Clock;
+use super::{print_json, RunArgs, EXIT_RELAY_UNREACHABLE};
+use crate::app::{Actor, App, RunReport};
 use crate::config::Settings;
-use crate::deliver::transport::Transport;
-use crate::deliver::{self, Worker};
-use crate::plan;
-use crate::render::email;
-use crate::render::live::TemplateStore;
-use crate::render::templates::TemplateSet;
-use crate::store::Db;
 use crate::telemetry::printable;
-use crate::telemetry::progress::{Progress, Unit};
 
 pub(crate) async fn once(
-    db: &Db,
-    settings: Arc<Settings>,
+    app: &App,
+    who: &Actor,
     args: &RunArgs,
-    clock: Clock,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let clock = match args.now {
-        Some(at) => Clock::manual(at),
-        None => clock,
-    };
-    if let Some(file) = &args.import {
-        let import_args = super::ImportUsersArgs {
-            file: file.clone(),
-            skip_invalid: false,
-            reject_file: None,
-            dry_run: false,
-            partial: false,
-            encoding: args.encoding,
-        };
-        super::import::users(db, &settings, &import_args, clock.now()).await?;
+    let import = args.import.as_deref().map(|file| (file, args.encoding));
+    let report = app.run_once(who, args.now, import).await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print(&report, app.settings());
     }
-    let templates = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
-    let transport = Transport::from_settings(&settings).context("setting up delivery")?;
-    let now = clock.now();
-    let domain = email::message_id_domain(&settings.mail);
-    let planned = plan::plan_due(db, &settings, templates.digest(), &domain, now)
-        .await
-        .context("planning")?;
-    let worker = Worker {
-        db: db.clone(),
-        settings: settings.clone(),
-        transport: transport.clone(),
-        templates: TemplateStore::new(templates),
-        clock: clock.clone(),
-        worker_id: deliver::worker_id(),
-    };
-    let due = crate::store::queue::due_now(db, now)
-        .await
-        .context("counting the due messages")?;
-    let progress = Progress::start(
-        "run --once",
-        Unit::Messages,
-        due,
-        Duration::from_secs(settings.log.progress_seconds),
-    );
-    let delivery = worker
-        .deliver_due_with(&CancellationToken::new(), Some(progress.clone()))
-        .await;
-    progress.finish();
-    let delivery = delivery.context("delivering")?;
-    transport.close().await;
+    Ok(match report.stopped {
+        Some(_) => ExitCode::from(EXIT_RELAY_UNREACHABLE),
+        None => ExitCode::SUCCESS,
+    })
+}
 
+fn print(r: &RunReport, settings: &Settings) {
+    if let Some(imported) = &r.imported {
+        super::import::print(imported);
+    }
     let tz = settings.calendar.timezone;
     println!(
         "run at {} ({}), delivery: {}",
-        now.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z"),
+        r.at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z"),
         tz,
-        transport.describe()
+        r.delivery
     );
     println!(
         "{:<45} {:>6} {:>8} {:>6} {:>8} {:>7} {:>8} {:>8}",
         "campaign", "step", "planned", "sent", "skipped", "failed", "expired", "retrying"
     );
-    let mut names: Vec<&String> = planned.iter().map(|p| &p.campaign).collect();
-    for name in delivery.per_campaign.keys() {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    for name in names {
-        let p = planned.iter().find(|p| &p.campaign == name);
-        let t = delivery.per_campaign.get(name).cloned().unwrap_or_default();
+    for c in &r.campaigns {
         println!(
             "{:<45} {:>6} {:>8} {:>6} {:>8} {:>7} {:>8} {:>8}",
-            name,
-            p.map(|p| p.step.to_string()).unwrap_or_else(|| "-".into()),
-            p.map(|p| p.rows).unwrap_or(0),
-            t.sent,
-            t.skipped,
-            t.failed,
-            t.expired,
-            t.retrying
+            c.campaign,
+            c.step.as_deref().unwrap_or("-"),
+            c.planned,
+            c.sent,
+            c.skipped,
+            c.failed,
+            c.expired,
+            c.retrying
         );
     }
-    if delivery.throttled {
+    if r.throttled {
         println!(
             "the relay's hourly quota (rate.per_hour, all processes together) is used up: the \
              rest stays queued until the last hour has room (`avvisi status` shows the count)"
         );
     }
-    if delivery.outside_sending_hours {
+    if r.outside_sending_hours {
         let cal = &settings.calendar;
         println!(
             "outside the sending hours ({}-{} {}): due messages wait for the next window",
@@ -119,39 +69,39 @@ pub(crate) async fn once(
             tz
         );
     }
-    if let crate::deliver::transport::Transport::Files(dir) = &transport {
+    if let Some(dir) = &r.files_dir {
         println!(
             "emails written to {}/ (open the .eml files with any mail client)",
             dir.display()
         );
     }
-    if let Some(b) = &delivery.breaker {
-        eprintln!(
-            "delivery stopped: {}",
-            printable(delivery.relay_fault.as_deref().unwrap_or(&b.reply))
-        );
-        eprintln!(
-            "{} message(s) of the streak are back in the queue; paused: {}",
-            b.given_back,
-            b.paused.join(", ")
-        );
-        eprintln!(
-            "when the relay is fixed: avvisi campaign resume NAME (for each paused campaign)"
-        );
-        return Ok(ExitCode::from(EXIT_RELAY_UNREACHABLE));
+    match &r.stopped {
+        Some(stop) if stop.breaker_reply.is_some() => {
+            let reply = stop.breaker_reply.as_deref().unwrap_or_default();
+            eprintln!(
+                "delivery stopped: {}",
+                printable(stop.fault.as_deref().unwrap_or(reply))
+            );
+            eprintln!(
+                "{} message(s) of the streak are back in the queue; paused: {}",
+                stop.given_back,
+                stop.paused.join(", ")
+            );
+            eprintln!(
+                "when the relay is fixed: avvisi campaign resume NAME (for each paused campaign)"
+            );
+        }
+        Some(stop) => {
+            eprintln!(
+                "delivery stopped, the relay's fault: {}",
+                printable(
+                    stop.fault
+                        .as_deref()
+                        .unwrap_or("the relay could not be reached")
+                )
+            );
+            eprintln!("no message was failed for it: they stay queued for the next run");
+        }
+        None => {}
     }
-    if delivery.relay_unreachable {
-        eprintln!(
-            "delivery stopped, the relay's fault: {}",
-            printable(
-                delivery
-                    .relay_fault
-                    .as_deref()
-                    .unwrap_or("the relay could not be reached")
-            )
-        );
-        eprintln!("no message was failed for it: they stay queued for the next run");
-        return Ok(ExitCode::from(EXIT_RELAY_UNREACHABLE));
-    }
-    Ok(ExitCode::SUCCESS)
 }

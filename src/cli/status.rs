@@ -3,95 +3,12 @@
 //! attempt times, the errors grouped by the relay's reply, and which template version is live
 //! where. `--json` gives the same for scripts.
 
-use std::process::ExitCode;
-
-use anyhow::Context;
-use serde::Serialize;
-
 use super::local;
-use crate::clock::Clock;
+use crate::app::Status;
 use crate::config::Settings;
-use crate::deliver::quota;
-use crate::import::{freshness, Freshness};
-use crate::render::templates::TemplateSet;
-use crate::schedule::{self, RunningDaemon};
-use crate::store::queue::{self, CampaignCounts, ErrorGroup, NextAttempts, OldestPending};
-use crate::store::Db;
-use crate::telemetry::{printable, scrub};
+use crate::telemetry::printable;
 
-/// Everything `status` shows.
-#[derive(Serialize)]
-struct Status {
-    /// Whether reminders are held for an old snapshot.
-    snapshot: Freshness,
-    /// Said first when reminders are held.
-    warning: Option<String>,
-    campaigns: Vec<CampaignCounts>,
-    oldest_pending: Option<OldestPending>,
-    next_attempts: Vec<NextAttempts>,
-    errors: Vec<ErrorGroup>,
-    /// The digest of the template set on disk, or why it cannot be loaded.
-    templates_on_disk: Option<String>,
-    templates_error: Option<String>,
-    daemons: Vec<RunningDaemon>,
-    /// Messages counted against `rate.per_hour` in the last hour, all processes together, and
-    /// the quota; absent when no hourly quota is set.
-    hourly_quota: Option<HourlyQuota>,
-}
-
-#[derive(Serialize)]
-struct HourlyQuota {
-    used_last_hour: i64,
-    per_hour: u32,
-}
-
-pub(crate) async fn run(
-    db: &Db,
-    settings: &Settings,
-    clock: &Clock,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let read = "reading the outbox";
-    let mut errors = queue::errors_by_reply(db).await.context(read)?;
-    for e in &mut errors {
-        e.example = scrub(&e.example).into_owned();
-    }
-    let loaded = TemplateSet::load(&settings.templates_dir);
-    let now = clock.now();
-    let snapshot = freshness(db.pool(), settings.import.max_age_hours, now)
-        .await
-        .context("reading the imports")?;
-    let status = Status {
-        snapshot,
-        warning: snapshot.warning(now),
-        campaigns: queue::by_campaign(db).await.context(read)?,
-        oldest_pending: queue::oldest_pending(db).await.context(read)?,
-        next_attempts: queue::next_attempts(db, 5).await.context(read)?,
-        errors,
-        templates_on_disk: loaded.as_ref().ok().map(|set| set.digest().to_string()),
-        templates_error: loaded.as_ref().err().map(|e| e.to_string()),
-        daemons: schedule::running_daemons(db)
-            .await
-            .context("reading the daemons")?,
-        hourly_quota: match settings.rate.per_hour {
-            0 => None,
-            per_hour => Some(HourlyQuota {
-                used_last_hour: quota::used_last_hour(db)
-                    .await
-                    .context("reading the shared quota")?,
-                per_hour,
-            }),
-        },
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print(&status, settings);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print(s: &Status, settings: &Settings) {
+pub(crate) fn print(s: &Status, settings: &Settings) {
     let tz = settings.calendar.timezone;
     // What needs an operator comes first.
     if let Some(warning) = &s.warning {

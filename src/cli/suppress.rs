@@ -2,14 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
 
-use super::local;
-use crate::audience::suppression;
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::store::{Db, SuppressionSource};
+use super::{local, print_json, show};
+use crate::app::{Actor, App};
+use crate::audience::suppression::Suppression;
 use crate::telemetry::printable;
 
 /// The suppression list: addresses avvisi no longer writes to.
@@ -17,11 +14,7 @@ use crate::telemetry::printable;
 pub enum SuppressCommand {
     /// Every suppressed address with its reason, source (operator, relay, bounce) and time.
     #[command(after_help = "Example:\n  avvisi suppress list\n  avvisi suppress list --json")]
-    List {
-        /// The same as JSON, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Stop writing to ADDRESS (stored lower-cased); planned messages to it are skipped as
     /// `suppressed`, or go to the user's institutional address when there is one.
     #[command(
@@ -40,73 +33,61 @@ pub enum SuppressCommand {
 
 pub(crate) async fn run(
     cmd: SuppressCommand,
-    db: &Db,
-    settings: &Settings,
-    clock: &Clock,
+    app: &App,
+    who: &Actor,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        SuppressCommand::List { json } => {
-            let list = suppression::list(db)
-                .await
-                .context("reading the suppression list")?;
+        SuppressCommand::List => {
+            let list = app.suppressions().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(ExitCode::SUCCESS);
+                print_json(&list)?;
+            } else {
+                print_list(&list, app.settings().calendar.timezone);
             }
-            if list.is_empty() {
-                println!("no suppressed address");
-                return Ok(ExitCode::SUCCESS);
-            }
-            // Addresses and reasons may come from a relay's reply: escaped for the terminal.
-            let w = list
-                .iter()
-                .map(|s| printable(&s.address).chars().count())
-                .max()
-                .unwrap_or(0);
-            let tz = settings.calendar.timezone;
-            println!("{:<w$}  {:<20} {:<8} reason", "address", "since", "source");
-            for s in &list {
-                println!(
-                    "{:<w$}  {:<20} {:<8} {}",
-                    printable(&s.address),
-                    local(s.created_at, tz),
-                    s.source,
-                    printable(&s.reason)
-                );
-            }
-            println!("{} address(es)", list.len());
+            Ok(ExitCode::SUCCESS)
         }
         SuppressCommand::Add { address, reason } => {
-            let before = suppression::add(
-                db,
-                &address,
-                &reason,
-                SuppressionSource::Operator,
-                clock.now(),
-            )
-            .await
-            .context("adding to the suppression list")?;
-            let address = suppression::normalise(&address)?;
-            match before {
-                None => println!("{address} suppressed: no message will go to it"),
+            let r = app.suppress(who, &address, &reason).await?;
+            show(json, &r, |r| match &r.already {
+                None => println!("{} suppressed: no message will go to it", r.address),
                 Some(s) => println!(
-                    "{address} was already suppressed (by {}: {}); left as it was",
+                    "{} was already suppressed (by {}: {}); left as it was",
+                    r.address,
                     s.source,
                     printable(&s.reason)
                 ),
-            }
+            })
         }
         SuppressCommand::Remove { address } => {
-            let removed = suppression::remove(db, &address)
-                .await
-                .context("removing from the suppression list")?;
-            let address = suppression::normalise(&address)?;
-            if removed {
-                println!("{address} removed from the suppression list");
-            } else {
-                anyhow::bail!("{address} is not on the suppression list");
-            }
+            let r = app.unsuppress(who, &address).await?;
+            show(json, &r, |r| {
+                println!("{} removed from the suppression list", r.address)
+            })
         }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+fn print_list(list: &[Suppression], tz: chrono_tz::Tz) {
+    if list.is_empty() {
+        println!("no suppressed address");
+        return;
+    }
+    // Addresses and reasons may come from a relay's reply: escaped for the terminal.
+    let w = list
+        .iter()
+        .map(|s| printable(&s.address).chars().count())
+        .max()
+        .unwrap_or(0);
+    println!("{:<w$}  {:<20} {:<8} reason", "address", "since", "source");
+    for s in list {
+        println!(
+            "{:<w$}  {:<20} {:<8} {}",
+            printable(&s.address),
+            local(s.created_at, tz),
+            s.source,
+            printable(&s.reason)
+        );
+    }
+    println!("{} address(es)", list.len());
 }

@@ -3,15 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
 
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::editor::preview::{self, PreviewInput};
-use crate::editor::{self, check, Sample, SITUATIONS};
-use crate::render::templates::TemplateSet;
-use crate::store::Db;
+use super::print_json;
+use crate::app::{App, TemplatesChecked, TemplatesPreviewed};
 
 #[derive(Debug, Subcommand)]
 pub enum TemplatesCommand {
@@ -44,109 +39,71 @@ pub enum TemplatesCommand {
     },
 }
 
-pub async fn run(
-    cmd: TemplatesCommand,
-    db: &Db,
-    settings: &Settings,
-    clock: &Clock,
-) -> anyhow::Result<ExitCode> {
-    match cmd {
-        TemplatesCommand::Check => Ok(check(settings)),
-        TemplatesCommand::Preview { out, user } => {
-            preview(db, settings, clock, &out, user.as_deref()).await
+pub(crate) async fn run(cmd: TemplatesCommand, app: &App, json: bool) -> anyhow::Result<ExitCode> {
+    // Exit status 1 when a problem was found: each one is listed.
+    let ok = match cmd {
+        TemplatesCommand::Check => {
+            let r = app.check_templates();
+            if json {
+                print_json(&r)?;
+            } else {
+                print_check(&r);
+            }
+            r.problems.is_empty()
         }
-    }
+        TemplatesCommand::Preview { out, user } => {
+            let r = app.preview_templates(&out, user.as_deref()).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                print_preview(&r);
+            }
+            r.failures.is_empty()
+        }
+    };
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn check(settings: &Settings) -> ExitCode {
-    let dir = &settings.templates_dir;
-    let report = check::check(dir, settings);
-    if report.is_ok() {
+fn print_check(r: &TemplatesChecked) {
+    let dir = r.dir.display();
+    if r.problems.is_empty() {
         println!(
-            "{}: all templates are fine ({} messages, each rendered with {} samples: {} renders)",
-            dir.display(),
-            report.messages.len(),
-            report.samples,
-            report.renders
+            "{dir}: all templates are fine ({} messages, each rendered with {} samples: {} renders)",
+            r.messages.len(),
+            r.samples,
+            r.renders
         );
-        return ExitCode::SUCCESS;
+        return;
     }
-    for problem in &report.problems {
+    for problem in &r.problems {
         eprintln!("{problem}");
     }
     eprintln!(
-        "{} problem(s) in {}: fix them before anything is sent (`avvisi templates check` again to verify)",
-        report.problems.len(),
-        dir.display()
+        "{} problem(s) in {dir}: fix them before anything is sent (`avvisi templates check` again to verify)",
+        r.problems.len(),
     );
-    ExitCode::FAILURE
 }
 
-async fn preview(
-    db: &Db,
-    settings: &Settings,
-    clock: &Clock,
-    out: &std::path::Path,
-    user: Option<&str>,
-) -> anyhow::Result<ExitCode> {
-    let set = TemplateSet::load(&settings.templates_dir)
-        .context("loading templates (`avvisi templates check` lists every problem)")?;
-    let tz = settings.calendar.timezone;
-    let (samples, reopened_at, description) = match user {
-        None => (
-            editor::samples(),
-            None,
-            "Sample data: every message at every step (first notice, reminders, the last day, a test \
-             message, one-off notices before and after the reopening), for names with apostrophes, \
-             accents, markup and line breaks."
-                .to_string(),
-        ),
-        Some(user_id) => {
-            let view = crate::render::context::user_view(db, user_id)
-                .await
-                .context("reading the user")?
-                .with_context(|| {
-                    format!("no user `{user_id}` in the database (import the snapshot first: avvisi import users FILE)")
-                })?;
-            let reopened_at = crate::audience::phases::reopened_at(db.pool())
-                .await
-                .context("reading the reopening date")?
-                .map(|t| t.with_timezone(&tz).to_rfc3339());
-            let samples: Vec<Sample> = SITUATIONS
-                .iter()
-                .map(|s| Sample::for_user(*s, user_id, view.clone()))
-                .collect();
-            let description = format!(
-                "User {user_id} ({}) from the database: every message in every situation it can be sent in.",
-                view.full_name
-            );
-            (samples, reopened_at, description)
-        }
-    };
-    let input = PreviewInput {
-        samples: &samples,
-        reopened_at,
-        description,
-        now: clock.now(),
-    };
-    let report =
-        preview::write_preview(&set, settings, &input, out).context("writing the preview")?;
+fn print_preview(r: &TemplatesPreviewed) {
     println!(
         "wrote {}: {} messages × {} variants, {} .eml files (open it in a browser)",
-        report.index.display(),
-        report.messages.len(),
-        report.variants,
-        report.emails
+        r.index.display(),
+        r.messages.len(),
+        r.variants,
+        r.emails
     );
-    if report.failures.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+    if r.failures.is_empty() {
+        return;
     }
-    for failure in &report.failures {
+    for failure in &r.failures {
         eprintln!("  {failure}");
     }
     eprintln!(
         "{} variant(s) could not be rendered (shown as errors in the page): run `avvisi templates check`",
-        report.failures.len()
+        r.failures.len()
     );
-    Ok(ExitCode::FAILURE)
 }

@@ -5,6 +5,7 @@
 mod helpers;
 mod relay;
 
+mod app;
 mod audiences;
 mod bounces;
 mod campaigns;

@@ -1,0 +1,272 @@
+//! The campaigns' use cases: create a one-off campaign, list and show them, and each action of
+//! the lifecycle (launch, pause, resume, cancel). The rules are in [`crate::audience::campaign`]
+//! and [`crate::audience::lifecycle`]; here they are called and their outcome reported.
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use super::{Actor, App};
+use crate::audience::campaign::{self, NewCampaign, Overview};
+use crate::audience::lifecycle;
+use crate::audience::Audience;
+use crate::store::{queue, CampaignState, Counts};
+
+/// A one-off campaign to create, as an operator gives it: times as RFC 3339 or a local time in
+/// the calendar's time zone.
+#[derive(Debug, Clone, Default)]
+pub struct NewCampaignRequest {
+    pub name: String,
+    pub audience: String,
+    pub template: String,
+    /// `province=XX`.
+    pub filter: Option<String>,
+    pub send_at: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+/// A campaign as `list` and `show` give it: times in UTC (RFC 3339), the messages by state as
+/// the outbox holds them.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignView {
+    pub name: String,
+    pub kind: String,
+    pub state: String,
+    /// Why avvisi paused it itself (the circuit breaker), addresses masked.
+    pub paused_reason: Option<String>,
+    pub audience: String,
+    pub filter_province: Option<String>,
+    pub template: String,
+    /// Users in the audience now.
+    pub audience_size: u64,
+    pub send_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Every planned message.
+    pub planned: u64,
+    pub messages: Counts,
+    /// The paused reason as recorded, for the operator at the terminal (not in JSON).
+    #[serde(skip)]
+    pub paused_reason_unmasked: Option<String>,
+    /// Who the audience is, in a sentence (not in JSON).
+    #[serde(skip)]
+    pub audience_description: &'static str,
+}
+
+impl From<&Overview> for CampaignView {
+    fn from(o: &Overview) -> CampaignView {
+        let c = &o.campaign;
+        CampaignView {
+            name: c.name.clone(),
+            kind: c.kind.to_string(),
+            state: c.state.to_string(),
+            paused_reason: c
+                .paused_reason
+                .as_deref()
+                .map(|r| crate::telemetry::scrub(r).into_owned()),
+            audience: c.audience.to_string(),
+            filter_province: c.filter_province.clone(),
+            template: c.template.clone(),
+            audience_size: o.audience_size,
+            send_at: c.send_at,
+            expires_at: c.expires_at,
+            created_at: o.created_at,
+            started_at: o.started_at,
+            finished_at: o.finished_at,
+            planned: o.counts.total(),
+            messages: o.counts,
+            paused_reason_unmasked: c.paused_reason.clone(),
+            audience_description: c.audience.description(),
+        }
+    }
+}
+
+/// A draft campaign just created.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    pub name: String,
+    pub audience: String,
+    pub filter_province: Option<String>,
+    pub template: String,
+    pub audience_size: u64,
+    pub send_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `send_at` is already past: once launched, it starts at once.
+    pub send_at_past: bool,
+}
+
+/// A campaign launched: running now, or scheduled for `send_at`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Launched {
+    pub name: String,
+    pub state: CampaignState,
+    pub send_at: Option<DateTime<Utc>>,
+    pub audience_size: u64,
+}
+
+/// A lifecycle action's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transitioned {
+    pub name: String,
+    /// The state the campaign is in now.
+    pub state: CampaignState,
+    /// Pending messages skipped (by a cancel).
+    pub skipped: u64,
+}
+
+impl From<lifecycle::Transition> for Transitioned {
+    fn from(t: lifecycle::Transition) -> Transitioned {
+        Transitioned {
+            name: t.name,
+            state: t.state,
+            skipped: t.skipped,
+        }
+    }
+}
+
+/// Where a campaign stands: its state and its messages.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignProgress {
+    pub name: String,
+    pub state: CampaignState,
+    pub send_at: Option<DateTime<Utc>>,
+    pub messages: Counts,
+}
+
+impl App {
+    /// Creates a one-off campaign as a draft: nothing is sent until it is launched.
+    pub async fn create_campaign(
+        &self,
+        who: &Actor,
+        req: &NewCampaignRequest,
+    ) -> anyhow::Result<Created> {
+        tracing::debug!(actor = %who, campaign = %req.name, "create campaign");
+        let now = self.clock.now();
+        campaign::check_name(&req.name)?;
+        let audience: Audience = req.audience.parse()?;
+        let filter_province = req
+            .filter
+            .as_deref()
+            .map(campaign::parse_filter)
+            .transpose()?;
+        let cal = &self.settings.calendar;
+        let tz = cal.timezone;
+        let send_at = req
+            .send_at
+            .as_deref()
+            .map(|s| parse_instant("--send-at", s, tz))
+            .transpose()?;
+        let days = chrono::Duration::days(i64::from(cal.oneoff_expiry_days));
+        let expires_at = match req.expires_at.as_deref() {
+            Some(s) => parse_instant("--expires-at", s, tz)?,
+            None => send_at.unwrap_or(now).max(now) + days,
+        };
+        let templates = self.templates().context("loading templates")?;
+        let new = NewCampaign {
+            name: req.name.clone(),
+            audience,
+            template: req.template.clone(),
+            filter_province,
+            send_at,
+            expires_at,
+        };
+        let c = campaign::create(&self.db, &new, &templates.current().messages(), now).await?;
+        let size = campaign::audience_size(&self.db, &c).await?;
+        Ok(Created {
+            name: c.name,
+            audience: c.audience.to_string(),
+            filter_province: c.filter_province,
+            template: c.template,
+            audience_size: size,
+            send_at: c.send_at,
+            expires_at: c.expires_at,
+            send_at_past: send_at.is_some_and(|t| t <= now),
+        })
+    }
+
+    /// Every campaign, reminders included, oldest first.
+    pub async fn campaigns(&self) -> anyhow::Result<Vec<CampaignView>> {
+        let all = campaign::overviews(&self.db)
+            .await
+            .context("reading campaigns")?;
+        Ok(all.iter().map(CampaignView::from).collect())
+    }
+
+    /// One campaign in detail.
+    pub async fn campaign(&self, name: &str) -> anyhow::Result<CampaignView> {
+        Ok(CampaignView::from(
+            &campaign::overview(&self.db, name).await?,
+        ))
+    }
+
+    /// Starts a draft campaign: the daemon plans and sends it (at its `send_at`, if set).
+    pub async fn launch_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Launched> {
+        tracing::debug!(actor = %who, campaign = name, "launch campaign");
+        let t = lifecycle::launch(&self.db, name, self.clock.now()).await?;
+        let c = campaign::get(&self.db, name).await?;
+        let size = campaign::audience_size(&self.db, &c).await?;
+        Ok(Launched {
+            name: t.name,
+            state: t.state,
+            send_at: c.send_at,
+            audience_size: size,
+        })
+    }
+
+    /// Pauses a running or scheduled campaign: the daemon stops sending it within seconds.
+    pub async fn pause_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Transitioned> {
+        tracing::debug!(actor = %who, campaign = name, "pause campaign");
+        Ok(lifecycle::pause(&self.db, name).await?.into())
+    }
+
+    /// Resumes a paused campaign.
+    pub async fn resume_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Transitioned> {
+        tracing::debug!(actor = %who, campaign = name, "resume campaign");
+        Ok(lifecycle::resume(&self.db, name, self.clock.now())
+            .await?
+            .into())
+    }
+
+    /// Cancels a campaign for good: its pending messages are skipped.
+    pub async fn cancel_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Transitioned> {
+        tracing::debug!(actor = %who, campaign = name, "cancel campaign");
+        Ok(lifecycle::cancel(&self.db, name, self.clock.now())
+            .await?
+            .into())
+    }
+
+    /// The campaign's state and messages now (to follow it while it is sent).
+    pub async fn campaign_progress(&self, name: &str) -> anyhow::Result<CampaignProgress> {
+        let c = campaign::get(&self.db, name).await?;
+        let messages = queue::of_campaign(&self.db, c.id).await?;
+        Ok(CampaignProgress {
+            name: c.name,
+            state: c.state,
+            send_at: c.send_at,
+            messages,
+        })
+    }
+}
+
+/// An RFC 3339 instant, or a local date and time in `tz` (refused when a DST change skips or
+/// repeats it). `flag` names the value in the error.
+fn parse_instant(flag: &str, s: &str, tz: Tz) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .with_context(|| {
+            format!("{flag} `{s}`: expected RFC 3339 such as 2026-11-26T09:00:00+01:00, or a local time such as 2026-11-26T09:00")
+        })?;
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        _ => anyhow::bail!(
+            "{flag} `{s}`: that local time is skipped or repeated by a daylight-saving change in {tz}; give it with its offset"
+        ),
+    }
+}

@@ -1,0 +1,176 @@
+//! The application layer: one [`App`] opened once from the settings, and one function per use
+//! case (import a snapshot, run a pass, plan, each campaign action, preview, test send, retry,
+//! suppress, reopen, report, explain, status, bounces). Each returns a typed report that
+//! serialises to JSON; the command line prints it, and a browser console can call the very same
+//! functions. Nothing here prints: what a person reads is the caller's business.
+//!
+//! Errors are `anyhow` with the context a person needs ("loading templates", "planning"): the
+//! stages below return their own error types, and the reasons reach the caller intact.
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::deliver::transport::Transport;
+use crate::deliver::{self, Worker};
+use crate::render::live::TemplateStore;
+use crate::render::templates::{TemplateError, TemplateSet};
+use crate::store::{Applied, Db};
+
+mod calendar;
+mod campaigns;
+mod queue;
+mod report;
+mod run;
+mod samples;
+mod suppression;
+
+pub use calendar::{Cadence, CalendarReport, CalendarStep, Reopened, StepReminder};
+pub use campaigns::{
+    CampaignProgress, CampaignView, Created, Launched, NewCampaignRequest, Transitioned,
+};
+pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status};
+pub use report::{CsvWritten, HtmlWritten};
+pub use run::{
+    DeliveryStop, ImportRefused, Migration, Migrations, RunReport, RunRow, UsersImport,
+    UsersImported,
+};
+pub use samples::{
+    CampaignPreview, PreviewedMessage, TemplatesChecked, TemplatesPreviewed, TestSent,
+};
+pub use suppression::{SuppressAdded, Unsuppressed};
+
+/// Who asked for a use case. The command line is one operator at a terminal; the browser
+/// console will pass the person signed in, so that what changed can say by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// A command typed by `user` (the operating-system account, as far as it is known).
+    CommandLine { user: String },
+}
+
+impl Actor {
+    /// The operator running this process, named by `$USER` or `$LOGNAME` when either is set.
+    pub fn command_line() -> Actor {
+        let user = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "unknown".to_string());
+        Actor::CommandLine { user }
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::CommandLine { user } => write!(f, "{user} (command line)"),
+        }
+    }
+}
+
+/// Everything a use case works with: the database, the settings, the clock, the templates and
+/// the transport. Cheap to clone (handles only). The templates are read from disk the first
+/// time a use case needs them, and the transport is set up only by a use case that sends: a
+/// command that sends nothing never reads the relay's password.
+#[derive(Clone)]
+pub struct App {
+    db: Db,
+    settings: Arc<Settings>,
+    clock: Clock,
+    templates: Arc<OnceLock<TemplateStore>>,
+    transport: Arc<OnceLock<Transport>>,
+    /// The migrations applied when the database was opened.
+    applied: Arc<Vec<Applied>>,
+}
+
+impl App {
+    /// Opens the database as configured, applying the migrations it lacks.
+    pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<App> {
+        let (db, applied) = Db::open_settings(&settings.database)
+            .await
+            .context("opening the database")?;
+        let mut app = App::new(db, Arc::new(settings), clock);
+        app.applied = Arc::new(applied);
+        Ok(app)
+    }
+
+    /// An application over a database already open (the daemon's, a test's).
+    pub fn new(db: Db, settings: Arc<Settings>, clock: Clock) -> App {
+        App {
+            db,
+            settings,
+            clock,
+            templates: Arc::default(),
+            transport: Arc::default(),
+            applied: Arc::default(),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Says goodbye to the relay (when a use case connected to it) and closes the database.
+    pub async fn close(&self) {
+        if let Some(t) = self.transport.get() {
+            t.close().await;
+        }
+        self.db.close().await;
+    }
+
+    /// `e`, with the way out said first when the SQLite file was locked by another process.
+    pub fn explain_error(&self, e: anyhow::Error) -> anyhow::Error {
+        self.db.explain(e)
+    }
+
+    /// `at`, or the clock's now.
+    fn now_or(&self, at: Option<DateTime<Utc>>) -> DateTime<Utc> {
+        at.unwrap_or_else(|| self.clock.now())
+    }
+
+    /// The templates, loaded from `templates.dir` the first time.
+    fn templates(&self) -> Result<TemplateStore, TemplateError> {
+        if let Some(t) = self.templates.get() {
+            return Ok(t.clone());
+        }
+        let set = TemplateSet::load(&self.settings.templates_dir)?;
+        Ok(self
+            .templates
+            .get_or_init(|| TemplateStore::new(set))
+            .clone())
+    }
+
+    /// The transport of `delivery.transport`, set up the first time (the SMTP one reads the
+    /// relay's password then).
+    fn transport(&self) -> anyhow::Result<Transport> {
+        if let Some(t) = self.transport.get() {
+            return Ok(t.clone());
+        }
+        let t = Transport::from_settings(&self.settings).context("setting up delivery")?;
+        Ok(self.transport.get_or_init(|| t).clone())
+    }
+
+    /// The one place a [`Worker`] is built.
+    fn worker(&self, transport: Transport, templates: TemplateStore, clock: Clock) -> Worker {
+        Worker {
+            db: self.db.clone(),
+            settings: self.settings.clone(),
+            transport,
+            templates,
+            clock,
+            worker_id: deliver::worker_id(),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The queue as operators query it: the status at a glance, one user explained, failed messages
+//! put back.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Actor, App};
+use crate::audience::explain::{explain, Explanation};
+use crate::deliver::quota;
+use crate::deliver::retry::{retry_failed, RetryFilter};
+use crate::import::{freshness, Freshness};
+use crate::render::templates::TemplateSet;
+use crate::schedule::{self, RunningDaemon};
+use crate::store::queue::{self, CampaignCounts, ErrorGroup, NextAttempts, OldestPending};
+use crate::telemetry::scrub;
+
+/// Everything `status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Whether reminders are held for an old snapshot.
+    pub snapshot: Freshness,
+    /// Said first when reminders are held.
+    pub warning: Option<String>,
+    pub(crate) campaigns: Vec<CampaignCounts>,
+    pub(crate) oldest_pending: Option<OldestPending>,
+    pub next_attempts: Vec<NextAttempts>,
+    pub errors: Vec<ErrorGroup>,
+    /// The digest of the template set on disk, or why it cannot be loaded.
+    pub templates_on_disk: Option<String>,
+    pub templates_error: Option<String>,
+    pub daemons: Vec<RunningDaemon>,
+    /// Messages counted against `rate.per_hour` in the last hour, all processes together, and
+    /// the quota; absent when no hourly quota is set.
+    pub hourly_quota: Option<HourlyQuota>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HourlyQuota {
+    pub used_last_hour: i64,
+    pub per_hour: u32,
+}
+
+/// What a retry did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Retried {
+    pub dry_run: bool,
+    /// Messages put back in all.
+    pub retried: u64,
+    pub per_campaign: Vec<RetriedCampaign>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetriedCampaign {
+    pub campaign: String,
+    pub retried: u64,
+    /// Left failed: their deadline has passed.
+    pub past_deadline: u64,
+}
+
+impl App {
+    /// The queue at a glance, as `mailq` shows Postfix's.
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        let db = &self.db;
+        let settings = &self.settings;
+        let read = "reading the outbox";
+        let mut errors = queue::errors_by_reply(db).await.context(read)?;
+        for e in &mut errors {
+            e.example = scrub(&e.example).into_owned();
+        }
+        // The folder as it is now, not the set this application loaded: that is the question.
+        let loaded = TemplateSet::load(&settings.templates_dir);
+        let now = self.clock.now();
+        let snapshot = freshness(db.pool(), settings.import.max_age_hours, now)
+            .await
+            .context("reading the imports")?;
+        Ok(Status {
+            snapshot,
+            warning: snapshot.warning(now),
+            campaigns: queue::by_campaign(db).await.context(read)?,
+            oldest_pending: queue::oldest_pending(db).await.context(read)?,
+            next_attempts: queue::next_attempts(db, 5).await.context(read)?,
+            errors,
+            templates_on_disk: loaded.as_ref().ok().map(|set| set.digest().to_string()),
+            templates_error: loaded.as_ref().err().map(|e| e.to_string()),
+            daemons: schedule::running_daemons(db)
+                .await
+                .context("reading the daemons")?,
+            hourly_quota: match settings.rate.per_hour {
+                0 => None,
+                per_hour => Some(HourlyQuota {
+                    used_last_hour: quota::used_last_hour(db)
+                        .await
+                        .context("reading the shared quota")?,
+                    per_hour,
+                }),
+            },
+        })
+    }
+
+    /// Everything about one user as of `at` (default: the clock's now): snapshot state,
+    /// audiences, every message and why, and why not for each campaign without one.
+    pub async fn explain(
+        &self,
+        user_id: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<Explanation> {
+        let now = self.now_or(at);
+        let Some(e) = explain(&self.db, &self.settings, user_id, now)
+            .await
+            .context("reading the user")?
+        else {
+            anyhow::bail!(
+                "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
+            );
+        };
+        Ok(e)
+    }
+
+    /// Puts the failed messages matching `filter` back in the queue; deadlines are decided as
+    /// of `at` (default: the clock's now). With `dry_run`, counts and changes nothing.
+    pub async fn retry_failed(
+        &self,
+        who: &Actor,
+        filter: &RetryFilter,
+        at: Option<DateTime<Utc>>,
+        dry_run: bool,
+    ) -> anyhow::Result<Retried> {
+        tracing::debug!(actor = %who, dry_run, "retry failed messages");
+        let report = retry_failed(&self.db, filter, self.now_or(at), dry_run)
+            .await
+            .context("putting failed messages back in the queue")?;
+        Ok(Retried {
+            dry_run,
+            retried: report.retried(),
+            per_campaign: report
+                .per_campaign
+                .into_iter()
+                .map(|(campaign, retried, past_deadline)| RetriedCampaign {
+                    campaign,
+                    retried,
+                    past_deadline,
+                })
+                .collect(),
+        })
+    }
+}

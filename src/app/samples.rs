@@ -1,0 +1,279 @@
+//! Messages rendered for a person to look at: a campaign's preview and test message, and the
+//! template editors' check and preview. Nothing here writes to the outbox.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Actor, App};
+use crate::audience::campaign::{self, Campaign};
+use crate::deliver::outbox::Claimed;
+use crate::deliver::transport::{Outgoing, Transport};
+use crate::deliver::Worker;
+use crate::editor::preview::{self, PreviewInput};
+use crate::editor::{self, check, Sample, SITUATIONS};
+use crate::render::context;
+use crate::render::email::{self, Envelope};
+use crate::render::templates::Rendered;
+use crate::store::{CampaignState, Step};
+
+/// A campaign's audience and its message rendered for the first real recipient.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignPreview {
+    pub campaign: String,
+    pub audience: String,
+    pub filter_province: Option<String>,
+    pub audience_size: u64,
+    pub template: String,
+    /// `None` when the audience is empty.
+    pub message: Option<PreviewedMessage>,
+}
+
+/// A message rendered for one user, as if sent at `at`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviewedMessage {
+    pub user_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub recipient: String,
+    pub at: DateTime<Utc>,
+    pub subject: String,
+    pub text: String,
+}
+
+/// A test message sent to an operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestSent {
+    pub campaign: String,
+    pub to: String,
+    /// Where it went (`files in DIR` or `smtp`).
+    pub delivery: String,
+    /// The real recipient it was rendered for.
+    pub rendered_for: String,
+    pub subject: String,
+    /// The campaign's state, unchanged.
+    pub campaign_state: CampaignState,
+}
+
+/// What `templates check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplatesChecked {
+    pub dir: PathBuf,
+    pub messages: Vec<String>,
+    /// Samples each message was rendered with.
+    pub samples: usize,
+    pub renders: usize,
+    /// Every problem as `FILE:LINE: explanation`, in file and line order.
+    pub problems: Vec<String>,
+}
+
+/// What `templates preview` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplatesPreviewed {
+    pub index: PathBuf,
+    pub messages: Vec<String>,
+    pub variants: usize,
+    pub emails: usize,
+    /// `MESSAGE/VARIANT: error` for every variant that could not be rendered.
+    pub failures: Vec<String>,
+}
+
+impl App {
+    /// A worker that renders (and, with `transport`, sends) one sample message. One that only
+    /// renders has no connection to the relay, so it needs no SMTP password.
+    fn sample_worker(&self, sends: bool) -> anyhow::Result<Worker> {
+        let templates = self.templates().context("loading templates")?;
+        let transport = if sends {
+            self.transport()?
+        } else {
+            // Never written to: rendering sends nothing.
+            Transport::Files(self.settings.delivery.dir.clone())
+        };
+        Ok(self.worker(transport, templates, self.clock.clone()))
+    }
+
+    /// The campaign's audience size and its message rendered for the first real recipient,
+    /// as if sent now. Nothing is sent.
+    pub async fn preview_campaign(&self, name: &str) -> anyhow::Result<CampaignPreview> {
+        let c = campaign::get(&self.db, name).await?;
+        let size = campaign::audience_size(&self.db, &c).await?;
+        let domain = email::message_id_domain(&self.settings.mail);
+        let message_id = format!("<{}.main.preview@{domain}>", c.uid);
+        let row = crate::deliver::outbox::first_recipient(&self.db, &c, &message_id).await?;
+        let message = match row {
+            None => None,
+            Some(row) => {
+                let worker = self.sample_worker(false)?;
+                let now = self.clock.now();
+                let rendered = render_sample(&worker, &c, &row, now, false).await?;
+                Some(PreviewedMessage {
+                    user_id: row.user_id,
+                    first_name: row.first_name,
+                    last_name: row.last_name,
+                    recipient: row.recipient,
+                    at: now,
+                    subject: rendered.subject,
+                    text: rendered.text,
+                })
+            }
+        };
+        Ok(CampaignPreview {
+            campaign: c.name,
+            audience: c.audience.to_string(),
+            filter_province: c.filter_province,
+            audience_size: size,
+            template: c.template,
+            message,
+        })
+    }
+
+    /// Sends the campaign's message, rendered for a real recipient and marked [PROVA], to `to`
+    /// only. Nothing is written to the outbox; the campaign's state does not change.
+    pub async fn send_test(&self, who: &Actor, name: &str, to: &str) -> anyhow::Result<TestSent> {
+        tracing::debug!(actor = %who, campaign = name, "send a test message");
+        if let Some(problem) = crate::import::snapshot::email_problem(to) {
+            anyhow::bail!("--to `{to}` {problem}");
+        }
+        let c = campaign::get(&self.db, name).await?;
+        let now = self.clock.now();
+        let domain = email::message_id_domain(&self.settings.mail);
+        let message_id = format!("<test.{}.{}@{domain}>", c.uid, now.timestamp());
+        let Some(row) = crate::deliver::outbox::first_recipient(&self.db, &c, &message_id).await?
+        else {
+            anyhow::bail!(
+                "the audience of campaign {name} is empty: there is no real recipient to render a test message for"
+            );
+        };
+        let worker = self.sample_worker(true)?;
+        let mut rendered = render_sample(&worker, &c, &row, now, true).await?;
+        if !rendered.subject.starts_with("[PROVA]") {
+            rendered.subject = format!("[PROVA] {}", rendered.subject);
+        }
+        let envelope = Envelope {
+            to_address: to,
+            to_name: "",
+            message_id: &message_id,
+            campaign: &c.name,
+            step: Step::Test,
+            date: now.into(),
+        };
+        let email = email::build(&self.settings.mail, &envelope, &rendered)
+            .context("building the test message")?;
+        let stem = format!("{}.test.{}", c.name, now.timestamp());
+        let mut outgoing = Outgoing::from(&email);
+        if let Some(bounce) = &self.settings.mail.bounce_address {
+            outgoing = outgoing.with_sender(bounce.clone());
+        }
+        worker
+            .transport
+            .send(&outgoing, &stem, None)
+            .await
+            .with_context(|| format!("sending the test message to {to}"))?;
+        Ok(TestSent {
+            campaign: c.name,
+            to: to.to_string(),
+            delivery: worker.transport.describe(),
+            rendered_for: row.user_id,
+            subject: rendered.subject,
+            campaign_state: c.state,
+        })
+    }
+
+    /// Loads every template and renders it with sample data covering every variant.
+    pub fn check_templates(&self) -> TemplatesChecked {
+        check_templates(&self.settings)
+    }
+
+    /// Writes `out/index.html` with every message rendered, and the `.eml` files: for the
+    /// sample users, or for `user` of the database in every situation.
+    pub async fn preview_templates(
+        &self,
+        out: &Path,
+        user: Option<&str>,
+    ) -> anyhow::Result<TemplatesPreviewed> {
+        let set = self
+            .templates()
+            .context("loading templates (`avvisi templates check` lists every problem)")?
+            .current();
+        let tz = self.settings.calendar.timezone;
+        let (samples, reopened_at, description) = match user {
+            None => (
+                editor::samples(),
+                None,
+                "Sample data: every message at every step (first notice, reminders, the last day, a test \
+                 message, one-off notices before and after the reopening), for names with apostrophes, \
+                 accents, markup and line breaks."
+                    .to_string(),
+            ),
+            Some(user_id) => {
+                let view = context::user_view(&self.db, user_id)
+                    .await
+                    .context("reading the user")?
+                    .with_context(|| {
+                        format!("no user `{user_id}` in the database (import the snapshot first: avvisi import users FILE)")
+                    })?;
+                let reopened_at = crate::audience::phases::reopened_at(self.db.pool())
+                    .await
+                    .context("reading the reopening date")?
+                    .map(|t| t.with_timezone(&tz).to_rfc3339());
+                let samples: Vec<Sample> = SITUATIONS
+                    .iter()
+                    .map(|s| Sample::for_user(*s, user_id, view.clone()))
+                    .collect();
+                let description = format!(
+                    "User {user_id} ({}) from the database: every message in every situation it can be sent in.",
+                    view.full_name
+                );
+                (samples, reopened_at, description)
+            }
+        };
+        let input = PreviewInput {
+            samples: &samples,
+            reopened_at,
+            description,
+            now: self.clock.now(),
+        };
+        let r = preview::write_preview(&set, &self.settings, &input, out)
+            .context("writing the preview")?;
+        Ok(TemplatesPreviewed {
+            index: r.index,
+            messages: r.messages,
+            variants: r.variants,
+            emails: r.emails,
+            failures: r.failures,
+        })
+    }
+}
+
+/// The editors' check of `templates.dir`; needs no database (see [`App::check_templates`]).
+pub fn check_templates(settings: &crate::config::Settings) -> TemplatesChecked {
+    let dir = &settings.templates_dir;
+    let report = check::check(dir, settings);
+    TemplatesChecked {
+        dir: dir.clone(),
+        messages: report.messages,
+        samples: report.samples,
+        renders: report.renders,
+        problems: report.problems.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// Renders the campaign's message for `row` as the worker would at `now`.
+async fn render_sample(
+    worker: &Worker,
+    c: &Campaign,
+    row: &Claimed,
+    now: DateTime<Utc>,
+    is_test: bool,
+) -> anyhow::Result<Rendered> {
+    let reopened_at = crate::audience::phases::reopened_at(worker.db.pool()).await?;
+    let reopened_at = context::local_rfc3339(&worker.settings.calendar, reopened_at);
+    let context = worker.context_for(row, now, reopened_at, is_test);
+    worker
+        .templates
+        .current()
+        .render(&c.template, &context)
+        .with_context(|| format!("rendering template {}", c.template))
+}

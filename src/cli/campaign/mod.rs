@@ -1,0 +1,226 @@
+//! `avvisi campaign ...`: one-off campaigns for operators. Each subcommand calls one use case
+//! of [`crate::app`] and prints its report; `launch --wait` then follows the campaign
+//! ([`follow`]); [`print`] has the text for people.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::{local, print_json, show};
+
+mod follow;
+mod print;
+use crate::app::{Actor, App, NewCampaignRequest};
+use crate::store::CampaignState;
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Create a one-off campaign as a draft (nothing is sent until `launch`).
+    #[command(
+        after_help = "Audiences: registration_incomplete, email_unvalidated, code_regeneration_pending,\n\
+        credential_recovery_advice, enabled_users, lapsed_registration, lapsed_email_validation,\n\
+        lapsed_code_regeneration. TEMPLATE is a message folder in the templates folder.\n\n\
+        Examples:\n  \
+        avvisi campaign create maintenance-notice --audience enabled_users --template maintenance_notice\n  \
+        avvisi campaign create reminder-bo --audience registration_incomplete \\\n      \
+        --template registration_incomplete --filter province=BO --send-at 2026-11-26T09:00:00+01:00"
+    )]
+    Create(CreateArgs),
+
+    /// Every campaign (reminders included): state, audience size, messages by state, times.
+    #[command(after_help = "Example:\n  avvisi campaign list\n  avvisi campaign list --json")]
+    List,
+
+    /// One campaign in detail.
+    #[command(
+        after_help = "Example:\n  avvisi campaign show maintenance-notice\n  avvisi campaign show maintenance-notice --json"
+    )]
+    Show {
+        /// The campaign's name.
+        name: String,
+    },
+
+    /// The audience size and the message rendered for the first real recipient (nothing sent).
+    #[command(after_help = "Example:\n  avvisi campaign preview maintenance-notice")]
+    Preview {
+        /// The campaign's name.
+        name: String,
+    },
+
+    /// Send the message rendered for a real recipient to an operator only, marked [PROVA].
+    #[command(
+        after_help = "Nothing is written to the outbox; the campaign's state does not change.\n\n\
+        Example:\n  avvisi campaign test maintenance-notice --to operatore@istruzione.it"
+    )]
+    Test {
+        /// The campaign's name.
+        name: String,
+        /// The operator's address (the only recipient).
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+    },
+
+    /// Start a draft campaign: the daemon plans and sends it (at --send-at, if set).
+    #[command(
+        after_help = "With --wait, follows the campaign until it is finished or cancelled: a progress bar on a\n\
+        terminal, a plain line every few seconds otherwise. Interrupting --wait does not stop the\n\
+        campaign.\n\n\
+        Example:\n  avvisi campaign launch maintenance-notice --wait"
+    )]
+    Launch {
+        /// The campaign's name.
+        name: String,
+        /// Follow the campaign's progress until it finishes.
+        #[arg(long)]
+        wait: bool,
+    },
+
+    /// Pause a running or scheduled campaign: the daemon stops sending it within seconds.
+    #[command(after_help = "Example:\n  avvisi campaign pause maintenance-notice")]
+    Pause {
+        /// The campaign's name.
+        name: String,
+    },
+
+    /// Resume a paused campaign.
+    #[command(after_help = "Example:\n  avvisi campaign resume maintenance-notice")]
+    Resume {
+        /// The campaign's name.
+        name: String,
+    },
+
+    /// Cancel a campaign for good: its pending messages are skipped, it never resumes.
+    #[command(after_help = "Example:\n  avvisi campaign cancel maintenance-notice")]
+    Cancel {
+        /// The campaign's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The campaign's name: 1 to 60 characters among a-z, 0-9, `_` and `-`.
+    pub name: String,
+    /// Who receives it (see the list below).
+    #[arg(long)]
+    pub audience: String,
+    /// The message folder in the templates folder.
+    #[arg(long)]
+    pub template: String,
+    /// Only users of one province: province=XX (two-letter code).
+    #[arg(long, value_name = "province=XX")]
+    pub filter: Option<String>,
+    /// Not before this instant: RFC 3339 (2026-11-26T09:00:00+01:00), or a local time in the
+    /// calendar's time zone (2026-11-26T09:00).
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub send_at: Option<String>,
+    /// Nothing goes out at or after this instant (same forms as --send-at). Default:
+    /// `calendar.oneoff_expiry_days` (7) days after --send-at, or after now.
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub expires_at: Option<String>,
+}
+
+pub(crate) async fn run(
+    cmd: CampaignCommand,
+    app: &App,
+    who: &Actor,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let tz = app.settings().calendar.timezone;
+    match cmd {
+        CampaignCommand::Create(args) => {
+            let req = NewCampaignRequest {
+                name: args.name,
+                audience: args.audience,
+                template: args.template,
+                filter: args.filter,
+                send_at: args.send_at,
+                expires_at: args.expires_at,
+            };
+            let c = app.create_campaign(who, &req).await?;
+            show(json, &c, |c| print::created(c, tz))
+        }
+        CampaignCommand::List => {
+            let all = app.campaigns().await?;
+            if json {
+                print_json(&all)?;
+            } else {
+                print::list(&all, tz);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CampaignCommand::Show { name } => {
+            let c = app.campaign(&name).await?;
+            show(json, &c, |c| print::show(c, tz))
+        }
+        CampaignCommand::Preview { name } => {
+            let p = app.preview_campaign(&name).await?;
+            show(json, &p, |p| print::preview(p, tz))
+        }
+        CampaignCommand::Test { name, to } => {
+            let t = app.send_test(who, &name, &to).await?;
+            show(json, &t, |t| {
+                println!(
+                    "test message sent to {} ({}), rendered for {}: {}",
+                    t.to, t.delivery, t.rendered_for, t.subject
+                );
+                println!(
+                    "nothing was written to the outbox; the campaign is still {}",
+                    t.campaign_state
+                );
+            })
+        }
+        CampaignCommand::Launch { name, wait } => {
+            if wait && json {
+                anyhow::bail!(
+                    "--wait shows the progress for people: without --json, or follow with `avvisi campaign show {name} --json`"
+                );
+            }
+            let l = app.launch_campaign(who, &name).await?;
+            show(json, &l, |l| {
+                match (l.state, l.send_at) {
+                (CampaignState::Scheduled, Some(at)) => println!(
+                    "campaign {name} is scheduled: the daemon starts it at {} ({} users in the audience now)",
+                    local(Some(at), tz),
+                    l.audience_size
+                ),
+                _ => println!(
+                    "campaign {name} is running: the daemon plans and sends it at its next tick ({} users in the audience now)",
+                    l.audience_size
+                ),
+            }
+            })?;
+            if wait {
+                follow::follow(app, &name, tz).await
+            } else {
+                if !json {
+                    println!("follow it with `avvisi campaign show {name}`");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        CampaignCommand::Pause { name } => {
+            let t = app.pause_campaign(who, &name).await?;
+            show(json, &t, |_| {
+                println!(
+                "campaign {name} is paused: nothing more is sent (messages on the wire finish); `avvisi campaign resume {name}` continues it"
+            )
+            })
+        }
+        CampaignCommand::Resume { name } => {
+            let t = app.resume_campaign(who, &name).await?;
+            show(json, &t, |t| {
+                println!("campaign {name} is {} again", t.state)
+            })
+        }
+        CampaignCommand::Cancel { name } => {
+            let t = app.cancel_campaign(who, &name).await?;
+            show(json, &t, |t| {
+                println!(
+                "campaign {name} is cancelled: {} pending message(s) skipped; it cannot be resumed",
+                t.skipped
+            )
+            })
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The campaigns' reports as text for people.
+
+use chrono_tz::Tz;
+
+use crate::app::{CampaignPreview, CampaignView, Created};
+use crate::cli::local;
+use crate::telemetry::printable;
+
+pub(super) fn created(c: &Created, tz: Tz) {
+    println!(
+        "created draft campaign {}: audience {}{} ({} users now), template {}{}",
+        c.name,
+        c.audience,
+        c.filter_province
+            .as_deref()
+            .map(|p| format!(", province {p}"))
+            .unwrap_or_default(),
+        c.audience_size,
+        c.template,
+        c.send_at
+            .map(|t| format!(", not before {}", local(Some(t), tz)))
+            .unwrap_or_default()
+    );
+    println!(
+        "it expires at {}: nothing of it goes out after that",
+        local(c.expires_at, tz)
+    );
+    if c.send_at_past {
+        println!("note: --send-at is already past; once launched it starts at once");
+    }
+    println!(
+        "next: `avvisi campaign preview {0}`, `avvisi campaign test {0} --to ADDRESS`, then `avvisi campaign launch {0}`",
+        c.name
+    );
+}
+
+/// The audience with its province filter, if any.
+fn audience_text(audience: &str, province: Option<&str>) -> String {
+    match province {
+        Some(p) => format!("{audience} (province {p})"),
+        None => audience.to_string(),
+    }
+}
+
+pub(super) fn list(all: &[CampaignView], tz: Tz) {
+    if all.is_empty() {
+        println!("(no campaigns yet: `avvisi campaign create` makes one; reminders appear after `avvisi run --once`)");
+        return;
+    }
+    let w = all
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("campaign".len());
+    println!(
+        "{:<w$} {:<9} {:<9} {:>8} {:>6} {:>8} {:>7} {:>8} {:>8}  {:<20} finished",
+        "campaign",
+        "kind",
+        "state",
+        "audience",
+        "sent",
+        "skipped",
+        "failed",
+        "expired",
+        "pending",
+        "started",
+    );
+    for c in all {
+        let p = &c.messages;
+        println!(
+            "{:<w$} {:<9} {:<9} {:>8} {:>6} {:>8} {:>7} {:>8} {:>8}  {:<20} {}",
+            c.name,
+            c.kind,
+            c.state,
+            c.audience_size,
+            p.sent,
+            p.skipped,
+            p.failed,
+            p.expired,
+            p.open(),
+            local(c.started_at, tz),
+            local(c.finished_at, tz)
+        );
+    }
+}
+
+pub(super) fn show(c: &CampaignView, tz: Tz) {
+    let p = &c.messages;
+    let lines = [
+        ("campaign", c.name.clone()),
+        ("kind", c.kind.clone()),
+        (
+            "state",
+            match &c.paused_reason_unmasked {
+                Some(why) => format!("{} ({why})", c.state),
+                None => c.state.clone(),
+            },
+        ),
+        (
+            "audience",
+            format!(
+                "{}: {} ({} users now)",
+                audience_text(&c.audience, c.filter_province.as_deref()),
+                c.audience_description,
+                c.audience_size
+            ),
+        ),
+        ("template", c.template.clone()),
+        ("send at", local(c.send_at, tz)),
+        ("expires at", local(c.expires_at, tz)),
+        ("created", local(c.created_at, tz)),
+        ("started", local(c.started_at, tz)),
+        ("finished", local(c.finished_at, tz)),
+        ("planned", p.total().to_string()),
+        ("sent", p.sent.to_string()),
+        (
+            "skipped",
+            format!("{} ({} suppressed address)", p.skipped, p.suppressed),
+        ),
+        ("failed", p.failed.to_string()),
+        ("expired", p.expired.to_string()),
+        (
+            "pending",
+            format!("{} ({} being sent)", p.open(), p.sending),
+        ),
+    ];
+    // The paused reason quotes the relay's reply: escaped for the terminal.
+    for (k, v) in lines {
+        println!("{k:<11} {}", printable(&v));
+    }
+}
+
+pub(super) fn preview(p: &CampaignPreview, tz: Tz) {
+    println!(
+        "campaign {}: audience {}, {} users now; template {}",
+        p.campaign,
+        audience_text(&p.audience, p.filter_province.as_deref()),
+        p.audience_size,
+        p.template
+    );
+    let Some(m) = &p.message else {
+        println!("the audience is empty: there is no recipient to render the message for");
+        return;
+    };
+    println!(
+        "rendered for {} ({} {} <{}>), as if sent at {}:",
+        m.user_id,
+        m.first_name,
+        m.last_name,
+        m.recipient,
+        local(Some(m.at), tz)
+    );
+    println!();
+    println!("Subject: {}", m.subject);
+    println!();
+    println!("{}", m.text.trim_end());
+}
