@@ -11,7 +11,7 @@ pub async fn create(admin_url: &str) -> anyhow::Result<(String, String)> {
     let admin = sqlx::AnyPool::connect(admin_url).await.with_context(|| {
         format!(
             "PostgreSQL at {} is unreachable (use --postgres-url, or --backend sqlite)",
-            avvisi::store::redact_url(admin_url)
+            avvisi::config::redact_url(admin_url)
         )
     })?;
     let name = format!("avvisi_bench_{}", random_hex());

@@ -10,7 +10,8 @@ use crate::audience::suppression::{self, Suppression};
 use crate::audience::why_not::{why_not, CampaignVerdict};
 use crate::audience::Audience;
 use crate::config::Settings;
-use crate::store::{timestamp, Db, OutboxState, Step, UnknownState};
+use crate::config::Step;
+use crate::store::{timestamp, Db, OutboxState, UnknownState};
 
 /// A user as the latest snapshot left them.
 #[derive(Debug, Clone, serde::Serialize)]

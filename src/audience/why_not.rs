@@ -17,7 +17,8 @@ use super::explain::Explanation;
 use super::suppression;
 use super::Audience;
 use crate::config::Settings;
-use crate::store::{CampaignKind, CampaignState, Db, OutboxState, Step};
+use crate::config::Step;
+use crate::store::{CampaignKind, CampaignState, Db, OutboxState};
 
 /// The verdict on one campaign for one user.
 #[derive(Debug, Clone, Serialize)]

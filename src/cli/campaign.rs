@@ -21,6 +21,7 @@ use crate::audience::lifecycle;
 use crate::audience::Audience;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::config::Step;
 use crate::deliver::outbox;
 use crate::deliver::transport::Transport;
 use crate::deliver::{self, Worker};
@@ -29,7 +30,7 @@ use crate::render::email::{self, Envelope};
 use crate::render::live::TemplateStore;
 use crate::render::templates::{Rendered, TemplateSet};
 use crate::store::Db;
-use crate::store::{queue, CampaignState, Counts, Step};
+use crate::store::{queue, CampaignState, Counts};
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {

@@ -24,7 +24,8 @@ use sqlx::{AnyConnection, Connection, Row};
 use crate::audience::campaign::Campaign;
 use crate::audience::suppression;
 use crate::audience::Audience;
-use crate::store::{Backend, Db, OutboxState, Step, SuppressionSource, UnknownState};
+use crate::config::Step;
+use crate::store::{Backend, Db, OutboxState, SuppressionSource, UnknownState};
 
 /// A claimed row with what is needed to render and send it.
 #[derive(Debug, Clone)]

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Duration, TimeZone};
 
 use crate::config::Settings;
+use crate::config::Step;
 use crate::render::templates::{self, MessageContext, UserView};
 use crate::render::{context, digest};
-use crate::store::Step;
 
 /// A recipient of the sample data.
 #[derive(Debug, Clone, Copy)]

@@ -21,7 +21,8 @@ use crate::audience::campaign::{self, Campaign};
 use crate::audience::lifecycle;
 use crate::audience::suppression;
 use crate::config::Settings;
-use crate::store::{self, digest, Backend, CampaignKind, CampaignState, Db, Step};
+use crate::config::Step;
+use crate::store::{self, digest, Backend, CampaignKind, CampaignState, Db};
 
 pub mod report;
 

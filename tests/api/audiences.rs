@@ -1,8 +1,8 @@
 //! Planning: every audience gets exactly the right users, re-planning adds nothing, later steps
 //! supersede earlier ones, users who complete are skipped, nothing goes out after the deadline.
 
+use avvisi::config::Step;
 use avvisi::import::ImportOptions;
-use avvisi::store::Step;
 
 use crate::helpers::{at, TestApp};
 use crate::on_both_backends;
