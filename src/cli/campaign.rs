@@ -1,6 +1,6 @@
 //! `avvisi campaign ...` (one-off campaigns for operators) and `avvisi explain USER_ID`.
 //!
-//! The lifecycle itself (guarded transitions, what is legal) is in [`crate::audience::campaign`]; this
+//! The lifecycle itself (guarded transitions, what is legal) is in [`crate::campaign`]; this
 //! module parses, renders the sample messages and prints for people.
 
 use std::collections::VecDeque;
@@ -16,9 +16,9 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::local;
-use crate::audience::campaign::{self, NewCampaign, Overview};
-use crate::audience::lifecycle;
 use crate::audience::Audience;
+use crate::campaign::lifecycle;
+use crate::campaign::{self, NewCampaign, Overview};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::config::Step;
@@ -477,7 +477,7 @@ async fn render_sample(
     now: DateTime<Utc>,
     is_test: bool,
 ) -> anyhow::Result<Rendered> {
-    let reopened_at = crate::audience::phases::reopened_at(worker.db.pool()).await?;
+    let reopened_at = crate::campaign::phases::reopened_at(worker.db.pool()).await?;
     let reopened_at = context::local_rfc3339(&worker.settings.calendar, reopened_at);
     let context = worker.context_for(row, now, reopened_at, is_test);
     worker

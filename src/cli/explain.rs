@@ -7,8 +7,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::local;
-use crate::audience::explain::{explain, Explanation, UserMessage};
 use crate::config::Settings;
+use crate::explain::{explain, Explanation, UserMessage};
 use crate::store::{Db, OutboxState};
 use crate::telemetry::printable;
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures::TryStreamExt;
 
-use crate::audience::campaign;
+use crate::campaign;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::import::write_safe_record;

@@ -6,15 +6,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use tokio_util::sync::CancellationToken;
 
-use crate::audience::calendar::{cadence_text, reminder_name, reminder_steps};
-use crate::audience::campaign;
-use crate::audience::phases;
 use crate::audience::Audience;
+use crate::campaign;
+use crate::campaign::calendar::{cadence_text, reminder_name, reminder_steps};
+use crate::campaign::phases;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::schedule;
+use crate::daemon;
 use crate::store::Db;
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
@@ -28,49 +27,8 @@ pub async fn daemon(
         Some(at) => Clock::starting_at(at),
         None => clock,
     };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    schedule::run(
-        db.clone(),
-        settings.clone(),
-        clock,
-        shutdown,
-        full_check(settings),
-    )
-    .await?;
+    daemon::run_until_signal(db.clone(), settings, clock).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The editors' check (`avvisi templates check`) as the daemon's gate for new template sets.
-/// The set is accepted only if the folder did not change while it was being checked.
-pub fn full_check(settings: Arc<Settings>) -> schedule::TemplateCheck {
-    Arc::new(move |set: &crate::render::templates::TemplateSet| {
-        let report = crate::editor::check::check(set.dir(), &settings);
-        let mut problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
-        match crate::render::templates::TemplateSet::load(set.dir()) {
-            Ok(now) if now.digest() == set.digest() => {}
-            _ => problems.push(
-                "the templates changed while being checked; checking again at the next poll".into(),
-            ),
-        }
-        problems
-    })
-}
-
-/// Cancels `shutdown` on SIGTERM or Ctrl-C.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: stopping"),
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
 }
 
 pub async fn reopen(

@@ -11,10 +11,10 @@ use serde::Serialize;
 use super::local;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::daemon::{self, RunningDaemon};
 use crate::deliver::quota;
 use crate::import::{freshness, Freshness};
 use crate::render::templates::TemplateSet;
-use crate::schedule::{self, RunningDaemon};
 use crate::store::queue::{self, CampaignCounts, ErrorGroup, NextAttempts, OldestPending};
 use crate::store::Db;
 use crate::telemetry::{printable, scrub};
@@ -70,7 +70,7 @@ pub(crate) async fn run(
         errors,
         templates_on_disk: loaded.as_ref().ok().map(|set| set.digest().to_string()),
         templates_error: loaded.as_ref().err().map(|e| e.to_string()),
-        daemons: schedule::running_daemons(db)
+        daemons: daemon::running_daemons(db)
             .await
             .context("reading the daemons")?,
         hourly_quota: match settings.rate.per_hour {

@@ -108,7 +108,7 @@ async fn preview(
                 .with_context(|| {
                     format!("no user `{user_id}` in the database (import the snapshot first: avvisi import users FILE)")
                 })?;
-            let reopened_at = crate::audience::phases::reopened_at(db.pool())
+            let reopened_at = crate::campaign::phases::reopened_at(db.pool())
                 .await
                 .context("reading the reopening date")?
                 .map(|t| t.with_timezone(&tz).to_rfc3339());

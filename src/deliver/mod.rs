@@ -43,7 +43,7 @@ use self::quota::Quota;
 use self::recorder::{record_outcomes, RECORD_CHUNK};
 use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
 use self::verp::VerpKey;
-use crate::audience::lifecycle;
+use crate::campaign::lifecycle;
 use crate::render::live::TemplateStore;
 use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
 use crate::telemetry::progress::Progress;
@@ -421,7 +421,7 @@ impl Worker {
                 (
                     rows,
                     skipped,
-                    crate::audience::phases::reopened_at(&mut *conn).await?,
+                    crate::campaign::phases::reopened_at(&mut *conn).await?,
                 )
             };
             for (campaign, n) in &skipped {

@@ -21,9 +21,9 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 
-use crate::audience::campaign::Campaign;
 use crate::audience::suppression;
 use crate::audience::Audience;
+use crate::campaign::Campaign;
 use crate::config::Step;
 use crate::store::{Backend, Db, OutboxState, SuppressionSource, UnknownState};
 

@@ -94,7 +94,7 @@ stored_text!(
 );
 
 stored_text!(
-    /// Where a campaign is in its lifecycle. The legal moves are [`crate::audience::lifecycle`].
+    /// Where a campaign is in its lifecycle. The legal moves are [`crate::campaign::lifecycle`].
     CampaignState, "campaign state", {
         /// Created by an operator, not launched: nothing is planned.
         Draft = "draft",
