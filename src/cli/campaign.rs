@@ -24,7 +24,7 @@ use crate::config::Settings;
 use crate::config::Step;
 use crate::deliver::outbox;
 use crate::deliver::transport::Transport;
-use crate::deliver::{self, Worker};
+use crate::deliver::Worker;
 use crate::render::context;
 use crate::render::email::{self, Envelope};
 use crate::render::live::TemplateStore;
@@ -459,14 +459,13 @@ fn sample_worker(
         // Never written to: rendering sends nothing.
         Transport::Files(settings.delivery.dir.clone())
     };
-    Ok(Worker {
-        db: db.clone(),
+    Ok(Worker::new(
+        db.clone(),
         settings,
         transport,
-        templates: TemplateStore::new(templates),
-        clock: clock.clone(),
-        worker_id: deliver::worker_id(),
-    })
+        TemplateStore::new(templates),
+        clock.clone(),
+    ))
 }
 
 /// Renders the campaign's message for `row` as the worker would at `now`.
@@ -477,11 +476,11 @@ async fn render_sample(
     now: DateTime<Utc>,
     is_test: bool,
 ) -> anyhow::Result<Rendered> {
-    let reopened_at = crate::campaign::phases::reopened_at(worker.db.pool()).await?;
-    let reopened_at = context::local_rfc3339(&worker.settings.calendar, reopened_at);
+    let reopened_at = crate::campaign::phases::reopened_at(worker.db().pool()).await?;
+    let reopened_at = context::local_rfc3339(&worker.settings().calendar, reopened_at);
     let context = worker.context_for(row, now, reopened_at, is_test);
     worker
-        .templates
+        .templates()
         .current()
         .render(&c.template, &context)
         .with_context(|| format!("rendering template {}", c.template))
@@ -516,7 +515,7 @@ async fn preview(
         row.first_name,
         row.last_name,
         row.recipient,
-        local(Some(now), worker.settings.calendar.timezone)
+        local(Some(now), worker.settings().calendar.timezone)
     );
     println!();
     println!("Subject: {}", rendered.subject);
@@ -557,21 +556,21 @@ async fn send_test(
         step: Step::Test,
         date: now.into(),
     };
-    let email = email::build(&worker.settings.mail, &envelope, &rendered)
+    let email = email::build(&worker.settings().mail, &envelope, &rendered)
         .context("building the test message")?;
     let stem = format!("{}.test.{}", c.name, now.timestamp());
     let mut outgoing = crate::deliver::transport::Outgoing::from(&email);
-    if let Some(bounce) = &worker.settings.mail.bounce_address {
+    if let Some(bounce) = &worker.settings().mail.bounce_address {
         outgoing = outgoing.with_sender(bounce.clone());
     }
     worker
-        .transport
+        .transport()
         .send(&outgoing, &stem, None)
         .await
         .with_context(|| format!("sending the test message to {to}"))?;
     println!(
         "test message sent to {to} ({}), rendered for {}: {}",
-        worker.transport.describe(),
+        worker.transport().describe(),
         row.user_id,
         rendered.subject
     );

@@ -11,7 +11,7 @@ use super::{RunArgs, EXIT_RELAY_UNREACHABLE};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::deliver::transport::Transport;
-use crate::deliver::{self, Worker};
+use crate::deliver::Worker;
 use crate::plan;
 use crate::render::email;
 use crate::render::live::TemplateStore;
@@ -48,14 +48,13 @@ pub(crate) async fn once(
     let planned = plan::plan_due(db, &settings, templates.digest(), &domain, now)
         .await
         .context("planning")?;
-    let worker = Worker {
-        db: db.clone(),
-        settings: settings.clone(),
-        transport: transport.clone(),
-        templates: TemplateStore::new(templates),
-        clock: clock.clone(),
-        worker_id: deliver::worker_id(),
-    };
+    let worker = Worker::new(
+        db.clone(),
+        settings.clone(),
+        transport.clone(),
+        TemplateStore::new(templates),
+        clock.clone(),
+    );
     let due = crate::store::queue::due_now(db, now)
         .await
         .context("counting the due messages")?;

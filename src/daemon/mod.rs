@@ -109,14 +109,14 @@ async fn serve(
     let store = first_templates(db, &settings, &check, me).await?;
     let health = Health::new(store.clone());
     let transport = Transport::from_settings(&settings).context("setting up delivery")?;
-    let worker = Worker {
-        db: db.clone(),
-        settings: settings.clone(),
+    let worker = Worker::new(
+        db.clone(),
+        settings.clone(),
         transport,
-        templates: store.clone(),
-        clock: clock.clone(),
-        worker_id: me.to_string(),
-    };
+        store.clone(),
+        clock.clone(),
+    )
+    .with_id(me);
 
     // Background duties: heartbeat, template reloads, planner ticks, the HTTP endpoints.
     let tasks = CancellationToken::new();
@@ -144,7 +144,7 @@ async fn serve(
     tracing::info!(daemon = me, "daemon started");
 
     sender::send_until_shutdown(&worker, &settings, &shutdown, &health).await;
-    worker.transport.close().await;
+    worker.close().await;
 
     tasks.cancel();
     let _ = scheduler.shutdown().await;

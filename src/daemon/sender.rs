@@ -35,7 +35,7 @@ pub(super) async fn send_until_shutdown(
         let pause = match report {
             Ok(r) if r.relay_unreachable => {
                 let now = r.relay_fault.unwrap_or_else(|| "relay unreachable".into());
-                health.relay_fault(worker.clock.now(), &now);
+                health.relay_fault(worker.clock().now(), &now);
                 if fault.as_deref() != Some(now.as_str()) {
                     tracing::error!(
                         reason = %now,
@@ -58,7 +58,7 @@ pub(super) async fn send_until_shutdown(
                 poll
             }
             Err(e) => {
-                let error = worker.db.describe(&e);
+                let error = worker.db().describe(&e);
                 tracing::error!(%error, "delivery pass failed (database?); retrying");
                 backoff = (backoff * 2).min(backoff_max);
                 backoff

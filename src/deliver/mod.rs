@@ -94,17 +94,71 @@ pub struct BreakerReport {
 /// Sends what is due, on behalf of one process. Cheap to clone (handles only).
 #[derive(Clone)]
 pub struct Worker {
-    pub db: Db,
-    pub settings: Arc<Settings>,
-    pub transport: Transport,
+    db: Db,
+    settings: Arc<Settings>,
+    transport: Transport,
     /// The live templates; each batch renders with the set current when it starts.
-    pub templates: TemplateStore,
-    pub clock: Clock,
-    /// Identifies this process in claim tokens (host and pid).
-    pub worker_id: String,
+    templates: TemplateStore,
+    clock: Clock,
+    /// Identifies this process in claim tokens (host and pid unless told otherwise).
+    worker_id: String,
 }
 
 impl Worker {
+    /// A worker that sends through `transport` with the live `templates`, identified in claim
+    /// tokens by this process ([`worker_id`]).
+    pub fn new(
+        db: Db,
+        settings: Arc<Settings>,
+        transport: Transport,
+        templates: TemplateStore,
+        clock: Clock,
+    ) -> Worker {
+        Worker {
+            db,
+            settings,
+            transport,
+            templates,
+            clock,
+            worker_id: worker_id(),
+        }
+    }
+
+    /// The same worker under another name in claim tokens: several daemons in one process
+    /// (tests, benchmarks) must not take each other's claims for their own.
+    pub fn with_id(self, worker_id: impl Into<String>) -> Worker {
+        Worker {
+            worker_id: worker_id.into(),
+            ..self
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The live templates.
+    pub fn templates(&self) -> &TemplateStore {
+        &self.templates
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Closes the transport's connections (SMTP `QUIT`), once nothing more is to be sent.
+    pub async fn close(&self) {
+        self.transport.close().await;
+    }
+
     /// Whether `now` falls inside the configured sending hours (local time).
     pub fn in_sending_hours(&self, now: DateTime<Utc>) -> bool {
         let cal = &self.settings.calendar;
