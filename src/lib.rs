@@ -16,7 +16,8 @@
 //! - [`plan`]: what is due now becomes outbox rows.
 //! - [`render`]: the template set, the live set of a running process, the one context builder,
 //!   and the email itself.
-//! - [`deliver`]: claim rows, render, send through a transport (files or SMTP), record outcomes.
+//! - [`deliver`]: claim rows, render, send through a transport (files or SMTP), record outcomes;
+//!   the worker ([`deliver::Worker`]) runs one pass at a time.
 //! - [`observe`]: what operators watch: readiness, the outbox's gauges, the status page and the
 //!   HTML report, served over HTTP by the daemon.
 //! - [`bounce`]: returned mail read back: bounces recorded, linked to their messages, and the

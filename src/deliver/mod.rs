@@ -11,6 +11,10 @@
 //! attempted are handed back untouched (the caller backs off as a whole). On shutdown the same
 //! hand-back happens for what was not started; what is already on the wire finishes and is
 //! recorded.
+//!
+//! Here: the worker, claiming batches and sending one email. The stages are wired in
+//! [`pipeline`], a row's email is built in [`compose`], outcomes are committed by [`recorder`]
+//! and written by [`outbox`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
