@@ -19,10 +19,18 @@ const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
 
 mod checks;
 mod layers;
+mod redact;
+mod step;
 
 use checks::{check_calendar, check_dkim, check_smtp, parse_mailbox};
 
 pub use layers::{Effective, Entry, Origin, UnknownKey};
+pub use redact::redact_url;
+pub use step::{Step, UnknownStep};
+
+/// How long a statement waits for a SQLite file locked by another process, unless configured
+/// (`database.busy_timeout_seconds`).
+pub(crate) const DEFAULT_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A configuration problem, reported before anything else happens.
 #[derive(Debug, thiserror::Error)]
@@ -165,14 +173,14 @@ pub struct DatabaseSettings {
 }
 
 fn default_busy_timeout_seconds() -> u64 {
-    crate::store::DEFAULT_BUSY_TIMEOUT.as_secs()
+    DEFAULT_BUSY_TIMEOUT.as_secs()
 }
 
 impl std::fmt::Debug for DatabaseSettings {
     // The URL may carry the database password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseSettings")
-            .field("url", &crate::store::redact_url(&self.url))
+            .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -280,7 +288,7 @@ impl std::fmt::Debug for SmtpSettings {
     // The URL may carry the relay's password (`smtp://user:password@relay`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmtpSettings")
-            .field("url", &crate::store::redact_url(&self.url))
+            .field("url", &redact_url(&self.url))
             .field("username", &self.username)
             .field("password", &self.password)
             .field("timeout_seconds", &self.timeout_seconds)
@@ -345,14 +353,14 @@ pub struct CalendarSettings {
 #[derive(Debug, Clone, Default)]
 pub struct Cadence {
     /// Audience name and its steps, in calendar order.
-    pub steps: Vec<(String, Vec<crate::store::Step>)>,
+    pub steps: Vec<(String, Vec<Step>)>,
     /// (audience name, step): sent only merged with something else due that day, never alone.
-    pub only_in_digest: Vec<(String, crate::store::Step)>,
+    pub only_in_digest: Vec<(String, Step)>,
 }
 
 impl Cadence {
     /// Whether `audience` gets `step`.
-    pub fn allows(&self, audience: &str, step: crate::store::Step) -> bool {
+    pub fn allows(&self, audience: &str, step: Step) -> bool {
         self.steps
             .iter()
             .find(|(a, _)| a == audience)
@@ -360,7 +368,7 @@ impl Cadence {
     }
 
     /// Whether `audience`'s `step` goes out only inside a daily digest.
-    pub fn only_in_digest(&self, audience: &str, step: crate::store::Step) -> bool {
+    pub fn only_in_digest(&self, audience: &str, step: Step) -> bool {
         self.only_in_digest
             .iter()
             .any(|(a, s)| a == audience && *s == step)
@@ -533,7 +541,7 @@ impl Settings {
         {
             return Err(invalid(
                 "database.url",
-                crate::store::redact_url(url),
+                redact_url(url),
                 "sqlite://PATH or postgres://USER@HOST:PORT/DB",
             ));
         }
@@ -677,7 +685,6 @@ mod tests {
 
     #[test]
     fn the_cadence_and_the_maintenance_notice_come_from_the_calendar() {
-        use crate::store::Step;
         let s = load(&[]).unwrap();
         let c = &s.calendar.cadence;
         assert!(c.allows("registration_incomplete", Step::DaysBefore(3)));

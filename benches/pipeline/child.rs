@@ -18,7 +18,7 @@ use avvisi::clock::Clock;
 use avvisi::config::Settings;
 use avvisi::deliver::outbox;
 use avvisi::deliver::transport::Transport;
-use avvisi::deliver::{self, Worker};
+use avvisi::deliver::Worker;
 use avvisi::import::{self, ImportOptions};
 use avvisi::plan::{self, Planned};
 use avvisi::render::email;
@@ -117,14 +117,13 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
     let cal = &settings.calendar;
     let now = cal.campaign_start + ChronoDuration::hours(1);
     let clock = Clock::manual(now);
-    let worker = Worker {
-        db: db.clone(),
-        settings: settings.clone(),
-        transport: Transport::from_settings(&settings)?,
-        templates: TemplateStore::new(templates),
-        clock: clock.clone(),
-        worker_id: deliver::worker_id(),
-    };
+    let worker = Worker::new(
+        db.clone(),
+        settings.clone(),
+        Transport::from_settings(&settings)?,
+        TemplateStore::new(templates),
+        clock.clone(),
+    );
     if now >= cal.deadline || !worker.in_sending_hours(now) {
         bail!("the calendar's first notice (campaign_start + 1 h) is not inside the sending hours");
     }
@@ -166,9 +165,9 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
         );
     }
     let avg_message_bytes =
-        average_message_size(&db, &worker, &worker.templates.current(), planned).await?;
+        average_message_size(&db, &worker, &worker.templates().current(), planned).await?;
     let yardstick_secs = yardstick(&db).await?;
-    let health = avvisi::observe::health::Health::new(worker.templates.clone());
+    let health = avvisi::observe::health::Health::new(worker.templates().clone());
     let page = best_of_three_ms(|| async {
         avvisi::observe::page::status(&db, &settings, Some(&health), now)
             .await
@@ -305,7 +304,7 @@ async fn average_message_size(
     .bind(every)
     .fetch_all(db.pool())
     .await?;
-    let now = worker.clock.now();
+    let now = worker.clock().now();
     let mut total = 0u64;
     for r in &rows {
         let row = outbox::claimed_from_row(r)?;

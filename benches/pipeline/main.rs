@@ -401,7 +401,7 @@ pub async fn throwaway_database(admin_url: &str) -> anyhow::Result<Throwaway> {
         .with_context(|| {
             format!(
                 "creating a database on PostgreSQL at {} (use --postgres-url, or --backend sqlite)",
-                avvisi::store::redact_url(admin_url)
+                avvisi::config::redact_url(admin_url)
             )
         })
 }

@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Actor, App};
-use crate::audience::calendar::{cadence_text, reminder_name, reminder_steps};
-use crate::audience::{campaign, phases, Audience};
-use crate::store::Step;
+use crate::audience::Audience;
+use crate::campaign::calendar::{cadence_text, reminder_name, reminder_steps};
+use crate::campaign::{self, phases};
+use crate::config::Step;
 
 /// The reopening as declared.
 #[derive(Debug, Clone, Serialize)]

@@ -1,6 +1,6 @@
 //! The campaigns' use cases: create a one-off campaign, list and show them, and each action of
 //! the lifecycle (launch, pause, resume, cancel). The rules are in [`crate::audience::campaign`]
-//! and [`crate::audience::lifecycle`]; here they are called and their outcome reported.
+//! and [`crate::campaign::lifecycle`]; here they are called and their outcome reported.
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -8,9 +8,9 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use super::{Actor, App};
-use crate::audience::campaign::{self, NewCampaign, Overview};
-use crate::audience::lifecycle;
 use crate::audience::Audience;
+use crate::campaign::lifecycle;
+use crate::campaign::{self, NewCampaign, Overview};
 use crate::store::{queue, CampaignState, Counts};
 
 /// A one-off campaign to create, as an operator gives it: times as RFC 3339 or a local time in

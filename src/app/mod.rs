@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::deliver::transport::Transport;
-use crate::deliver::{self, Worker};
+use crate::deliver::Worker;
 use crate::render::live::TemplateStore;
 use crate::render::templates::{TemplateError, TemplateSet};
 use crate::store::{Applied, Db};
@@ -164,13 +164,12 @@ impl App {
 
     /// The one place a [`Worker`] is built.
     fn worker(&self, transport: Transport, templates: TemplateStore, clock: Clock) -> Worker {
-        Worker {
-            db: self.db.clone(),
-            settings: self.settings.clone(),
+        Worker::new(
+            self.db.clone(),
+            self.settings.clone(),
             transport,
             templates,
             clock,
-            worker_id: deliver::worker_id(),
-        }
+        )
     }
 }

@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Actor, App};
-use crate::audience::explain::{explain, Explanation};
 use crate::deliver::quota;
 use crate::deliver::retry::{retry_failed, RetryFilter};
+use crate::explain::{explain, Explanation};
 use crate::import::{freshness, Freshness};
 use crate::render::templates::TemplateSet;
-use crate::schedule::{self, RunningDaemon};
+use crate::store::daemons::{self, RunningDaemon};
 use crate::store::queue::{self, CampaignCounts, ErrorGroup, NextAttempts, OldestPending};
 use crate::telemetry::scrub;
 
@@ -83,7 +83,7 @@ impl App {
             errors,
             templates_on_disk: loaded.as_ref().ok().map(|set| set.digest().to_string()),
             templates_error: loaded.as_ref().err().map(|e| e.to_string()),
-            daemons: schedule::running_daemons(db)
+            daemons: daemons::running_daemons(db)
                 .await
                 .context("reading the daemons")?,
             hourly_quota: match settings.rate.per_hour {

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::App;
-use crate::audience::campaign;
+use crate::campaign;
 use crate::import::{create_private, write_safe_record};
 use crate::store::{queue, Counts};
 

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Actor, App};
-use crate::audience::campaign::{self, Campaign};
+use crate::campaign::{self, Campaign};
+use crate::config::Step;
 use crate::deliver::outbox::Claimed;
 use crate::deliver::transport::{Outgoing, Transport};
 use crate::deliver::Worker;
@@ -17,7 +18,7 @@ use crate::editor::{self, check, Sample, SITUATIONS};
 use crate::render::context;
 use crate::render::email::{self, Envelope};
 use crate::render::templates::Rendered;
-use crate::store::{CampaignState, Step};
+use crate::store::CampaignState;
 
 /// A campaign's audience and its message rendered for the first real recipient.
 #[derive(Debug, Clone, Serialize)]
@@ -167,14 +168,14 @@ impl App {
             outgoing = outgoing.with_sender(bounce.clone());
         }
         worker
-            .transport
+            .transport()
             .send(&outgoing, &stem, None)
             .await
             .with_context(|| format!("sending the test message to {to}"))?;
         Ok(TestSent {
             campaign: c.name,
             to: to.to_string(),
-            delivery: worker.transport.describe(),
+            delivery: worker.transport().describe(),
             rendered_for: row.user_id,
             subject: rendered.subject,
             campaign_state: c.state,
@@ -214,7 +215,7 @@ impl App {
                     .with_context(|| {
                         format!("no user `{user_id}` in the database (import the snapshot first: avvisi import users FILE)")
                     })?;
-                let reopened_at = crate::audience::phases::reopened_at(self.db.pool())
+                let reopened_at = crate::campaign::phases::reopened_at(self.db.pool())
                     .await
                     .context("reading the reopening date")?
                     .map(|t| t.with_timezone(&tz).to_rfc3339());
@@ -268,11 +269,11 @@ async fn render_sample(
     now: DateTime<Utc>,
     is_test: bool,
 ) -> anyhow::Result<Rendered> {
-    let reopened_at = crate::audience::phases::reopened_at(worker.db.pool()).await?;
-    let reopened_at = context::local_rfc3339(&worker.settings.calendar, reopened_at);
+    let reopened_at = crate::campaign::phases::reopened_at(worker.db().pool()).await?;
+    let reopened_at = context::local_rfc3339(&worker.settings().calendar, reopened_at);
     let context = worker.context_for(row, now, reopened_at, is_test);
     worker
-        .templates
+        .templates()
         .current()
         .render(&c.template, &context)
         .with_context(|| format!("rendering template {}", c.template))

@@ -2,7 +2,7 @@
 //! and why, and for each campaign without a message of its current step, why not.
 
 use super::local;
-use crate::audience::explain::{Explanation, UserMessage};
+use crate::explain::{Explanation, UserMessage};
 use crate::store::OutboxState;
 use crate::telemetry::printable;
 

@@ -1,20 +1,13 @@
-//! `avvisi daemon`, `avvisi service reopen`, `avvisi calendar`.
+//! `avvisi daemon` (`service reopen` and `calendar` are in `phases.rs`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
-use tokio_util::sync::CancellationToken;
 
-use crate::audience::calendar::{cadence_text, reminder_name, reminder_steps};
-use crate::audience::campaign;
-use crate::audience::phases;
-use crate::audience::Audience;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::schedule;
+use crate::daemon;
 use crate::store::Db;
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
@@ -28,146 +21,6 @@ pub async fn daemon(
         Some(at) => Clock::starting_at(at),
         None => clock,
     };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    schedule::run(
-        db.clone(),
-        settings.clone(),
-        clock,
-        shutdown,
-        full_check(settings),
-    )
-    .await?;
+    daemon::run_until_signal(db.clone(), settings, clock).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The editors' check (`avvisi templates check`) as the daemon's gate for new template sets.
-/// The set is accepted only if the folder did not change while it was being checked.
-pub fn full_check(settings: Arc<Settings>) -> schedule::TemplateCheck {
-    Arc::new(move |set: &crate::render::templates::TemplateSet| {
-        let report = crate::editor::check::check(set.dir(), &settings);
-        let mut problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
-        match crate::render::templates::TemplateSet::load(set.dir()) {
-            Ok(now) if now.digest() == set.digest() => {}
-            _ => problems.push(
-                "the templates changed while being checked; checking again at the next poll".into(),
-            ),
-        }
-        problems
-    })
-}
-
-/// Cancels `shutdown` on SIGTERM or Ctrl-C.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: stopping"),
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
-}
-
-pub async fn reopen(
-    db: &Db,
-    settings: &Settings,
-    clock: &Clock,
-    at: Option<DateTime<Utc>>,
-) -> anyhow::Result<ExitCode> {
-    let now = clock.now();
-    let tz = settings.calendar.timezone;
-    let r = phases::declare_reopening(db, &settings.calendar, at.unwrap_or(now), now)
-        .await
-        .context("declaring the reopening")?;
-    if r.newly_declared {
-        println!(
-            "reopening declared for {}: the reopening notices go out from then (within the sending hours)",
-            local(r.at, tz)
-        );
-    } else {
-        println!(
-            "the reopening was already declared for {}: nothing changed",
-            local(r.at, tz)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn calendar(
-    db: &Db,
-    settings: &Settings,
-    clock: &Clock,
-    now: Option<DateTime<Utc>>,
-) -> anyhow::Result<ExitCode> {
-    let cal = &settings.calendar;
-    let tz = cal.timezone;
-    let now = now.unwrap_or_else(|| clock.now());
-    let reopened = phases::reopened_at(db.pool()).await?;
-    let phase = phases::phase_at(cal, reopened, now);
-    println!("calendar in {tz}, as of {}: phase {phase}", local(now, tz));
-    println!(
-        "  {:<20} {}",
-        "campaign start",
-        local(cal.campaign_start, tz)
-    );
-    println!("  {:<20} {}", "deadline", local(cal.deadline, tz));
-    println!(
-        "  {:<20} {}",
-        "maintenance start",
-        local(cal.maintenance_start, tz)
-    );
-    println!(
-        "  {:<20} {} (every enabled user, merged into that day's digest; expires at the maintenance start)",
-        "maintenance notice",
-        local(cal.maintenance_notice_at, tz)
-    );
-    match reopened {
-        Some(at) => println!("  {:<20} {}", "reopening", local(at, tz)),
-        None => println!(
-            "  {:<20} not declared yet (avvisi service reopen)",
-            "reopening"
-        ),
-    }
-    println!(
-        "  {:<20} {}-{}",
-        "sending hours",
-        cal.sending_hours_start.format("%H:%M"),
-        cal.sending_hours_end.format("%H:%M")
-    );
-    println!("cadence (calendar.cadence: the steps each audience gets):");
-    for audience in Audience::REMINDERS {
-        println!("  {:<27} {}", audience.name(), cadence_text(cal, audience));
-    }
-    println!("next reminder steps (each goes to who still qualifies at that moment):");
-    let upcoming: Vec<_> = reminder_steps(cal)
-        .into_iter()
-        .filter(|s| s.due_at > now)
-        .collect();
-    if upcoming.is_empty() {
-        println!("  none");
-    }
-    for step in upcoming {
-        for audience in Audience::REMINDERS {
-            if !cal.cadence.allows(audience.name(), step.step) {
-                continue;
-            }
-            let size = campaign::size(db, audience, None).await?;
-            println!(
-                "  {}  {:<6} {:<45} {size} users now",
-                local(step.due_at, tz),
-                step.step,
-                reminder_name(cal, audience)
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn local(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
 }

@@ -14,7 +14,7 @@ pub(super) fn check_smtp(raw: RawSmtp) -> Result<SmtpSettings, ConfigError> {
     if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
         return Err(invalid(
             "smtp.url",
-            crate::store::redact_url(&url),
+            super::redact_url(&url),
             "smtp://HOST:PORT or smtps://HOST:PORT",
         ));
     }
@@ -259,7 +259,6 @@ pub(super) fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, Confi
 /// sent only inside a digest. A `dN` that `calendar.reminder_days_before` does not have is never
 /// due (so the two can be changed one at a time).
 fn check_cadence(raw: RawCadence) -> Result<Cadence, ConfigError> {
-    use crate::store::Step;
     let step = |key: &'static str, text: &str| -> Result<Step, ConfigError> {
         match text.trim().parse::<Step>() {
             Ok(s @ (Step::First | Step::DaysBefore(_))) => Ok(s),

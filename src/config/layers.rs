@@ -309,7 +309,7 @@ fn shown(key: &str, value: &Value) -> serde_json::Value {
 
 /// A URL with the password of its user part, and any password-like query parameter, masked.
 fn mask_url(url: &str) -> String {
-    crate::store::redact_url(url)
+    super::redact_url(url)
 }
 
 /// One key of the effective configuration.

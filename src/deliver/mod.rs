@@ -11,41 +11,43 @@
 //! attempted are handed back untouched (the caller backs off as a whole). On shutdown the same
 //! hand-back happens for what was not started; what is already on the wire finishes and is
 //! recorded.
+//!
+//! Here: the worker, claiming batches and sending one email. The stages are wired in
+//! [`pipeline`], a row's email is built in [`compose`], outcomes are committed by [`recorder`]
+//! and written by [`outbox`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
-use lettre::Message;
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::render::email::{self, Envelope};
-use crate::render::{context, digest};
-use crate::store::{Backend, Db, Lane};
+use crate::render::context;
+use crate::store::{Db, Lane};
 mod breaker;
+mod compose;
 pub mod outbox;
+mod pipeline;
 pub mod quota;
 mod recorder;
 pub mod retry;
 pub mod transport;
 pub mod verp;
 
-use self::breaker::{Breaker, Tripped};
+use self::breaker::Tripped;
+pub use self::compose::EmailError;
 use self::outbox::{Claimed, Outcome};
 use self::quota::Quota;
-use self::recorder::{record_outcomes, RECORD_CHUNK};
 use self::transport::{FailureKind, Gate, Outgoing, SendFailure, Transport};
 use self::verp::VerpKey;
-use crate::audience::lifecycle;
+use crate::campaign::lifecycle;
 use crate::render::live::TemplateStore;
-use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
+use crate::render::templates::TemplateSet;
 use crate::telemetry::progress::Progress;
 
 /// What one delivery pass did, per campaign.
@@ -94,17 +96,71 @@ pub struct BreakerReport {
 /// Sends what is due, on behalf of one process. Cheap to clone (handles only).
 #[derive(Clone)]
 pub struct Worker {
-    pub db: Db,
-    pub settings: Arc<Settings>,
-    pub transport: Transport,
+    db: Db,
+    settings: Arc<Settings>,
+    transport: Transport,
     /// The live templates; each batch renders with the set current when it starts.
-    pub templates: TemplateStore,
-    pub clock: Clock,
-    /// Identifies this process in claim tokens (host and pid).
-    pub worker_id: String,
+    templates: TemplateStore,
+    clock: Clock,
+    /// Identifies this process in claim tokens (host and pid unless told otherwise).
+    worker_id: String,
 }
 
 impl Worker {
+    /// A worker that sends through `transport` with the live `templates`, identified in claim
+    /// tokens by this process ([`worker_id`]).
+    pub fn new(
+        db: Db,
+        settings: Arc<Settings>,
+        transport: Transport,
+        templates: TemplateStore,
+        clock: Clock,
+    ) -> Worker {
+        Worker {
+            db,
+            settings,
+            transport,
+            templates,
+            clock,
+            worker_id: worker_id(),
+        }
+    }
+
+    /// The same worker under another name in claim tokens: several daemons in one process
+    /// (tests, benchmarks) must not take each other's claims for their own.
+    pub fn with_id(self, worker_id: impl Into<String>) -> Worker {
+        Worker {
+            worker_id: worker_id.into(),
+            ..self
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The live templates.
+    pub fn templates(&self) -> &TemplateStore {
+        &self.templates
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Closes the transport's connections (SMTP `QUIT`), once nothing more is to be sent.
+    pub async fn close(&self) {
+        self.transport.close().await;
+    }
+
     /// Whether `now` falls inside the configured sending hours (local time).
     pub fn in_sending_hours(&self, now: DateTime<Utc>) -> bool {
         let cal = &self.settings.calendar;
@@ -125,209 +181,6 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<DeliveryReport, sqlx::Error> {
         self.deliver_due_with(shutdown, None).await
-    }
-
-    /// [`Worker::deliver_due`], counting each settled message into `progress`.
-    pub async fn deliver_due_with(
-        &self,
-        shutdown: &CancellationToken,
-        progress: Option<Progress>,
-    ) -> Result<DeliveryReport, sqlx::Error> {
-        let worker = Arc::new(self.clone());
-        let stop = Arc::new(Stop::default());
-        let breaker = Arc::new(Breaker::new(self.settings.delivery.breaker_threshold));
-        let quota = Arc::new(Quota::new(&self.db, &self.settings));
-        // A full hour claims nothing: rows would only be claimed and handed back at every poll.
-        match quota.has_room().await {
-            Ok(()) => {}
-            Err(quota::Throttle::HourUsedUp { .. }) => {
-                return Ok(DeliveryReport {
-                    throttled: true,
-                    ..DeliveryReport::default()
-                })
-            }
-            Err(quota::Throttle::Database(e)) => return Err(e),
-        }
-        let concurrency = self.settings.delivery.concurrency.max(1) as usize;
-        // Room for a whole batch: the next claim runs while the previous batch is still being sent.
-        let (job_tx, job_rx) = mpsc::channel::<Job>(self.batch_size().max(1) as usize);
-        let (done_tx, done_rx) = mpsc::channel::<Done>(RECORD_CHUNK * 2);
-        let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
-        let (ready_tx, ready_rx) = mpsc::channel::<(Job, Outgoing)>(concurrency * 2);
-        let ready_rx = Arc::new(tokio::sync::Mutex::new(ready_rx));
-
-        // Dropping a JoinSet aborts its tasks: if the caller gives up on this future (shutdown
-        // grace over), unsettled claims go back to the queue when their lease expires.
-        let mut tasks = JoinSet::new();
-        // Renderers, on threads of their own (one per core, and one more to cover the moments a
-        // renderer waits): a connection never waits for its next message to be built, and the
-        // SMTP replies are read as soon as they arrive instead of queueing behind rendering on
-        // the runtime's threads.
-        let renderers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
-        for _ in 0..renderers {
-            let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
-            let (job_rx, ready_tx, done_tx) = (job_rx.clone(), ready_tx.clone(), done_tx.clone());
-            tokio::task::spawn_blocking(move || loop {
-                let Some(job) = job_rx.blocking_lock().blocking_recv() else {
-                    break;
-                };
-                // A row whose claim is about to lapse is not even rendered (see `Batch::deadline`).
-                let batch = job.batch.clone();
-                let _in_batch = batch.span.enter();
-                let settled = if stop.halts(&shutdown) || Instant::now() >= job.batch.deadline {
-                    Err(Outcome::HandedBack {
-                        at: worker.clock.now(),
-                    })
-                } else {
-                    worker.prepare(&job)
-                };
-                let sent = match settled {
-                    Ok(email) => ready_tx.blocking_send((job, email)).is_ok(),
-                    Err(outcome) => {
-                        let done = Done {
-                            job,
-                            outcome,
-                            committed: None,
-                        };
-                        done_tx.blocking_send(done).is_ok()
-                    }
-                };
-                if !sent {
-                    break;
-                }
-            });
-        }
-        // Only the stages hold their ends: when the stage after one is gone (the recorder failed,
-        // its senders and renderers followed), the one before it sees a closed channel instead
-        // of waiting for room forever.
-        drop((ready_tx, job_rx));
-        // Senders: one per SMTP connection. A sender sends a message's envelope while its
-        // previous outcome is being committed, and its body only once that is done: a process
-        // killed at any moment has at most one message per sender that the relay may have and
-        // the outbox does not know of (the only duplicates a restart can send).
-        for _ in 0..concurrency {
-            let (worker, stop, shutdown) = (worker.clone(), stop.clone(), shutdown.clone());
-            let (ready_rx, done_tx, breaker) = (ready_rx.clone(), done_tx.clone(), breaker.clone());
-            let quota = quota.clone();
-            tasks.spawn(async move {
-                let mut previous: Option<oneshot::Receiver<()>> = None;
-                loop {
-                    let Some((job, email)) = ready_rx.lock().await.recv().await else {
-                        break;
-                    };
-                    let (outcome, committed) = if stop.halts(&shutdown) {
-                        let at = worker.clock.now();
-                        (Outcome::HandedBack { at }, None)
-                    } else {
-                        let gate = Gate::new(previous.take(), Some(job.batch.deadline));
-                        let span = job.batch.span.clone();
-                        let (outcome, failure) = worker
-                            .send(&job, &email, Some(gate), &quota)
-                            .instrument(span)
-                            .await;
-                        match &failure {
-                            None => breaker.passed(),
-                            Some(f) => match f.kind {
-                                FailureKind::Unreachable | FailureKind::Refused => {
-                                    stop.set(StopReason::Relay(f.detail.clone()))
-                                }
-                                FailureKind::Throttled => stop.set(StopReason::Throttled),
-                                FailureKind::Permanent => {
-                                    let row = &job.row;
-                                    if breaker.refused(row.id, &row.campaign, f) {
-                                        stop.set(StopReason::Breaker);
-                                    }
-                                }
-                                FailureKind::Transient => breaker.passed(),
-                                // About this recipient alone (see `breaker`).
-                                FailureKind::NoSuchRecipient => {}
-                                // Not the relay's answer: nothing to count.
-                                FailureKind::Late => {}
-                            },
-                        }
-                        let (committed, gate) = oneshot::channel();
-                        previous = Some(gate);
-                        (outcome, Some(committed))
-                    };
-                    let done = Done {
-                        job,
-                        outcome,
-                        committed,
-                    };
-                    if done_tx.send(done).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop((done_tx, ready_rx));
-        // Connections kept between statements (see `Lane`): without them each statement pays
-        // sqlx's ping on the way back to the pool, and a sender waits for its commit. SQLite has one
-        // connection, and a small PostgreSQL pool is left one for the heartbeat and the planner:
-        // there the claimer and the recorder share theirs.
-        let record_lane = Lane::new(&self.db);
-        let claim_lane = match self.db.backend() {
-            Backend::Postgres if self.settings.database.max_connections >= 3 => Lane::new(&self.db),
-            _ => record_lane.clone(),
-        };
-        let mut recorder = JoinSet::new();
-        recorder.spawn(record_outcomes(
-            worker.clone(),
-            record_lane,
-            done_rx,
-            stop.clone(),
-            progress.clone(),
-        ));
-
-        let mut report = DeliveryReport::default();
-        let claimed = self
-            .claim_batches(&claim_lane, job_tx, &stop, shutdown, &mut report, &progress)
-            .await;
-        if claimed.is_err() {
-            // Hand back what is queued rather than send it; the error is returned below.
-            stop.set(StopReason::Database);
-        }
-        while tasks.join_next().await.is_some() {}
-        quota.give_back().await;
-        let recorded = recorder
-            .join_next()
-            .await
-            .expect("the recorder task")
-            .expect("the recorder does not panic");
-        claimed?;
-        for (campaign, tally) in recorded? {
-            let t = report.per_campaign.entry(campaign).or_default();
-            t.sent += tally.sent;
-            t.skipped += tally.skipped;
-            t.retrying += tally.retrying;
-            t.failed += tally.failed;
-            t.expired += tally.expired;
-        }
-        match stop.get() {
-            Some(StopReason::Relay(detail)) => {
-                report.relay_unreachable = true;
-                report.relay_fault = Some(detail);
-            }
-            Some(StopReason::Throttled) => report.throttled = true,
-            Some(StopReason::Breaker) | Some(StopReason::Database) | None => {}
-        }
-        if let Some(tripped) = breaker.tripped() {
-            let b = self.breaker_tripped(&tripped).await?;
-            // Counted as failed when they were refused; they are back in the queue now.
-            for (campaign, n) in &b.per_campaign {
-                let t = report.per_campaign.entry(campaign.clone()).or_default();
-                t.failed = t.failed.saturating_sub(*n);
-            }
-            report.relay_unreachable = true;
-            report.relay_fault = Some(format!(
-                "circuit breaker: {} messages in a row refused with {} ({})",
-                tripped.rows.len(),
-                tripped.reply,
-                tripped.detail
-            ));
-            report.breaker = Some(b);
-        }
-        Ok(report)
     }
 
     /// Gives back the streak's messages (their failures are committed by now) and pauses their
@@ -421,7 +274,7 @@ impl Worker {
                 (
                     rows,
                     skipped,
-                    crate::audience::phases::reopened_at(&mut *conn).await?,
+                    crate::campaign::phases::reopened_at(&mut *conn).await?,
                 )
             };
             for (campaign, n) in &skipped {
@@ -475,102 +328,6 @@ impl Worker {
                 .batch_size
                 .min((rate as u64 * d.lease_seconds / 4).max(1) as u32),
         }
-    }
-
-    /// Renders and builds one row's email, or settles the row without sending it (deadline
-    /// passed, template broken, address unusable).
-    fn prepare(&self, job: &Job) -> Result<Outgoing, Outcome> {
-        let (row, templates) = (&job.row, &*job.batch.templates);
-        let now = self.clock.now();
-        if row.expires_at.is_some_and(|e| now.timestamp() >= e) {
-            let reason = "deadline passed before it could be sent".to_string();
-            return Err(Outcome::Expired { reason });
-        }
-        match self.email_for_digest(row, &job.merged, templates, &job.batch.reopened_at, now) {
-            Ok(email) => Ok(job.batch.sender.apply(Outgoing::from(&email), row.id)),
-            Err(EmailError::Template(e)) => {
-                // A template problem is not the recipient's: keep the row for a fixed template.
-                tracing::error!(outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");
-                let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
-                Err(Outcome::Retry {
-                    at,
-                    error: format!("template: {e}"),
-                    code: None,
-                })
-            }
-            Err(EmailError::Message(e)) => Err(Outcome::Failed {
-                error: e.to_string(),
-                code: None,
-            }),
-            Err(EmailError::NoSection) => Err(Outcome::Skipped {
-                reason: "no section of the digest applies any more".to_string(),
-            }),
-        }
-    }
-
-    /// The email a claimed row gets at `now`, rendered with `templates`.
-    pub fn email_for(
-        &self,
-        row: &Claimed,
-        templates: &TemplateSet,
-        reopened_at: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Message, EmailError> {
-        self.email_for_digest(row, &[], templates, reopened_at, now)
-    }
-
-    /// The one email of the lead `row` and the rows `merged` with it (its daily digest), at
-    /// `now`. One section left (the others dropped, or none merged): that message's own
-    /// template, unchanged. More: the digest template, with every section. Always the lead's
-    /// Message-ID, shared by every row of the digest.
-    pub fn email_for_digest(
-        &self,
-        row: &Claimed,
-        merged: &[Claimed],
-        templates: &TemplateSet,
-        reopened_at: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Message, EmailError> {
-        let sections: Vec<&Claimed> = std::iter::once(row)
-            .filter(|r| r.section_dropped.is_none())
-            .chain(merged)
-            .collect();
-        let cadence = &self.settings.calendar.cadence;
-        let (rendered, about) = match sections.as_slice() {
-            [] => return Err(EmailError::NoSection),
-            // A reminder sent only inside a digest, left alone by the others' drop, does not go.
-            [only] if cadence.only_in_digest(&only.template, only.step) => {
-                return Err(EmailError::NoSection)
-            }
-            [only] => {
-                let context = self.context_for(only, now, reopened_at.to_string(), false);
-                (templates.render(&only.template, &context)?, *only)
-            }
-            several => {
-                let mut context = self.context_for(row, now, reopened_at.to_string(), false);
-                context.sections = digest::ordered(
-                    several
-                        .iter()
-                        .map(|r| digest::Section {
-                            template: r.template.clone(),
-                            campaign: r.campaign.clone(),
-                            step: r.step.to_string(),
-                        })
-                        .collect(),
-                );
-                context.procedures = digest::procedures(&context.sections);
-                (templates.render(digest::DIGEST, &context)?, row)
-            }
-        };
-        let envelope = Envelope {
-            to_address: &row.recipient,
-            to_name: &format!("{} {}", row.first_name, row.last_name),
-            message_id: &row.message_id,
-            campaign: &about.campaign,
-            step: about.step,
-            date: now.into(),
-        };
-        Ok(email::build(&self.settings.mail, &envelope, &rendered)?)
     }
 
     /// Sends one built email; the failure kind, if any, tells the pipeline whether to stop.
@@ -690,45 +447,6 @@ impl Worker {
         }
         Outcome::Retry { at, error, code }
     }
-
-    /// The template context for a row at `now`.
-    pub(crate) fn context_for(
-        &self,
-        row: &Claimed,
-        now: DateTime<Utc>,
-        reopened_at: String,
-        is_test: bool,
-    ) -> MessageContext {
-        let mut user = UserView::new(
-            &row.first_name,
-            &row.last_name,
-            &row.recipient,
-            row.institutional_email.as_deref(),
-            row.pending_email.as_deref(),
-            row.province.as_deref(),
-        );
-        user.sent_to_institutional = row.fallback;
-        let about = context::About {
-            step: row.step,
-            campaign: &row.campaign,
-            days_left: context::days_left(&self.settings.calendar, now),
-            reopened_at,
-            is_test,
-        };
-        context::build(&self.settings, user, about)
-    }
-}
-
-/// Why a row's email could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum EmailError {
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error(transparent)]
-    Message(#[from] email::MessageError),
-    /// Every section of a digest was dropped (never claimed so: such a lead is skipped).
-    #[error("no section left to send")]
-    NoSection,
 }
 
 /// How long after a claim its messages may still start: three quarters of the lease. The last

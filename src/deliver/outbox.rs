@@ -19,12 +19,17 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Connection, Row};
+use sqlx::{AnyConnection, Row};
 
-use crate::audience::campaign::Campaign;
 use crate::audience::suppression;
 use crate::audience::Audience;
-use crate::store::{Backend, Db, OutboxState, Step, SuppressionSource, UnknownState};
+use crate::campaign::Campaign;
+use crate::config::Step;
+use crate::store::{Backend, Db, OutboxState, SuppressionSource, UnknownState};
+
+mod record;
+
+pub use self::record::record;
 
 /// A claimed row with what is needed to render and send it.
 #[derive(Debug, Clone)]
@@ -441,161 +446,6 @@ pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
         fallback: r.len() > 15 && r.try_get::<i64, _>(15)? == 1,
     })
 }
-
-/// Records the outcomes of a claimed batch in one transaction. Returns how many rows were still
-/// held by `token` (a row whose lease expired and was claimed by another daemon is left alone).
-pub async fn record(
-    conn: &mut AnyConnection,
-    token: &str,
-    now: DateTime<Utc>,
-    outcomes: &[(i64, Outcome)],
-) -> Result<u64, sqlx::Error> {
-    let now = now.timestamp();
-    // The common case, sent, is one statement per chunk of rows; the rest one per row.
-    let sent: Vec<(i64, &str, &str)> = outcomes
-        .iter()
-        .filter_map(|(id, outcome)| match outcome {
-            Outcome::Sent {
-                recipient,
-                template_digest,
-            } => Some((*id, recipient.as_str(), template_digest.as_str())),
-            _ => None,
-        })
-        .collect();
-    let statements: Vec<String> = sent
-        .chunks(SENT_PER_STATEMENT)
-        .map(|rows| sent_statement(rows.len()))
-        .collect();
-    // Only sent rows, one statement: no transaction to open and commit (the senders wait for
-    // this commit, see the worker).
-    if sent.len() == outcomes.len() && statements.len() == 1 {
-        return Ok(bind_sent(&statements[0], token, now, &sent)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected());
-    }
-    let mut tx = conn.begin().await?;
-    let mut held = 0;
-    for (sql, rows) in statements.iter().zip(sent.chunks(SENT_PER_STATEMENT)) {
-        held += bind_sent(sql, token, now, rows)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    }
-    for (id, outcome) in outcomes {
-        let q = match outcome {
-            Outcome::Sent { .. } => continue,
-            Outcome::Retry { at, error, code } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = $4, reason = $5, smtp_code = $6, \
-                    updated_at = $3, claim_token = NULL, lease_until = NULL \
-                 WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(at.timestamp())
-            .bind(error.clone())
-            .bind(code.map(i64::from)),
-            Outcome::Failed { error, code } => sqlx::query(
-                "UPDATE outbox SET state = 'failed', reason = $4, smtp_code = $5, updated_at = $3, \
-                    claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(error.clone())
-            .bind(code.map(i64::from)),
-            Outcome::NoSuchRecipient {
-                recipient,
-                error,
-                code,
-            } => {
-                let added = suppression::add_on(
-                    &mut tx,
-                    recipient,
-                    error,
-                    SuppressionSource::Relay,
-                    crate::store::timestamp(Some(now)).unwrap_or_default(),
-                )
-                .await;
-                match added {
-                    Ok(_) => {}
-                    Err(suppression::SuppressionError::Database(e)) => return Err(e),
-                    // Not an address we could store (the relay took it, though): the message
-                    // still fails.
-                    Err(e) => tracing::warn!(error = %e, "recipient not suppressed"),
-                }
-                sqlx::query(
-                    "UPDATE outbox SET state = 'failed', reason = $4, smtp_code = $5, updated_at = $3, \
-                        claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
-                )
-                .bind(*id)
-                .bind(token)
-                .bind(now)
-                .bind(error.clone())
-                .bind(code.map(i64::from))
-            }
-            Outcome::Expired { reason } | Outcome::Skipped { reason } => {
-                let state = match outcome {
-                    Outcome::Expired { .. } => OutboxState::Expired,
-                    _ => OutboxState::Skipped,
-                };
-                sqlx::query(
-                    "UPDATE outbox SET state = $5, reason = $4, updated_at = $3, \
-                        claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
-                )
-                .bind(*id)
-                .bind(token)
-                .bind(now)
-                .bind(reason.clone())
-                .bind(state.as_str())
-            }
-            Outcome::HandedBack { at } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = $4, attempts = attempts - 1, \
-                    updated_at = $3, claim_token = NULL, lease_until = NULL \
-                 WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(at.timestamp()),
-        };
-        held += q.execute(&mut *tx).await?.rows_affected();
-    }
-    tx.commit().await?;
-    Ok(held)
-}
-
-/// `UPDATE` of `n` sent rows: `$1` the claim token, `$2` the time, then (id, recipient, digest)
-/// per row. VALUES columns are column1.. on both SQLite and PostgreSQL.
-fn sent_statement(n: usize) -> String {
-    let values = (0..n)
-        .map(|i| format!("(${}, ${}, ${})", 3 + i * 3, 4 + i * 3, 5 + i * 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "UPDATE outbox SET state = 'sent', sent_at = $2, updated_at = $2, recipient = v.column2, \
-            template_digest = v.column3, reason = NULL, smtp_code = NULL, claim_token = NULL, \
-            lease_until = NULL \
-         FROM (VALUES {values}) AS v WHERE outbox.id = v.column1 AND outbox.claim_token = $1"
-    )
-}
-
-fn bind_sent<'q>(
-    sql: &'q str,
-    token: &'q str,
-    now: i64,
-    rows: &[(i64, &'q str, &'q str)],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let mut q = sqlx::query(sql).bind(token).bind(now);
-    for (id, recipient, digest) in rows {
-        q = q.bind(*id).bind(*recipient).bind(*digest);
-    }
-    q
-}
-
-/// Sent rows recorded per statement (three parameters each, well under both backends' limits).
-const SENT_PER_STATEMENT: usize = 200;
 
 /// Failed rows `ids`, with the rows of their digests, back to pending, due now, as they were
 /// before their last attempt (not counted); the failure moves to the row's history with

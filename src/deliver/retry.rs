@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use crate::audience::lifecycle;
+use crate::campaign::lifecycle;
 use crate::store::Db;
 
 /// Which failed messages to put back.

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Duration, TimeZone};
 
 use crate::config::Settings;
+use crate::config::Step;
 use crate::render::templates::{self, MessageContext, UserView};
 use crate::render::{context, digest};
-use crate::store::Step;
 
 /// A recipient of the sample data.
 #[derive(Debug, Clone, Copy)]
@@ -349,7 +349,7 @@ fn digest_sections(situation: &Situation) -> &'static [&'static str] {
 }
 
 /// The reopening notices among the message folders: the templates of the reopening campaigns
-/// ([`crate::audience::phases::REOPENING`]), created when operators declare the reopening, so they always
+/// ([`crate::campaign::phases::REOPENING`]), created when operators declare the reopening, so they always
 /// have `reopened_at`. Every other message may go out before it (reminders, the maintenance
 /// notice, test messages) and is also rendered with `reopened_at` empty, as templates/README.md
 /// tells editors.
@@ -357,7 +357,7 @@ pub fn reopening_messages(sources: &BTreeMap<String, String>) -> BTreeSet<String
     message_folders(sources)
         .into_keys()
         .filter(|message| {
-            crate::audience::phases::REOPENING
+            crate::campaign::phases::REOPENING
                 .iter()
                 .any(|(template, _)| template == message)
         })

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::snapshot::{RowError, UserRecord};
+use super::record::{RowError, UserRecord};
 
 /// Field checks for one row; each pushes its errors and returns `None` when the value is bad.
 pub(super) struct Checker<'a> {

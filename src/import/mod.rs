@@ -15,6 +15,7 @@ use sqlx::{Any, Arguments, Row as _, Transaction};
 
 mod fields;
 mod freshness;
+mod record;
 pub mod snapshot;
 
 pub use freshness::{freshness, Freshness};

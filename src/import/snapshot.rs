@@ -10,7 +10,6 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
 use encoding_rs_io::{DecodeReaderBytes, DecodeReaderBytesBuilder};
 
 pub(crate) use super::fields::email_problem;
@@ -18,6 +17,7 @@ pub use super::fields::fiscal_code_check_char;
 #[cfg(test)]
 pub(crate) use super::fields::fiscal_code_problem;
 use super::fields::Checker;
+pub use super::record::{is_institutional, RowError, UserRecord};
 
 /// The columns of the snapshot, in the documented order.
 pub const COLUMNS: [&str; 12] = [
@@ -37,39 +37,6 @@ pub const COLUMNS: [&str; 12] = [
 /// Columns that may be left out of the header.
 const OPTIONAL_COLUMNS: [&str; 2] = ["province", "updated_at"];
 
-/// One user as the portal sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRecord {
-    pub user_id: String,
-    pub fiscal_code: String,
-    pub first_name: String,
-    pub last_name: String,
-    /// The address the user registered with.
-    pub email: String,
-    pub institutional_email: Option<String>,
-    pub registration_completed: bool,
-    pub enabled: bool,
-    /// A changed private address awaiting validation.
-    pub pending_email: Option<String>,
-    pub code_regeneration_started: bool,
-    pub province: Option<String>,
-    pub updated_at: Option<DateTime<Utc>>,
-}
-
-impl UserRecord {
-    /// Registered with an `@istruzione.it` mailbox (or a subdomain such as `posta.istruzione.it`).
-    pub fn registered_institutional(&self) -> bool {
-        is_institutional(&self.email)
-    }
-}
-
-/// Whether an address belongs to the ministry's mail domain `istruzione.it` or a subdomain.
-pub fn is_institutional(address: &str) -> bool {
-    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    let domain = domain.to_ascii_lowercase();
-    domain == "istruzione.it" || domain.ends_with(".istruzione.it")
-}
-
 /// The longest row read, in bytes. No real row comes near it (twelve short fields), and a row
 /// cannot be parsed without holding it whole: a quote left open would otherwise make the rest of
 /// a large file one field, read into memory. A 10 MB field still fits, so it is refused with its
@@ -80,25 +47,6 @@ pub const MAX_ROW_BYTES: u64 = 16 << 20;
 const INPUT_BUFFER: usize = 1 << 16;
 /// The CSV parser's own buffer.
 const CSV_BUFFER: usize = 1 << 13;
-
-/// A problem with one field of one row (or with the file as a whole when `line` is 0 or 1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowError {
-    /// Line in the file, counting the header as line 1.
-    pub line: u64,
-    pub column: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for RowError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "line {}, column {}: {}",
-            self.line, self.column, self.reason
-        )
-    }
-}
 
 /// A problem that stops reading the file at all.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::chart;
 use super::health::Health;
-use crate::audience::phases;
+use crate::campaign::phases;
 use crate::config::Settings;
 use crate::store::{queue, Counts, Db};
 

@@ -16,12 +16,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 
-use crate::audience::calendar::{latest_due_step_of, local_day};
-use crate::audience::campaign::{self, Campaign};
-use crate::audience::lifecycle;
 use crate::audience::suppression;
+use crate::campaign::calendar::{latest_due_step_of, local_day};
+use crate::campaign::lifecycle;
+use crate::campaign::{self, Campaign};
 use crate::config::Settings;
-use crate::store::{self, digest, Backend, CampaignKind, CampaignState, Db, Step};
+use crate::config::Step;
+use crate::store::{self, digest, Backend, CampaignKind, CampaignState, Db};
 
 pub mod report;
 
@@ -117,7 +118,7 @@ pub(crate) async fn pass(
     campaign::sync_reminders(&mut *conn, cal, now).await?;
     outcome.expired = expire_overdue(&mut *conn, backend, now).await?;
     outcome.lapses_recorded =
-        crate::audience::phases::record_lapsed_on(&mut *conn, cal, now).await?;
+        crate::campaign::phases::record_lapsed_on(&mut *conn, cal, now).await?;
     lifecycle::start_scheduled(&mut *conn, now).await?;
 
     // Reminders are about the procedures' state: on a stale snapshot they wait.

@@ -10,7 +10,8 @@ use sqlx::{AnyConnection, Connection, Row};
 use tracing::Instrument;
 
 use super::{pass, Pass, Target, Write};
-use crate::store::{Db, Step};
+use crate::config::Step;
+use crate::store::Db;
 
 /// How many user ids a step's report quotes.
 const SAMPLES: i64 = 5;

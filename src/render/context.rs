@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::templates::{MessageContext, UserView};
+use crate::config::Step;
 use crate::config::{CalendarSettings, Settings};
-use crate::store::{Db, Step};
+use crate::store::Db;
 
 /// What a message is about, besides its recipient.
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::Message;
 
 use crate::config::MailSettings;
+use crate::config::Step;
 use crate::render::templates::Rendered;
-use crate::store::Step;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {

@@ -96,7 +96,7 @@ pub(crate) async fn merge(conn: &mut AnyConnection, day_end: i64) -> Result<u64,
 pub(crate) async fn skip_alone(
     conn: &mut AnyConnection,
     campaign: i64,
-    step: crate::store::Step,
+    step: crate::config::Step,
     now: i64,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{CampaignState, Counts, Db, OutboxState, Step, UnknownState};
+use super::{CampaignState, Counts, Db, OutboxState, UnknownState};
+use crate::config::Step;
 
 /// A campaign's messages by state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

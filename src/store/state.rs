@@ -17,9 +17,18 @@ pub struct UnknownState {
 }
 
 impl UnknownState {
-    /// As a decode error, for code that reads rows.
-    pub(crate) fn into_sqlx(self) -> sqlx::Error {
-        sqlx::Error::Decode(self.into())
+    /// As a decode error, for code that reads rows (a step's too: [`crate::config::UnknownStep`]).
+    pub(crate) fn into_sqlx(e: impl Into<UnknownState>) -> sqlx::Error {
+        sqlx::Error::Decode(Box::new(e.into()))
+    }
+}
+
+impl From<crate::config::UnknownStep> for UnknownState {
+    fn from(e: crate::config::UnknownStep) -> Self {
+        UnknownState {
+            what: "step",
+            value: e.0,
+        }
     }
 }
 
@@ -85,7 +94,7 @@ stored_text!(
 );
 
 stored_text!(
-    /// Where a campaign is in its lifecycle. The legal moves are [`crate::audience::lifecycle`].
+    /// Where a campaign is in its lifecycle. The legal moves are [`crate::campaign::lifecycle`].
     CampaignState, "campaign state", {
         /// Created by an operator, not launched: nothing is planned.
         Draft = "draft",
@@ -144,57 +153,6 @@ stored_text!(
         Unrecognised = "unrecognised",
     }
 );
-
-/// Which message of a campaign a row is: the step of a reminder, the one message of a one-off or
-/// reopening campaign, or an operator's test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Step {
-    /// The first notice of a reminder campaign, at the campaign start.
-    First,
-    /// The reminder N days before the deadline's day (`d7`, `d3`, `d1`).
-    DaysBefore(u32),
-    /// The message of a one-off or reopening campaign.
-    Main,
-    /// An operator's test message (`campaign test`); never in the outbox.
-    Test,
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::First => f.pad("first"),
-            Step::DaysBefore(n) => f.pad(&format!("d{n}")),
-            Step::Main => f.pad("main"),
-            Step::Test => f.pad("test"),
-        }
-    }
-}
-
-impl FromStr for Step {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, UnknownState> {
-        match s {
-            "first" => Ok(Step::First),
-            "main" => Ok(Step::Main),
-            "test" => Ok(Step::Test),
-            _ => s
-                .strip_prefix('d')
-                .and_then(|n| n.parse().ok())
-                .filter(|n| s == format!("d{n}"))
-                .map(Step::DaysBefore)
-                .ok_or_else(|| UnknownState {
-                    what: "step",
-                    value: s.to_string(),
-                }),
-        }
-    }
-}
-
-impl serde::Serialize for Step {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
 
 /// Messages by state, from the outbox itself (never from memory a restart would lose).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -256,12 +214,6 @@ mod tests {
         }
         for k in BounceKind::ALL {
             assert_eq!(k.as_str().parse::<BounceKind>().unwrap(), *k);
-        }
-        for step in [Step::First, Step::DaysBefore(7), Step::Main, Step::Test] {
-            assert_eq!(step.to_string().parse::<Step>().unwrap(), step);
-        }
-        for bad in ["d", "d07", "dx", "D3", "first "] {
-            assert!(bad.parse::<Step>().is_err(), "{bad}");
         }
         let e = "Running".parse::<CampaignState>().unwrap_err();
         assert_eq!(

@@ -1,8 +1,8 @@
 //! Planning: every audience gets exactly the right users, re-planning adds nothing, later steps
 //! supersede earlier ones, users who complete are skipped, nothing goes out after the deadline.
 
+use avvisi::config::Step;
 use avvisi::import::ImportOptions;
-use avvisi::store::Step;
 
 use crate::helpers::{at, TestApp};
 use crate::on_both_backends;
@@ -224,7 +224,7 @@ async fn a_cancelled_registration_is_told_even_when_the_export_drops_it(app: Tes
         .unwrap();
     assert_eq!(report.users_gone, started.len() as u64);
 
-    avvisi::audience::phases::declare_reopening(
+    avvisi::campaign::phases::declare_reopening(
         &app.db,
         &app.settings.calendar,
         at("2026-12-14T09:00:00+01:00"),

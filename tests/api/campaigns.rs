@@ -5,9 +5,9 @@ use std::fs::File;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use avvisi::audience::campaign::{self, CampaignError, NewCampaign};
-use avvisi::audience::lifecycle;
 use avvisi::audience::Audience;
+use avvisi::campaign::lifecycle;
+use avvisi::campaign::{self, CampaignError, NewCampaign};
 use avvisi::render::templates::TemplateSet;
 use avvisi::store::CampaignState;
 
@@ -612,7 +612,7 @@ async fn nothing_goes_out_past_a_campaigns_expiry(app: TestApp) {
     // The reopening notices: 14 days after the declared reopening.
     app.clock.set(at("2026-12-01T09:00:00+01:00"));
     app.run_once().await;
-    avvisi::audience::phases::declare_reopening(
+    avvisi::campaign::phases::declare_reopening(
         &app.db,
         &app.settings.calendar,
         at("2026-12-14T09:00:00+01:00"),

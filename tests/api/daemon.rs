@@ -25,13 +25,13 @@ type Daemon = (
 
 /// Starts the daemon in this process on `app`'s database and clock; returns its stop handle.
 fn start_daemon(app: &TestApp) -> Daemon {
-    start_daemon_checking(app, avvisi::cli::service::full_check(app.settings.clone()))
+    start_daemon_checking(app, avvisi::daemon::full_check(app.settings.clone()))
 }
 
 /// Like [`start_daemon`], with `check` as the gate of new template sets.
-fn start_daemon_checking(app: &TestApp, check: avvisi::schedule::TemplateCheck) -> Daemon {
+fn start_daemon_checking(app: &TestApp, check: avvisi::daemon::TemplateCheck) -> Daemon {
     let stop = CancellationToken::new();
-    let handle = tokio::spawn(avvisi::schedule::run(
+    let handle = tokio::spawn(avvisi::daemon::run(
         app.db.clone(),
         app.settings.clone(),
         app.clock.clone(),
@@ -43,7 +43,7 @@ fn start_daemon_checking(app: &TestApp, check: avvisi::schedule::TemplateCheck) 
 
 /// The template digest the (single) running daemon has live, if any.
 async fn live_digest(app: &TestApp) -> Option<String> {
-    avvisi::schedule::running_daemons(&app.db)
+    avvisi::daemon::running_daemons(&app.db)
         .await
         .unwrap()
         .into_iter()
@@ -206,9 +206,9 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
     app.clock.set(at("2026-11-23T08:30:00+01:00"));
     // The editors' check, recording every set it refuses.
     let refused: Arc<std::sync::Mutex<Vec<Vec<String>>>> = Arc::default();
-    let check: avvisi::schedule::TemplateCheck = {
+    let check: avvisi::daemon::TemplateCheck = {
         let (full, refused) = (
-            avvisi::cli::service::full_check(app.settings.clone()),
+            avvisi::daemon::full_check(app.settings.clone()),
             refused.clone(),
         );
         Arc::new(move |set| {
@@ -501,7 +501,7 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
         "the first daemon's lock",
         Duration::from_secs(30),
         || async {
-            !avvisi::schedule::running_daemons(&app.db)
+            !avvisi::daemon::running_daemons(&app.db)
                 .await
                 .unwrap()
                 .is_empty()
@@ -511,12 +511,12 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
     // Refused at once, or stopped here: never a second daemon running on.
     let second = tokio::time::timeout(
         Duration::from_secs(30),
-        avvisi::schedule::run(
+        avvisi::daemon::run(
             app.db.clone(),
             app.settings.clone(),
             Clock::system(),
             CancellationToken::new(),
-            avvisi::cli::service::full_check(app.settings.clone()),
+            avvisi::daemon::full_check(app.settings.clone()),
         ),
     )
     .await
@@ -569,7 +569,7 @@ async fn whole_campaign_from_notice_to_reopening(app: TestApp) {
                 .unwrap();
         }
         if local.format("%Y-%m-%d %H").to_string() == "2026-12-10 12" {
-            avvisi::audience::phases::declare_reopening(
+            avvisi::campaign::phases::declare_reopening(
                 &app.db,
                 &app.settings.calendar,
                 at("2026-12-14T09:00:00+01:00"),

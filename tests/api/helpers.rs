@@ -279,16 +279,16 @@ impl TestApp {
     }
 
     pub fn worker(&self) -> Worker {
-        Worker {
-            db: self.db.clone(),
-            settings: self.settings.clone(),
-            transport: Transport::from_settings(&self.settings).expect("transport"),
-            templates: avvisi::render::live::TemplateStore::new(
+        Worker::new(
+            self.db.clone(),
+            self.settings.clone(),
+            Transport::from_settings(&self.settings).expect("transport"),
+            avvisi::render::live::TemplateStore::new(
                 TemplateSet::load(&self.settings.templates_dir).expect("templates"),
             ),
-            clock: self.clock.clone(),
-            worker_id: "test-worker".into(),
-        }
+            self.clock.clone(),
+        )
+        .with_id("test-worker")
     }
 
     /// Plans at the clock's instant.

@@ -210,7 +210,7 @@ proptest! {
             to_name: &to_name,
             message_id: "<a1.b2@istruzione.it>",
             campaign: "registration_incomplete-2026-11-30",
-            step: avvisi::store::Step::DaysBefore(3),
+            step: avvisi::config::Step::DaysBefore(3),
             date: at("2026-11-23T10:00:00+01:00").into(),
         };
         match email::build(&settings.mail, &env, &content) {

@@ -23,12 +23,12 @@ fn synthetic_snapshot(n: usize) -> String {
 }
 
 fn start(app: &TestApp, stop: &CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(avvisi::schedule::run(
+    tokio::spawn(avvisi::daemon::run(
         app.db.clone(),
         app.settings.clone(),
         app.clock.clone(),
         stop.clone(),
-        avvisi::cli::service::full_check(app.settings.clone()),
+        avvisi::daemon::full_check(app.settings.clone()),
     ))
 }
 

@@ -1,9 +1,9 @@
 //! `avvisi explain USER_ID --now TS` answers "why not": for each campaign without a message of its
 //! current step, the reason, as the real binary prints it and as JSON (`why_not`).
 
-use avvisi::audience::campaign::{self, NewCampaign};
-use avvisi::audience::lifecycle;
 use avvisi::audience::Audience;
+use avvisi::campaign::lifecycle;
+use avvisi::campaign::{self, NewCampaign};
 use avvisi::import::ImportOptions;
 use avvisi::render::templates::TemplateSet;
 use serde_json::Value;

@@ -11,13 +11,14 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::calendar::{latest_due_step_of, reminder_steps};
-use super::campaign::{self, calendar_campaigns, Campaign};
-use super::explain::Explanation;
-use super::suppression;
-use super::Audience;
+use super::user::{SnapshotUser, UserMessage};
+use crate::audience::suppression;
+use crate::audience::Audience;
+use crate::campaign::calendar::{latest_due_step_of, reminder_steps};
+use crate::campaign::{self, calendar_campaigns, Campaign};
 use crate::config::Settings;
-use crate::store::{CampaignKind, CampaignState, Db, OutboxState, Step};
+use crate::config::Step;
+use crate::store::{CampaignKind, CampaignState, Db, OutboxState};
 
 /// The verdict on one campaign for one user.
 #[derive(Debug, Clone, Serialize)]
@@ -155,10 +156,17 @@ struct Facts {
     failed: Vec<(Audience, Vec<(bool, String)>)>,
     /// The address on record is suppressed and no institutional one is usable.
     unreachable: bool,
+    /// How old the latest snapshot is: reminders wait for a fresh one.
+    fresh: crate::import::Freshness,
 }
 
 impl Facts {
-    async fn read(db: &Db, user_id: &str) -> Result<Facts, sqlx::Error> {
+    async fn read(
+        db: &Db,
+        settings: &Settings,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Facts, sqlx::Error> {
         let mut failed = Vec::with_capacity(Audience::ALL.len());
         for audience in Audience::ALL {
             failed.push((audience, failed_clauses(db, audience, user_id).await?));
@@ -170,9 +178,11 @@ impl Facts {
         .bind(user_id)
         .fetch_one(db.pool())
         .await?;
+        let fresh = crate::import::freshness(db.pool(), settings.import.max_age_hours, now).await?;
         Ok(Facts {
             failed,
             unreachable: unreachable == 1,
+            fresh,
         })
     }
 
@@ -221,11 +231,12 @@ pub(crate) async fn failed_clauses(
     Ok(failed)
 }
 
-/// The verdict on every campaign for the user of `e`, at `now`.
+/// The verdict on every campaign for `user`, whose planned messages are `messages`, at `now`.
 pub async fn why_not(
     db: &Db,
     settings: &Settings,
-    e: &Explanation,
+    user: &SnapshotUser,
+    messages: &[UserMessage],
     now: DateTime<Utc>,
 ) -> Result<Vec<CampaignVerdict>, sqlx::Error> {
     let cal = &settings.calendar;
@@ -236,11 +247,10 @@ pub async fn why_not(
             campaigns.push(c);
         }
     }
-    let fresh = crate::import::freshness(db.pool(), settings.import.max_age_hours, now).await?;
-    let facts = Facts::read(db, &e.user.user_id).await?;
+    let facts = Facts::read(db, settings, &user.user_id, now).await?;
     let mut out = Vec::with_capacity(campaigns.len());
     for c in &campaigns {
-        let verdict = verdict(settings, &campaigns, c, e, &facts, fresh, now);
+        let verdict = verdict(settings, &campaigns, c, user, messages, &facts, now);
         out.push(CampaignVerdict {
             campaign: c.name.clone(),
             kind: c.kind,
@@ -255,9 +265,9 @@ fn verdict(
     settings: &Settings,
     campaigns: &[Campaign],
     c: &Campaign,
-    e: &Explanation,
+    user: &SnapshotUser,
+    messages: &[UserMessage],
     facts: &Facts,
-    fresh: crate::import::Freshness,
     now: DateTime<Utc>,
 ) -> Verdict {
     let cal = &settings.calendar;
@@ -268,14 +278,13 @@ fn verdict(
         _ => Some(Step::Main),
     };
     if let Some(step) = current {
-        let message = e
-            .messages
+        let message = messages
             .iter()
             .find(|m| m.campaign == c.name && m.step == step);
         if let Some(m) = message {
             if m.state == OutboxState::Skipped && m.reason.as_deref() == Some(suppression::REASON) {
                 return Verdict::Suppressed {
-                    address: e.user.email.clone(),
+                    address: user.email.clone(),
                 };
             }
             return match &m.digest {
@@ -305,11 +314,11 @@ fn verdict(
     if let Some(at) = c.expires_at.filter(|at| now >= *at) {
         return Verdict::Expired { at };
     }
-    if c.kind == CampaignKind::Reminder && fresh.stale {
+    if c.kind == CampaignKind::Reminder && facts.fresh.stale {
         return Verdict::SnapshotStale {
-            newest: fresh.newest,
-            age_hours: fresh.newest.map(|at| (now - at).num_hours()),
-            max_age_hours: fresh.max_age_hours,
+            newest: facts.fresh.newest,
+            age_hours: facts.fresh.newest.map(|at| (now - at).num_hours()),
+            max_age_hours: facts.fresh.max_age_hours,
         };
     }
 
@@ -320,11 +329,8 @@ fn verdict(
     }
     let mut failed: Vec<String> = failed.iter().map(|(_, words)| words.clone()).collect();
     if let Some(filter) = &c.filter_province {
-        if e.user.province.as_deref() != Some(filter.as_str()) {
-            failed.push(Audience::province_failure(
-                e.user.province.as_deref(),
-                filter,
-            ));
+        if user.province.as_deref() != Some(filter.as_str()) {
+            failed.push(Audience::province_failure(user.province.as_deref(), filter));
         }
     }
     if !failed.is_empty() {
@@ -332,7 +338,7 @@ fn verdict(
     }
     if facts.unreachable {
         return Verdict::Suppressed {
-            address: e.user.email.clone(),
+            address: user.email.clone(),
         };
     }
 
@@ -361,9 +367,9 @@ fn verdict(
 
     // One email a day (plan_step's rule): a row of this campaign sent today, or, for a
     // campaign that merges into the digest, a row of another such campaign.
-    let (midnight, next_day) = super::calendar::local_day(cal.timezone, now);
+    let (midnight, next_day) = crate::campaign::calendar::local_day(cal.timezone, now);
     let merges = |name: &str| campaigns.iter().any(|k| k.name == name && k.digest);
-    let today = e.messages.iter().find(|m| {
+    let today = messages.iter().find(|m| {
         matches!(m.state, OutboxState::Sent | OutboxState::Sending)
             && m.updated_at.is_some_and(|t| t >= midnight)
             && (m.campaign == c.name || (c.digest && merges(&m.campaign)))

@@ -12,79 +12,12 @@
 //! within one batch. The planner's two moves (scheduled to running, running to finished) are
 //! here too.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::campaign::{get, CampaignError};
+use super::action::Action;
+use super::{get, CampaignError};
 use crate::store::{CampaignKind, CampaignState, Db, UnknownState};
-
-/// What an operator asks of a campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Launch,
-    Pause,
-    Resume,
-    Cancel,
-}
-
-impl Action {
-    /// The states this action applies to.
-    pub(crate) fn applies_to(self) -> &'static [CampaignState] {
-        use CampaignState::*;
-        match self {
-            Action::Launch => &[Draft],
-            Action::Pause => &[Running, Scheduled],
-            Action::Resume => &[Paused],
-            Action::Cancel => &[Draft, Scheduled, Running, Paused],
-        }
-    }
-
-    /// One sentence on what is allowed, for error messages.
-    pub fn allowed(self) -> String {
-        let states: Vec<&str> = self.applies_to().iter().map(|s| s.as_str()).collect();
-        let list = match states.split_last() {
-            Some((last, [])) => last.to_string(),
-            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-            None => String::new(),
-        };
-        format!(
-            "only a {list} campaign can be {} (cancelled and finished are final)",
-            self.past()
-        )
-    }
-
-    fn past(self) -> &'static str {
-        match self {
-            Action::Launch => "launched",
-            Action::Pause => "paused",
-            Action::Resume => "resumed",
-            Action::Cancel => "cancelled",
-        }
-    }
-
-    /// `state IN ('a', 'b')` for the guard of this action's UPDATE.
-    fn guard(self) -> String {
-        let states: Vec<String> = self
-            .applies_to()
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
-        format!("state IN ({})", states.join(", "))
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Action::Launch => "launch",
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-            Action::Cancel => "cancel",
-        })
-    }
-}
 
 /// The outcome of a lifecycle command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 
-use crate::audience::campaign;
 use crate::audience::Audience;
+use crate::campaign;
 use crate::config::CalendarSettings;
 use crate::store::timestamp;
 use crate::store::Db;

@@ -1,17 +1,23 @@
-//! Campaigns: an audience paired with a template, with a lifecycle ([`super::lifecycle`]).
+//! Campaigns: an audience paired with a template, with a lifecycle ([`lifecycle`]), the
+//! calendar's steps ([`calendar`]) and the service's phases ([`phases`]).
 //!
 //! The reminder campaigns are not created by hand: [`sync_reminders`] derives one per reminder
 //! audience from the calendar in configuration (named `AUDIENCE-DEADLINE_DATE`, so the next
 //! maintenance campaign, with another deadline, gets new campaigns without a rebuild). Their
-//! steps (first notice, then N days before the deadline) come from [`super::calendar`].
+//! steps (first notice, then N days before the deadline) come from [`calendar`].
 
 use chrono::{DateTime, Utc};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sqlx::Row;
 
-use super::calendar::reminder_name;
-use super::lifecycle::Action;
+pub mod action;
+pub mod calendar;
+pub mod lifecycle;
+pub mod phases;
+
+use self::action::Action;
+use self::calendar::reminder_name;
 use crate::audience::Audience;
 use crate::config::CalendarSettings;
 use crate::store::{self, queue, CampaignKind, CampaignState, Counts, Db, UnknownState};

@@ -1,16 +1,12 @@
-//! Everything about one user, for `avvisi explain`: their row of the snapshot, the audiences they
-//! are in now, every message planned for them with its state, and for each campaign why they
-//! have, or have not, a message of its current step ([`super::why_not`]).
+//! One user as the database holds them: their row of the latest snapshot, and every message
+//! planned for them with what happened to it before.
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::audience::suppression::{self, Suppression};
-use crate::audience::why_not::{why_not, CampaignVerdict};
-use crate::audience::Audience;
-use crate::config::Settings;
-use crate::store::{timestamp, Db, OutboxState, Step, UnknownState};
+use crate::config::Step;
+use crate::store::{timestamp, Db, OutboxState, UnknownState};
 
 /// A user as the latest snapshot left them.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -71,31 +67,11 @@ pub struct Earlier {
     pub attempts: i64,
 }
 
-/// What `explain` shows.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Explanation {
-    /// The instant explained (`--now`).
-    pub at: DateTime<Utc>,
-    pub user: SnapshotUser,
-    /// Every audience, and whether the user is in it now.
-    #[serde(serialize_with = "audience_names")]
-    pub audiences: Vec<(Audience, bool)>,
-    /// Oldest first.
-    pub messages: Vec<UserMessage>,
-    /// The user's addresses (on record, institutional) that are on the suppression list.
-    pub suppressions: Vec<Suppression>,
-    /// Per campaign (the calendar's included, before they exist), why the user has or has not a
-    /// message of its current step at `at`.
-    pub why_not: Vec<CampaignVerdict>,
-}
-
-/// Everything about `user_id` at `now`, or `None` when the snapshot never had them.
-pub async fn explain(
+/// The user's row of the latest snapshot, or `None` when the snapshot never had them.
+pub(super) async fn snapshot_user(
     db: &Db,
-    settings: &Settings,
     user_id: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<Explanation>, sqlx::Error> {
+) -> Result<Option<SnapshotUser>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT u.user_id, u.fiscal_code, u.first_name, u.last_name, u.email, u.institutional_email, \
             u.registration, u.enabled, u.pending_email, u.code_regeneration, u.province, \
@@ -107,7 +83,7 @@ pub async fn explain(
     .fetch_optional(db.pool())
     .await?;
     let Some(u) = row else { return Ok(None) };
-    let user = SnapshotUser {
+    Ok(Some(SnapshotUser {
         user_id: u.try_get("user_id")?,
         fiscal_code: u.try_get("fiscal_code")?,
         first_name: u.try_get("first_name")?,
@@ -125,21 +101,11 @@ pub async fn explain(
         import_id: u.try_get("import_id")?,
         import_at: timestamp(u.try_get("import_at")?),
         import_source: u.try_get("import_source")?,
-    };
+    }))
+}
 
-    let mut audiences = Vec::with_capacity(Audience::ALL.len());
-    for audience in Audience::ALL {
-        let sql = format!(
-            "SELECT COUNT(*) FROM users u WHERE {} AND u.user_id = $1",
-            audience.condition()
-        );
-        let n: i64 = sqlx::query_scalar(&sql)
-            .bind(user_id)
-            .fetch_one(db.pool())
-            .await?;
-        audiences.push((audience, n > 0));
-    }
-
+/// Every message planned for the user, oldest first, each with its history.
+pub(super) async fn messages(db: &Db, user_id: &str) -> Result<Vec<UserMessage>, sqlx::Error> {
     // `campaign_id IN (...)`: a probe of the unique (campaign_id, user_id, step) key per
     // campaign, the outbox having no index by user alone.
     let rows = sqlx::query(
@@ -181,20 +147,7 @@ pub async fn explain(
             m.history.push(earlier);
         }
     }
-    let messages = messages.into_iter().map(|(_, m)| m).collect();
-    let mut addresses = vec![user.email.as_str()];
-    addresses.extend(user.institutional_email.as_deref());
-    let suppressions = suppression::of_addresses(db, &addresses).await?;
-    let mut e = Explanation {
-        at: now,
-        user,
-        audiences,
-        messages,
-        suppressions,
-        why_not: Vec::new(),
-    };
-    e.why_not = why_not(db, settings, &e, now).await?;
-    Ok(Some(e))
+    Ok(messages.into_iter().map(|(_, m)| m).collect())
 }
 
 fn message(r: &AnyRow) -> Result<(i64, UserMessage), sqlx::Error> {
@@ -224,12 +177,4 @@ fn message(r: &AnyRow) -> Result<(i64, UserMessage), sqlx::Error> {
             history: Vec::new(),
         },
     ))
-}
-
-/// The audiences as (name, member) pairs.
-fn audience_names<S: serde::Serializer>(
-    audiences: &[(Audience, bool)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(audiences.iter().map(|(a, member)| (a.name(), member)))
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::audience::Audience;
 use crate::config::CalendarSettings;
-use crate::store::Step;
+use crate::config::Step;
 
 /// One step of a reminder and when it falls due.
 #[derive(Debug, Clone, PartialEq, Eq)]

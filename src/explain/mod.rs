@@ -1,0 +1,79 @@
+//! Everything about one user, for `avvisi explain`: their row of the snapshot, the audiences they
+//! are in now, every message planned for them with its state, and for each campaign why they
+//! have, or have not, a message of its current step ([`mod@why_not`]).
+
+use chrono::{DateTime, Utc};
+
+mod user;
+pub mod why_not;
+
+pub use self::user::{Earlier, SnapshotUser, UserMessage};
+use self::why_not::{why_not, CampaignVerdict};
+use crate::audience::suppression::{self, Suppression};
+use crate::audience::Audience;
+use crate::config::Settings;
+use crate::store::Db;
+
+/// What `explain` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    /// The instant explained (`--now`).
+    pub at: DateTime<Utc>,
+    pub user: SnapshotUser,
+    /// Every audience, and whether the user is in it now.
+    #[serde(serialize_with = "audience_names")]
+    pub audiences: Vec<(Audience, bool)>,
+    /// Oldest first.
+    pub messages: Vec<UserMessage>,
+    /// The user's addresses (on record, institutional) that are on the suppression list.
+    pub suppressions: Vec<Suppression>,
+    /// Per campaign (the calendar's included, before they exist), why the user has or has not a
+    /// message of its current step at `at`.
+    pub why_not: Vec<CampaignVerdict>,
+}
+
+/// Everything about `user_id` at `now`, or `None` when the snapshot never had them.
+pub async fn explain(
+    db: &Db,
+    settings: &Settings,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Explanation>, sqlx::Error> {
+    let Some(user) = user::snapshot_user(db, user_id).await? else {
+        return Ok(None);
+    };
+    let mut audiences = Vec::with_capacity(Audience::ALL.len());
+    for audience in Audience::ALL {
+        let sql = format!(
+            "SELECT COUNT(*) FROM users u WHERE {} AND u.user_id = $1",
+            audience.condition()
+        );
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(user_id)
+            .fetch_one(db.pool())
+            .await?;
+        audiences.push((audience, n > 0));
+    }
+
+    let messages = user::messages(db, user_id).await?;
+    let mut addresses = vec![user.email.as_str()];
+    addresses.extend(user.institutional_email.as_deref());
+    let suppressions = suppression::of_addresses(db, &addresses).await?;
+    let why_not = why_not(db, settings, &user, &messages, now).await?;
+    Ok(Some(Explanation {
+        at: now,
+        user,
+        audiences,
+        messages,
+        suppressions,
+        why_not,
+    }))
+}
+
+/// The audiences as (name, member) pairs.
+fn audience_names<S: serde::Serializer>(
+    audiences: &[(Audience, bool)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(audiences.iter().map(|(a, member)| (a.name(), member)))
+}
