@@ -311,6 +311,20 @@ impl FromStr for Audience {
 mod tests {
     use super::*;
 
+    /// `config` knows no audience: the cadence's keys are those of the built-in defaults, and
+    /// they must be exactly the reminder audiences.
+    #[test]
+    fn the_default_cadence_names_each_reminder_audience() {
+        let settings = crate::config::Settings::load_with_env(None, std::iter::empty()).unwrap();
+        let mut keys: Vec<&str> = (settings.calendar.cadence.steps.iter())
+            .map(|(audience, _)| audience.as_str())
+            .collect();
+        keys.sort();
+        let mut reminders = Audience::REMINDERS.map(Audience::name).to_vec();
+        reminders.sort();
+        assert_eq!(keys, reminders);
+    }
+
     /// The conditions made of the clauses are, word for word, the SQL the planner and the
     /// send-time check ran when each was written by hand (the statements stay the same).
     #[test]
