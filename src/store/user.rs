@@ -10,7 +10,7 @@ pub const CONTACT_COLUMNS: &str = "u.user_id, u.email, u.first_name, u.last_name
                                    u.institutional_email, u.pending_email, u.province";
 
 /// One user of the snapshot, as far as an email is concerned.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UserContact {
     pub user_id: String,
     /// The address on record (a message may go elsewhere: see the claim's recipient).
