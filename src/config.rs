@@ -42,7 +42,7 @@ pub enum ConfigError {
     UnknownKeys(Vec<UnknownKey>),
     #[error("configuration key `{key}` has value {value:?}: expected {expected}")]
     Invalid {
-        key: &'static str,
+        key: String,
         value: String,
         expected: String,
     },
@@ -68,12 +68,12 @@ fn credential_hint(key: &str, path: &Path) -> String {
 }
 
 fn invalid(
-    key: &'static str,
+    key: impl Into<String>,
     value: impl Into<String>,
     expected: impl Into<String>,
 ) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         value: value.into(),
         expected: expected.into(),
     }
@@ -467,15 +467,14 @@ struct RawCalendar {
     cadence: RawCadence,
 }
 
-/// `[calendar.cadence]` as written: the steps of each reminder audience.
+/// `[calendar.cadence]` as written: the steps of each reminder audience, keyed by its name. The
+/// names are those of the built-in defaults (any other key is refused as unknown), and the
+/// audience rules check that these are their reminder audiences; config knows no audience.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawCadence {
-    registration_incomplete: TextList,
-    email_unvalidated: TextList,
-    code_regeneration_pending: TextList,
-    credential_recovery_advice: TextList,
     only_in_digest: TextList,
+    #[serde(flatten)]
+    audiences: std::collections::BTreeMap<String, TextList>,
 }
 
 /// A list of words; from the environment `first,d1` arrives as a list, `first` as one word.

@@ -294,13 +294,13 @@ async fn average_message_size(
     planned: u64,
 ) -> anyhow::Result<u64> {
     let every = (planned / 256).max(1) as i64;
-    let rows = sqlx::query(
-        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, \
-            u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, \
-            u.pending_email, u.province, o.digest_of \
+    let rows = sqlx::query(&format!(
+        "SELECT {}, {}, u.email AS recipient, CAST(0 AS BIGINT) AS fallback \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
          JOIN users u ON u.user_id = o.user_id WHERE o.id % $1 = 0 ORDER BY o.id LIMIT 256",
-    )
+        outbox::OUTBOX_COLUMNS,
+        avvisi::store::CONTACT_COLUMNS,
+    ))
     .bind(every)
     .fetch_all(db.pool())
     .await?;

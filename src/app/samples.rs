@@ -110,9 +110,9 @@ impl App {
                 let now = self.clock.now();
                 let rendered = render_sample(&worker, &c, &row, now, false).await?;
                 Some(PreviewedMessage {
-                    user_id: row.user_id,
-                    first_name: row.first_name,
-                    last_name: row.last_name,
+                    user_id: row.user.user_id,
+                    first_name: row.user.first_name,
+                    last_name: row.user.last_name,
                     recipient: row.recipient,
                     at: now,
                     subject: rendered.subject,
@@ -176,7 +176,7 @@ impl App {
             campaign: c.name,
             to: to.to_string(),
             delivery: worker.transport().describe(),
-            rendered_for: row.user_id,
+            rendered_for: row.user.user_id,
             subject: rendered.subject,
             campaign_state: c.state,
         })

@@ -30,7 +30,7 @@ pub enum Audience {
 }
 
 impl Audience {
-    pub(crate) const ALL: [Audience; 8] = [
+    pub const ALL: [Audience; 8] = [
         Audience::RegistrationIncomplete,
         Audience::EmailUnvalidated,
         Audience::CodeRegenerationPending,
@@ -68,6 +68,11 @@ impl Audience {
         Audience::CodeRegenerationPending,
         Audience::CredentialRecoveryAdvice,
     ];
+
+    /// The names of [`Audience::ALL`], in its order (the command line lists them).
+    pub fn names() -> [&'static str; 8] {
+        Audience::ALL.map(Audience::name)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -294,7 +299,7 @@ impl fmt::Display for Audience {
 
 /// An audience name that does not exist.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown audience `{0}` (known: registration_incomplete, email_unvalidated, code_regeneration_pending, credential_recovery_advice, enabled_users, lapsed_registration, lapsed_email_validation, lapsed_code_regeneration)")]
+#[error("unknown audience `{0}` (known: {known})", known = Audience::names().join(", "))]
 pub struct UnknownAudience(pub String);
 
 impl FromStr for Audience {
@@ -310,6 +315,20 @@ impl FromStr for Audience {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `config` knows no audience: the cadence's keys are those of the built-in defaults, and
+    /// they must be exactly the reminder audiences.
+    #[test]
+    fn the_default_cadence_names_each_reminder_audience() {
+        let settings = crate::config::Settings::load_with_env(None, std::iter::empty()).unwrap();
+        let mut keys: Vec<&str> = (settings.calendar.cadence.steps.iter())
+            .map(|(audience, _)| audience.as_str())
+            .collect();
+        keys.sort();
+        let mut reminders = Audience::REMINDERS.map(Audience::name).to_vec();
+        reminders.sort();
+        assert_eq!(keys, reminders);
+    }
 
     /// The conditions made of the clauses are, word for word, the SQL the planner and the
     /// send-time check ran when each was written by hand (the statements stay the same).

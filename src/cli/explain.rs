@@ -15,20 +15,23 @@ pub(crate) fn print(e: &Explanation, tz: chrono_tz::Tz) {
     };
     let yes_no = |v: bool| if v { "yes" } else { "no" }.to_string();
     let fields: Vec<(&str, String)> = vec![
-        ("user", u.user_id.clone()),
-        ("name", format!("{} {}", u.first_name, u.last_name)),
+        ("user", u.contact.user_id.clone()),
+        (
+            "name",
+            format!("{} {}", u.contact.first_name, u.contact.last_name),
+        ),
         ("fiscal code", u.fiscal_code.clone()),
-        ("email", u.email.clone()),
-        ("institutional", opt(&u.institutional_email)),
+        ("email", u.contact.email.clone()),
+        ("institutional", opt(&u.contact.institutional_email)),
         (
             "registered with @istruzione.it",
             yes_no(u.registered_institutional),
         ),
         ("registration", u.registration.clone()),
         ("enabled", yes_no(u.enabled)),
-        ("pending email", opt(&u.pending_email)),
+        ("pending email", opt(&u.contact.pending_email)),
         ("code regeneration", u.code_regeneration.clone()),
-        ("province", opt(&u.province)),
+        ("province", opt(&u.contact.province)),
         ("portal updated", local(u.portal_updated_at, tz)),
         (
             "snapshot",

@@ -259,7 +259,7 @@ pub(super) fn check_calendar(raw: RawCalendar) -> Result<CalendarSettings, Confi
 /// sent only inside a digest. A `dN` that `calendar.reminder_days_before` does not have is never
 /// due (so the two can be changed one at a time).
 fn check_cadence(raw: RawCadence) -> Result<Cadence, ConfigError> {
-    let step = |key: &'static str, text: &str| -> Result<Step, ConfigError> {
+    let step = |key: &str, text: &str| -> Result<Step, ConfigError> {
         match text.trim().parse::<Step>() {
             Ok(s @ (Step::First | Step::DaysBefore(_))) => Ok(s),
             _ => Err(invalid(
@@ -270,28 +270,9 @@ fn check_cadence(raw: RawCadence) -> Result<Cadence, ConfigError> {
         }
     };
     let mut steps = Vec::new();
-    for (key, audience, list) in [
-        (
-            "calendar.cadence.registration_incomplete",
-            "registration_incomplete",
-            raw.registration_incomplete,
-        ),
-        (
-            "calendar.cadence.email_unvalidated",
-            "email_unvalidated",
-            raw.email_unvalidated,
-        ),
-        (
-            "calendar.cadence.code_regeneration_pending",
-            "code_regeneration_pending",
-            raw.code_regeneration_pending,
-        ),
-        (
-            "calendar.cadence.credential_recovery_advice",
-            "credential_recovery_advice",
-            raw.credential_recovery_advice,
-        ),
-    ] {
+    for (audience, list) in raw.audiences {
+        let key = format!("calendar.cadence.{audience}");
+        let key = key.as_str();
         let mut list = list
             .items()
             .iter()
@@ -310,7 +291,7 @@ fn check_cadence(raw: RawCadence) -> Result<Cadence, ConfigError> {
             _ => i64::MIN,
         });
         list.dedup();
-        steps.push((audience.to_string(), list));
+        steps.push((audience, list));
     }
     let mut only_in_digest = Vec::new();
     for item in raw.only_in_digest.items() {

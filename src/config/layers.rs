@@ -151,20 +151,19 @@ impl Layers {
             let key = name[ENV_PREFIX.len()..].to_lowercase().replace("__", ".");
             set.push((key, Origin::Env { name: name.clone() }));
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("AVVISI")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("calendar.reminder_days_before")
-                .with_list_parse_key("calendar.cadence.registration_incomplete")
-                .with_list_parse_key("calendar.cadence.email_unvalidated")
-                .with_list_parse_key("calendar.cadence.code_regeneration_pending")
-                .with_list_parse_key("calendar.cadence.credential_recovery_advice")
-                .with_list_parse_key("calendar.cadence.only_in_digest")
-                .source(Some(env)),
-        );
+        let mut environment = config::Environment::with_prefix("AVVISI")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("calendar.reminder_days_before");
+        // Every cadence key is a list, one per audience of the defaults' `[calendar.cadence]`.
+        for key in known_keys() {
+            if key.starts_with("calendar.cadence.") {
+                environment = environment.with_list_parse_key(&key);
+            }
+        }
+        builder = builder.add_source(environment.source(Some(env)));
         Ok(Layers { set, builder })
     }
 

@@ -37,7 +37,7 @@ impl Worker {
             Ok(email) => Ok(job.batch.sender.apply(Outgoing::from(&email), row.id)),
             Err(EmailError::Template(e)) => {
                 // A template problem is not the recipient's: keep the row for a fixed template.
-                tracing::error!(outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");
+                tracing::error!(outbox_id = row.id, user_id = %row.user.user_id, campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");
                 let at = now + Duration::seconds(self.settings.delivery.retry_max_seconds as i64);
                 Err(Outcome::Retry {
                     at,
@@ -111,7 +111,7 @@ impl Worker {
         };
         let envelope = Envelope {
             to_address: &row.recipient,
-            to_name: &format!("{} {}", row.first_name, row.last_name),
+            to_name: &format!("{} {}", row.user.first_name, row.user.last_name),
             message_id: &row.message_id,
             campaign: &about.campaign,
             step: about.step,
@@ -128,14 +128,7 @@ impl Worker {
         reopened_at: String,
         is_test: bool,
     ) -> MessageContext {
-        let mut user = UserView::new(
-            &row.first_name,
-            &row.last_name,
-            &row.recipient,
-            row.institutional_email.as_deref(),
-            row.pending_email.as_deref(),
-            row.province.as_deref(),
-        );
+        let mut user = UserView::new(&row.user, &row.recipient);
         user.sent_to_institutional = row.fallback;
         let about = context::About {
             step: row.step,

@@ -352,7 +352,7 @@ impl Worker {
             };
             return (Outcome::HandedBack { at }, Some(failure));
         }
-        let stem = format!("{}.{}.{}", row.campaign, row.step, row.user_id);
+        let stem = format!("{}.{}.{}", row.campaign, row.step, row.user.user_id);
         let started = Instant::now();
         let result = self.transport.send(email, &stem, gate).await;
         match &result {
@@ -363,7 +363,7 @@ impl Worker {
         }
         match result {
             Ok(()) => {
-                tracing::debug!(outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, step = %row.step, "sent");
+                tracing::debug!(outbox_id = row.id, user_id = %row.user.user_id, campaign = %row.campaign, step = %row.step, "sent");
                 let outcome = Outcome::Sent {
                     recipient: row.recipient.clone(),
                     template_digest: job.batch.templates.digest().to_string(),
@@ -372,7 +372,7 @@ impl Worker {
             }
             // Nothing of it sent: as it was, due now, for a fresh claim.
             Err(failure) if failure.kind == FailureKind::Late => {
-                tracing::info!(outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, "claim about to lapse: handed back unsent");
+                tracing::info!(outbox_id = row.id, user_id = %row.user.user_id, campaign = %row.campaign, "claim about to lapse: handed back unsent");
                 (
                     Outcome::HandedBack {
                         at: self.clock.now(),
@@ -385,7 +385,7 @@ impl Worker {
             // per message in flight.
             Err(failure) if failure.kind == FailureKind::Refused => {
                 tracing::debug!(
-                    outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, code = ?failure.code,
+                    outbox_id = row.id, user_id = %row.user.user_id, campaign = %row.campaign, code = ?failure.code,
                     error = %crate::telemetry::scrub(&failure.detail), "not sent: the relay refuses the session"
                 );
                 let outcome = self.after_failure(row, self.clock.now(), &failure);
@@ -393,7 +393,7 @@ impl Worker {
             }
             Err(failure) => {
                 tracing::warn!(
-                    outbox_id = row.id, user_id = %row.user_id, campaign = %row.campaign, code = ?failure.code,
+                    outbox_id = row.id, user_id = %row.user.user_id, campaign = %row.campaign, code = ?failure.code,
                     kind = ?failure.kind, error = %crate::telemetry::scrub(&failure.detail), "send failed"
                 );
                 let outcome = self.after_failure(row, self.clock.now(), &failure);

@@ -25,7 +25,9 @@ use crate::audience::suppression;
 use crate::audience::Audience;
 use crate::campaign::Campaign;
 use crate::config::Step;
-use crate::store::{Backend, Db, OutboxState, SuppressionSource, UnknownState};
+use crate::store::{
+    Backend, Db, OutboxState, SuppressionSource, UnknownState, UserContact, CONTACT_COLUMNS,
+};
 
 mod record;
 
@@ -41,13 +43,9 @@ pub struct Claimed {
     pub message_id: String,
     pub attempts: i64,
     pub expires_at: Option<i64>,
-    pub user_id: String,
+    pub user: UserContact,
+    /// Where the message goes: the address on record, or the institutional one (`fallback`).
     pub recipient: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub institutional_email: Option<String>,
-    pub pending_email: Option<String>,
-    pub province: Option<String>,
     /// The lead of the daily digest this row belongs to (itself for the lead), or `None` for a
     /// row sent alone.
     pub digest_of: Option<i64>,
@@ -251,9 +249,8 @@ pub(crate) async fn claim(
 
     // The recipient is decided now, from the snapshot and the suppression list as they are.
     let rows = sqlx::query(&format!(
-        "SELECT o.id, c.name, o.step, o.template, o.message_id, o.attempts, o.expires_at, \
-            u.user_id, {recipient}, u.first_name, u.last_name, u.institutional_email, \
-            u.pending_email, u.province, o.digest_of, CAST(CASE WHEN {fallback} THEN 1 ELSE 0 END AS BIGINT) \
+        "SELECT {OUTBOX_COLUMNS}, {CONTACT_COLUMNS}, {recipient} AS recipient, \
+            CAST(CASE WHEN {fallback} THEN 1 ELSE 0 END AS BIGINT) AS fallback \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id JOIN users u ON u.user_id = o.user_id \
          WHERE o.claim_token = $1 ORDER BY o.id",
         recipient = suppression::recipient_sql(),
@@ -391,10 +388,10 @@ fn claim_where_sql(backend: Backend, what: &str, hold_reminders: bool) -> String
     )
 }
 
-/// The columns of `users u` a message renders with, after the seven of the outbox row, in the
-/// order [`claimed_from_row`] reads them.
-const USER_COLUMNS: &str = "u.user_id, u.email, u.first_name, u.last_name, u.institutional_email, \
-                            u.pending_email, u.province";
+/// The outbox row's columns that [`claimed_from_row`] reads by name, besides the user's
+/// ([`CONTACT_COLUMNS`]), `recipient` and `fallback`.
+pub const OUTBOX_COLUMNS: &str = "o.id, c.name AS campaign, o.step, o.template, o.message_id, \
+                              o.attempts, o.expires_at, o.digest_of";
 
 /// The first user of the campaign's audience (by user id) as a row to render, as if planned:
 /// step `main`, recipient the address on record, `message_id` as given. Nothing is written.
@@ -404,8 +401,10 @@ pub(crate) async fn first_recipient(
     message_id: &str,
 ) -> Result<Option<Claimed>, sqlx::Error> {
     let sql = format!(
-        "SELECT CAST(0 AS BIGINT), $2, 'main', $3, $4, CAST(0 AS BIGINT), CAST($5 AS BIGINT), \
-            {USER_COLUMNS}, CAST(NULL AS BIGINT) FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
+        "SELECT CAST(0 AS BIGINT) AS id, $2 AS campaign, 'main' AS step, $3 AS template, \
+            $4 AS message_id, CAST(0 AS BIGINT) AS attempts, CAST($5 AS BIGINT) AS expires_at, \
+            CAST(NULL AS BIGINT) AS digest_of, {CONTACT_COLUMNS}, u.email AS recipient, \
+            CAST(0 AS BIGINT) AS fallback FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
         c.audience.condition_in(1)
     );
     let row = sqlx::query(&sql)
@@ -419,31 +418,25 @@ pub(crate) async fn first_recipient(
     row.as_ref().map(claimed_from_row).transpose()
 }
 
-/// Decodes a row selected as [`claim`]'s final query selects it (the user's columns, then
-/// `digest_of`).
+/// Decodes a row selected as [`claim`]'s final query selects it: [`OUTBOX_COLUMNS`],
+/// [`CONTACT_COLUMNS`], `recipient` and `fallback`, by name.
 pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
     Ok(Claimed {
-        id: r.try_get(0)?,
-        campaign: r.try_get(1)?,
+        id: r.try_get("id")?,
+        campaign: r.try_get("campaign")?,
         step: r
-            .try_get::<String, _>(2)?
+            .try_get::<String, _>("step")?
             .parse()
             .map_err(UnknownState::into_sqlx)?,
-        template: r.try_get(3)?,
-        message_id: r.try_get(4)?,
-        attempts: r.try_get(5)?,
-        expires_at: r.try_get(6)?,
-        user_id: r.try_get(7)?,
-        recipient: r.try_get(8)?,
-        first_name: r.try_get(9)?,
-        last_name: r.try_get(10)?,
-        institutional_email: r.try_get(11)?,
-        pending_email: r.try_get(12)?,
-        province: r.try_get(13)?,
-        digest_of: r.try_get(14)?,
+        template: r.try_get("template")?,
+        message_id: r.try_get("message_id")?,
+        attempts: r.try_get("attempts")?,
+        expires_at: r.try_get("expires_at")?,
+        user: UserContact::from_row(r)?,
+        recipient: r.try_get("recipient")?,
+        digest_of: r.try_get("digest_of")?,
         section_dropped: None,
-        // Only the claim selects it; other readers of rows (the preview, the benchmark) do not.
-        fallback: r.len() > 15 && r.try_get::<i64, _>(15)? == 1,
+        fallback: r.try_get::<i64, _>("fallback")? == 1,
     })
 }
 

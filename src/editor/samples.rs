@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::config::Step;
 use crate::render::templates::{self, MessageContext, UserView};
 use crate::render::{context, digest};
+use crate::store::UserContact;
 
 /// A recipient of the sample data.
 #[derive(Debug, Clone, Copy)]
@@ -29,14 +30,16 @@ pub struct SampleUser {
 
 impl SampleUser {
     fn view(&self) -> UserView {
-        UserView::new(
-            self.first_name,
-            self.last_name,
-            self.email,
-            self.institutional_email,
-            self.pending_email,
-            self.province,
-        )
+        let user = UserContact {
+            user_id: self.id.to_string(),
+            email: self.email.to_string(),
+            first_name: self.first_name.to_string(),
+            last_name: self.last_name.to_string(),
+            institutional_email: self.institutional_email.map(str::to_string),
+            pending_email: self.pending_email.map(str::to_string),
+            province: self.province.map(str::to_string),
+        };
+        UserView::new(&user, self.email)
     }
 }
 

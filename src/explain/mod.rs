@@ -56,8 +56,8 @@ pub async fn explain(
     }
 
     let messages = user::messages(db, user_id).await?;
-    let mut addresses = vec![user.email.as_str()];
-    addresses.extend(user.institutional_email.as_deref());
+    let mut addresses = vec![user.contact.email.as_str()];
+    addresses.extend(user.contact.institutional_email.as_deref());
     let suppressions = suppression::of_addresses(db, &addresses).await?;
     let why_not = why_not(db, settings, &user, &messages, now).await?;
     Ok(Some(Explanation {

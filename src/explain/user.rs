@@ -6,23 +6,19 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::config::Step;
-use crate::store::{timestamp, Db, OutboxState, UnknownState};
+use crate::store::{timestamp, Db, OutboxState, UnknownState, UserContact, CONTACT_COLUMNS};
 
 /// A user as the latest snapshot left them.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotUser {
-    pub user_id: String,
+    /// What a message shows of the user (its fields appear at this level in JSON).
+    #[serde(flatten)]
+    pub contact: UserContact,
     pub fiscal_code: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub email: String,
-    pub institutional_email: Option<String>,
     pub registered_institutional: bool,
     pub registration: String,
     pub enabled: bool,
-    pub pending_email: Option<String>,
     pub code_regeneration: String,
-    pub province: Option<String>,
     pub portal_updated_at: Option<DateTime<Utc>>,
     /// False once a full snapshot no longer lists the user: they get nothing more.
     pub present: bool,
@@ -72,30 +68,23 @@ pub(super) async fn snapshot_user(
     db: &Db,
     user_id: &str,
 ) -> Result<Option<SnapshotUser>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT u.user_id, u.fiscal_code, u.first_name, u.last_name, u.email, u.institutional_email, \
-            u.registration, u.enabled, u.pending_email, u.code_regeneration, u.province, \
+    let row = sqlx::query(&format!(
+        "SELECT {CONTACT_COLUMNS}, u.fiscal_code, u.registration, u.enabled, u.code_regeneration, \
             u.registered_institutional, u.portal_updated_at, u.import_id, u.present, \
             i.source AS import_source, i.started_at AS import_at \
          FROM users u LEFT JOIN imports i ON i.id = u.import_id WHERE u.user_id = $1",
-    )
+    ))
     .bind(user_id)
     .fetch_optional(db.pool())
     .await?;
     let Some(u) = row else { return Ok(None) };
     Ok(Some(SnapshotUser {
-        user_id: u.try_get("user_id")?,
+        contact: UserContact::from_row(&u)?,
         fiscal_code: u.try_get("fiscal_code")?,
-        first_name: u.try_get("first_name")?,
-        last_name: u.try_get("last_name")?,
-        email: u.try_get("email")?,
-        institutional_email: u.try_get("institutional_email")?,
         registered_institutional: u.try_get::<i64, _>("registered_institutional")? == 1,
         registration: u.try_get("registration")?,
         enabled: u.try_get::<i64, _>("enabled")? == 1,
-        pending_email: u.try_get("pending_email")?,
         code_regeneration: u.try_get("code_regeneration")?,
-        province: u.try_get("province")?,
         portal_updated_at: timestamp(u.try_get("portal_updated_at")?),
         present: u.try_get::<i64, _>("present")? == 1,
         import_id: u.try_get("import_id")?,

@@ -247,7 +247,7 @@ pub async fn why_not(
             campaigns.push(c);
         }
     }
-    let facts = Facts::read(db, settings, &user.user_id, now).await?;
+    let facts = Facts::read(db, settings, &user.contact.user_id, now).await?;
     let mut out = Vec::with_capacity(campaigns.len());
     for c in &campaigns {
         let verdict = verdict(settings, &campaigns, c, user, messages, &facts, now);
@@ -284,7 +284,7 @@ fn verdict(
         if let Some(m) = message {
             if m.state == OutboxState::Skipped && m.reason.as_deref() == Some(suppression::REASON) {
                 return Verdict::Suppressed {
-                    address: user.email.clone(),
+                    address: user.contact.email.clone(),
                 };
             }
             return match &m.digest {
@@ -329,8 +329,11 @@ fn verdict(
     }
     let mut failed: Vec<String> = failed.iter().map(|(_, words)| words.clone()).collect();
     if let Some(filter) = &c.filter_province {
-        if user.province.as_deref() != Some(filter.as_str()) {
-            failed.push(Audience::province_failure(user.province.as_deref(), filter));
+        if user.contact.province.as_deref() != Some(filter.as_str()) {
+            failed.push(Audience::province_failure(
+                user.contact.province.as_deref(),
+                filter,
+            ));
         }
     }
     if !failed.is_empty() {
@@ -338,7 +341,7 @@ fn verdict(
     }
     if facts.unreachable {
         return Verdict::Suppressed {
-            address: user.email.clone(),
+            address: user.contact.email.clone(),
         };
     }
 

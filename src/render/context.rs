@@ -1,13 +1,11 @@
 //! The one builder of a [`MessageContext`]: the worker, the operators' preview and test, and the
 //! editors' samples all go through [`build`], so a template sees the same values everywhere.
 
-use chrono::{DateTime, Utc};
-use sqlx::Row;
-
 use super::templates::{MessageContext, UserView};
 use crate::config::Step;
 use crate::config::{CalendarSettings, Settings};
-use crate::store::Db;
+use crate::store::{Db, UserContact};
+use chrono::{DateTime, Utc};
 
 /// What a message is about, besides its recipient.
 #[derive(Debug, Clone)]
@@ -60,21 +58,7 @@ pub(crate) fn local_rfc3339(cal: &CalendarSettings, at: Option<DateTime<Utc>>) -
 
 /// The user `user_id` of the snapshot as templates see them, if there is one.
 pub(crate) async fn user_view(db: &Db, user_id: &str) -> Result<Option<UserView>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT first_name, last_name, email, institutional_email, pending_email, province \
-         FROM users WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(db.pool())
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let text = |i: usize| row.try_get::<Option<String>, _>(i);
-    Ok(Some(UserView::new(
-        &text(0)?.unwrap_or_default(),
-        &text(1)?.unwrap_or_default(),
-        &text(2)?.unwrap_or_default(),
-        text(3)?.as_deref(),
-        text(4)?.as_deref(),
-        text(5)?.as_deref(),
-    )))
+    Ok(UserContact::find(db, user_id)
+        .await?
+        .map(|user| UserView::new(&user, &user.email)))
 }

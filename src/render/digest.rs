@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+use crate::audience::Audience;
+
 /// The digest's template folder.
 pub const DIGEST: &str = "digest";
 
@@ -25,12 +27,11 @@ pub const ORDER: [&str; 9] = [
     "reopening_code_regeneration",
 ];
 
-/// The messages that ask the person to complete a procedure: the count in the digest's subject.
-pub const PROCEDURES: [&str; 3] = [
-    "registration_incomplete",
-    "email_unvalidated",
-    "code_regeneration_pending",
-];
+/// Whether `template` asks the person to complete a procedure (the count in the digest's
+/// subject): the reminder of an audience whose lapse is recorded, named as its audience.
+fn is_procedure(template: &str) -> bool {
+    (Audience::LAPSES.iter()).any(|(pending, _, _)| pending.name() == template)
+}
 
 /// One section of a digest: which message it is and, for a reminder, its step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,7 +59,7 @@ pub fn ordered(mut sections: Vec<Section>) -> Vec<Section> {
 pub fn procedures(sections: &[Section]) -> usize {
     sections
         .iter()
-        .filter(|s| PROCEDURES.contains(&s.template.as_str()))
+        .filter(|s| is_procedure(&s.template))
         .count()
 }
 

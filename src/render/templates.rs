@@ -13,6 +13,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tera::{Tera, Value};
 
+use crate::store::UserContact;
+
 /// The three parts of every message.
 pub(crate) const PARTS: [&str; 3] = ["subject.txt", "body.txt", "body.html"];
 
@@ -71,29 +73,30 @@ pub struct UserView {
 }
 
 impl UserView {
-    /// Builds the view; line breaks and other control characters in the data become spaces.
-    pub fn new(
-        first_name: &str,
-        last_name: &str,
-        email: &str,
-        institutional_email: Option<&str>,
-        pending_email: Option<&str>,
-        province: Option<&str>,
-    ) -> UserView {
-        let first_name = one_line(first_name);
-        let last_name = one_line(last_name);
+    /// Builds the view of `user` for a message sent to `email` (the address on record, or the
+    /// fallback the claim chose); line breaks and other control characters become spaces.
+    pub fn new(user: &UserContact, email: &str) -> UserView {
+        let first_name = one_line(&user.first_name);
+        let last_name = one_line(&user.last_name);
         UserView {
             full_name: format!("{first_name} {last_name}").trim().to_string(),
             first_name,
             last_name,
             email: one_line(email),
-            institutional_email: institutional_email.map(one_line).unwrap_or_default(),
-            has_institutional_email: institutional_email.is_some_and(|s| !s.trim().is_empty()),
-            pending_email: pending_email.map(one_line).unwrap_or_default(),
-            province: province.map(one_line).unwrap_or_default(),
+            institutional_email: text(&user.institutional_email),
+            has_institutional_email: user
+                .institutional_email
+                .as_deref()
+                .is_some_and(|s| !s.trim().is_empty()),
+            pending_email: text(&user.pending_email),
+            province: text(&user.province),
             sent_to_institutional: false,
         }
     }
+}
+
+fn text(field: &Option<String>) -> String {
+    field.as_deref().map(one_line).unwrap_or_default()
 }
 
 /// Everything a template may refer to. Documented for editors in `templates/README.md`.

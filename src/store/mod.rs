@@ -22,11 +22,13 @@ pub(crate) mod digest;
 mod lane;
 pub mod queue;
 pub mod state;
+mod user;
 
 pub(crate) use lane::Lane;
 pub use state::{
     BounceKind, CampaignKind, CampaignState, Counts, OutboxState, SuppressionSource, UnknownState,
 };
+pub use user::{UserContact, CONTACT_COLUMNS};
 
 /// A migration applied by [`Db::migrate`].
 #[derive(Debug, Clone, PartialEq, Eq)]

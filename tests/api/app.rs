@@ -160,7 +160,7 @@ async fn a_user_is_explained_and_suppressed(t: TestApp) {
     let who = operator();
     t.import_examples().await;
     let before = app.explain("U0002", None).await.expect("explain");
-    assert_eq!(before.user.user_id, "U0002");
+    assert_eq!(before.user.contact.user_id, "U0002");
     assert!(before.audiences.iter().any(|(_, member)| *member));
     assert!(before.suppressions.is_empty());
     let missing = app
@@ -169,7 +169,7 @@ async fn a_user_is_explained_and_suppressed(t: TestApp) {
         .expect_err("ids are case-sensitive");
     assert!(missing.to_string().contains("no user `u0002`"), "{missing}");
 
-    let address = before.user.email.clone();
+    let address = before.user.contact.email.clone();
     let added = app
         .suppress(&who, &address.to_uppercase(), "asked by phone")
         .await

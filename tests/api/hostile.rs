@@ -9,6 +9,7 @@ use avvisi::config::Settings;
 use avvisi::editor;
 use avvisi::render::email::{self, Envelope};
 use avvisi::render::templates::{self, Rendered, TemplateSet, UserView};
+use avvisi::store::UserContact;
 use proptest::prelude::*;
 
 use crate::helpers::{at, decode_header, repo_path, test_settings};
@@ -241,14 +242,16 @@ proptest! {
         situation in 0..editor::SITUATIONS.len(),
     ) {
         let (settings, set, reopening) = templates_fixture();
-        let view = UserView::new(
-            &first_name,
-            &last_name,
-            &email_address,
-            institutional.as_deref(),
-            pending.as_deref(),
-            province.as_deref(),
-        );
+        let user = UserContact {
+            user_id: "hostile".to_string(),
+            email: email_address.clone(),
+            first_name,
+            last_name,
+            institutional_email: institutional,
+            pending_email: pending,
+            province,
+        };
+        let view = UserView::new(&user, &email_address);
         let mut sample = editor::samples().swap_remove(situation);
         for message in set.messages() {
             let reopened = reopening.contains(&message);

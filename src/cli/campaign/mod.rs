@@ -17,13 +17,12 @@ use crate::store::CampaignState;
 pub enum CampaignCommand {
     /// Create a one-off campaign as a draft (nothing is sent until `launch`).
     #[command(
-        after_help = "Audiences: registration_incomplete, email_unvalidated, code_regeneration_pending,\n\
-        credential_recovery_advice, enabled_users, lapsed_registration, lapsed_email_validation,\n\
-        lapsed_code_regeneration. TEMPLATE is a message folder in the templates folder.\n\n\
+        after_help = format!("Audiences: {}. TEMPLATE is a message folder in the templates folder.\n\n\
         Examples:\n  \
         avvisi campaign create maintenance-notice --audience enabled_users --template maintenance_notice\n  \
         avvisi campaign create reminder-bo --audience registration_incomplete \\\n      \
-        --template registration_incomplete --filter province=BO --send-at 2026-11-26T09:00:00+01:00"
+        --template registration_incomplete --filter province=BO --send-at 2026-11-26T09:00:00+01:00",
+        crate::audience::Audience::names().chunks(3).map(|c| c.join(", ")).collect::<Vec<_>>().join(",\n"))
     )]
     Create(CreateArgs),
 

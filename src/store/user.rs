@@ -1,0 +1,53 @@
+//! The user as a message shows them: the one column list and the one decoding, shared by the
+//! claim, the previews and the editors' samples.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// The columns of `users u` that [`UserContact::from_row`] reads, by name. A query that renders
+/// a user selects these, so a new column a template can show is added here once.
+pub const CONTACT_COLUMNS: &str = "u.user_id, u.email, u.first_name, u.last_name, \
+                                   u.institutional_email, u.pending_email, u.province";
+
+/// One user of the snapshot, as far as an email is concerned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UserContact {
+    pub user_id: String,
+    /// The address on record (a message may go elsewhere: see the claim's recipient).
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub institutional_email: Option<String>,
+    /// A changed private address awaiting validation.
+    pub pending_email: Option<String>,
+    pub province: Option<String>,
+}
+
+impl UserContact {
+    /// Decodes the [`CONTACT_COLUMNS`] of a row, by name (other columns are ignored).
+    pub fn from_row(r: &AnyRow) -> Result<UserContact, sqlx::Error> {
+        Ok(UserContact {
+            user_id: r.try_get("user_id")?,
+            email: r.try_get("email")?,
+            first_name: r.try_get("first_name")?,
+            last_name: r.try_get("last_name")?,
+            institutional_email: r.try_get("institutional_email")?,
+            pending_email: r.try_get("pending_email")?,
+            province: r.try_get("province")?,
+        })
+    }
+
+    /// The user `user_id` of the snapshot, if there is one.
+    pub(crate) async fn find(
+        db: &super::Db,
+        user_id: &str,
+    ) -> Result<Option<UserContact>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM users u WHERE u.user_id = $1"
+        ))
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await?;
+        row.as_ref().map(UserContact::from_row).transpose()
+    }
+}
