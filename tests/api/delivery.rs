@@ -327,13 +327,15 @@ async fn the_per_second_rate_limit_holds(app: TestApp) {
         .iter()
         .map(|r| (r.at - start).as_secs_f64())
         .collect();
-    // 30 emails at 20/s take at least 29/20 s, and no one-second window holds more than 20
-    // (+1 for the window edges).
+    // 30 emails at 20/s take at least 29/20 s, and no one-second window at the sink holds more
+    // than 20 plus one per connection (4): the limiter admits a send when it starts, and on a
+    // loaded machine the messages admitted just before a window may arrive late, bunched with
+    // those of the window. Without the limiter all 30 arrive within a fraction of a second.
     assert!(*offsets.last().unwrap() >= 29.0 / 20.0 * 0.9, "{offsets:?}");
     for (i, t) in offsets.iter().enumerate() {
         let in_window = offsets[i..].iter().filter(|o| **o < t + 1.0).count();
         assert!(
-            in_window <= 21,
+            in_window <= 20 + 4,
             "{in_window} messages within one second from {t}"
         );
     }
