@@ -132,6 +132,16 @@ pub(crate) async fn pass(
     let campaigns_by_name = campaigns.clone();
     // One transaction: claimers see the rows of this pass only once they are merged.
     let mut tx = conn.begin().await?;
+    // One planning pass at a time across daemons: a pass decides from what is pending before
+    // it whether its digests can be formed as its rows are written (below).
+    store::lock_planning(&mut tx, backend).await?;
+    // With no digest row pending from an earlier pass, this pass's rows are all there is to
+    // merge: each is written already pointing to its lead (the campaign expiring last is
+    // planned first), instead of being written and then rewritten by the merge, which at the
+    // mission's size cost as much again as writing the rows it rewrote.
+    let at_insert = !digest::any_pending(&mut tx).await?;
+    let mut leads: Vec<i64> = Vec::new();
+    let campaigns = digest::lead_order(campaigns);
     for c in campaigns {
         if c.state != CampaignState::Running || c.expires_at.is_some_and(|e| now >= e) {
             continue;
@@ -146,11 +156,13 @@ pub(crate) async fn pass(
             _ => continue,
         };
         let started = std::time::Instant::now();
+        let join = (at_insert && c.digest).then_some(leads.as_slice());
         let (rows, superseded) = plan_step(
             &mut tx,
             backend,
             &c,
             step,
+            join,
             template_digest,
             message_id_domain,
             now,
@@ -158,6 +170,16 @@ pub(crate) async fn pass(
         )
         .await?;
         outcome.superseded += superseded;
+        if at_insert && c.digest && rows > 0 {
+            leads.push(c.id);
+            // The next campaigns' rows look these up: PostgreSQL must know they are there
+            // (rows written in this transaction are in no statistics until it analyses them;
+            // without, one lookup of 15,000 rows took minutes at 300,000 users). Once is
+            // enough: from then on it scales its estimates with the table's size.
+            if leads.len() == 1 {
+                store::analyze(&mut tx, backend, "outbox").await?;
+            }
+        }
         if rows > 0 {
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(campaign = %c.name, step = %step, rows, seconds, "planned");
@@ -171,13 +193,18 @@ pub(crate) async fn pass(
     // Nothing planned, nothing to merge: the planner's every-minute ticks stay cheap.
     let total: u64 = planned.iter().map(|p| p.rows).sum();
     if total > 0 {
-        // The merge and every claim after it are planned from these statistics (campaigns
-        // too: without them PostgreSQL expects one running campaign to match almost nothing).
-        store::analyze(&mut tx, backend, "outbox, campaigns").await?;
         // A step just planned may have superseded a lead whose group is still pending.
         digest::repair_orphans(&mut tx, None).await?;
-        let (_, day_end) = local_day(cal.timezone, now);
-        let merged = digest::merge(&mut tx, day_end.timestamp()).await?;
+        let merged = if at_insert {
+            digest::mark_leads(&mut tx, &leads, now.timestamp()).await?
+        } else {
+            // The merge and every claim after it are planned from these statistics (campaigns
+            // too: without them PostgreSQL expects one running campaign to match almost
+            // nothing).
+            store::analyze(&mut tx, backend, "outbox, campaigns").await?;
+            let (_, day_end) = local_day(cal.timezone, now);
+            digest::merge(&mut tx, day_end.timestamp()).await?
+        };
         if merged > 0 {
             tracing::info!(merged, "rows merged into daily digests");
         }
@@ -189,12 +216,14 @@ pub(crate) async fn pass(
                 }
             }
         }
-        // Again after the merge: the claims that follow are planned from these statistics, and
-        // before it every `digest_of` was NULL (claiming a digest's followers would then walk
-        // every follower of the queue for each batch: docs/benchmarks.md).
-        store::analyze(&mut tx, backend, "outbox").await?;
+        // After the merge: the claims that follow are planned from these statistics (without
+        // `digest_of` in them, claiming a digest's followers would walk every follower of the
+        // queue for each batch: docs/benchmarks.md).
+        store::analyze(&mut tx, backend, "outbox, campaigns").await?;
     }
     tx.commit().await?;
+    // The report in the campaigns' own order, whatever order they were planned in.
+    planned.sort_by_key(|p| campaigns_by_name.iter().position(|c| c.name == p.campaign));
     lifecycle::finish_done(&mut *conn, now).await?;
     if write == Write::Commit {
         // The counts' appended changes since the last tick, one row per key again.
@@ -231,6 +260,7 @@ async fn plan_step(
     backend: Backend,
     c: &Campaign,
     step: Step,
+    leads: Option<&[i64]>,
     digest: &str,
     domain: &str,
     now: DateTime<Utc>,
@@ -308,12 +338,30 @@ async fn plan_step(
             ),
         )
     };
+    let own_id = "'<' || $7 || '.' || $2 || '.' || u.user_id || '@' || $8 || '>'";
+    // In a pass that forms its digests as it writes: a person's row of a campaign planned
+    // earlier in this pass, still pending and not following another, is the lead this row
+    // follows (the same email, the same Message-ID); see `digest::mark_leads`.
+    let (lead_join, digest_of, message_id) = match leads {
+        Some(leads) if !leads.is_empty() => (
+            format!(
+                " LEFT JOIN outbox l ON l.user_id = u.user_id AND l.campaign_id IN ({}) \
+                   AND l.created_at = $5 AND l.state = 'pending' AND l.digest_of IS NULL",
+                leads.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            format!("CASE WHEN ({state}) = 'pending' THEN l.id END"),
+            format!(
+                "CASE WHEN l.id IS NOT NULL AND ({state}) = 'pending' THEN l.message_id ELSE {own_id} END"
+            ),
+        ),
+        _ => (String::new(), "NULL".to_string(), own_id.to_string()),
+    };
     let sql = format!(
         "INSERT INTO outbox (campaign_id, user_id, step, recipient, template, template_digest, state, \
-            attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason) \
+            attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason, digest_of) \
          SELECT $1, u.user_id, $2, {recipient}, $3, $4, {state}, 0, $5, $6, \
-            '<' || $7 || '.' || $2 || '.' || u.user_id || '@' || $8 || '>', $5, $5, {reason} \
-         FROM users u \
+            {message_id}, $5, $5, {reason}, {digest_of} \
+         FROM users u{lead_join} \
          WHERE {condition}{not_planned} \
          ON CONFLICT (campaign_id, user_id, step) DO NOTHING",
         condition = c.audience.condition_in(9),

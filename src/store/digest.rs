@@ -91,6 +91,63 @@ pub(crate) async fn merge(conn: &mut AnyConnection, day_end: i64) -> Result<u64,
         .rows_affected())
 }
 
+/// Whether any row of a merging campaign is pending: then a planning pass merges with the
+/// general [`merge`]; otherwise its rows are all there is to merge, and they are written
+/// already grouped (see [`lead_order`], [`mark_leads`]). From the outbox's counts, not a scan.
+pub(crate) async fn any_pending(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM outbox_counts k JOIN campaigns c ON c.id = k.campaign_id \
+         WHERE c.digest = 1 AND k.state = 'pending' \
+         GROUP BY k.campaign_id HAVING SUM(k.n) > 0 LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?
+    .is_some())
+}
+
+/// `campaigns` in the order a pass that groups as it writes plans them: the campaign expiring
+/// last first (never expiring before all), else as listed. A person's first row written in
+/// that order is the row [`merge`] would choose as the lead: the one expiring last, then the
+/// oldest.
+pub(crate) fn lead_order(
+    mut campaigns: Vec<crate::campaign::Campaign>,
+) -> Vec<crate::campaign::Campaign> {
+    campaigns.sort_by_key(|c| std::cmp::Reverse(c.expires_at.map_or(i64::MAX, |t| t.timestamp())));
+    campaigns
+}
+
+/// Makes a lead of every row of this pass (`created_at` = `now`, in `campaigns`) that another
+/// row of the pass follows: it points to itself. Returns the rows now in a digest (leads and
+/// their followers), as [`merge`] does.
+pub(crate) async fn mark_leads(
+    conn: &mut AnyConnection,
+    campaigns: &[i64],
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    if campaigns.is_empty() {
+        return Ok(0);
+    }
+    let leads = sqlx::query(
+        "UPDATE outbox SET digest_of = id \
+         WHERE digest_of IS NULL AND id IN \
+           (SELECT f.digest_of FROM outbox f WHERE f.digest_of IS NOT NULL AND f.created_at = $1)",
+    )
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if leads == 0 {
+        return Ok(0);
+    }
+    let grouped: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE digest_of IS NOT NULL AND created_at = $1",
+    )
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(grouped as u64)
+}
+
 /// Skips the rows of `campaign`'s `step` still alone after the merge (not in a digest): that step
 /// goes out only inside a digest (`calendar.cadence.only_in_digest`). Returns the rows skipped.
 pub(crate) async fn skip_alone(

@@ -85,6 +85,20 @@ pub(crate) async fn analyze(
     Ok(())
 }
 
+/// Takes the planning lock for the rest of the transaction on `conn` (PostgreSQL: one pass
+/// at a time across daemons; SQLite has one writer at a time already).
+pub(crate) async fn lock_planning(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtext('avvisi planning'))")
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// A database error at the module boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
