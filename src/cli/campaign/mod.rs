@@ -12,6 +12,7 @@ mod follow;
 mod print;
 use crate::app::{Actor, App, NewCampaignRequest};
 use crate::store::CampaignState;
+use crate::telemetry::printable;
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
@@ -72,6 +73,36 @@ pub enum CampaignCommand {
         /// Follow the campaign's progress until it finishes.
         #[arg(long)]
         wait: bool,
+    },
+
+    /// Approve a draft campaign (someone other than its creator): shows its audience and ten
+    /// messages rendered for real recipients, then records the approval, which freezes them.
+    #[command(
+        after_help = "The audience is frozen: its size and a SHA-256 of its user ids. A launch whose audience
+        changed since then is refused with the difference, and needs a new approval.
+        Without --yes, asks for a confirmation at the terminal; a script must pass --yes.
+
+        Example:
+  avvisi campaign approve maintenance-notice"
+    )]
+    Approve {
+        /// The campaign's name.
+        name: String,
+        /// Record the approval without asking (required when standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+
+    /// Reject a draft campaign (someone other than its creator), with the reason.
+    #[command(
+        after_help = "Example:\n  avvisi campaign reject maintenance-notice --reason \"wrong province: BO, not BA\""
+    )]
+    Reject {
+        /// The campaign's name.
+        name: String,
+        /// Why, for its creator.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
     },
 
     /// Pause a running or scheduled campaign: the daemon stops sending it within seconds.
@@ -153,7 +184,7 @@ pub(crate) async fn run(
             show(json, &c, |c| print::show(c, tz))
         }
         CampaignCommand::Preview { name } => {
-            let p = app.preview_campaign(&name).await?;
+            let p = app.preview_campaign(who, &name).await?;
             show(json, &p, |p| print::preview(p, tz))
         }
         CampaignCommand::Test { name, to } => {
@@ -198,6 +229,18 @@ pub(crate) async fn run(
                 Ok(ExitCode::SUCCESS)
             }
         }
+        CampaignCommand::Approve { name, yes } => approve(app, who, &name, yes, json).await,
+        CampaignCommand::Reject { name, reason } => {
+            let r = app.reject_campaign(who, &name, &reason).await?;
+            show(json, &r, |r| {
+                println!(
+                    "campaign {} rejected by {}: {}; it cannot be launched until someone approves it",
+                    r.campaign,
+                    r.rejected_by,
+                    printable(&r.reason)
+                )
+            })
+        }
         CampaignCommand::Pause { name } => {
             let t = app.pause_campaign(who, &name).await?;
             show(json, &t, |_| {
@@ -222,4 +265,50 @@ pub(crate) async fn run(
             })
         }
     }
+}
+
+/// `campaign approve`: the preview, a confirmation (unless `--yes`), the approval.
+async fn approve(
+    app: &App,
+    who: &Actor,
+    name: &str,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let terminal = std::io::stdin().is_terminal();
+    if !yes && (json || !terminal) {
+        anyhow::bail!(
+            "approving campaign {name} needs a confirmation: run it at a terminal, or pass --yes after reading `avvisi campaign preview {name}`"
+        );
+    }
+    let preview = app.approval_preview(who, name).await?;
+    if !json {
+        print::approval_preview(&preview, app.settings().calendar.timezone);
+    }
+    if !yes {
+        print!(
+            "approve campaign {name} for these {} users? [y/N] ",
+            preview.audience_size
+        );
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "si" | "sì") {
+            println!("not approved: nothing was recorded");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let approved = app.approve_campaign(who, &preview).await?;
+    if json {
+        print_json(&serde_json::json!({ "preview": preview, "approved": approved }))?;
+    } else {
+        println!(
+            "campaign {name} approved by {} for {} users (audience {}); `avvisi campaign launch {name}` starts it",
+            approved.approved_by,
+            approved.audience_size,
+            &approved.audience_sha256[..12]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
