@@ -155,20 +155,20 @@ impl App {
             let (new, templates) = new?;
             let now = self.clock.now();
             let c = campaign::create_on(&mut tx, &new, &templates, now, Some(who.name())).await?;
-            let fp = campaign::approval::fingerprint(&mut tx, &c).await?;
+            let size = campaign::audience_size_on(&mut tx, &c).await?;
             let after = summary(serde_json::json!({
                 "state": c.state,
                 "audience": c.audience.name(),
                 "filter_province": c.filter_province,
                 "template": c.template,
-                "audience_size": fp.size,
+                "audience_size": size,
             }));
             let created = Created {
                 name: c.name,
                 audience: c.audience.to_string(),
                 filter_province: c.filter_province,
                 template: c.template,
-                audience_size: fp.size,
+                audience_size: size,
                 send_at: c.send_at,
                 expires_at: c.expires_at,
                 send_at_past: new.send_at.is_some_and(|t| t <= now),

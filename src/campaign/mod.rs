@@ -353,6 +353,23 @@ pub(crate) async fn audience_size(db: &Db, c: &Campaign) -> Result<u64, sqlx::Er
     size(db, c.audience, c.filter_province.as_deref()).await
 }
 
+/// How many users are in the campaign's audience now, on the caller's connection (or
+/// transaction).
+pub(crate) async fn audience_size_on(
+    conn: &mut sqlx::AnyConnection,
+    c: &Campaign,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM users u WHERE {}",
+        c.audience.condition_in(1)
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(c.filter_province.clone())
+        .fetch_one(conn)
+        .await?;
+    Ok(n as u64)
+}
+
 /// How many users are in `audience` now, in `province` if given.
 pub async fn size(db: &Db, audience: Audience, province: Option<&str>) -> Result<u64, sqlx::Error> {
     let sql = format!(
