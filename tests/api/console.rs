@@ -20,6 +20,7 @@ on_both_backends!(
     a_second_person_approves_and_a_changed_audience_needs_a_new_approval,
     every_action_is_in_the_audit_log_with_its_actor_and_outcome,
     the_database_refuses_to_change_the_audit_log,
+    an_action_whose_audit_row_cannot_be_written_changes_nothing,
 );
 
 const PASSWORD: &str = "cavallo batteria graffetta";
@@ -726,4 +727,65 @@ async fn the_database_refuses_to_change_the_audit_log(t: TestApp) {
         .await
         .unwrap();
     assert_eq!(outcome, "ok");
+}
+
+/// The audit row is written in the action's own transaction: when the database refuses it (a
+/// trigger added here for pauses), the pause is undone with it: the campaign keeps running.
+async fn an_action_whose_audit_row_cannot_be_written_changes_nothing(t: TestApp) {
+    t.import_examples().await;
+    let env = [("AVVISI__APPROVAL__REQUIRED", "false")];
+    for args in [
+        &[
+            "campaign",
+            "create",
+            "notice",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+        ][..],
+        &["campaign", "launch", "notice"][..],
+    ] {
+        let out = t.avvisi(args, &env);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let refuse_pauses = match t.backend {
+        crate::helpers::Backend::Sqlite => vec![
+            "CREATE TRIGGER no_pause_audit BEFORE INSERT ON audit_log \
+             WHEN NEW.action = 'campaign.pause' BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+        ],
+        crate::helpers::Backend::Postgres => vec![
+            "CREATE FUNCTION no_pause_audit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.action = 'campaign.pause' THEN RAISE EXCEPTION 'audit refused'; END IF; \
+             RETURN NEW; END; $$",
+            "CREATE TRIGGER no_pause_audit BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION no_pause_audit()",
+        ],
+    };
+    for sql in refuse_pauses {
+        sqlx::query(sql).execute(t.db.pool()).await.unwrap();
+    }
+    let out = t.avvisi(&["campaign", "pause", "notice"], &env);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("audit"), "{}", text(&out));
+    assert_eq!(
+        avvisi::campaign::get(&t.db, "notice")
+            .await
+            .unwrap()
+            .state
+            .as_str(),
+        "running",
+        "the pause must be rolled back with its audit row"
+    );
+    // Cancelling (audited as another action) still works, and is recorded.
+    let out = t.avvisi(&["campaign", "cancel", "notice"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let actions: Vec<String> = audit(&t)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        ["campaign.create", "campaign.launch", "campaign.cancel"]
+    );
 }
