@@ -50,6 +50,11 @@ pub struct CampaignView {
     /// Every planned message.
     pub planned: u64,
     pub messages: Counts,
+    /// Who created it (an operator's one-off campaign).
+    pub created_by: Option<String>,
+    /// The latest decision on it: approved or rejected, by whom, when, the audience frozen,
+    /// stale once a launch found the audience changed.
+    pub approval: Option<crate::campaign::approval::Approval>,
     /// The paused reason as recorded, for the operator at the terminal (not in JSON).
     #[serde(skip)]
     pub paused_reason_unmasked: Option<String>,
@@ -80,6 +85,8 @@ impl From<&Overview> for CampaignView {
             finished_at: o.finished_at,
             planned: o.counts.total(),
             messages: o.counts,
+            created_by: c.created_by.clone(),
+            approval: o.approval.clone(),
             paused_reason_unmasked: c.paused_reason.clone(),
             audience_description: c.audience.description(),
         }

@@ -393,6 +393,8 @@ pub(crate) struct Overview {
     /// Users in the audience now.
     pub audience_size: u64,
     pub counts: Counts,
+    /// The latest decision on it (a one-off campaign's approval or rejection).
+    pub approval: Option<approval::Approval>,
 }
 
 /// The overview of every campaign (reminders included), oldest first.
@@ -421,7 +423,9 @@ async fn overview_from_row(db: &Db, row: &sqlx::any::AnyRow) -> Result<Overview,
     let campaign = from_row(row)?;
     let audience_size = audience_size(db, &campaign).await?;
     let counts = queue::of_campaign(db, campaign.id).await?;
+    let approval = approval::latest(&mut *db.pool().acquire().await?, campaign.id).await?;
     Ok(Overview {
+        approval,
         created_at: store::timestamp(row.try_get("created_at")?),
         started_at: store::timestamp(row.try_get("started_at")?),
         finished_at: store::timestamp(row.try_get("finished_at")?),

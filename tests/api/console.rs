@@ -406,6 +406,16 @@ async fn a_second_person_approves_and_a_changed_audience_needs_a_new_approval(t:
     assert!(changed.contains("needs a new approval"), "{changed}");
     let stale = fails_as(&t, "alice", &["campaign", "launch", "notice-bo"], None);
     assert!(stale.contains("its approval is stale"), "{stale}");
+    let shown = ok_as(&t, "alice", &["campaign", "show", "notice-bo"], None);
+    assert!(shown.contains("by alice"), "{shown}");
+    assert!(
+        shown.contains("approved by bob") && shown.contains("stale"),
+        "{shown}"
+    );
+    let shown = json_as(&t, "alice", &["campaign", "show", "notice-bo", "--json"]);
+    assert_eq!(shown["created_by"], "alice");
+    assert_eq!(shown["approval"]["decision"], "approved");
+    assert!(shown["approval"]["stale_at"].is_string(), "{shown}");
     assert_eq!(
         avvisi::campaign::get(&t.db, "notice-bo")
             .await

@@ -109,7 +109,14 @@ pub(super) fn show(c: &CampaignView, tz: Tz) {
         ("template", c.template.clone()),
         ("send at", local(c.send_at, tz)),
         ("expires at", local(c.expires_at, tz)),
-        ("created", local(c.created_at, tz)),
+        (
+            "created",
+            match &c.created_by {
+                Some(by) => format!("{} by {}", local(c.created_at, tz), printable(by)),
+                None => local(c.created_at, tz),
+            },
+        ),
+        ("approval", approval_text(c, tz)),
         ("started", local(c.started_at, tz)),
         ("finished", local(c.finished_at, tz)),
         ("planned", p.total().to_string()),
@@ -192,4 +199,35 @@ pub(super) fn approval_preview(p: &ApprovalPreview, tz: Tz) {
         }
     }
     println!();
+}
+
+/// The latest decision on a campaign, in a line.
+fn approval_text(c: &CampaignView, tz: Tz) -> String {
+    use crate::campaign::approval::Decision;
+    let Some(a) = &c.approval else {
+        return match (c.kind.as_str(), c.state.as_str()) {
+            ("oneoff", "draft") => {
+                "none yet (`avvisi campaign approve NAME`, by someone else)".into()
+            }
+            _ => "-".into(),
+        };
+    };
+    let when = local(a.decided_at, tz);
+    match a.decision {
+        Decision::Rejected => format!(
+            "rejected by {} at {when}: {}",
+            printable(&a.decided_by),
+            printable(a.reason.as_deref().unwrap_or(""))
+        ),
+        Decision::Approved => format!(
+            "approved by {} at {when} for {} users{}",
+            printable(&a.decided_by),
+            a.audience.as_ref().map_or(0, |f| f.size),
+            if a.stale_at.is_some() {
+                " (stale: the audience changed since; approve again)"
+            } else {
+                ""
+            }
+        ),
+    }
 }
