@@ -91,6 +91,7 @@ pub struct Settings {
     pub templates_dir: PathBuf,
     pub import: ImportSettings,
     pub bounce: BounceSettings,
+    pub approval: ApprovalSettings,
     pub daemon: DaemonSettings,
     pub rate: RateSettings,
     pub log: LogSettings,
@@ -315,6 +316,15 @@ pub struct MailSettings {
     pub verp: bool,
 }
 
+/// A second person's approval before a one-off campaign's launch (docs/console.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// A one-off campaign is launched only once someone other than its creator approved it;
+    /// `false` only for a test installation.
+    pub required: bool,
+}
+
 /// How returned mail is read (`avvisi bounces import`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -398,6 +408,7 @@ struct Raw {
     templates: RawTemplates,
     import: ImportSettings,
     bounce: BounceSettings,
+    approval: ApprovalSettings,
     daemon: DaemonSettings,
     rate: RateSettings,
     dkim: RawDkim,
@@ -664,6 +675,7 @@ impl Settings {
             templates_dir: raw.templates.dir,
             import: raw.import,
             bounce: raw.bounce,
+            approval: raw.approval,
             log: raw.log,
             http: HttpSettings { address },
             effective,

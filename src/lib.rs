@@ -24,7 +24,8 @@
 //!   suppression list kept (the list itself is the audience's: [`audience::suppression`]).
 //! - [`editor`]: the template editors' tools: sample data, the check, the preview.
 //! - [`app`]: the application layer: one [`app::App`] opened from the settings, one function
-//!   per use case, each returning a report that serialises to JSON.
+//!   per use case, each returning a report that serialises to JSON; who may do what
+//!   ([`app::Actor::may`]) and the audit row each change writes in its own transaction.
 //! - [`daemon`]: the daemon: planning on a schedule, delivering continuously, serving HTTP, and
 //!   the shutdown.
 //! - [`cli`]: the command line: one file per command, which parses, calls the above and prints.

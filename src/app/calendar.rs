@@ -4,6 +4,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::access::Action;
+use super::audit::{summary, Audited};
 use super::{Actor, App};
 use crate::audience::Audience;
 use crate::campaign::calendar::{cadence_text, reminder_name, reminder_steps};
@@ -65,15 +67,32 @@ impl App {
     /// out by themselves. Declaring twice changes nothing.
     pub async fn reopen(&self, who: &Actor, at: Option<DateTime<Utc>>) -> anyhow::Result<Reopened> {
         tracing::debug!(actor = %who, "declare the reopening");
+        self.permit(who, Action::Reopen, "service").await?;
         let now = self.clock.now();
-        let r =
-            phases::declare_reopening(&self.db, &self.settings.calendar, at.unwrap_or(now), now)
-                .await
-                .context("declaring the reopening")?;
-        Ok(Reopened {
-            at: r.at,
-            newly_declared: r.newly_declared,
-        })
+        let mut tx = self.begin().await?;
+        let before = phases::reopened_at(&mut *tx).await?;
+        let mut audited = Audited::new(who, Action::Reopen, "service");
+        audited.before = summary(serde_json::json!({ "reopening": before }));
+        let result = async {
+            let r = phases::declare_reopening_on(
+                &mut tx,
+                &self.settings.calendar,
+                at.unwrap_or(now),
+                now,
+            )
+            .await
+            .context("declaring the reopening")?;
+            let after = summary(serde_json::json!({ "reopening": r.at }));
+            Ok((
+                Reopened {
+                    at: r.at,
+                    newly_declared: r.newly_declared,
+                },
+                after,
+            ))
+        }
+        .await;
+        self.settle(tx, audited, result, false).await
     }
 
     /// The calendar as of `at` (default: the clock's now).

@@ -7,9 +7,11 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use super::access::Action;
+use super::audit::{summary, Audited};
 use super::{Actor, App};
 use crate::audience::Audience;
-use crate::campaign::lifecycle;
+use crate::campaign::lifecycle::{self, Transition};
 use crate::campaign::{self, NewCampaign, Overview};
 use crate::store::{queue, CampaignState, Counts};
 
@@ -48,6 +50,11 @@ pub struct CampaignView {
     /// Every planned message.
     pub planned: u64,
     pub messages: Counts,
+    /// Who created it (an operator's one-off campaign).
+    pub created_by: Option<String>,
+    /// The latest decision on it: approved or rejected, by whom, when, the audience frozen,
+    /// stale once a launch found the audience changed.
+    pub approval: Option<crate::campaign::approval::Approval>,
     /// The paused reason as recorded, for the operator at the terminal (not in JSON).
     #[serde(skip)]
     pub paused_reason_unmasked: Option<String>,
@@ -78,6 +85,8 @@ impl From<&Overview> for CampaignView {
             finished_at: o.finished_at,
             planned: o.counts.total(),
             messages: o.counts,
+            created_by: c.created_by.clone(),
+            approval: o.approval.clone(),
             paused_reason_unmasked: c.paused_reason.clone(),
             audience_description: c.audience.description(),
         }
@@ -144,6 +153,41 @@ impl App {
         req: &NewCampaignRequest,
     ) -> anyhow::Result<Created> {
         tracing::debug!(actor = %who, campaign = %req.name, "create campaign");
+        self.permit(who, Action::CampaignCreate, &req.name).await?;
+        // Checked and recorded like the rest: a request refused is in the audit log too.
+        let new = self.new_campaign(req);
+        let mut tx = self.begin().await?;
+        let audited = Audited::new(who, Action::CampaignCreate, req.name.clone());
+        let result = async {
+            let (new, templates) = new?;
+            let now = self.clock.now();
+            let c = campaign::create_on(&mut tx, &new, &templates, now, Some(who.name())).await?;
+            let size = campaign::audience_size_on(&mut tx, &c).await?;
+            let after = summary(serde_json::json!({
+                "state": c.state,
+                "audience": c.audience.name(),
+                "filter_province": c.filter_province,
+                "template": c.template,
+                "audience_size": size,
+            }));
+            let created = Created {
+                name: c.name,
+                audience: c.audience.to_string(),
+                filter_province: c.filter_province,
+                template: c.template,
+                audience_size: size,
+                send_at: c.send_at,
+                expires_at: c.expires_at,
+                send_at_past: new.send_at.is_some_and(|t| t <= now),
+            };
+            Ok((created, after))
+        }
+        .await;
+        self.settle(tx, audited, result, false).await
+    }
+
+    /// The campaign `req` asks for, checked, and the template set's message names.
+    fn new_campaign(&self, req: &NewCampaignRequest) -> anyhow::Result<(NewCampaign, Vec<String>)> {
         let now = self.clock.now();
         campaign::check_name(&req.name)?;
         let audience: Audience = req.audience.parse()?;
@@ -173,18 +217,7 @@ impl App {
             send_at,
             expires_at,
         };
-        let c = campaign::create(&self.db, &new, &templates.current().messages(), now).await?;
-        let size = campaign::audience_size(&self.db, &c).await?;
-        Ok(Created {
-            name: c.name,
-            audience: c.audience.to_string(),
-            filter_province: c.filter_province,
-            template: c.template,
-            audience_size: size,
-            send_at: c.send_at,
-            expires_at: c.expires_at,
-            send_at_past: send_at.is_some_and(|t| t <= now),
-        })
+        Ok((new, templates.current().messages()))
     }
 
     /// Every campaign, reminders included, oldest first.
@@ -202,10 +235,12 @@ impl App {
         ))
     }
 
-    /// Starts a draft campaign: the daemon plans and sends it (at its `send_at`, if set).
+    /// Starts a draft campaign: the daemon plans and sends it (at its `send_at`, if set). With
+    /// `approval.required`, only once someone other than its creator approved it, and only
+    /// while its audience is the one approved (see [`App::cleared_for_launch`]).
     pub async fn launch_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Launched> {
         tracing::debug!(actor = %who, campaign = name, "launch campaign");
-        let t = lifecycle::launch(&self.db, name, self.clock.now()).await?;
+        let t = self.transition(who, Action::CampaignLaunch, name).await?;
         let c = campaign::get(&self.db, name).await?;
         let size = campaign::audience_size(&self.db, &c).await?;
         Ok(Launched {
@@ -219,13 +254,17 @@ impl App {
     /// Pauses a running or scheduled campaign: the daemon stops sending it within seconds.
     pub async fn pause_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Transitioned> {
         tracing::debug!(actor = %who, campaign = name, "pause campaign");
-        Ok(lifecycle::pause(&self.db, name).await?.into())
+        Ok(self
+            .transition(who, Action::CampaignPause, name)
+            .await?
+            .into())
     }
 
     /// Resumes a paused campaign.
     pub async fn resume_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Transitioned> {
         tracing::debug!(actor = %who, campaign = name, "resume campaign");
-        Ok(lifecycle::resume(&self.db, name, self.clock.now())
+        Ok(self
+            .transition(who, Action::CampaignResume, name)
             .await?
             .into())
     }
@@ -233,9 +272,53 @@ impl App {
     /// Cancels a campaign for good: its pending messages are skipped.
     pub async fn cancel_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Transitioned> {
         tracing::debug!(actor = %who, campaign = name, "cancel campaign");
-        Ok(lifecycle::cancel(&self.db, name, self.clock.now())
+        Ok(self
+            .transition(who, Action::CampaignCancel, name)
             .await?
             .into())
+    }
+
+    /// One lifecycle action, in one transaction with its audit row: the campaign's state
+    /// before, the move, its state after. A launch first asks [`App::cleared_for_launch`].
+    async fn transition(
+        &self,
+        who: &Actor,
+        action: Action,
+        name: &str,
+    ) -> anyhow::Result<Transition> {
+        self.permit(who, action, name).await?;
+        let now = self.clock.now();
+        let mut tx = self.begin().await?;
+        let mut audited = Audited::new(who, action, name);
+        let result: anyhow::Result<(Transition, Option<String>)> = async {
+            let c = campaign::get_on(&mut tx, name).await?;
+            audited.before = summary(serde_json::json!({ "state": c.state }));
+            let t = match action {
+                Action::CampaignLaunch => {
+                    // A reminder is refused by the transition itself, with its own reason.
+                    if c.kind != crate::store::CampaignKind::Reminder
+                        && c.state == CampaignState::Draft
+                    {
+                        self.cleared_for_launch(&mut tx, &c).await?;
+                    }
+                    lifecycle::launch_on(&mut tx, name, now).await?
+                }
+                Action::CampaignPause => lifecycle::pause_on(&mut tx, name).await?,
+                Action::CampaignResume => lifecycle::resume_on(&mut tx, name, now).await?,
+                _ => lifecycle::cancel_on(&mut tx, name, now).await?,
+            };
+            let after = summary(serde_json::json!({ "state": t.state, "skipped": t.skipped }));
+            Ok((t, after))
+        }
+        .await;
+        // A launch refused for a changed audience keeps what it wrote: the approval is stale.
+        let keep = result.as_ref().err().is_some_and(|e| {
+            matches!(
+                e.downcast_ref::<campaign::approval::ApprovalError>(),
+                Some(campaign::approval::ApprovalError::AudienceChanged { .. })
+            )
+        });
+        self.settle(tx, audited, result, keep).await
     }
 
     /// The campaign's state and messages now (to follow it while it is sent).

@@ -4,6 +4,9 @@
 //! serialises to JSON; the command line prints it, and a browser console can call the very same
 //! functions. Nothing here prints: what a person reads is the caller's business.
 //!
+//! Who may do what is [`Actor::may`]; every use case that changes something asks it first and
+//! writes its audit row in its own transaction (`audit.rs`), refusals included.
+//!
 //! Errors are `anyhow` with the context a person needs ("loading templates", "planning"): the
 //! stages below return their own error types, and the reasons reach the caller intact.
 
@@ -11,7 +14,6 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -21,6 +23,10 @@ use crate::render::live::TemplateStore;
 use crate::render::templates::{TemplateError, TemplateSet};
 use crate::store::{Applied, Db};
 
+mod access;
+mod accounts;
+mod approval;
+mod audit;
 mod calendar;
 mod campaigns;
 mod queue;
@@ -29,6 +35,9 @@ mod run;
 mod samples;
 mod suppression;
 
+pub use access::{Action, Actor, Forbidden};
+pub use accounts::{AccountChanged, AccountError, LoginRefused, MIN_PASSWORD_CHARS};
+pub use approval::{ApprovalPreview, Approved, Rejected, SAMPLES};
 pub use calendar::{Cadence, CalendarReport, CalendarStep, Reopened, StepReminder};
 pub use campaigns::{
     CampaignProgress, CampaignView, Created, Launched, NewCampaignRequest, Transitioned,
@@ -43,34 +52,6 @@ pub use samples::{
     CampaignPreview, PreviewedMessage, TemplatesChecked, TemplatesPreviewed, TestSent,
 };
 pub use suppression::{SuppressAdded, Unsuppressed};
-
-/// Who asked for a use case. The command line is one operator at a terminal; the browser
-/// console will pass the person signed in, so that what changed can say by whom.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Actor {
-    /// A command typed by `user` (the operating-system account, as far as it is known).
-    CommandLine { user: String },
-}
-
-impl Actor {
-    /// The operator running this process, named by `$USER` or `$LOGNAME` when either is set.
-    pub fn command_line() -> Actor {
-        let user = ["USER", "LOGNAME"]
-            .iter()
-            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| "unknown".to_string());
-        Actor::CommandLine { user }
-    }
-}
-
-impl std::fmt::Display for Actor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Actor::CommandLine { user } => write!(f, "{user} (command line)"),
-        }
-    }
-}
 
 /// Everything a use case works with: the database, the settings, the clock, the templates and
 /// the transport. Cheap to clone (handles only). The templates are read from disk the first

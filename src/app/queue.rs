@@ -5,9 +5,11 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::access::Action;
+use super::audit::{summary, Audited};
 use super::{Actor, App};
 use crate::deliver::quota;
-use crate::deliver::retry::{retry_failed, RetryFilter};
+use crate::deliver::retry::{retry_failed_on, RetryFilter};
 use crate::explain::{explain, Explanation};
 use crate::import::{freshness, Freshness};
 use crate::render::templates::TemplateSet;
@@ -127,10 +129,36 @@ impl App {
         dry_run: bool,
     ) -> anyhow::Result<Retried> {
         tracing::debug!(actor = %who, dry_run, "retry failed messages");
-        let report = retry_failed(&self.db, filter, self.now_or(at), dry_run)
+        let object = filter
+            .campaign
+            .clone()
+            .unwrap_or_else(|| "all campaigns".to_string());
+        self.permit(who, Action::Retry, &object).await?;
+        let now = self.now_or(at);
+        let mut tx = self.begin().await?;
+        let report = retry_failed_on(&mut tx, filter, now, dry_run)
             .await
-            .context("putting failed messages back in the queue")?;
-        Ok(Retried {
+            .context("putting failed messages back in the queue");
+        if dry_run {
+            // A dry run changes nothing: nothing to record.
+            tx.rollback().await?;
+            return Ok(Retried::new(true, report?));
+        }
+        let result = report.map(|r| {
+            let after = summary(serde_json::json!({
+                "retried": r.retried(),
+                "reply": filter.reply,
+            }));
+            (Retried::new(false, r), after)
+        });
+        self.settle(tx, Audited::new(who, Action::Retry, object), result, false)
+            .await
+    }
+}
+
+impl Retried {
+    fn new(dry_run: bool, report: crate::deliver::retry::RetryReport) -> Retried {
+        Retried {
             dry_run,
             retried: report.retried(),
             per_campaign: report
@@ -142,6 +170,6 @@ impl App {
                     past_deadline,
                 })
                 .collect(),
-        })
+        }
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::access::Action;
 use super::{Actor, App};
 use crate::clock::Clock;
 use crate::import::snapshot::{Encoding, RowError};
@@ -157,6 +158,8 @@ impl App {
         options: UsersImport,
     ) -> anyhow::Result<UsersImported> {
         tracing::debug!(actor = %who, file = %file.display(), "import users");
+        self.permit(who, Action::Host, &file.display().to_string())
+            .await?;
         let settings = &self.settings;
         let options = ImportOptions {
             skip_invalid: options.skip_invalid,
@@ -219,6 +222,7 @@ impl App {
             None => None,
         };
         tracing::debug!(actor = %who, "run once");
+        self.permit(who, Action::Host, "run").await?;
         let templates = app.templates().context("loading templates")?;
         let transport = app.transport()?;
         let now = app.clock.now();
@@ -311,6 +315,7 @@ impl App {
         dry_run: bool,
     ) -> anyhow::Result<PlanReport> {
         tracing::debug!(actor = %who, dry_run, "plan");
+        self.permit(who, Action::Host, "plan").await?;
         let now = self.now_or(at);
         // The rows record the live template version, as a tick's do.
         let templates = self.templates().context("loading templates")?;

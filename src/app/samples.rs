@@ -7,6 +7,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::access::Action;
 use super::{Actor, App};
 use crate::campaign::{self, Campaign};
 use crate::config::Step;
@@ -84,7 +85,7 @@ pub struct TemplatesPreviewed {
 impl App {
     /// A worker that renders (and, with `transport`, sends) one sample message. One that only
     /// renders has no connection to the relay, so it needs no SMTP password.
-    fn sample_worker(&self, sends: bool) -> anyhow::Result<Worker> {
+    pub(super) fn sample_worker(&self, sends: bool) -> anyhow::Result<Worker> {
         let templates = self.templates().context("loading templates")?;
         let transport = if sends {
             self.transport()?
@@ -97,7 +98,12 @@ impl App {
 
     /// The campaign's audience size and its message rendered for the first real recipient,
     /// as if sent now. Nothing is sent.
-    pub async fn preview_campaign(&self, name: &str) -> anyhow::Result<CampaignPreview> {
+    pub async fn preview_campaign(
+        &self,
+        who: &Actor,
+        name: &str,
+    ) -> anyhow::Result<CampaignPreview> {
+        self.permit(who, Action::CampaignPreview, name).await?;
         let c = campaign::get(&self.db, name).await?;
         let size = campaign::audience_size(&self.db, &c).await?;
         let domain = email::message_id_domain(&self.settings.mail);
@@ -134,6 +140,23 @@ impl App {
     /// only. Nothing is written to the outbox; the campaign's state does not change.
     pub async fn send_test(&self, who: &Actor, name: &str, to: &str) -> anyhow::Result<TestSent> {
         tracing::debug!(actor = %who, campaign = name, "send a test message");
+        self.permit(who, Action::CampaignTest, name).await?;
+        let sent = self.send_test_message(name, to).await;
+        // Nothing in the database changes: the audit row is the only write, after the send.
+        let result = sent.map(|t| {
+            let after = super::audit::summary(serde_json::json!({
+                "to": t.to,
+                "rendered_for": t.rendered_for,
+                "delivery": t.delivery,
+            }));
+            (t, after)
+        });
+        let tx = self.begin().await?;
+        let audited = super::audit::Audited::new(who, Action::CampaignTest, name);
+        self.settle(tx, audited, result, false).await
+    }
+
+    async fn send_test_message(&self, name: &str, to: &str) -> anyhow::Result<TestSent> {
         if let Some(problem) = crate::import::snapshot::email_problem(to) {
             anyhow::bail!("--to `{to}` {problem}");
         }
@@ -262,7 +285,7 @@ pub fn check_templates(settings: &crate::config::Settings) -> TemplatesChecked {
 }
 
 /// Renders the campaign's message for `row` as the worker would at `now`.
-async fn render_sample(
+pub(super) async fn render_sample(
     worker: &Worker,
     c: &Campaign,
     row: &Claimed,

@@ -95,10 +95,18 @@ pub(crate) async fn add_on(
 
 /// Removes `address`. Returns whether it was on the list.
 pub async fn remove(db: &Db, address: &str) -> Result<bool, SuppressionError> {
+    remove_on(&mut *db.pool().acquire().await?, address).await
+}
+
+/// [`remove`] on a connection (or in a transaction) of the caller's.
+pub(crate) async fn remove_on(
+    conn: &mut sqlx::AnyConnection,
+    address: &str,
+) -> Result<bool, SuppressionError> {
     let address = normalise(address)?;
     let n = sqlx::query("DELETE FROM suppressions WHERE address = $1")
         .bind(&address)
-        .execute(db.pool())
+        .execute(conn)
         .await?
         .rows_affected();
     Ok(n > 0)

@@ -13,10 +13,10 @@
 //! here too.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{AnyConnection, Connection, Row};
 
 use super::action::Action;
-use super::{get, CampaignError};
+use super::{get_on, CampaignError};
 use crate::store::{CampaignKind, CampaignState, Db, UnknownState};
 
 /// The outcome of a lifecycle command.
@@ -29,8 +29,19 @@ pub struct Transition {
     pub skipped: u64,
 }
 
-/// draft -> scheduled (send_at in the future) or running. Not for reminder campaigns.
+/// draft -> scheduled (send_at in the future) or running. Not for reminder campaigns. This is
+/// the bare transition: the second person's approval is checked by the application's launch
+/// ([`crate::app::App::launch_campaign`]), which calls [`launch_on`] in its transaction.
 pub async fn launch(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
+    launch_on(&mut *db.pool().acquire().await?, name, now).await
+}
+
+/// [`launch`] on the caller's connection (or transaction).
+pub(crate) async fn launch_on(
+    conn: &mut AnyConnection,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<Transition, CampaignError> {
     let row = sqlx::query(&format!(
         "UPDATE campaigns SET \
             state = CASE WHEN send_at IS NOT NULL AND send_at > $2 THEN 'scheduled' ELSE 'running' END, \
@@ -40,21 +51,29 @@ pub async fn launch(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transitio
     ))
     .bind(name)
     .bind(now.timestamp())
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *conn)
     .await?;
-    transition_result(db, name, Action::Launch, row, 0).await
+    transition_result(conn, name, Action::Launch, row, 0).await
 }
 
 /// running | scheduled -> paused. The worker stops claiming its messages at the next batch.
 pub async fn pause(db: &Db, name: &str) -> Result<Transition, CampaignError> {
+    pause_on(&mut *db.pool().acquire().await?, name).await
+}
+
+/// [`pause`] on the caller's connection (or transaction).
+pub(crate) async fn pause_on(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> Result<Transition, CampaignError> {
     let row = sqlx::query(&format!(
         "UPDATE campaigns SET state = 'paused' WHERE name = $1 AND {} RETURNING state",
         Action::Pause.guard()
     ))
     .bind(name)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *conn)
     .await?;
-    transition_result(db, name, Action::Pause, row, 0).await
+    transition_result(conn, name, Action::Pause, row, 0).await
 }
 
 /// running | scheduled -> paused by avvisi itself (the circuit breaker), with `reason` for the
@@ -74,6 +93,15 @@ pub(crate) async fn pause_for(db: &Db, name: &str, reason: &str) -> Result<bool,
 
 /// paused -> running, or scheduled when its send_at is still in the future.
 pub async fn resume(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
+    resume_on(&mut *db.pool().acquire().await?, name, now).await
+}
+
+/// [`resume`] on the caller's connection (or transaction).
+pub(crate) async fn resume_on(
+    conn: &mut AnyConnection,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<Transition, CampaignError> {
     let row = sqlx::query(&format!(
         "UPDATE campaigns SET \
             state = CASE WHEN send_at IS NOT NULL AND send_at > $2 THEN 'scheduled' ELSE 'running' END, \
@@ -85,9 +113,9 @@ pub async fn resume(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transitio
     ))
     .bind(name)
     .bind(now.timestamp())
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *conn)
     .await?;
-    transition_result(db, name, Action::Resume, row, 0).await
+    transition_result(conn, name, Action::Resume, row, 0).await
 }
 
 /// The reason recorded on the messages a cancel skips.
@@ -96,7 +124,16 @@ pub(crate) const CANCELLED_REASON: &str = "campaign cancelled by an operator";
 /// draft | scheduled | running | paused -> cancelled; in the same transaction every pending
 /// message of the campaign becomes skipped. Messages already on the wire finish.
 pub async fn cancel(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
-    let mut tx = db.pool().begin().await?;
+    cancel_on(&mut *db.pool().acquire().await?, name, now).await
+}
+
+/// [`cancel`] on the caller's connection (a savepoint when it is a transaction).
+pub(crate) async fn cancel_on(
+    conn: &mut AnyConnection,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<Transition, CampaignError> {
+    let mut tx = conn.begin().await?;
     let row = sqlx::query(&format!(
         "UPDATE campaigns SET state = 'cancelled', finished_at = $2, paused_reason = NULL \
          WHERE name = $1 AND {} RETURNING id, state",
@@ -125,12 +162,12 @@ pub async fn cancel(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transitio
     } else {
         tx.rollback().await?;
     }
-    transition_result(db, name, Action::Cancel, row, skipped).await
+    transition_result(conn, name, Action::Cancel, row, skipped).await
 }
 
 /// Turns the row returned by a guarded UPDATE into the transition, or explains the refusal.
 async fn transition_result(
-    db: &Db,
+    conn: &mut AnyConnection,
     name: &str,
     action: Action,
     row: Option<sqlx::any::AnyRow>,
@@ -148,7 +185,7 @@ async fn transition_result(
             skipped,
         });
     }
-    let c = get(db, name).await?;
+    let c = get_on(conn, name).await?;
     if c.kind == CampaignKind::Reminder && action == Action::Launch {
         return Err(CampaignError::Reminder {
             name: c.name,

@@ -12,6 +12,7 @@ use rand::Rng;
 use sqlx::Row;
 
 pub mod action;
+pub mod approval;
 pub mod calendar;
 pub mod lifecycle;
 pub mod phases;
@@ -43,6 +44,8 @@ pub struct Campaign {
     /// Whether its messages merge into the daily digest (the calendar's campaigns; not an
     /// operator's one-off campaign, which is an email of its own).
     pub digest: bool,
+    /// Who created it (an operator's one-off campaign): its approver must be someone else.
+    pub created_by: Option<String>,
 }
 
 /// The campaigns the calendar makes ([`sync_reminders`] creates them at the first planner tick):
@@ -65,6 +68,7 @@ pub(crate) fn calendar_campaigns(cal: &CalendarSettings) -> Vec<Campaign> {
             expires_at: Some(cal.deadline),
             paused_reason: None,
             digest: true,
+            created_by: None,
         })
         .collect();
     // The maintenance notice: from the calendar, not by hand.
@@ -81,6 +85,7 @@ pub(crate) fn calendar_campaigns(cal: &CalendarSettings) -> Vec<Campaign> {
         expires_at: Some(cal.maintenance_start),
         paused_reason: None,
         digest: true,
+        created_by: None,
     });
     out
 }
@@ -169,6 +174,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Campaign, sqlx::Error> {
         expires_at: store::timestamp(row.try_get("expires_at")?),
         paused_reason: row.try_get("paused_reason")?,
         digest: row.try_get::<i64, _>("digest")? == 1,
+        created_by: row.try_get("created_by")?,
     })
 }
 
@@ -256,6 +262,18 @@ pub async fn create(
     templates: &[String],
     now: DateTime<Utc>,
 ) -> Result<Campaign, CampaignError> {
+    let mut conn = db.pool().acquire().await?;
+    create_on(&mut conn, new, templates, now, None).await
+}
+
+/// [`create`] on the caller's connection (or transaction), recording who created it.
+pub(crate) async fn create_on(
+    conn: &mut sqlx::AnyConnection,
+    new: &NewCampaign,
+    templates: &[String],
+    now: DateTime<Utc>,
+    created_by: Option<&str>,
+) -> Result<Campaign, CampaignError> {
     check_name(&new.name)?;
     if !templates.contains(&new.template) {
         return Err(CampaignError::UnknownTemplate {
@@ -275,8 +293,8 @@ pub async fn create(
     }
     let inserted = sqlx::query(
         "INSERT INTO campaigns (name, kind, audience, template, filter_province, state, uid, send_at, \
-            expires_at, created_at, digest) \
-         VALUES ($1, 'oneoff', $2, $3, $4, 'draft', $5, $6, $8, $7, 0) ON CONFLICT (name) DO NOTHING",
+            expires_at, created_at, digest, created_by) \
+         VALUES ($1, 'oneoff', $2, $3, $4, 'draft', $5, $6, $8, $7, 0, $9) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&new.name)
     .bind(new.audience.name())
@@ -286,17 +304,18 @@ pub async fn create(
     .bind(new.send_at.map(|t| t.timestamp()))
     .bind(now.timestamp())
     .bind(new.expires_at.timestamp())
-    .execute(db.pool())
+    .bind(created_by.map(str::to_string))
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     if inserted == 0 {
         return Err(CampaignError::AlreadyExists(new.name.clone()));
     }
-    get(db, &new.name).await
+    get_on(conn, &new.name).await
 }
 
 const COLUMNS: &str = "id, name, kind, audience, template, filter_province, state, uid, send_at, \
-                       expires_at, created_at, started_at, finished_at, paused_reason, digest";
+                       expires_at, created_at, started_at, finished_at, paused_reason, digest, created_by";
 
 /// The campaign named `name`, if any.
 pub async fn find(db: &Db, name: &str) -> Result<Option<Campaign>, sqlx::Error> {
@@ -314,9 +333,41 @@ pub async fn get(db: &Db, name: &str) -> Result<Campaign, CampaignError> {
         .ok_or_else(|| CampaignError::NotFound(name.to_string()))
 }
 
+/// [`get`] on the caller's connection (or transaction).
+pub(crate) async fn get_on(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+) -> Result<Campaign, CampaignError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM campaigns WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| CampaignError::NotFound(name.to_string()))
+}
+
 /// How many users are in the campaign's audience now (province filter included).
 pub(crate) async fn audience_size(db: &Db, c: &Campaign) -> Result<u64, sqlx::Error> {
     size(db, c.audience, c.filter_province.as_deref()).await
+}
+
+/// How many users are in the campaign's audience now, on the caller's connection (or
+/// transaction).
+pub(crate) async fn audience_size_on(
+    conn: &mut sqlx::AnyConnection,
+    c: &Campaign,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM users u WHERE {}",
+        c.audience.condition_in(1)
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(c.filter_province.clone())
+        .fetch_one(conn)
+        .await?;
+    Ok(n as u64)
 }
 
 /// How many users are in `audience` now, in `province` if given.
@@ -342,6 +393,8 @@ pub(crate) struct Overview {
     /// Users in the audience now.
     pub audience_size: u64,
     pub counts: Counts,
+    /// The latest decision on it (a one-off campaign's approval or rejection).
+    pub approval: Option<approval::Approval>,
 }
 
 /// The overview of every campaign (reminders included), oldest first.
@@ -370,7 +423,9 @@ async fn overview_from_row(db: &Db, row: &sqlx::any::AnyRow) -> Result<Overview,
     let campaign = from_row(row)?;
     let audience_size = audience_size(db, &campaign).await?;
     let counts = queue::of_campaign(db, campaign.id).await?;
+    let approval = approval::latest(&mut *db.pool().acquire().await?, campaign.id).await?;
     Ok(Overview {
+        approval,
         created_at: store::timestamp(row.try_get("created_at")?),
         started_at: store::timestamp(row.try_get("started_at")?),
         finished_at: store::timestamp(row.try_get("finished_at")?),

@@ -32,21 +32,9 @@ pub(crate) const REOPENING: [(&str, Audience); 4] = [
     ),
 ];
 
-/// Records, once, who lapsed at the deadline. Returns the rows recorded now (0 when done before
+/// Records, once, who lapsed at the deadline, on a connection of the caller's (inside a
+/// transaction of the caller's, a savepoint). Returns the rows recorded now (0 when done before
 /// or when the maintenance has not started).
-pub(crate) async fn record_lapsed(
-    db: &Db,
-    cal: &CalendarSettings,
-    now: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    if now < cal.maintenance_start {
-        return Ok(0);
-    }
-    record_lapsed_on(&mut *db.pool().acquire().await?, cal, now).await
-}
-
-/// [`record_lapsed`] on a connection of the caller's (inside a transaction of the caller's, a
-/// savepoint).
 pub(crate) async fn record_lapsed_on(
     conn: &mut sqlx::AnyConnection,
     cal: &CalendarSettings,
@@ -116,6 +104,16 @@ pub async fn declare_reopening(
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Reopening, PhaseError> {
+    declare_reopening_on(&mut *db.pool().acquire().await?, cal, at, now).await
+}
+
+/// [`declare_reopening`] on the caller's connection (savepoints when it is a transaction).
+pub(crate) async fn declare_reopening_on(
+    conn: &mut sqlx::AnyConnection,
+    cal: &CalendarSettings,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Reopening, PhaseError> {
     if at < cal.maintenance_start {
         return Err(PhaseError::ReopenBeforeMaintenance {
             at,
@@ -124,8 +122,8 @@ pub async fn declare_reopening(
     }
     // Recorded now if the maintenance has started; otherwise by the first planner tick after
     // it, always before any reopening notice can be planned (they are due after it).
-    record_lapsed(db, cal, now).await?;
-    let mut tx = db.pool().begin().await?;
+    record_lapsed_on(&mut *conn, cal, now).await?;
+    let mut tx = conn.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO service_events (name, at, declared_at) VALUES ('reopened', $1, $2) \
          ON CONFLICT (name) DO NOTHING",
@@ -137,7 +135,7 @@ pub async fn declare_reopening(
     .rows_affected();
     if inserted == 0 {
         tx.rollback().await?;
-        let at = reopened_at(db.pool()).await?.unwrap_or(at);
+        let at = reopened_at(&mut *conn).await?.unwrap_or(at);
         return Ok(Reopening {
             at,
             newly_declared: false,

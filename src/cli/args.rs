@@ -157,6 +157,25 @@ pub enum Command {
     /// Returned mail: `bounces import PATH` reads a Maildir folder or an mbox file of bounces.
     #[command(subcommand)]
     Bounces(crate::cli::bounces::BouncesCommand),
+
+    /// The console's accounts: add, list, disable, change a password or a role.
+    #[command(subcommand)]
+    Users(crate::cli::users::UsersCommand),
+
+    /// The audit log: who did what, when, from where, and how it ended.
+    #[command(
+        after_help = "Every action that changes something is recorded, in the same transaction as the
+        change; a refused one too, with its reason. Times in the calendar's time zone (JSON: UTC).
+
+        Examples:
+  avvisi audit
+  avvisi audit --since 2026-11-26T00:00:00+01:00 --json"
+    )]
+    Audit {
+        /// Only what happened at or after this instant (RFC 3339).
+        #[arg(long, value_name = "TIMESTAMP")]
+        since: Option<DateTime<Utc>>,
+    },
 }
 
 #[derive(Debug, Args)]

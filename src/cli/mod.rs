@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 
 mod args;
+mod audit;
 pub mod bounces;
 pub mod campaign;
 mod configuration;
@@ -27,6 +28,7 @@ pub mod service;
 mod status;
 pub mod suppress;
 pub mod templates;
+pub mod users;
 
 pub use args::{Cli, Command, ConfigCommand, PlanArgs, RetryArgs, RunArgs, ServiceCommand};
 pub use import::{ImportCommand, ImportUsersArgs};
@@ -117,6 +119,8 @@ async fn dispatch(
         } => report::run(app, &campaign, out.as_deref(), html.as_deref(), json).await,
         Command::Suppress(cmd) => suppress::run(cmd, app, who, json).await,
         Command::Bounces(cmd) => bounces::run(cmd, app, who, json).await,
+        Command::Users(cmd) => users::run(cmd, app, who, json).await,
+        Command::Audit { since } => audit::run(app, since, json).await,
         Command::Config(_) => unreachable!("handled before the database is opened"),
     }
 }

@@ -400,11 +400,22 @@ pub(crate) async fn first_recipient(
     c: &Campaign,
     message_id: &str,
 ) -> Result<Option<Claimed>, sqlx::Error> {
+    Ok(recipients(db, c, message_id, 1).await?.into_iter().next())
+}
+
+/// The first `limit` users of the campaign's audience by user id, as rows to render (the
+/// samples an approver reads).
+pub(crate) async fn recipients(
+    db: &Db,
+    c: &Campaign,
+    message_id: &str,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
     let sql = format!(
         "SELECT CAST(0 AS BIGINT) AS id, $2 AS campaign, 'main' AS step, $3 AS template, \
             $4 AS message_id, CAST(0 AS BIGINT) AS attempts, CAST($5 AS BIGINT) AS expires_at, \
             CAST(NULL AS BIGINT) AS digest_of, {CONTACT_COLUMNS}, u.email AS recipient, \
-            CAST(0 AS BIGINT) AS fallback FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
+            CAST(0 AS BIGINT) AS fallback FROM users u WHERE {} ORDER BY u.user_id LIMIT $6",
         c.audience.condition_in(1)
     );
     let row = sqlx::query(&sql)
@@ -413,9 +424,10 @@ pub(crate) async fn first_recipient(
         .bind(&c.template)
         .bind(message_id)
         .bind(c.expires_at.map(|t| t.timestamp()))
-        .fetch_optional(db.pool())
+        .bind(limit)
+        .fetch_all(db.pool())
         .await?;
-    row.as_ref().map(claimed_from_row).transpose()
+    row.iter().map(claimed_from_row).collect()
 }
 
 /// Decodes a row selected as [`claim`]'s final query selects it: [`OUTBOX_COLUMNS`],

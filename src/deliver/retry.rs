@@ -54,7 +54,18 @@ pub async fn retry_failed(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<RetryReport, sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    retry_failed_on(&mut *db.pool().acquire().await?, filter, now, dry_run).await
+}
+
+/// [`retry_failed`] on the caller's connection (a savepoint when it is a transaction).
+pub(crate) async fn retry_failed_on(
+    conn: &mut sqlx::AnyConnection,
+    filter: &RetryFilter,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<RetryReport, sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
     let counts = format!(
         "SELECT c.name, SUM(CASE WHEN {IN_TIME} THEN 1 ELSE 0 END), \
             SUM(CASE WHEN {IN_TIME} THEN 0 ELSE 1 END) \

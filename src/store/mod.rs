@@ -17,6 +17,8 @@ use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
 use crate::config::{redact_url, DatabaseSettings, DEFAULT_BUSY_TIMEOUT};
 
+pub mod accounts;
+pub mod audit;
 pub mod daemons;
 pub(crate) mod digest;
 mod lane;

@@ -112,7 +112,10 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
         Some(t.clock.now() + chrono::Duration::days(days))
     );
 
-    let preview = app.preview_campaign("notice-bo").await.expect("preview");
+    let preview = app
+        .preview_campaign(&who, "notice-bo")
+        .await
+        .expect("preview");
     assert_eq!(preview.audience_size, created.audience_size);
     let message = preview.message.expect("a recipient to render for");
     assert!(!message.subject.is_empty() && !message.text.is_empty());
@@ -132,6 +135,15 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
     assert_eq!(progress.state, CampaignState::Draft);
     assert_eq!(progress.messages.total(), 0, "nothing in the outbox");
 
+    // A second person approves it (what they read: ten rendered messages at most), then it
+    // launches.
+    let approver = Actor::CommandLine {
+        user: "test-approver".into(),
+    };
+    let preview = app.approval_preview(&approver, "notice-bo").await.unwrap();
+    assert_eq!(preview.audience_size, created.audience_size);
+    assert_eq!(preview.samples.len() as u64, created.audience_size.min(10));
+    app.approve_campaign(&approver, &preview).await.unwrap();
     let launched = app.launch_campaign(&who, "notice-bo").await.unwrap();
     assert_eq!(launched.state, CampaignState::Running);
     let paused = app.pause_campaign(&who, "notice-bo").await.unwrap();
@@ -225,7 +237,7 @@ async fn only_the_use_cases_that_send_read_the_relay_password(t: TestApp) {
     .await
     .expect("create");
     app.status().await.expect("status reads no password");
-    let preview = app.preview_campaign("notice").await.expect("preview");
+    let preview = app.preview_campaign(&who, "notice").await.expect("preview");
     assert!(preview.message.is_some());
     let plan = app.plan(&who, None, true).await.expect("a dry run");
     assert!(plan.dry_run);

@@ -71,6 +71,16 @@ async fn create(app: &TestApp, name: &str, province: Option<&str>) -> campaign::
         .expect("create campaign")
 }
 
+/// Approves campaign `name` from the command line as an operating-system user who created
+/// nothing.
+fn approve_as_another(app: &TestApp, name: &str) {
+    let out = app.avvisi(
+        &["campaign", "approve", name, "--yes"],
+        &[("USER", "second-person")],
+    );
+    assert!(out.status.success(), "approve {name}: {}", stderr(&out));
+}
+
 async fn state_of(app: &TestApp, name: &str) -> String {
     campaign::get(&app.db, name)
         .await
@@ -114,6 +124,10 @@ async fn oneoff_campaign_reaches_exactly_its_audience(app: TestApp) {
     assert!(app.users_in("notice-bo", "pending").await.is_empty());
     assert!(app.users_in("notice-bo", "sent").await.is_empty());
 
+    // Launched once a second person approved it (the creator is this process's $USER).
+    let out = fails(&app, &["campaign", "launch", "notice-bo"]);
+    assert!(out.contains("has not been approved"), "{out}");
+    approve_as_another(&app, "notice-bo");
     let out = ok(&app, &["campaign", "launch", "notice-bo"]);
     assert!(out.contains("is running"), "{out}");
     assert_eq!(state_of(&app, "notice-bo").await, "running");
@@ -449,6 +463,7 @@ async fn preview_and_test_use_a_real_recipient(app: TestApp) {
 async fn launch_wait_follows_the_campaign_until_it_finishes(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice-bo", Some("BO")).await;
+    approve_as_another(&app, "notice-bo");
     let (out, err) = (
         app.dir.path().join("launch.out"),
         app.dir.path().join("launch.err"),
@@ -643,7 +658,8 @@ on_both_backends!(
 #[test]
 fn every_campaign_command_has_help_with_an_example() {
     for sub in [
-        "create", "list", "show", "preview", "test", "launch", "pause", "resume", "cancel",
+        "create", "list", "show", "preview", "test", "approve", "reject", "launch", "pause",
+        "resume", "cancel",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_avvisi"))
             .args(["campaign", sub, "--help"])

@@ -8,10 +8,12 @@ use clap::{Args, Subcommand};
 
 use super::{local, print_json, show};
 
+mod approve;
 mod follow;
 mod print;
 use crate::app::{Actor, App, NewCampaignRequest};
 use crate::store::CampaignState;
+use crate::telemetry::printable;
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
@@ -72,6 +74,36 @@ pub enum CampaignCommand {
         /// Follow the campaign's progress until it finishes.
         #[arg(long)]
         wait: bool,
+    },
+
+    /// Approve a draft campaign (someone other than its creator): shows its audience and ten
+    /// messages rendered for real recipients, then records the approval, which freezes them.
+    #[command(
+        after_help = "The audience is frozen: its size and a SHA-256 of its user ids. A launch whose audience
+        changed since then is refused with the difference, and needs a new approval.
+        Without --yes, asks for a confirmation at the terminal; a script must pass --yes.
+
+        Example:
+  avvisi campaign approve maintenance-notice"
+    )]
+    Approve {
+        /// The campaign's name.
+        name: String,
+        /// Record the approval without asking (required when standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+
+    /// Reject a draft campaign (someone other than its creator), with the reason.
+    #[command(
+        after_help = "Example:\n  avvisi campaign reject maintenance-notice --reason \"wrong province: BO, not BA\""
+    )]
+    Reject {
+        /// The campaign's name.
+        name: String,
+        /// Why, for its creator.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
     },
 
     /// Pause a running or scheduled campaign: the daemon stops sending it within seconds.
@@ -153,7 +185,7 @@ pub(crate) async fn run(
             show(json, &c, |c| print::show(c, tz))
         }
         CampaignCommand::Preview { name } => {
-            let p = app.preview_campaign(&name).await?;
+            let p = app.preview_campaign(who, &name).await?;
             show(json, &p, |p| print::preview(p, tz))
         }
         CampaignCommand::Test { name, to } => {
@@ -197,6 +229,18 @@ pub(crate) async fn run(
                 }
                 Ok(ExitCode::SUCCESS)
             }
+        }
+        CampaignCommand::Approve { name, yes } => approve::run(app, who, &name, yes, json).await,
+        CampaignCommand::Reject { name, reason } => {
+            let r = app.reject_campaign(who, &name, &reason).await?;
+            show(json, &r, |r| {
+                println!(
+                    "campaign {} rejected by {}: {}; it cannot be launched until someone approves it",
+                    r.campaign,
+                    r.rejected_by,
+                    printable(&r.reason)
+                )
+            })
         }
         CampaignCommand::Pause { name } => {
             let t = app.pause_campaign(who, &name).await?;

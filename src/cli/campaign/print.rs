@@ -2,7 +2,7 @@
 
 use chrono_tz::Tz;
 
-use crate::app::{CampaignPreview, CampaignView, Created};
+use crate::app::{ApprovalPreview, CampaignPreview, CampaignView, Created};
 use crate::cli::local;
 use crate::telemetry::printable;
 
@@ -29,7 +29,7 @@ pub(super) fn created(c: &Created, tz: Tz) {
         println!("note: --send-at is already past; once launched it starts at once");
     }
     println!(
-        "next: `avvisi campaign preview {0}`, `avvisi campaign test {0} --to ADDRESS`, then `avvisi campaign launch {0}`",
+        "next: `avvisi campaign preview {0}`, `avvisi campaign test {0} --to ADDRESS`, someone else's `avvisi campaign approve {0}`, then `avvisi campaign launch {0}`",
         c.name
     );
 }
@@ -109,7 +109,14 @@ pub(super) fn show(c: &CampaignView, tz: Tz) {
         ("template", c.template.clone()),
         ("send at", local(c.send_at, tz)),
         ("expires at", local(c.expires_at, tz)),
-        ("created", local(c.created_at, tz)),
+        (
+            "created",
+            match &c.created_by {
+                Some(by) => format!("{} by {}", local(c.created_at, tz), printable(by)),
+                None => local(c.created_at, tz),
+            },
+        ),
+        ("approval", approval_text(c, tz)),
         ("started", local(c.started_at, tz)),
         ("finished", local(c.finished_at, tz)),
         ("planned", p.total().to_string()),
@@ -155,4 +162,72 @@ pub(super) fn preview(p: &CampaignPreview, tz: Tz) {
     println!("Subject: {}", m.subject);
     println!();
     println!("{}", m.text.trim_end());
+}
+
+/// What an approver reads before approving.
+pub(super) fn approval_preview(p: &ApprovalPreview, tz: Tz) {
+    println!(
+        "campaign {}: audience {}, template {}, created by {}",
+        p.campaign,
+        audience_text(&p.audience, p.filter_province.as_deref()),
+        p.template,
+        p.created_by
+            .as_deref()
+            .map(printable)
+            .unwrap_or("an unknown operator".into())
+    );
+    println!(
+        "{} users now (SHA-256 of their ids {})",
+        p.audience_size, p.audience_sha256
+    );
+    println!("the first {} messages, as rendered now:", p.samples.len());
+    for (i, m) in p.samples.iter().enumerate() {
+        println!();
+        println!(
+            "--- {} of {}: {} {} ({}) <{}>, at {}",
+            i + 1,
+            p.samples.len(),
+            printable(&m.first_name),
+            printable(&m.last_name),
+            m.user_id,
+            printable(&m.recipient),
+            local(Some(m.at), tz)
+        );
+        println!("Subject: {}", printable(&m.subject));
+        for line in m.text.lines() {
+            println!("    {}", printable(line));
+        }
+    }
+    println!();
+}
+
+/// The latest decision on a campaign, in a line.
+fn approval_text(c: &CampaignView, tz: Tz) -> String {
+    use crate::campaign::approval::Decision;
+    let Some(a) = &c.approval else {
+        return match (c.kind.as_str(), c.state.as_str()) {
+            ("oneoff", "draft") => {
+                "none yet (`avvisi campaign approve NAME`, by someone else)".into()
+            }
+            _ => "-".into(),
+        };
+    };
+    let when = local(a.decided_at, tz);
+    match a.decision {
+        Decision::Rejected => format!(
+            "rejected by {} at {when}: {}",
+            printable(&a.decided_by),
+            printable(a.reason.as_deref().unwrap_or(""))
+        ),
+        Decision::Approved => format!(
+            "approved by {} at {when} for {} users{}",
+            printable(&a.decided_by),
+            a.audience.as_ref().map_or(0, |f| f.size),
+            if a.stale_at.is_some() {
+                " (stale: the audience changed since; approve again)"
+            } else {
+                ""
+            }
+        ),
+    }
 }
