@@ -124,7 +124,8 @@ pub async fn latest(
 }
 
 /// Records an approval of `c` by `by` freezing `audience` (which the caller computed on this
-/// connection) and its rendered `samples` (JSON); the audience's ids are copied beside it.
+/// connection) and its rendered `samples` (JSON); the audience's ids are copied beside it, in
+/// place of those of the campaign's earlier approvals.
 pub(crate) async fn approve(
     conn: &mut AnyConnection,
     c: &Campaign,
@@ -145,6 +146,16 @@ pub(crate) async fn approve(
     .bind(&audience.sha256)
     .bind(samples)
     .fetch_one(&mut *conn)
+    .await?;
+    // Only the latest approval is compared with at launch: the ids of earlier ones (up to the
+    // whole user base each) are dropped; their size and hash stay.
+    sqlx::query(
+        "DELETE FROM approval_members WHERE approval_id IN \
+           (SELECT id FROM campaign_approvals WHERE campaign_id = $1 AND id <> $2)",
+    )
+    .bind(c.id)
+    .bind(id)
+    .execute(&mut *conn)
     .await?;
     sqlx::query(&format!(
         "INSERT INTO approval_members (approval_id, user_id) \

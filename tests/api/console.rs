@@ -431,6 +431,17 @@ async fn a_second_person_approves_and_a_changed_audience_needs_a_new_approval(t:
         &["campaign", "approve", "notice-bo", "--yes"],
         None,
     );
+    // Only the latest approval keeps its audience's ids: the stale one's are gone.
+    let kept: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT m.approval_id, COUNT(*) FROM approval_members m \
+         JOIN campaign_approvals a ON a.id = m.approval_id JOIN campaigns c ON c.id = a.campaign_id \
+         WHERE c.name = 'notice-bo' GROUP BY m.approval_id",
+    )
+    .fetch_all(t.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1, 2, "{kept:?}");
     let launched = ok_as(&t, "alice", &["campaign", "launch", "notice-bo"], None);
     assert!(launched.contains("is running"), "{launched}");
     t.run_once().await;
