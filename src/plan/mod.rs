@@ -5,9 +5,10 @@
 //! it supersedes the older steps still pending, so nobody gets two reminders of the same thing
 //! at once; a user who already got a message of the campaign today gets no other that day.
 //!
-//! The planning proper is one transaction, and it ends with the merge of `store::digest`: the
-//! rows due for one person on one local day become one email (the daily digest), before any
-//! claimer sees them. A person who already got an email today gets nothing more from the
+//! The planning proper is one transaction, and the rows due for one person on one local day
+//! become one email (the daily digest) before any claimer sees them: written already grouped
+//! when nothing was pending before the pass (the first pass of a calendar, the largest), else
+//! grouped by the merge of `store::digest`. A person who already got an email today gets nothing more from the
 //! calendar that day: what is due is planned the next day, when it merges with that day's rows.
 //!
 //! The whole pass runs on one connection, so that [`report`]'s dry run can wrap it in a
