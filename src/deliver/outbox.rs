@@ -119,49 +119,78 @@ pub(crate) async fn claim(
     conn: &mut AnyConnection,
     request: &ClaimRequest<'_>,
 ) -> Result<(Vec<Claimed>, Vec<(String, u64)>), sqlx::Error> {
-    let ClaimRequest {
-        backend,
-        token,
-        now,
-        lease_seconds,
-        limit,
-        stale,
-        hold_reminders,
-    } = *request;
-    let claim = Claim {
-        backend,
-        token,
-        now,
-        lease_seconds,
-        hold_reminders,
+    let (token, now) = (request.token, request.now);
+    if claim_leads(conn, request).await? == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    // The other rows of the claimed digests travel with their lead.
+    let followers = sqlx::query(&followers_sql(request.backend, request.hold_reminders))
+        .bind(token)
+        .bind(request.lease_seconds as i64)
+        .bind(now.timestamp())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    // The user must still qualify now, by the same rule that planned the row.
+    let campaigns = claimed_campaigns(conn, token).await?;
+    let mut skipped: Vec<(String, u64)> = Vec::new();
+    // A suppressed address with no institutional one to fall back to: every row of the user is
+    // skipped (all the sections of a digest alike), before the sections are looked at.
+    for campaign_id in skip_suppressed(conn, token, now).await? {
+        if let Some(c) = campaigns.iter().find(|c| c.id == campaign_id) {
+            add_skipped(&mut skipped, &c.name, 1);
+        }
+    }
+    skip_unqualified(conn, request, &campaigns, followers > 0, &mut skipped).await?;
+    let dropped = match followers {
+        0 => Vec::new(),
+        _ => dropped_sections(conn, token, &campaigns).await?,
     };
-    // Two statements, not one with an OR: each walks an index in queue order and stops at the
-    // limit, where the OR made SQLite collect and sort the whole queue on every claim. First
-    // the rows of a
-    // daemon that died (their lease is over: few), then the due ones.
-    let limit = u64::from(limit);
-    let stale = match stale {
-        true => claim_where(conn, &stale_rows(backend), &claim, limit).await?,
+    let claimed = claimed_rows(conn, token, &dropped).await?;
+    Ok((claimed, skipped))
+}
+
+/// Claims the leads of digests and the rows sent alone; returns how many.
+///
+/// Two statements, not one with an OR: each walks an index in queue order and stops at the
+/// limit, where the OR made SQLite collect and sort the whole queue on every claim. First the
+/// rows of a daemon that died (their lease is over: few), then the due ones.
+async fn claim_leads(
+    conn: &mut AnyConnection,
+    request: &ClaimRequest<'_>,
+) -> Result<u64, sqlx::Error> {
+    let claim = Claim {
+        backend: request.backend,
+        token: request.token,
+        now: request.now,
+        lease_seconds: request.lease_seconds,
+        hold_reminders: request.hold_reminders,
+    };
+    let limit = u64::from(request.limit);
+    let stale = match request.stale {
+        true => claim_where(conn, &stale_rows(request.backend), &claim, limit).await?,
         false => 0,
     };
     let due = match limit - stale.min(limit) {
         0 => 0,
         left => claim_where(conn, DUE, &claim, left).await?,
     };
-    let claimed = stale + due;
-    if claimed == 0 {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    // The other rows of the claimed digests travel with their lead.
-    let followers = sqlx::query(&followers_sql(backend, hold_reminders))
-        .bind(token)
-        .bind(lease_seconds as i64)
-        .bind(now.timestamp())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    Ok(stale + due)
+}
 
-    // The user must still qualify now, by the same rule that planned the row.
+/// A campaign with rows in the claim, and the rule its users must still meet.
+struct ClaimedCampaign {
+    id: i64,
+    audience: Audience,
+    province: Option<String>,
+    name: String,
+}
+
+/// The campaigns of the rows claimed by `token`.
+async fn claimed_campaigns(
+    conn: &mut AnyConnection,
+    token: &str,
+) -> Result<Vec<ClaimedCampaign>, sqlx::Error> {
     let campaigns = sqlx::query(
         "SELECT DISTINCT c.id, c.audience, c.filter_province, c.name FROM outbox o \
          JOIN campaigns c ON c.id = o.campaign_id WHERE o.claim_token = $1",
@@ -169,85 +198,109 @@ pub(crate) async fn claim(
     .bind(token)
     .fetch_all(&mut *conn)
     .await?;
-    let campaigns: Vec<(i64, Audience, Option<String>, String)> = campaigns
+    campaigns
         .iter()
         .map(|row| {
             let audience: Audience = row
                 .get::<String, _>(1)
                 .parse()
                 .map_err(|e: crate::audience::UnknownAudience| sqlx::Error::Decode(e.into()))?;
-            Ok((row.get(0), audience, row.get(2), row.get(3)))
+            Ok(ClaimedCampaign {
+                id: row.get(0),
+                audience,
+                province: row.get(2),
+                name: row.get(3),
+            })
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-    let mut skipped: Vec<(String, u64)> = Vec::new();
-    // A suppressed address with no institutional one to fall back to: every row of the user is
-    // skipped (all the sections of a digest alike), before the sections are looked at.
-    for campaign_id in skip_suppressed(conn, token, now).await? {
-        if let Some((_, _, _, name)) = campaigns.iter().find(|c| c.0 == campaign_id) {
-            match skipped.iter_mut().find(|(c, _)| c == name) {
-                Some((_, total)) => *total += 1,
-                None => skipped.push((name.clone(), 1)),
-            }
-        }
+        .collect()
+}
+
+/// Counts `n` more rows of campaign `name` skipped.
+fn add_skipped(skipped: &mut Vec<(String, u64)>, name: &str, n: u64) {
+    match skipped.iter_mut().find(|(c, _)| c == name) {
+        Some((_, total)) => *total += n,
+        None => skipped.push((name.to_string(), n)),
     }
-    // Without digests in the batch, one statement per campaign as before. With them, a section
-    // is dropped on its own: the followers first, then the leads that carry no section any more
-    // (a lead whose own section is dropped still carries the others' email).
-    let passes: &[&str] = match followers {
-        0 => &[""],
-        _ => &[
+}
+
+/// Skips the claimed rows whose user no longer meets their campaign's rule.
+///
+/// Without digests in the batch, one statement per campaign. With them, a section is dropped
+/// on its own: the followers first, then the leads that carry no section any more (a lead whose
+/// own section is dropped still carries the others' email).
+async fn skip_unqualified(
+    conn: &mut AnyConnection,
+    request: &ClaimRequest<'_>,
+    campaigns: &[ClaimedCampaign],
+    digests: bool,
+    skipped: &mut Vec<(String, u64)>,
+) -> Result<(), sqlx::Error> {
+    let passes: &[&str] = match digests {
+        false => &[""],
+        true => &[
             " AND digest_of IS NOT NULL AND digest_of <> id",
             " AND (digest_of IS NULL OR digest_of = id) AND NOT EXISTS (SELECT 1 FROM outbox f \
                WHERE f.digest_of = outbox.id AND f.id <> outbox.id AND f.claim_token = $1)",
         ],
     };
     for which in passes {
-        for (id, audience, province, name) in &campaigns {
+        for c in campaigns {
             let sql = format!(
                 "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \
                     updated_at = $4 \
                  WHERE claim_token = $1 AND campaign_id = $2{which} AND NOT EXISTS \
                     (SELECT 1 FROM users u WHERE u.user_id = outbox.user_id AND {})",
-                audience.condition_in(5),
+                c.audience.condition_in(5),
             );
             let n = sqlx::query(&sql)
-                .bind(token)
-                .bind(*id)
-                .bind(audience.left_reason())
-                .bind(now.timestamp())
-                .bind(province.clone())
+                .bind(request.token)
+                .bind(c.id)
+                .bind(c.audience.left_reason())
+                .bind(request.now.timestamp())
+                .bind(c.province.clone())
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
             if n > 0 {
-                match skipped.iter_mut().find(|(c, _)| c == name) {
-                    Some((_, total)) => *total += n,
-                    None => skipped.push((name.clone(), n)),
-                }
+                add_skipped(skipped, &c.name, n);
             }
         }
     }
-    // The leads still carrying others' sections whose own section is dropped.
-    let mut dropped: Vec<(i64, &'static str)> = Vec::new();
-    if followers > 0 {
-        for (id, audience, province, _) in &campaigns {
-            let sql = format!(
-                "SELECT o.id FROM outbox o WHERE o.claim_token = $1 AND o.campaign_id = $2 \
-                   AND o.digest_of = o.id AND NOT EXISTS \
-                   (SELECT 1 FROM users u WHERE u.user_id = o.user_id AND {})",
-                audience.condition_in(3),
-            );
-            let ids: Vec<i64> = sqlx::query_scalar(&sql)
-                .bind(token)
-                .bind(*id)
-                .bind(province.clone())
-                .fetch_all(&mut *conn)
-                .await?;
-            dropped.extend(ids.into_iter().map(|i| (i, audience.left_reason())));
-        }
-    }
+    Ok(())
+}
 
-    // The recipient is decided now, from the snapshot and the suppression list as they are.
+/// The leads still carrying others' sections whose own section is dropped, with the reason.
+async fn dropped_sections(
+    conn: &mut AnyConnection,
+    token: &str,
+    campaigns: &[ClaimedCampaign],
+) -> Result<Vec<(i64, &'static str)>, sqlx::Error> {
+    let mut dropped = Vec::new();
+    for c in campaigns {
+        let sql = format!(
+            "SELECT o.id FROM outbox o WHERE o.claim_token = $1 AND o.campaign_id = $2 \
+               AND o.digest_of = o.id AND NOT EXISTS \
+               (SELECT 1 FROM users u WHERE u.user_id = o.user_id AND {})",
+            c.audience.condition_in(3),
+        );
+        let ids: Vec<i64> = sqlx::query_scalar(&sql)
+            .bind(token)
+            .bind(c.id)
+            .bind(c.province.clone())
+            .fetch_all(&mut *conn)
+            .await?;
+        dropped.extend(ids.into_iter().map(|i| (i, c.audience.left_reason())));
+    }
+    Ok(dropped)
+}
+
+/// The rows still claimed by `token`, in id order, with their recipient decided now from the
+/// snapshot and the suppression list as they are.
+async fn claimed_rows(
+    conn: &mut AnyConnection,
+    token: &str,
+    dropped: &[(i64, &'static str)],
+) -> Result<Vec<Claimed>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT {OUTBOX_COLUMNS}, {CONTACT_COLUMNS}, {recipient} AS recipient, \
             CAST(CASE WHEN {fallback} THEN 1 ELSE 0 END AS BIGINT) AS fallback \
@@ -269,7 +322,7 @@ pub(crate) async fn claim(
             .find(|(id, _)| *id == row.id)
             .map(|(_, reason)| *reason);
     }
-    Ok((claimed, skipped))
+    Ok(claimed)
 }
 
 /// The send-time check of the suppression list: the rows claimed by `token` whose user cannot

@@ -4,6 +4,7 @@
 use lettre::transport::smtp::authentication::DEFAULT_MECHANISMS;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::Ehlo;
+use tokio::net::TcpStream;
 
 use super::endpoint::{Endpoint, Security};
 use super::envelope::classify;
@@ -28,13 +29,20 @@ impl Endpoint {
         })
     }
 
+    /// A session on a new connection: greeted, then TLS as configured, then EHLO once more
+    /// (for PIPELINING) and AUTH, in that order.
     async fn open(&self) -> Result<Session, SendFailure> {
-        let unreachable = |detail: String| SendFailure {
-            kind: FailureKind::Unreachable,
-            code: None,
-            detail,
-        };
-        let mut conn = match &self.security {
+        let mut conn = self.greeted().await?;
+        self.secure(&mut conn).await?;
+        let pipelining = self.pipelining && self.offers_pipelining(&mut conn).await?;
+        self.authenticate(&mut conn).await?;
+        Ok(Session { conn, pipelining })
+    }
+
+    /// A connection the relay has greeted: `smtps://` through lettre's own socket, otherwise
+    /// through ours (see [`Endpoint::socket`]).
+    async fn greeted(&self) -> Result<AsyncSmtpConnection, SendFailure> {
+        match &self.security {
             // lettre wraps its own socket in TLS before the greeting; Nagle stays on for
             // smtps:// (prefer STARTTLS, `?tls=required`, for speed).
             Security::Wrapper(params) => AsyncSmtpConnection::connect_tokio1(
@@ -45,22 +53,9 @@ impl Endpoint {
                 None,
             )
             .await
-            .map_err(classify)?,
+            .map_err(classify),
             Security::Plain | Security::StartTls { .. } => {
-                let tcp = tokio::time::timeout(
-                    self.timeout,
-                    tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-                )
-                .await
-                .map_err(|_| {
-                    unreachable(format!(
-                        "connection timed out after {}s",
-                        self.timeout.as_secs()
-                    ))
-                })?
-                .map_err(|e| unreachable(format!("cannot connect to the relay: {e}")))?;
-                tcp.set_nodelay(true)
-                    .map_err(|e| unreachable(format!("cannot set TCP_NODELAY: {e}")))?;
+                let tcp = self.socket().await?;
                 tokio::time::timeout(
                     self.timeout,
                     AsyncSmtpConnection::connect_with_transport(
@@ -72,43 +67,83 @@ impl Endpoint {
                 .map_err(|_| {
                     unreachable(format!("no greeting within {}s", self.timeout.as_secs()))
                 })?
-                .map_err(classify)?
-            }
-        };
-        if let Security::StartTls { params, required } = &self.security {
-            if conn.can_starttls() {
-                conn.starttls(params.clone(), &self.hello)
-                    .await
-                    .map_err(classify)?;
-            } else if *required {
-                conn.abort().await;
-                return Err(unreachable(format!(
-                    "the relay at {}:{} does not offer STARTTLS, which smtp.url requires \
-                     (tls=required, the default for a relay not on loopback); \
-                     ?tls=none sends in clear text",
-                    self.host, self.port
-                )));
+                .map_err(classify)
             }
         }
-        // lettre keeps only the extensions it uses from its EHLO, and PIPELINING is not one of
-        // them: ask again (EHLO may be repeated outside a transaction; before AUTH, which a new
-        // EHLO could reset on some relays).
-        let pipelining = self.pipelining && {
-            let ehlo = Ehlo::new(self.hello.clone());
-            let reply = tokio::time::timeout(self.timeout, conn.command(ehlo))
-                .await
-                .map_err(|_| {
-                    unreachable(format!("no EHLO reply within {}s", self.timeout.as_secs()))
-                })?
-                .map_err(classify)?;
-            offers(&reply, "PIPELINING")
+    }
+
+    /// A TCP connection to the relay with `TCP_NODELAY`, within `smtp.timeout_seconds`.
+    async fn socket(&self) -> Result<TcpStream, SendFailure> {
+        let tcp = tokio::time::timeout(
+            self.timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "connection timed out after {}s",
+                self.timeout.as_secs()
+            ))
+        })?
+        .map_err(|e| unreachable(format!("cannot connect to the relay: {e}")))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| unreachable(format!("cannot set TCP_NODELAY: {e}")))?;
+        Ok(tcp)
+    }
+
+    /// STARTTLS where `smtp.url` asks for it; a relay that does not offer it is refused when
+    /// TLS is required.
+    async fn secure(&self, conn: &mut AsyncSmtpConnection) -> Result<(), SendFailure> {
+        let Security::StartTls { params, required } = &self.security else {
+            return Ok(());
         };
+        if conn.can_starttls() {
+            conn.starttls(params.clone(), &self.hello)
+                .await
+                .map_err(classify)?;
+        } else if *required {
+            conn.abort().await;
+            return Err(unreachable(format!(
+                "the relay at {}:{} does not offer STARTTLS, which smtp.url requires \
+                 (tls=required, the default for a relay not on loopback); \
+                 ?tls=none sends in clear text",
+                self.host, self.port
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the relay offers PIPELINING.
+    ///
+    /// lettre keeps only the extensions it uses from its EHLO, and PIPELINING is not one of
+    /// them: ask again (EHLO may be repeated outside a transaction; before AUTH, which a new
+    /// EHLO could reset on some relays).
+    async fn offers_pipelining(&self, conn: &mut AsyncSmtpConnection) -> Result<bool, SendFailure> {
+        let ehlo = Ehlo::new(self.hello.clone());
+        let reply = tokio::time::timeout(self.timeout, conn.command(ehlo))
+            .await
+            .map_err(|_| unreachable(format!("no EHLO reply within {}s", self.timeout.as_secs())))?
+            .map_err(classify)?;
+        Ok(offers(&reply, "PIPELINING"))
+    }
+
+    /// AUTH with the credentials, if any.
+    async fn authenticate(&self, conn: &mut AsyncSmtpConnection) -> Result<(), SendFailure> {
         if let Some(credentials) = &self.credentials {
             conn.auth(DEFAULT_MECHANISMS, credentials)
                 .await
                 .map_err(classify)?;
         }
-        Ok(Session { conn, pipelining })
+        Ok(())
+    }
+}
+
+/// The relay could not be reached, or did not answer in time.
+fn unreachable(detail: String) -> SendFailure {
+    SendFailure {
+        kind: FailureKind::Unreachable,
+        code: None,
+        detail,
     }
 }
 

@@ -52,22 +52,8 @@ impl Endpoint {
         text: &str,
         roots: Option<&Certificate>,
     ) -> Result<Endpoint, TransportError> {
-        let bad = |why: &str| TransportError::SmtpUrl(why.to_string());
         let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
-        let loopback = match url.host() {
-            // `smtp:` is not a scheme the URL standard knows, so an IPv4 address arrives as text.
-            Some(url::Host::Domain(name)) => {
-                name.eq_ignore_ascii_case("localhost")
-                    || name
-                        .parse::<std::net::Ipv4Addr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => {
-                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-            }
-            None => false,
-        };
+        let loopback = on_loopback(&url);
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
@@ -75,62 +61,18 @@ impl Endpoint {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let tls = url
-            .query_pairs()
-            .find(|(k, _)| k == "tls")
-            .map(|(_, v)| v.into_owned());
-        let params = || {
-            let mut builder = TlsParameters::builder(host.clone());
-            if let Some(roots) = roots {
-                builder = builder.add_root_certificate(roots.clone());
-            }
-            builder.build().map_err(|e| bad(&e.to_string()))
-        };
-        let (security, default_port) = match (url.scheme(), tls.as_deref()) {
-            ("smtp", None) if loopback => (Security::Plain, 25),
-            ("smtp", None) => (
-                Security::StartTls {
-                    params: params()?,
-                    required: true,
-                },
-                25,
-            ),
-            ("smtp", Some("none")) => (Security::Plain, 25),
-            ("smtp", Some(mode @ ("required" | "opportunistic"))) => (
-                Security::StartTls {
-                    params: params()?,
-                    required: mode == "required",
-                },
-                587,
-            ),
-            ("smtps", None) => (Security::Wrapper(params()?), 465),
-            (scheme, tls) => {
-                return Err(bad(&format!(
-                    "scheme {scheme:?} with tls={tls:?}: expected smtp://, \
-                     smtp://...?tls=required, smtp://...?tls=opportunistic, \
-                     smtp://...?tls=none or smtps://"
-                )))
-            }
-        };
+        let (security, default_port) = security(&url, loopback, &host, roots)?;
         let hello = match url.path().trim_matches('/') {
             "" => ClientId::default(),
             name => ClientId::Domain(name.to_string()),
         };
-        let credentials = url.password().map(|password| {
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            Credentials::new(decode(url.username()), decode(password))
-        });
         Ok(Endpoint {
             port: url.port().unwrap_or(default_port),
             host,
             security,
             loopback,
             hello,
-            credentials,
+            credentials: credentials(&url),
             timeout: Duration::from_secs(30),
             pipelining: true,
         })
@@ -159,6 +101,87 @@ impl Endpoint {
             _ => None,
         }
     }
+}
+
+fn bad(why: &str) -> TransportError {
+    TransportError::SmtpUrl(why.to_string())
+}
+
+/// Whether the URL's host is this machine (127.0.0.0/8, ::1, localhost).
+fn on_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        // `smtp:` is not a scheme the URL standard knows, so an IPv4 address arrives as text.
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// The security the scheme and `tls=` ask for, with the port that goes with it when the URL
+/// names none (see [`Endpoint::from_url`]).
+fn security(
+    url: &url::Url,
+    loopback: bool,
+    host: &str,
+    roots: Option<&Certificate>,
+) -> Result<(Security, u16), TransportError> {
+    let tls = url
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    let params = || {
+        let mut builder = TlsParameters::builder(host.to_string());
+        if let Some(roots) = roots {
+            builder = builder.add_root_certificate(roots.clone());
+        }
+        builder.build().map_err(|e| bad(&e.to_string()))
+    };
+    Ok(match (url.scheme(), tls.as_deref()) {
+        ("smtp", None) if loopback => (Security::Plain, 25),
+        ("smtp", None) => (
+            Security::StartTls {
+                params: params()?,
+                required: true,
+            },
+            25,
+        ),
+        ("smtp", Some("none")) => (Security::Plain, 25),
+        ("smtp", Some(mode @ ("required" | "opportunistic"))) => (
+            Security::StartTls {
+                params: params()?,
+                required: mode == "required",
+            },
+            587,
+        ),
+        ("smtps", None) => (Security::Wrapper(params()?), 465),
+        (scheme, tls) => {
+            return Err(bad(&format!(
+                "scheme {scheme:?} with tls={tls:?}: expected smtp://, \
+                 smtp://...?tls=required, smtp://...?tls=opportunistic, \
+                 smtp://...?tls=none or smtps://"
+            )))
+        }
+    })
+}
+
+/// The user and password of the URL, percent-decoded.
+fn credentials(url: &url::Url) -> Option<Credentials> {
+    url.password().map(|password| {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        Credentials::new(decode(url.username()), decode(password))
+    })
 }
 
 #[cfg(test)]
