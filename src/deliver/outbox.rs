@@ -202,14 +202,14 @@ async fn claimed_campaigns(
         .iter()
         .map(|row| {
             let audience: Audience = row
-                .get::<String, _>(1)
+                .get::<String, _>("audience")
                 .parse()
                 .map_err(|e: crate::audience::UnknownAudience| sqlx::Error::Decode(e.into()))?;
             Ok(ClaimedCampaign {
-                id: row.get(0),
+                id: row.get("id"),
                 audience,
-                province: row.get(2),
-                name: row.get(3),
+                province: row.get("filter_province"),
+                name: row.get("name"),
             })
         })
         .collect()
@@ -510,7 +510,7 @@ pub(crate) async fn give_back(
             .join(", ");
         let mut tx = db.pool().begin().await?;
         let per_campaign = format!(
-            "SELECT c.name, COUNT(*) FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+            "SELECT c.name, COUNT(*) AS n FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
              WHERE o.state = 'failed' AND $1 IS NOT NULL AND $2 IS NOT NULL \
                AND (o.id IN ({list}) OR o.digest_of IN ({list})) GROUP BY c.name"
         );
@@ -519,7 +519,7 @@ pub(crate) async fn give_back(
             q = q.bind(*id);
         }
         for row in q.fetch_all(&mut *tx).await? {
-            *back.entry(row.get::<String, _>(0)).or_default() += row.get::<i64, _>(1) as u64;
+            *back.entry(row.get::<String, _>("name")).or_default() += row.get::<i64, _>("n") as u64;
         }
         let history = format!(
             "INSERT INTO outbox_history (outbox_id, at, state, event, reason, smtp_code, attempts) \
@@ -562,7 +562,7 @@ mod tests {
             .await
             .unwrap()
             .iter()
-            .map(|r| r.get::<String, _>(3))
+            .map(|r| r.get::<String, _>("detail"))
             .collect()
     }
 

@@ -136,7 +136,7 @@ pub async fn import_users(
     .bind(now.timestamp())
     .fetch_one(&mut *tx)
     .await?
-    .get(0);
+    .get("id");
 
     // Reading and validating (CPU) runs on its own thread while the database stores the
     // previous batch; the channel holds two batches, so memory stays flat.
@@ -178,7 +178,8 @@ pub async fn import_users(
     .fetch_all(&mut *tx)
     .await?;
     for dup in &duplicates {
-        let (line, user_id, first): (i64, String, i64) = (dup.get(0), dup.get(1), dup.get(2));
+        let (line, user_id, first): (i64, String, i64) =
+            (dup.get("line"), dup.get("user_id"), dup.get("first_line"));
         let reason = if line == first {
             "user_id appears again later in the file; neither row is imported".to_string()
         } else {
