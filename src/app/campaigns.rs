@@ -15,10 +15,10 @@ use crate::store::{queue, CampaignState, Counts};
 
 /// A one-off campaign to create, as an operator gives it: times as RFC 3339 or a local time in
 /// the calendar's time zone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewCampaignRequest {
     pub name: String,
-    pub audience: String,
+    pub audience: Audience,
     pub template: String,
     /// `province=XX`.
     pub filter: Option<String>,
@@ -146,7 +146,6 @@ impl App {
         tracing::debug!(actor = %who, campaign = %req.name, "create campaign");
         let now = self.clock.now();
         campaign::check_name(&req.name)?;
-        let audience: Audience = req.audience.parse()?;
         let filter_province = req
             .filter
             .as_deref()
@@ -167,7 +166,7 @@ impl App {
         let templates = self.templates().context("loading templates")?;
         let new = NewCampaign {
             name: req.name.clone(),
-            audience,
+            audience: req.audience,
             template: req.template.clone(),
             filter_province,
             send_at,

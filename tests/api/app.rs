@@ -3,6 +3,7 @@
 //! user would check. Then the command line's `--json`, which prints these same reports.
 
 use avvisi::app::{Actor, App, NewCampaignRequest, UsersImport};
+use avvisi::audience::Audience;
 use avvisi::import::snapshot::Encoding;
 use avvisi::store::CampaignState;
 
@@ -95,10 +96,11 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
             &who,
             &NewCampaignRequest {
                 name: "notice-bo".into(),
-                audience: "enabled_users".into(),
+                audience: Audience::EnabledUsers,
                 template: "maintenance_notice".into(),
                 filter: Some("province=bo".into()),
-                ..NewCampaignRequest::default()
+                send_at: None,
+                expires_at: None,
             },
         )
         .await
@@ -217,9 +219,11 @@ async fn only_the_use_cases_that_send_read_the_relay_password(t: TestApp) {
         &who,
         &NewCampaignRequest {
             name: "notice".into(),
-            audience: "enabled_users".into(),
+            audience: Audience::EnabledUsers,
             template: "maintenance_notice".into(),
-            ..NewCampaignRequest::default()
+            filter: None,
+            send_at: None,
+            expires_at: None,
         },
     )
     .await
