@@ -443,7 +443,8 @@ fn claim_where_sql(backend: Backend, what: &str, hold_reminders: bool) -> String
 
 /// The outbox row's columns that [`claimed_from_row`] reads by name, besides the user's
 /// ([`CONTACT_COLUMNS`]), `recipient` and `fallback`.
-pub const OUTBOX_COLUMNS: &str = "o.id, c.name AS campaign, o.step, o.template, o.message_id, \
+pub(crate) const OUTBOX_COLUMNS: &str =
+    "o.id, c.name AS campaign, o.step, o.template, o.message_id, \
                               o.attempts, o.expires_at, o.digest_of";
 
 /// The first user of the campaign's audience (by user id) as a row to render, as if planned:
@@ -471,9 +472,25 @@ pub(crate) async fn first_recipient(
     row.as_ref().map(claimed_from_row).transpose()
 }
 
+/// Up to `limit` planned rows spread across the outbox (every `every`-th id), as rows to
+/// render, recipient the address on record. Nothing is claimed or written.
+pub(crate) async fn spread(db: &Db, every: i64, limit: i64) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {OUTBOX_COLUMNS}, {CONTACT_COLUMNS}, u.email AS recipient, \
+            CAST(0 AS BIGINT) AS fallback \
+         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+         JOIN users u ON u.user_id = o.user_id WHERE o.id % $1 = 0 ORDER BY o.id LIMIT $2",
+    ))
+    .bind(every)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(claimed_from_row).collect()
+}
+
 /// Decodes a row selected as [`claim`]'s final query selects it: [`OUTBOX_COLUMNS`],
 /// [`CONTACT_COLUMNS`], `recipient` and `fallback`, by name.
-pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
+pub(crate) fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
     Ok(Claimed {
         id: r.try_get("id")?,
         campaign: r.try_get("campaign")?,

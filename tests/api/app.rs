@@ -16,6 +16,7 @@ on_both_backends!(
     a_user_is_explained_and_suppressed,
     only_the_use_cases_that_send_read_the_relay_password,
     json_carries_the_figures_the_text_shows,
+    the_mean_message_size_is_that_of_the_emails_a_pass_writes,
 );
 
 fn app_of(t: &TestApp) -> App {
@@ -348,5 +349,38 @@ async fn json_carries_the_figures_the_text_shows(t: TestApp) {
     .expect("reopen --json parses");
     assert_eq!(reopened["newly_declared"], true);
     assert_eq!(reopened["at"], "2026-12-14T08:00:00Z");
+    t.teardown().await;
+}
+
+/// The benchmark's message size, as a use case: nothing on an empty outbox; after a pass, the
+/// mean of the planned rows' emails lies among the sizes of the emails the pass wrote (a digest
+/// is larger than any of its sections alone, a lone email the same size).
+async fn the_mean_message_size_is_that_of_the_emails_a_pass_writes(t: TestApp) {
+    let app = app_of(&t);
+    assert_eq!(app.mean_message_size(0, 256).await.expect("empty"), 0);
+    let users = repo_path("examples/users.csv");
+    let report = app
+        .run_once(
+            &operator(),
+            Some(at("2026-11-23T10:00:00+01:00")),
+            Some((&users, Encoding::default())),
+        )
+        .await
+        .expect("run once");
+    let planned: u64 = report.campaigns.iter().map(|c| c.planned).sum();
+    let sizes: Vec<u64> = t
+        .eml_files()
+        .iter()
+        .map(|(_, eml)| eml.len() as u64)
+        .collect();
+    let (smallest, largest) = (*sizes.iter().min().unwrap(), *sizes.iter().max().unwrap());
+    let mean = app
+        .mean_message_size(planned, 256)
+        .await
+        .expect("mean size");
+    assert!(
+        (smallest..=largest).contains(&mean),
+        "{mean} bytes, the pass wrote {smallest} to {largest}"
+    );
     t.teardown().await;
 }
