@@ -460,17 +460,17 @@ async fn stage(
         add(&mut args, import_id)?;
         let institutional = u.registered_institutional();
         add(&mut args, line as i64)?;
-        add(&mut args, u.user_id)?;
+        add(&mut args, u.contact.user_id)?;
         add(&mut args, u.fiscal_code)?;
-        add(&mut args, u.first_name)?;
-        add(&mut args, u.last_name)?;
-        add(&mut args, u.email)?;
-        add(&mut args, u.institutional_email)?;
+        add(&mut args, u.contact.first_name)?;
+        add(&mut args, u.contact.last_name)?;
+        add(&mut args, u.contact.email)?;
+        add(&mut args, u.contact.institutional_email)?;
         add(&mut args, registration)?;
         add(&mut args, i64::from(u.enabled))?;
-        add(&mut args, u.pending_email)?;
+        add(&mut args, u.contact.pending_email)?;
         add(&mut args, regeneration)?;
-        add(&mut args, u.province)?;
+        add(&mut args, u.contact.province)?;
         add(&mut args, i64::from(institutional))?;
         add(&mut args, u.updated_at.map(|t| t.timestamp()))?;
     }
