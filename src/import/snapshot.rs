@@ -219,7 +219,7 @@ pub struct SnapshotReader<R: Read> {
     reader: csv::Reader<BufReader<RowGuard<LineEnds<Source<R>>>>>,
     header: Vec<String>,
     /// Position in the file's header of each of [`COLUMNS`].
-    index: [Option<usize>; 12],
+    index: [Option<usize>; COLUMNS.len()],
     record: csv::ByteRecord,
     /// Bytes skipped before the parser's first byte (a byte order mark).
     skipped: u64,
@@ -309,7 +309,7 @@ impl<R: Read> SnapshotReader<R> {
             .iter()
             .map(|h| h.trim().to_ascii_lowercase())
             .collect();
-        let mut index = [None; 12];
+        let mut index = [None; COLUMNS.len()];
         for (pos, name) in header.iter().enumerate() {
             match COLUMNS.iter().position(|c| c == name) {
                 Some(i) if index[i].is_some() => {
