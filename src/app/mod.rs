@@ -31,7 +31,8 @@ mod suppression;
 
 pub use calendar::{Cadence, CalendarReport, CalendarStep, Reopened, StepReminder};
 pub use campaigns::{
-    CampaignProgress, CampaignView, Created, Launched, NewCampaignRequest, Transitioned,
+    CampaignProgress, CampaignSetup, CampaignView, Created, Launched, NewCampaignRequest,
+    Transitioned,
 };
 pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status};
 pub use report::{CsvWritten, HtmlWritten};

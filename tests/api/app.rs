@@ -106,17 +106,17 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
         )
         .await
         .expect("create");
-    assert_eq!(created.filter_province.as_deref(), Some("BO"));
-    assert!(created.audience_size > 0, "{created:?}");
+    assert_eq!(created.setup.filter_province.as_deref(), Some("BO"));
+    assert!(created.setup.audience_size > 0, "{created:?}");
     // Without --expires-at: the configured days after now.
     let days = i64::from(t.settings.calendar.oneoff_expiry_days);
     assert_eq!(
-        created.expires_at,
+        created.setup.expires_at,
         Some(t.clock.now() + chrono::Duration::days(days))
     );
 
     let preview = app.preview_campaign("notice-bo").await.expect("preview");
-    assert_eq!(preview.audience_size, created.audience_size);
+    assert_eq!(preview.audience_size, created.setup.audience_size);
     let message = preview.message.expect("a recipient to render for");
     assert!(!message.subject.is_empty() && !message.text.is_empty());
     assert!(message.text.contains(&message.first_name), "{message:?}");
@@ -152,7 +152,7 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
     let all = app.campaigns().await.unwrap();
     let shown = all.iter().find(|c| c.name == "notice-bo").unwrap();
     assert_eq!(shown.state, "cancelled");
-    assert_eq!(shown.filter_province.as_deref(), Some("BO"));
+    assert_eq!(shown.setup.filter_province.as_deref(), Some("BO"));
     t.teardown().await;
 }
 
