@@ -14,9 +14,9 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use avvisi::app::App;
 use avvisi::clock::Clock;
 use avvisi::config::Settings;
-use avvisi::deliver::outbox;
 use avvisi::deliver::transport::Transport;
 use avvisi::deliver::Worker;
 use avvisi::import::{self, ImportOptions};
@@ -164,8 +164,11 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
             report.rows_valid
         );
     }
-    let avg_message_bytes =
-        average_message_size(&db, &worker, &worker.templates().current(), planned).await?;
+    // The mean size of the emails as a pass builds them, over up to 256 planned rows spread
+    // across the outbox (smtp-source then sends messages of that size).
+    let avg_message_bytes = App::new(db.clone(), settings.clone(), clock.clone())
+        .mean_message_size(planned, 256)
+        .await?;
     let yardstick_secs = yardstick(&db).await?;
     let health = avvisi::observe::health::Health::new(worker.templates().clone());
     let page = best_of_three_ms(|| async {
@@ -283,39 +286,6 @@ fn audience_mismatches(
         }
     }
     mismatches
-}
-
-/// The mean size of the emails as the worker builds them, over up to 256 planned rows spread
-/// across the outbox (smtp-source then sends messages of that size).
-async fn average_message_size(
-    db: &Db,
-    worker: &Worker,
-    templates: &TemplateSet,
-    planned: u64,
-) -> anyhow::Result<u64> {
-    let every = (planned / 256).max(1) as i64;
-    let rows = sqlx::query(&format!(
-        "SELECT {}, {}, u.email AS recipient, CAST(0 AS BIGINT) AS fallback \
-         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
-         JOIN users u ON u.user_id = o.user_id WHERE o.id % $1 = 0 ORDER BY o.id LIMIT 256",
-        outbox::OUTBOX_COLUMNS,
-        avvisi::store::CONTACT_COLUMNS,
-    ))
-    .bind(every)
-    .fetch_all(db.pool())
-    .await?;
-    let now = worker.clock().now();
-    let mut total = 0u64;
-    for r in &rows {
-        let row = outbox::claimed_from_row(r)?;
-        let email = worker.email_for(&row, templates, "", now)?;
-        total += email.formatted().len() as u64;
-    }
-    Ok(if rows.is_empty() {
-        0
-    } else {
-        total / rows.len() as u64
-    })
 }
 
 /// The best of three runs of `read`, in milliseconds.

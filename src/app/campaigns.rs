@@ -12,15 +12,15 @@ use super::audit::{summary, Audited};
 use super::{Actor, App};
 use crate::audience::Audience;
 use crate::campaign::lifecycle::{self, Transition};
-use crate::campaign::{self, NewCampaign, Overview};
+use crate::campaign::{self, Campaign, NewCampaign, Overview};
 use crate::store::{queue, CampaignState, Counts};
 
 /// A one-off campaign to create, as an operator gives it: times as RFC 3339 or a local time in
 /// the calendar's time zone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewCampaignRequest {
     pub name: String,
-    pub audience: String,
+    pub audience: Audience,
     pub template: String,
     /// `province=XX`.
     pub filter: Option<String>,
@@ -37,13 +37,8 @@ pub struct CampaignView {
     pub state: String,
     /// Why avvisi paused it itself (the circuit breaker), addresses masked.
     pub paused_reason: Option<String>,
-    pub audience: String,
-    pub filter_province: Option<String>,
-    pub template: String,
-    /// Users in the audience now.
-    pub audience_size: u64,
-    pub send_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub setup: CampaignSetup,
     pub created_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -63,6 +58,33 @@ pub struct CampaignView {
     pub audience_description: &'static str,
 }
 
+/// What a campaign was set up with (who, which message, when), and its audience's size now:
+/// the part of a campaign that creating it reports and `list` and `show` report again. Its
+/// fields stand among the report's own in JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignSetup {
+    pub audience: String,
+    pub filter_province: Option<String>,
+    pub template: String,
+    /// Users in the audience now.
+    pub audience_size: u64,
+    pub send_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl CampaignSetup {
+    fn of(c: &Campaign, audience_size: u64) -> CampaignSetup {
+        CampaignSetup {
+            audience: c.audience.to_string(),
+            filter_province: c.filter_province.clone(),
+            template: c.template.clone(),
+            audience_size,
+            send_at: c.send_at,
+            expires_at: c.expires_at,
+        }
+    }
+}
+
 impl From<&Overview> for CampaignView {
     fn from(o: &Overview) -> CampaignView {
         let c = &o.campaign;
@@ -74,12 +96,7 @@ impl From<&Overview> for CampaignView {
                 .paused_reason
                 .as_deref()
                 .map(|r| crate::telemetry::scrub(r).into_owned()),
-            audience: c.audience.to_string(),
-            filter_province: c.filter_province.clone(),
-            template: c.template.clone(),
-            audience_size: o.audience_size,
-            send_at: c.send_at,
-            expires_at: c.expires_at,
+            setup: CampaignSetup::of(c, o.audience_size),
             created_at: o.created_at,
             started_at: o.started_at,
             finished_at: o.finished_at,
@@ -97,12 +114,8 @@ impl From<&Overview> for CampaignView {
 #[derive(Debug, Clone, Serialize)]
 pub struct Created {
     pub name: String,
-    pub audience: String,
-    pub filter_province: Option<String>,
-    pub template: String,
-    pub audience_size: u64,
-    pub send_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub setup: CampaignSetup,
     /// `send_at` is already past: once launched, it starts at once.
     pub send_at_past: bool,
 }
@@ -171,13 +184,8 @@ impl App {
                 "audience_size": size,
             }));
             let created = Created {
+                setup: CampaignSetup::of(&c, size),
                 name: c.name,
-                audience: c.audience.to_string(),
-                filter_province: c.filter_province,
-                template: c.template,
-                audience_size: size,
-                send_at: c.send_at,
-                expires_at: c.expires_at,
                 send_at_past: new.send_at.is_some_and(|t| t <= now),
             };
             Ok((created, after))
@@ -190,7 +198,6 @@ impl App {
     fn new_campaign(&self, req: &NewCampaignRequest) -> anyhow::Result<(NewCampaign, Vec<String>)> {
         let now = self.clock.now();
         campaign::check_name(&req.name)?;
-        let audience: Audience = req.audience.parse()?;
         let filter_province = req
             .filter
             .as_deref()
@@ -211,7 +218,7 @@ impl App {
         let templates = self.templates().context("loading templates")?;
         let new = NewCampaign {
             name: req.name.clone(),
-            audience,
+            audience: req.audience,
             template: req.template.clone(),
             filter_province,
             send_at,

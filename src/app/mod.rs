@@ -40,7 +40,8 @@ pub use accounts::{AccountChanged, AccountError, LoginRefused, MIN_PASSWORD_CHAR
 pub use approval::{ApprovalPreview, Approved, Rejected, SAMPLES};
 pub use calendar::{Cadence, CalendarReport, CalendarStep, Reopened, StepReminder};
 pub use campaigns::{
-    CampaignProgress, CampaignView, Created, Launched, NewCampaignRequest, Transitioned,
+    CampaignProgress, CampaignSetup, CampaignView, Created, Launched, NewCampaignRequest,
+    Transitioned,
 };
 pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status};
 pub use report::{CsvWritten, HtmlWritten};

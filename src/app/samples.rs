@@ -205,6 +205,25 @@ impl App {
         })
     }
 
+    /// The mean size in bytes of the emails of up to `sample` planned rows spread evenly across
+    /// the `planned` rows of the outbox, built as a pass builds them (with no reopening date).
+    /// Nothing is sent or written; 0 when the outbox is empty.
+    pub async fn mean_message_size(&self, planned: u64, sample: u64) -> anyhow::Result<u64> {
+        let every = (planned / sample.max(1)).max(1) as i64;
+        let rows = crate::deliver::outbox::spread(&self.db, every, sample as i64).await?;
+        let worker = self.sample_worker(false)?;
+        let templates = worker.templates().current();
+        let now = self.clock.now();
+        let mut total = 0u64;
+        for row in &rows {
+            let email = worker
+                .email_for(row, &templates, "", now)
+                .with_context(|| format!("rendering outbox row {}", row.id))?;
+            total += email.formatted().len() as u64;
+        }
+        Ok(total.checked_div(rows.len() as u64).unwrap_or(0))
+    }
+
     /// Loads every template and renders it with sample data covering every variant.
     pub fn check_templates(&self) -> TemplatesChecked {
         check_templates(&self.settings)

@@ -151,13 +151,13 @@ async fn get_on(
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Suppression, sqlx::Error> {
     Ok(Suppression {
-        address: r.try_get(0)?,
-        reason: r.try_get(1)?,
+        address: r.try_get("address")?,
+        reason: r.try_get("reason")?,
         source: r
-            .try_get::<String, _>(2)?
+            .try_get::<String, _>("source")?
             .parse()
             .map_err(UnknownState::into_sqlx)?,
-        created_at: timestamp(r.try_get(3)?),
+        created_at: timestamp(r.try_get("created_at")?),
     })
 }
 

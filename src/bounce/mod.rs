@@ -361,7 +361,7 @@ async fn link(
             .fetch_optional(&mut *conn)
             .await?;
         if let Some(r) = row {
-            return Ok(Some((r.try_get(0)?, r.try_get(1)?)));
+            return Ok(Some((r.try_get("id")?, r.try_get("recipient")?)));
         }
     }
     // Our Message-IDs are `CAMPAIGN_UID.STEP.USER_ID@DOMAIN`: found by the unique (campaign,
@@ -387,7 +387,8 @@ async fn link(
     .bind(format!("<{message_id}>"))
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("recipient")?)))
+        .transpose()
 }
 
 /// The most of the sorted `times` that fall within one window of `window` seconds.

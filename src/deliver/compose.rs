@@ -56,7 +56,7 @@ impl Worker {
     }
 
     /// The email a claimed row gets at `now`, rendered with `templates`.
-    pub fn email_for(
+    pub(crate) fn email_for(
         &self,
         row: &Claimed,
         templates: &TemplateSet,
@@ -70,7 +70,7 @@ impl Worker {
     /// `now`. One section left (the others dropped, or none merged): that message's own
     /// template, unchanged. More: the digest template, with every section. Always the lead's
     /// Message-ID, shared by every row of the digest.
-    pub fn email_for_digest(
+    pub(crate) fn email_for_digest(
         &self,
         row: &Claimed,
         merged: &[Claimed],

@@ -12,9 +12,9 @@
 //! hand-back happens for what was not started; what is already on the wire finishes and is
 //! recorded.
 //!
-//! Here: the worker, claiming batches and sending one email. The stages are wired in
-//! [`pipeline`], a row's email is built in [`compose`], outcomes are committed by [`recorder`]
-//! and written by [`outbox`].
+//! Here: the worker and sending one email. The stages are wired in [`pipeline`], batches are
+//! claimed by [`claimer`] (the statements are [`outbox`]'s), a row's email is built in
+//! [`compose`], outcomes are committed by [`recorder`] and written by [`outbox`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,14 +22,14 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::render::context;
-use crate::store::{Db, Lane};
+use crate::store::Db;
 mod breaker;
+mod claimer;
 mod compose;
 pub mod outbox;
 mod pipeline;
@@ -48,7 +48,6 @@ use self::verp::VerpKey;
 use crate::campaign::lifecycle;
 use crate::render::live::TemplateStore;
 use crate::render::templates::TemplateSet;
-use crate::telemetry::progress::Progress;
 
 /// What one delivery pass did, per campaign.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -210,112 +209,6 @@ impl Worker {
             per_campaign: back,
             paused,
         })
-    }
-
-    /// Claims batches and queues their rows until nothing is due or delivery must stop.
-    async fn claim_batches(
-        &self,
-        lane: &Lane,
-        jobs: mpsc::Sender<Job>,
-        stop: &Stop,
-        shutdown: &CancellationToken,
-        report: &mut DeliveryReport,
-        progress: &Option<Progress>,
-    ) -> Result<(), sqlx::Error> {
-        let mut batch_no = 0u64;
-        // On PostgreSQL every sent row leaves a dead index entry among the claimed ones until
-        // vacuum, and the search for a dead daemon's rows walks them all, slower as a campaign
-        // goes on. Those rows are a lease late already:
-        // looking for them at the first batch and then every tenth of a lease is enough. The
-        // snapshot's freshness, whose limit is counted in hours, is looked at on the same beat.
-        let stale_every = Duration::seconds((self.settings.delivery.lease_seconds / 10) as i64);
-        let mut stale_next = self.clock.now();
-        let mut hold_reminders = false;
-        let sender = {
-            let mut conn = lane.conn().await?;
-            EnvelopeSender::of(&self.settings, &mut conn).await?
-        };
-        while !stop.halts(shutdown) {
-            let now = self.clock.now();
-            if !self.in_sending_hours(now) {
-                report.outside_sending_hours = true;
-                break;
-            }
-            batch_no += 1;
-            let token = format!("{}:{}:{batch_no}", self.worker_id, now.timestamp_millis());
-            let lease_seconds = self.settings.delivery.lease_seconds;
-            // Before the claim reaches the database: its lease, started there later on the
-            // database's clock, lasts at least `lease_seconds` from here.
-            let claimed_at = Instant::now();
-            let (rows, skipped, reopened_at) = {
-                let mut conn = lane.conn().await?;
-                let (backend, limit) = (self.db.backend(), self.batch_size());
-                let stale = now >= stale_next;
-                if stale {
-                    stale_next = now + stale_every;
-                    // Reminders wait for a fresh snapshot (see `import::freshness`).
-                    let max_age = self.settings.import.max_age_hours;
-                    let fresh = crate::import::freshness(&mut *conn, max_age, now).await?;
-                    hold_reminders = fresh.stale;
-                    // The counts' appended changes (PostgreSQL), folded on the same beat, so that
-                    // a long pass (`run --once` of a million) keeps the status reads short.
-                    crate::store::queue::fold(&mut conn, backend).await?;
-                }
-                let request = outbox::ClaimRequest {
-                    backend,
-                    token: &token,
-                    now,
-                    lease_seconds,
-                    limit,
-                    stale,
-                    hold_reminders,
-                };
-                let (rows, skipped) = outbox::claim(&mut conn, &request).await?;
-                (
-                    rows,
-                    skipped,
-                    crate::campaign::phases::reopened_at(&mut *conn).await?,
-                )
-            };
-            for (campaign, n) in &skipped {
-                if let Some(p) = progress {
-                    p.inc(*n);
-                }
-                report
-                    .per_campaign
-                    .entry(campaign.clone())
-                    .or_default()
-                    .skipped += n;
-            }
-            if rows.is_empty() {
-                if skipped.is_empty() {
-                    break;
-                }
-                continue;
-            }
-            // The batch's messages log inside this span (JSON logs list it with each line).
-            let span = tracing::info_span!("batch", batch = %token, rows = rows.len());
-            let batch = Arc::new(Batch {
-                span,
-                token,
-                deadline: claimed_at + send_window(lease_seconds),
-                // One template set per batch, taken when it is claimed.
-                templates: self.templates.current(),
-                reopened_at: context::local_rfc3339(&self.settings.calendar, reopened_at),
-                sender: sender.clone(),
-            });
-            for (row, merged) in digests(rows) {
-                let job = Job {
-                    batch: batch.clone(),
-                    row,
-                    merged,
-                };
-                if jobs.send(job).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Rows to claim at once: never more than the per-second limit lets out in a quarter of the

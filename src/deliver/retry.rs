@@ -67,17 +67,17 @@ pub(crate) async fn retry_failed_on(
     use sqlx::Connection;
     let mut tx = conn.begin().await?;
     let counts = format!(
-        "SELECT c.name, SUM(CASE WHEN {IN_TIME} THEN 1 ELSE 0 END), \
-            SUM(CASE WHEN {IN_TIME} THEN 0 ELSE 1 END) \
+        "SELECT c.name, SUM(CASE WHEN {IN_TIME} THEN 1 ELSE 0 END) AS in_time, \
+            SUM(CASE WHEN {IN_TIME} THEN 0 ELSE 1 END) AS too_late \
          FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
          WHERE {MATCHING} GROUP BY c.id, c.name ORDER BY c.id"
     );
     let mut report = RetryReport::default();
     for r in bound(&counts, filter, now).fetch_all(&mut *tx).await? {
         report.per_campaign.push((
-            r.try_get(0)?,
-            r.try_get::<i64, _>(1)? as u64,
-            r.try_get::<i64, _>(2)? as u64,
+            r.try_get("name")?,
+            r.try_get::<i64, _>("in_time")? as u64,
+            r.try_get::<i64, _>("too_late")? as u64,
         ));
     }
     if dry_run || report.retried() == 0 {

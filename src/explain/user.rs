@@ -120,17 +120,17 @@ pub(super) async fn messages(db: &Db, user_id: &str) -> Result<Vec<UserMessage>,
     .fetch_all(db.pool())
     .await?;
     for h in &history {
-        let id: i64 = h.try_get(0)?;
+        let id: i64 = h.try_get("outbox_id")?;
         let earlier = Earlier {
-            at: timestamp(h.try_get(1)?),
+            at: timestamp(h.try_get("at")?),
             state: h
-                .try_get::<String, _>(2)?
+                .try_get::<String, _>("state")?
                 .parse()
                 .map_err(UnknownState::into_sqlx)?,
-            event: h.try_get(3)?,
-            reason: h.try_get(4)?,
-            smtp_code: h.try_get(5)?,
-            attempts: h.try_get(6)?,
+            event: h.try_get("event")?,
+            reason: h.try_get("reason")?,
+            smtp_code: h.try_get("smtp_code")?,
+            attempts: h.try_get("attempts")?,
         };
         if let Some((_, m)) = messages.iter_mut().find(|(m_id, _)| *m_id == id) {
             m.history.push(earlier);

@@ -204,9 +204,10 @@ pub(crate) async fn failed_clauses(
     let clauses = audience.clauses();
     let columns: Vec<String> = clauses
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             format!(
-                "CASE WHEN {} THEN 1 ELSE 0 END, {}",
+                "CASE WHEN {} THEN 1 ELSE 0 END AS holds_{i}, {} AS actual_{i}",
                 c.sql(),
                 c.quoted_sql()
                     .map_or("NULL".to_string(), |q| format!("CAST({q} AS TEXT)"))
@@ -222,9 +223,9 @@ pub(crate) async fn failed_clauses(
     .await?;
     let mut failed = Vec::new();
     for (i, clause) in clauses.iter().enumerate() {
-        let holds: i64 = row.try_get(2 * i)?;
+        let holds: i64 = row.try_get(format!("holds_{i}").as_str())?;
         if holds == 0 {
-            let actual: Option<String> = row.try_get(2 * i + 1)?;
+            let actual: Option<String> = row.try_get(format!("actual_{i}").as_str())?;
             failed.push((clause.is_presence(), clause.failure(actual.as_deref())));
         }
     }

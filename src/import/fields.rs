@@ -143,7 +143,7 @@ impl Checker<'_> {
                 "is true but registration is 'started': only a completed registration can be enabled",
             );
         }
-        if r.pending_email.is_some() && !r.enabled {
+        if r.contact.pending_email.is_some() && !r.enabled {
             self.fail::<()>(
                 "pending_email",
                 "is set but the user is not enabled: only enabled users change their address",

@@ -136,7 +136,7 @@ pub async fn import_users(
     .bind(now.timestamp())
     .fetch_one(&mut *tx)
     .await?
-    .get(0);
+    .get("id");
 
     // Reading and validating (CPU) runs on its own thread while the database stores the
     // previous batch; the channel holds two batches, so memory stays flat.
@@ -178,7 +178,8 @@ pub async fn import_users(
     .fetch_all(&mut *tx)
     .await?;
     for dup in &duplicates {
-        let (line, user_id, first): (i64, String, i64) = (dup.get(0), dup.get(1), dup.get(2));
+        let (line, user_id, first): (i64, String, i64) =
+            (dup.get("line"), dup.get("user_id"), dup.get("first_line"));
         let reason = if line == first {
             "user_id appears again later in the file; neither row is imported".to_string()
         } else {
@@ -459,17 +460,17 @@ async fn stage(
         add(&mut args, import_id)?;
         let institutional = u.registered_institutional();
         add(&mut args, line as i64)?;
-        add(&mut args, u.user_id)?;
+        add(&mut args, u.contact.user_id)?;
         add(&mut args, u.fiscal_code)?;
-        add(&mut args, u.first_name)?;
-        add(&mut args, u.last_name)?;
-        add(&mut args, u.email)?;
-        add(&mut args, u.institutional_email)?;
+        add(&mut args, u.contact.first_name)?;
+        add(&mut args, u.contact.last_name)?;
+        add(&mut args, u.contact.email)?;
+        add(&mut args, u.contact.institutional_email)?;
         add(&mut args, registration)?;
         add(&mut args, i64::from(u.enabled))?;
-        add(&mut args, u.pending_email)?;
+        add(&mut args, u.contact.pending_email)?;
         add(&mut args, regeneration)?;
-        add(&mut args, u.province)?;
+        add(&mut args, u.contact.province)?;
         add(&mut args, i64::from(institutional))?;
         add(&mut args, u.updated_at.map(|t| t.timestamp()))?;
     }

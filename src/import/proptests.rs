@@ -261,14 +261,14 @@ proptest! {
             match &row.result {
                 Ok(user) => {
                     prop_assert_eq!(written.len(), COLUMNS.len());
-                    prop_assert!(clean_name(&user.first_name), "{:?}", user.first_name);
-                    prop_assert!(clean_name(&user.last_name), "{:?}", user.last_name);
-                    prop_assert!(clean_address(&user.email), "{:?}", user.email);
-                    for address in [&user.institutional_email, &user.pending_email].into_iter().flatten() {
+                    prop_assert!(clean_name(&user.contact.first_name), "{:?}", user.contact.first_name);
+                    prop_assert!(clean_name(&user.contact.last_name), "{:?}", user.contact.last_name);
+                    prop_assert!(clean_address(&user.contact.email), "{:?}", user.contact.email);
+                    for address in [&user.contact.institutional_email, &user.contact.pending_email].into_iter().flatten() {
                         prop_assert!(clean_address(address), "{:?}", address);
                     }
                     prop_assert!(fiscal_code_problem(&user.fiscal_code).is_none());
-                    prop_assert!(user.user_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+                    prop_assert!(user.contact.user_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
                 }
                 Err(errors) => {
                     prop_assert!(!errors.is_empty());

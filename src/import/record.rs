@@ -3,29 +3,25 @@
 
 use chrono::{DateTime, Utc};
 
-/// One user as the portal sees them.
+use crate::store::UserContact;
+
+/// One user as the portal sees them: what an email shows of them (the one [`UserContact`], so
+/// that a column a template can show is declared once), and what only the rules read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
-    pub user_id: String,
+    /// The user id, the names and the addresses (`email` is the one the user registered with).
+    pub contact: UserContact,
     pub fiscal_code: String,
-    pub first_name: String,
-    pub last_name: String,
-    /// The address the user registered with.
-    pub email: String,
-    pub institutional_email: Option<String>,
     pub registration_completed: bool,
     pub enabled: bool,
-    /// A changed private address awaiting validation.
-    pub pending_email: Option<String>,
     pub code_regeneration_started: bool,
-    pub province: Option<String>,
     pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl UserRecord {
     /// Registered with an `@istruzione.it` mailbox (or a subdomain such as `posta.istruzione.it`).
     pub fn registered_institutional(&self) -> bool {
-        is_institutional(&self.email)
+        is_institutional(&self.contact.email)
     }
 }
 

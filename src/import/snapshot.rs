@@ -18,6 +18,7 @@ pub use super::fields::fiscal_code_check_char;
 pub(crate) use super::fields::fiscal_code_problem;
 use super::fields::Checker;
 pub use super::record::{is_institutional, RowError, UserRecord};
+use crate::store::UserContact;
 
 /// The columns of the snapshot, in the documented order.
 pub const COLUMNS: [&str; 12] = [
@@ -218,7 +219,7 @@ pub struct SnapshotReader<R: Read> {
     reader: csv::Reader<BufReader<RowGuard<LineEnds<Source<R>>>>>,
     header: Vec<String>,
     /// Position in the file's header of each of [`COLUMNS`].
-    index: [Option<usize>; 12],
+    index: [Option<usize>; COLUMNS.len()],
     record: csv::ByteRecord,
     /// Bytes skipped before the parser's first byte (a byte order mark).
     skipped: u64,
@@ -308,7 +309,7 @@ impl<R: Read> SnapshotReader<R> {
             .iter()
             .map(|h| h.trim().to_ascii_lowercase())
             .collect();
-        let mut index = [None; 12];
+        let mut index = [None; COLUMNS.len()];
         for (pos, name) in header.iter().enumerate() {
             match COLUMNS.iter().position(|c| c == name) {
                 Some(i) if index[i].is_some() => {
@@ -442,17 +443,19 @@ impl<R: Read> SnapshotReader<R> {
 
         let record = (|| {
             Some(UserRecord {
-                user_id: user_id?,
+                contact: UserContact {
+                    user_id: user_id?,
+                    email: email??,
+                    first_name: first_name?,
+                    last_name: last_name?,
+                    institutional_email: institutional_email?,
+                    pending_email: pending_email?,
+                    province: province?,
+                },
                 fiscal_code: fiscal_code?,
-                first_name: first_name?,
-                last_name: last_name?,
-                email: email??,
-                institutional_email: institutional_email?,
                 registration_completed: registration? == "completed",
                 enabled: enabled?,
-                pending_email: pending_email?,
                 code_regeneration_started: code_regeneration? == "started",
-                province: province?,
                 updated_at: updated_at?,
             })
         })();

@@ -135,7 +135,7 @@ impl Before {
             None => None,
             Some(at) => {
                 let rows = sqlx::query(
-                    "SELECT c.name, o.step, COUNT(*) FROM outbox o \
+                    "SELECT c.name AS campaign, o.step, COUNT(*) AS n FROM outbox o \
                      JOIN campaigns c ON c.id = o.campaign_id \
                      WHERE o.created_at = $1 GROUP BY c.id, c.name, o.step ORDER BY c.id, o.step",
                 )
@@ -145,9 +145,9 @@ impl Before {
                 let mut steps = Vec::with_capacity(rows.len());
                 for r in &rows {
                     steps.push(TickRows {
-                        campaign: r.try_get(0)?,
-                        step: parse_step(r.try_get(1)?)?,
-                        rows: r.try_get::<i64, _>(2)? as u64,
+                        campaign: r.try_get("campaign")?,
+                        step: parse_step(r.try_get("step")?)?,
+                        rows: r.try_get::<i64, _>("n")? as u64,
                     });
                 }
                 Some(LastTick { at, steps })
@@ -183,8 +183,8 @@ impl Before {
                      WHERE {new_rows} AND c.name = $3 AND o.step = $4"
                 );
                 let counts = sqlx::query(&format!(
-                    "SELECT COALESCE(SUM(CASE WHEN o.state = 'skipped' THEN 1 ELSE 0 END), 0), \
-                        COUNT(DISTINCT o.digest_of) {of_step}"
+                    "SELECT COALESCE(SUM(CASE WHEN o.state = 'skipped' THEN 1 ELSE 0 END), 0) AS skipped, \
+                        COUNT(DISTINCT o.digest_of) AS digests {of_step}"
                 ))
                 .bind(self.max_id)
                 .bind(now.timestamp())
@@ -192,8 +192,8 @@ impl Before {
                 .bind(p.step.to_string())
                 .fetch_one(&mut *conn)
                 .await?;
-                step.skipped = counts.try_get::<i64, _>(0)? as u64;
-                step.digests = counts.try_get::<i64, _>(1)? as u64;
+                step.skipped = counts.try_get::<i64, _>("skipped")? as u64;
+                step.digests = counts.try_get::<i64, _>("digests")? as u64;
                 // One row of this step per digest (one person's), so the digests' sizes add up.
                 step.sections = sqlx::query_scalar::<_, i64>(&format!(
                     "SELECT COUNT(*) FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \

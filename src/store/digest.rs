@@ -32,7 +32,10 @@ pub(crate) async fn repair_orphans(
     .await?;
     let mut groups: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for r in &rows {
-        groups.entry(r.get(1)).or_default().push(r.get(0));
+        groups
+            .entry(r.get("digest_of"))
+            .or_default()
+            .push(r.get("id"));
     }
     let mut regrouped = 0;
     for (old_lead, followers) in groups {

@@ -259,19 +259,19 @@ pub fn report_rows(
     .fetch(db.pool())
     .map(|row| {
         let r = row?;
-        let parse = |i: usize| r.try_get::<String, _>(i);
+        let parse = |column: &str| r.try_get::<String, _>(column);
         Ok(ReportRow {
-            user_id: r.try_get(0)?,
-            recipient: r.try_get(1)?,
-            step: parse(2)?.parse().map_err(UnknownState::into_sqlx)?,
-            state: parse(3)?.parse().map_err(UnknownState::into_sqlx)?,
-            reason: r.try_get(4)?,
-            smtp_code: r.try_get(5)?,
-            attempts: r.try_get(6)?,
-            planned_at: super::timestamp(r.try_get(7)?),
-            sent_at: super::timestamp(r.try_get(8)?),
-            updated_at: super::timestamp(r.try_get(9)?),
-            message_id: r.try_get(10)?,
+            user_id: r.try_get("user_id")?,
+            recipient: r.try_get("recipient")?,
+            step: parse("step")?.parse().map_err(UnknownState::into_sqlx)?,
+            state: parse("state")?.parse().map_err(UnknownState::into_sqlx)?,
+            reason: r.try_get("reason")?,
+            smtp_code: r.try_get("smtp_code")?,
+            attempts: r.try_get("attempts")?,
+            planned_at: super::timestamp(r.try_get("created_at")?),
+            sent_at: super::timestamp(r.try_get("sent_at")?),
+            updated_at: super::timestamp(r.try_get("updated_at")?),
+            message_id: r.try_get("message_id")?,
         })
     })
 }

@@ -6,9 +6,12 @@
 //! - [`smtp`]: the settings that point avvisi at a relay;
 //! - [`synthetic`]: the benchmark's synthetic population (its tests are `tests/api/synthetic.rs`);
 //! - [`postgres`]: a throwaway PostgreSQL database, dropped with its guard;
+//! - [`postfix`]: a private Postfix instance in a folder of its own (the tests' TLS relay, the
+//!   benchmark's discarding one);
 //! - [`process`]: a spawned `avvisi` with a timeout, SIGTERM, and waiting for a condition with a
 //!   deadline.
 
+pub mod postfix;
 pub mod postgres;
 pub mod process;
 pub mod smtp;

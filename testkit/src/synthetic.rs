@@ -223,7 +223,7 @@ pub struct SyntheticUser {
 }
 
 impl SyntheticUser {
-    fn fields(&self) -> [&str; 12] {
+    fn fields(&self) -> [&str; COLUMNS.len()] {
         [
             &self.user_id,
             &self.fiscal_code,

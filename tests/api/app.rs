@@ -3,6 +3,7 @@
 //! user would check. Then the command line's `--json`, which prints these same reports.
 
 use avvisi::app::{Actor, App, NewCampaignRequest, UsersImport};
+use avvisi::audience::Audience;
 use avvisi::import::snapshot::Encoding;
 use avvisi::store::CampaignState;
 
@@ -15,6 +16,7 @@ on_both_backends!(
     a_user_is_explained_and_suppressed,
     only_the_use_cases_that_send_read_the_relay_password,
     json_carries_the_figures_the_text_shows,
+    the_mean_message_size_is_that_of_the_emails_a_pass_writes,
 );
 
 fn app_of(t: &TestApp) -> App {
@@ -95,20 +97,21 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
             &who,
             &NewCampaignRequest {
                 name: "notice-bo".into(),
-                audience: "enabled_users".into(),
+                audience: Audience::EnabledUsers,
                 template: "maintenance_notice".into(),
                 filter: Some("province=bo".into()),
-                ..NewCampaignRequest::default()
+                send_at: None,
+                expires_at: None,
             },
         )
         .await
         .expect("create");
-    assert_eq!(created.filter_province.as_deref(), Some("BO"));
-    assert!(created.audience_size > 0, "{created:?}");
+    assert_eq!(created.setup.filter_province.as_deref(), Some("BO"));
+    assert!(created.setup.audience_size > 0, "{created:?}");
     // Without --expires-at: the configured days after now.
     let days = i64::from(t.settings.calendar.oneoff_expiry_days);
     assert_eq!(
-        created.expires_at,
+        created.setup.expires_at,
         Some(t.clock.now() + chrono::Duration::days(days))
     );
 
@@ -116,7 +119,7 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
         .preview_campaign(&who, "notice-bo")
         .await
         .expect("preview");
-    assert_eq!(preview.audience_size, created.audience_size);
+    assert_eq!(preview.audience_size, created.setup.audience_size);
     let message = preview.message.expect("a recipient to render for");
     assert!(!message.subject.is_empty() && !message.text.is_empty());
     assert!(message.text.contains(&message.first_name), "{message:?}");
@@ -141,8 +144,11 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
         user: "test-approver".into(),
     };
     let preview = app.approval_preview(&approver, "notice-bo").await.unwrap();
-    assert_eq!(preview.audience_size, created.audience_size);
-    assert_eq!(preview.samples.len() as u64, created.audience_size.min(10));
+    assert_eq!(preview.audience_size, created.setup.audience_size);
+    assert_eq!(
+        preview.samples.len() as u64,
+        created.setup.audience_size.min(10)
+    );
     app.approve_campaign(&approver, &preview).await.unwrap();
     let launched = app.launch_campaign(&who, "notice-bo").await.unwrap();
     assert_eq!(launched.state, CampaignState::Running);
@@ -161,7 +167,7 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
     let all = app.campaigns().await.unwrap();
     let shown = all.iter().find(|c| c.name == "notice-bo").unwrap();
     assert_eq!(shown.state, "cancelled");
-    assert_eq!(shown.filter_province.as_deref(), Some("BO"));
+    assert_eq!(shown.setup.filter_province.as_deref(), Some("BO"));
     t.teardown().await;
 }
 
@@ -229,9 +235,11 @@ async fn only_the_use_cases_that_send_read_the_relay_password(t: TestApp) {
         &who,
         &NewCampaignRequest {
             name: "notice".into(),
-            audience: "enabled_users".into(),
+            audience: Audience::EnabledUsers,
             template: "maintenance_notice".into(),
-            ..NewCampaignRequest::default()
+            filter: None,
+            send_at: None,
+            expires_at: None,
         },
     )
     .await
@@ -356,5 +364,38 @@ async fn json_carries_the_figures_the_text_shows(t: TestApp) {
     .expect("reopen --json parses");
     assert_eq!(reopened["newly_declared"], true);
     assert_eq!(reopened["at"], "2026-12-14T08:00:00Z");
+    t.teardown().await;
+}
+
+/// The benchmark's message size, as a use case: nothing on an empty outbox; after a pass, the
+/// mean of the planned rows' emails lies among the sizes of the emails the pass wrote (a digest
+/// is larger than any of its sections alone, a lone email the same size).
+async fn the_mean_message_size_is_that_of_the_emails_a_pass_writes(t: TestApp) {
+    let app = app_of(&t);
+    assert_eq!(app.mean_message_size(0, 256).await.expect("empty"), 0);
+    let users = repo_path("examples/users.csv");
+    let report = app
+        .run_once(
+            &operator(),
+            Some(at("2026-11-23T10:00:00+01:00")),
+            Some((&users, Encoding::default())),
+        )
+        .await
+        .expect("run once");
+    let planned: u64 = report.campaigns.iter().map(|c| c.planned).sum();
+    let sizes: Vec<u64> = t
+        .eml_files()
+        .iter()
+        .map(|(_, eml)| eml.len() as u64)
+        .collect();
+    let (smallest, largest) = (*sizes.iter().min().unwrap(), *sizes.iter().max().unwrap());
+    let mean = app
+        .mean_message_size(planned, 256)
+        .await
+        .expect("mean size");
+    assert!(
+        (smallest..=largest).contains(&mean),
+        "{mean} bytes, the pass wrote {smallest} to {largest}"
+    );
     t.teardown().await;
 }

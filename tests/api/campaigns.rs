@@ -260,7 +260,12 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
         &app,
         &create_args("other", "everyone", "maintenance_notice"),
     );
-    assert!(err.contains("unknown audience `everyone`"), "{err}");
+    // Refused by the command line's parser, which lists every audience.
+    assert!(
+        err.contains("invalid value 'everyone' for '--audience <AUDIENCE>'")
+            && Audience::names().iter().all(|name| err.contains(name)),
+        "{err}"
+    );
     let err = fails(&app, &create_args("other", "enabled_users", "nosuch"));
     assert!(
         err.contains("unknown template `nosuch`") && err.contains("maintenance_notice"),
@@ -668,4 +673,20 @@ fn every_campaign_command_has_help_with_an_example() {
         assert!(out.status.success(), "{sub}");
         assert!(stdout(&out).contains("Example"), "{sub}");
     }
+}
+
+#[test]
+fn create_help_lists_every_audience() {
+    let out = Command::new(env!("CARGO_BIN_EXE_avvisi"))
+        .args(["campaign", "create", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&out);
+    let listed = help
+        .split("[possible values: ")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no possible values for --audience:\n{help}"));
+    let listed: Vec<&str> = listed.split(',').map(str::trim).collect();
+    assert_eq!(listed, Audience::names(), "{help}");
 }

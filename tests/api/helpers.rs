@@ -82,6 +82,24 @@ pub struct OutboxRow {
     pub next_attempt_at: i64,
 }
 
+/// The examples' 47 planned messages are all waiting as planned: pending, no attempt, no error
+/// (a relay's fault changed none of them).
+pub fn untouched(rows: &[OutboxRow]) {
+    assert_eq!(rows.len(), 47);
+    for r in rows {
+        assert_eq!(
+            (
+                r.state.as_str(),
+                r.attempts,
+                r.reason.as_deref(),
+                r.smtp_code
+            ),
+            ("pending", 0, None, None),
+            "{r:?}"
+        );
+    }
+}
+
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }

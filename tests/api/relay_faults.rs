@@ -6,29 +6,12 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::helpers::{OutboxRow, TestApp};
+use crate::helpers::{untouched, OutboxRow, TestApp};
 use crate::on_both_backends;
 use testkit::smtp_sink::{Fault, SmtpSink};
 
 fn avvisi(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
     app.avvisi(args, env)
-}
-
-/// Every planned message is waiting as planned: pending, no attempt, no error.
-fn untouched(rows: &[OutboxRow]) {
-    assert_eq!(rows.len(), 47);
-    for r in rows {
-        assert_eq!(
-            (
-                r.state.as_str(),
-                r.attempts,
-                r.reason.as_deref(),
-                r.smtp_code
-            ),
-            ("pending", 0, None, None),
-            "{r:?}"
-        );
-    }
 }
 
 /// Relay-wide refusals, one after the other on the same outbox: not one message changes state

@@ -11,7 +11,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::helpers::{repo_path, skip_or_fail, OutboxRow, TestApp};
+use crate::helpers::{repo_path, skip_or_fail, untouched, TestApp};
 use crate::on_both_backends;
 use crate::relay::{PostfixRelay, USERNAME};
 use testkit::smtp_sink::{distinct_message_ids, SmtpSink};
@@ -63,23 +63,6 @@ fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Every planned message is waiting as planned: pending, no attempt, no error.
-fn untouched(rows: &[OutboxRow]) {
-    assert_eq!(rows.len(), 47);
-    for r in rows {
-        assert_eq!(
-            (
-                r.state.as_str(),
-                r.attempts,
-                r.reason.as_deref(),
-                r.smtp_code
-            ),
-            ("pending", 0, None, None),
-            "{r:?}"
-        );
-    }
 }
 
 /// STARTTLS and AUTH with the right password: Postfix accepts every email, over TLS and

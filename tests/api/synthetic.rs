@@ -22,19 +22,20 @@ fn every_row_is_valid_and_the_shares_are_as_documented() {
             Ok(u) => u,
             Err(e) => panic!("line {}: {e:?}", row.line),
         };
-        let private = !is_institutional(&u.email);
+        let private = !is_institutional(&u.contact.email);
         counts[0] += u64::from(!u.registration_completed);
-        counts[1] += u64::from(u.enabled && u.pending_email.is_some());
+        counts[1] += u64::from(u.enabled && u.contact.pending_email.is_some());
         counts[2] += u64::from(u.enabled && u.code_regeneration_started);
         counts[3] += u64::from(u.enabled && private);
         counts[4] += u64::from(u.enabled);
         // Exactly one reminder audience each.
         let reminders = u64::from(!u.registration_completed)
-            + u64::from(u.enabled && u.pending_email.is_some())
+            + u64::from(u.enabled && u.contact.pending_email.is_some())
             + u64::from(u.enabled && u.code_regeneration_started)
             + u64::from(u.enabled && private);
         assert_eq!(reminders, 1, "{u:?}");
-        accented += u64::from(!u.first_name.is_ascii() || u.last_name.contains('\''));
+        accented +=
+            u64::from(!u.contact.first_name.is_ascii() || u.contact.last_name.contains('\''));
     }
     let expected: Vec<u64> = audience_sizes(n, Population::OneEach)
         .into_iter()
@@ -70,10 +71,10 @@ fn with_digests_one_user_in_twenty_has_three_procedures() {
     let mut counts = [0u64; 5];
     while let Some(row) = reader.next_row() {
         let u = row.unwrap().result.unwrap();
-        let private = !is_institutional(&u.email);
+        let private = !is_institutional(&u.contact.email);
         let audiences = [
             !u.registration_completed,
-            u.enabled && u.pending_email.is_some(),
+            u.enabled && u.contact.pending_email.is_some(),
             u.enabled && u.code_regeneration_started,
             u.enabled && private,
             u.enabled,
@@ -122,9 +123,9 @@ fn the_mission_population_has_the_portals_shares() {
         let u = row.unwrap().result.unwrap();
         let audiences = [
             !u.registration_completed,
-            u.enabled && u.pending_email.is_some(),
+            u.enabled && u.contact.pending_email.is_some(),
             u.enabled && u.code_regeneration_started,
-            u.enabled && !is_institutional(&u.email),
+            u.enabled && !is_institutional(&u.contact.email),
             u.enabled,
         ];
         for (c, member) in counts.iter_mut().zip(audiences) {

@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 
 use super::{local, print_json, show};
@@ -12,6 +13,7 @@ mod approve;
 mod follow;
 mod print;
 use crate::app::{Actor, App, NewCampaignRequest};
+use crate::audience::Audience;
 use crate::store::CampaignState;
 use crate::telemetry::printable;
 
@@ -19,12 +21,11 @@ use crate::telemetry::printable;
 pub enum CampaignCommand {
     /// Create a one-off campaign as a draft (nothing is sent until `launch`).
     #[command(
-        after_help = format!("Audiences: {}. TEMPLATE is a message folder in the templates folder.\n\n\
+        after_help = "TEMPLATE is a message folder in the templates folder.\n\n\
         Examples:\n  \
         avvisi campaign create maintenance-notice --audience enabled_users --template maintenance_notice\n  \
         avvisi campaign create reminder-bo --audience registration_incomplete \\\n      \
-        --template registration_incomplete --filter province=BO --send-at 2026-11-26T09:00:00+01:00",
-        crate::audience::Audience::names().chunks(3).map(|c| c.join(", ")).collect::<Vec<_>>().join(",\n"))
+        --template registration_incomplete --filter province=BO --send-at 2026-11-26T09:00:00+01:00"
     )]
     Create(CreateArgs),
 
@@ -132,9 +133,9 @@ pub enum CampaignCommand {
 pub struct CreateArgs {
     /// The campaign's name: 1 to 60 characters among a-z, 0-9, `_` and `-`.
     pub name: String,
-    /// Who receives it (see the list below).
-    #[arg(long)]
-    pub audience: String,
+    /// Who receives it.
+    #[arg(long, value_parser = audience_parser())]
+    pub audience: Audience,
     /// The message folder in the templates folder.
     #[arg(long)]
     pub template: String,
@@ -149,6 +150,12 @@ pub struct CreateArgs {
     /// `calendar.oneoff_expiry_days` (7) days after --send-at, or after now.
     #[arg(long, value_name = "TIMESTAMP")]
     pub expires_at: Option<String>,
+}
+
+/// `--audience`: one of [`Audience::names`], so that `--help` lists them and clap refuses any
+/// other before anything runs.
+fn audience_parser() -> impl TypedValueParser<Value = Audience> {
+    PossibleValuesParser::new(Audience::names()).try_map(|name| name.parse::<Audience>())
 }
 
 pub(crate) async fn run(

@@ -10,20 +10,22 @@ pub(super) fn created(c: &Created, tz: Tz) {
     println!(
         "created draft campaign {}: audience {}{} ({} users now), template {}{}",
         c.name,
-        c.audience,
-        c.filter_province
+        c.setup.audience,
+        c.setup
+            .filter_province
             .as_deref()
             .map(|p| format!(", province {p}"))
             .unwrap_or_default(),
-        c.audience_size,
-        c.template,
-        c.send_at
+        c.setup.audience_size,
+        c.setup.template,
+        c.setup
+            .send_at
             .map(|t| format!(", not before {}", local(Some(t), tz)))
             .unwrap_or_default()
     );
     println!(
         "it expires at {}: nothing of it goes out after that",
-        local(c.expires_at, tz)
+        local(c.setup.expires_at, tz)
     );
     if c.send_at_past {
         println!("note: --send-at is already past; once launched it starts at once");
@@ -73,7 +75,7 @@ pub(super) fn list(all: &[CampaignView], tz: Tz) {
             c.name,
             c.kind,
             c.state,
-            c.audience_size,
+            c.setup.audience_size,
             p.sent,
             p.skipped,
             p.failed,
@@ -101,14 +103,14 @@ pub(super) fn show(c: &CampaignView, tz: Tz) {
             "audience",
             format!(
                 "{}: {} ({} users now)",
-                audience_text(&c.audience, c.filter_province.as_deref()),
+                audience_text(&c.setup.audience, c.setup.filter_province.as_deref()),
                 c.audience_description,
-                c.audience_size
+                c.setup.audience_size
             ),
         ),
-        ("template", c.template.clone()),
-        ("send at", local(c.send_at, tz)),
-        ("expires at", local(c.expires_at, tz)),
+        ("template", c.setup.template.clone()),
+        ("send at", local(c.setup.send_at, tz)),
+        ("expires at", local(c.setup.expires_at, tz)),
         (
             "created",
             match &c.created_by {

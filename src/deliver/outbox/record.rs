@@ -16,16 +16,7 @@ pub async fn record(
 ) -> Result<u64, sqlx::Error> {
     let now = now.timestamp();
     // The common case, sent, is one statement per chunk of rows; the rest one per row.
-    let sent: Vec<(i64, &str, &str)> = outcomes
-        .iter()
-        .filter_map(|(id, outcome)| match outcome {
-            Outcome::Sent {
-                recipient,
-                template_digest,
-            } => Some((*id, recipient.as_str(), template_digest.as_str())),
-            _ => None,
-        })
-        .collect();
+    let sent = sent_rows(outcomes);
     let statements: Vec<String> = sent
         .chunks(SENT_PER_STATEMENT)
         .map(|rows| sent_statement(rows.len()))
@@ -47,87 +38,129 @@ pub async fn record(
             .rows_affected();
     }
     for (id, outcome) in outcomes {
-        let q = match outcome {
-            Outcome::Sent { .. } => continue,
-            Outcome::Retry { at, error, code } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = $4, reason = $5, smtp_code = $6, \
-                    updated_at = $3, claim_token = NULL, lease_until = NULL \
-                 WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(at.timestamp())
-            .bind(error.clone())
-            .bind(code.map(i64::from)),
-            Outcome::Failed { error, code } => sqlx::query(
-                "UPDATE outbox SET state = 'failed', reason = $4, smtp_code = $5, updated_at = $3, \
-                    claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(error.clone())
-            .bind(code.map(i64::from)),
-            Outcome::NoSuchRecipient {
-                recipient,
-                error,
-                code,
-            } => {
-                let added = suppression::add_on(
-                    &mut tx,
-                    recipient,
-                    error,
-                    SuppressionSource::Relay,
-                    crate::store::timestamp(Some(now)).unwrap_or_default(),
-                )
-                .await;
-                match added {
-                    Ok(_) => {}
-                    Err(suppression::SuppressionError::Database(e)) => return Err(e),
-                    // Not an address we could store (the relay took it, though): the message
-                    // still fails.
-                    Err(e) => tracing::warn!(error = %e, "recipient not suppressed"),
-                }
-                sqlx::query(
-                    "UPDATE outbox SET state = 'failed', reason = $4, smtp_code = $5, updated_at = $3, \
-                        claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
-                )
-                .bind(*id)
-                .bind(token)
-                .bind(now)
-                .bind(error.clone())
-                .bind(code.map(i64::from))
-            }
-            Outcome::Expired { reason } | Outcome::Skipped { reason } => {
-                let state = match outcome {
-                    Outcome::Expired { .. } => OutboxState::Expired,
-                    _ => OutboxState::Skipped,
-                };
-                sqlx::query(
-                    "UPDATE outbox SET state = $5, reason = $4, updated_at = $3, \
-                        claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
-                )
-                .bind(*id)
-                .bind(token)
-                .bind(now)
-                .bind(reason.clone())
-                .bind(state.as_str())
-            }
-            Outcome::HandedBack { at } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = $4, attempts = attempts - 1, \
-                    updated_at = $3, claim_token = NULL, lease_until = NULL \
-                 WHERE id = $1 AND claim_token = $2",
-            )
-            .bind(*id)
-            .bind(token)
-            .bind(now)
-            .bind(at.timestamp()),
-        };
-        held += q.execute(&mut *tx).await?.rows_affected();
+        held += record_one(&mut tx, token, now, *id, outcome).await?;
     }
     tx.commit().await?;
     Ok(held)
+}
+
+/// The sent rows of a batch: (id, recipient, template digest).
+fn sent_rows(outcomes: &[(i64, Outcome)]) -> Vec<(i64, &str, &str)> {
+    outcomes
+        .iter()
+        .filter_map(|(id, outcome)| match outcome {
+            Outcome::Sent {
+                recipient,
+                template_digest,
+            } => Some((*id, recipient.as_str(), template_digest.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Records the outcome of one row that was not sent (a sent row is left to [`sent_statement`]).
+/// Returns 1 if the row was still held by `token`, else 0.
+async fn record_one(
+    conn: &mut AnyConnection,
+    token: &str,
+    now: i64,
+    id: i64,
+    outcome: &Outcome,
+) -> Result<u64, sqlx::Error> {
+    let q = match outcome {
+        Outcome::Sent { .. } => return Ok(0),
+        Outcome::Retry { at, error, code } => sqlx::query(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = $4, reason = $5, smtp_code = $6, \
+                updated_at = $3, claim_token = NULL, lease_until = NULL \
+             WHERE id = $1 AND claim_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(now)
+        .bind(at.timestamp())
+        .bind(error.clone())
+        .bind(code.map(i64::from)),
+        Outcome::Failed { error, code } => failed(id, token, now, error, *code),
+        Outcome::NoSuchRecipient {
+            recipient,
+            error,
+            code,
+        } => {
+            suppress_recipient(conn, recipient, error, now).await?;
+            failed(id, token, now, error, *code)
+        }
+        Outcome::Expired { reason } | Outcome::Skipped { reason } => {
+            let state = match outcome {
+                Outcome::Expired { .. } => OutboxState::Expired,
+                _ => OutboxState::Skipped,
+            };
+            sqlx::query(
+                "UPDATE outbox SET state = $5, reason = $4, updated_at = $3, \
+                    claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(id)
+            .bind(token)
+            .bind(now)
+            .bind(reason.clone())
+            .bind(state.as_str())
+        }
+        Outcome::HandedBack { at } => sqlx::query(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = $4, attempts = attempts - 1, \
+                updated_at = $3, claim_token = NULL, lease_until = NULL \
+             WHERE id = $1 AND claim_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(now)
+        .bind(at.timestamp()),
+    };
+    Ok(q.execute(&mut *conn).await?.rows_affected())
+}
+
+/// The statement that fails a row (a permanent failure, or no such recipient).
+fn failed<'q>(
+    id: i64,
+    token: &'q str,
+    now: i64,
+    error: &str,
+    code: Option<u16>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(
+        "UPDATE outbox SET state = 'failed', reason = $4, smtp_code = $5, updated_at = $3, \
+            claim_token = NULL, lease_until = NULL WHERE id = $1 AND claim_token = $2",
+    )
+    .bind(id)
+    .bind(token)
+    .bind(now)
+    .bind(error.to_string())
+    .bind(code.map(i64::from))
+}
+
+/// Puts `recipient`, which the relay says does not exist, on the suppression list with the
+/// relay's reply as the reason (in the batch's transaction).
+async fn suppress_recipient(
+    conn: &mut AnyConnection,
+    recipient: &str,
+    error: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let added = suppression::add_on(
+        conn,
+        recipient,
+        error,
+        SuppressionSource::Relay,
+        crate::store::timestamp(Some(now)).unwrap_or_default(),
+    )
+    .await;
+    match added {
+        Ok(_) => Ok(()),
+        Err(suppression::SuppressionError::Database(e)) => Err(e),
+        // Not an address we could store (the relay took it, though): the message still fails.
+        Err(e) => {
+            tracing::warn!(error = %e, "recipient not suppressed");
+            Ok(())
+        }
+    }
 }
 
 /// `UPDATE` of `n` sent rows: `$1` the claim token, `$2` the time, then (id, recipient, digest)

@@ -52,8 +52,8 @@ fn semicolons_bom_and_any_column_order() {
                g.dangelo@libero.it;U1;RSSMRA85T10A562S;Nicolò;D'Angelo;;completed;true;;started\n";
     let rows = read(csv);
     let user = rows[0].result.as_ref().unwrap();
-    assert_eq!(user.last_name, "D'Angelo");
-    assert_eq!(user.first_name, "Nicolò");
+    assert_eq!(user.contact.last_name, "D'Angelo");
+    assert_eq!(user.contact.first_name, "Nicolò");
     assert!(user.code_regeneration_started);
     assert_eq!(rows[0].line, 2);
 }
@@ -111,7 +111,7 @@ fn windows_1252_is_read_when_named() {
     let names: Vec<(String, String)> = rows
         .iter()
         .map(|r| r.result.as_ref().unwrap())
-        .map(|u| (u.first_name.clone(), u.last_name.clone()))
+        .map(|u| (u.contact.first_name.clone(), u.contact.last_name.clone()))
         .collect();
     assert_eq!(
         names,
@@ -134,7 +134,10 @@ fn a_byte_order_mark_wins_over_the_encoding_given() {
         let rows = read_all(text.as_bytes(), encoding, MAX_ROW_BYTES).unwrap();
         let user = rows[0].result.as_ref().unwrap();
         assert_eq!(
-            (user.first_name.as_str(), user.last_name.as_str()),
+            (
+                user.contact.first_name.as_str(),
+                user.contact.last_name.as_str()
+            ),
             ("Nicolò", "Fabbrì")
         );
     }
@@ -329,7 +332,7 @@ fn hostile_names_are_refused_or_kept_as_written() {
             row(&format!("\"{field}\""), "Rossi", "a.rossi@libero.it")
         );
         let user = read(&csv)[0].result.clone().unwrap();
-        assert_eq!(user.first_name, stored);
+        assert_eq!(user.contact.first_name, stored);
     }
 }
 
