@@ -22,7 +22,7 @@ mod layers;
 mod redact;
 mod step;
 
-use checks::{check_calendar, check_dkim, check_smtp, parse_mailbox};
+use checks::{check_calendar, check_dkim, check_smtp, check_unsubscribe, parse_mailbox};
 
 pub use layers::{Effective, Entry, Origin, UnknownKey};
 pub use redact::redact_url;
@@ -96,6 +96,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Where `avvisi daemon` serves health, metrics and the status page; `None`: nowhere.
     pub http: HttpSettings,
+    /// The one-click unsubscribe (RFC 8058): its public address, its key, its own listener.
+    pub unsubscribe: UnsubscribeSettings,
     /// Every key with its value and its source, secrets masked (`avvisi config show`).
     pub effective: Effective,
 }
@@ -127,6 +129,33 @@ pub enum LogFormat {
 pub struct HttpSettings {
     /// `None` when `http.address` is empty: no endpoints.
     pub address: Option<std::net::SocketAddr>,
+}
+
+/// `[unsubscribe]`: the one-click unsubscribe links of the streams that are not the user's own
+/// procedure (see `audience::optout`).
+#[derive(Clone, Default)]
+pub struct UnsubscribeSettings {
+    /// The public address of the endpoint, without a final `/`; the links are `URL/u/TOKEN`.
+    /// `None`: the files transport writes a placeholder, and SMTP delivery is refused.
+    pub public_url: Option<String>,
+    /// The key of the tokens (HMAC-SHA256); required with `public_url` or `address`.
+    pub secret: Option<SecretString>,
+    /// Where `avvisi daemon` serves the endpoint (its own listener, not the console's).
+    pub address: Option<std::net::SocketAddr>,
+    /// A mailbox offered beside the https link (`<mailto:...>`), when set.
+    pub mailto: Option<lettre::Address>,
+}
+
+impl std::fmt::Debug for UnsubscribeSettings {
+    // The secret must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsubscribeSettings")
+            .field("public_url", &self.public_url)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("address", &self.address)
+            .field("mailto", &self.mailto)
+            .finish()
+    }
 }
 
 /// The relay's limits (0 = none), for every process on the database together (see
@@ -313,6 +342,10 @@ pub struct MailSettings {
     /// VERP: the envelope sender is `LOCAL+TOKEN@DOMAIN` of `bounce_address`, the token naming
     /// the outbox row, so that a bounce names its message without guessing.
     pub verp: bool,
+    /// The domain under which each stream's `List-Id` is named (`<STREAM.DOMAIN>`).
+    pub list_id_domain: String,
+    /// The sender's id, the last field of every `Feedback-ID` (`CAMPAIGN:STREAM:SENDER`).
+    pub feedback_id: String,
 }
 
 /// How returned mail is read (`avvisi bounces import`).
@@ -403,6 +436,16 @@ struct Raw {
     dkim: RawDkim,
     log: LogSettings,
     http: RawHttp,
+    unsubscribe: RawUnsubscribe,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnsubscribe {
+    public_url: String,
+    secret: SecretString,
+    address: String,
+    mailto: String,
 }
 
 #[derive(Deserialize)]
@@ -442,6 +485,8 @@ struct RawMail {
     service_name: String,
     bounce_address: String,
     verp: bool,
+    list_id_domain: String,
+    feedback_id: String,
 }
 
 #[derive(Deserialize)]
@@ -596,6 +641,8 @@ impl Settings {
                 })?),
             },
             verp: raw.mail.verp,
+            list_id_domain: checks::check_list_id_domain(&raw.mail.list_id_domain)?,
+            feedback_id: checks::check_feedback_id(&raw.mail.feedback_id)?,
         };
         if mail.verp && mail.bounce_address.is_none() {
             return Err(invalid(
@@ -666,6 +713,7 @@ impl Settings {
             bounce: raw.bounce,
             log: raw.log,
             http: HttpSettings { address },
+            unsubscribe: check_unsubscribe(raw.unsubscribe)?,
             effective,
         })
     }

@@ -23,6 +23,7 @@ use crate::store::{Applied, Db};
 
 mod calendar;
 mod campaigns;
+mod optouts;
 mod queue;
 mod report;
 mod run;
@@ -33,7 +34,8 @@ pub use calendar::{Cadence, CalendarReport, CalendarStep, Reopened, StepReminder
 pub use campaigns::{
     CampaignProgress, CampaignView, Created, Launched, NewCampaignRequest, Transitioned,
 };
-pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status};
+pub use optouts::{unsubscribe, OptOutRemoved, UnsubscribeError, Unsubscribed};
+pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status, StreamOptOuts};
 pub use report::{CsvWritten, HtmlWritten};
 pub use run::{
     DeliveryStop, ImportRefused, Migration, Migrations, RunReport, RunRow, UsersImport,

@@ -18,6 +18,7 @@ pub mod campaign;
 mod configuration;
 mod explain;
 mod import;
+pub mod optouts;
 mod phases;
 mod plan;
 mod report;
@@ -116,6 +117,7 @@ async fn dispatch(
             html,
         } => report::run(app, &campaign, out.as_deref(), html.as_deref(), json).await,
         Command::Suppress(cmd) => suppress::run(cmd, app, who, json).await,
+        Command::Optouts(cmd) => optouts::run(cmd, app, who, json).await,
         Command::Bounces(cmd) => bounces::run(cmd, app, who, json).await,
         Command::Config(_) => unreachable!("handled before the database is opened"),
     }

@@ -76,6 +76,14 @@ pub(crate) fn print(s: &Status, settings: &Settings) {
             q.used_last_hour, q.per_hour
         );
     }
+    if !s.optouts.is_empty() {
+        let each: Vec<String> = s
+            .optouts
+            .iter()
+            .map(|o| format!("{} {}", o.users, o.stream))
+            .collect();
+        println!("opted out: {} (avvisi optouts list)", each.join(", "));
+    }
     if !s.errors.is_empty() {
         println!("errors by reply (failed, waiting to retry, last seen, an example):");
         for e in &s.errors {

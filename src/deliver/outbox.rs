@@ -21,12 +21,12 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::audience::suppression;
 use crate::audience::Audience;
+use crate::audience::{optout, suppression};
 use crate::campaign::Campaign;
 use crate::config::Step;
 use crate::store::{
-    Backend, Db, OutboxState, SuppressionSource, UnknownState, UserContact, CONTACT_COLUMNS,
+    Backend, Db, OutboxState, Stream, SuppressionSource, UnknownState, UserContact, CONTACT_COLUMNS,
 };
 
 mod record;
@@ -56,6 +56,11 @@ pub struct Claimed {
     /// The address on record is suppressed: `recipient` is the institutional address, and the
     /// email says why it arrives there.
     pub fallback: bool,
+    /// Its campaign's stream (List-Id, Feedback-ID, opt-outs).
+    pub stream: Stream,
+    /// Whether its campaign's emails carry the one-click unsubscribe (see
+    /// [`Campaign::unsubscribe`]).
+    pub unsubscribe: bool,
 }
 
 /// How a claimed row ends this round.
@@ -201,6 +206,32 @@ pub(crate) async fn claim(
                WHERE f.digest_of = outbox.id AND f.id <> outbox.id AND f.claim_token = $1)",
         ],
     };
+    // Who opted out of a row's stream since it was planned: the same, by the same passes.
+    let mut dropped: Vec<(i64, &'static str)> = Vec::new();
+    if optout::any(&mut *conn).await? {
+        for which in passes {
+            for campaign_id in optout::skip_opted_out(conn, token, which, now).await? {
+                if let Some((_, _, _, name)) = campaigns.iter().find(|c| c.0 == campaign_id) {
+                    match skipped.iter_mut().find(|(c, _)| c == name) {
+                        Some((_, total)) => *total += 1,
+                        None => skipped.push((name.clone(), 1)),
+                    }
+                }
+            }
+        }
+        if followers > 0 {
+            let leads = optout::opted_out_leads(conn, token).await?;
+            dropped.extend(leads.into_iter().map(|id| (id, optout::REASON)));
+        }
+    }
+    let passes: &[&str] = match followers {
+        0 => &[""],
+        _ => &[
+            " AND digest_of IS NOT NULL AND digest_of <> id",
+            " AND (digest_of IS NULL OR digest_of = id) AND NOT EXISTS (SELECT 1 FROM outbox f \
+               WHERE f.digest_of = outbox.id AND f.id <> outbox.id AND f.claim_token = $1)",
+        ],
+    };
     for which in passes {
         for (id, audience, province, name) in &campaigns {
             let sql = format!(
@@ -228,7 +259,6 @@ pub(crate) async fn claim(
         }
     }
     // The leads still carrying others' sections whose own section is dropped.
-    let mut dropped: Vec<(i64, &'static str)> = Vec::new();
     if followers > 0 {
         for (id, audience, province, _) in &campaigns {
             let sql = format!(
@@ -391,7 +421,7 @@ fn claim_where_sql(backend: Backend, what: &str, hold_reminders: bool) -> String
 /// The outbox row's columns that [`claimed_from_row`] reads by name, besides the user's
 /// ([`CONTACT_COLUMNS`]), `recipient` and `fallback`.
 pub const OUTBOX_COLUMNS: &str = "o.id, c.name AS campaign, o.step, o.template, o.message_id, \
-                              o.attempts, o.expires_at, o.digest_of";
+                              o.attempts, o.expires_at, o.digest_of, c.stream, c.transactional";
 
 /// The first user of the campaign's audience (by user id) as a row to render, as if planned:
 /// step `main`, recipient the address on record, `message_id` as given. Nothing is written.
@@ -403,7 +433,8 @@ pub(crate) async fn first_recipient(
     let sql = format!(
         "SELECT CAST(0 AS BIGINT) AS id, $2 AS campaign, 'main' AS step, $3 AS template, \
             $4 AS message_id, CAST(0 AS BIGINT) AS attempts, CAST($5 AS BIGINT) AS expires_at, \
-            CAST(NULL AS BIGINT) AS digest_of, {CONTACT_COLUMNS}, u.email AS recipient, \
+            CAST(NULL AS BIGINT) AS digest_of, $6 AS stream, $7 AS transactional, \
+            {CONTACT_COLUMNS}, u.email AS recipient, \
             CAST(0 AS BIGINT) AS fallback FROM users u WHERE {} ORDER BY u.user_id LIMIT 1",
         c.audience.condition_in(1)
     );
@@ -413,6 +444,8 @@ pub(crate) async fn first_recipient(
         .bind(&c.template)
         .bind(message_id)
         .bind(c.expires_at.map(|t| t.timestamp()))
+        .bind(c.stream.key())
+        .bind(c.transactional.clone())
         .fetch_optional(db.pool())
         .await?;
     row.as_ref().map(claimed_from_row).transpose()
@@ -421,7 +454,14 @@ pub(crate) async fn first_recipient(
 /// Decodes a row selected as [`claim`]'s final query selects it: [`OUTBOX_COLUMNS`],
 /// [`CONTACT_COLUMNS`], `recipient` and `fallback`, by name.
 pub fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
+    let stream: Stream = r
+        .try_get::<String, _>("stream")?
+        .parse()
+        .map_err(|e: crate::store::UnknownStream| sqlx::Error::Decode(e.into()))?;
+    let transactional: Option<String> = r.try_get("transactional")?;
     Ok(Claimed {
+        unsubscribe: !stream.is_procedure() && transactional.is_none(),
+        stream,
         id: r.try_get("id")?,
         campaign: r.try_get("campaign")?,
         step: r

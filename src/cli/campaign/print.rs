@@ -25,6 +25,13 @@ pub(super) fn created(c: &Created, tz: Tz) {
         "it expires at {}: nothing of it goes out after that",
         local(c.expires_at, tz)
     );
+    match &c.transactional {
+        Some(why) => println!(
+            "transactional ({}): its emails carry no unsubscribe",
+            printable(why)
+        ),
+        None => println!("its emails carry a one-click unsubscribe (not --transactional)"),
+    }
     if c.send_at_past {
         println!("note: --send-at is already past; once launched it starts at once");
     }
@@ -107,6 +114,14 @@ pub(super) fn show(c: &CampaignView, tz: Tz) {
             ),
         ),
         ("template", c.template.clone()),
+        (
+            "stream",
+            match (&c.transactional, c.unsubscribe) {
+                (Some(why), _) => format!("{} (transactional: {why}; no unsubscribe)", c.stream),
+                (None, true) => format!("{} (one-click unsubscribe)", c.stream),
+                (None, false) => format!("{} (the user's own procedure; no unsubscribe)", c.stream),
+            },
+        ),
         ("send at", local(c.send_at, tz)),
         ("expires at", local(c.expires_at, tz)),
         ("created", local(c.created_at, tz)),
