@@ -32,4 +32,5 @@ mod relay_tls;
 mod scale;
 mod synthetic;
 mod templates;
+mod unsubscribe;
 mod why_not;
