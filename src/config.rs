@@ -774,6 +774,72 @@ mod tests {
     }
 
     #[test]
+    fn the_unsubscribe_settings_go_together_and_the_key_is_never_shown() {
+        let key = "a-key-of-forty-characters-0123456789abcd";
+        let s = load(&[
+            (
+                "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+                "https://avvisi.example.it/u/",
+            ),
+            ("AVVISI__UNSUBSCRIBE__SECRET", key),
+            ("AVVISI__UNSUBSCRIBE__ADDRESS", "127.0.0.1:9026"),
+        ])
+        .unwrap();
+        // The final `/` dropped: the links are URL/u/TOKEN.
+        assert_eq!(
+            s.unsubscribe.public_url.as_deref(),
+            Some("https://avvisi.example.it/u")
+        );
+        let shown = format!("{s:?}{}", s.effective.to_toml());
+        assert!(!shown.contains(key), "{shown}");
+        for (env, named) in [
+            (
+                vec![(
+                    "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+                    "https://avvisi.example.it",
+                )],
+                "unsubscribe.secret",
+            ),
+            (
+                vec![("AVVISI__UNSUBSCRIBE__ADDRESS", "127.0.0.1:9026")],
+                "unsubscribe.secret",
+            ),
+            (
+                vec![
+                    (
+                        "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+                        "http://avvisi.example.it",
+                    ),
+                    ("AVVISI__UNSUBSCRIBE__SECRET", key),
+                ],
+                "unsubscribe.public_url",
+            ),
+            (
+                vec![("AVVISI__UNSUBSCRIBE__SECRET", "short-key")],
+                "unsubscribe.secret",
+            ),
+            (
+                vec![("AVVISI__MAIL__FEEDBACK_ID", "a:b")],
+                "mail.feedback_id",
+            ),
+            (
+                vec![("AVVISI__MAIL__LIST_ID_DOMAIN", "Avvisi")],
+                "mail.list_id_domain",
+            ),
+        ] {
+            let err = load(&env).unwrap_err().to_string();
+            assert!(err.contains(named), "{env:?}: {err}");
+            assert!(!err.contains("short-key") && !err.contains(key), "{err}");
+        }
+        // http on loopback, for a proxy on the same host or a test.
+        assert!(load(&[
+            ("AVVISI__UNSUBSCRIBE__PUBLIC_URL", "http://127.0.0.1:9026"),
+            ("AVVISI__UNSUBSCRIBE__SECRET", key),
+        ])
+        .is_ok());
+    }
+
+    #[test]
     fn defaults_are_the_2026_calendar() {
         let s = load(&[]).unwrap();
         assert_eq!(

@@ -19,6 +19,7 @@ on_both_backends!(
     the_labels_are_signed_and_verify_over_smtp,
     smtp_without_the_public_url_is_refused,
     the_link_stops_its_stream_for_its_user_and_nothing_else,
+    a_one_off_campaign_is_a_stream_and_transactional_ones_offer_no_unsubscribe,
 );
 
 const PUBLIC_URL: &str = "https://avvisi.example.it/disiscrizione";
@@ -509,5 +510,102 @@ async fn the_link_stops_its_stream_for_its_user_and_nothing_else(app: TestApp) {
     let again = app.avvisi(&["optouts", "remove", &x, "maintenance_notice"], &env);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("has not opted out"));
+    app.teardown().await;
+}
+
+/// Each one-off campaign is a stream of its own (`<NAME.campaign.DOMAIN>`) with a one-click
+/// unsubscribe, unless created `--transactional REASON`: stored, shown, and no unsubscribe.
+async fn a_one_off_campaign_is_a_stream_and_transactional_ones_offer_no_unsubscribe(app: TestApp) {
+    let now = "2026-11-24T10:00:00+01:00";
+    let env = [
+        ("AVVISI__UNSUBSCRIBE__PUBLIC_URL", PUBLIC_URL),
+        ("AVVISI__UNSUBSCRIBE__SECRET", SECRET),
+    ];
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "campaign",
+            "create",
+            name,
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--filter",
+            "province=bo",
+        ];
+        args.extend_from_slice(extra);
+        avvisi_ok(&app, &args, &env)
+    };
+    let out = create("avviso_bo", &[]);
+    assert!(out.contains("carry a one-click unsubscribe"), "{out}");
+    let out = create(
+        "esito_bo",
+        &["--transactional", "esito della domanda presentata"],
+    );
+    assert!(
+        out.contains("transactional (esito della domanda presentata)"),
+        "{out}"
+    );
+    let shown = avvisi_ok(&app, &["campaign", "show", "esito_bo", "--json"], &env);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["stream"], "campaign:esito_bo");
+    assert_eq!(shown["unsubscribe"], false);
+    assert_eq!(shown["transactional"], "esito della domanda presentata");
+    let refused = app.avvisi(
+        &[
+            "campaign",
+            "create",
+            "vuoto",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--transactional",
+            " ",
+        ],
+        &env,
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--transactional needs the reason"));
+    for name in ["avviso_bo", "esito_bo"] {
+        avvisi_ok(&app, &["campaign", "launch", name], &env);
+    }
+    run_once(&app, now, &env);
+    // Enabled users in Bologna: U0008 and U0024, one email of each campaign.
+    let mut seen = Vec::new();
+    for (name, email) in app.eml_files() {
+        let campaign = name.split('.').next().unwrap().to_string();
+        if campaign != "avviso_bo" && campaign != "esito_bo" {
+            continue;
+        }
+        let label = campaign.replace('_', "-");
+        assert_eq!(
+            header(&email, "List-Id").as_deref(),
+            Some(format!("<{label}.campaign.avvisi.istruzione.it>").as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            header(&email, "Feedback-ID"),
+            Some(format!("{campaign}:{label}.campaign:istanzeonline")),
+            "{name}"
+        );
+        let unsubscribe = header(&email, "List-Unsubscribe");
+        match campaign.as_str() {
+            "avviso_bo" => {
+                assert!(
+                    unsubscribe.is_some_and(|u| u.starts_with(&format!("<{PUBLIC_URL}/u/"))),
+                    "{name}"
+                );
+                assert!(header(&email, "List-Unsubscribe-Post").is_some(), "{name}");
+            }
+            _ => assert!(
+                unsubscribe.is_none() && header(&email, "List-Unsubscribe-Post").is_none(),
+                "{name}: a transactional campaign offers an unsubscribe"
+            ),
+        }
+        seen.push(campaign);
+    }
+    seen.sort();
+    assert_eq!(seen, ["avviso_bo", "avviso_bo", "esito_bo", "esito_bo"]);
     app.teardown().await;
 }
