@@ -91,6 +91,7 @@ pub struct Settings {
     pub templates_dir: PathBuf,
     pub import: ImportSettings,
     pub bounce: BounceSettings,
+    pub complaints: ComplaintSettings,
     pub daemon: DaemonSettings,
     pub rate: RateSettings,
     pub log: LogSettings,
@@ -360,6 +361,16 @@ pub struct BounceSettings {
     pub unrecognised_file: PathBuf,
 }
 
+/// How complaints are read and acted on (`avvisi complaints import`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplaintSettings {
+    /// A campaign whose complaints pass this percentage of its sent emails is paused...
+    pub pause_percent: f64,
+    /// ...once it has sent at least this many (a few early complaints are no rate).
+    pub min_sent: u64,
+}
+
 /// The campaign calendar, already converted to UTC instants.
 #[derive(Debug, Clone)]
 pub struct CalendarSettings {
@@ -431,6 +442,7 @@ struct Raw {
     templates: RawTemplates,
     import: ImportSettings,
     bounce: BounceSettings,
+    complaints: ComplaintSettings,
     daemon: DaemonSettings,
     rate: RateSettings,
     dkim: RawDkim,
@@ -661,6 +673,13 @@ impl Settings {
                 "at least 1 soft bounce within at least 1 day",
             ));
         }
+        if !(raw.complaints.pause_percent > 0.0 && raw.complaints.pause_percent <= 100.0) {
+            return Err(invalid(
+                "complaints.pause_percent",
+                raw.complaints.pause_percent.to_string(),
+                "a percentage above 0 and at most 100, e.g. 0.3",
+            ));
+        }
         let portal_url = raw.portal.url.trim().to_string();
         if !(portal_url.starts_with("https://") || portal_url.starts_with("http://"))
             || portal_url.contains(char::is_whitespace)
@@ -711,6 +730,7 @@ impl Settings {
             templates_dir: raw.templates.dir,
             import: raw.import,
             bounce: raw.bounce,
+            complaints: raw.complaints,
             log: raw.log,
             http: HttpSettings { address },
             unsubscribe: check_unsubscribe(raw.unsubscribe)?,

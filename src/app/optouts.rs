@@ -24,6 +24,20 @@ pub struct Unsubscribed {
 }
 
 impl App {
+    /// Reads a Maildir folder or an mbox file of feedback-loop reports (complaints): each one
+    /// linked to a message avvisi sent opts its user out of every notice, and a campaign over
+    /// `complaints.pause_percent` is paused.
+    pub async fn import_complaints(
+        &self,
+        who: &Actor,
+        path: &std::path::Path,
+    ) -> anyhow::Result<crate::bounce::complaint::ComplaintReport> {
+        tracing::debug!(actor = %who, path = %path.display(), "import complaints");
+        crate::bounce::complaint::import(&self.db, &self.settings, path, self.clock.now())
+            .await
+            .with_context(|| format!("importing the complaints of {}", path.display()))
+    }
+
     /// Every opt-out, oldest first.
     pub async fn optouts(&self) -> anyhow::Result<Vec<OptOut>> {
         optout::list(&self.db, None)

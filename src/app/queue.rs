@@ -35,6 +35,8 @@ pub struct Status {
     pub hourly_quota: Option<HourlyQuota>,
     /// Users who opted out, per stream (the one-click unsubscribe, operators, complaints).
     pub optouts: Vec<StreamOptOuts>,
+    /// The complaint rate of each campaign with a complaint.
+    pub complaints: Vec<crate::bounce::complaint::ComplaintRate>,
 }
 
 /// The opt-outs of one stream.
@@ -110,6 +112,9 @@ impl App {
                 .into_iter()
                 .map(|(stream, users)| StreamOptOuts { stream, users })
                 .collect(),
+            complaints: crate::bounce::complaint::rates(db)
+                .await
+                .context("reading the complaints")?,
         })
     }
 

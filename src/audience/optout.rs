@@ -19,7 +19,7 @@ use sha2::Sha256;
 use sqlx::{AnyConnection, Row};
 
 use crate::config::UnsubscribeSettings;
-use crate::store::{timestamp, Db, OptOutSource, Stream, UnknownState};
+use crate::store::{timestamp, Db, OptOutSource, Stream, UnknownState, ALL_NOTICES};
 
 /// The reason of a message skipped because its user opted out of its stream, as stored in the
 /// outbox.
@@ -206,26 +206,30 @@ pub async fn counts(db: &Db) -> Result<Vec<(Stream, u64)>, sqlx::Error> {
         .collect()
 }
 
-/// SQL on `users u`: the user has not opted out of the stream whose key is parameter `$param`.
+/// SQL on `users u`: the user has not opted out of the stream whose key is parameter `$param`
+/// (a stream that offers an unsubscribe), nor of every such stream.
 pub(crate) fn not_opted_out_sql(param: usize) -> String {
     format!(
-        "NOT EXISTS (SELECT 1 FROM optouts x WHERE x.user_id = u.user_id AND x.stream = ${param})"
+        "NOT EXISTS (SELECT 1 FROM optouts x WHERE x.user_id = u.user_id \
+           AND x.stream IN (${param}, '{ALL_NOTICES}'))"
     )
 }
 
-/// SQL on `outbox`: its user opted out of its campaign's stream.
-const OPTED_OUT: &str = "EXISTS (SELECT 1 FROM optouts x JOIN campaigns c ON c.stream = x.stream \
-                         WHERE c.id = outbox.campaign_id AND x.user_id = outbox.user_id)";
+/// SQL on `outbox`: its user opted out of its campaign's stream, or of every stream that
+/// offers an unsubscribe and the campaign's is one of them.
+const OPTED_OUT: &str =
+    "EXISTS (SELECT 1 FROM optouts x JOIN campaigns c ON c.id = outbox.campaign_id \
+     WHERE x.user_id = outbox.user_id AND (x.stream = c.stream OR (x.stream = 'all_notices' \
+       AND c.transactional IS NULL AND c.stream NOT IN ('reminders', 'reopening_procedures'))))";
 
 /// Whether anybody opted out of `stream` (planning then skips its per-user lookup).
 pub(crate) async fn any_of(conn: &mut AnyConnection, stream: &Stream) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query("SELECT 1 FROM optouts WHERE stream = $1 LIMIT 1")
-            .bind(stream.key())
-            .fetch_optional(conn)
-            .await?
-            .is_some(),
-    )
+    let sql = format!("SELECT 1 FROM optouts WHERE stream IN ($1, '{ALL_NOTICES}') LIMIT 1");
+    Ok(sqlx::query(&sql)
+        .bind(stream.key())
+        .fetch_optional(conn)
+        .await?
+        .is_some())
 }
 
 /// Whether anybody opted out of anything (the claim then skips its per-row checks).
@@ -332,5 +336,19 @@ mod tests {
             v.contains(">, <mailto:disiscrizione@istruzione.it?subject=unsubscribe%20"),
             "{v}"
         );
+    }
+}
+
+#[cfg(test)]
+mod sql_tests {
+    use super::*;
+
+    /// The statements name the procedure's streams by their keys: they must stay those.
+    #[test]
+    fn the_statements_name_the_keys_of_the_procedures_streams() {
+        assert!(OPTED_OUT.contains(&format!("'{ALL_NOTICES}'")));
+        for s in Stream::FIXED.iter().filter(|s| s.is_procedure()) {
+            assert!(OPTED_OUT.contains(&format!("'{}'", s.key())), "{s}");
+        }
     }
 }

@@ -159,6 +159,10 @@ pub enum Command {
     #[command(subcommand)]
     Optouts(crate::cli::optouts::OptOutsCommand),
 
+    /// Complaints: `complaints import PATH` reads the providers' feedback-loop reports.
+    #[command(subcommand)]
+    Complaints(crate::cli::optouts::ComplaintsCommand),
+
     /// Returned mail: `bounces import PATH` reads a Maildir folder or an mbox file of bounces.
     #[command(subcommand)]
     Bounces(crate::cli::bounces::BouncesCommand),

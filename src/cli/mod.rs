@@ -118,6 +118,7 @@ async fn dispatch(
         } => report::run(app, &campaign, out.as_deref(), html.as_deref(), json).await,
         Command::Suppress(cmd) => suppress::run(cmd, app, who, json).await,
         Command::Optouts(cmd) => optouts::run(cmd, app, who, json).await,
+        Command::Complaints(cmd) => optouts::run_complaints(cmd, app, who, json).await,
         Command::Bounces(cmd) => bounces::run(cmd, app, who, json).await,
         Command::Config(_) => unreachable!("handled before the database is opened"),
     }

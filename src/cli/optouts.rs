@@ -71,3 +71,42 @@ fn print_list(list: &[OptOut], tz: chrono_tz::Tz) {
     }
     println!("{} opt-out(s)", list.len());
 }
+
+/// Complaints: the mailbox providers' feedback-loop reports.
+#[derive(Debug, Subcommand)]
+pub enum ComplaintsCommand {
+    /// Read a Maildir folder or an mbox file of feedback-loop reports (ARF, RFC 5965): each one
+    /// linked to a message avvisi sent (VERP token, Message-ID, or Feedback-ID and recipient)
+    /// is recorded once and opts its user out of every stream that is not their own procedure;
+    /// a campaign over complaints.pause_percent (after complaints.min_sent emails) is paused.
+    #[command(
+        after_help = "Prints: read, linked, not linked (changes nothing), not reports, already imported,\n\
+        users opted out, campaigns paused with the reason.\n\n\
+        Example:\n  avvisi complaints import /var/mail/vhosts/istruzione.it/fbl/"
+    )]
+    Import {
+        /// A Maildir folder (with cur/ and new/) or an mbox file.
+        path: std::path::PathBuf,
+    },
+}
+
+pub(crate) async fn run_complaints(
+    cmd: ComplaintsCommand,
+    app: &App,
+    who: &Actor,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let ComplaintsCommand::Import { path } = cmd;
+    let r = app.import_complaints(who, &path).await?;
+    show(json, &r, |r| {
+        println!("read              {}", r.read);
+        println!("linked            {}", r.linked);
+        println!("not linked        {}", r.unlinked);
+        println!("not reports       {}", r.not_reports);
+        println!("already imported  {}", r.already_imported);
+        println!("users opted out   {}", r.opted_out);
+        for (campaign, why) in &r.paused {
+            println!("paused            {campaign}: {why}");
+        }
+    })
+}

@@ -84,6 +84,15 @@ pub(crate) fn print(s: &Status, settings: &Settings) {
             .collect();
         println!("opted out: {} (avvisi optouts list)", each.join(", "));
     }
+    for c in &s.complaints {
+        println!(
+            "complaints: {} {} of {} sent ({:.2}%)",
+            c.campaign,
+            c.complaints,
+            c.sent,
+            c.percent()
+        );
+    }
     if !s.errors.is_empty() {
         println!("errors by reply (failed, waiting to retry, last seen, an example):");
         for e in &s.errors {

@@ -166,6 +166,7 @@ fn what(stream: &Stream) -> String {
         Stream::MaintenanceNotice => "gli avvisi di manutenzione".to_string(),
         Stream::ReopeningGeneral => "gli avvisi di riapertura".to_string(),
         Stream::Campaign(name) => format!("le comunicazioni «{}»", escape(name)),
+        Stream::AllNotices => "gli avvisi".to_string(),
         // Never offered (the token is refused first); said plainly all the same.
         Stream::Reminders | Stream::ReopeningProcedures => "questi messaggi".to_string(),
     }

@@ -206,9 +206,13 @@ impl Facts {
 
     /// The verdict of an opt-out of `stream`, with its time and source when recorded.
     fn opted_out(&self, stream: &Stream) -> Verdict {
-        let o = self.optouts.iter().find(|o| o.stream == *stream);
+        let o = self
+            .optouts
+            .iter()
+            .find(|o| o.stream == *stream)
+            .or_else(|| self.optouts.iter().find(|o| o.stream == Stream::AllNotices));
         Verdict::OptedOut {
-            stream: stream.clone(),
+            stream: o.map_or_else(|| stream.clone(), |o| o.stream.clone()),
             at: o.and_then(|o| o.at),
             source: o.map(|o| o.source),
         }
@@ -345,7 +349,12 @@ fn verdict(
     if let Some(at) = c.expires_at.filter(|at| now >= *at) {
         return Verdict::Expired { at };
     }
-    if c.unsubscribe() && facts.optouts.iter().any(|o| o.stream == c.stream) {
+    if c.unsubscribe()
+        && facts
+            .optouts
+            .iter()
+            .any(|o| o.stream == c.stream || o.stream == Stream::AllNotices)
+    {
         return facts.opted_out(&c.stream);
     }
     if c.kind == CampaignKind::Reminder && facts.fresh.stale {

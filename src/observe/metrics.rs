@@ -37,6 +37,22 @@ pub const DB_GAUGES: &[DbGauge] = &[
         binds_now: false,
     },
     DbGauge {
+        name: "avvisi_complaints",
+        help: "Complaints (feedback-loop reports) linked to a message of the campaign",
+        labels: &["campaign"],
+        sql: "SELECT c.name, CAST(COUNT(*) AS BIGINT) FROM complaints k JOIN campaigns c ON c.id = k.campaign_id GROUP BY c.name",
+        binds_now: false,
+    },
+    DbGauge {
+        name: "avvisi_complaint_rate_per_million",
+        help: "Complaints per million emails sent, by campaign (complaints.pause_percent 0.3 is 3000)",
+        labels: &["campaign"],
+        sql: "SELECT c.name, CAST(COUNT(*) * 1000000 / (SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE COUNT(*) END FROM outbox o \
+              WHERE o.campaign_id = c.id AND o.state = 'sent' AND (o.digest_of IS NULL OR o.digest_of = o.id)) AS BIGINT) \
+              FROM complaints k JOIN campaigns c ON c.id = k.campaign_id GROUP BY c.id, c.name",
+        binds_now: false,
+    },
+    DbGauge {
         name: "avvisi_queue_depth",
         help: "Messages waiting to be sent or on the wire (pending and sending)",
         labels: &[],

@@ -30,7 +30,7 @@ pub use state::{
     BounceKind, CampaignKind, CampaignState, Counts, OptOutSource, OutboxState, SuppressionSource,
     UnknownState,
 };
-pub use stream::{Stream, UnknownStream};
+pub use stream::{Stream, UnknownStream, ALL_NOTICES};
 pub use user::{UserContact, CONTACT_COLUMNS};
 
 /// A migration applied by [`Db::migrate`].

@@ -22,18 +22,25 @@ pub enum Stream {
     ReopeningProcedures,
     /// An operator's one-off campaign, by name.
     Campaign(String),
+    /// Every stream that offers an unsubscribe, those of later campaigns too: what a complaint
+    /// opts its user out of. No campaign is of this stream.
+    AllNotices,
 }
+
+/// The key of [`Stream::AllNotices`], as the opt-out statements write it.
+pub const ALL_NOTICES: &str = "all_notices";
 
 /// The prefix of a one-off campaign's key.
 const CAMPAIGN_PREFIX: &str = "campaign:";
 
 impl Stream {
     /// The streams that are not a campaign's own.
-    pub const FIXED: [Stream; 4] = [
+    pub const FIXED: [Stream; 5] = [
         Stream::Reminders,
         Stream::MaintenanceNotice,
         Stream::ReopeningGeneral,
         Stream::ReopeningProcedures,
+        Stream::AllNotices,
     ];
 
     /// The stored text: `reminders`, `maintenance_notice`, `reopening_general`,
@@ -45,6 +52,7 @@ impl Stream {
             Stream::ReopeningGeneral => "reopening_general".to_string(),
             Stream::ReopeningProcedures => "reopening_procedures".to_string(),
             Stream::Campaign(name) => format!("{CAMPAIGN_PREFIX}{name}"),
+            Stream::AllNotices => ALL_NOTICES.to_string(),
         }
     }
 
@@ -74,6 +82,7 @@ impl Stream {
                 "the reopening notices of a lapsed procedure".to_string()
             }
             Stream::Campaign(name) => format!("the campaign {name}"),
+            Stream::AllNotices => "every notice that offers an unsubscribe".to_string(),
         }
     }
 }
@@ -92,7 +101,7 @@ impl serde::Serialize for Stream {
 
 /// A text that names no stream.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown stream `{0}`: the streams are reminders, maintenance_notice, reopening_general, reopening_procedures and campaign:NAME")]
+#[error("unknown stream `{0}`: the streams are reminders, maintenance_notice, reopening_general, reopening_procedures, all_notices and campaign:NAME")]
 pub struct UnknownStream(pub String);
 
 impl FromStr for Stream {

@@ -11,6 +11,7 @@ mod bounces;
 mod campaigns;
 mod cli;
 mod clocks;
+mod complaints;
 mod counts;
 mod crash;
 mod daemon;
