@@ -27,6 +27,7 @@ mod import;
 mod mutants;
 mod observe;
 mod plan;
+mod provider_refusals;
 mod quota;
 mod relay_faults;
 mod relay_tls;

@@ -294,9 +294,26 @@ pub(crate) fn recipient_does_not_exist(status: &str) -> bool {
         .is_some_and(|detail| !matches!(detail, "7" | "8") && detail.parse::<u16>().is_ok())
 }
 
+/// Whether an RFC 3463 status says that a mailbox provider refuses our mail for its
+/// authentication (Gmail's `5.7.26` unauthenticated, Microsoft's `5.7.515` below the required
+/// authentication level): about us, never about the recipient.
+pub(crate) fn refuses_our_authentication(status: &str) -> bool {
+    matches!(status, "5.7.26" | "5.7.515")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_providers_authentication_statuses_are_about_us() {
+        for yes in ["5.7.26", "5.7.515"] {
+            assert!(refuses_our_authentication(yes), "{yes}");
+        }
+        for no in ["5.7.1", "5.7.2", "4.7.26", "5.7.5150", "5.1.1"] {
+            assert!(!refuses_our_authentication(no), "{no}");
+        }
+    }
 
     #[test]
     fn only_the_recipients_addressing_statuses_mean_no_such_recipient() {

@@ -540,7 +540,20 @@ fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
         }
         source = s.source();
     }
-    SendFailure { kind, code, detail }
+    let mut failure = SendFailure { kind, code, detail };
+    // A provider refusing our authentication refuses every message alike: the relay's fault,
+    // not the recipient's (stops delivery, every message kept pending; `/readyz` says it).
+    if failure
+        .status()
+        .is_some_and(|s| super::refuses_our_authentication(&s))
+    {
+        failure.kind = FailureKind::Refused;
+        failure.detail.push_str(
+            " (the provider refuses our authentication: check SPF, DKIM and DMARC for the \
+             sending domain; docs/deliverability.md)",
+        );
+    }
+    failure
 }
 
 #[cfg(test)]
