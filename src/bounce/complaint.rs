@@ -160,12 +160,22 @@ async fn link(
             return Ok(Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)));
         }
     }
-    if let Some(message_id) = &report.original_message_id {
-        // A digest's rows share the Message-ID: the lead is the email's.
+    // Our Message-IDs are `CAMPAIGN_UID.STEP.USER_ID@DOMAIN`: found by the unique (campaign,
+    // user, step) key, then checked whole (a digest's rows share the lead's Message-ID: the
+    // lead is the email's).
+    let parts = report.original_message_id.as_deref().and_then(|id| {
+        let (local, _) = id.rsplit_once('@')?;
+        let mut parts = local.splitn(3, '.');
+        Some((id, parts.next()?, parts.next()?, parts.next()?))
+    });
+    if let Some((message_id, uid, step, user_id)) = parts {
         let row = sqlx::query(&format!(
-            "{select} WHERE o.message_id = $1 AND o.state = 'sent' \
-               AND (o.digest_of IS NULL OR o.digest_of = o.id)"
+            "{select} WHERE o.campaign_id = (SELECT c.id FROM campaigns c WHERE c.uid = $1) \
+               AND o.user_id = $2 AND o.step = $3 AND o.message_id = $4 AND o.state = 'sent'"
         ))
+        .bind(uid)
+        .bind(user_id)
+        .bind(step)
         .bind(format!("<{message_id}>"))
         .fetch_optional(&mut *conn)
         .await?;
@@ -305,7 +315,7 @@ pub struct ComplaintRate {
     pub campaign_id: i64,
     pub campaign: String,
     pub complaints: u64,
-    /// Emails sent (a digest counts once, as its lead).
+    /// The campaign's messages sent (a section of a digest counts for its own campaign).
     pub sent: u64,
     /// `complaints` in percent of `sent` (0 before anything is sent).
     pub percent: f64,
@@ -319,9 +329,10 @@ impl ComplaintRate {
 
 /// The complaint rate of every campaign with a complaint.
 pub async fn rates(db: &Db) -> Result<Vec<ComplaintRate>, sqlx::Error> {
+    // The sent messages from the outbox's counts (a few rows), as `status` counts them.
     let rows = sqlx::query(
-        "SELECT c.id, c.name, k.n, (SELECT COUNT(*) FROM outbox o WHERE o.campaign_id = c.id \
-            AND o.state = 'sent' AND (o.digest_of IS NULL OR o.digest_of = o.id)) AS sent \
+        "SELECT c.id, c.name, k.n, CAST(COALESCE((SELECT SUM(s.n) FROM outbox_counts s \
+            WHERE s.campaign_id = c.id AND s.state = 'sent'), 0) AS BIGINT) AS sent \
          FROM campaigns c JOIN (SELECT campaign_id, COUNT(*) AS n FROM complaints \
             WHERE campaign_id IS NOT NULL GROUP BY campaign_id) k ON k.campaign_id = c.id \
          ORDER BY c.id",

@@ -47,8 +47,8 @@ pub const DB_GAUGES: &[DbGauge] = &[
         name: "avvisi_complaint_rate_per_million",
         help: "Complaints per million emails sent, by campaign (complaints.pause_percent 0.3 is 3000)",
         labels: &["campaign"],
-        sql: "SELECT c.name, CAST(COUNT(*) * 1000000 / (SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE COUNT(*) END FROM outbox o \
-              WHERE o.campaign_id = c.id AND o.state = 'sent' AND (o.digest_of IS NULL OR o.digest_of = o.id)) AS BIGINT) \
+        sql: "SELECT c.name, CAST(COUNT(*) * 1000000 / (SELECT CAST(CASE WHEN COALESCE(SUM(s.n), 0) = 0 THEN 1 \
+              ELSE SUM(s.n) END AS BIGINT) FROM outbox_counts s WHERE s.campaign_id = c.id AND s.state = 'sent') AS BIGINT) \
               FROM complaints k JOIN campaigns c ON c.id = k.campaign_id GROUP BY c.id, c.name",
         binds_now: false,
     },
