@@ -20,6 +20,7 @@ on_both_backends!(
     smtp_without_the_public_url_is_refused,
     the_link_stops_its_stream_for_its_user_and_nothing_else,
     a_one_off_campaign_is_a_stream_and_transactional_ones_offer_no_unsubscribe,
+    an_opted_out_section_leaves_its_digest_and_the_rest_goes,
 );
 
 const PUBLIC_URL: &str = "https://avvisi.example.it/disiscrizione";
@@ -607,5 +608,73 @@ async fn a_one_off_campaign_is_a_stream_and_transactional_ones_offer_no_unsubscr
     }
     seen.sort();
     assert_eq!(seen, ["avviso_bo", "avviso_bo", "esito_bo", "esito_bo"]);
+    app.teardown().await;
+}
+
+/// A two-row digest of the maintenance notice and a reminder, planned before its user opted out
+/// of the notice: at send time the notice's section is dropped (the digest's lead), its row
+/// skipped, and the reminder goes as an email of its own.
+async fn an_opted_out_section_leaves_its_digest_and_the_rest_goes(app: TestApp) {
+    // Planned in the evening, outside the sending hours: nothing sent yet.
+    run_once(&app, "2026-11-27T20:30:00+01:00", &[]);
+    assert!(app.eml_files().is_empty());
+    // (user, whether the notice leads) of the notices in a digest of two rows.
+    let rows = sqlx::query(
+        "SELECT o.user_id, CASE WHEN o.digest_of = o.id THEN 1 ELSE 0 END AS leads \
+         FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+         WHERE c.name = $1 AND o.digest_of IS NOT NULL \
+           AND (SELECT COUNT(*) FROM outbox d WHERE d.digest_of = o.digest_of) = 2 \
+         ORDER BY o.user_id",
+    )
+    .bind(MAINTENANCE)
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap();
+    let pick = |leads: i32| -> String {
+        rows.iter()
+            .find(|r| r.get::<i32, _>("leads") == leads)
+            .map(|r| r.get("user_id"))
+            .unwrap_or_else(|| panic!("no two-row digest where the notice leads = {leads}"))
+    };
+    // The calendar plans the notice before the reminders' sections of the day: it leads.
+    let lead = pick(1);
+    avvisi::audience::optout::record(
+        &app.db,
+        &lead,
+        &avvisi::store::Stream::MaintenanceNotice,
+        avvisi::store::OptOutSource::Operator,
+        crate::helpers::at("2026-11-27T21:00:00+01:00"),
+    )
+    .await
+    .unwrap();
+    run_once(&app, "2026-11-28T09:30:00+01:00", &[]);
+    let user = &lead;
+    let row = notice_row(&app, user).await.unwrap();
+    assert_eq!(row.0, "skipped", "{user}");
+    assert!(
+        row.1
+            .as_deref()
+            .unwrap()
+            .starts_with("opted out of this stream"),
+        "{user}: {row:?}"
+    );
+    // Their email went, the reminder alone: its own campaign, its labels, no unsubscribe.
+    let emails: Vec<(String, String)> = app
+        .eml_files()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(&format!(".{user}.eml")))
+        .collect();
+    assert_eq!(emails.len(), 1, "{user}: {emails:?}");
+    let (name, email) = &emails[0];
+    let campaign = header(email, "X-Avvisi-Campaign").unwrap();
+    assert!(!campaign.starts_with("maintenance"), "{name}: {campaign}");
+    assert_eq!(check_labels(name, email, ""), None, "{name}");
+    let sent: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE user_id = $1 AND state = 'sent'")
+            .bind(user)
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(sent, 1, "{user}");
     app.teardown().await;
 }
