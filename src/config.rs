@@ -22,7 +22,7 @@ mod layers;
 mod redact;
 mod step;
 
-use checks::{check_calendar, check_dkim, check_smtp, parse_mailbox};
+use checks::{check_calendar, check_dkim, check_smtp, check_unsubscribe, parse_mailbox};
 
 pub use layers::{Effective, Entry, Origin, UnknownKey};
 pub use redact::redact_url;
@@ -92,11 +92,14 @@ pub struct Settings {
     pub import: ImportSettings,
     pub bounce: BounceSettings,
     pub approval: ApprovalSettings,
+    pub complaints: ComplaintSettings,
     pub daemon: DaemonSettings,
     pub rate: RateSettings,
     pub log: LogSettings,
     /// Where `avvisi daemon` serves health, metrics and the status page; `None`: nowhere.
     pub http: HttpSettings,
+    /// The one-click unsubscribe (RFC 8058): its public address, its key, its own listener.
+    pub unsubscribe: UnsubscribeSettings,
     /// Every key with its value and its source, secrets masked (`avvisi config show`).
     pub effective: Effective,
 }
@@ -128,6 +131,33 @@ pub enum LogFormat {
 pub struct HttpSettings {
     /// `None` when `http.address` is empty: no endpoints.
     pub address: Option<std::net::SocketAddr>,
+}
+
+/// `[unsubscribe]`: the one-click unsubscribe links of the streams that are not the user's own
+/// procedure (see `audience::optout`).
+#[derive(Clone, Default)]
+pub struct UnsubscribeSettings {
+    /// The public address of the endpoint, without a final `/`; the links are `URL/u/TOKEN`.
+    /// `None`: the files transport writes a placeholder, and SMTP delivery is refused.
+    pub public_url: Option<String>,
+    /// The key of the tokens (HMAC-SHA256); required with `public_url` or `address`.
+    pub secret: Option<SecretString>,
+    /// Where `avvisi daemon` serves the endpoint (its own listener, not the console's).
+    pub address: Option<std::net::SocketAddr>,
+    /// A mailbox offered beside the https link (`<mailto:...>`), when set.
+    pub mailto: Option<lettre::Address>,
+}
+
+impl std::fmt::Debug for UnsubscribeSettings {
+    // The secret must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsubscribeSettings")
+            .field("public_url", &self.public_url)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("address", &self.address)
+            .field("mailto", &self.mailto)
+            .finish()
+    }
 }
 
 /// The relay's limits (0 = none), for every process on the database together (see
@@ -314,6 +344,10 @@ pub struct MailSettings {
     /// VERP: the envelope sender is `LOCAL+TOKEN@DOMAIN` of `bounce_address`, the token naming
     /// the outbox row, so that a bounce names its message without guessing.
     pub verp: bool,
+    /// The domain under which each stream's `List-Id` is named (`<STREAM.DOMAIN>`).
+    pub list_id_domain: String,
+    /// The sender's id, the last field of every `Feedback-ID` (`CAMPAIGN:STREAM:SENDER`).
+    pub feedback_id: String,
 }
 
 /// A second person's approval before a one-off campaign's launch (docs/console.md).
@@ -335,6 +369,16 @@ pub struct BounceSettings {
     /// Where the unrecognised messages of an import are listed, for a human (a relative path
     /// is taken from the working directory).
     pub unrecognised_file: PathBuf,
+}
+
+/// How complaints are read and acted on (`avvisi complaints import`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplaintSettings {
+    /// A campaign whose complaints pass this percentage of its sent emails is paused...
+    pub pause_percent: f64,
+    /// ...once it has sent at least this many (a few early complaints are no rate).
+    pub min_sent: u64,
 }
 
 /// The campaign calendar, already converted to UTC instants.
@@ -409,11 +453,22 @@ struct Raw {
     import: ImportSettings,
     bounce: BounceSettings,
     approval: ApprovalSettings,
+    complaints: ComplaintSettings,
     daemon: DaemonSettings,
     rate: RateSettings,
     dkim: RawDkim,
     log: LogSettings,
     http: RawHttp,
+    unsubscribe: RawUnsubscribe,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnsubscribe {
+    public_url: String,
+    secret: SecretString,
+    address: String,
+    mailto: String,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +508,8 @@ struct RawMail {
     service_name: String,
     bounce_address: String,
     verp: bool,
+    list_id_domain: String,
+    feedback_id: String,
 }
 
 #[derive(Deserialize)]
@@ -607,6 +664,8 @@ impl Settings {
                 })?),
             },
             verp: raw.mail.verp,
+            list_id_domain: checks::check_list_id_domain(&raw.mail.list_id_domain)?,
+            feedback_id: checks::check_feedback_id(&raw.mail.feedback_id)?,
         };
         if mail.verp && mail.bounce_address.is_none() {
             return Err(invalid(
@@ -623,6 +682,13 @@ impl Settings {
                     raw.bounce.soft_limit, raw.bounce.soft_window_days
                 ),
                 "at least 1 soft bounce within at least 1 day",
+            ));
+        }
+        if !(raw.complaints.pause_percent > 0.0 && raw.complaints.pause_percent <= 100.0) {
+            return Err(invalid(
+                "complaints.pause_percent",
+                raw.complaints.pause_percent.to_string(),
+                "a percentage above 0 and at most 100, e.g. 0.3",
             ));
         }
         let portal_url = raw.portal.url.trim().to_string();
@@ -676,8 +742,10 @@ impl Settings {
             import: raw.import,
             bounce: raw.bounce,
             approval: raw.approval,
+            complaints: raw.complaints,
             log: raw.log,
             http: HttpSettings { address },
+            unsubscribe: check_unsubscribe(raw.unsubscribe)?,
             effective,
         })
     }
@@ -735,6 +803,72 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("calendar.maintenance_notice_at"), "{err}");
+    }
+
+    #[test]
+    fn the_unsubscribe_settings_go_together_and_the_key_is_never_shown() {
+        let key = "a-key-of-forty-characters-0123456789abcd";
+        let s = load(&[
+            (
+                "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+                "https://avvisi.example.it/u/",
+            ),
+            ("AVVISI__UNSUBSCRIBE__SECRET", key),
+            ("AVVISI__UNSUBSCRIBE__ADDRESS", "127.0.0.1:9026"),
+        ])
+        .unwrap();
+        // The final `/` dropped: the links are URL/u/TOKEN.
+        assert_eq!(
+            s.unsubscribe.public_url.as_deref(),
+            Some("https://avvisi.example.it/u")
+        );
+        let shown = format!("{s:?}{}", s.effective.to_toml());
+        assert!(!shown.contains(key), "{shown}");
+        for (env, named) in [
+            (
+                vec![(
+                    "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+                    "https://avvisi.example.it",
+                )],
+                "unsubscribe.secret",
+            ),
+            (
+                vec![("AVVISI__UNSUBSCRIBE__ADDRESS", "127.0.0.1:9026")],
+                "unsubscribe.secret",
+            ),
+            (
+                vec![
+                    (
+                        "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+                        "http://avvisi.example.it",
+                    ),
+                    ("AVVISI__UNSUBSCRIBE__SECRET", key),
+                ],
+                "unsubscribe.public_url",
+            ),
+            (
+                vec![("AVVISI__UNSUBSCRIBE__SECRET", "short-key")],
+                "unsubscribe.secret",
+            ),
+            (
+                vec![("AVVISI__MAIL__FEEDBACK_ID", "a:b")],
+                "mail.feedback_id",
+            ),
+            (
+                vec![("AVVISI__MAIL__LIST_ID_DOMAIN", "Avvisi")],
+                "mail.list_id_domain",
+            ),
+        ] {
+            let err = load(&env).unwrap_err().to_string();
+            assert!(err.contains(named), "{env:?}: {err}");
+            assert!(!err.contains("short-key") && !err.contains(key), "{err}");
+        }
+        // http on loopback, for a proxy on the same host or a test.
+        assert!(load(&[
+            ("AVVISI__UNSUBSCRIBE__PUBLIC_URL", "http://127.0.0.1:9026"),
+            ("AVVISI__UNSUBSCRIBE__SECRET", key),
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct NewCampaignRequest {
     pub filter: Option<String>,
     pub send_at: Option<String>,
     pub expires_at: Option<String>,
+    /// `--transactional REASON`: the emails are about the user's own business and carry no
+    /// unsubscribe; the reason is stored and shown.
+    pub transactional: Option<String>,
 }
 
 /// A campaign as `list` and `show` give it: times in UTC (RFC 3339), the messages by state as
@@ -66,6 +69,12 @@ pub struct CampaignSetup {
     pub audience: String,
     pub filter_province: Option<String>,
     pub template: String,
+    /// Its stream (`List-Id`, opt-outs), e.g. `maintenance_notice` or `campaign:NAME`.
+    pub stream: String,
+    /// Whether its emails carry the one-click unsubscribe.
+    pub unsubscribe: bool,
+    /// Why it carries none, when created `--transactional`.
+    pub transactional: Option<String>,
     /// Users in the audience now.
     pub audience_size: u64,
     pub send_at: Option<DateTime<Utc>>,
@@ -78,6 +87,9 @@ impl CampaignSetup {
             audience: c.audience.to_string(),
             filter_province: c.filter_province.clone(),
             template: c.template.clone(),
+            stream: c.stream.key(),
+            unsubscribe: c.unsubscribe(),
+            transactional: c.transactional.clone(),
             audience_size,
             send_at: c.send_at,
             expires_at: c.expires_at,
@@ -215,6 +227,11 @@ impl App {
             Some(s) => parse_instant("--expires-at", s, tz)?,
             None => send_at.unwrap_or(now).max(now) + days,
         };
+        let transactional = req
+            .transactional
+            .as_deref()
+            .map(check_transactional)
+            .transpose()?;
         let templates = self.templates().context("loading templates")?;
         let new = NewCampaign {
             name: req.name.clone(),
@@ -223,6 +240,7 @@ impl App {
             filter_province,
             send_at,
             expires_at,
+            transactional,
         };
         Ok((new, templates.current().messages()))
     }
@@ -359,4 +377,17 @@ fn parse_instant(flag: &str, s: &str, tz: Tz) -> anyhow::Result<DateTime<Utc>> {
             "{flag} `{s}`: that local time is skipped or repeated by a daylight-saving change in {tz}; give it with its offset"
         ),
     }
+}
+
+/// The reason of `--transactional`: one line of words, for the operators who read it later.
+fn check_transactional(reason: &str) -> anyhow::Result<String> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+        anyhow::bail!(
+            "--transactional needs the reason, one line of at most 200 characters (why these \
+             emails are about the user's own business and so carry no unsubscribe), e.g. \
+             --transactional \"esito della domanda presentata\""
+        );
+    }
+    Ok(reason.to_string())
 }

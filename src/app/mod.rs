@@ -29,6 +29,7 @@ mod approval;
 mod audit;
 mod calendar;
 mod campaigns;
+mod optouts;
 mod queue;
 mod report;
 mod run;
@@ -43,7 +44,8 @@ pub use campaigns::{
     CampaignProgress, CampaignSetup, CampaignView, Created, Launched, NewCampaignRequest,
     Transitioned,
 };
-pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status};
+pub use optouts::{unsubscribe, OptOutRemoved, UnsubscribeError, Unsubscribed};
+pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status, StreamOptOuts};
 pub use report::{CsvWritten, HtmlWritten};
 pub use run::{
     DeliveryStop, ImportRefused, Migration, Migrations, RunReport, RunRow, UsersImport,

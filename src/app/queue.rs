@@ -35,6 +35,17 @@ pub struct Status {
     /// Messages counted against `rate.per_hour` in the last hour, all processes together, and
     /// the quota; absent when no hourly quota is set.
     pub hourly_quota: Option<HourlyQuota>,
+    /// Users who opted out, per stream (the one-click unsubscribe, operators, complaints).
+    pub optouts: Vec<StreamOptOuts>,
+    /// The complaint rate of each campaign with a complaint.
+    pub complaints: Vec<crate::bounce::complaint::ComplaintRate>,
+}
+
+/// The opt-outs of one stream.
+#[derive(Debug, Serialize)]
+pub struct StreamOptOuts {
+    pub stream: crate::store::Stream,
+    pub users: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +108,15 @@ impl App {
                     per_hour,
                 }),
             },
+            optouts: crate::audience::optout::counts(db)
+                .await
+                .context("reading the opt-outs")?
+                .into_iter()
+                .map(|(stream, users)| StreamOptOuts { stream, users })
+                .collect(),
+            complaints: crate::bounce::complaint::rates(db)
+                .await
+                .context("reading the complaints")?,
         })
     }
 

@@ -253,7 +253,7 @@ fn verp_row(message: &Message<'_>, verp: &Verp<'_>) -> Option<i64> {
 
 /// The Message-ID of the original message, from an attached copy (`message/rfc822`) or its
 /// headers (`text/rfc822-headers`).
-fn original_message_id(message: &Message<'_>) -> Option<String> {
+pub(crate) fn original_message_id(message: &Message<'_>) -> Option<String> {
     for part in &message.parts {
         match &part.body {
             PartType::Message(inner) => {
@@ -273,7 +273,7 @@ fn original_message_id(message: &Message<'_>) -> Option<String> {
     None
 }
 
-fn is(ct: Option<&mail_parser::ContentType<'_>>, ctype: &str, subtype: &str) -> bool {
+pub(crate) fn is(ct: Option<&mail_parser::ContentType<'_>>, ctype: &str, subtype: &str) -> bool {
     ct.is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case(ctype)
             && ct
@@ -341,7 +341,7 @@ fn mailbox_full_is_soft(kind: BounceKind, status: Option<&str>) -> BounceKind {
 
 /// The groups of `Name: value` fields of a delivery-status body, separated by blank lines;
 /// folded lines are joined. Names lower-cased.
-fn field_groups(text: &str) -> Vec<Vec<(String, String)>> {
+pub(crate) fn field_groups(text: &str) -> Vec<Vec<(String, String)>> {
     let mut groups: Vec<Vec<(String, String)>> = vec![Vec::new()];
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
@@ -365,7 +365,7 @@ fn field_groups(text: &str) -> Vec<Vec<(String, String)>> {
     groups
 }
 
-fn field(group: &[(String, String)], name: &str) -> Option<String> {
+pub(crate) fn field(group: &[(String, String)], name: &str) -> Option<String> {
     group
         .iter()
         .find(|(n, _)| n == name)
@@ -374,7 +374,7 @@ fn field(group: &[(String, String)], name: &str) -> Option<String> {
 }
 
 /// `rfc822; Mario.Rossi@libero.it` -> `mario.rossi@libero.it`.
-fn typed_address(value: &str) -> Option<String> {
+pub(crate) fn typed_address(value: &str) -> Option<String> {
     let address = value.split_once(';').map_or(value, |(_, a)| a);
     addresses_in(address).into_iter().next()
 }
@@ -397,7 +397,7 @@ fn status_in(text: &str) -> Option<String> {
 }
 
 /// The email addresses in `text`, lower-cased, in order.
-fn addresses_in(text: &str) -> Vec<String> {
+pub(crate) fn addresses_in(text: &str) -> Vec<String> {
     text.split(|c: char| c.is_whitespace() || "<>()[]\"',;:".contains(c))
         .map(|t| t.trim_matches('.'))
         .filter(|t| {

@@ -31,6 +31,7 @@ use crate::config::Settings;
 use crate::deliver::verp::VerpKey;
 use crate::store::{BounceKind, Db, SuppressionSource};
 
+pub mod complaint;
 pub(crate) mod dsn;
 mod guard;
 mod mailbox;

@@ -21,7 +21,7 @@ use self::action::Action;
 use self::calendar::reminder_name;
 use crate::audience::Audience;
 use crate::config::CalendarSettings;
-use crate::store::{self, queue, CampaignKind, CampaignState, Counts, Db, UnknownState};
+use crate::store::{self, queue, CampaignKind, CampaignState, Counts, Db, Stream, UnknownState};
 
 /// A campaign row.
 #[derive(Debug, Clone)]
@@ -46,6 +46,19 @@ pub struct Campaign {
     pub digest: bool,
     /// Who created it (an operator's one-off campaign): its approver must be someone else.
     pub created_by: Option<String>,
+    /// What its emails' List-Id names and what an opt-out stops.
+    pub stream: Stream,
+    /// A one-off campaign created `--transactional REASON`: about the user's own business, so
+    /// its emails carry no unsubscribe.
+    pub transactional: Option<String>,
+}
+
+impl Campaign {
+    /// Whether its emails carry the one-click unsubscribe: not a procedure's stream, not a
+    /// transactional campaign.
+    pub fn unsubscribe(&self) -> bool {
+        !self.stream.is_procedure() && self.transactional.is_none()
+    }
 }
 
 /// The campaigns the calendar makes ([`sync_reminders`] creates them at the first planner tick):
@@ -69,6 +82,8 @@ pub(crate) fn calendar_campaigns(cal: &CalendarSettings) -> Vec<Campaign> {
             paused_reason: None,
             digest: true,
             created_by: None,
+            stream: Stream::Reminders,
+            transactional: None,
         })
         .collect();
     // The maintenance notice: from the calendar, not by hand.
@@ -86,6 +101,8 @@ pub(crate) fn calendar_campaigns(cal: &CalendarSettings) -> Vec<Campaign> {
         paused_reason: None,
         digest: true,
         created_by: None,
+        stream: Stream::MaintenanceNotice,
+        transactional: None,
     });
     out
 }
@@ -103,8 +120,8 @@ pub(crate) async fn sync_reminders(
         );
         let query = match c.kind {
             CampaignKind::Reminder => sqlx::query(
-                "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at, started_at) \
-                 VALUES ($1, 'reminder', $2, $2, 'running', $3, $4, $5, $6, $4) \
+                "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at, started_at, stream) \
+                 VALUES ($1, 'reminder', $2, $2, 'running', $3, $4, $5, $6, $4, $7) \
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(c.name)
@@ -112,10 +129,11 @@ pub(crate) async fn sync_reminders(
             .bind(new_uid())
             .bind(send_at)
             .bind(expires_at)
-            .bind(now.timestamp()),
+            .bind(now.timestamp())
+            .bind(c.stream.key()),
             _ => sqlx::query(
-                "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at) \
-                 VALUES ($1, 'oneoff', $2, $3, 'scheduled', $4, $5, $6, $7) \
+                "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, created_at, stream) \
+                 VALUES ($1, 'oneoff', $2, $3, 'scheduled', $4, $5, $6, $7, $8) \
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(c.name)
@@ -124,7 +142,8 @@ pub(crate) async fn sync_reminders(
             .bind(new_uid())
             .bind(send_at)
             .bind(expires_at)
-            .bind(now.timestamp()),
+            .bind(now.timestamp())
+            .bind(c.stream.key()),
         };
         query.execute(&mut *conn).await?;
     }
@@ -175,6 +194,11 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Campaign, sqlx::Error> {
         paused_reason: row.try_get("paused_reason")?,
         digest: row.try_get::<i64, _>("digest")? == 1,
         created_by: row.try_get("created_by")?,
+        stream: row
+            .try_get::<String, _>("stream")?
+            .parse()
+            .map_err(|e: store::UnknownStream| sqlx::Error::Decode(e.into()))?,
+        transactional: row.try_get("transactional")?,
     })
 }
 
@@ -253,6 +277,9 @@ pub struct NewCampaign {
     pub send_at: Option<DateTime<Utc>>,
     /// Nothing of it goes out at or after this instant: every campaign expires.
     pub expires_at: DateTime<Utc>,
+    /// `--transactional REASON`: why its emails are about the user's own business and carry no
+    /// unsubscribe. `None`: they carry one.
+    pub transactional: Option<String>,
 }
 
 /// Creates a one-off campaign as a draft. `templates` are the message names of the template set.
@@ -293,8 +320,8 @@ pub(crate) async fn create_on(
     }
     let inserted = sqlx::query(
         "INSERT INTO campaigns (name, kind, audience, template, filter_province, state, uid, send_at, \
-            expires_at, created_at, digest, created_by) \
-         VALUES ($1, 'oneoff', $2, $3, $4, 'draft', $5, $6, $8, $7, 0, $9) ON CONFLICT (name) DO NOTHING",
+            expires_at, created_at, digest, created_by, stream, transactional) \
+         VALUES ($1, 'oneoff', $2, $3, $4, 'draft', $5, $6, $8, $7, 0, $9, $10, $11) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&new.name)
     .bind(new.audience.name())
@@ -305,6 +332,8 @@ pub(crate) async fn create_on(
     .bind(now.timestamp())
     .bind(new.expires_at.timestamp())
     .bind(created_by.map(str::to_string))
+    .bind(Stream::Campaign(new.name.clone()).key())
+    .bind(new.transactional.clone())
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -315,7 +344,8 @@ pub(crate) async fn create_on(
 }
 
 const COLUMNS: &str = "id, name, kind, audience, template, filter_province, state, uid, send_at, \
-                       expires_at, created_at, started_at, finished_at, paused_reason, digest, created_by";
+                       expires_at, created_at, started_at, finished_at, paused_reason, digest, \
+                       created_by, stream, transactional";
 
 /// The campaign named `name`, if any.
 pub async fn find(db: &Db, name: &str) -> Result<Option<Campaign>, sqlx::Error> {

@@ -13,7 +13,7 @@ use crate::audience::Audience;
 use crate::campaign;
 use crate::config::CalendarSettings;
 use crate::store::timestamp;
-use crate::store::Db;
+use crate::store::{Db, Stream};
 
 /// The reopening campaigns: (template and name prefix, audience).
 pub(crate) const REOPENING: [(&str, Audience); 4] = [
@@ -31,6 +31,15 @@ pub(crate) const REOPENING: [(&str, Audience); 4] = [
         Audience::LapsedCodeRegeneration,
     ),
 ];
+
+/// The stream of a reopening notice: the general one is a notice to everyone; the others are
+/// about the user's own lapsed procedure.
+fn reopening_stream(template: &str) -> Stream {
+    match template {
+        "reopening_general" => Stream::ReopeningGeneral,
+        _ => Stream::ReopeningProcedures,
+    }
+}
 
 /// Records, once, who lapsed at the deadline, on a connection of the caller's (inside a
 /// transaction of the caller's, a savepoint). Returns the rows recorded now (0 when done before
@@ -147,8 +156,8 @@ pub(crate) async fn declare_reopening_on(
     for (template, audience) in REOPENING {
         sqlx::query(
             "INSERT INTO campaigns (name, kind, audience, template, state, uid, send_at, expires_at, \
-                created_at) \
-             VALUES ($1, 'reopening', $2, $3, 'scheduled', $4, $5, $7, $6) ON CONFLICT (name) DO NOTHING",
+                created_at, stream) \
+             VALUES ($1, 'reopening', $2, $3, 'scheduled', $4, $5, $7, $6, $8) ON CONFLICT (name) DO NOTHING",
         )
         .bind(format!("{template}-{}", day.format("%Y-%m-%d")))
         .bind(audience.name())
@@ -157,6 +166,7 @@ pub(crate) async fn declare_reopening_on(
         .bind(at.timestamp())
         .bind(now.timestamp())
         .bind(expires.timestamp())
+        .bind(reopening_stream(template).key())
         .execute(&mut *tx)
         .await?;
     }

@@ -154,6 +154,15 @@ pub enum Command {
     #[command(subcommand)]
     Suppress(crate::cli::suppress::SuppressCommand),
 
+    /// The opt-outs: users who stopped a stream that is not their own procedure (the one-click
+    /// unsubscribe of the maintenance notice, the general reopening notice, one-off campaigns).
+    #[command(subcommand)]
+    Optouts(crate::cli::optouts::OptOutsCommand),
+
+    /// Complaints: `complaints import PATH` reads the providers' feedback-loop reports.
+    #[command(subcommand)]
+    Complaints(crate::cli::optouts::ComplaintsCommand),
+
     /// Returned mail: `bounces import PATH` reads a Maildir folder or an mbox file of bounces.
     #[command(subcommand)]
     Bounces(crate::cli::bounces::BouncesCommand),

@@ -78,6 +78,20 @@ pub(crate) fn print(e: &Explanation, tz: chrono_tz::Tz) {
         }
     }
 
+    if !e.optouts.is_empty() {
+        println!();
+        println!("opted out (nothing more of these is planned or sent):");
+        for o in &e.optouts {
+            println!(
+                "  {:<27} since {}, by {}: {}",
+                o.stream.key(),
+                local(o.at, tz),
+                o.source,
+                o.stream.describe()
+            );
+        }
+    }
+
     println!();
     if e.messages.is_empty() {
         println!("messages: none planned for this user");

@@ -19,6 +19,7 @@ pub mod campaign;
 mod configuration;
 mod explain;
 mod import;
+pub mod optouts;
 mod phases;
 mod plan;
 mod report;
@@ -118,6 +119,8 @@ async fn dispatch(
             html,
         } => report::run(app, &campaign, out.as_deref(), html.as_deref(), json).await,
         Command::Suppress(cmd) => suppress::run(cmd, app, who, json).await,
+        Command::Optouts(cmd) => optouts::run(cmd, app, who, json).await,
+        Command::Complaints(cmd) => optouts::run_complaints(cmd, app, who, json).await,
         Command::Bounces(cmd) => bounces::run(cmd, app, who, json).await,
         Command::Users(cmd) => users::run(cmd, app, who, json).await,
         Command::Audit { since } => audit::run(app, since, json).await,

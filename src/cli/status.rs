@@ -76,6 +76,23 @@ pub(crate) fn print(s: &Status, settings: &Settings) {
             q.used_last_hour, q.per_hour
         );
     }
+    if !s.optouts.is_empty() {
+        let each: Vec<String> = s
+            .optouts
+            .iter()
+            .map(|o| format!("{} {}", o.users, o.stream))
+            .collect();
+        println!("opted out: {} (avvisi optouts list)", each.join(", "));
+    }
+    for c in &s.complaints {
+        println!(
+            "complaints: {} {} of {} sent ({:.2}%)",
+            c.campaign,
+            c.complaints,
+            c.sent,
+            c.percent()
+        );
+    }
     if !s.errors.is_empty() {
         println!("errors by reply (failed, waiting to retry, last seen, an example):");
         for e in &s.errors {

@@ -135,6 +135,13 @@ pub(super) fn check_dkim(raw: RawDkim) -> Result<Option<Dkim>, ConfigError> {
         "Auto-Submitted",
         "Content-Language",
         "X-Avvisi-Campaign",
+        // The stream labels and the one-click unsubscribe: a provider honours
+        // List-Unsubscribe-Post only when the signature covers it (RFC 8058, section 4), and a
+        // listed header that is absent is signed as absent, so none can be added on the way.
+        "List-Id",
+        "Feedback-ID",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
     ]
     .map(HeaderName::new_from_ascii_str)
     .to_vec();
@@ -361,4 +368,133 @@ fn local_instant(key: &'static str, value: &str, tz: Tz) -> Result<DateTime<Utc>
             format!("a time that exists exactly once in {tz} (this one falls in a daylight-saving change)"),
         )),
     }
+}
+
+/// `mail.list_id_domain`: a domain name, lower case, with a dot.
+pub(super) fn check_list_id_domain(value: &str) -> Result<String, ConfigError> {
+    let d = value.trim();
+    let ok = d.contains('.')
+        && !d.starts_with('.')
+        && !d.ends_with('.')
+        && !d.contains("..")
+        && d.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !ok {
+        return Err(invalid(
+            "mail.list_id_domain",
+            value,
+            "a domain name in lower case, e.g. avvisi.istruzione.it (each stream's List-Id is \
+             <STREAM.DOMAIN>)",
+        ));
+    }
+    Ok(d.to_string())
+}
+
+/// `mail.feedback_id`: the sender's id in `Feedback-ID`, one field (no `:`).
+pub(super) fn check_feedback_id(value: &str) -> Result<String, ConfigError> {
+    let id = value.trim();
+    if id.is_empty()
+        || id.len() > 40
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(invalid(
+            "mail.feedback_id",
+            value,
+            "1 to 40 characters among letters, digits, `-`, `_` and `.`, e.g. istanzeonline \
+             (the last field of Feedback-ID)",
+        ));
+    }
+    Ok(id.to_string())
+}
+
+/// The shortest `unsubscribe.secret`: 32 characters, about 190 bits from `openssl rand -base64 33`.
+const UNSUBSCRIBE_SECRET_MIN: usize = 32;
+
+pub(super) fn check_unsubscribe(raw: RawUnsubscribe) -> Result<UnsubscribeSettings, ConfigError> {
+    let public_url = match raw.public_url.trim().trim_end_matches('/') {
+        "" => None,
+        u => {
+            let parsed = url::Url::parse(u).ok();
+            let loopback = parsed.as_ref().is_some_and(|p| {
+                matches!(p.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                    || matches!(p.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+                    || p.host_str() == Some("localhost")
+            });
+            let ok = parsed.as_ref().is_some_and(|p| {
+                (p.scheme() == "https" || (p.scheme() == "http" && loopback))
+                    && p.query().is_none()
+                    && p.fragment().is_none()
+                    && p.username().is_empty()
+                    && p.password().is_none()
+            });
+            if !ok {
+                return Err(invalid(
+                    "unsubscribe.public_url",
+                    u,
+                    "the endpoint's public https:// address as the reverse proxy serves it, e.g. \
+                     https://avvisi.istruzione.it/disiscrizione (no query; http only on loopback)",
+                ));
+            }
+            Some(u.to_string())
+        }
+    };
+    let secret = Some(raw.secret).filter(|s| !s.expose_secret().is_empty());
+    if let Some(s) = &secret {
+        if s.expose_secret().chars().count() < UNSUBSCRIBE_SECRET_MIN {
+            // Never the value: it is a secret.
+            return Err(invalid(
+                "unsubscribe.secret",
+                "***",
+                format!(
+                    "at least {UNSUBSCRIBE_SECRET_MIN} random characters (openssl rand -base64 33)"
+                ),
+            ));
+        }
+    }
+    let address = match raw.address.trim() {
+        "" => None,
+        a => Some(a.parse().map_err(|_| {
+            invalid(
+                "unsubscribe.address",
+                a,
+                "IP:PORT, e.g. 127.0.0.1:9026 (empty: the endpoint is not served)",
+            )
+        })?),
+    };
+    if secret.is_none() {
+        let needed_by = match (&public_url, &address) {
+            (Some(_), _) => Some("unsubscribe.public_url"),
+            (None, Some(_)) => Some("unsubscribe.address"),
+            (None, None) => None,
+        };
+        if let Some(key) = needed_by {
+            return Err(invalid(
+                "unsubscribe.secret",
+                "",
+                format!(
+                    "the key of the unsubscribe tokens, at least {UNSUBSCRIBE_SECRET_MIN} random \
+                     characters (openssl rand -base64 33), since {key} is set; prefer \
+                     AVVISI__UNSUBSCRIBE__SECRET to writing it in a file"
+                ),
+            ));
+        }
+    }
+    let mailto = match raw.mailto.trim() {
+        "" => None,
+        m => Some(m.parse().map_err(|_| {
+            invalid(
+                "unsubscribe.mailto",
+                m,
+                "a bare address like disiscrizione@istruzione.it (empty: no mailto link)",
+            )
+        })?),
+    };
+    Ok(UnsubscribeSettings {
+        public_url,
+        secret,
+        address,
+        mailto,
+    })
 }

@@ -9,7 +9,8 @@
 //! - The sender delivers continuously; when the relay is unreachable it backs off as a whole
 //!   ([`sender`]).
 //! - `http.address`, when set, serves health, readiness, metrics and the status page
-//!   ([`crate::observe`]) until the daemon stops.
+//!   ([`crate::observe`]) until the daemon stops; `unsubscribe.address`, on a listener of its
+//!   own, the one-click unsubscribe ([`unsubscribe`]).
 //! - Templates reload on SIGHUP and when the folder changes; a broken set is never used
 //!   ([`templates`]).
 //! - On shutdown (SIGTERM, Ctrl-C) nothing new is claimed, sends on the wire get
@@ -37,6 +38,7 @@ mod planner;
 mod registry;
 mod sender;
 mod templates;
+mod unsubscribe;
 
 use self::planner::Planner;
 use self::registry::{deregister, heartbeat, record_templates, register};
@@ -121,6 +123,21 @@ async fn serve(
     // Background duties: heartbeat, template reloads, planner ticks, the HTTP endpoints.
     let tasks = CancellationToken::new();
     let server = start_http(db, &settings, &clock, &health, &tasks).await?;
+    let unsubscribe = match settings.unsubscribe.address {
+        Some(address) => {
+            let (bound, task) = unsubscribe::start(
+                address,
+                db.clone(),
+                settings.clone(),
+                clock.clone(),
+                tasks.clone(),
+            )
+            .await?;
+            tracing::info!(address = %bound, "serving the one-click unsubscribe on http://{bound}/u/");
+            Some(task)
+        }
+        None => None,
+    };
     let heartbeat = tokio::spawn(heartbeat(db.clone(), me.to_string(), tasks.clone()));
     let reloads = tokio::spawn(templates::watch_templates(
         store.clone(),
@@ -149,7 +166,7 @@ async fn serve(
     tasks.cancel();
     let _ = scheduler.shutdown().await;
     let _ = tokio::join!(heartbeat, reloads);
-    if let Some(server) = server {
+    for server in [server, unsubscribe].into_iter().flatten() {
         // A scraper's keep-alive connection must not hold the exit.
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }

@@ -7,7 +7,8 @@ use lettre::Message;
 use super::outbox::{Claimed, Outcome};
 use super::transport::Outgoing;
 use super::{Job, Worker};
-use crate::render::email::{self, Envelope};
+use crate::audience::optout;
+use crate::render::email::{self, Envelope, Labels};
 use crate::render::templates::{MessageContext, TemplateError, TemplateSet, UserView};
 use crate::render::{context, digest};
 
@@ -109,6 +110,13 @@ impl Worker {
                 (templates.render(digest::DIGEST, &context)?, row)
             }
         };
+        // A digest with a section about the user's own procedure is that procedure's email:
+        // labelled with its stream, and no unsubscribe (the other sections ride along).
+        let labelled = sections
+            .iter()
+            .copied()
+            .find(|r| !r.unsubscribe)
+            .unwrap_or(about);
         let envelope = Envelope {
             to_address: &row.recipient,
             to_name: &format!("{} {}", row.user.first_name, row.user.last_name),
@@ -117,7 +125,26 @@ impl Worker {
             step: about.step,
             date: now.into(),
         };
-        Ok(email::build(&self.settings.mail, &envelope, &rendered)?)
+        let labels = self.labels(labelled);
+        Ok(email::build_labelled(
+            &self.settings.mail,
+            &envelope,
+            &rendered,
+            Some(&labels),
+        )?)
+    }
+
+    /// The stream labels of an email whose stream is `row`'s.
+    fn labels(&self, row: &Claimed) -> Labels {
+        let mail = &self.settings.mail;
+        let stream = row.stream.label();
+        Labels {
+            list_id: format!("<{stream}.{}>", mail.list_id_domain),
+            feedback_id: format!("{}:{stream}:{}", row.campaign, mail.feedback_id),
+            unsubscribe: row.unsubscribe.then(|| {
+                optout::list_unsubscribe(&self.settings.unsubscribe, &row.user.user_id, &row.stream)
+            }),
+        }
     }
 
     /// The template context for a row at `now`.

@@ -21,12 +21,12 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::audience::suppression;
 use crate::audience::Audience;
+use crate::audience::{optout, suppression};
 use crate::campaign::Campaign;
 use crate::config::Step;
 use crate::store::{
-    Backend, Db, OutboxState, SuppressionSource, UnknownState, UserContact, CONTACT_COLUMNS,
+    Backend, Db, OutboxState, Stream, SuppressionSource, UnknownState, UserContact, CONTACT_COLUMNS,
 };
 
 mod claim;
@@ -58,6 +58,11 @@ pub struct Claimed {
     /// The address on record is suppressed: `recipient` is the institutional address, and the
     /// email says why it arrives there.
     pub fallback: bool,
+    /// Its campaign's stream (List-Id, Feedback-ID, opt-outs).
+    pub stream: Stream,
+    /// Whether its campaign's emails carry the one-click unsubscribe (see
+    /// [`Campaign::unsubscribe`]).
+    pub unsubscribe: bool,
 }
 
 /// How a claimed row ends this round.
@@ -102,7 +107,7 @@ pub enum Outcome {
 /// ([`CONTACT_COLUMNS`]), `recipient` and `fallback`.
 pub(crate) const OUTBOX_COLUMNS: &str =
     "o.id, c.name AS campaign, o.step, o.template, o.message_id, \
-                              o.attempts, o.expires_at, o.digest_of";
+                              o.attempts, o.expires_at, o.digest_of, c.stream, c.transactional";
 
 /// The first user of the campaign's audience (by user id) as a row to render, as if planned:
 /// step `main`, recipient the address on record, `message_id` as given. Nothing is written.
@@ -125,7 +130,8 @@ pub(crate) async fn recipients(
     let sql = format!(
         "SELECT CAST(0 AS BIGINT) AS id, $2 AS campaign, 'main' AS step, $3 AS template, \
             $4 AS message_id, CAST(0 AS BIGINT) AS attempts, CAST($5 AS BIGINT) AS expires_at, \
-            CAST(NULL AS BIGINT) AS digest_of, {CONTACT_COLUMNS}, u.email AS recipient, \
+            CAST(NULL AS BIGINT) AS digest_of, $7 AS stream, $8 AS transactional, \
+            {CONTACT_COLUMNS}, u.email AS recipient, \
             CAST(0 AS BIGINT) AS fallback FROM users u WHERE {} ORDER BY u.user_id LIMIT $6",
         c.audience.condition_in(1)
     );
@@ -136,6 +142,8 @@ pub(crate) async fn recipients(
         .bind(message_id)
         .bind(c.expires_at.map(|t| t.timestamp()))
         .bind(limit)
+        .bind(c.stream.key())
+        .bind(c.transactional.clone())
         .fetch_all(db.pool())
         .await?;
     row.iter().map(claimed_from_row).collect()
@@ -160,7 +168,14 @@ pub(crate) async fn spread(db: &Db, every: i64, limit: i64) -> Result<Vec<Claime
 /// Decodes a row selected as [`claim`]'s final query selects it: [`OUTBOX_COLUMNS`],
 /// [`CONTACT_COLUMNS`], `recipient` and `fallback`, by name.
 pub(crate) fn claimed_from_row(r: &AnyRow) -> Result<Claimed, sqlx::Error> {
+    let stream: Stream = r
+        .try_get::<String, _>("stream")?
+        .parse()
+        .map_err(|e: crate::store::UnknownStream| sqlx::Error::Decode(e.into()))?;
+    let transactional: Option<String> = r.try_get("transactional")?;
     Ok(Claimed {
+        unsubscribe: !stream.is_procedure() && transactional.is_none(),
+        stream,
         id: r.try_get("id")?,
         campaign: r.try_get("campaign")?,
         step: r

@@ -9,6 +9,7 @@ pub mod why_not;
 
 pub use self::user::{Earlier, SnapshotUser, UserMessage};
 use self::why_not::{why_not, CampaignVerdict};
+use crate::audience::optout::{self, OptOut};
 use crate::audience::suppression::{self, Suppression};
 use crate::audience::Audience;
 use crate::config::Settings;
@@ -27,6 +28,8 @@ pub struct Explanation {
     pub messages: Vec<UserMessage>,
     /// The user's addresses (on record, institutional) that are on the suppression list.
     pub suppressions: Vec<Suppression>,
+    /// The streams the user opted out of (nothing more of them is planned or sent).
+    pub optouts: Vec<OptOut>,
     /// Per campaign (the calendar's included, before they exist), why the user has or has not a
     /// message of its current step at `at`.
     pub why_not: Vec<CampaignVerdict>,
@@ -60,12 +63,14 @@ pub async fn explain(
     addresses.extend(user.contact.institutional_email.as_deref());
     let suppressions = suppression::of_addresses(db, &addresses).await?;
     let why_not = why_not(db, settings, &user, &messages, now).await?;
+    let optouts = optout::list(db, Some(user_id)).await?;
     Ok(Some(Explanation {
         at: now,
         user,
         audiences,
         messages,
         suppressions,
+        optouts,
         why_not,
     }))
 }

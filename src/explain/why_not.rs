@@ -12,13 +12,13 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::user::{SnapshotUser, UserMessage};
-use crate::audience::suppression;
 use crate::audience::Audience;
+use crate::audience::{optout, suppression};
 use crate::campaign::calendar::{latest_due_step_of, reminder_steps};
 use crate::campaign::{self, calendar_campaigns, Campaign};
 use crate::config::Settings;
 use crate::config::Step;
-use crate::store::{CampaignKind, CampaignState, Db, OutboxState};
+use crate::store::{CampaignKind, CampaignState, Db, OptOutSource, OutboxState, Stream};
 
 /// The verdict on one campaign for one user.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +65,13 @@ pub enum Verdict {
     NotInAudience { failed: Vec<String> },
     /// The address on record is suppressed and there is no institutional address to fall back on.
     Suppressed { address: String },
+    /// The user opted out of the campaign's stream (the one-click unsubscribe, an operator, a
+    /// complaint): nothing more of it is planned, and what was planned is not sent.
+    OptedOut {
+        stream: Stream,
+        at: Option<DateTime<Utc>>,
+        source: Option<OptOutSource>,
+    },
     /// The campaign's next step, and when it falls due.
     NotYetDue { step: Step, at: DateTime<Utc> },
     /// No step of the audience's cadence is left before the deadline.
@@ -133,6 +140,14 @@ impl Verdict {
             Verdict::Suppressed { address } => format!(
                 "the address {address} is suppressed and there is no institutional address to fall back on"
             ),
+            Verdict::OptedOut { stream, at, source } => format!(
+                "opted out of {} ({stream}){}{}: nothing more of it is planned or sent",
+                stream.describe(),
+                at.as_ref()
+                    .map(|t| format!(" on {}", when(t)))
+                    .unwrap_or_default(),
+                source.map(|s| format!(", by {s}")).unwrap_or_default(),
+            ),
             Verdict::NotYetDue {
                 step: Step::Main,
                 at,
@@ -158,6 +173,8 @@ struct Facts {
     unreachable: bool,
     /// How old the latest snapshot is: reminders wait for a fresh one.
     fresh: crate::import::Freshness,
+    /// The streams the user opted out of.
+    optouts: Vec<optout::OptOut>,
 }
 
 impl Facts {
@@ -183,7 +200,22 @@ impl Facts {
             failed,
             unreachable: unreachable == 1,
             fresh,
+            optouts: optout::list(db, Some(user_id)).await?,
         })
+    }
+
+    /// The verdict of an opt-out of `stream`, with its time and source when recorded.
+    fn opted_out(&self, stream: &Stream) -> Verdict {
+        let o = self
+            .optouts
+            .iter()
+            .find(|o| o.stream == *stream)
+            .or_else(|| self.optouts.iter().find(|o| o.stream == Stream::AllNotices));
+        Verdict::OptedOut {
+            stream: o.map_or_else(|| stream.clone(), |o| o.stream.clone()),
+            at: o.and_then(|o| o.at),
+            source: o.map(|o| o.source),
+        }
     }
 
     fn of(&self, audience: Audience) -> &[(bool, String)] {
@@ -288,6 +320,9 @@ fn verdict(
                     address: user.contact.email.clone(),
                 };
             }
+            if m.state == OutboxState::Skipped && m.reason.as_deref() == Some(optout::REASON) {
+                return facts.opted_out(&c.stream);
+            }
             return match &m.digest {
                 Some(id) => Verdict::MergedIntoDigest {
                     step,
@@ -314,6 +349,14 @@ fn verdict(
     }
     if let Some(at) = c.expires_at.filter(|at| now >= *at) {
         return Verdict::Expired { at };
+    }
+    if c.unsubscribe()
+        && facts
+            .optouts
+            .iter()
+            .any(|o| o.stream == c.stream || o.stream == Stream::AllNotices)
+    {
+        return facts.opted_out(&c.stream);
     }
     if c.kind == CampaignKind::Reminder && facts.fresh.stale {
         return Verdict::SnapshotStale {

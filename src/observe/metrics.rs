@@ -37,6 +37,22 @@ pub const DB_GAUGES: &[DbGauge] = &[
         binds_now: false,
     },
     DbGauge {
+        name: "avvisi_complaints",
+        help: "Complaints (feedback-loop reports) linked to a message of the campaign",
+        labels: &["campaign"],
+        sql: "SELECT c.name, CAST(COUNT(*) AS BIGINT) FROM complaints k JOIN campaigns c ON c.id = k.campaign_id GROUP BY c.name",
+        binds_now: false,
+    },
+    DbGauge {
+        name: "avvisi_complaint_rate_per_million",
+        help: "Complaints per million emails sent, by campaign (complaints.pause_percent 0.3 is 3000)",
+        labels: &["campaign"],
+        sql: "SELECT c.name, CAST(COUNT(*) * 1000000 / (SELECT CAST(CASE WHEN COALESCE(SUM(s.n), 0) = 0 THEN 1 \
+              ELSE SUM(s.n) END AS BIGINT) FROM outbox_counts s WHERE s.campaign_id = c.id AND s.state = 'sent') AS BIGINT) \
+              FROM complaints k JOIN campaigns c ON c.id = k.campaign_id GROUP BY c.id, c.name",
+        binds_now: false,
+    },
+    DbGauge {
         name: "avvisi_queue_depth",
         help: "Messages waiting to be sent or on the wire (pending and sending)",
         labels: &[],

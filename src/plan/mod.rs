@@ -17,7 +17,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 
-use crate::audience::suppression;
+use crate::audience::{optout, suppression};
 use crate::campaign::calendar::{latest_due_step_of, local_day};
 use crate::campaign::lifecycle;
 use crate::campaign::{self, Campaign};
@@ -339,6 +339,12 @@ async fn plan_step(
             ),
         )
     };
+    // Who opted out of the campaign's stream gets nothing more of it. Looked up per user only
+    // when someone opted out of this stream (a procedure's stream never has anyone).
+    let opted_out = match c.unsubscribe() && optout::any_of(&mut *tx, &c.stream).await? {
+        true => format!(" AND {}", optout::not_opted_out_sql(11)),
+        false => " AND $11 IS NOT NULL".to_string(),
+    };
     let own_id = "'<' || $7 || '.' || $2 || '.' || u.user_id || '@' || $8 || '>'";
     // In a pass that forms its digests as it writes: a person's row of a campaign planned
     // earlier in this pass, still pending and not following another, is the lead this row
@@ -363,7 +369,7 @@ async fn plan_step(
          SELECT $1, u.user_id, $2, {recipient}, $3, $4, {state}, 0, $5, $6, \
             {message_id}, $5, $5, {reason}, {digest_of} \
          FROM users u{lead_join} \
-         WHERE {condition}{not_planned} \
+         WHERE {condition}{not_planned}{opted_out} \
          ON CONFLICT (campaign_id, user_id, step) DO NOTHING",
         condition = c.audience.condition_in(9),
     );
@@ -378,6 +384,7 @@ async fn plan_step(
         .bind(domain)
         .bind(c.filter_province.clone())
         .bind(local_midnight.timestamp())
+        .bind(c.stream.key())
         .execute(&mut *tx)
         .await?;
     Ok((result.rows_affected(), superseded))

@@ -3,6 +3,9 @@
 //! `multipart/alternative` (text, then HTML), `Subject` encoded per RFC 2047 when it has accents,
 //! a `Message-ID` fixed when the row was planned (a retry reuses it), `Auto-Submitted`,
 //! `Content-Language: it`, and `X-Avvisi-Campaign: CAMPAIGN/STEP` to trace any email back.
+//! A delivered email also carries its stream's [`Labels`]: `List-Id`, `Feedback-ID` and, on the
+//! streams that offer it, the one-click unsubscribe (`List-Unsubscribe`,
+//! `List-Unsubscribe-Post`), all of them covered by the DKIM signature.
 
 use std::time::SystemTime;
 
@@ -32,13 +35,37 @@ pub struct Envelope<'a> {
     pub date: SystemTime,
 }
 
-/// Builds the email. User data only reaches headers through lettre's encoders, after being
-/// folded to one line, so it cannot add a header. The subject is folded here too: rendering
-/// folds it already, but a header is only as safe as the last step before it.
+/// What an email says about its stream (docs/deliverability.md). The values are made by
+/// avvisi (ASCII, no user data but the opaque user id inside a signed token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels {
+    /// `List-Id` (RFC 2919): `<STREAM.DOMAIN>`.
+    pub list_id: String,
+    /// `Feedback-ID` (Gmail's feedback loop): `CAMPAIGN:STREAM:SENDER`.
+    pub feedback_id: String,
+    /// `List-Unsubscribe` (RFC 2369), `<https://...>` and maybe `<mailto:...>`; with it goes
+    /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058). `None`: the stream
+    /// offers no unsubscribe.
+    pub unsubscribe: Option<String>,
+}
+
+/// Builds the email without stream labels (previews, test sends).
 pub fn build(
     mail: &MailSettings,
     env: &Envelope<'_>,
     content: &Rendered,
+) -> Result<Message, MessageError> {
+    build_labelled(mail, env, content, None)
+}
+
+/// Builds the email. User data only reaches headers through lettre's encoders, after being
+/// folded to one line, so it cannot add a header. The subject is folded here too: rendering
+/// folds it already, but a header is only as safe as the last step before it.
+pub fn build_labelled(
+    mail: &MailSettings,
+    env: &Envelope<'_>,
+    content: &Rendered,
+    labels: Option<&Labels>,
 ) -> Result<Message, MessageError> {
     let recipient = || MessageError::Recipient(env.to_address.to_string());
     let address = env.to_address.parse().map_err(|_| recipient())?;
@@ -61,6 +88,16 @@ pub fn build(
         .header(AvvisiCampaign(format!("{}/{}", env.campaign, env.step)));
     if let Some(reply_to) = &mail.reply_to {
         builder = builder.reply_to(reply_to.clone());
+    }
+    if let Some(labels) = labels {
+        builder = builder
+            .header(ListId(labels.list_id.clone()))
+            .header(FeedbackId(labels.feedback_id.clone()));
+        if let Some(unsubscribe) = &labels.unsubscribe {
+            builder = builder
+                .header(ListUnsubscribe(unsubscribe.clone()))
+                .header(ListUnsubscribePost);
+        }
     }
     let mut email = builder.multipart(MultiPart::alternative_plain_html(
         content.text.clone(),
@@ -106,18 +143,31 @@ macro_rules! fixed_header {
 
 fixed_header!(AutoSubmitted, "Auto-Submitted", "auto-generated");
 fixed_header!(ContentLanguage, "Content-Language", "it");
+fixed_header!(
+    ListUnsubscribePost,
+    "List-Unsubscribe-Post",
+    "List-Unsubscribe=One-Click"
+);
 
-#[derive(Clone)]
-struct AvvisiCampaign(String);
-
-impl Header for AvvisiCampaign {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("X-Avvisi-Campaign")
-    }
-    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(AvvisiCampaign(s.to_string()))
-    }
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), self.0.clone())
-    }
+macro_rules! text_header {
+    ($type:ident, $name:literal) => {
+        #[derive(Clone)]
+        struct $type(String);
+        impl Header for $type {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($name)
+            }
+            fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok($type(s.to_string()))
+            }
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), self.0.clone())
+            }
+        }
+    };
 }
+
+text_header!(AvvisiCampaign, "X-Avvisi-Campaign");
+text_header!(ListId, "List-Id");
+text_header!(FeedbackId, "Feedback-ID");
+text_header!(ListUnsubscribe, "List-Unsubscribe");

@@ -24,12 +24,15 @@ pub(crate) mod digest;
 mod lane;
 pub mod queue;
 pub mod state;
+mod stream;
 mod user;
 
 pub(crate) use lane::Lane;
 pub use state::{
-    BounceKind, CampaignKind, CampaignState, Counts, OutboxState, SuppressionSource, UnknownState,
+    BounceKind, CampaignKind, CampaignState, Counts, OptOutSource, OutboxState, SuppressionSource,
+    UnknownState,
 };
+pub use stream::{Stream, UnknownStream, ALL_NOTICES};
 pub use user::{UserContact, CONTACT_COLUMNS};
 
 /// A migration applied by [`Db::migrate`].

@@ -143,6 +143,19 @@ stored_text!(
 );
 
 stored_text!(
+    /// Who stopped a stream for a user.
+    OptOutSource, "opt-out source", {
+        /// The user, through the one-click unsubscribe (the emailed link, or the provider's
+        /// button that posts to it).
+        Link = "link",
+        /// An operator.
+        Operator = "operator",
+        /// A complaint (a feedback-loop report) from the user's provider.
+        Complaint = "complaint",
+    }
+);
+
+stored_text!(
     /// What a returned mail said about its recipient.
     BounceKind, "bounce kind", {
         /// A permanent failure (5.x.x): the address is suppressed at once.
@@ -211,6 +224,9 @@ mod tests {
         }
         for s in SuppressionSource::ALL {
             assert_eq!(s.as_str().parse::<SuppressionSource>().unwrap(), *s);
+        }
+        for s in OptOutSource::ALL {
+            assert_eq!(s.as_str().parse::<OptOutSource>().unwrap(), *s);
         }
         for k in BounceKind::ALL {
             assert_eq!(k.as_str().parse::<BounceKind>().unwrap(), *k);

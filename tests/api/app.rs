@@ -102,6 +102,7 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
                 filter: Some("province=bo".into()),
                 send_at: None,
                 expires_at: None,
+                transactional: None,
             },
         )
         .await
@@ -240,6 +241,7 @@ async fn only_the_use_cases_that_send_read_the_relay_password(t: TestApp) {
             filter: None,
             send_at: None,
             expires_at: None,
+            transactional: None,
         },
     )
     .await

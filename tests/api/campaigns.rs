@@ -65,6 +65,7 @@ async fn create(app: &TestApp, name: &str, province: Option<&str>) -> campaign::
         filter_province: province.map(String::from),
         send_at: None,
         expires_at: at("2026-11-30T23:59:59+01:00"),
+        transactional: None,
     };
     campaign::create(&app.db, &new, &templates(app), app.clock.now())
         .await
@@ -356,6 +357,7 @@ async fn scheduled_campaign_waits_for_its_time(app: TestApp) {
         filter_province: Some("BO".into()),
         send_at: Some(at("2026-11-24T09:00:00+01:00")),
         expires_at: at("2026-11-30T23:59:59+01:00"),
+        transactional: None,
     };
     campaign::create(&app.db, &new, &templates(&app), app.clock.now())
         .await
@@ -580,6 +582,7 @@ async fn nothing_goes_out_past_a_campaigns_expiry(app: TestApp) {
         filter_province: None,
         send_at: None,
         expires_at: at("2026-11-23T12:00:00+01:00"),
+        transactional: None,
     };
     campaign::create(&app.db, &new, &templates(&app), app.clock.now())
         .await
@@ -601,6 +604,7 @@ async fn nothing_goes_out_past_a_campaigns_expiry(app: TestApp) {
     let late = NewCampaign {
         name: "backwards".into(),
         expires_at: at("2026-11-23T11:00:00+01:00"),
+        transactional: None,
         send_at: Some(at("2026-11-24T09:00:00+01:00")),
         ..new
     };

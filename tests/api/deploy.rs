@@ -76,6 +76,10 @@ fn the_production_configuration_loads() {
             "postgres://avvisi:db-s3cret@db.example.internal:5432/avvisi",
         )
         .env("AVVISI__SMTP__PASSWORD_FILE", &password)
+        .env(
+            "AVVISI__UNSUBSCRIBE__SECRET",
+            "unsubscribe-s3cret-0123456789abcdefghij",
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -107,6 +111,14 @@ fn the_production_configuration_loads() {
         .unwrap()
         .starts_with("postgres://avvisi:***@db.example.internal"));
     assert_eq!(get("http.address")["value"], "127.0.0.1:9025");
+    // SMTP delivery needs the unsubscribe links' address; their key comes from the environment
+    // file and is never shown.
+    assert_eq!(
+        get("unsubscribe.public_url")["value"],
+        "https://avvisi.istruzione.it/disiscrizione"
+    );
+    assert_eq!(get("unsubscribe.secret")["value"], "***");
+    assert!(!stdout.contains("unsubscribe-s3cret"), "{stdout}");
 }
 
 /// The commands of the "Deployment" code blocks (docs/operations.md) that need systemd, a real
@@ -317,7 +329,17 @@ async fn the_operations_recipes_work_as_written() {
         std::fs::write(&path, content).unwrap();
         mode(&path, 0o600);
     };
-    secret("avvisi.env", format!("{env_line}\n"));
+    // The key of the unsubscribe links, the documented line with a key of the right length.
+    let unsubscribe_line = section
+        .split('`')
+        .find(|s| s.starts_with("AVVISI__UNSUBSCRIBE__SECRET='"))
+        .expect("the unsubscribe key's line");
+    let unsubscribe_line = rewrite(
+        unsubscribe_line,
+        "'KEY'",
+        "'unsubscribe-s3cret-0123456789abcdefghij'",
+    );
+    secret("avvisi.env", format!("{env_line}\n{unsubscribe_line}\n"));
     secret("smtp-password", "relay-s3cret\n".to_string());
     // The service user cannot read them: the reason avvisi-ops reads the environment as root.
     let cat = root_shell(
@@ -328,7 +350,9 @@ async fn the_operations_recipes_work_as_written() {
     assert!(!cat.status.success(), "{}", text(&cat));
     let no_secret = |out: &str| {
         assert!(
-            !out.contains("db-s3cret") && !out.contains("relay-s3cret"),
+            !out.contains("db-s3cret")
+                && !out.contains("relay-s3cret")
+                && !out.contains("unsubscribe-s3cret"),
             "{out}"
         );
     };

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::helpers::{repo_path, spawn_app, Backend};
 
-fn verifier_available() -> bool {
+pub(crate) fn verifier_available() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import dkim, nacl"])
         .status()
@@ -24,7 +24,7 @@ fn verifier_available() -> bool {
     ok
 }
 
-fn run(program: &str, args: &[&str]) -> String {
+pub(crate) fn run(program: &str, args: &[&str]) -> String {
     let out = Command::new(program).args(args).output().expect(program);
     assert!(
         out.status.success(),
@@ -35,7 +35,7 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// (key file contents, public key for the DNS record) of a new key.
-fn new_key(algorithm: &str, dir: &std::path::Path) -> (String, String) {
+pub(crate) fn new_key(algorithm: &str, dir: &std::path::Path) -> (String, String) {
     match algorithm {
         "rsa" => {
             let pem = dir.join("rsa.pem");

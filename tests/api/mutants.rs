@@ -128,6 +128,14 @@ async fn a_run_on_a_full_hour_says_so_and_claims_nothing(app: TestApp) {
     let env = [
         ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
         ("AVVISI__SMTP__URL", url.as_str()),
+        (
+            "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+            testkit::smtp::UNSUBSCRIBE_URL,
+        ),
+        (
+            "AVVISI__UNSUBSCRIBE__SECRET",
+            testkit::smtp::UNSUBSCRIBE_SECRET,
+        ),
         ("AVVISI__RATE__PER_HOUR", "10"),
         ("AVVISI__DELIVERY__CONCURRENCY", "1"),
         ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),

@@ -44,6 +44,14 @@ fn run_once(
     let mut env = vec![
         ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
         ("AVVISI__SMTP__URL", url.as_str()),
+        (
+            "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+            testkit::smtp::UNSUBSCRIBE_URL,
+        ),
+        (
+            "AVVISI__UNSUBSCRIBE__SECRET",
+            testkit::smtp::UNSUBSCRIBE_SECRET,
+        ),
         ("AVVISI__SMTP__USERNAME", USERNAME),
         (
             "AVVISI__SMTP__PASSWORD_FILE",

@@ -165,6 +165,7 @@ async fn a_user_outside_the_audience_hears_which_rule_fails(app: TestApp) {
         filter_province: Some("RM".into()),
         send_at: None,
         expires_at: at("2026-11-30T23:59:59+01:00"),
+        transactional: None,
     };
     campaign::create(&app.db, &new, &templates, app.clock.now())
         .await

@@ -150,6 +150,10 @@ pub struct CreateArgs {
     /// `calendar.oneoff_expiry_days` (7) days after --send-at, or after now.
     #[arg(long, value_name = "TIMESTAMP")]
     pub expires_at: Option<String>,
+    /// The emails are about each user's own business (not a notice to everyone): they carry no
+    /// one-click unsubscribe. The reason is stored and shown by `campaign show`.
+    #[arg(long, value_name = "REASON")]
+    pub transactional: Option<String>,
 }
 
 /// `--audience`: one of [`Audience::names`], so that `--help` lists them and clap refuses any
@@ -174,6 +178,7 @@ pub(crate) async fn run(
                 filter: args.filter,
                 send_at: args.send_at,
                 expires_at: args.expires_at,
+                transactional: args.transactional,
             };
             let c = app.create_campaign(who, &req).await?;
             show(json, &c, |c| print::created(c, tz))

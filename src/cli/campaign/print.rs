@@ -27,6 +27,13 @@ pub(super) fn created(c: &Created, tz: Tz) {
         "it expires at {}: nothing of it goes out after that",
         local(c.setup.expires_at, tz)
     );
+    match &c.setup.transactional {
+        Some(why) => println!(
+            "transactional ({}): its emails carry no unsubscribe",
+            printable(why)
+        ),
+        None => println!("its emails carry a one-click unsubscribe (not --transactional)"),
+    }
     if c.send_at_past {
         println!("note: --send-at is already past; once launched it starts at once");
     }
@@ -109,6 +116,19 @@ pub(super) fn show(c: &CampaignView, tz: Tz) {
             ),
         ),
         ("template", c.setup.template.clone()),
+        (
+            "stream",
+            match (&c.setup.transactional, c.setup.unsubscribe) {
+                (Some(why), _) => {
+                    format!("{} (transactional: {why}; no unsubscribe)", c.setup.stream)
+                }
+                (None, true) => format!("{} (one-click unsubscribe)", c.setup.stream),
+                (None, false) => format!(
+                    "{} (the user's own procedure; no unsubscribe)",
+                    c.setup.stream
+                ),
+            },
+        ),
         ("send at", local(c.setup.send_at, tz)),
         ("expires at", local(c.setup.expires_at, tz)),
         (

@@ -48,11 +48,25 @@ pub(crate) async fn claim(
             add_skipped(&mut skipped, &c.name, 1);
         }
     }
+    // Who opted out of a row's stream since it was planned: skipped by the same passes.
+    let mut dropped = Vec::new();
+    if optout::any(&mut *conn).await? {
+        for which in passes(followers > 0) {
+            for campaign_id in optout::skip_opted_out(conn, token, which, now).await? {
+                if let Some(c) = campaigns.iter().find(|c| c.id == campaign_id) {
+                    add_skipped(&mut skipped, &c.name, 1);
+                }
+            }
+        }
+        if followers > 0 {
+            let leads = optout::opted_out_leads(conn, token).await?;
+            dropped.extend(leads.into_iter().map(|id| (id, optout::REASON)));
+        }
+    }
     skip_unqualified(conn, request, &campaigns, followers > 0, &mut skipped).await?;
-    let dropped = match followers {
-        0 => Vec::new(),
-        _ => dropped_sections(conn, token, &campaigns).await?,
-    };
+    if followers > 0 {
+        dropped.extend(dropped_sections(conn, token, &campaigns).await?);
+    }
     let claimed = claimed_rows(conn, token, &dropped).await?;
     Ok((claimed, skipped))
 }
@@ -130,6 +144,19 @@ fn add_skipped(skipped: &mut Vec<(String, u64)>, name: &str, n: u64) {
     }
 }
 
+/// The claimed rows a skip looks at, in turn: all at once without digests in the batch; with
+/// them, the followers first, then the leads that carry no other section still claimed.
+fn passes(digests: bool) -> &'static [&'static str] {
+    match digests {
+        false => &[""],
+        true => &[
+            " AND digest_of IS NOT NULL AND digest_of <> id",
+            " AND (digest_of IS NULL OR digest_of = id) AND NOT EXISTS (SELECT 1 FROM outbox f \
+               WHERE f.digest_of = outbox.id AND f.id <> outbox.id AND f.claim_token = $1)",
+        ],
+    }
+}
+
 /// Skips the claimed rows whose user no longer meets their campaign's rule.
 ///
 /// Without digests in the batch, one statement per campaign. With them, a section is dropped
@@ -142,15 +169,7 @@ async fn skip_unqualified(
     digests: bool,
     skipped: &mut Vec<(String, u64)>,
 ) -> Result<(), sqlx::Error> {
-    let passes: &[&str] = match digests {
-        false => &[""],
-        true => &[
-            " AND digest_of IS NOT NULL AND digest_of <> id",
-            " AND (digest_of IS NULL OR digest_of = id) AND NOT EXISTS (SELECT 1 FROM outbox f \
-               WHERE f.digest_of = outbox.id AND f.id <> outbox.id AND f.claim_token = $1)",
-        ],
-    };
-    for which in passes {
+    for which in passes(digests) {
         for c in campaigns {
             let sql = format!(
                 "UPDATE outbox SET state = 'skipped', reason = $3, claim_token = NULL, lease_until = NULL, \

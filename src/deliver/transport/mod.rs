@@ -72,6 +72,9 @@ pub enum TransportError {
     /// The password file cannot be read: a configuration problem (exit status 2).
     #[error("{0}")]
     Password(#[source] crate::config::ConfigError),
+    /// SMTP without `unsubscribe.public_url`: a configuration problem (exit status 2).
+    #[error("{0}")]
+    Unsubscribe(#[source] crate::config::ConfigError),
     #[error("cannot create the outbox folder {}: {source}", dir.display())]
     Folder {
         dir: PathBuf,
@@ -134,7 +137,27 @@ impl Transport {
                     })?;
                 Ok(Transport::Files(dir))
             }
-            TransportKind::Smtp => Ok(Transport::Smtp(Relay::from_settings(settings)?)),
+            TransportKind::Smtp => {
+                let relay = Relay::from_settings(settings)?;
+                // The calendar's maintenance notice (and the general reopening notice, and
+                // one-off campaigns) must carry a working one-click unsubscribe: a placeholder
+                // link must not reach a real mailbox.
+                if settings.unsubscribe.public_url.is_none() {
+                    return Err(TransportError::Unsubscribe(
+                        crate::config::ConfigError::Invalid {
+                            key: "unsubscribe.public_url".to_string(),
+                            value: String::new(),
+                            expected: "the unsubscribe endpoint's public https:// address (with \
+                                   unsubscribe.secret): SMTP delivery is refused without it, \
+                                   since the maintenance notice, the general reopening notice \
+                                   and one-off campaigns carry a one-click unsubscribe link \
+                                   (RFC 8058) that must work; docs/deliverability.md"
+                                .to_string(),
+                        },
+                    ));
+                }
+                Ok(Transport::Smtp(relay))
+            }
         }
     }
 
@@ -271,9 +294,26 @@ pub(crate) fn recipient_does_not_exist(status: &str) -> bool {
         .is_some_and(|detail| !matches!(detail, "7" | "8") && detail.parse::<u16>().is_ok())
 }
 
+/// Whether an RFC 3463 status says that a mailbox provider refuses our mail for its
+/// authentication (Gmail's `5.7.26` unauthenticated, Microsoft's `5.7.515` below the required
+/// authentication level): about us, never about the recipient.
+pub(crate) fn refuses_our_authentication(status: &str) -> bool {
+    matches!(status, "5.7.26" | "5.7.515")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_providers_authentication_statuses_are_about_us() {
+        for yes in ["5.7.26", "5.7.515"] {
+            assert!(refuses_our_authentication(yes), "{yes}");
+        }
+        for no in ["5.7.1", "5.7.2", "4.7.26", "5.7.5150", "5.1.1"] {
+            assert!(!refuses_our_authentication(no), "{no}");
+        }
+    }
 
     #[test]
     fn only_the_recipients_addressing_statuses_mean_no_such_recipient() {

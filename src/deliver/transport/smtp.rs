@@ -210,6 +210,14 @@ mod tests {
                 [
                     ("AVVISI__DELIVERY__TRANSPORT", "smtp"),
                     ("AVVISI__SMTP__URL", url),
+                    (
+                        "AVVISI__UNSUBSCRIBE__PUBLIC_URL",
+                        "https://avvisi.example.it/u",
+                    ),
+                    (
+                        "AVVISI__UNSUBSCRIBE__SECRET",
+                        "unit-test-unsubscribe-key-0123456789",
+                    ),
                 ]
                 .map(|(k, v)| (k.to_string(), v.to_string())),
             )

@@ -2,7 +2,9 @@
 //! and the classification of the relay's replies into failure kinds.
 
 use super::Session;
-use crate::deliver::transport::{recipient_does_not_exist, FailureKind, Outgoing, SendFailure};
+use crate::deliver::transport::{
+    recipient_does_not_exist, refuses_our_authentication, FailureKind, Outgoing, SendFailure,
+};
 
 /// MAIL FROM, RCPT TO and DATA, with the parameters lettre's `send` would use.
 ///
@@ -113,5 +115,18 @@ pub(super) fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
         }
         source = s.source();
     }
-    SendFailure { kind, code, detail }
+    let mut failure = SendFailure { kind, code, detail };
+    // A provider refusing our authentication refuses every message alike: the relay's fault,
+    // not the recipient's (stops delivery, every message kept pending; `/readyz` says it).
+    if failure
+        .status()
+        .is_some_and(|s| refuses_our_authentication(&s))
+    {
+        failure.kind = FailureKind::Refused;
+        failure.detail.push_str(
+            " (the provider refuses our authentication: check SPF, DKIM and DMARC for the \
+             sending domain; docs/deliverability.md)",
+        );
+    }
+    failure
 }
