@@ -12,6 +12,7 @@ mod campaigns;
 mod cli;
 mod clocks;
 mod console;
+mod console_http;
 mod counts;
 mod crash;
 mod daemon;
