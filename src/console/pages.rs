@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::app::{ApprovalPreview, CampaignView, SignedIn};
+use crate::campaign::approval::Decision;
 use crate::store::audit::Entry;
 
 /// `text` safe inside an element or a quoted attribute.
@@ -212,13 +213,21 @@ pub(crate) fn campaign(
     if let Some(a) = &c.approval {
         let when = a.decided_at.map(|t| local(t, tz)).unwrap_or_default();
         body.push_str(&format!(
-            "<dt>Ultima decisione</dt><dd>{:?} da {} il {when}{}</dd>",
-            a.decision,
+            "<dt>Ultima decisione</dt><dd>{} da {} il {when}{}{}</dd>",
+            match a.decision {
+                Decision::Approved => "approvata",
+                Decision::Rejected => "rifiutata",
+            },
             esc(&a.decided_by),
             a.reason
                 .as_deref()
                 .map(|r| format!(": {}", esc(r)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if a.stale_at.is_some() {
+                " (non più valida: il pubblico è cambiato)"
+            } else {
+                ""
+            }
         ));
     }
     body.push_str("</dl>");

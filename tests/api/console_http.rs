@@ -26,10 +26,10 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
                    frame-ancestors 'none'";
 
 /// An HTTP answer: the status, the headers (names in lower case), the body.
-struct Answer {
-    code: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Answer {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Answer {
@@ -43,7 +43,7 @@ impl Answer {
 
 /// One request over a plain TCP connection from the loopback address `from` (any 127.x.y.z
 /// reaches the daemon, and the throttle sees each as another client).
-async fn request(
+pub(crate) async fn request(
     address: &str,
     from: &str,
     method: &str,
@@ -129,7 +129,7 @@ async fn signed_in(address: &str, name: &str) -> String {
 }
 
 /// The hidden CSRF field's value on a page.
-fn csrf(page: &str) -> String {
+pub(crate) fn csrf(page: &str) -> String {
     let at = page
         .find("name=\"csrf\" value=\"")
         .unwrap_or_else(|| panic!("no CSRF field in {page}"));
@@ -138,7 +138,7 @@ fn csrf(page: &str) -> String {
 }
 
 /// The daemon on `app`'s database, serving HTTP on a port of its own; `env` on top.
-async fn daemon(app: &TestApp, log: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+pub(crate) async fn daemon(app: &TestApp, log: &Path, env: &[(&str, &str)]) -> (Proc, String) {
     let mut all = vec![
         ("AVVISI__HTTP__ADDRESS", "127.0.0.1:0"),
         ("AVVISI__DAEMON__POLL_SECONDS", "1"),
@@ -149,7 +149,7 @@ async fn daemon(app: &TestApp, log: &Path, env: &[(&str, &str)]) -> (Proc, Strin
     (child, address)
 }
 
-fn add_account(t: &TestApp, name: &str, role: &str) {
+pub(crate) fn add_account(t: &TestApp, name: &str, role: &str) {
     ok_as(
         t,
         "root",
@@ -159,7 +159,7 @@ fn add_account(t: &TestApp, name: &str, role: &str) {
 }
 
 /// The audit log's rows as `avvisi audit --json` gives them.
-fn audit(t: &TestApp) -> Vec<Value> {
+pub(crate) fn audit(t: &TestApp) -> Vec<Value> {
     json_as(t, "root", &["audit", "--json"])
         .as_array()
         .expect("a list")
@@ -167,7 +167,7 @@ fn audit(t: &TestApp) -> Vec<Value> {
 }
 
 /// The rows of `actor` doing `action`, as (object, outcome).
-fn audited(entries: &[Value], actor: &str, action: &str) -> Vec<(String, String)> {
+pub(crate) fn audited(entries: &[Value], actor: &str, action: &str) -> Vec<(String, String)> {
     entries
         .iter()
         .filter(|e| e["actor_name"] == actor && e["action"] == action)
@@ -354,7 +354,7 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
 }
 
 /// The state of campaign `name` in the database.
-async fn state(t: &TestApp, name: &str) -> String {
+pub(crate) async fn state(t: &TestApp, name: &str) -> String {
     sqlx::query("SELECT state FROM campaigns WHERE name = $1")
         .bind(name)
         .fetch_one(t.db.pool())
@@ -363,7 +363,7 @@ async fn state(t: &TestApp, name: &str) -> String {
         .get("state")
 }
 
-fn create(t: &TestApp, user: &str, name: &str, province: &str) {
+pub(crate) fn create(t: &TestApp, user: &str, name: &str, province: &str) {
     ok_as(
         t,
         user,

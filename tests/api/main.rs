@@ -13,6 +13,7 @@ mod cli;
 mod clocks;
 mod console;
 mod console_http;
+mod console_web;
 mod counts;
 mod crash;
 mod daemon;
