@@ -3,7 +3,8 @@
 //! operator pausing and resuming by clicking, an approver approving a campaign created at the
 //! command line by someone else, the operator launching it; hand-made POSTs over plain TCP (a
 //! viewer's cookie with its valid CSRF token; an operator's cookie without one) refused with
-//! 403; every action in `avvisi audit --json` with the account's name.
+//! 403; every action in `avvisi audit --json` with the account's name; axe-core finds no WCAG
+//! 2.1 A or AA violation on the pages.
 
 use std::path::Path;
 use std::time::Duration;
@@ -142,6 +143,53 @@ async fn click(b: &Client, action: &str) {
         .unwrap();
 }
 
+/// axe-core's script (`npm ci` in tests/browser, which .ci/run does), or `None` when it is not
+/// installed (a failure under CI).
+fn axe_script() -> Option<String> {
+    let path = crate::helpers::repo_path("tests/browser/node_modules/axe-core/axe.min.js");
+    let script = std::fs::read_to_string(&path).ok();
+    if script.is_none() {
+        crate::helpers::skip_or_fail(
+            "AVVISI_REQUIRE_CHROMIUM",
+            "the console's accessibility check: axe-core is not installed (cd tests/browser && npm ci)",
+        );
+    }
+    script
+}
+
+/// axe-core's WCAG 2.0 and 2.1 A and AA violations on the page the browser shows, one line
+/// each. The script goes in through WebDriver, which the page's policy does not govern.
+async fn accessibility(b: &Client, axe: Option<&str>) -> Vec<String> {
+    let Some(axe) = axe else {
+        return Vec::new();
+    };
+    b.execute(axe, vec![]).await.expect("axe-core loads");
+    let found = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })\
+               .then(r => done({ passes: r.passes.length, violations: r.violations.map(v => v.id + ': ' + v.help + ' (' + v.nodes.map(n => n.html).join(' | ') + ')') }))\
+               .catch(e => done({ passes: 0, violations: ['axe failed: ' + e] }));",
+            vec![],
+        )
+        .await
+        .expect("axe-core runs");
+    // Rules passed: axe really looked at the page (a page it could not read passes nothing).
+    assert!(found["passes"].as_u64().unwrap_or(0) > 0, "{found}");
+    found["violations"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// No WCAG 2.1 A or AA violation on the page shown.
+async fn accessible(b: &Client, axe: Option<&str>, what: &str) {
+    let violations = accessibility(b, axe).await;
+    assert!(violations.is_empty(), "{what}: {violations:#?}");
+}
+
 async fn page(b: &Client) -> String {
     b.source().await.unwrap()
 }
@@ -174,16 +222,20 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     let (daemon, address) = daemon(&t, &t.dir.path().join("daemon.log"), &env).await;
     let site = format!("http://{address}");
     let b = browser(port, &t.dir.path().join("profile")).await;
+    let axe = axe_script();
+    let axe = axe.as_deref();
 
     // A wrong password shows the message; the right one opens the campaigns.
     sign_in(&b, &site, "mario.rossi", "non è questa la password").await;
     appears(&b, "p.error").await;
     assert!(page(&b).await.contains("Nome utente o password errati"));
+    accessible(&b, axe, "the login page with its error").await;
     sign_in(&b, &site, "mario.rossi", PASSWORD).await;
     appears(&b, "form[action=\"/esci\"]").await;
     assert_eq!(b.current_url().await.unwrap().path(), "/console");
     let list = page(&b).await;
     assert!(list.contains("mario.rossi (operatore)"), "{list}");
+    accessible(&b, axe, "the operator's campaigns").await;
     // No approve button for the operator, no launch before an approval.
     assert!(!list.contains("/approva") && !list.contains("avviso-bo/avvia"));
 
@@ -210,8 +262,12 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
         .unwrap();
     let shown = page(&b).await;
     assert!(shown.contains("Esempi di messaggi"), "{shown}");
+    accessible(&b, axe, "a campaign to approve").await;
     click(&b, "/console/campagne/avviso-bo/approva").await;
     shows(&b, "approvata da anna").await;
+    b.goto(&format!("{site}/console/registro")).await.unwrap();
+    appears(&b, "table").await;
+    accessible(&b, axe, "the audit log").await;
     click(&b, "/esci").await;
     appears(&b, "#nome").await;
 
