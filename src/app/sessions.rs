@@ -124,7 +124,10 @@ impl App {
             Err(refused) => {
                 let mut tx = self.begin().await?;
                 if matches!(refused, LoginRefused::WrongCredentials) {
-                    sessions::record_failure(&mut tx, name, address, now)
+                    // A day back, not the window: a clock moved back a little (tests, `--now`)
+                    // must not forget failures that still count.
+                    let forget_before = now - Duration::days(1);
+                    sessions::record_failure(&mut tx, name, address, now, forget_before)
                         .await
                         .context("recording a wrong password")?;
                 }

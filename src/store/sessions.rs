@@ -14,7 +14,8 @@ pub struct StoredSession {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Records a new session.
+/// Records a new session, and forgets the sessions expired at `now` (the table stays small
+/// without a cleaning job).
 pub(crate) async fn insert(
     conn: &mut sqlx::AnyConnection,
     token_sha256: &str,
@@ -32,8 +33,12 @@ pub(crate) async fn insert(
     .bind(csrf)
     .bind(now.timestamp())
     .bind(expires_at.timestamp())
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        .bind(now.timestamp())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -82,17 +87,23 @@ pub(crate) async fn delete(
     Ok(account)
 }
 
-/// Records a wrong password for `account` from `address`.
+/// Records a wrong password for `account` from `address`, and forgets those before
+/// `forget_before` (older than the throttle's window, they count no more).
 pub(crate) async fn record_failure(
     conn: &mut sqlx::AnyConnection,
     account: &str,
     address: &str,
     now: DateTime<Utc>,
+    forget_before: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO login_failures (at, account, address) VALUES ($1, $2, $3)")
         .bind(now.timestamp())
         .bind(account)
         .bind(address)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM login_failures WHERE at < $1")
+        .bind(forget_before.timestamp())
         .execute(conn)
         .await?;
     Ok(())
