@@ -131,6 +131,18 @@ pub enum LogFormat {
 pub struct HttpSettings {
     /// `None` when `http.address` is empty: no endpoints.
     pub address: Option<std::net::SocketAddr>,
+    /// How long a console session lasts after its login.
+    pub session_minutes: u32,
+    /// The console's address as people reach it (through the proxy); empty when unknown. Its
+    /// scheme decides the session cookie's `Secure` flag.
+    pub public_url: String,
+}
+
+impl HttpSettings {
+    /// Whether the console is reached over TLS: its cookie is then marked `Secure`.
+    pub fn https(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
 }
 
 /// `[unsubscribe]`: the one-click unsubscribe links of the streams that are not the user's own
@@ -475,6 +487,9 @@ struct RawUnsubscribe {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     address: String,
+    session_minutes: u32,
+    #[serde(default)]
+    public_url: String,
 }
 
 #[derive(Deserialize)]
@@ -719,6 +734,20 @@ impl Settings {
         if raw.log.progress_seconds == 0 {
             return Err(invalid("log.progress_seconds", "0", "at least 1 second"));
         }
+        if raw.http.session_minutes == 0 {
+            return Err(invalid("http.session_minutes", "0", "at least 1 minute"));
+        }
+        let public_url = raw.http.public_url.trim().to_string();
+        if !(public_url.is_empty()
+            || public_url.starts_with("https://")
+            || public_url.starts_with("http://"))
+        {
+            return Err(invalid(
+                "http.public_url",
+                public_url,
+                "an http:// or https:// address, e.g. https://avvisi.example.it/ (empty: unknown)",
+            ));
+        }
         let address = match raw.http.address.trim() {
             "" => None,
             a => Some(a.parse().map_err(|_| {
@@ -744,7 +773,11 @@ impl Settings {
             approval: raw.approval,
             complaints: raw.complaints,
             log: raw.log,
-            http: HttpSettings { address },
+            http: HttpSettings {
+                address,
+                session_minutes: raw.http.session_minutes,
+                public_url,
+            },
             unsubscribe: check_unsubscribe(raw.unsubscribe)?,
             effective,
         })

@@ -26,6 +26,8 @@
 //! - [`app`]: the application layer: one [`app::App`] opened from the settings, one function
 //!   per use case, each returning a report that serialises to JSON; who may do what
 //!   ([`app::Actor::may`]) and the audit row each change writes in its own transaction.
+//! - [`console`]: the browser console: login, sessions, the campaigns' buttons for the
+//!   signed-in role, the approval and the audit log, each calling the [`app`] functions.
 //! - [`daemon`]: the daemon: planning on a schedule, delivering continuously, serving HTTP, and
 //!   the shutdown.
 //! - [`cli`]: the command line: one file per command, which parses, calls the above and prints.
@@ -54,6 +56,7 @@ pub mod observe;
 pub mod editor;
 
 pub mod app;
+pub mod console;
 
 pub mod daemon;
 

@@ -78,12 +78,13 @@ impl Actor {
         };
         use Action::*;
         match action {
-            Read => true,
+            Read | Login | Logout => true,
             CampaignCreate | CampaignPreview | CampaignTest | CampaignLaunch | CampaignPause
             | CampaignResume | CampaignCancel | Retry | Suppress | Unsuppress | Reopen => {
                 role == Role::Operator
             }
             CampaignApprove | CampaignReject => role == Role::Approver,
+            AuditRead => matches!(role, Role::Approver | Role::Admin),
             Templates => role == Role::Editor,
             UsersAdd | UsersDisable | UsersPasswd | UsersRole => role == Role::Admin,
             Host => false,
@@ -131,10 +132,17 @@ pub enum Action {
     /// The host's own work: import a snapshot, run a pass, plan, import bounces. The command
     /// line only.
     Host,
+    /// The audit log in the console: it names people and their addresses, so it is for those
+    /// who check others' work (approvers, administrators).
+    AuditRead,
+    /// Signing in to the console (any active account).
+    Login,
+    /// Signing out.
+    Logout,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 23] = [
         Action::Read,
         Action::CampaignCreate,
         Action::CampaignPreview,
@@ -155,6 +163,9 @@ impl Action {
         Action::UsersPasswd,
         Action::UsersRole,
         Action::Host,
+        Action::AuditRead,
+        Action::Login,
+        Action::Logout,
     ];
 
     /// The name in the audit log.
@@ -180,6 +191,9 @@ impl Action {
             Action::UsersPasswd => "users.passwd",
             Action::UsersRole => "users.role",
             Action::Host => "host",
+            Action::AuditRead => "audit.read",
+            Action::Login => "session.login",
+            Action::Logout => "session.logout",
         }
     }
 }
@@ -217,11 +231,12 @@ mod tests {
         use Action::*;
         let expected = |action: Action| -> &'static [Role] {
             match action {
-                Read => &Role::ALL,
+                Read | Login | Logout => &Role::ALL,
                 CampaignCreate | CampaignPreview | CampaignTest | CampaignLaunch
                 | CampaignPause | CampaignResume | CampaignCancel | Retry | Suppress
                 | Unsuppress | Reopen => &[Role::Operator],
                 CampaignApprove | CampaignReject => &[Role::Approver],
+                AuditRead => &[Role::Approver, Role::Admin],
                 Templates => &[Role::Editor],
                 UsersAdd | UsersDisable | UsersPasswd | UsersRole => &[Role::Admin],
                 Host => &[],
@@ -244,7 +259,7 @@ mod tests {
         assert!(Action::ALL.into_iter().all(|a| cli.may(a)));
         let viewer = account(Role::Viewer);
         let allowed: Vec<Action> = Action::ALL.into_iter().filter(|a| viewer.may(*a)).collect();
-        assert_eq!(allowed, [Action::Read]);
+        assert_eq!(allowed, [Action::Read, Action::Login, Action::Logout]);
         // An approver cannot launch what they approve, an operator cannot approve it.
         assert!(!account(Role::Approver).may(Action::CampaignLaunch));
         assert!(!account(Role::Operator).may(Action::CampaignApprove));

@@ -25,6 +25,9 @@ pub(crate) struct Audited<'a> {
     pub object: String,
     /// A short summary of the object before the action (JSON text); never a secret or a body.
     pub before: Option<String>,
+    /// The role to record instead of the actor's: a login refused before the account (and its
+    /// role) is known says `unknown`.
+    pub role: Option<&'static str>,
 }
 
 impl<'a> Audited<'a> {
@@ -34,6 +37,7 @@ impl<'a> Audited<'a> {
             action,
             object: object.into(),
             before: None,
+            role: None,
         }
     }
 }
@@ -46,6 +50,7 @@ fn outcome(e: &anyhow::Error) -> String {
             || c.downcast_ref::<CampaignError>()
                 .is_some_and(|e| !matches!(e, CampaignError::Db(_)))
             || c.is::<super::accounts::AccountError>()
+            || c.is::<super::sessions::SessionRefused>()
     });
     let kind = if e.chain().any(|c| c.is::<Forbidden>()) {
         "forbidden"
@@ -74,7 +79,7 @@ impl App {
             at: self.clock.now(),
             actor_kind: a.who.kind().to_string(),
             actor_name: a.who.name().to_string(),
-            role: a.who.role_name().to_string(),
+            role: a.role.unwrap_or(a.who.role_name()).to_string(),
             source: a.who.source(),
             action: a.action.as_str().to_string(),
             object: a.object.clone(),
@@ -151,6 +156,17 @@ impl App {
                 Err(e)
             }
         }
+    }
+
+    /// The audit log for `who` in the console: refused (and recorded) unless their role may
+    /// read it ([`Action::AuditRead`]).
+    pub async fn audit_log_for(
+        &self,
+        who: &Actor,
+        since: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<Vec<Entry>> {
+        self.permit(who, Action::AuditRead, "audit_log").await?;
+        self.audit_log(since).await
     }
 
     /// The audit log from `since` (all of it when `None`), oldest first.

@@ -34,6 +34,7 @@ mod queue;
 mod report;
 mod run;
 mod samples;
+mod sessions;
 mod suppression;
 
 pub use access::{Action, Actor, Forbidden};
@@ -54,6 +55,7 @@ pub use run::{
 pub use samples::{
     CampaignPreview, PreviewedMessage, TemplatesChecked, TemplatesPreviewed, TestSent,
 };
+pub use sessions::{NewSession, SessionRefused, SignedIn, MAX_FAILURES, THROTTLE_WINDOW};
 pub use suppression::{SuppressAdded, Unsuppressed};
 
 /// Everything a use case works with: the database, the settings, the clock, the templates and

@@ -214,8 +214,13 @@ async fn start_http(
         health: health.clone(),
         prometheus: crate::telemetry::metrics::install(),
     };
-    let (bound, task) = http::start(address, endpoints, tasks.clone()).await?;
-    tracing::info!(address = %bound, "serving /healthz, /readyz, /metrics and the status page on http://{bound}/");
+    let console = crate::console::router(crate::app::App::new(
+        db.clone(),
+        settings.clone(),
+        clock.clone(),
+    ));
+    let (bound, task) = http::start(address, endpoints, console, tasks.clone()).await?;
+    tracing::info!(address = %bound, "serving /healthz, /readyz, /metrics, the status page and the console (/accedi) on http://{bound}/");
     Ok(Some(task))
 }
 

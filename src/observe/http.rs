@@ -44,10 +44,13 @@ pub struct Endpoints {
 }
 
 /// Binds `address` now (a port in use stops the daemon at start, not later) and serves until
-/// `stop` is cancelled. Returns the address bound (port 0 picks one) and the server's task.
+/// `stop` is cancelled, with `more` routes (the console's, passed in by the daemon, a stage
+/// above this one) next to these. Returns the address bound (port 0 picks one) and the server's
+/// task.
 pub async fn start(
     address: SocketAddr,
     endpoints: Endpoints,
+    more: Router,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
     let listener = tokio::net::TcpListener::bind(address)
@@ -70,9 +73,12 @@ pub async fn start(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(endpoints);
+        .with_state(endpoints)
+        .merge(more)
+        .layer(axum::middleware::map_response(security_headers));
     let task = tokio::spawn(async move {
+        // The client's address, for the console's audit log and its login throttle.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
@@ -90,13 +96,19 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inl
      img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Headers for every response, the 404s included: no MIME sniffing (a reply text served as
-/// text stays text), no framing, the policy above, no referrer sent to links elsewhere.
+/// text stays text), no framing, the policy above, no referrer sent to links elsewhere. A
+/// response that set its own (stricter) policy, the console's, keeps it.
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::REFERRER_POLICY, "no-referrer"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));

@@ -23,6 +23,7 @@ pub mod daemons;
 pub(crate) mod digest;
 mod lane;
 pub mod queue;
+pub mod sessions;
 pub mod state;
 mod stream;
 mod user;

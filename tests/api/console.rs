@@ -23,10 +23,10 @@ on_both_backends!(
     an_action_whose_audit_row_cannot_be_written_changes_nothing,
 );
 
-const PASSWORD: &str = "cavallo batteria graffetta";
+pub(crate) const PASSWORD: &str = "cavallo batteria graffetta";
 const OTHER_PASSWORD: &str = "un'altra frase lunga";
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -35,7 +35,7 @@ fn text(o: &Output) -> String {
 }
 
 /// `avvisi args` as operating-system user `user`, with `stdin` piped in, logging at debug level.
-fn run_as(app: &TestApp, user: &str, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn run_as(app: &TestApp, user: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut all = vec!["-v"];
     all.extend_from_slice(args);
     let mut cmd = app.command(&all);
@@ -59,7 +59,7 @@ fn run_as(app: &TestApp, user: &str, args: &[&str], stdin: Option<&str>) -> Outp
     child.wait_with_output().expect("avvisi's output")
 }
 
-fn ok_as(app: &TestApp, user: &str, args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) fn ok_as(app: &TestApp, user: &str, args: &[&str], stdin: Option<&str>) -> String {
     let out = run_as(app, user, args, stdin);
     assert!(
         out.status.success(),
@@ -80,7 +80,7 @@ fn fails_as(app: &TestApp, user: &str, args: &[&str], stdin: Option<&str>) -> St
 }
 
 /// The JSON that `avvisi args --json` prints on standard output (its logs go to standard error).
-fn json_as(app: &TestApp, user: &str, args: &[&str]) -> Value {
+pub(crate) fn json_as(app: &TestApp, user: &str, args: &[&str]) -> Value {
     let out = run_as(app, user, args, None);
     assert!(
         out.status.success(),

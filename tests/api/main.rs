@@ -13,6 +13,8 @@ mod cli;
 mod clocks;
 mod complaints;
 mod console;
+mod console_http;
+mod console_web;
 mod counts;
 mod crash;
 mod daemon;

@@ -1,0 +1,500 @@
+//! The browser console (issue 23): the login page, sessions, the campaigns with the buttons the
+//! signed-in role may press, the approval, and the audit log. Served by the daemon next to the
+//! status page ([`crate::observe::http`] takes [`router`] as a value).
+//!
+//! Every action is a form posting the session's CSRF token, checked before anything else; then
+//! the same [`App`] function as the command line runs with [`Actor::Account`] (the role read
+//! from the database on every request). Pages are Italian HTML built in [`pages`]; the policy
+//! ([`CONTENT_SECURITY_POLICY`]) loads nothing but our own style sheet and runs no script.
+//! No token, password or cookie reaches a log line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::app::{Action, Actor, App, Forbidden, LoginRefused, SessionRefused, SignedIn};
+
+mod pages;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "avvisi_session";
+
+/// The console's content security policy: our own style sheet and images, forms posted only to
+/// us, no script, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+const CSS: &str = include_str!("console.css");
+
+/// A campaign's button: a lifecycle move of the operator's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Move {
+    Pause,
+    Resume,
+    Cancel,
+    Launch,
+}
+
+impl Move {
+    const ALL: [Move; 4] = [Move::Launch, Move::Pause, Move::Resume, Move::Cancel];
+
+    /// The last segment of its form's address.
+    fn path(self) -> &'static str {
+        match self {
+            Move::Pause => "pausa",
+            Move::Resume => "riprendi",
+            Move::Cancel => "annulla",
+            Move::Launch => "avvia",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Move::Pause => "Metti in pausa",
+            Move::Resume => "Riprendi",
+            Move::Cancel => "Annulla",
+            Move::Launch => "Avvia",
+        }
+    }
+
+    fn lifecycle(self) -> crate::campaign::action::Action {
+        use crate::campaign::action::Action as L;
+        match self {
+            Move::Pause => L::Pause,
+            Move::Resume => L::Resume,
+            Move::Cancel => L::Cancel,
+            Move::Launch => L::Launch,
+        }
+    }
+
+    fn action(self) -> Action {
+        match self {
+            Move::Pause => Action::CampaignPause,
+            Move::Resume => Action::CampaignResume,
+            Move::Cancel => Action::CampaignCancel,
+            Move::Launch => Action::CampaignLaunch,
+        }
+    }
+}
+
+/// The moves `who` may make on `c` now: legal for its state, allowed for the role, and a launch
+/// only for a one-off campaign with a standing approval when approval is required.
+fn moves(app: &App, who: &Actor, c: &crate::app::CampaignView) -> Vec<Move> {
+    Move::ALL
+        .into_iter()
+        .filter(|m| {
+            m.lifecycle()
+                .applies_to()
+                .iter()
+                .any(|s| s.as_str() == c.state)
+        })
+        .filter(|m| who.may(m.action()))
+        .filter(|m| {
+            *m != Move::Launch
+                || (c.kind == "oneoff"
+                    && (!app.settings().approval.required
+                        || c.approval.as_ref().is_some_and(|a| {
+                            a.decision == crate::campaign::approval::Decision::Approved
+                                && a.stale_at.is_none()
+                        })))
+        })
+        .collect()
+}
+
+#[derive(Clone)]
+struct Console {
+    app: App,
+}
+
+/// The console's routes, for the daemon's HTTP server.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/accedi", get(login_form).post(login))
+        .route("/esci", post(logout))
+        .route("/console.css", get(css))
+        .route("/console", get(list))
+        .route("/console/registro", get(audit))
+        .route("/console/campagne/{name}", get(show))
+        .route("/console/campagne/{name}/{action}", post(act))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(Console { app })
+}
+
+/// Headers of every console response: the policy above, no sniffing, no referrer, no framing,
+/// and nothing kept in a shared cache (the pages are one person's).
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+}
+
+/// The session cookie's token in `headers`, if any.
+fn cookie_token(headers: &HeaderMap) -> Option<SecretString> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| SecretString::from(value.to_string()))
+}
+
+/// The request's session and its token; `Err` is the answer to give instead: a redirect to the
+/// login page without one, 503 when the database does not answer.
+async fn signed_in(c: &Console, headers: &HeaderMap) -> Result<(SignedIn, SecretString), Response> {
+    let Some(token) = cookie_token(headers) else {
+        return Err(Redirect::to("/accedi").into_response());
+    };
+    match c.app.session(&token).await {
+        Ok(Some(s)) => Ok((s, token)),
+        Ok(None) => Err(Redirect::to("/accedi").into_response()),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+fn unavailable(e: &anyhow::Error) -> Response {
+    tracing::error!(error = format!("{e:#}"), "console: a request failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(pages::message(
+            "Servizio non disponibile",
+            None,
+            "La console non riesce a leggere il database: riprovare tra poco.",
+        )),
+    )
+        .into_response()
+}
+
+/// A urlencoded form's fields.
+fn form(body: &Bytes) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+async fn login_form() -> Response {
+    Html(pages::login(None)).into_response()
+}
+
+async fn login(
+    State(c): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let fields = form(&body);
+    let name = fields.get("nome").map(|n| n.trim()).unwrap_or_default();
+    let password = SecretString::from(fields.get("password").cloned().unwrap_or_default());
+    let tz = c.app.settings().calendar.timezone;
+    match c.app.login(name, &password, &peer.ip().to_string()).await {
+        Ok(session) => {
+            let settings = &c.app.settings().http;
+            let max_age = i64::from(settings.session_minutes) * 60;
+            let secure = if settings.https() { "; Secure" } else { "" };
+            let cookie = format!(
+                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}",
+                session.token.expose_secret()
+            );
+            let mut response = Redirect::to("/console").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            response
+        }
+        Err(e) => match e.downcast_ref::<SessionRefused>() {
+            Some(SessionRefused::Throttled { retry_at }) => {
+                let wait = (*retry_at - c.app.clock().now()).num_seconds().max(1);
+                let text = format!(
+                    "Troppi tentativi con una password errata. Riprovare dopo le {} (ora di Roma).",
+                    pages::local_time(*retry_at + chrono::Duration::seconds(59), tz)
+                );
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Html(pages::login(Some(&text))),
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                response
+            }
+            // A disabled account gets the same answer as a wrong password: the page does not
+            // tell a stranger that the password was right.
+            Some(SessionRefused::Login(
+                LoginRefused::WrongCredentials | LoginRefused::Disabled(_),
+            )) => (
+                StatusCode::UNAUTHORIZED,
+                Html(pages::login(Some("Nome utente o password errati"))),
+            )
+                .into_response(),
+            _ => unavailable(&e),
+        },
+    }
+}
+
+async fn logout(
+    State(c): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (session, token) = match signed_in(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let who = session.actor(Some(peer.ip().to_string()));
+    let fields = form(&body);
+    let name = session.account.name.clone();
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            Action::Logout,
+            &name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    if let Err(e) = c.app.logout(&who, &token).await {
+        return unavailable(&e);
+    }
+    let mut response = Redirect::to("/accedi").into_response();
+    let cleared = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&cleared) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+async fn list(
+    State(c): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, _) = match signed_in(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let who = session.actor(Some(peer.ip().to_string()));
+    match c.app.campaigns().await {
+        Ok(all) => {
+            let rows: Vec<_> = all
+                .into_iter()
+                .map(|v| {
+                    let m = moves(&c.app, &who, &v);
+                    (v, m)
+                })
+                .collect();
+            Html(pages::campaigns(&session, &rows)).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn show(
+    State(c): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, _) = match signed_in(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let who = session.actor(Some(peer.ip().to_string()));
+    let view = match c.app.campaign(&name).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(error = format!("{e:#}"), "console: no such campaign");
+            return (
+                StatusCode::NOT_FOUND,
+                Html(pages::message(
+                    "Campagna non trovata",
+                    Some(&session),
+                    "Non esiste una campagna con questo nome.",
+                )),
+            )
+                .into_response();
+        }
+    };
+    // What an approver would approve: only where an approval is possible, so that merely
+    // looking at a page never records a refusal.
+    let decidable = who.may(Action::CampaignApprove)
+        && view.kind == "oneoff"
+        && view.state == "draft"
+        && view.created_by.as_deref() != Some(who.name());
+    let preview = if decidable {
+        match c.app.approval_preview(&who, &name).await {
+            Ok(p) => Some(p),
+            Err(e) => return refusal(&e, &session),
+        }
+    } else {
+        None
+    };
+    let m = moves(&c.app, &who, &view);
+    let tz = c.app.settings().calendar.timezone;
+    Html(pages::campaign(&session, &view, &m, preview.as_ref(), tz)).into_response()
+}
+
+async fn act(
+    State(c): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (session, _) = match signed_in(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let who = session.actor(Some(peer.ip().to_string()));
+    let asked = match action.as_str() {
+        "pausa" => Action::CampaignPause,
+        "riprendi" => Action::CampaignResume,
+        "annulla" => Action::CampaignCancel,
+        "avvia" => Action::CampaignLaunch,
+        "approva" => Action::CampaignApprove,
+        "rifiuta" => Action::CampaignReject,
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(pages::message(
+                    "Azione sconosciuta",
+                    Some(&session),
+                    "Questa azione non esiste.",
+                )),
+            )
+                .into_response()
+        }
+    };
+    let fields = form(&body);
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            asked,
+            &name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let done: anyhow::Result<()> = match asked {
+        Action::CampaignPause => c.app.pause_campaign(&who, &name).await.map(drop),
+        Action::CampaignResume => c.app.resume_campaign(&who, &name).await.map(drop),
+        Action::CampaignCancel => c.app.cancel_campaign(&who, &name).await.map(drop),
+        Action::CampaignLaunch => c.app.launch_campaign(&who, &name).await.map(drop),
+        Action::CampaignReject => {
+            let reason = fields.get("motivo").cloned().unwrap_or_default();
+            c.app.reject_campaign(&who, &name, &reason).await.map(drop)
+        }
+        _ => approve(&c.app, &who, &name, fields.get("impronta")).await,
+    };
+    match done {
+        Ok(()) => {
+            Redirect::to(&format!("/console/campagne/{}", pages::segment(&name))).into_response()
+        }
+        Err(e) => refusal(&e, &session),
+    }
+}
+
+/// The audience changed between the page the approver read and their click.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "il pubblico è cambiato da quando la pagina è stata aperta: ricaricarla e controllare di nuovo"
+)]
+struct ChangedSinceShown;
+
+/// Approves `name` as the page showed it: the preview is computed again and must have the
+/// audience hash the form carried.
+async fn approve(app: &App, who: &Actor, name: &str, shown: Option<&String>) -> anyhow::Result<()> {
+    let preview = app.approval_preview(who, name).await?;
+    if shown != Some(&preview.audience_sha256) {
+        return Err(ChangedSinceShown.into());
+    }
+    app.approve_campaign(who, &preview).await.map(drop)
+}
+
+/// The page for a refused action: 403 for a role's refusal or a form without its token, 409 for
+/// a rule's (an illegal move, an approval missing), 503 for a fault.
+fn refusal(e: &anyhow::Error, session: &SignedIn) -> Response {
+    let forbidden = e.chain().any(|c| c.is::<Forbidden>());
+    let csrf = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<SessionRefused>(),
+            Some(SessionRefused::Csrf)
+        )
+    });
+    if forbidden || csrf {
+        let text = if csrf {
+            "Il modulo non porta il codice di sicurezza di questa sessione: nulla è stato fatto. \
+             Ricaricare la pagina e riprovare."
+        } else {
+            "Questa azione non è consentita al tuo ruolo: nulla è stato fatto."
+        };
+        return (
+            StatusCode::FORBIDDEN,
+            Html(pages::message("Azione non consentita", Some(session), text)),
+        )
+            .into_response();
+    }
+    let refused = e.chain().any(|c| {
+        c.downcast_ref::<crate::campaign::CampaignError>()
+            .is_some_and(|e| !matches!(e, crate::campaign::CampaignError::Db(_)))
+            || c.is::<crate::campaign::approval::ApprovalError>()
+            || c.is::<ChangedSinceShown>()
+    });
+    if refused {
+        return (
+            StatusCode::CONFLICT,
+            Html(pages::message(
+                "Azione rifiutata",
+                Some(session),
+                &format!("Nulla è stato fatto: {e:#}"),
+            )),
+        )
+            .into_response();
+    }
+    unavailable(e)
+}
+
+async fn audit(
+    State(c): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, _) = match signed_in(&c, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let who = session.actor(Some(peer.ip().to_string()));
+    match c.app.audit_log_for(&who, None).await {
+        Ok(entries) => {
+            let tz = c.app.settings().calendar.timezone;
+            Html(pages::audit(&session, &entries, tz)).into_response()
+        }
+        Err(e) => refusal(&e, &session),
+    }
+}

@@ -1,0 +1,288 @@
+//! The console's pages as HTML text: Italian, `<html lang="it">`, a viewport for phones, one
+//! style sheet of our own and nothing else loaded; every text from the database escaped.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::app::{ApprovalPreview, CampaignView, SignedIn};
+use crate::campaign::approval::Decision;
+use crate::store::audit::Entry;
+
+/// `text` safe inside an element or a quoted attribute.
+pub(crate) fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What a path segment escapes: everything but the unreserved characters of RFC 3986.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `name` as one segment of an address.
+pub(crate) fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+/// `at` in Europe/Rome (the calendar's zone), for people.
+pub(crate) fn local(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz).format("%d/%m/%Y %H:%M").to_string()
+}
+
+/// `at` in Europe/Rome as "10:16 del 23/11/2026", for a sentence.
+pub(crate) fn local_time(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz)
+        .format("%H:%M del %d/%m/%Y")
+        .to_string()
+}
+
+/// A whole page: `title`, the signed-in bar when there is a session, then `body`.
+pub(crate) fn page(title: &str, session: Option<&SignedIn>, body: &str) -> String {
+    let bar = match session {
+        Some(s) => format!(
+            "<header><nav><a href=\"/console\">Campagne</a><a href=\"/console/registro\">Registro</a></nav>\
+             <div>{} ({}) <form class=\"inline\" method=\"post\" action=\"/esci\">{}\
+             <button type=\"submit\">Esci</button></form></div></header>",
+            esc(&s.account.name),
+            role_it(s.account.role.as_str()),
+            csrf_field(s)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"it\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} - avvisi</title><link rel=\"stylesheet\" href=\"/console.css\"></head>\
+         <body>{bar}<main><h1>{}</h1>{body}</main></body></html>\n",
+        esc(title),
+        esc(title)
+    )
+}
+
+fn csrf_field(s: &SignedIn) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(&s.csrf)
+    )
+}
+
+/// The role's name in Italian.
+pub(crate) fn role_it(role: &str) -> &'static str {
+    match role {
+        "viewer" => "lettore",
+        "operator" => "operatore",
+        "approver" => "approvatore",
+        "editor" => "redattore",
+        "admin" => "amministratore",
+        _ => "ruolo sconosciuto",
+    }
+}
+
+fn state_it(state: &str) -> &'static str {
+    match state {
+        "draft" => "bozza",
+        "scheduled" => "programmata",
+        "running" => "in corso",
+        "paused" => "in pausa",
+        "cancelled" => "annullata",
+        "finished" => "conclusa",
+        _ => "stato sconosciuto",
+    }
+}
+
+/// The login form, with `error` above it when the last try failed.
+pub(crate) fn login(error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "{error}<form method=\"post\" action=\"/accedi\">\
+         <label for=\"nome\">Nome utente</label>\
+         <input type=\"text\" id=\"nome\" name=\"nome\" autocomplete=\"username\" required>\
+         <label for=\"password\">Password</label>\
+         <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+         <p><button type=\"submit\">Accedi</button></p></form>"
+    );
+    page("Accesso alla console", None, &body)
+}
+
+/// A message page (a refusal, an error).
+pub(crate) fn message(title: &str, session: Option<&SignedIn>, text: &str) -> String {
+    let back = if session.is_some() {
+        "<p><a href=\"/console\">Torna alle campagne</a></p>"
+    } else {
+        "<p><a href=\"/accedi\">Torna all'accesso</a></p>"
+    };
+    page(
+        title,
+        session,
+        &format!("<p class=\"error\" role=\"alert\">{}</p>{back}", esc(text)),
+    )
+}
+
+/// One button of a campaign: a form posting to its action with the session's token.
+fn button(s: &SignedIn, campaign: &str, action: &str, label: &str) -> String {
+    format!(
+        "<form class=\"inline\" method=\"post\" action=\"/console/campagne/{}/{action}\">{}\
+         <button type=\"submit\" name=\"azione\" value=\"{action}\">{label}</button></form>",
+        segment(campaign),
+        csrf_field(s)
+    )
+}
+
+/// What `c` allows the signed-in account now: its state's legal actions that its role may do.
+pub(crate) fn buttons(s: &SignedIn, c: &CampaignView, moves: &[super::Move]) -> String {
+    moves
+        .iter()
+        .map(|m| button(s, &c.name, m.path(), m.label()))
+        .collect()
+}
+
+fn progress(c: &CampaignView) -> String {
+    let done = c.messages.sent + c.messages.skipped + c.messages.failed + c.messages.expired;
+    format!(
+        "{done} su {} messaggi ({} inviati)",
+        c.planned, c.messages.sent
+    )
+}
+
+fn link(c: &CampaignView) -> String {
+    format!(
+        "<a href=\"/console/campagne/{}\">{}</a>",
+        segment(&c.name),
+        esc(&c.name)
+    )
+}
+
+/// The campaigns, each with its buttons.
+pub(crate) fn campaigns(s: &SignedIn, rows: &[(CampaignView, Vec<super::Move>)]) -> String {
+    let mut body = String::from(
+        "<table><thead><tr><th scope=\"col\">Campagna</th><th scope=\"col\">Stato</th>\
+         <th scope=\"col\">Destinatari</th><th scope=\"col\">Avanzamento</th>\
+         <th scope=\"col\">Azioni</th></tr></thead><tbody>",
+    );
+    for (c, moves) in rows {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            link(c),
+            state_it(&c.state),
+            c.setup.audience_size,
+            progress(c),
+            buttons(s, c, moves)
+        ));
+    }
+    body.push_str("</tbody></table>");
+    if rows.is_empty() {
+        body = "<p>Nessuna campagna.</p>".to_string();
+    }
+    page("Campagne", Some(s), &body)
+}
+
+/// One campaign: its facts, its buttons, and for an approver what they would approve.
+pub(crate) fn campaign(
+    s: &SignedIn,
+    c: &CampaignView,
+    moves: &[super::Move],
+    preview: Option<&ApprovalPreview>,
+    tz: Tz,
+) -> String {
+    let mut body = format!(
+        "<dl><dt>Stato</dt><dd>{}</dd><dt>Pubblico</dt><dd>{} ({})</dd>\
+         <dt>Destinatari ora</dt><dd>{}</dd><dt>Avanzamento</dt><dd>{}</dd>\
+         <dt>Modello</dt><dd>{}</dd><dt>Creata da</dt><dd>{}</dd>",
+        state_it(&c.state),
+        esc(&c.setup.audience),
+        esc(c.audience_description),
+        c.setup.audience_size,
+        progress(c),
+        esc(&c.setup.template),
+        esc(c.created_by.as_deref().unwrap_or("-")),
+    );
+    if let Some(a) = &c.approval {
+        let when = a.decided_at.map(|t| local(t, tz)).unwrap_or_default();
+        body.push_str(&format!(
+            "<dt>Ultima decisione</dt><dd>{} da {} il {when}{}{}</dd>",
+            match a.decision {
+                Decision::Approved => "approvata",
+                Decision::Rejected => "rifiutata",
+            },
+            esc(&a.decided_by),
+            a.reason
+                .as_deref()
+                .map(|r| format!(": {}", esc(r)))
+                .unwrap_or_default(),
+            if a.stale_at.is_some() {
+                " (non più valida: il pubblico è cambiato)"
+            } else {
+                ""
+            }
+        ));
+    }
+    body.push_str("</dl>");
+    body.push_str(&format!("<p>{}</p>", buttons(s, c, moves)));
+    if let Some(p) = preview {
+        body.push_str(&format!(
+            "<h2>Da approvare</h2><p class=\"notice\">Destinatari: <strong id=\"dimensione\">{}</strong>. \
+             Impronta SHA-256 del pubblico: {}</p>\
+             <form method=\"post\" action=\"/console/campagne/{name}/approva\">{csrf}\
+             <input type=\"hidden\" name=\"impronta\" value=\"{sha}\">\
+             <button type=\"submit\">Approva per {} destinatari</button></form>\
+             <form method=\"post\" action=\"/console/campagne/{name}/rifiuta\">{csrf}\
+             <label for=\"motivo\">Motivo del rifiuto</label>\
+             <input type=\"text\" id=\"motivo\" name=\"motivo\" required>\
+             <p><button type=\"submit\">Rifiuta</button></p></form><h2>Esempi di messaggi</h2>",
+            p.audience_size,
+            esc(&p.audience_sha256),
+            p.audience_size,
+            name = segment(&c.name),
+            csrf = csrf_field(s),
+            sha = esc(&p.audience_sha256),
+        ));
+        for m in &p.samples {
+            body.push_str(&format!(
+                "<h3>{} {} ({})</h3><p><strong>Oggetto:</strong> {}</p><pre>{}</pre>",
+                esc(&m.first_name),
+                esc(&m.last_name),
+                esc(&m.user_id),
+                esc(&m.subject),
+                esc(&m.text)
+            ));
+        }
+    }
+    page(&format!("Campagna {}", c.name), Some(s), &body)
+}
+
+/// The audit log, newest first, times in Europe/Rome.
+pub(crate) fn audit(s: &SignedIn, entries: &[Entry], tz: Tz) -> String {
+    let mut body = String::from(
+        "<table><thead><tr><th scope=\"col\">Quando</th><th scope=\"col\">Chi</th>\
+         <th scope=\"col\">Da</th><th scope=\"col\">Azione</th><th scope=\"col\">Oggetto</th>\
+         <th scope=\"col\">Esito</th></tr></thead><tbody>",
+    );
+    for e in entries.iter().rev() {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            local(e.at, tz),
+            esc(&e.actor_name),
+            esc(&e.role),
+            esc(&e.source),
+            esc(&e.action),
+            esc(&e.object),
+            esc(&e.outcome)
+        ));
+    }
+    body.push_str("</tbody></table>");
+    page("Registro delle azioni", Some(s), &body)
+}

@@ -1,0 +1,599 @@
+//! The browser console over plain HTTP against the real daemon (no browser): the login page and
+//! its headers, the session cookie, the throttle (kept in the database: it holds across a
+//! restart), the logout, a disabled account's session; then the campaigns' buttons for each
+//! role, the actions through the same use cases as the command line, the CSRF token checked,
+//! and everything in `avvisi audit --json` with the account's name.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use testkit::process::Proc;
+use testkit::smtp_sink::{Fault, SmtpSink};
+
+use crate::console::{json_as, ok_as, PASSWORD};
+use crate::helpers::{served_address, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    login_sessions_throttle_and_logout,
+    each_role_sees_and_does_only_its_own_actions,
+);
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'";
+
+/// An HTTP answer: the status, the headers (names in lower case), the body.
+pub(crate) struct Answer {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request over a plain TCP connection from the loopback address `from` (any 127.x.y.z
+/// reaches the daemon, and the throttle sees each as another client).
+pub(crate) async fn request(
+    address: &str,
+    from: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((from.parse::<IpAddr>().unwrap(), 0).into())
+        .unwrap();
+    let mut stream = socket.connect(address.parse().unwrap()).await.unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(c) = cookie {
+        head.push_str(&format!("Cookie: avvisi_session={c}\r\n"));
+    }
+    if method == "POST" {
+        head.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("an answer within 30 s")
+    .unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.split("\r\n");
+    let code = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    Answer {
+        code: code.parse().unwrap(),
+        headers: lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect(),
+        body: body.to_string(),
+    }
+}
+
+async fn get(address: &str, path: &str, cookie: Option<&str>) -> Answer {
+    request(address, "127.0.0.1", "GET", path, cookie, &[]).await
+}
+
+async fn post(address: &str, path: &str, cookie: &str, form: &[(&str, &str)]) -> Answer {
+    request(address, "127.0.0.1", "POST", path, Some(cookie), form).await
+}
+
+/// Signs `name` in from `from`: the answer.
+async fn login_from(address: &str, from: &str, name: &str, password: &str) -> Answer {
+    request(
+        address,
+        from,
+        "POST",
+        "/accedi",
+        None,
+        &[("nome", name), ("password", password)],
+    )
+    .await
+}
+
+/// Signs `name` in and returns its session cookie's token.
+async fn signed_in(address: &str, name: &str) -> String {
+    let a = login_from(address, "127.0.0.1", name, PASSWORD).await;
+    assert_eq!(a.code, 303, "{name}'s login: {}", a.body);
+    let cookie = a.header("set-cookie").expect("a session cookie");
+    cookie
+        .strip_prefix("avvisi_session=")
+        .and_then(|c| c.split(';').next())
+        .expect("avvisi_session=TOKEN")
+        .to_string()
+}
+
+/// The hidden CSRF field's value on a page.
+pub(crate) fn csrf(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field in {page}"));
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// The daemon on `app`'s database, serving HTTP on a port of its own; `env` on top.
+pub(crate) async fn daemon(app: &TestApp, log: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+    let mut all = vec![
+        ("AVVISI__HTTP__ADDRESS", "127.0.0.1:0"),
+        ("AVVISI__DAEMON__POLL_SECONDS", "1"),
+    ];
+    all.extend_from_slice(env);
+    let child = app.spawn(&["daemon", "--now", "2026-11-23T10:00:00+01:00"], &all, log);
+    let address = served_address(&child, log).await;
+    (child, address)
+}
+
+pub(crate) fn add_account(t: &TestApp, name: &str, role: &str) {
+    ok_as(
+        t,
+        "root",
+        &["users", "add", name, "--role", role],
+        Some(&format!("{PASSWORD}\n")),
+    );
+}
+
+/// The audit log's rows as `avvisi audit --json` gives them.
+pub(crate) fn audit(t: &TestApp) -> Vec<Value> {
+    json_as(t, "root", &["audit", "--json"])
+        .as_array()
+        .expect("a list")
+        .clone()
+}
+
+/// The rows of `actor` doing `action`, as (object, outcome).
+pub(crate) fn audited(entries: &[Value], actor: &str, action: &str) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .filter(|e| e["actor_name"] == actor && e["action"] == action)
+        .map(|e| {
+            (
+                e["object"].as_str().unwrap_or_default().to_string(),
+                e["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn login_sessions_throttle_and_logout(t: TestApp) {
+    add_account(&t, "mario.rossi", "operator");
+    add_account(&t, "anna", "approver");
+    add_account(&t, "vera", "viewer");
+    let log = t.dir.path().join("daemon.log");
+    let (first, address) = daemon(&t, &log, &[]).await;
+
+    // No session: to the login page, which is Italian, for phones, with the headers.
+    let a = get(&address, "/console", None).await;
+    assert_eq!((a.code, a.header("location")), (303, Some("/accedi")));
+    let page = get(&address, "/accedi", None).await;
+    assert_eq!(page.code, 200);
+    assert!(page.body.contains("<html lang=\"it\">"), "{}", page.body);
+    assert!(page.body.contains("name=\"viewport\""));
+    assert!(page.body.contains("Nome utente"));
+    assert!(!page.body.contains("<script") && !page.body.contains("style="));
+    for a in [&page, &get(&address, "/console", None).await] {
+        assert_eq!(a.header("content-security-policy"), Some(CSP));
+        assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(a.header("referrer-policy"), Some("no-referrer"));
+    }
+    let css = get(&address, "/console.css", None).await;
+    assert_eq!(css.code, 200);
+    assert!(css
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/css")));
+
+    // A wrong password: the same page, the message, 401, no cookie.
+    let wrong = login_from(
+        &address,
+        "127.0.0.1",
+        "mario.rossi",
+        "non è questa la password",
+    )
+    .await;
+    assert_eq!(wrong.code, 401);
+    assert!(wrong.body.contains("Nome utente o password errati"));
+    assert!(wrong.header("set-cookie").is_none());
+
+    // The right one: a cookie the script cannot read, for this site only; not Secure over http.
+    let right = login_from(&address, "127.0.0.1", "mario.rossi", PASSWORD).await;
+    assert_eq!(
+        (right.code, right.header("location")),
+        (303, Some("/console"))
+    );
+    let cookie = right.header("set-cookie").unwrap().to_string();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let token = cookie
+        .strip_prefix("avvisi_session=")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    let console = get(&address, "/console", Some(&token)).await;
+    assert_eq!(console.code, 200, "{}", console.body);
+    assert!(console.body.contains("mario.rossi (operatore)"));
+    assert_eq!(console.header("content-security-policy"), Some(CSP));
+
+    // The database keeps the token's SHA-256, never the token.
+    let stored: Vec<String> = sqlx::query("SELECT token_sha256 FROM sessions")
+        .fetch_all(t.db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("token_sha256"))
+        .collect();
+    let digest: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(stored, [digest]);
+
+    // A disabled account's session stops working at its next request.
+    let vera = signed_in(&address, "vera").await;
+    assert_eq!(get(&address, "/console", Some(&vera)).await.code, 200);
+    ok_as(&t, "root", &["users", "disable", "vera"], None);
+    let a = get(&address, "/console", Some(&vera)).await;
+    assert_eq!((a.code, a.header("location")), (303, Some("/accedi")));
+
+    // Five wrong passwords for anna (from one address): the sixth try is refused whatever its
+    // password and wherever it comes from, with when to retry.
+    for _ in 0..5 {
+        let a = login_from(&address, "127.0.0.2", "anna", "sbagliata sbagliata").await;
+        assert_eq!(a.code, 401);
+    }
+    let held = login_from(&address, "127.0.0.3", "anna", PASSWORD).await;
+    assert_eq!(held.code, 429, "{}", held.body);
+    assert!(
+        held.body
+            .contains("Troppi tentativi con una password errata. Riprovare dopo le 10:1"),
+        "{}",
+        held.body
+    );
+    assert!(held.header("retry-after").is_some());
+    assert!(held.header("set-cookie").is_none());
+
+    // Five wrong passwords from one address, for names that do not exist: that address is
+    // refused for a real account too; another address is not.
+    for n in 0..5 {
+        let a = login_from(&address, "127.0.0.4", &format!("nessuno{n}"), "sbagliata").await;
+        assert_eq!(a.code, 401);
+    }
+    let from_four = login_from(&address, "127.0.0.4", "mario.rossi", PASSWORD).await;
+    assert_eq!(from_four.code, 429);
+    assert_eq!(
+        login_from(&address, "127.0.0.5", "mario.rossi", PASSWORD)
+            .await
+            .code,
+        303
+    );
+
+    // The logout needs the form's token, then ends the session.
+    let refused = post(&address, "/esci", &token, &[]).await;
+    assert_eq!(refused.code, 403);
+    assert_eq!(get(&address, "/console", Some(&token)).await.code, 200);
+    let out = post(&address, "/esci", &token, &[("csrf", &csrf(&console.body))]).await;
+    assert_eq!((out.code, out.header("location")), (303, Some("/accedi")));
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    let a = get(&address, "/console", Some(&token)).await;
+    assert_eq!((a.code, a.header("location")), (303, Some("/accedi")));
+
+    // The throttle is in the database: a new daemon holds it too.
+    first.terminate().await;
+    let log2 = t.dir.path().join("daemon2.log");
+    let (second, address) = daemon(&t, &log2, &[]).await;
+    let held = login_from(&address, "127.0.0.6", "anna", PASSWORD).await;
+    assert_eq!(held.code, 429);
+    second.terminate().await;
+
+    // No token, password or cookie in the daemons' logs.
+    let first_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        first_log.contains("signed in to the console"),
+        "{first_log}"
+    );
+    for l in [&log, &log2] {
+        let text = std::fs::read_to_string(l).unwrap();
+        for secret in [token.as_str(), vera.as_str(), PASSWORD, "sbagliata"] {
+            assert!(!text.contains(secret), "{secret} in the log:\n{text}");
+        }
+    }
+
+    // The audit log: logins (refused ones with their reason), the logout, the refused form.
+    let entries = audit(&t);
+    let logins = audited(&entries, "mario.rossi", "session.login");
+    assert_eq!(logins[0].1, "refused: wrong name or password", "{logins:?}");
+    assert_eq!(logins[1].1, "ok");
+    assert!(logins
+        .iter()
+        .any(|(_, o)| o.starts_with("refused: too many")));
+    let anna = audited(&entries, "anna", "session.login");
+    assert_eq!(anna.len(), 7, "{anna:?}");
+    let logouts = audited(&entries, "mario.rossi", "session.logout");
+    assert_eq!(logouts.len(), 2, "{logouts:?}");
+    assert!(logouts[0].1.contains("security token"), "{logouts:?}");
+    assert_eq!(logouts[1].1, "ok");
+    let from: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["action"] == "session.login" && e["actor_name"] == "anna")
+        .map(|e| e["source"].as_str().unwrap())
+        .collect();
+    // (The second daemon's clock started over at 10:00: its row sorts first.)
+    assert_eq!(
+        from.iter().filter(|f| **f == "127.0.0.2").count(),
+        5,
+        "{from:?}"
+    );
+    assert!(!serde_json::to_string(&entries).unwrap().contains(&token));
+}
+
+/// The state of campaign `name` in the database.
+pub(crate) async fn state(t: &TestApp, name: &str) -> String {
+    sqlx::query("SELECT state FROM campaigns WHERE name = $1")
+        .bind(name)
+        .fetch_one(t.db.pool())
+        .await
+        .unwrap()
+        .get("state")
+}
+
+pub(crate) fn create(t: &TestApp, user: &str, name: &str, province: &str) {
+    ok_as(
+        t,
+        user,
+        &[
+            "campaign",
+            "create",
+            name,
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--filter",
+            &format!("province={province}"),
+        ],
+        None,
+    );
+}
+
+/// Whether `page` has a form posting `action` for campaign `name`.
+fn has_button(page: &str, name: &str, action: &str) -> bool {
+    page.contains(&format!("action=\"/console/campagne/{name}/{action}\""))
+}
+
+async fn each_role_sees_and_does_only_its_own_actions(t: TestApp) {
+    t.import_examples().await;
+    add_account(&t, "mario.rossi", "operator");
+    add_account(&t, "anna", "approver");
+    add_account(&t, "vera", "viewer");
+    // A running campaign (approved and launched at the command line), and a draft made by
+    // someone else, waiting for its approval.
+    create(&t, "alice", "avviso-ba", "BA");
+    ok_as(
+        &t,
+        "bob",
+        &["campaign", "approve", "avviso-ba", "--yes"],
+        None,
+    );
+    ok_as(&t, "alice", &["campaign", "launch", "avviso-ba"], None);
+    create(&t, "alice", "avviso-bo", "BO");
+
+    let log = t.dir.path().join("daemon.log");
+    // A relay that refuses every connection: nothing is sent, so the running campaign stays
+    // running while the test clicks.
+    let sink = SmtpSink::start_with(vec![Fault::Greet {
+        code: 421,
+        text: "4.3.2 closed for the test".into(),
+    }])
+    .await;
+    let env = testkit::smtp::env(&sink.url());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (daemon, address) = daemon(&t, &log, &env).await;
+    let mario = signed_in(&address, "mario.rossi").await;
+    let anna = signed_in(&address, "anna").await;
+    let vera = signed_in(&address, "vera").await;
+
+    // The operator: pause and cancel for the running one, cancel only for the draft (no
+    // launch before an approval), never an approval.
+    let page = get(&address, "/console", Some(&mario)).await.body;
+    assert!(
+        page.contains("avviso-ba") && page.contains("in corso"),
+        "{page}"
+    );
+    assert!(has_button(&page, "avviso-ba", "pausa"), "{page}");
+    assert!(has_button(&page, "avviso-ba", "annulla"));
+    assert!(!has_button(&page, "avviso-ba", "riprendi"));
+    assert!(!has_button(&page, "avviso-bo", "avvia"));
+    assert!(has_button(&page, "avviso-bo", "annulla"));
+    assert!(!page.contains("/approva") && !page.contains("/rifiuta"));
+    let token = csrf(&page);
+
+    // A form without its token, or with another session's, changes nothing.
+    let a = post(&address, "/console/campagne/avviso-ba/pausa", &mario, &[]).await;
+    assert_eq!(a.code, 403, "{}", a.body);
+    let vera_page = get(&address, "/console", Some(&vera)).await.body;
+    let vera_token = csrf(&vera_page);
+    let a = post(
+        &address,
+        "/console/campagne/avviso-ba/pausa",
+        &mario,
+        &[("csrf", &vera_token)],
+    )
+    .await;
+    assert_eq!(a.code, 403);
+    assert_eq!(state(&t, "avviso-ba").await, "running");
+
+    // The viewer sees no button; her own valid token does not make her an operator.
+    assert!(!vera_page.contains("/console/campagne/avviso-ba/"));
+    let a = post(
+        &address,
+        "/console/campagne/avviso-ba/pausa",
+        &vera,
+        &[("csrf", &vera_token)],
+    )
+    .await;
+    assert_eq!(a.code, 403);
+    assert!(a.body.contains("non è consentita al tuo ruolo"));
+    assert_eq!(state(&t, "avviso-ba").await, "running");
+
+    // The operator pauses and resumes.
+    let a = post(
+        &address,
+        "/console/campagne/avviso-ba/pausa",
+        &mario,
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    assert_eq!(state(&t, "avviso-ba").await, "paused");
+    let page = get(&address, "/console/campagne/avviso-ba", Some(&mario))
+        .await
+        .body;
+    assert!(has_button(&page, "avviso-ba", "riprendi") && !has_button(&page, "avviso-ba", "pausa"));
+    let a = post(
+        &address,
+        "/console/campagne/avviso-ba/riprendi",
+        &mario,
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(a.code, 303);
+    assert_eq!(state(&t, "avviso-ba").await, "running");
+    // An illegal move: refused, said so.
+    let a = post(
+        &address,
+        "/console/campagne/avviso-ba/riprendi",
+        &mario,
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(a.code, 409);
+    assert!(a.body.contains("Nulla è stato fatto"));
+
+    // The approver reads the draft: its size, its messages; approves it as shown.
+    let page = get(&address, "/console/campagne/avviso-bo", Some(&anna))
+        .await
+        .body;
+    assert!(page.contains("Approva per "), "{page}");
+    assert!(page.contains("Esempi di messaggi") && page.contains("Oggetto:"));
+    assert!(!has_button(&page, "avviso-bo", "avvia"));
+    let anna_token = csrf(&page);
+    let sha = {
+        let field = "name=\"impronta\" value=\"";
+        let at = page.find(field).unwrap() + field.len();
+        page[at..at + 64].to_string()
+    };
+    let a = post(
+        &address,
+        "/console/campagne/avviso-bo/approva",
+        &anna,
+        &[("csrf", &anna_token), ("impronta", "0")],
+    )
+    .await;
+    assert_eq!(
+        a.code, 409,
+        "another audience than the one shown: {}",
+        a.body
+    );
+    let a = post(
+        &address,
+        "/console/campagne/avviso-bo/approva",
+        &anna,
+        &[("csrf", &anna_token), ("impronta", &sha)],
+    )
+    .await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    // The approver does not launch.
+    let a = post(
+        &address,
+        "/console/campagne/avviso-bo/avvia",
+        &anna,
+        &[("csrf", &anna_token)],
+    )
+    .await;
+    assert_eq!(a.code, 403);
+    assert_eq!(state(&t, "avviso-bo").await, "draft");
+
+    // Now the operator may launch it.
+    let page = get(&address, "/console", Some(&mario)).await.body;
+    assert!(has_button(&page, "avviso-bo", "avvia"), "{page}");
+    let a = post(
+        &address,
+        "/console/campagne/avviso-bo/avvia",
+        &mario,
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    assert_eq!(state(&t, "avviso-bo").await, "running");
+
+    // The audit log in the console: the approver's and the administrator's, not the operator's.
+    assert_eq!(
+        get(&address, "/console/registro", Some(&mario)).await.code,
+        403
+    );
+    let registro = get(&address, "/console/registro", Some(&anna)).await;
+    assert_eq!(registro.code, 200);
+    assert!(registro.body.contains("campaign.pause") && registro.body.contains("mario.rossi"));
+    assert!(
+        registro.body.contains("23/11/2026 10:"),
+        "Rome's time: {}",
+        registro.body
+    );
+    daemon.terminate().await;
+
+    let entries = audit(&t);
+    let source = |e: &&Value| e["source"] == "127.0.0.1";
+    assert!(entries
+        .iter()
+        .filter(|e| e["actor_kind"] == "account")
+        .all(|e| source(&e)));
+    let pauses = audited(&entries, "mario.rossi", "campaign.pause");
+    assert_eq!(pauses.len(), 3, "{pauses:?}");
+    assert!(pauses[0].1.contains("security token") && pauses[1].1.contains("security token"));
+    assert_eq!(pauses[2], ("avviso-ba".to_string(), "ok".to_string()));
+    let resumes = audited(&entries, "mario.rossi", "campaign.resume");
+    assert_eq!(resumes[0].1, "ok");
+    assert!(resumes[1].1.starts_with("refused:"), "{resumes:?}");
+    assert_eq!(
+        audited(&entries, "mario.rossi", "campaign.launch"),
+        [("avviso-bo".to_string(), "ok".to_string())]
+    );
+    let approvals = audited(&entries, "anna", "campaign.approve");
+    assert_eq!(approvals.last().unwrap().1, "ok", "{approvals:?}");
+    assert!(audited(&entries, "anna", "campaign.launch")[0]
+        .1
+        .starts_with("forbidden:"));
+    assert!(audited(&entries, "vera", "campaign.pause")[0]
+        .1
+        .starts_with("forbidden:"));
+    assert!(audited(&entries, "mario.rossi", "audit.read")[0]
+        .1
+        .starts_with("forbidden:"));
+}
