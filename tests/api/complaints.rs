@@ -197,7 +197,9 @@ async fn complaints_opt_out_move_the_rate_and_pause_the_campaign(app: TestApp) {
         &["campaign", "launch", "avviso_extra"],
         &["plan", "--now", "2026-11-27T09:45:00+01:00"],
     ] {
-        ok(&app, args, &[]);
+        // The second person's approval is the console's business (tests/api/console.rs):
+        // here the campaign launches as on a test installation.
+        ok(&app, args, &[("AVVISI__APPROVAL__REQUIRED", "false")]);
     }
     let planned: Vec<String> = sqlx::query(
         "SELECT o.user_id FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
