@@ -161,14 +161,40 @@ fn cookie_token(headers: &HeaderMap) -> Option<SecretString> {
 
 /// The request's session and its token; `Err` is the answer to give instead: a redirect to the
 /// login page without one, 503 when the database does not answer.
-async fn signed_in(c: &Console, headers: &HeaderMap) -> Result<(SignedIn, SecretString), Response> {
-    let Some(token) = cookie_token(headers) else {
-        return Err(Redirect::to("/accedi").into_response());
-    };
-    match c.app.session(&token).await {
-        Ok(Some(s)) => Ok((s, token)),
-        Ok(None) => Err(Redirect::to("/accedi").into_response()),
-        Err(e) => Err(unavailable(&e)),
+/// The person a request comes from: their session (re-read from the database), its token and
+/// the actor the use cases record, with the client's address. Without a valid session the
+/// request is answered with a redirect to the login page.
+struct Visitor {
+    session: SignedIn,
+    token: SecretString,
+    who: Actor,
+}
+
+impl axum::extract::FromRequestParts<Console> for Visitor {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        c: &Console,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = cookie_token(&parts.headers) else {
+            return Err(Redirect::to("/accedi").into_response());
+        };
+        let session = match c.app.session(&token).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(Redirect::to("/accedi").into_response()),
+            Err(e) => return Err(unavailable(&e)),
+        };
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip().to_string());
+        let who = session.actor(peer);
+        Ok(Visitor {
+            session,
+            token,
+            who,
+        })
     }
 }
 
@@ -251,15 +277,13 @@ async fn login(
 
 async fn logout(
     State(c): State<Console>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Visitor {
+        session,
+        token,
+        who,
+    }: Visitor,
     body: Bytes,
 ) -> Response {
-    let (session, token) = match signed_in(&c, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let who = session.actor(Some(peer.ip().to_string()));
     let fields = form(&body);
     let name = session.account.name.clone();
     if let Err(e) = c
@@ -286,16 +310,7 @@ async fn logout(
     response
 }
 
-async fn list(
-    State(c): State<Console>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let (session, _) = match signed_in(&c, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let who = session.actor(Some(peer.ip().to_string()));
+async fn list(State(c): State<Console>, Visitor { session, who, .. }: Visitor) -> Response {
     match c.app.campaigns().await {
         Ok(all) => {
             let rows: Vec<_> = all
@@ -313,15 +328,9 @@ async fn list(
 
 async fn show(
     State(c): State<Console>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Visitor { session, who, .. }: Visitor,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let (session, _) = match signed_in(&c, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let who = session.actor(Some(peer.ip().to_string()));
     let view = match c.app.campaign(&name).await {
         Ok(v) => v,
         Err(e) => {
@@ -358,16 +367,10 @@ async fn show(
 
 async fn act(
     State(c): State<Console>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Visitor { session, who, .. }: Visitor,
     Path((name, action)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (session, _) = match signed_in(&c, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let who = session.actor(Some(peer.ip().to_string()));
     let asked = match action.as_str() {
         "pausa" => Action::CampaignPause,
         "riprendi" => Action::CampaignResume,
@@ -480,16 +483,7 @@ fn refusal(e: &anyhow::Error, session: &SignedIn) -> Response {
     unavailable(e)
 }
 
-async fn audit(
-    State(c): State<Console>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let (session, _) = match signed_in(&c, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let who = session.actor(Some(peer.ip().to_string()));
+async fn audit(State(c): State<Console>, Visitor { session, who, .. }: Visitor) -> Response {
     match c.app.audit_log_for(&who, None).await {
         Ok(entries) => {
             let tz = c.app.settings().calendar.timezone;
