@@ -142,7 +142,7 @@ pub(crate) async fn pass(
     // mission's size cost as much again as writing the rows it rewrote.
     let at_insert = !digest::any_pending(&mut tx).await?;
     let mut leads: Vec<i64> = Vec::new();
-    let campaigns = digest::lead_order(campaigns);
+    let campaigns = lead_order(campaigns);
     for c in campaigns {
         if c.state != CampaignState::Running || c.expires_at.is_some_and(|e| now >= e) {
             continue;
@@ -174,9 +174,9 @@ pub(crate) async fn pass(
         if at_insert && c.digest && rows > 0 {
             leads.push(c.id);
             // The next campaigns' rows look these up: PostgreSQL must know they are there
-            // (rows written in this transaction are in no statistics until it analyses them;
-            // without, one lookup of 15,000 rows took minutes at 300,000 users). Once is
-            // enough: from then on it scales its estimates with the table's size.
+            // (rows written in this transaction are in no statistics until it analyses them,
+            // and the lookup is then planned as if there were none: docs/benchmarks.md). Once
+            // is enough: from then on it scales its estimates with the table's size.
             if leads.len() == 1 {
                 store::analyze(&mut tx, backend, "outbox").await?;
             }
@@ -232,6 +232,15 @@ pub(crate) async fn pass(
     }
     outcome.planned = planned;
     Ok(outcome)
+}
+
+/// `campaigns` in the order a pass that groups as it writes plans them: the campaign expiring
+/// last first (never expiring before all), else as listed. A person's first row written in
+/// that order is the row [`digest::merge`] would choose as the lead: the one expiring last,
+/// then the oldest.
+fn lead_order(mut campaigns: Vec<Campaign>) -> Vec<Campaign> {
+    campaigns.sort_by_key(|c| std::cmp::Reverse(c.expires_at.map_or(i64::MAX, |t| t.timestamp())));
+    campaigns
 }
 
 /// Pending rows whose deadline has passed become `expired`. Idempotent.

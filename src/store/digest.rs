@@ -96,7 +96,7 @@ pub(crate) async fn merge(conn: &mut AnyConnection, day_end: i64) -> Result<u64,
 
 /// Whether any row of a merging campaign is pending: then a planning pass merges with the
 /// general [`merge`]; otherwise its rows are all there is to merge, and they are written
-/// already grouped (see [`lead_order`], [`mark_leads`]). From the outbox's counts, not a scan.
+/// already grouped (see `plan::lead_order`, [`mark_leads`]). From the outbox's counts, not a scan.
 pub(crate) async fn any_pending(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query(
         "SELECT 1 FROM outbox_counts k JOIN campaigns c ON c.id = k.campaign_id \
@@ -106,17 +106,6 @@ pub(crate) async fn any_pending(conn: &mut AnyConnection) -> Result<bool, sqlx::
     .fetch_optional(conn)
     .await?
     .is_some())
-}
-
-/// `campaigns` in the order a pass that groups as it writes plans them: the campaign expiring
-/// last first (never expiring before all), else as listed. A person's first row written in
-/// that order is the row [`merge`] would choose as the lead: the one expiring last, then the
-/// oldest.
-pub(crate) fn lead_order(
-    mut campaigns: Vec<crate::campaign::Campaign>,
-) -> Vec<crate::campaign::Campaign> {
-    campaigns.sort_by_key(|c| std::cmp::Reverse(c.expires_at.map_or(i64::MAX, |t| t.timestamp())));
-    campaigns
 }
 
 /// Makes a lead of every row of this pass (`created_at` = `now`, in `campaigns`) that another
