@@ -91,17 +91,20 @@ pub(crate) async fn analyze(
     Ok(())
 }
 
-/// Takes the planning lock for the rest of the transaction on `conn` (PostgreSQL: one pass
-/// at a time across daemons; SQLite has one writer at a time already).
+/// Takes the planning lock for the rest of the transaction on `conn`: one pass at a time
+/// across processes, taken before the pass reads anything. PostgreSQL: an advisory lock.
+/// SQLite: the file's write lock, taken by a statement that writes nothing; a transaction that
+/// read first and wrote after another process's commit would fail at once (`SQLITE_BUSY_SNAPSHOT`)
+/// instead of waiting its turn.
 pub(crate) async fn lock_planning(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
 ) -> Result<(), sqlx::Error> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtext('avvisi planning'))")
-            .execute(conn)
-            .await?;
-    }
+    let sql = match backend {
+        Backend::Postgres => "SELECT 1 FROM pg_advisory_xact_lock(hashtext('avvisi planning'))",
+        Backend::Sqlite => "UPDATE campaigns SET id = id WHERE id < 0",
+    };
+    sqlx::query(sql).execute(conn).await?;
     Ok(())
 }
 
