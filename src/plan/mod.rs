@@ -196,18 +196,21 @@ pub(crate) async fn pass(
     if total > 0 {
         // A step just planned may have superseded a lead whose group is still pending.
         digest::repair_orphans(&mut tx, None).await?;
-        let merged = if at_insert {
-            digest::mark_leads(&mut tx, &leads, now.timestamp()).await?
+        if at_insert {
+            let digests = digest::mark_leads(&mut tx, &leads, now.timestamp()).await?;
+            if digests > 0 {
+                tracing::info!(digests, "daily digests formed as the rows were planned");
+            }
         } else {
             // The merge and every claim after it are planned from these statistics (campaigns
             // too: without them PostgreSQL expects one running campaign to match almost
             // nothing).
             store::analyze(&mut tx, backend, "outbox, campaigns").await?;
             let (_, day_end) = local_day(cal.timezone, now);
-            digest::merge(&mut tx, day_end.timestamp()).await?
-        };
-        if merged > 0 {
-            tracing::info!(merged, "rows merged into daily digests");
+            let merged = digest::merge(&mut tx, day_end.timestamp()).await?;
+            if merged > 0 {
+                tracing::info!(merged, "rows merged into daily digests");
+            }
         }
         // A step that goes out only inside a digest, left alone after the merge, does not go.
         for p in planned.iter().filter(|p| p.rows > 0) {
