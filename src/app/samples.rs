@@ -69,6 +69,8 @@ pub struct TemplatesChecked {
     pub renders: usize,
     /// Every problem as `FILE:LINE: explanation`, in file and line order.
     pub problems: Vec<String>,
+    /// Every warning (the set is not refused for them), as `FILE:LINE: avviso: ...`.
+    pub warnings: Vec<String>,
 }
 
 /// What `templates preview` wrote.
@@ -245,9 +247,9 @@ impl App {
             None => (
                 editor::samples(),
                 None,
-                "Sample data: every message at every step (first notice, reminders, the last day, a test \
-                 message, one-off notices before and after the reopening), for names with apostrophes, \
-                 accents, markup and line breaks."
+                "Dati di esempio: ogni messaggio in ogni situazione (primo avviso, promemoria, ultimo \
+                 giorno, messaggio di prova, avvisi unici prima e dopo la riapertura), per nomi con \
+                 apostrofi, accenti, codice HTML e a capo."
                     .to_string(),
             ),
             Some(user_id) => {
@@ -266,7 +268,7 @@ impl App {
                     .map(|s| Sample::for_user(*s, user_id, view.clone()))
                     .collect();
                 let description = format!(
-                    "User {user_id} ({}) from the database: every message in every situation it can be sent in.",
+                    "Utente {user_id} ({}) del database: ogni messaggio in ogni situazione in cui può essere inviato.",
                     view.full_name
                 );
                 (samples, reopened_at, description)
@@ -300,6 +302,7 @@ pub fn check_templates(settings: &crate::config::Settings) -> TemplatesChecked {
         samples: report.samples,
         renders: report.renders,
         problems: report.problems.iter().map(|p| p.to_string()).collect(),
+        warnings: report.warnings.iter().map(|p| p.to_string()).collect(),
     }
 }
 

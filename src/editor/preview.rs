@@ -210,11 +210,11 @@ fn index_page(
     let e = |s: &str| escape_html(s);
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+        "<!DOCTYPE html>\n<html lang=\"it\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Message preview</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-         <h1>Message preview</h1>\n\
-         <p class=\"meta\">{}<br>Templates: <code>{}</code> (version {}) · {} messages × {} variants</p>\n",
+         <title>Anteprima dei messaggi</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+         <h1>Anteprima dei messaggi</h1>\n\
+         <p class=\"meta\">{}<br>Modelli: <code>{}</code> (versione {}) · {} messaggi × {} varianti</p>\n",
         e(&input.description),
         e(&set.dir().display().to_string()),
         e(set.digest()),
@@ -249,8 +249,8 @@ fn variant(h: &mut String, entry: &Entry<'_>) {
         h,
         "<article class=\"variant\" id=\"{m}--{id}\" data-message=\"{m}\" data-variant=\"{id}\">\n\
          <h3>{id}</h3>\n\
-         <p class=\"meta\">{desc}<br>To: {name} &lt;{to}&gt; · step <code>{step}</code> · \
-         days left: {days} · test: {test}</p>\n",
+         <p class=\"meta\">{desc}<br>A: {name} &lt;{to}&gt; · passo <code>{step}</code> · \
+         giorni alla scadenza: {days} · prova: {test}</p>\n",
         m = e(&entry.message),
         id = e(&s.id),
         desc = e(&s.description),
@@ -258,20 +258,20 @@ fn variant(h: &mut String, entry: &Entry<'_>) {
         to = e(&s.to_address),
         step = e(&entry.step),
         days = entry.days_left,
-        test = if situation.is_test { "yes" } else { "no" },
+        test = if situation.is_test { "sì" } else { "no" },
     );
     match &entry.outcome {
         Ok(r) => {
             let _ = write!(
                 h,
-                "<p class=\"subject\"><span class=\"label\">Subject:</span> \
+                "<p class=\"subject\"><span class=\"label\">Oggetto:</span> \
                  <span class=\"subject-text\">{subject}</span></p>\n\
                  <div class=\"parts\">\n\
-                 <div class=\"part html\"><h4>HTML version</h4>\
+                 <div class=\"part html\"><h4>Versione HTML</h4>\
                  <iframe sandbox=\"\" title=\"HTML {m} {id}\" srcdoc=\"{html}\"></iframe></div>\n\
-                 <div class=\"part text\"><h4>Text version</h4><pre>{text}</pre></div>\n\
+                 <div class=\"part text\"><h4>Versione testo</h4><pre>{text}</pre></div>\n\
                  </div>\n\
-                 <p class=\"files\"><a href=\"{html_href}\">HTML</a> · <a href=\"{text_href}\">text</a>",
+                 <p class=\"files\"><a href=\"{html_href}\">HTML</a> · <a href=\"{text_href}\">testo</a>",
                 subject = e(&r.subject),
                 m = e(&entry.message),
                 id = e(&s.id),
@@ -283,7 +283,7 @@ fn variant(h: &mut String, entry: &Entry<'_>) {
             if entry.eml {
                 let _ = write!(
                     h,
-                    " · <a class=\"eml\" href=\"{}\">email (.eml)</a>",
+                    " · <a class=\"eml\" href=\"{}\">e-mail (.eml)</a>",
                     href(&entry.message, &format!("{}.eml", s.id))
                 );
             }
@@ -292,8 +292,8 @@ fn variant(h: &mut String, entry: &Entry<'_>) {
         Err(err) => {
             let _ = writeln!(
                 h,
-                "<p class=\"error\">This variant cannot be rendered: {}\n\
-                 (run <code>avvisi templates check</code> for the details)</p>",
+                "<p class=\"error\">Questa variante non si può generare: {}\n\
+                 (i dettagli con <code>avvisi templates check</code>)</p>",
                 e(err)
             );
         }

@@ -2,9 +2,12 @@
 //! `if`/`for`/`block` tags from the scanner, which finds all of them, else Tera's own diagnosis
 //! (it stops at the first error) with its expectation explained.
 
-use super::between;
-use super::locate::line_of;
 use super::scan::FileScan;
+
+/// 1-based line of a byte offset.
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())].matches('\n').count() + 1
+}
 
 /// Every syntax problem of one file, with a plain explanation: the tag-level ones found by the
 /// scanner (unclosed delimiters, unbalanced `if`/`for`/`block`), else Tera's own diagnosis.
@@ -29,8 +32,8 @@ pub(crate) fn syntax_problems(name: &str, src: &str) -> Vec<(Option<usize>, Stri
         out.push((
             Some(line_of(src, *offset)),
             format!(
-                "syntax error: `{delimiter}` is not closed with `{close}` (check the braces: \
-                 variables are written `{{{{ name }}}}`, tags `{{% ... %}}`)"
+                "errore di sintassi: `{delimiter}` non è chiuso da `{close}` (controllare le \
+                 parentesi: le variabili si scrivono `{{{{ nome }}}}`, i comandi `{{% ... %}}`)"
             ),
         ));
     }
@@ -42,51 +45,9 @@ pub(crate) fn syntax_problems(name: &str, src: &str) -> Vec<(Option<usize>, Stri
         );
     }
     if out.is_empty() {
-        let mut chain = Vec::new();
-        let mut source = std::error::Error::source(&err);
-        while let Some(s) = source {
-            chain.push(s.to_string());
-            source = s.source();
-        }
-        let detail = chain.iter().find(|s| s.contains("-->"));
-        match detail {
-            Some(detail) => {
-                let position = between(detail, "--> ", "\n").unwrap_or("").trim();
-                let (line, column) = position.split_once(':').unwrap_or((position, ""));
-                let expected = detail
-                    .lines()
-                    .find_map(|l| l.trim_start().strip_prefix("= "))
-                    .unwrap_or("")
-                    .trim();
-                out.push((
-                    line.parse().ok(),
-                    format!(
-                        "syntax error at column {column}: {} (Tera: {expected})",
-                        explain_expected(expected)
-                    ),
-                ));
-            }
-            None => out.push((None, format!("syntax error: {}", chain.join(": ")))),
-        }
+        out.push(super::templates::syntax_message(&err));
     }
     out
-}
-
-/// Tera's parser expectations in plain words.
-fn explain_expected(expected: &str) -> &'static str {
-    if expected.contains("variable end (`}}`)") {
-        "the `{{ ... }}` is not closed properly"
-    } else if expected.contains("tag end (`%}`)") {
-        "the `{% ... %}` tag is not closed properly"
-    } else if expected.contains("unexpected tag") {
-        "this tag is not allowed here: a misspelled tag, or an end tag without its opening tag"
-    } else if expected.contains("an identifier") {
-        "a name is missing or misspelled here (names start with a letter)"
-    } else if expected.contains("expected tag or some content") {
-        "the file ends before a tag is closed"
-    } else {
-        "the template language does not allow this here"
-    }
 }
 
 /// `if`/`for`/`block`/`macro`/`filter` tags that are not closed, or closed by the wrong end tag.
@@ -102,13 +63,13 @@ fn balance_problems(src: &str, scan: &FileScan) -> Vec<(usize, String)> {
                 Some((open, open_line)) => out.push((
                     line,
                     format!(
-                        "`{{% {word} %}}` inside `{{% {open} %}}` (opened on line {open_line}): \
-                         it belongs to an `{{% if %}}`; is an `{{% end{open} %}}` missing?"
+                        "`{{% {word} %}}` dentro `{{% {open} %}}` (aperto alla riga {open_line}): \
+                         appartiene a un `{{% if %}}`; manca forse un `{{% end{open} %}}`?"
                     ),
                 )),
                 None => out.push((
                     line,
-                    format!("`{{% {word} %}}` without an `{{% if %}}` before it"),
+                    format!("`{{% {word} %}}` senza un `{{% if %}}` prima"),
                 )),
             },
             w if w.starts_with("end") && w != "endraw" => {
@@ -119,8 +80,8 @@ fn balance_problems(src: &str, scan: &FileScan) -> Vec<(usize, String)> {
                         out.push((
                             open_line,
                             format!(
-                                "`{{% {open} %}}` is not closed: `{{% end{open} %}}` is missing \
-                                 before `{{% {w} %}}` on line {line}"
+                                "`{{% {open} %}}` non è chiuso: manca `{{% end{open} %}}` prima \
+                                 di `{{% {w} %}}` alla riga {line}"
                             ),
                         ));
                         return out;
@@ -129,7 +90,7 @@ fn balance_problems(src: &str, scan: &FileScan) -> Vec<(usize, String)> {
                         out.push((
                             line,
                             format!(
-                                "`{{% {w} %}}` without a matching `{{% {opener} %}}` before it"
+                                "`{{% {w} %}}` senza un `{{% {opener} %}}` corrispondente prima"
                             ),
                         ));
                         return out;
@@ -143,7 +104,7 @@ fn balance_problems(src: &str, scan: &FileScan) -> Vec<(usize, String)> {
         out.push((
             line,
             format!(
-                "`{{% {open} %}}` is never closed: add `{{% end{open} %}}` where it should end"
+                "`{{% {open} %}}` non è mai chiuso: aggiungere `{{% end{open} %}}` dove deve finire"
             ),
         ));
     }

@@ -15,10 +15,12 @@ const KEYWORDS: [&str; 10] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Found {
     /// `in_condition`: inside `{% if %}`/`{% elif %}`, where Tera makes an unknown name false.
+    /// `printed_raw`: printed by a `{{ }}` as it is, with no filter after it.
     Var {
         path: String,
         offset: usize,
         in_condition: bool,
+        printed_raw: bool,
     },
     Filter {
         name: String,
@@ -126,7 +128,7 @@ impl FileScan {
             let body = body.strip_suffix('-').unwrap_or(body);
             let toks = tokenize(body, offset);
             if open == "{{" {
-                scan.expression(&toks, false);
+                scan.expression(&toks, false, true);
                 continue;
             }
             let Some((Tok::Ident(word), word_at)) = toks.first().cloned() else {
@@ -158,7 +160,7 @@ impl FileScan {
                         break;
                     }
                 }
-                "if" | "elif" => scan.expression(&toks[1..], true),
+                "if" | "elif" => scan.expression(&toks[1..], true, false),
                 "for" => {
                     let split = toks
                         .iter()
@@ -170,7 +172,7 @@ impl FileScan {
                         }
                     }
                     if split < toks.len() {
-                        scan.expression(&toks[split + 1..], false);
+                        scan.expression(&toks[split + 1..], false, false);
                     }
                 }
                 "set" | "set_global" => {
@@ -178,7 +180,7 @@ impl FileScan {
                         scan.locals.insert(name.clone());
                     }
                     if let Some(eq) = toks.iter().position(|(t, _)| *t == Tok::Punct("=")) {
-                        scan.expression(&toks[eq + 1..], false);
+                        scan.expression(&toks[eq + 1..], false, false);
                     }
                 }
                 "filter" => {
@@ -189,7 +191,7 @@ impl FileScan {
                         });
                     }
                     if toks.len() > 2 {
-                        scan.expression(&toks[2..], false);
+                        scan.expression(&toks[2..], false, false);
                     }
                 }
                 "macro" => {
@@ -226,8 +228,8 @@ impl FileScan {
         scan
     }
 
-    /// Records the names used in an expression.
-    fn expression(&mut self, toks: &[(Tok, usize)], in_condition: bool) {
+    /// Records the names used in an expression (`printed`: the expression of a `{{ }}`).
+    fn expression(&mut self, toks: &[(Tok, usize)], in_condition: bool, printed: bool) {
         let ident = |i: usize| match toks.get(i) {
             Some((Tok::Ident(s), _)) => Some(s.as_str()),
             _ => None,
@@ -292,6 +294,7 @@ impl FileScan {
                 path,
                 offset: *offset,
                 in_condition,
+                printed_raw: printed && i == 0 && j == toks.len(),
             });
         }
     }
