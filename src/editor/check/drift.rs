@@ -106,6 +106,8 @@ fn sentences(src: &str, html: bool) -> Vec<Sentence> {
     let mut current = Sentence::new();
     // The last character of text seen (a colon ending a sentence makes it an introduction).
     let mut last = ' ';
+    // Whether the current line of the text version has words, and template tags.
+    let (mut line_words, mut line_tags) = (false, false);
     let mut word = String::new();
     let mut word_at = 0;
     let end_word = |word: &mut String, word_at: usize, current: &mut Sentence| {
@@ -120,6 +122,7 @@ fn sentences(src: &str, html: bool) -> Vec<Sentence> {
     while let Some((i, c)) = chars.next() {
         if hidden[i] {
             end_word(&mut word, word_at, &mut current);
+            line_tags = true;
             continue;
         }
         let c = if html && c == '<' {
@@ -166,6 +169,7 @@ fn sentences(src: &str, html: bool) -> Vec<Sentence> {
             last = c;
         }
         if c.is_alphanumeric() {
+            line_words = true;
             if word.is_empty() {
                 word_at = i;
             }
@@ -173,8 +177,18 @@ fn sentences(src: &str, html: bool) -> Vec<Sentence> {
             continue;
         }
         end_word(&mut word, word_at, &mut current);
-        // In the text version a blank line ends a sentence (a title).
-        let blank_line = !html && c == '\n' && src[i + 1..].trim_start_matches([' ', '\t']).starts_with('\n');
+        // In the text version a blank line ends a sentence (a title), and so does a line of
+        // template tags only or a line ending with a colon and a tag (the portal's address
+        // after "Acceda al portale:", "Portale: {{ portal_url }}").
+        let blank_line = !html
+            && c == '\n'
+            && (src[i + 1..]
+                .trim_start_matches([' ', '\t'])
+                .starts_with('\n')
+                || (line_tags && (!line_words || last == ':')));
+        if c == '\n' {
+            (line_words, line_tags) = (false, false);
+        }
         let ends = blank_line
             || matches!(c, '.' | '!' | '?')
                 && chars
