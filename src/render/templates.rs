@@ -167,7 +167,9 @@ impl TemplateSet {
         tera.add_raw_templates(templates).map_err(|e| {
             // The first broken file, said as `templates check` says it.
             let first = files.iter().find_map(|(name, src)| {
-                let (line, message) = super::syntax::syntax_problems(name, src).into_iter().next()?;
+                let (line, message) = super::syntax::syntax_problems(name, src)
+                    .into_iter()
+                    .next()?;
                 Some((dir.join(name).display().to_string(), line, message))
             });
             let (file, line, message) = first.unwrap_or_else(|| {
@@ -585,7 +587,9 @@ fn register_filters(tera: &mut Tera) {
     ) -> impl Fn(&Value, &HashMap<String, Value>) -> tera::Result<Value> + Send + Sync {
         move |value, _args| {
             let text = value.as_str().ok_or_else(|| {
-                tera::Error::msg(format!("il filtro `{name}` vuole una data, ricevuto {value}"))
+                tera::Error::msg(format!(
+                    "il filtro `{name}` vuole una data, ricevuto {value}"
+                ))
             })?;
             let t = DateTime::parse_from_rfc3339(text).map_err(|_| {
                 tera::Error::msg(format!(

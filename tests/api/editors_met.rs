@@ -51,7 +51,11 @@ fn a_byte_order_mark_is_removed_and_named() {
         );
     }
     assert!(!err.contains("errore di sintassi"), "{err}");
-    assert!(stdout(&out).contains("2 avvisi da leggere"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("2 avvisi da leggere"),
+        "{}",
+        stdout(&out)
+    );
 
     // The email's subject has no U+FEFF.
     let tmp = tempfile::tempdir().unwrap();
@@ -64,7 +68,11 @@ fn a_byte_order_mark_is_removed_and_named() {
         if path.extension().is_some_and(|e| e == "eml") {
             let eml = std::fs::read_to_string(&path).unwrap();
             let subject = decode_header(&header(&eml, "Subject").unwrap());
-            assert!(!subject.contains('\u{feff}'), "{}: {subject:?}", path.display());
+            assert!(
+                !subject.contains('\u{feff}'),
+                "{}: {subject:?}",
+                path.display()
+            );
             assert!(subject.contains("registrazione"), "{subject}");
             emails += 1;
         }
@@ -132,7 +140,12 @@ fn a_sentence_in_one_version_only_is_flagged() {
             "no {needle:?} naming {other}:\n{err}"
         );
     }
-    assert_eq!(copy.check().warnings.len(), 2, "{:?}", copy.check().warnings);
+    assert_eq!(
+        copy.check().warnings.len(),
+        2,
+        "{:?}",
+        copy.check().warnings
+    );
 }
 
 #[test]
@@ -143,7 +156,10 @@ fn a_raw_date_is_refused_with_the_filter_to_use() {
     let (from, _) = text
         .split_once("{{ deadline | data_estesa_it }}")
         .map(|_| ("{{ deadline | data_estesa_it }}", ()))
-        .or_else(|| text.split_once("{{ deadline | data_it }}").map(|_| ("{{ deadline | data_it }}", ())))
+        .or_else(|| {
+            text.split_once("{{ deadline | data_it }}")
+                .map(|_| ("{{ deadline | data_it }}", ()))
+        })
         .expect("a date filter in the shipped body");
     let line = copy.edit(file, from, "{{ deadline }}");
     let report = assert_caught(&copy, file, Some(line), "`{{ deadline }}` senza filtro");
@@ -163,7 +179,10 @@ fn the_subject_limit_is_one_number_in_the_guide_help_and_check() {
         guide.contains(&format!("{MAX_SUBJECT_CHARS} caratteri")),
         "the guide does not say {MAX_SUBJECT_CHARS}"
     );
-    assert!(!guide.contains("in corso di sviluppo"), "the guide calls working commands in development");
+    assert!(
+        !guide.contains("in corso di sviluppo"),
+        "the guide calls working commands in development"
+    );
     let help = avvisi_bin(&["templates", "check", "--help"], &[]);
     let help = stdout(&help);
     assert!(
@@ -215,7 +234,11 @@ async fn a_refused_edit_is_cleared_when_the_folder_is_put_back(app: TestApp) {
         ("AVVISI__TEMPLATES__DIR", dir.display().to_string()),
         ("AVVISI__LOG__FORMAT", "json".to_string()),
     ];
-    let child = app.spawn(&["daemon", "--now", "2026-11-20T10:00:00+01:00"], &env, &log);
+    let child = app.spawn(
+        &["daemon", "--now", "2026-11-20T10:00:00+01:00"],
+        &env,
+        &log,
+    );
     let address = served_address(&child, &log).await;
     let (_, ready) = eventually("/readyz", || http_get(&address, "/readyz")).await;
     assert!(!ready.contains("refused"), "{ready}");
@@ -234,14 +257,20 @@ async fn a_refused_edit_is_cleared_when_the_folder_is_put_back(app: TestApp) {
     let line = ready.lines().find(|l| l.contains("refused")).unwrap();
     assert!(line.contains("maintenance_notice/body.html:"), "{ready}");
     assert!(line.contains("errore di sintassi"), "{ready}");
-    assert!(!ready.contains("-->") && !ready.contains("expected"), "Tera's dump: {ready}");
+    assert!(
+        !ready.contains("-->") && !ready.contains("expected"),
+        "Tera's dump: {ready}"
+    );
     let logged = std::fs::read_to_string(&log).unwrap();
     let rejected = logged
         .lines()
         .find(|l| l.contains("template edit rejected"))
         .unwrap_or_else(|| panic!("no rejection logged:\n{logged}"));
     assert!(rejected.contains("errore di sintassi"), "{rejected}");
-    assert!(!rejected.contains("-->"), "Tera's dump in the log: {rejected}");
+    assert!(
+        !rejected.contains("-->"),
+        "Tera's dump in the log: {rejected}"
+    );
     // What `templates check` says of the same file: the same message.
     let check_db = format!("sqlite://{}", app.dir.path().join("check.db").display());
     let check = avvisi_bin(
@@ -257,7 +286,10 @@ async fn a_refused_edit_is_cleared_when_the_folder_is_put_back(app: TestApp) {
         .map(str::to_string)
         .unwrap_or_else(|| panic!("{}", stderr(&check)));
     let (_, message) = check_line.split_once(": ").unwrap();
-    assert!(line.contains(message), "check: {check_line}\nreadyz: {line}");
+    assert!(
+        line.contains(message),
+        "check: {check_line}\nreadyz: {line}"
+    );
 
     // Put back: the refusal goes away, on /readyz and on the status page.
     std::fs::write(&file, &original).unwrap();

@@ -148,7 +148,12 @@ pub(crate) fn problem<'a>(
 
 /// Checks `copy` through the library and the binary: the problem is `file:line` with `text`,
 /// in both, and the binary exits non-zero.
-pub(crate) fn assert_caught(copy: &Copy, file: &str, line: Option<usize>, text: &str) -> CheckReport {
+pub(crate) fn assert_caught(
+    copy: &Copy,
+    file: &str,
+    line: Option<usize>,
+    text: &str,
+) -> CheckReport {
     let report = copy.check();
     assert!(!report.is_ok());
     let p = problem(&report, file, line, text);
@@ -336,7 +341,9 @@ fn check_catches_an_unknown_variable_inside_a_condition() {
         Some(line),
         "variabile sconosciuta `giorni_rimasti`",
     );
-    assert!(report.problems[0].message.contains("vale falso senza errori"));
+    assert!(report.problems[0]
+        .message
+        .contains("vale falso senza errori"));
 }
 
 #[test]
@@ -353,9 +360,7 @@ fn check_catches_an_unknown_filter() {
         Some(line),
         "filtro sconosciuto `data_itt`",
     );
-    assert!(report.problems[0]
-        .message
-        .contains("forse `data_it`?"));
+    assert!(report.problems[0].message.contains("forse `data_it`?"));
 }
 
 #[test]
@@ -933,8 +938,11 @@ async fn preview_for_a_user_from_the_database(app: TestApp) {
                 .contains("<ilaria.dangelo@gmail.com>"));
         }
     }
-    let text = std::fs::read_to_string(out.join("registration_incomplete").join("primo-avviso-U0002.txt"))
-        .unwrap();
+    let text = std::fs::read_to_string(
+        out.join("registration_incomplete")
+            .join("primo-avviso-U0002.txt"),
+    )
+    .unwrap();
     assert!(text.contains("Gentile Ilaria D'Angelo"), "{text}");
 
     let unknown = avvisi_bin(
@@ -1034,7 +1042,12 @@ fn a_symbolic_link_in_the_templates_folder_is_refused() {
             "{% block content %}",
             &format!("{{% include \"{included}\" %}}{{% block content %}}"),
         );
-        assert_caught(&copy, link, None, &format!("`{link}` è un collegamento simbolico"));
+        assert_caught(
+            &copy,
+            link,
+            None,
+            &format!("`{link}` è un collegamento simbolico"),
+        );
         let err = TemplateSet::load(&copy.dir)
             .err()
             .unwrap_or_else(|| panic!("a link to a {what} was followed"))

@@ -74,7 +74,8 @@ pub(crate) fn drift(sources: &BTreeMap<String, String>) -> Vec<(String, usize, S
                     .filter(|w| pairs.contains(&(w[0].as_str(), w[1].as_str())))
                     .count();
                 if found * 2 < total {
-                    let shown: Vec<&str> = sentence.words.iter().take(8).map(String::as_str).collect();
+                    let shown: Vec<&str> =
+                        sentence.words.iter().take(8).map(String::as_str).collect();
                     let more = if sentence.words.len() > 8 { " …" } else { "" };
                     out.push((
                         file.clone(),
@@ -287,6 +288,10 @@ mod tests {
         let found = drift(&sources);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].0.as_str(), found[0].1), ("m/section.txt", 3));
-        assert!(found[0].2.contains("il servizio sarà sospeso"), "{}", found[0].2);
+        assert!(
+            found[0].2.contains("il servizio sarà sospeso"),
+            "{}",
+            found[0].2
+        );
     }
 }

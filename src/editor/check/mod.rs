@@ -290,7 +290,12 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
     let set = match TemplateSet::from_sources(dir, &usable) {
         Ok(set) => set,
         Err(e) => {
-            c.push("", None, "load", format!("impossibile caricare i modelli: {e}"));
+            c.push(
+                "",
+                None,
+                "load",
+                format!("impossibile caricare i modelli: {e}"),
+            );
             (report.problems, report.warnings) = c.finish();
             return report;
         }
