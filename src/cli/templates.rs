@@ -34,18 +34,24 @@ pub enum TemplatesCommand {
     /// Write DIR/index.html with every message rendered (subject, HTML and text side by side),
     /// and the .eml files.
     #[command(
-        after_help = "Example:\n  avvisi templates preview --out preview\n  avvisi templates preview --out preview --user U0002\n\n\
+        after_help = "Example:\n  avvisi templates preview --out preview\n  avvisi templates preview --out preview --user U0002 --now 2026-11-27T10:00:00+01:00\n\n\
         Then open preview/index.html in a browser; preview/MESSAGE/VARIANT.eml opens in a mail client.\n\
-        Without --user the sample users are used (accents, apostrophes, markup and line breaks in\n\
-        names); with --user every message is rendered for that user of the database."
+        Without --user every message is rendered in every situation for the sample users (accents,\n\
+        apostrophes, markup and line breaks in names), each variant named in Italian\n\
+        (3-giorni-html, ultimo-giorno-dangelo...). With --user, what that user of the database\n\
+        receives on the day of --now (default: now): the message due that day, or the daily\n\
+        digest with its sections, or nothing."
     )]
     Preview {
         /// Folder for index.html and the rendered files (created when missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Render every message for this user of the database instead of the sample users.
+        /// Render what this user of the database receives on the day of --now.
         #[arg(long, value_name = "USER_ID")]
         user: Option<String>,
+        /// The day previewed for --user (RFC 3339); default: now.
+        #[arg(long, value_name = "TIMESTAMP", requires = "user")]
+        now: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -61,8 +67,8 @@ pub(crate) async fn run(cmd: TemplatesCommand, app: &App, json: bool) -> anyhow:
             }
             r.problems.is_empty()
         }
-        TemplatesCommand::Preview { out, user } => {
-            let r = app.preview_templates(&out, user.as_deref()).await?;
+        TemplatesCommand::Preview { out, user, now } => {
+            let r = app.preview_templates(&out, user.as_deref(), now).await?;
             if json {
                 print_json(&r)?;
             } else {

@@ -1,5 +1,6 @@
-//! `avvisi templates preview`: every message rendered with the sample data (or for one real
-//! user), written as files a template editor opens in a browser.
+//! `avvisi templates preview`: every message rendered with the sample data (or what one real
+//! user receives on one day), written as files a template editor opens in a browser, in
+//! Italian.
 //!
 //! `DIR/index.html` lists every message and variant with its subject, the HTML version (in an
 //! `<iframe srcdoc>`, sandboxed) and the text version (in a `<pre>`) side by side, and links to
@@ -15,7 +16,7 @@ use tera::escape_html;
 use crate::config::Settings;
 use crate::editor::{self, Sample};
 use crate::render::email::{self, Envelope};
-use crate::render::templates::{self, Rendered, TemplateSet};
+use crate::render::templates::{self, MessageContext, Rendered, TemplateSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
@@ -55,6 +56,9 @@ pub struct PreviewInput<'a> {
     pub description: String,
     /// The Date of the `.eml` files.
     pub now: DateTime<Utc>,
+    /// What one person receives on one day (`templates preview --user ID`): each message with
+    /// its context, rendered for `samples[0]` only, instead of every message with every sample.
+    pub day: Option<Vec<(String, MessageContext)>>,
 }
 
 /// One rendered variant.
@@ -80,19 +84,42 @@ pub fn write_preview(
     })?;
     let reopening = editor::reopening_messages(&sources);
     let domain = email::message_id_domain(&settings.mail);
-    let messages = set.messages();
+    // (message, sample, context) to render: one person's day, or every message × every sample.
+    let mut jobs: Vec<(String, &Sample, MessageContext)> = Vec::new();
+    match (&input.day, input.samples.first()) {
+        (Some(day), Some(sample)) => {
+            for (name, ctx) in day {
+                jobs.push((name.clone(), sample, ctx.clone()));
+            }
+        }
+        (Some(_), None) => {}
+        (None, _) => {
+            for name in set.messages() {
+                for sample in input.samples {
+                    let mut ctx = editor::context(settings, &name, sample, reopening.contains(&name));
+                    if let Some(at) = &input.reopened_at {
+                        ctx.reopened_at = at.clone();
+                    }
+                    jobs.push((name.clone(), sample, ctx));
+                }
+            }
+        }
+    }
+    let mut messages: Vec<String> = Vec::new();
+    for (name, _, _) in &jobs {
+        if !messages.contains(name) {
+            messages.push(name.clone());
+        }
+    }
     let mut entries: Vec<Entry> = Vec::new();
     let mut failures = Vec::new();
     let mut emails = 0;
     mkdir(out)?;
-    for name in &messages {
+    for (name, sample, ctx) in jobs {
+        let name = &name;
         let folder = out.join(name);
         mkdir(&folder)?;
-        for sample in input.samples {
-            let mut ctx = editor::context(settings, name, sample, reopening.contains(name));
-            if let Some(at) = &input.reopened_at {
-                ctx.reopened_at = at.clone();
-            }
+        {
             let mut entry = Entry {
                 message: name.clone(),
                 sample,
@@ -143,7 +170,11 @@ pub fn write_preview(
     Ok(PreviewReport {
         index,
         messages,
-        variants: input.samples.len(),
+        variants: if input.day.is_some() {
+            1
+        } else {
+            input.samples.len()
+        },
         emails,
         failures,
     })
@@ -214,13 +245,21 @@ fn index_page(
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>Anteprima dei messaggi</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>Anteprima dei messaggi</h1>\n\
-         <p class=\"meta\">{}<br>Modelli: <code>{}</code> (versione {}) · {} messaggi × {} varianti</p>\n",
+         <p class=\"meta\">{}<br>Modelli: <code>{}</code> (versione {}) · {}</p>\n",
         e(&input.description),
         e(&set.dir().display().to_string()),
         e(set.digest()),
-        messages.len(),
-        input.samples.len()
+        match &input.day {
+            Some(day) if day.is_empty() => "nessun messaggio".to_string(),
+            Some(day) => format!("{} e-mail", day.len()),
+            None => format!("{} messaggi × {} varianti", messages.len(), input.samples.len()),
+        }
     );
+    if input.day.as_ref().is_some_and(Vec::is_empty) {
+        h.push_str(
+            "<p class=\"nothing\">In questa data questa persona non riceve alcun messaggio.</p>\n",
+        );
+    }
     h.push_str("<nav>\n<ul>\n");
     for m in messages {
         let _ = writeln!(h, "<li><a href=\"#{0}\">{0}</a></li>", e(m));

@@ -201,30 +201,6 @@ pub struct Sample {
     pub description: String,
 }
 
-impl Sample {
-    /// `situation` for a real user (`templates preview --user`).
-    pub(crate) fn for_user(situation: Situation, user_id: &str, user: UserView) -> Sample {
-        let safe_id: String = user_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let user = fallback(user, &situation);
-        Sample {
-            id: format!("{}-{safe_id}", situation.id),
-            to_address: user.email.clone(),
-            description: format!("{}: {}", user.full_name, situation.description),
-            user,
-            situation,
-        }
-    }
-}
-
 /// The view as the worker builds it in `situation`: in the institutional fallback, the email goes
 /// to the institutional address (a user without one is not written to at all).
 fn fallback(mut user: UserView, situation: &Situation) -> UserView {

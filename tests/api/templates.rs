@@ -833,6 +833,7 @@ fn sample_preview(out: &Path) -> (PreviewReport, TemplateSet, Settings) {
         reopened_at: None,
         description: "sample data".into(),
         now: at("2026-11-23T10:00:00+01:00"),
+        day: None,
     };
     let report = preview::write_preview(&set, &settings, &input, out).unwrap();
     (report, set, settings)
@@ -896,61 +897,94 @@ fn preview_writes_every_message_and_variant() {
 
 async fn preview_for_a_user_from_the_database(app: TestApp) {
     app.import_examples().await;
-    let out = app.dir.path().join("preview-user");
     let templates_dir = repo_path("templates");
+    // The examples were imported at the test clock (23 November): not too old for reminders.
     let env = [
         ("AVVISI__DATABASE__URL", app.database_url.as_str()),
         ("AVVISI__TEMPLATES__DIR", templates_dir.to_str().unwrap()),
+        ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),
     ];
-    let result = avvisi_bin(
-        &[
-            "templates",
-            "preview",
-            "--out",
-            out.to_str().unwrap(),
-            "--user",
-            "U0002",
-        ],
-        &env,
-    );
+    let day = "2026-11-27T10:00:00+01:00";
+    let preview = |user: &str| {
+        let out = app.dir.path().join(format!("preview-{user}"));
+        let result = avvisi_bin(
+            &[
+                "templates",
+                "preview",
+                "--out",
+                out.to_str().unwrap(),
+                "--user",
+                user,
+                "--now",
+                day,
+            ],
+            &env,
+        );
+        assert!(
+            result.status.success(),
+            "{}{}",
+            stdout(&result),
+            stderr(&result)
+        );
+        let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+        (out, index)
+    };
+
+    // U0007 has a new address to validate, the maintenance notice is due and the advice on
+    // credentials rides along: on 27 November, one digest with those three sections, nothing
+    // else (no message of a procedure they do not have, no sample variant).
+    let (out, index) = preview("U0007");
+    assert!(index.contains("Giuseppe Russo"), "the user's name");
+    assert!(index.contains("il 27 novembre 2026"), "the day");
+    assert_eq!(index.matches("<article class=\"variant\"").count(), 1, "{index}");
+    assert!(index.contains("<h2>digest</h2>"), "{index}");
     assert!(
-        result.status.success(),
-        "{}{}",
-        stdout(&result),
-        stderr(&result)
+        index.contains(
+            "3 sezioni (email_unvalidated, maintenance_notice, credential_recovery_advice)"
+        ),
+        "{index}"
     );
-    assert!(
-        stdout(&result).contains("index.html"),
-        "{}",
-        stdout(&result)
-    );
-    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert!(index.contains("Ilaria D&#x27;Angelo"), "the user's name");
-    let set = TemplateSet::load(&repo_path("templates")).unwrap();
-    for message in set.messages() {
-        for situation in editor::SITUATIONS {
-            let eml = out
-                .join(&message)
-                .join(format!("{}-U0002.eml", situation.id));
-            let eml = std::fs::read_to_string(&eml).unwrap_or_else(|_| panic!("{}", eml.display()));
-            assert!(header(&eml, "To")
-                .unwrap()
-                .contains("<ilaria.dangelo@gmail.com>"));
+    for other in ["registration_incomplete", "code_regeneration_pending", "reopening_general"] {
+        assert!(!index.contains(&format!("<h2>{other}</h2>")), "{other}: {index}");
+    }
+    for sample_name in ["-html", "-a-capo", "-crlf", "-markup"] {
+        assert!(!index.contains(sample_name), "{sample_name}: {index}");
+    }
+    let eml = std::fs::read_to_string(out.join("digest").join("2026-11-27-U0007.eml")).unwrap();
+    assert!(header(&eml, "To").unwrap().contains("<giuseppe.russo@gmail.com>"));
+    let preview_subject = decode_header(&header(&eml, "Subject").unwrap());
+    let text = std::fs::read_to_string(out.join("digest").join("2026-11-27-U0007.txt")).unwrap();
+    assert!(text.contains("Gentile Giuseppe Russo"), "{text}");
+
+    // The real pass on that day sends U0007 the email the preview showed.
+    let run = app.avvisi(&["run", "--once", "--now", day], &env[1..]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut sent = Vec::new();
+    for entry in std::fs::read_dir(app.outbox_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if header(&text, "To").is_some_and(|to| to.contains("giuseppe.russo@gmail.com")) {
+            sent.push(decode_header(&header(&text, "Subject").unwrap()));
         }
     }
-    let text = std::fs::read_to_string(
-        out.join("registration_incomplete")
-            .join("primo-avviso-U0002.txt"),
-    )
-    .unwrap();
-    assert!(text.contains("Gentile Ilaria D'Angelo"), "{text}");
+    assert_eq!(sent, [preview_subject], "what the pass sent to U0007");
+
+    // One message alone, and nothing at all.
+    let (_, index) = preview("U0002");
+    assert!(index.contains("<h2>registration_incomplete</h2>"), "{index}");
+    assert_eq!(index.matches("<article class=\"variant\"").count(), 1);
+    let (_, index) = preview("U0037");
+    assert!(index.contains("non riceve alcun messaggio"), "{index}");
+    assert_eq!(index.matches("<article").count(), 0);
 
     let unknown = avvisi_bin(
         &[
             "templates",
             "preview",
             "--out",
-            out.to_str().unwrap(),
+            app.dir.path().join("unknown").to_str().unwrap(),
             "--user",
             "U9999",
         ],
