@@ -321,7 +321,8 @@ impl App {
         for v in &e.why_not {
             let step = match &v.verdict {
                 Verdict::DueNow { step } => *step,
-                Verdict::Planned { step, state } | Verdict::MergedIntoDigest { step, state, .. } => {
+                Verdict::Planned { step, state }
+                | Verdict::MergedIntoDigest { step, state, .. } => {
                     if !matches!(
                         state,
                         OutboxState::Pending | OutboxState::Sending | OutboxState::Sent
@@ -366,7 +367,11 @@ impl App {
             [(template, _, step)] if cal.cadence.only_in_digest(template, *step) => Vec::new(),
             [(template, campaign, step)] => vec![(
                 template.clone(),
-                context::build(&self.settings, view.clone(), about(cal, now, reopened, campaign, *step)),
+                context::build(
+                    &self.settings,
+                    view.clone(),
+                    about(cal, now, reopened, campaign, *step),
+                ),
             )],
             several => {
                 let sections = digest::ordered(
@@ -383,7 +388,11 @@ impl App {
                     .iter()
                     .find(|(t, _, _)| *t == sections[0].template)
                     .unwrap_or(&several[0]);
-                let mut ctx = context::build(&self.settings, view.clone(), about(cal, now, reopened, &lead.1, lead.2));
+                let mut ctx = context::build(
+                    &self.settings,
+                    view.clone(),
+                    about(cal, now, reopened, &lead.1, lead.2),
+                );
                 ctx.procedures = digest::procedures(&sections);
                 ctx.sections = sections;
                 vec![(digest::DIGEST.to_string(), ctx)]
@@ -414,7 +423,13 @@ impl App {
         );
         let safe_id: String = user_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let step = due.first().map_or(Step::Main, |d| d.2);
         let sample = Sample {

@@ -96,7 +96,8 @@ pub fn write_preview(
         (None, _) => {
             for name in set.messages() {
                 for sample in input.samples {
-                    let mut ctx = editor::context(settings, &name, sample, reopening.contains(&name));
+                    let mut ctx =
+                        editor::context(settings, &name, sample, reopening.contains(&name));
                     if let Some(at) = &input.reopened_at {
                         ctx.reopened_at = at.clone();
                     }
@@ -252,7 +253,11 @@ fn index_page(
         match &input.day {
             Some(day) if day.is_empty() => "nessun messaggio".to_string(),
             Some(day) => format!("{} e-mail", day.len()),
-            None => format!("{} messaggi × {} varianti", messages.len(), input.samples.len()),
+            None => format!(
+                "{} messaggi × {} varianti",
+                messages.len(),
+                input.samples.len()
+            ),
         }
     );
     if input.day.as_ref().is_some_and(Vec::is_empty) {

@@ -54,4 +54,3 @@ pub(crate) fn local_rfc3339(cal: &CalendarSettings, at: Option<DateTime<Utc>>) -
     at.map(|t| t.with_timezone(&cal.timezone).to_rfc3339())
         .unwrap_or_default()
 }
-

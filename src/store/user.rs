@@ -36,5 +36,4 @@ impl UserContact {
             province: r.try_get("province")?,
         })
     }
-
 }

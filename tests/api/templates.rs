@@ -936,7 +936,11 @@ async fn preview_for_a_user_from_the_database(app: TestApp) {
     let (out, index) = preview("U0007");
     assert!(index.contains("Giuseppe Russo"), "the user's name");
     assert!(index.contains("il 27 novembre 2026"), "the day");
-    assert_eq!(index.matches("<article class=\"variant\"").count(), 1, "{index}");
+    assert_eq!(
+        index.matches("<article class=\"variant\"").count(),
+        1,
+        "{index}"
+    );
     assert!(index.contains("<h2>digest</h2>"), "{index}");
     assert!(
         index.contains(
@@ -944,21 +948,34 @@ async fn preview_for_a_user_from_the_database(app: TestApp) {
         ),
         "{index}"
     );
-    for other in ["registration_incomplete", "code_regeneration_pending", "reopening_general"] {
-        assert!(!index.contains(&format!("<h2>{other}</h2>")), "{other}: {index}");
+    for other in [
+        "registration_incomplete",
+        "code_regeneration_pending",
+        "reopening_general",
+    ] {
+        assert!(
+            !index.contains(&format!("<h2>{other}</h2>")),
+            "{other}: {index}"
+        );
     }
     for sample_name in ["-html", "-a-capo", "-crlf", "-markup"] {
         assert!(!index.contains(sample_name), "{sample_name}: {index}");
     }
     let eml = std::fs::read_to_string(out.join("digest").join("2026-11-27-U0007.eml")).unwrap();
-    assert!(header(&eml, "To").unwrap().contains("<giuseppe.russo@gmail.com>"));
+    assert!(header(&eml, "To")
+        .unwrap()
+        .contains("<giuseppe.russo@gmail.com>"));
     let preview_subject = decode_header(&header(&eml, "Subject").unwrap());
     let text = std::fs::read_to_string(out.join("digest").join("2026-11-27-U0007.txt")).unwrap();
     assert!(text.contains("Gentile Giuseppe Russo"), "{text}");
 
     // The real pass on that day sends U0007 the email the preview showed.
     let run = app.avvisi(&["run", "--once", "--now", day], &env[1..]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let mut sent = Vec::new();
     for entry in std::fs::read_dir(app.outbox_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -973,7 +990,10 @@ async fn preview_for_a_user_from_the_database(app: TestApp) {
 
     // One message alone, and nothing at all.
     let (_, index) = preview("U0002");
-    assert!(index.contains("<h2>registration_incomplete</h2>"), "{index}");
+    assert!(
+        index.contains("<h2>registration_incomplete</h2>"),
+        "{index}"
+    );
     assert_eq!(index.matches("<article class=\"variant\"").count(), 1);
     let (_, index) = preview("U0037");
     assert!(index.contains("non riceve alcun messaggio"), "{index}");
