@@ -15,11 +15,12 @@ use crate::deliver::outbox::Claimed;
 use crate::deliver::transport::{Outgoing, Transport};
 use crate::deliver::Worker;
 use crate::editor::preview::{self, PreviewInput};
-use crate::editor::{self, check, Sample, SITUATIONS};
-use crate::render::context;
+use crate::editor::{self, check, Sample, Situation};
+use crate::explain::why_not::Verdict;
 use crate::render::email::{self, Envelope};
-use crate::render::templates::Rendered;
-use crate::store::CampaignState;
+use crate::render::templates::{MessageContext, Rendered, UserView};
+use crate::render::{context, digest};
+use crate::store::{CampaignState, OutboxState};
 
 /// A campaign's audience and its message rendered for the first real recipient.
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +70,8 @@ pub struct TemplatesChecked {
     pub renders: usize,
     /// Every problem as `FILE:LINE: explanation`, in file and line order.
     pub problems: Vec<String>,
+    /// Every warning (the set is not refused for them), as `FILE:LINE: avviso: ...`.
+    pub warnings: Vec<String>,
 }
 
 /// What `templates preview` wrote.
@@ -229,54 +232,42 @@ impl App {
         check_templates(&self.settings)
     }
 
-    /// Writes `out/index.html` with every message rendered, and the `.eml` files: for the
-    /// sample users, or for `user` of the database in every situation.
+    /// Writes `out/index.html` with every message rendered, and the `.eml` files: every
+    /// message for the sample users in every situation, or what `user` of the database
+    /// receives on the day of `at` (default: now).
     pub async fn preview_templates(
         &self,
         out: &Path,
         user: Option<&str>,
+        at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<TemplatesPreviewed> {
         let set = self
             .templates()
             .context("loading templates (`avvisi templates check` lists every problem)")?
             .current();
-        let tz = self.settings.calendar.timezone;
+        let mut day = None;
         let (samples, reopened_at, description) = match user {
             None => (
                 editor::samples(),
                 None,
-                "Sample data: every message at every step (first notice, reminders, the last day, a test \
-                 message, one-off notices before and after the reopening), for names with apostrophes, \
-                 accents, markup and line breaks."
+                "Dati di esempio: ogni messaggio in ogni situazione (primo avviso, promemoria, ultimo \
+                 giorno, messaggio di prova, avvisi unici prima e dopo la riapertura), per nomi con \
+                 apostrofi, accenti, codice HTML e a capo."
                     .to_string(),
             ),
             Some(user_id) => {
-                let view = context::user_view(&self.db, user_id)
-                    .await
-                    .context("reading the user")?
-                    .with_context(|| {
-                        format!("no user `{user_id}` in the database (import the snapshot first: avvisi import users FILE)")
-                    })?;
-                let reopened_at = crate::campaign::phases::reopened_at(self.db.pool())
-                    .await
-                    .context("reading the reopening date")?
-                    .map(|t| t.with_timezone(&tz).to_rfc3339());
-                let samples: Vec<Sample> = SITUATIONS
-                    .iter()
-                    .map(|s| Sample::for_user(*s, user_id, view.clone()))
-                    .collect();
-                let description = format!(
-                    "User {user_id} ({}) from the database: every message in every situation it can be sent in.",
-                    view.full_name
-                );
-                (samples, reopened_at, description)
+                let now = self.now_or(at);
+                let (sample, messages, description) = self.day_of(user_id, now).await?;
+                day = Some(messages);
+                (vec![sample], None, description)
             }
         };
         let input = PreviewInput {
             samples: &samples,
             reopened_at,
             description,
-            now: self.clock.now(),
+            now: self.now_or(at),
+            day,
         };
         let r = preview::write_preview(&set, &self.settings, &input, out)
             .context("writing the preview")?;
@@ -290,6 +281,176 @@ impl App {
     }
 }
 
+impl App {
+    /// What `user_id` receives on `now`'s day, as the worker would send it: the messages of the
+    /// campaigns' current steps due or planned that day (a digest when there are several, with
+    /// its sections in order; nothing when the only one travels only inside a digest), to the
+    /// institutional address when the address on record is suppressed. The sample to label it
+    /// with, the (message, context) pairs, and a line saying whose day it is.
+    async fn day_of(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(Sample, Vec<(String, MessageContext)>, String)> {
+        let cal = &self.settings.calendar;
+        let tz = cal.timezone;
+        let e = crate::explain::explain(&self.db, &self.settings, user_id, now)
+            .await
+            .context("reading the user")?
+            .with_context(|| {
+                format!("no user `{user_id}` in the database (import the snapshot first: avvisi import users FILE)")
+            })?;
+        let contact = &e.user.contact;
+        let institutional = contact
+            .institutional_email
+            .as_deref()
+            .filter(|a| !a.trim().is_empty());
+        let suppressed = e
+            .suppressions
+            .iter()
+            .any(|s| s.address.eq_ignore_ascii_case(&contact.email));
+        let (recipient, fallback) = match (suppressed, institutional) {
+            (true, Some(address)) => (address.to_string(), true),
+            _ => (contact.email.clone(), false),
+        };
+        let mut view = UserView::new(contact, &recipient);
+        view.sent_to_institutional = fallback;
+
+        let local_day = |t: DateTime<Utc>| t.with_timezone(&tz).date_naive();
+        let mut due: Vec<(String, String, Step)> = Vec::new();
+        for v in &e.why_not {
+            let step = match &v.verdict {
+                Verdict::DueNow { step } => *step,
+                Verdict::Planned { step, state }
+                | Verdict::MergedIntoDigest { step, state, .. } => {
+                    if !matches!(
+                        state,
+                        OutboxState::Pending | OutboxState::Sending | OutboxState::Sent
+                    ) {
+                        continue;
+                    }
+                    // Sent (or due) on another day: not what the person gets on this one.
+                    let m = e
+                        .messages
+                        .iter()
+                        .find(|m| m.campaign == v.campaign && m.step == *step);
+                    let when = m.and_then(|m| m.sent_at.or(m.next_attempt_at));
+                    if when.is_some_and(|t| local_day(t) != local_day(now)) {
+                        continue;
+                    }
+                    *step
+                }
+                _ => continue,
+            };
+            due.push((v.template.clone(), v.campaign.clone(), step));
+        }
+        let reopened = crate::campaign::phases::reopened_at(self.db.pool())
+            .await
+            .context("reading the reopening date")?;
+        fn about<'a>(
+            cal: &crate::config::CalendarSettings,
+            now: DateTime<Utc>,
+            reopened: Option<DateTime<Utc>>,
+            campaign: &'a str,
+            step: Step,
+        ) -> context::About<'a> {
+            context::About {
+                step,
+                campaign,
+                days_left: context::days_left(cal, now),
+                reopened_at: context::local_rfc3339(cal, reopened),
+                is_test: false,
+            }
+        }
+        let messages: Vec<(String, MessageContext)> = match due.as_slice() {
+            [] => Vec::new(),
+            [(template, _, step)] if cal.cadence.only_in_digest(template, *step) => Vec::new(),
+            [(template, campaign, step)] => vec![(
+                template.clone(),
+                context::build(
+                    &self.settings,
+                    view.clone(),
+                    about(cal, now, reopened, campaign, *step),
+                ),
+            )],
+            several => {
+                let sections = digest::ordered(
+                    several
+                        .iter()
+                        .map(|(template, campaign, step)| digest::Section {
+                            template: template.clone(),
+                            campaign: campaign.clone(),
+                            step: step.to_string(),
+                        })
+                        .collect(),
+                );
+                let lead = several
+                    .iter()
+                    .find(|(t, _, _)| *t == sections[0].template)
+                    .unwrap_or(&several[0]);
+                let mut ctx = context::build(
+                    &self.settings,
+                    view.clone(),
+                    about(cal, now, reopened, &lead.1, lead.2),
+                );
+                ctx.procedures = digest::procedures(&sections);
+                ctx.sections = sections;
+                vec![(digest::DIGEST.to_string(), ctx)]
+            }
+        };
+        let date = crate::render::templates::italian_date(&now.with_timezone(&tz).fixed_offset());
+        let what = match messages.first() {
+            None => "nessun messaggio".to_string(),
+            Some((_, ctx)) if !ctx.sections.is_empty() => format!(
+                "il riepilogo giornaliero con {} sezioni ({})",
+                ctx.sections.len(),
+                ctx.sections
+                    .iter()
+                    .map(|s| s.template.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some((message, _)) => format!("il messaggio {message}"),
+        };
+        let description = format!(
+            "Utente {user_id} ({}) del database, il {date}: riceve {what}{}.",
+            view.full_name,
+            if fallback {
+                " all'indirizzo istituzionale (quello registrato è soppresso)"
+            } else {
+                ""
+            }
+        );
+        let safe_id: String = user_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let step = due.first().map_or(Step::Main, |d| d.2);
+        let sample = Sample {
+            id: format!("{}-{safe_id}", now.with_timezone(&tz).format("%Y-%m-%d")),
+            to_address: recipient,
+            situation: Situation {
+                id: "giorno",
+                step,
+                days_left: context::days_left(cal, now),
+                is_test: false,
+                reopened: reopened.is_some(),
+                institutional_fallback: fallback,
+                description: "quello che la persona riceve in questa data",
+            },
+            description: description.clone(),
+            user: view,
+        };
+        Ok((sample, messages, description))
+    }
+}
+
 /// The editors' check of `templates.dir`; needs no database (see [`App::check_templates`]).
 pub fn check_templates(settings: &crate::config::Settings) -> TemplatesChecked {
     let dir = &settings.templates_dir;
@@ -300,6 +461,7 @@ pub fn check_templates(settings: &crate::config::Settings) -> TemplatesChecked {
         samples: report.samples,
         renders: report.renders,
         problems: report.problems.iter().map(|p| p.to_string()).collect(),
+        warnings: report.warnings.iter().map(|p| p.to_string()).collect(),
     }
 }
 

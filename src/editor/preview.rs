@@ -1,5 +1,6 @@
-//! `avvisi templates preview`: every message rendered with the sample data (or for one real
-//! user), written as files a template editor opens in a browser.
+//! `avvisi templates preview`: every message rendered with the sample data (or what one real
+//! user receives on one day), written as files a template editor opens in a browser, in
+//! Italian.
 //!
 //! `DIR/index.html` lists every message and variant with its subject, the HTML version (in an
 //! `<iframe srcdoc>`, sandboxed) and the text version (in a `<pre>`) side by side, and links to
@@ -15,7 +16,7 @@ use tera::escape_html;
 use crate::config::Settings;
 use crate::editor::{self, Sample};
 use crate::render::email::{self, Envelope};
-use crate::render::templates::{self, Rendered, TemplateSet};
+use crate::render::templates::{self, MessageContext, Rendered, TemplateSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
@@ -55,6 +56,9 @@ pub struct PreviewInput<'a> {
     pub description: String,
     /// The Date of the `.eml` files.
     pub now: DateTime<Utc>,
+    /// What one person receives on one day (`templates preview --user ID`): each message with
+    /// its context, rendered for `samples[0]` only, instead of every message with every sample.
+    pub day: Option<Vec<(String, MessageContext)>>,
 }
 
 /// One rendered variant.
@@ -80,19 +84,43 @@ pub fn write_preview(
     })?;
     let reopening = editor::reopening_messages(&sources);
     let domain = email::message_id_domain(&settings.mail);
-    let messages = set.messages();
+    // (message, sample, context) to render: one person's day, or every message × every sample.
+    let mut jobs: Vec<(String, &Sample, MessageContext)> = Vec::new();
+    match (&input.day, input.samples.first()) {
+        (Some(day), Some(sample)) => {
+            for (name, ctx) in day {
+                jobs.push((name.clone(), sample, ctx.clone()));
+            }
+        }
+        (Some(_), None) => {}
+        (None, _) => {
+            for name in set.messages() {
+                for sample in input.samples {
+                    let mut ctx =
+                        editor::context(settings, &name, sample, reopening.contains(&name));
+                    if let Some(at) = &input.reopened_at {
+                        ctx.reopened_at = at.clone();
+                    }
+                    jobs.push((name.clone(), sample, ctx));
+                }
+            }
+        }
+    }
+    let mut messages: Vec<String> = Vec::new();
+    for (name, _, _) in &jobs {
+        if !messages.contains(name) {
+            messages.push(name.clone());
+        }
+    }
     let mut entries: Vec<Entry> = Vec::new();
     let mut failures = Vec::new();
     let mut emails = 0;
     mkdir(out)?;
-    for name in &messages {
+    for (name, sample, ctx) in jobs {
+        let name = &name;
         let folder = out.join(name);
         mkdir(&folder)?;
-        for sample in input.samples {
-            let mut ctx = editor::context(settings, name, sample, reopening.contains(name));
-            if let Some(at) = &input.reopened_at {
-                ctx.reopened_at = at.clone();
-            }
+        {
             let mut entry = Entry {
                 message: name.clone(),
                 sample,
@@ -143,7 +171,11 @@ pub fn write_preview(
     Ok(PreviewReport {
         index,
         messages,
-        variants: input.samples.len(),
+        variants: if input.day.is_some() {
+            1
+        } else {
+            input.samples.len()
+        },
         emails,
         failures,
     })
@@ -210,17 +242,29 @@ fn index_page(
     let e = |s: &str| escape_html(s);
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+        "<!DOCTYPE html>\n<html lang=\"it\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Message preview</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-         <h1>Message preview</h1>\n\
-         <p class=\"meta\">{}<br>Templates: <code>{}</code> (version {}) · {} messages × {} variants</p>\n",
+         <title>Anteprima dei messaggi</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+         <h1>Anteprima dei messaggi</h1>\n\
+         <p class=\"meta\">{}<br>Modelli: <code>{}</code> (versione {}) · {}</p>\n",
         e(&input.description),
         e(&set.dir().display().to_string()),
         e(set.digest()),
-        messages.len(),
-        input.samples.len()
+        match &input.day {
+            Some(day) if day.is_empty() => "nessun messaggio".to_string(),
+            Some(day) => format!("{} e-mail", day.len()),
+            None => format!(
+                "{} messaggi × {} varianti",
+                messages.len(),
+                input.samples.len()
+            ),
+        }
     );
+    if input.day.as_ref().is_some_and(Vec::is_empty) {
+        h.push_str(
+            "<p class=\"nothing\">In questa data questa persona non riceve alcun messaggio.</p>\n",
+        );
+    }
     h.push_str("<nav>\n<ul>\n");
     for m in messages {
         let _ = writeln!(h, "<li><a href=\"#{0}\">{0}</a></li>", e(m));
@@ -249,8 +293,8 @@ fn variant(h: &mut String, entry: &Entry<'_>) {
         h,
         "<article class=\"variant\" id=\"{m}--{id}\" data-message=\"{m}\" data-variant=\"{id}\">\n\
          <h3>{id}</h3>\n\
-         <p class=\"meta\">{desc}<br>To: {name} &lt;{to}&gt; · step <code>{step}</code> · \
-         days left: {days} · test: {test}</p>\n",
+         <p class=\"meta\">{desc}<br>A: {name} &lt;{to}&gt; · passo <code>{step}</code> · \
+         giorni alla scadenza: {days} · prova: {test}</p>\n",
         m = e(&entry.message),
         id = e(&s.id),
         desc = e(&s.description),
@@ -258,20 +302,20 @@ fn variant(h: &mut String, entry: &Entry<'_>) {
         to = e(&s.to_address),
         step = e(&entry.step),
         days = entry.days_left,
-        test = if situation.is_test { "yes" } else { "no" },
+        test = if situation.is_test { "sì" } else { "no" },
     );
     match &entry.outcome {
         Ok(r) => {
             let _ = write!(
                 h,
-                "<p class=\"subject\"><span class=\"label\">Subject:</span> \
+                "<p class=\"subject\"><span class=\"label\">Oggetto:</span> \
                  <span class=\"subject-text\">{subject}</span></p>\n\
                  <div class=\"parts\">\n\
-                 <div class=\"part html\"><h4>HTML version</h4>\
+                 <div class=\"part html\"><h4>Versione HTML</h4>\
                  <iframe sandbox=\"\" title=\"HTML {m} {id}\" srcdoc=\"{html}\"></iframe></div>\n\
-                 <div class=\"part text\"><h4>Text version</h4><pre>{text}</pre></div>\n\
+                 <div class=\"part text\"><h4>Versione testo</h4><pre>{text}</pre></div>\n\
                  </div>\n\
-                 <p class=\"files\"><a href=\"{html_href}\">HTML</a> · <a href=\"{text_href}\">text</a>",
+                 <p class=\"files\"><a href=\"{html_href}\">HTML</a> · <a href=\"{text_href}\">testo</a>",
                 subject = e(&r.subject),
                 m = e(&entry.message),
                 id = e(&s.id),
@@ -283,7 +327,7 @@ fn variant(h: &mut String, entry: &Entry<'_>) {
             if entry.eml {
                 let _ = write!(
                     h,
-                    " · <a class=\"eml\" href=\"{}\">email (.eml)</a>",
+                    " · <a class=\"eml\" href=\"{}\">e-mail (.eml)</a>",
                     href(&entry.message, &format!("{}.eml", s.id))
                 );
             }
@@ -292,8 +336,8 @@ fn variant(h: &mut String, entry: &Entry<'_>) {
         Err(err) => {
             let _ = writeln!(
                 h,
-                "<p class=\"error\">This variant cannot be rendered: {}\n\
-                 (run <code>avvisi templates check</code> for the details)</p>",
+                "<p class=\"error\">Questa variante non si può generare: {}\n\
+                 (i dettagli con <code>avvisi templates check</code>)</p>",
                 e(err)
             );
         }

@@ -54,7 +54,7 @@ pub const SAMPLE_USERS: [SampleUser; 4] = [
         institutional_email: None,
         pending_email: Some("ilaria.dangelo@libero.it"),
         province: Some("RM"),
-        why: "apostrophe in the name; no institutional address; a pending address",
+        why: "apostrofo nel cognome; senza indirizzo istituzionale; un indirizzo in attesa di validazione",
     },
     SampleUser {
         id: "nicolo",
@@ -64,34 +64,34 @@ pub const SAMPLE_USERS: [SampleUser; 4] = [
         institutional_email: Some("nicolo.manco@istruzione.it"),
         pending_email: None,
         province: Some("PA"),
-        why: "accented name; an institutional address; no pending address",
+        why: "nome accentato; con indirizzo istituzionale; nessun indirizzo in attesa",
     },
     SampleUser {
-        id: "markup",
+        id: "html",
         first_name: "<b>Anna</b>",
         last_name: "Rossi & Figli",
         email: "anna.rossi@example.it",
         institutional_email: Some("anna.rossi@posta.istruzione.it"),
         pending_email: Some("anna.rossi@example.org"),
         province: None,
-        why: "markup and an ampersand in the name: escaped in HTML, as written in text",
+        why: "codice HTML e una & nel nome: protetti nell'HTML, così come sono nel testo",
     },
     SampleUser {
-        id: "crlf",
+        id: "a-capo",
         first_name: "Mario\r\nBcc: intruso@example.org",
         last_name: "Bianchi\r\n",
         email: "mario.bianchi@example.it",
         institutional_email: None,
         pending_email: None,
         province: None,
-        why: "line breaks in the name: folded to one line, no header can be added",
+        why: "a capo nel nome: riportato su una riga, nessuna intestazione può essere aggiunta",
     },
 ];
 
 /// When a message is sent: the step, the days left and the kind of send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Situation {
-    /// Short name used in file names (`d3`, `last-day`).
+    /// Short name used in file names, in Italian for the editors (`3-giorni`, `ultimo-giorno`).
     pub id: &'static str,
     pub step: Step,
     pub days_left: i64,
@@ -106,92 +106,92 @@ pub struct Situation {
 /// Every situation a message can be sent in.
 pub const SITUATIONS: [Situation; 9] = [
     Situation {
-        id: "first",
+        id: "primo-avviso",
         step: Step::First,
         days_left: 7,
         is_test: false,
         reopened: false,
         institutional_fallback: false,
-        description: "first notice, 7 days left",
+        description: "primo avviso, 7 giorni alla scadenza",
     },
     Situation {
-        id: "d7",
+        id: "7-giorni",
         step: Step::DaysBefore(7),
         days_left: 7,
         is_test: false,
         reopened: false,
         institutional_fallback: false,
-        description: "reminder 7 days before the deadline",
+        description: "promemoria 7 giorni prima della scadenza",
     },
     Situation {
-        id: "d3",
+        id: "3-giorni",
         step: Step::DaysBefore(3),
         days_left: 3,
         is_test: false,
         reopened: false,
         institutional_fallback: false,
-        description: "reminder 3 days before the deadline",
+        description: "promemoria 3 giorni prima della scadenza",
     },
     Situation {
-        id: "d1",
+        id: "1-giorno",
         step: Step::DaysBefore(1),
         days_left: 1,
         is_test: false,
         reopened: false,
         institutional_fallback: false,
-        description: "reminder the day before the deadline",
+        description: "promemoria il giorno prima della scadenza",
     },
     Situation {
-        id: "last-day",
+        id: "ultimo-giorno",
         step: Step::First,
         days_left: 0,
         is_test: false,
         reopened: false,
         institutional_fallback: false,
-        description: "first notice on the deadline's day (a late entrant)",
+        description: "primo avviso il giorno della scadenza (chi entra all'ultimo momento)",
     },
     Situation {
-        id: "test",
+        id: "prova",
         step: Step::DaysBefore(3),
         days_left: 3,
         is_test: true,
         reopened: false,
         institutional_fallback: false,
-        description: "test message to an operator ([PROVA])",
+        description: "messaggio di prova a un operatore ([PROVA])",
     },
     Situation {
-        id: "main",
+        id: "avviso-unico",
         step: Step::Main,
         days_left: 7,
         is_test: false,
         reopened: false,
         institutional_fallback: false,
-        description: "one-off notice before the deadline",
+        description: "avviso unico prima della scadenza",
     },
     Situation {
-        id: "reopened",
+        id: "dopo-riapertura",
         step: Step::Main,
         days_left: 0,
         is_test: false,
         reopened: true,
         institutional_fallback: false,
-        description: "one-off notice after the reopening",
+        description: "avviso unico dopo la riapertura",
     },
     Situation {
-        id: "fallback",
+        id: "istituzionale",
         step: Step::DaysBefore(3),
         days_left: 3,
         is_test: false,
         reopened: false,
         institutional_fallback: true,
-        description: "reminder sent to the institutional address: the address on record bounced",
+        description: "promemoria all'indirizzo istituzionale: quello registrato è stato respinto",
     },
 ];
 
 /// One variant a message is rendered with: a recipient in a situation.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// `SITUATION-USER`, used in file names and reports (`d3-markup`).
+    /// `SITUATION-USER`, used in file names and reports (`3-giorni-html`).
     pub id: String,
     pub user: UserView,
     /// The address the email goes to.
@@ -199,30 +199,6 @@ pub struct Sample {
     pub situation: Situation,
     /// For people: who and when.
     pub description: String,
-}
-
-impl Sample {
-    /// `situation` for a real user (`templates preview --user`).
-    pub(crate) fn for_user(situation: Situation, user_id: &str, user: UserView) -> Sample {
-        let safe_id: String = user_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let user = fallback(user, &situation);
-        Sample {
-            id: format!("{}-{safe_id}", situation.id),
-            to_address: user.email.clone(),
-            description: format!("{}: {}", user.full_name, situation.description),
-            user,
-            situation,
-        }
-    }
 }
 
 /// The view as the worker builds it in `situation`: in the institutional fallback, the email goes
@@ -319,26 +295,26 @@ pub fn context(
 /// without the advice and the maintenance information, and the reopening notices merged.
 fn digest_sections(situation: &Situation) -> &'static [&'static str] {
     match situation.id {
-        "d7" => &[
+        "7-giorni" => &[
             "registration_incomplete",
             "email_unvalidated",
             "code_regeneration_pending",
         ],
-        "d3" => &[
+        "3-giorni" => &[
             "email_unvalidated",
             "code_regeneration_pending",
             "maintenance_notice",
             "credential_recovery_advice",
         ],
-        "last-day" => &[
+        "ultimo-giorno" => &[
             "registration_incomplete",
             "email_unvalidated",
             "code_regeneration_pending",
             "credential_recovery_advice",
         ],
-        "test" => &["email_unvalidated", "credential_recovery_advice"],
-        "main" => &["maintenance_notice", "credential_recovery_advice"],
-        "reopened" => &[
+        "prova" => &["email_unvalidated", "credential_recovery_advice"],
+        "avviso-unico" => &["maintenance_notice", "credential_recovery_advice"],
+        "dopo-riapertura" => &[
             "reopening_general",
             "reopening_email_unvalidated",
             "reopening_code_regeneration",

@@ -24,6 +24,8 @@ use crate::store::{CampaignKind, CampaignState, Db, OptOutSource, OutboxState, S
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignVerdict {
     pub campaign: String,
+    /// The campaign's message (its template folder).
+    pub template: String,
     pub kind: CampaignKind,
     pub audience: String,
     pub verdict: Verdict,
@@ -286,6 +288,7 @@ pub async fn why_not(
         let verdict = verdict(settings, &campaigns, c, user, messages, &facts, now);
         out.push(CampaignVerdict {
             campaign: c.name.clone(),
+            template: c.template.clone(),
             kind: c.kind,
             audience: c.audience.name().to_string(),
             verdict,

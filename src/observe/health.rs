@@ -26,8 +26,6 @@ pub struct Health {
 struct Inner {
     /// Since when, and why, the relay has been failing us; `None` while it accepts.
     relay_fault: Option<(DateTime<Utc>, String)>,
-    /// The last template edit that was refused, while it stays refused.
-    templates_rejected: Option<String>,
 }
 
 impl Health {
@@ -53,7 +51,8 @@ impl Health {
 
     /// The last reload was refused for `problems` (`None`: the live set is the folder's).
     pub fn templates_rejected(&self, problems: Option<String>) {
-        self.inner.lock().expect("health lock").templates_rejected = problems;
+        // Kept by the store, which also clears it when the folder is put back to the live set.
+        self.templates.set_refused(problems);
     }
 
     fn relay(&self) -> Option<(DateTime<Utc>, String)> {
@@ -62,11 +61,7 @@ impl Health {
 
     /// The refused template edit, if the folder holds one.
     pub fn rejected_templates(&self) -> Option<String> {
-        self.inner
-            .lock()
-            .expect("health lock")
-            .templates_rejected
-            .clone()
+        self.templates.refused()
     }
 }
 

@@ -4,7 +4,6 @@
 use super::templates::{MessageContext, UserView};
 use crate::config::Step;
 use crate::config::{CalendarSettings, Settings};
-use crate::store::{Db, UserContact};
 use chrono::{DateTime, Utc};
 
 /// What a message is about, besides its recipient.
@@ -54,11 +53,4 @@ pub fn days_left(cal: &CalendarSettings, now: DateTime<Utc>) -> i64 {
 pub(crate) fn local_rfc3339(cal: &CalendarSettings, at: Option<DateTime<Utc>>) -> String {
     at.map(|t| t.with_timezone(&cal.timezone).to_rfc3339())
         .unwrap_or_default()
-}
-
-/// The user `user_id` of the snapshot as templates see them, if there is one.
-pub(crate) async fn user_view(db: &Db, user_id: &str) -> Result<Option<UserView>, sqlx::Error> {
-    Ok(UserContact::find(db, user_id)
-        .await?
-        .map(|user| UserView::new(&user, &user.email)))
 }

@@ -5,7 +5,7 @@
 //! set live (and is logged), so it can never reach a recipient.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::render::templates::TemplateSet;
 
@@ -13,6 +13,9 @@ use crate::render::templates::TemplateSet;
 #[derive(Clone)]
 pub struct TemplateStore {
     live: Arc<RwLock<Arc<TemplateSet>>>,
+    /// Why the folder's content is refused, while it differs from the live set (`/readyz` and
+    /// the status page show it).
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 /// What a reload did.
@@ -30,6 +33,7 @@ impl TemplateStore {
     pub fn new(set: TemplateSet) -> TemplateStore {
         TemplateStore {
             live: Arc::new(RwLock::new(Arc::new(set))),
+            refused: Arc::default(),
         }
     }
 
@@ -39,9 +43,21 @@ impl TemplateStore {
     }
 
     /// Loads `dir`, checks it with `check` (problems as plain sentences) and swaps it in if clean.
+    /// The refusal is kept while the folder differs from the live set, and cleared as soon as
+    /// it holds the live set again (an edit put back) or a new set goes live.
     pub fn reload(&self, dir: &Path, check: impl Fn(&TemplateSet) -> Vec<String>) -> Reload {
+        let outcome = self.try_reload(dir, check);
+        match &outcome {
+            Reload::Unchanged | Reload::Replaced(_) => self.set_refused(None),
+            Reload::Rejected(problems) => self.set_refused(Some(problems.join("; "))),
+        }
+        outcome
+    }
+
+    fn try_reload(&self, dir: &Path, check: impl Fn(&TemplateSet) -> Vec<String>) -> Reload {
         let set = match TemplateSet::load(dir) {
             Ok(set) => set,
+            // The same one-line message as `templates check` (file, line, what to do).
             Err(e) => return Reload::Rejected(vec![e.to_string()]),
         };
         if set.digest() == self.current().digest() {
@@ -54,5 +70,15 @@ impl TemplateStore {
         let digest = set.digest().to_string();
         *self.live.write().expect("template lock") = Arc::new(set);
         Reload::Replaced(digest)
+    }
+
+    /// Why the folder's content is refused (`None`: the folder holds the live set).
+    pub fn refused(&self) -> Option<String> {
+        self.refused.lock().expect("template lock").clone()
+    }
+
+    /// Records why the folder's content is refused, or that it is not.
+    pub fn set_refused(&self, problems: Option<String>) {
+        *self.refused.lock().expect("template lock") = problems;
     }
 }

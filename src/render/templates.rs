@@ -23,14 +23,18 @@ pub(crate) const SECTION_PARTS: [&str; 2] = ["section.txt", "section.html"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("cannot read the templates folder {}: {source}", dir.display())]
+    #[error("impossibile leggere la cartella dei modelli {}: {source}", dir.display())]
     Read {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("{file}: {message}")]
-    Syntax { file: String, message: String },
-    #[error("message `{name}` has no {part} in {}", dir.display())]
+    #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Syntax {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("il messaggio `{name}` non ha il file {part} in {}", dir.display())]
     MissingPart {
         name: String,
         part: &'static str,
@@ -125,7 +129,7 @@ pub struct MessageContext {
 impl TemplateSet {
     /// Reads and compiles every file under `dir`. Syntax errors name the file.
     pub fn load(dir: &Path) -> Result<TemplateSet, TemplateError> {
-        let files = read_tree(dir).map_err(|source| TemplateError::Read {
+        let (files, _) = read_tree(dir).map_err(|source| TemplateError::Read {
             dir: dir.to_path_buf(),
             source,
         })?;
@@ -160,11 +164,24 @@ impl TemplateSet {
             .iter()
             .map(|(n, c)| (n.as_str(), c.as_str()))
             .collect();
-        tera.add_raw_templates(templates)
-            .map_err(|e| TemplateError::Syntax {
-                file: error_file(&e, dir),
-                message: error_chain(&e),
-            })?;
+        tera.add_raw_templates(templates).map_err(|e| {
+            // The first broken file, said as `templates check` says it.
+            let first = files.iter().find_map(|(name, src)| {
+                let (line, message) = super::syntax::syntax_problems(name, src)
+                    .into_iter()
+                    .next()?;
+                Some((dir.join(name).display().to_string(), line, message))
+            });
+            let (file, line, message) = first.unwrap_or_else(|| {
+                let (line, message) = syntax_message(&e);
+                (error_file(&e, dir), line, message)
+            });
+            TemplateError::Syntax {
+                file,
+                line,
+                message,
+            }
+        })?;
         Ok(TemplateSet {
             tera,
             dir: dir.to_path_buf(),
@@ -254,6 +271,14 @@ impl TemplateSet {
 /// Every template file under `dir` with its text, exactly as [`TemplateSet::load`] reads them
 /// (for `templates check`, which needs the sources to point at lines).
 pub fn read_sources(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
+    read_tree(dir).map(|(files, _)| files)
+}
+
+/// [`read_sources`], and the files that started with a byte-order mark (removed from their
+/// text): `templates check` warns about them.
+pub(crate) fn read_sources_noting_bom(
+    dir: &Path,
+) -> std::io::Result<(BTreeMap<String, String>, Vec<String>)> {
     read_tree(dir)
 }
 
@@ -274,22 +299,46 @@ pub(crate) fn filter_exists(name: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
     #[error(
-        "`{file}` is a symbolic link: templates are read only as plain files inside the \
-         templates folder, and a link could bring in any file of the machine; put a copy of \
-         the file there instead"
+        "`{file}` è un collegamento simbolico: i modelli si leggono solo come file veri e propri \
+         della cartella dei modelli, e un collegamento potrebbe portare dentro qualsiasi file \
+         della macchina; mettere al suo posto una copia del file"
     )]
     Link { file: String },
     #[error(
-        "`{file}` is not a regular file (a pipe, socket or device): templates are plain files"
+        "`{file}` non è un file normale (una pipe, un socket o un dispositivo): i modelli sono \
+         file di testo"
     )]
     NotAFile { file: String },
+    #[error(
+        "`{file}` non è salvato in UTF-8: alla riga {line}, colonna {column}, c'è il byte \
+         0x{byte:02X}{}; il file è probabilmente in Windows-1252 (\"ANSI\"): riaprirlo e \
+         salvarlo con la codifica UTF-8 (in Blocco note: File > Salva con nome > Codifica: UTF-8)",
+        windows.map(|c| format!(", che in Windows-1252 è «{c}»")).unwrap_or_default()
+    )]
+    NotUtf8 {
+        file: String,
+        line: usize,
+        column: usize,
+        byte: u8,
+        windows: Option<char>,
+    },
 }
 
 impl Refused {
     /// The file, relative to the templates folder.
     pub fn file(&self) -> &str {
         match self {
-            Refused::Link { file } | Refused::NotAFile { file } => file,
+            Refused::Link { file } | Refused::NotAFile { file } | Refused::NotUtf8 { file, .. } => {
+                file
+            }
+        }
+    }
+
+    /// The line of the file the refusal is about, when it is about one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Refused::NotUtf8 { line, .. } => Some(*line),
+            _ => None,
         }
     }
 }
@@ -297,8 +346,9 @@ impl Refused {
 /// Every template file (`.txt`, `.html`) under `dir`, keyed by its path relative to `dir` with
 /// `/` separators, sorted. A symbolic link (to a file or a folder) anywhere under `dir` is
 /// refused, not followed: a link named `layout/x.txt` could point at `/etc/passwd`.
-fn read_tree(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
+fn read_tree(dir: &Path) -> std::io::Result<(BTreeMap<String, String>, Vec<String>)> {
     let mut out = BTreeMap::new();
+    let mut bom = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     let relative = |path: &Path| {
         path.strip_prefix(dir)
@@ -331,14 +381,102 @@ fn read_tree(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
                 if !kind.is_file() {
                     return Err(refuse(Refused::NotAFile { file: relative }));
                 }
-                let content = std::fs::read_to_string(&path).map_err(|e| {
+                let bytes = std::fs::read(&path).map_err(|e| {
                     std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
                 })?;
+                let (content, had_bom) = decode(&relative, bytes).map_err(refuse)?;
+                if had_bom {
+                    bom.push(relative.clone());
+                }
                 out.insert(relative, content);
             }
         }
     }
-    Ok(out)
+    bom.sort();
+    Ok((out, bom))
+}
+
+/// A file's text: UTF-8, without the byte-order mark Windows Notepad puts at the start (it
+/// would reach the subject as an invisible U+FEFF, and confuse Tera's parser in a layout line);
+/// `true` when there was one. A file in another encoding is refused at its first bad byte.
+pub(crate) fn decode(file: &str, mut bytes: Vec<u8>) -> Result<(String, bool), Refused> {
+    let had_bom = bytes.starts_with(b"\xEF\xBB\xBF");
+    if had_bom {
+        bytes.drain(..3);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((text, had_bom)),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let before = std::str::from_utf8(&bytes[..at]).unwrap_or("");
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let byte = bytes[at];
+            Err(Refused::NotUtf8 {
+                file: file.to_string(),
+                line: before.matches('\n').count() + 1,
+                column: before[line_start..].chars().count() + 1,
+                byte,
+                // In Windows-1252 (the "ANSI" of Notepad) bytes from 0xA0 are Latin-1.
+                windows: (byte >= 0xA0).then(|| char::from(byte)),
+            })
+        }
+    }
+}
+
+/// Tera's error for a file it cannot parse, as one line in plain words with its line: what
+/// `templates check`, the daemon's log and `/readyz` all say (Tera's own message is a
+/// multi-line dump of its parser's expectations).
+pub(crate) fn syntax_message(err: &tera::Error) -> (Option<usize>, String) {
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let Some(detail) = chain.iter().find(|s| s.contains("-->")) else {
+        let all = std::iter::once(err.to_string())
+            .chain(chain)
+            .collect::<Vec<_>>()
+            .join(": ");
+        return (None, format!("errore di sintassi: {}", one_line(&all)));
+    };
+    let position = detail
+        .split_once("--> ")
+        .and_then(|(_, rest)| rest.lines().next())
+        .unwrap_or("")
+        .trim();
+    let (line, column) = position.split_once(':').unwrap_or((position, ""));
+    let expected = detail
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("= "))
+        .unwrap_or("")
+        .trim();
+    (
+        line.parse().ok(),
+        format!(
+            "errore di sintassi alla colonna {column}: {} (Tera: {expected})",
+            explain_expected(expected)
+        ),
+    )
+}
+
+/// Tera's parser expectations in plain words.
+fn explain_expected(expected: &str) -> &'static str {
+    if expected.contains("variable end (`}}`)") {
+        "la `{{ ... }}` non è chiusa correttamente"
+    } else if expected.contains("tag end (`%}`)") {
+        "il comando `{% ... %}` non è chiuso correttamente"
+    } else if expected.contains("unexpected tag") {
+        "questo comando non è ammesso qui: un comando scritto male, o un comando di chiusura \
+         senza il suo comando di apertura"
+    } else if expected.contains("an identifier") {
+        "qui manca un nome o è scritto male (i nomi iniziano con una lettera)"
+    } else if expected.contains("expected tag or some content") {
+        "il file finisce prima che un comando sia chiuso"
+    } else {
+        "la sintassi dei modelli non ammette questo qui"
+    }
 }
 
 /// The whole chain of a Tera error: the outer one only says "failed to render".
@@ -429,9 +567,9 @@ pub(crate) fn italian_long_date(t: &DateTime<FixedOffset>) -> String {
 
 /// What `templates check` says of `get_env()`, and the error it raises if a set that was not
 /// checked calls it.
-pub(crate) const GET_ENV_REFUSED: &str = "`get_env()` is refused: a template must not read the \
-    process's environment (it holds the database URL and the SMTP password); only the variables \
-    listed in templates/README.md exist";
+pub(crate) const GET_ENV_REFUSED: &str = "`get_env()` è rifiutata: un modello non deve leggere \
+    l'ambiente del programma (contiene l'indirizzo del database e la password SMTP); esistono \
+    solo le variabili elencate in templates/README.md";
 
 /// Tera registers `get_env` among its builtins: a template could print the database URL or the
 /// SMTP password. Replaced by a function that fails, so even a set that skipped the check
@@ -449,11 +587,14 @@ fn register_filters(tera: &mut Tera) {
     ) -> impl Fn(&Value, &HashMap<String, Value>) -> tera::Result<Value> + Send + Sync {
         move |value, _args| {
             let text = value.as_str().ok_or_else(|| {
-                tera::Error::msg(format!("filter `{name}` needs a date, got {value}"))
+                tera::Error::msg(format!(
+                    "il filtro `{name}` vuole una data, ricevuto {value}"
+                ))
             })?;
             let t = DateTime::parse_from_rfc3339(text).map_err(|_| {
                 tera::Error::msg(format!(
-                    "filter `{name}` needs a date like 2026-11-30T23:59:59+01:00, got {text:?}"
+                    "il filtro `{name}` vuole una data come 2026-11-30T23:59:59+01:00, \
+                     ricevuto {text:?}"
                 ))
             })?;
             Ok(Value::String(f(&t)))

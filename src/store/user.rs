@@ -36,18 +36,4 @@ impl UserContact {
             province: r.try_get("province")?,
         })
     }
-
-    /// The user `user_id` of the snapshot, if there is one.
-    pub(crate) async fn find(
-        db: &super::Db,
-        user_id: &str,
-    ) -> Result<Option<UserContact>, sqlx::Error> {
-        let row = sqlx::query(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM users u WHERE u.user_id = $1"
-        ))
-        .bind(user_id)
-        .fetch_optional(db.pool())
-        .await?;
-        row.as_ref().map(UserContact::from_row).transpose()
-    }
 }

@@ -23,6 +23,7 @@ mod delivery;
 mod deploy;
 mod digest;
 mod dkim;
+mod editors_met;
 mod guarantees;
 mod hostile;
 mod hostile_cli;

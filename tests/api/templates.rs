@@ -26,33 +26,33 @@ use crate::on_both_backends;
 // Helpers
 
 /// A copy of the shipped templates in a temporary folder, to break.
-struct Copy {
+pub(crate) struct Copy {
     _tmp: tempfile::TempDir,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl Copy {
-    fn new() -> Copy {
+    pub(crate) fn new() -> Copy {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("templates");
         copy_tree(&repo_path("templates"), &dir);
         Copy { _tmp: tmp, dir }
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
 
-    fn read(&self, file: &str) -> String {
+    pub(crate) fn read(&self, file: &str) -> String {
         std::fs::read_to_string(self.path(file)).unwrap()
     }
 
-    fn write(&self, file: &str, text: &str) {
+    pub(crate) fn write(&self, file: &str, text: &str) {
         std::fs::write(self.path(file), text).unwrap();
     }
 
     /// Replaces the first `from` in `file` by `to`; returns the line where `to` now starts.
-    fn edit(&self, file: &str, from: &str, to: &str) -> usize {
+    pub(crate) fn edit(&self, file: &str, from: &str, to: &str) -> usize {
         let text = self.read(file);
         let at = text
             .find(from)
@@ -61,12 +61,12 @@ impl Copy {
         text[..at].matches('\n').count() + 1
     }
 
-    fn check(&self) -> CheckReport {
+    pub(crate) fn check(&self) -> CheckReport {
         check::check(&self.dir, &settings(&self.dir))
     }
 
     /// `avvisi templates check` on this copy.
-    fn check_binary(&self) -> Output {
+    pub(crate) fn check_binary(&self) -> Output {
         let db = self._tmp.path().join("avvisi.db");
         avvisi_bin(
             &["templates", "check"],
@@ -81,7 +81,7 @@ impl Copy {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();
@@ -103,7 +103,7 @@ fn settings(templates_dir: &Path) -> Settings {
     )
 }
 
-fn avvisi_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn avvisi_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_avvisi"));
     cmd.current_dir(repo_path("."))
         .args(args)
@@ -114,21 +114,21 @@ fn avvisi_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run avvisi")
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn listing(report: &CheckReport) -> String {
+pub(crate) fn listing(report: &CheckReport) -> String {
     report.problems.iter().map(|p| format!("  {p}\n")).collect()
 }
 
 /// The problem about `file` (relative to the templates folder) at `line` whose message contains
 /// `text`; fails listing every problem found.
-fn problem<'a>(
+pub(crate) fn problem<'a>(
     report: &'a CheckReport,
     file: &str,
     line: Option<usize>,
@@ -148,7 +148,12 @@ fn problem<'a>(
 
 /// Checks `copy` through the library and the binary: the problem is `file:line` with `text`,
 /// in both, and the binary exits non-zero.
-fn assert_caught(copy: &Copy, file: &str, line: Option<usize>, text: &str) -> CheckReport {
+pub(crate) fn assert_caught(
+    copy: &Copy,
+    file: &str,
+    line: Option<usize>,
+    text: &str,
+) -> CheckReport {
     let report = copy.check();
     assert!(!report.is_ok());
     let p = problem(&report, file, line, text);
@@ -174,7 +179,7 @@ fn assert_caught(copy: &Copy, file: &str, line: Option<usize>, text: &str) -> Ch
         err.lines().any(|l| l.contains(&needle) && l.contains(text)),
         "the binary does not report {needle} {text:?}:\n{err}"
     );
-    assert!(err.contains("problem(s)"), "{err}");
+    assert!(err.contains("problema/i"), "{err}");
     report
 }
 
@@ -213,7 +218,7 @@ fn shipped_templates_pass_the_check_through_the_binary() {
     );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(
-        stdout(&out).contains("all templates are fine"),
+        stdout(&out).contains("tutti i modelli sono corretti"),
         "{}",
         stdout(&out)
     );
@@ -272,7 +277,7 @@ fn check_catches_a_syntax_error() {
         &copy,
         "registration_incomplete/body.txt",
         Some(line),
-        "syntax error: `{{` is not closed with `}}`",
+        "errore di sintassi: `{{` non è chiuso da `}}`",
     );
 }
 
@@ -288,7 +293,7 @@ fn check_catches_an_unclosed_tag() {
         &copy,
         "email_unvalidated/body.html",
         Some(line),
-        "`{% if %}` is not closed",
+        "`{% if %}` non è chiuso",
     );
 }
 
@@ -304,7 +309,7 @@ fn check_catches_an_unknown_variable() {
         &copy,
         "code_regeneration_pending/body.html",
         Some(line),
-        "unknown variable `user.frist_name`",
+        "variabile sconosciuta `user.frist_name`",
     );
     let p = problem(
         &report,
@@ -312,7 +317,7 @@ fn check_catches_an_unknown_variable() {
         Some(line),
         "",
     );
-    assert!(p.message.contains("did you mean `user.first_name`?"), "{p}");
+    assert!(p.message.contains("forse `user.first_name`?"), "{p}");
     assert_eq!(
         report.problems.len(),
         1,
@@ -334,9 +339,11 @@ fn check_catches_an_unknown_variable_inside_a_condition() {
         &copy,
         "registration_incomplete/body.txt",
         Some(line),
-        "unknown variable `giorni_rimasti`",
+        "variabile sconosciuta `giorni_rimasti`",
     );
-    assert!(report.problems[0].message.contains("silently false"));
+    assert!(report.problems[0]
+        .message
+        .contains("vale falso senza errori"));
 }
 
 #[test]
@@ -351,11 +358,9 @@ fn check_catches_an_unknown_filter() {
         &copy,
         "credential_recovery_advice/subject.txt",
         Some(line),
-        "unknown filter `data_itt`",
+        "filtro sconosciuto `data_itt`",
     );
-    assert!(report.problems[0]
-        .message
-        .contains("did you mean `data_it`?"));
+    assert!(report.problems[0].message.contains("forse `data_it`?"));
 }
 
 #[test]
@@ -368,19 +373,19 @@ fn check_catches_a_message_missing_a_part() {
         &copy,
         "registration_incomplete/subject.txt",
         None,
-        "has no subject",
+        "manca l'oggetto",
     );
     problem(
         &report,
         "email_unvalidated/body.txt",
         None,
-        "has no text version",
+        "manca la versione testo",
     );
     problem(
         &report,
         "code_regeneration_pending/body.html",
         None,
-        "has no HTML version",
+        "manca la versione HTML",
     );
     assert_eq!(report.problems.len(), 3, "{}", listing(&report));
 }
@@ -396,7 +401,7 @@ fn check_catches_a_subject_with_a_line_break() {
         &copy,
         "registration_incomplete/subject.txt",
         Some(1),
-        "the subject has a line break",
+        "l'oggetto va a capo",
     );
 }
 
@@ -413,28 +418,28 @@ fn check_catches_a_line_break_only_in_test_messages() {
         &copy,
         "email_unvalidated/subject.txt",
         Some(line),
-        "the subject has a line break with sample `test-",
+        "l'oggetto va a capo con l'esempio `prova-",
     );
     assert_eq!(report.problems.len(), 1, "{}", listing(&report));
 }
 
 #[test]
-fn check_catches_a_subject_over_120_characters() {
+fn check_catches_a_subject_over_100_characters() {
     let copy = Copy::new();
     copy.write(
         "code_regeneration_pending/subject.txt",
-        "{% if is_test %}[PROVA] {% endif %}{{ service_name }}: Le ricordiamo che la rigenerazione \
-         del Codice Personale va completata in tempo entro il {{ deadline | data_it }}",
+        "{% if is_test %}[PROVA] {% endif %}{{ service_name }}: la rigenerazione del Codice \
+         Personale va completata entro il {{ deadline | data_it }}",
     );
     let report = assert_caught(
         &copy,
         "code_regeneration_pending/subject.txt",
         Some(1),
-        "more than 120",
+        "più di 100",
     );
-    // 120 characters without the prefix: only the test message is too long.
+    // 100 characters at most without the prefix: only the test message is too long.
     assert!(
-        report.problems[0].message.contains("sample `test-"),
+        report.problems[0].message.contains("esempio `prova-"),
         "{}",
         listing(&report)
     );
@@ -452,7 +457,7 @@ fn check_catches_template_syntax_left_in_the_output() {
         &copy,
         "reopening_general/body.html",
         Some(line),
-        "template syntax left in the output: `{user.first_name}`",
+        "sintassi dei modelli rimasta nel testo: `{user.first_name}`",
     );
     let copy = Copy::new();
     let line = copy.edit(
@@ -464,7 +469,7 @@ fn check_catches_template_syntax_left_in_the_output() {
         &copy,
         "registration_incomplete/body.txt",
         Some(line),
-        "template syntax left in the output",
+        "sintassi dei modelli rimasta nel testo",
     );
 }
 
@@ -480,7 +485,7 @@ fn check_catches_user_data_unescaped_in_html() {
         &copy,
         "registration_incomplete/body.html",
         Some(line),
-        "user data reaches the HTML version unescaped",
+        "i dati dell'utente arrivano nella versione HTML senza protezione",
     );
 }
 
@@ -496,7 +501,7 @@ fn check_catches_escaping_artefacts_in_text() {
         &copy,
         "email_unvalidated/body.txt",
         Some(line),
-        "escaping artefact",
+        "codice HTML `&",
     );
 }
 
@@ -512,7 +517,7 @@ fn check_catches_a_missing_layout() {
         &copy,
         "registration_incomplete/body.html",
         Some(line),
-        "there is no template `layout/basse.html`",
+        "non esiste il modello `layout/basse.html`",
     );
 }
 
@@ -529,7 +534,7 @@ fn check_catches_a_date_filter_on_an_empty_value() {
         &copy,
         "registration_incomplete/subject.txt",
         Some(1),
-        "the filter `data_it` fails",
+        "il filtro `data_it` non funziona",
     );
     // A test message can go out any time: only the reopening notices always have the date.
     let copy = Copy::new();
@@ -542,7 +547,7 @@ fn check_catches_a_date_filter_on_an_empty_value() {
         &copy,
         "test_message/subject.txt",
         Some(1),
-        "only the reopening_... notices",
+        "solo gli avvisi",
     );
 }
 
@@ -565,19 +570,19 @@ fn check_lists_every_problem_at_once() {
         &report,
         "registration_incomplete/body.txt",
         Some(syntax),
-        "syntax error",
+        "errore di sintassi",
     );
     problem(
         &report,
         "email_unvalidated/body.html",
         Some(variable),
-        "unknown variable `user.mail`",
+        "variabile sconosciuta `user.mail`",
     );
     problem(
         &report,
         "code_regeneration_pending/body.txt",
         None,
-        "missing",
+        "file mancante",
     );
     assert_eq!(report.problems.len(), 3, "{}", listing(&report));
     // What does not depend on the broken files is still rendered and checked.
@@ -599,7 +604,7 @@ fn check_handles_a_new_message_folder() {
         &copy,
         "nuovo_avviso/body.txt",
         Some(line),
-        "unknown variable `portale`",
+        "variabile sconosciuta `portale`",
     );
 }
 
@@ -779,7 +784,7 @@ fn user_data_is_safe_in_every_message() {
                 );
             }
             // CR/LF in the data: folded, so no header can be added through the name.
-            if sample.id.ends_with("-crlf") {
+            if sample.id.ends_with("-a-capo") {
                 assert!(
                     !r.text.contains("Mario\n") && !r.text.contains("Mario\r"),
                     "{what}"
@@ -828,6 +833,7 @@ fn sample_preview(out: &Path) -> (PreviewReport, TemplateSet, Settings) {
         reopened_at: None,
         description: "sample data".into(),
         now: at("2026-11-23T10:00:00+01:00"),
+        day: None,
     };
     let report = preview::write_preview(&set, &settings, &input, out).unwrap();
     (report, set, settings)
@@ -891,58 +897,114 @@ fn preview_writes_every_message_and_variant() {
 
 async fn preview_for_a_user_from_the_database(app: TestApp) {
     app.import_examples().await;
-    let out = app.dir.path().join("preview-user");
     let templates_dir = repo_path("templates");
+    // The examples were imported at the test clock (23 November): not too old for reminders.
     let env = [
         ("AVVISI__DATABASE__URL", app.database_url.as_str()),
         ("AVVISI__TEMPLATES__DIR", templates_dir.to_str().unwrap()),
+        ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000"),
     ];
-    let result = avvisi_bin(
-        &[
-            "templates",
-            "preview",
-            "--out",
-            out.to_str().unwrap(),
-            "--user",
-            "U0002",
-        ],
-        &env,
+    let day = "2026-11-27T10:00:00+01:00";
+    let preview = |user: &str| {
+        let out = app.dir.path().join(format!("preview-{user}"));
+        let result = avvisi_bin(
+            &[
+                "templates",
+                "preview",
+                "--out",
+                out.to_str().unwrap(),
+                "--user",
+                user,
+                "--now",
+                day,
+            ],
+            &env,
+        );
+        assert!(
+            result.status.success(),
+            "{}{}",
+            stdout(&result),
+            stderr(&result)
+        );
+        let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+        (out, index)
+    };
+
+    // U0007 has a new address to validate, the maintenance notice is due and the advice on
+    // credentials rides along: on 27 November, one digest with those three sections, nothing
+    // else (no message of a procedure they do not have, no sample variant).
+    let (out, index) = preview("U0007");
+    assert!(index.contains("Giuseppe Russo"), "the user's name");
+    assert!(index.contains("il 27 novembre 2026"), "the day");
+    assert_eq!(
+        index.matches("<article class=\"variant\"").count(),
+        1,
+        "{index}"
     );
+    assert!(index.contains("<h2>digest</h2>"), "{index}");
     assert!(
-        result.status.success(),
-        "{}{}",
-        stdout(&result),
-        stderr(&result)
+        index.contains(
+            "3 sezioni (email_unvalidated, maintenance_notice, credential_recovery_advice)"
+        ),
+        "{index}"
     );
+    for other in [
+        "registration_incomplete",
+        "code_regeneration_pending",
+        "reopening_general",
+    ] {
+        assert!(
+            !index.contains(&format!("<h2>{other}</h2>")),
+            "{other}: {index}"
+        );
+    }
+    for sample_name in ["-html", "-a-capo", "-crlf", "-markup"] {
+        assert!(!index.contains(sample_name), "{sample_name}: {index}");
+    }
+    let eml = std::fs::read_to_string(out.join("digest").join("2026-11-27-U0007.eml")).unwrap();
+    assert!(header(&eml, "To")
+        .unwrap()
+        .contains("<giuseppe.russo@gmail.com>"));
+    let preview_subject = decode_header(&header(&eml, "Subject").unwrap());
+    let text = std::fs::read_to_string(out.join("digest").join("2026-11-27-U0007.txt")).unwrap();
+    assert!(text.contains("Gentile Giuseppe Russo"), "{text}");
+
+    // The real pass on that day sends U0007 the email the preview showed.
+    let run = app.avvisi(&["run", "--once", "--now", day], &env[1..]);
     assert!(
-        stdout(&result).contains("index.html"),
+        run.status.success(),
         "{}",
-        stdout(&result)
+        String::from_utf8_lossy(&run.stderr)
     );
-    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert!(index.contains("Ilaria D&#x27;Angelo"), "the user's name");
-    let set = TemplateSet::load(&repo_path("templates")).unwrap();
-    for message in set.messages() {
-        for situation in editor::SITUATIONS {
-            let eml = out
-                .join(&message)
-                .join(format!("{}-U0002.eml", situation.id));
-            let eml = std::fs::read_to_string(&eml).unwrap_or_else(|_| panic!("{}", eml.display()));
-            assert!(header(&eml, "To")
-                .unwrap()
-                .contains("<ilaria.dangelo@gmail.com>"));
+    let mut sent = Vec::new();
+    for entry in std::fs::read_dir(app.outbox_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if header(&text, "To").is_some_and(|to| to.contains("giuseppe.russo@gmail.com")) {
+            sent.push(decode_header(&header(&text, "Subject").unwrap()));
         }
     }
-    let text = std::fs::read_to_string(out.join("registration_incomplete").join("first-U0002.txt"))
-        .unwrap();
-    assert!(text.contains("Gentile Ilaria D'Angelo"), "{text}");
+    assert_eq!(sent, [preview_subject], "what the pass sent to U0007");
+
+    // One message alone, and nothing at all.
+    let (_, index) = preview("U0002");
+    assert!(
+        index.contains("<h2>registration_incomplete</h2>"),
+        "{index}"
+    );
+    assert_eq!(index.matches("<article class=\"variant\"").count(), 1);
+    let (_, index) = preview("U0037");
+    assert!(index.contains("non riceve alcun messaggio"), "{index}");
+    assert_eq!(index.matches("<article").count(), 0);
 
     let unknown = avvisi_bin(
         &[
             "templates",
             "preview",
             "--out",
-            out.to_str().unwrap(),
+            app.dir.path().join("unknown").to_str().unwrap(),
             "--user",
             "U9999",
         ],
@@ -977,7 +1039,7 @@ fn check_refuses_get_env_by_name() {
         &copy,
         "registration_incomplete/body.txt",
         Some(line),
-        "`get_env()` is refused",
+        "`get_env()` è rifiutata",
     );
     // Loaded without the check (as `plan` and `run` do), it renders an error, not the value.
     let set = TemplateSet::load(&copy.dir).unwrap();
@@ -988,7 +1050,7 @@ fn check_refuses_get_env_by_name() {
         .render("registration_incomplete", &ctx)
         .expect_err("get_env renders nothing")
         .to_string();
-    assert!(err.contains("`get_env()` is refused"), "{err}");
+    assert!(err.contains("`get_env()` è rifiutata"), "{err}");
 }
 
 #[test]
@@ -1005,7 +1067,7 @@ fn check_refuses_a_template_outside_the_folder() {
         &copy,
         "registration_incomplete/body.txt",
         Some(line),
-        "`../secret.txt` is outside the templates folder",
+        "`../secret.txt` è fuori dalla cartella dei modelli",
     );
 }
 
@@ -1034,13 +1096,18 @@ fn a_symbolic_link_in_the_templates_folder_is_refused() {
             "{% block content %}",
             &format!("{{% include \"{included}\" %}}{{% block content %}}"),
         );
-        assert_caught(&copy, link, None, &format!("`{link}` is a symbolic link"));
+        assert_caught(
+            &copy,
+            link,
+            None,
+            &format!("`{link}` è un collegamento simbolico"),
+        );
         let err = TemplateSet::load(&copy.dir)
             .err()
             .unwrap_or_else(|| panic!("a link to a {what} was followed"))
             .to_string();
         assert!(
-            err.contains(&format!("`{link}` is a symbolic link")),
+            err.contains(&format!("`{link}` è un collegamento simbolico")),
             "{err}"
         );
         assert!(!err.contains(SECRET), "{err}");
@@ -1093,7 +1160,7 @@ async fn templates_cannot_read_the_environment_or_files_outside_the_set(app: Tes
     assert!(!reasons.is_empty());
     for reason in &reasons {
         let reason = reason.as_deref().unwrap_or_default();
-        assert!(reason.contains("`get_env()` is refused"), "{reason}");
+        assert!(reason.contains("`get_env()` è rifiutata"), "{reason}");
         assert!(!reason.contains(SECRET), "{reason}");
     }
 
@@ -1115,7 +1182,7 @@ async fn templates_cannot_read_the_environment_or_files_outside_the_set(app: Tes
     let o = run(&link_dir);
     assert!(!o.status.success(), "{}", printed(&o));
     assert!(
-        printed(&o).contains("`layout/passwd.txt` is a symbolic link"),
+        printed(&o).contains("`layout/passwd.txt` è un collegamento simbolico"),
         "{}",
         printed(&o)
     );
@@ -1220,7 +1287,7 @@ fn preview_renders_in_headless_chromium() {
 
     let variants = set.messages().len() * editor::samples().len();
     assert!(
-        dom.contains("<h1>Message preview</h1>"),
+        dom.contains("<h1>Anteprima dei messaggi</h1>"),
         "{}",
         &dom[..dom.len().min(2000)]
     );

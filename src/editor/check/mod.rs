@@ -17,8 +17,9 @@
 //!
 //! This file runs those steps in order and collects the problems; one file per concern does the
 //! work:
-//! - `scan.rs`: the hand-written scanner of tags, tokens and the names in them;
-//! - `syntax.rs`: syntax errors in plain words;
+//! - [`crate::render::scan`]: the hand-written scanner of tags, tokens and the names in them;
+//! - [`crate::render::syntax`]: syntax errors in plain words (shared with the loading of a set);
+//! - `drift.rs`: the text and HTML versions of a message that say different things;
 //! - `names.rs`: unknown names, with the closest known one;
 //! - `render_errors.rs`: Tera's rendering errors, pointed at the name they are about;
 //! - `output.rs`: the checks of the rendered output;
@@ -27,12 +28,15 @@
 //! [`MessageContext`]: crate::render::templates::MessageContext
 //! [`Sample`]: crate::editor::Sample
 
+mod drift;
 mod locate;
 mod names;
 mod output;
 mod render_errors;
-mod scan;
-mod syntax;
+
+// The scanner and the syntax diagnosis live with the templates: loading a set explains a file it
+// cannot parse with the same one-line message as the check.
+use crate::render::{scan, syntax};
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -48,8 +52,17 @@ use names::KnownNames;
 use scan::FileScan;
 use syntax::syntax_problems;
 
-/// The longest subject accepted, in characters (with the "[PROVA] " prefix of test messages).
-pub(crate) const MAX_SUBJECT_CHARS: usize = 120;
+/// The longest subject accepted, in characters, with the "[PROVA] " prefix of test messages
+/// and the longest month name. The guide (templates/README.md) and `templates check --help`
+/// give the same number (a test reads both): phones show about 40 characters of a subject and
+/// desktop clients cut around 100, so what matters must come first, and the shipped subjects
+/// (96 characters at most, with the prefix) fit.
+pub const MAX_SUBJECT_CHARS: usize = 100;
+
+/// The warning for a file saved with a byte-order mark.
+const BOM_REMOVED: &str = "avviso: il file inizia con un BOM (il segno invisibile che Blocco \
+    note aggiunge salvando in \"UTF-8 con BOM\"): viene tolto alla lettura, ma è meglio salvare il \
+    file in UTF-8 senza BOM";
 
 /// One thing wrong with the templates.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +95,9 @@ pub struct CheckReport {
     pub renders: usize,
     /// Every problem, in file and line order.
     pub problems: Vec<Problem>,
+    /// What the check fixed or suspects without refusing the set (a byte-order mark removed,
+    /// the text and HTML versions of a message that differ), in file and line order.
+    pub warnings: Vec<Problem>,
 }
 
 impl CheckReport {
@@ -95,11 +111,17 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
     let mut c = Checker {
         dir,
         problems: Vec::new(),
+        warnings: Vec::new(),
         seen: HashSet::new(),
     };
     let mut report = CheckReport::default();
-    let sources = match templates::read_sources(dir) {
-        Ok(s) => s,
+    let sources = match templates::read_sources_noting_bom(dir) {
+        Ok((s, bom)) => {
+            for file in bom {
+                c.warn(&file, Some(1), BOM_REMOVED.to_string());
+            }
+            s
+        }
         Err(e) => {
             // A refused file (a symbolic link...) is pointed at; nothing is rendered from a
             // folder that holds one.
@@ -107,15 +129,20 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
                 .get_ref()
                 .and_then(|i| i.downcast_ref::<templates::Refused>())
             {
-                Some(refused) => c.push(refused.file(), None, "refused", refused.to_string()),
+                Some(refused) => c.push(
+                    refused.file(),
+                    refused.line(),
+                    "refused",
+                    refused.to_string(),
+                ),
                 None => c.push(
                     "",
                     None,
                     "read",
-                    format!("cannot read the templates folder: {e}"),
+                    format!("impossibile leggere la cartella dei modelli: {e}"),
                 ),
             }
-            report.problems = c.finish();
+            (report.problems, report.warnings) = c.finish();
             return report;
         }
     };
@@ -126,7 +153,8 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
             "",
             None,
             "empty",
-            "no message found: each message is a folder with subject.txt, body.txt and body.html"
+            "nessun messaggio trovato: ogni messaggio è una cartella con subject.txt, body.txt e \
+             body.html"
                 .into(),
         );
     }
@@ -158,9 +186,9 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
         .collect();
     for (folder, files) in &folders {
         for (part, what) in [
-            ("subject.txt", "subject"),
-            ("body.txt", "text version"),
-            ("body.html", "HTML version"),
+            ("subject.txt", "l'oggetto"),
+            ("body.txt", "la versione testo"),
+            ("body.html", "la versione HTML"),
         ] {
             if !files.contains(part) {
                 c.push(
@@ -168,8 +196,8 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
                     None,
                     "missing",
                     format!(
-                        "missing: the message `{folder}` has no {what}; every message folder needs \
-                         subject.txt, body.txt and body.html"
+                        "file mancante: al messaggio `{folder}` manca {what}; ogni cartella di \
+                         messaggio deve contenere subject.txt, body.txt e body.html"
                     ),
                 );
             }
@@ -184,9 +212,9 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
                     None,
                     "stray",
                     format!(
-                        "unexpected file in a message folder: only subject.txt, body.txt, \
-                         body.html and the digest's section.txt and section.html are used, so \
-                         `{file}` is ignored (a misspelled name?)"
+                        "file inatteso in una cartella di messaggio: si usano solo subject.txt, \
+                         body.txt, body.html e le sezioni del riepilogo section.txt e \
+                         section.html, quindi `{file}` è ignorato (un nome scritto male?)"
                     ),
                 );
             }
@@ -221,12 +249,18 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
                     Some(line_of(src, *offset)),
                     "mixed-layout",
                     format!(
-                        "`{name}` extends `{target}`: a .{ours} file must extend a .{ours} layout \
-                         (HTML escaping depends on it)"
+                        "`{name}` estende `{target}`: un file .{ours} deve estendere un layout \
+                         .{ours} (la protezione dell'HTML dipende da questo)"
                     ),
                 );
             }
         }
+    }
+
+    // The text and HTML versions of each message say the same things (a warning: wording
+    // may differ on purpose, e.g. a link's words).
+    for (file, line, message) in drift::drift(&sources) {
+        c.warn(&file, Some(line), message);
     }
 
     // 4. Render every message with every sample. Files that cannot compile (syntax errors,
@@ -256,8 +290,13 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
     let set = match TemplateSet::from_sources(dir, &usable) {
         Ok(set) => set,
         Err(e) => {
-            c.push("", None, "load", format!("cannot load the templates: {e}"));
-            report.problems = c.finish();
+            c.push(
+                "",
+                None,
+                "load",
+                format!("impossibile caricare i modelli: {e}"),
+            );
+            (report.problems, report.warnings) = c.finish();
             return report;
         }
     };
@@ -293,7 +332,7 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
             }
         }
     }
-    report.problems = c.finish();
+    (report.problems, report.warnings) = c.finish();
     report
 }
 
@@ -301,6 +340,7 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
 struct Checker<'a> {
     dir: &'a Path,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
     /// (file, line, key): one report per problem, however many samples show it.
     seen: HashSet<(String, Option<usize>, String)>,
 }
@@ -329,9 +369,22 @@ impl Checker<'_> {
         }
     }
 
-    fn finish(mut self) -> Vec<Problem> {
+    /// A warning: reported, but the set is not refused for it.
+    fn warn(&mut self, file: &str, line: Option<usize>, message: String) {
+        let warning = Problem {
+            file: self.dir.join(file),
+            line,
+            message,
+        };
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+
+    fn finish(mut self) -> (Vec<Problem>, Vec<Problem>) {
         self.problems.sort();
-        self.problems
+        self.warnings.sort();
+        (self.problems, self.warnings)
     }
 }
 

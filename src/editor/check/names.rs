@@ -80,6 +80,9 @@ const TERA_TESTS: [&str; 13] = [
 /// Not `get_env`: it reads the process's environment, and templates see only the message.
 const TERA_FUNCTIONS: [&str; 3] = ["range", "throw", "super"];
 
+/// The dates of the context: RFC 3339 strings, to be printed only through a date filter.
+const DATE_VARIABLES: [&str; 3] = ["deadline", "maintenance_start", "reopened_at"];
+
 /// Variables that exist in every template without being in the context.
 const BUILTIN_VARIABLES: [&str; 2] = ["loop", "__tera_context"];
 
@@ -126,8 +129,23 @@ impl KnownNames {
     ) -> Option<(String, String)> {
         match found {
             Found::Var {
-                path, in_condition, ..
+                path,
+                in_condition,
+                printed_raw,
+                ..
             } => {
+                if *printed_raw && DATE_VARIABLES.contains(&path.as_str()) {
+                    return Some((
+                        format!("raw-date:{path}"),
+                        format!(
+                            "`{{{{ {path} }}}}` senza filtro scriverebbe la data in formato \
+                             tecnico (per esempio 2026-11-30T23:59:59+01:00): usare \
+                             `{{{{ {path} | data_it }}}}` (\"30 novembre 2026\"), \
+                             `{{{{ {path} | data_estesa_it }}}}` (\"lunedì 30 novembre 2026\") o \
+                             `{{{{ {path} | ora_it }}}}` (\"23:59\")"
+                        ),
+                    ));
+                }
                 let mut parts = path.split('.');
                 let root = parts.next().unwrap_or("");
                 let second = parts.next();
@@ -147,15 +165,16 @@ impl KnownNames {
                 };
                 let hint = suggestion(&unknown, self.all_paths().iter().map(String::as_str));
                 let condition = if *in_condition {
-                    " (in a `{% if %}` an unknown name is silently false: the text it guards would never be sent)"
+                    " (dentro un `{% if %}` un nome sconosciuto vale falso senza errori: il testo \
+                     che controlla non verrebbe mai inviato)"
                 } else {
                     ""
                 };
                 Some((
                     format!("var:{unknown}"),
                     format!(
-                        "unknown variable `{unknown}`{hint}: only the variables listed in \
-                         templates/README.md exist{condition}"
+                        "variabile sconosciuta `{unknown}`{hint}: esistono solo le variabili \
+                         elencate in templates/README.md{condition}"
                     ),
                 ))
             }
@@ -168,8 +187,8 @@ impl KnownNames {
                 Some((
                     format!("filter:{name}"),
                     format!(
-                        "unknown filter `{name}`{hint}: the date filters are data_it, \
-                         data_estesa_it and ora_it"
+                        "filtro sconosciuto `{name}`{hint}: i filtri per le date sono data_it, \
+                         data_estesa_it e ora_it"
                     ),
                 ))
             }
@@ -181,7 +200,7 @@ impl KnownNames {
                 Some((
                     format!("test:{name}"),
                     format!(
-                        "unknown test `{name}` after `is`{hint} (known: {})",
+                        "verifica sconosciuta `{name}` dopo `is`{hint} (quelle esistenti: {})",
                         TERA_TESTS.join(", ")
                     ),
                 ))
@@ -199,8 +218,8 @@ impl KnownNames {
                 Some((
                     format!("function:{name}"),
                     format!(
-                        "unknown function `{name}()`: templates can call only range(), throw() \
-                         and super()"
+                        "funzione sconosciuta `{name}()`: i modelli possono usare solo range(), \
+                         throw() e super()"
                     ),
                 ))
             }
@@ -209,9 +228,9 @@ impl KnownNames {
                     return Some((
                         format!("template:{name}"),
                         format!(
-                            "`{name}` is outside the templates folder: include, import and \
-                             extends can name only files of the set, relative to the folder \
-                             (e.g. layout/base.txt)"
+                            "`{name}` è fuori dalla cartella dei modelli: include, import ed \
+                             extends possono nominare solo i file della cartella, con il \
+                             percorso a partire da essa (per esempio layout/base.txt)"
                         ),
                     ));
                 }
@@ -222,8 +241,8 @@ impl KnownNames {
                 Some((
                     format!("template:{name}"),
                     format!(
-                        "there is no template `{name}`{hint} (names are relative to the \
-                         templates folder, e.g. layout/base.txt)"
+                        "non esiste il modello `{name}`{hint} (i nomi partono dalla cartella dei \
+                         modelli, per esempio layout/base.txt)"
                     ),
                 ))
             }
@@ -247,7 +266,7 @@ fn suggestion<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Stri
         .min_by_key(|(d, _)| *d);
     match best {
         Some((d, c)) if d > 0 && d <= 3 && d * 3 <= name.chars().count().max(3) => {
-            format!(" (did you mean `{c}`?)")
+            format!(" (forse `{c}`?)")
         }
         _ => String::new(),
     }
@@ -283,7 +302,7 @@ mod tests {
                 "user.frist_name",
                 ["user.first_name", "deadline"].into_iter()
             ),
-            " (did you mean `user.first_name`?)"
+            " (forse `user.first_name`?)"
         );
         assert_eq!(suggestion("zzz", ["deadline"].into_iter()), "");
     }

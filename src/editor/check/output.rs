@@ -25,22 +25,22 @@ impl Checker<'_> {
         let text_file = format!("{message}/body.txt");
         let html_file = format!("{message}/body.html");
         let with = format!(
-            "with sample `{}` ({})",
+            "con l'esempio `{}` ({})",
             sample.id, sample.situation.description
         );
 
         // Empty parts.
         for (file, out, what) in [
-            (&subject_file, &raw["subject.txt"], "subject"),
-            (&text_file, &raw["body.txt"], "text version"),
-            (&html_file, &raw["body.html"], "HTML version"),
+            (&subject_file, &raw["subject.txt"], "l'oggetto"),
+            (&text_file, &raw["body.txt"], "la versione testo"),
+            (&html_file, &raw["body.html"], "la versione HTML"),
         ] {
             if out.trim().is_empty() {
                 self.push(
                     file,
                     None,
                     "empty-output",
-                    format!("the {what} comes out empty {with}"),
+                    format!("{what} risulta vuoto/a {with}"),
                 );
             }
         }
@@ -62,8 +62,8 @@ impl Checker<'_> {
                 Some(line),
                 "subject-break",
                 format!(
-                    "the subject has a line break {with}: an email subject is a single line; \
-                     join the lines (or use `{{%-` and `-%}}` to remove the line break around a tag)"
+                    "l'oggetto va a capo {with}: l'oggetto di un'e-mail è una sola riga; unire \
+                     le righe (o usare `{{%-` e `-%}}` per togliere l'a capo intorno a un comando)"
                 ),
             );
         }
@@ -74,8 +74,8 @@ impl Checker<'_> {
                 Some(1),
                 "subject-long",
                 format!(
-                    "the subject is {length} characters long {with}, more than {MAX_SUBJECT_CHARS}: \
-                     \"{}\"; shorten it (mail clients cut long subjects)",
+                    "l'oggetto è lungo {length} caratteri {with}, più di {MAX_SUBJECT_CHARS}: \
+                     \"{}\"; accorciarlo (i programmi di posta tagliano gli oggetti lunghi)",
                     rendered.subject
                 ),
             );
@@ -94,9 +94,9 @@ impl Checker<'_> {
                     line.1,
                     &format!("leftover:{leftover}"),
                     format!(
-                        "template syntax left in the output: `{leftover}` would be sent as \
-                         written; variables are written `{{{{ name }}}}` and tags `{{% ... %}}`, \
-                         with both braces"
+                        "sintassi dei modelli rimasta nel testo: `{leftover}` verrebbe inviato \
+                         così com'è; le variabili si scrivono `{{{{ nome }}}}` e i comandi \
+                         `{{% ... %}}`, con entrambe le parentesi"
                     ),
                 );
             }
@@ -132,8 +132,9 @@ impl Checker<'_> {
                     file,
                     "text-escape",
                     format!(
-                        "escaping artefact `{entity}` in a text part {with}: text is sent as \
-                         written, so do not use `| escape` (nor HTML entities) in .txt files"
+                        "codice HTML `{entity}` in una parte di testo {with}: il testo è inviato \
+                         così com'è, quindi nei file .txt non si usa `| escape` (né le entità \
+                         HTML)"
                     ),
                 );
             }
@@ -149,8 +150,8 @@ impl Checker<'_> {
                 &text_file,
                 &format!("text-html:{tag}"),
                 format!(
-                    "HTML markup `{tag}` in the text version: it is shown as written; write plain \
-                     text in body.txt (the HTML goes in body.html)"
+                    "codice HTML `{tag}` nella versione testo: verrebbe mostrato così com'è; in \
+                     body.txt va solo testo (l'HTML va in body.html)"
                 ),
             );
         }
@@ -168,8 +169,9 @@ impl Checker<'_> {
                     &html_file,
                     "html-unescaped",
                     format!(
-                        "user data reaches the HTML version unescaped {with}: `{value}` must \
-                         come out escaped or it becomes markup; never use `| safe` on user data"
+                        "i dati dell'utente arrivano nella versione HTML senza protezione {with}: \
+                         `{value}` deve essere protetto o diventa codice HTML; non usare mai \
+                         `| safe` sui dati degli utenti"
                     ),
                 );
             }

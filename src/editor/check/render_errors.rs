@@ -42,7 +42,7 @@ impl Checker<'_> {
             }
             (prefer.unwrap_or(part_file).to_string(), None::<usize>)
         };
-        let known_context = "only the variables listed in templates/README.md exist";
+        let known_context = "esistono solo le variabili elencate in templates/README.md";
         if let Some(name) = between(&text, "Variable `", "`") {
             let (file, line) = locate(
                 &|f| matches!(f, Found::Var { path, .. } if path == name || path.starts_with(&format!("{name}."))),
@@ -52,7 +52,7 @@ impl Checker<'_> {
                 &file,
                 line,
                 &format!("var:{name}"),
-                format!("unknown variable `{name}`: {known_context}"),
+                format!("variabile sconosciuta `{name}`: {known_context}"),
             );
         } else if let Some(name) = between(&text, "Filter '", "' not found") {
             let (file, line) = locate(
@@ -63,7 +63,7 @@ impl Checker<'_> {
                 &file,
                 line,
                 &format!("filter:{name}"),
-                format!("unknown filter `{name}`"),
+                format!("filtro sconosciuto `{name}`"),
             );
         } else if let Some(name) = between(&text, "Filter call '", "' failed") {
             let detail = text
@@ -81,13 +81,14 @@ impl Checker<'_> {
                 line,
                 &format!("filter-call:{name}:{detail}"),
                 format!(
-                    "the filter `{name}` fails with sample `{}` ({}): {detail}{}",
+                    "il filtro `{name}` non funziona con l'esempio `{}` ({}): {detail}{}",
                     sample.id,
                     sample.situation.description,
-                    if detail.contains("got \"\"") {
-                        "; the value is empty in this situation: `reopened_at` is empty until \
-                         operators declare the reopening, and only the reopening_... notices are \
-                         sure to go out after it (elsewhere guard it with `{% if reopened_at %}`)"
+                    if detail.contains("ricevuto \"\"") {
+                        "; in questa situazione il valore è vuoto: `reopened_at` resta vuoto \
+                         finché gli operatori non dichiarano la riapertura, e solo gli avvisi \
+                         reopening_... partono di sicuro dopo (altrove va protetto con \
+                         `{% if reopened_at %}`)"
                     } else {
                         ""
                     }
@@ -102,7 +103,7 @@ impl Checker<'_> {
                 &file,
                 line,
                 &format!("test:{name}"),
-                format!("unknown test `{name}` after `is`"),
+                format!("verifica sconosciuta `{name}` dopo `is`"),
             );
         } else if let Some(name) = between(&text, "Function '", "' not found") {
             let (file, line) = locate(
@@ -113,7 +114,7 @@ impl Checker<'_> {
                 &file,
                 line,
                 &format!("function:{name}"),
-                format!("unknown function `{name}()`"),
+                format!("funzione sconosciuta `{name}()`"),
             );
         } else {
             let file = in_template.unwrap_or_else(|| part_file.to_string());
@@ -126,7 +127,7 @@ impl Checker<'_> {
                 None,
                 &format!("render:{plain}"),
                 format!(
-                    "cannot be rendered with sample `{}` ({}): {plain}",
+                    "non si può generare con l'esempio `{}` ({}): {plain}",
                     sample.id, sample.situation.description
                 ),
             );
