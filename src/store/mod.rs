@@ -24,6 +24,7 @@ pub(crate) mod digest;
 mod lane;
 pub mod queue;
 pub mod sessions;
+pub mod template_sets;
 pub mod state;
 mod stream;
 mod user;

@@ -119,6 +119,24 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
             return report;
         }
     };
+    check_sources(dir, &sources, settings)
+}
+
+/// Checks the set made of `sources` (path inside the set → text), as [`check`] checks a folder:
+/// a publication checks the very files it stores. Problems are named under `dir` (the folder,
+/// or how a published set is named).
+pub fn check_sources(
+    dir: &Path,
+    sources: &BTreeMap<String, String>,
+    settings: &Settings,
+) -> CheckReport {
+    let mut c = Checker {
+        dir,
+        problems: Vec::new(),
+        seen: HashSet::new(),
+    };
+    let mut report = CheckReport::default();
+    let sources = sources.clone();
     let folders = message_folders(&sources);
     report.messages = folders.keys().cloned().collect();
     if folders.is_empty() {
