@@ -304,14 +304,15 @@ impl App {
                 Err(refused_by_check(report))
             }
         };
-        let tx = self.begin().await?;
+        let mut tx = self.begin().await?;
         let (files, messages) = match result {
             Ok(ok) => ok,
             Err(e) => return self.settle(tx, audited, Err(e), false).await,
         };
-        let previous = {
-            let mut conn = self.db.pool().acquire().await?;
-            template_sets::latest(&mut conn).await?.map(|p| p.digest)
+        // In the transaction: SQLite's pool may hold one connection only.
+        let previous = match template_sets::latest(&mut tx).await {
+            Ok(p) => p.map(|p| p.digest),
+            Err(e) => return self.settle(tx, audited, Err(e.into()), false).await,
         };
         let (tx, stored) = store_and_publish(tx, &files, kind, who, self.clock.now(), note).await;
         let result = match stored {
