@@ -207,7 +207,10 @@ impl App {
     }
 
     /// The campaign `req` asks for, checked, and the template set's message names.
-    async fn new_campaign(&self, req: &NewCampaignRequest) -> anyhow::Result<(NewCampaign, Vec<String>)> {
+    async fn new_campaign(
+        &self,
+        req: &NewCampaignRequest,
+    ) -> anyhow::Result<(NewCampaign, Vec<String>)> {
         let now = self.clock.now();
         campaign::check_name(&req.name)?;
         let filter_province = req

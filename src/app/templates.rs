@@ -75,7 +75,8 @@ impl App {
             }
             Err(e) => {
                 let tx = self.begin().await?;
-                let audited = Audited::new(who, Action::TemplatesPublish, dir.display().to_string());
+                let audited =
+                    Audited::new(who, Action::TemplatesPublish, dir.display().to_string());
                 self.settle(tx, audited, Err(e), false).await
             }
         }
@@ -169,7 +170,10 @@ impl App {
         }
         for (path, content) in &files {
             // Paths were read from a folder by `read_sources`: relative, `/`-separated, no `..`.
-            if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            if path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+            {
                 anyhow::bail!("the stored set `{digest}` has a file named `{path}`: refused");
             }
             let target = dir.join(path);
@@ -253,13 +257,22 @@ impl App {
         let who = Actor::command_line();
         let note = format!("the templates folder {}, on the first start", dir.display());
         let tx = self.begin().await?;
-        let (mut tx, result) = store_and_publish(tx, &files, PublicationKind::Seed, &who, self.clock.now(), &note).await;
+        let (mut tx, result) = store_and_publish(
+            tx,
+            &files,
+            PublicationKind::Seed,
+            &who,
+            self.clock.now(),
+            &note,
+        )
+        .await;
         let result = result.map_err(anyhow::Error::new);
         match result {
             Ok(Some(p)) => {
                 tracing::info!(templates = %p.digest, "the templates folder is the first published set");
                 let after = summary(serde_json::json!({"digest": p.digest, "kind": "seed"}));
-                let audited = Audited::new(&who, Action::TemplatesPublish, dir.display().to_string());
+                let audited =
+                    Audited::new(&who, Action::TemplatesPublish, dir.display().to_string());
                 self.settle(tx, audited, Ok((p, after)), false).await
             }
             Ok(None) => {
@@ -273,7 +286,8 @@ impl App {
             Err(e) => {
                 let _ = tx.rollback().await;
                 tx = self.begin().await?;
-                let audited = Audited::new(&who, Action::TemplatesPublish, dir.display().to_string());
+                let audited =
+                    Audited::new(&who, Action::TemplatesPublish, dir.display().to_string());
                 self.settle(tx, audited, Err(e), false).await
             }
         }

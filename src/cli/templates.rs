@@ -57,7 +57,9 @@ pub enum TemplatesCommand {
         note: String,
     },
     /// The publications, newest first: digest, when, by whom, how, and the note.
-    #[command(after_help = "Example:\n  avvisi templates history\n  avvisi templates history --json")]
+    #[command(
+        after_help = "Example:\n  avvisi templates history\n  avvisi templates history --json"
+    )]
     History,
     /// Write every file of a published set into DIR (new or empty), byte for byte.
     #[command(

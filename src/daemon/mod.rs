@@ -186,10 +186,7 @@ async fn first_templates(
     me: &str,
 ) -> anyhow::Result<(TemplateStore, templates::Source)> {
     let app = crate::app::App::new(db.clone(), settings.clone(), clock.clone());
-    let (publication, first) = app
-        .live_templates()
-        .await
-        .context("loading templates")?;
+    let (publication, first) = app.live_templates().await.context("loading templates")?;
     let problems = check(&first);
     if !problems.is_empty() {
         anyhow::bail!(
@@ -201,7 +198,11 @@ async fn first_templates(
         Some(p) => templates::Source::Published { seen: p.id },
         None => templates::Source::Folder,
     };
-    tracing::info!(templates = first.digest(), development = settings.templates_development, "templates live");
+    tracing::info!(
+        templates = first.digest(),
+        development = settings.templates_development,
+        "templates live"
+    );
     record_templates(db, me, first.digest()).await;
     crate::telemetry::metrics::templates_live(first.digest(), None);
     Ok((TemplateStore::new(first), source))

@@ -24,9 +24,9 @@ pub(crate) mod digest;
 mod lane;
 pub mod queue;
 pub mod sessions;
-pub mod template_sets;
 pub mod state;
 mod stream;
+pub mod template_sets;
 mod user;
 
 pub(crate) use lane::Lane;

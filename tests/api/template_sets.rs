@@ -110,22 +110,35 @@ async fn publish_refuses_a_broken_folder_with_the_checkers_messages(app: TestApp
         "Gentile {{ user.nome }}",
     );
     let out = app.avvisi(
-        &["templates", "publish", broken.to_str().unwrap(), "--note", "prova"],
+        &[
+            "templates",
+            "publish",
+            broken.to_str().unwrap(),
+            "--note",
+            "prova",
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
     let file = broken.join("registration_incomplete/body.txt");
     assert!(
-        err.contains(&format!("{}:3: unknown variable `user.nome`", file.display())),
+        err.contains(&format!(
+            "{}:3: unknown variable `user.nome`",
+            file.display()
+        )),
         "the checker's message with file and line: {err}"
     );
     assert!(err.contains("nothing was published"), "{err}");
-    assert!(history(&app, &repo_path("templates")).is_empty(), "nothing published");
+    assert!(
+        history(&app, &repo_path("templates")).is_empty(),
+        "nothing published"
+    );
     // The refusal is in the audit log.
     let audit = ok(&app, &repo_path("templates"), &["audit"]);
     assert!(
-        audit.contains("templates.publish") && audit.contains("refused: the templates have 1 problem"),
+        audit.contains("templates.publish")
+            && audit.contains("refused: the templates have 1 problem"),
         "{audit}"
     );
 }
@@ -135,38 +148,75 @@ async fn a_publication_is_what_the_next_run_renders_and_rollback_restores_it(app
     app.import_examples().await;
     let seeded = TemplateSet::load(&seed).unwrap().digest().to_string();
     // The first run publishes the folder (the seed) and renders with it.
-    ok(&app, &seed, &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"]);
-    assert_eq!(history(&app, &seed), [seeded.clone()]);
-    assert_eq!(digests_of(&app, "first").await, [seeded.clone()]);
+    ok(
+        &app,
+        &seed,
+        &["run", "--once", "--now", "2026-11-23T10:00:00+01:00"],
+    );
+    assert_eq!(history(&app, &seed), [seeded.as_str()]);
+    assert_eq!(digests_of(&app, "first").await, [seeded.as_str()]);
     assert!(registration_texts(&app, "first")
         .iter()
         .all(|t| t.contains("Gentile ")));
 
     // An edit of the configured folder is not live by itself; a publication is: the next run
     // renders the published wording, its rows carry the new digest.
-    edit(&seed, "registration_incomplete/body.txt", "Gentile {{", "Egregia/o {{");
+    edit(
+        &seed,
+        "registration_incomplete/body.txt",
+        "Gentile {{",
+        "Egregia/o {{",
+    );
     let draft = copy_templates(&app, "draft");
-    edit(&draft, "registration_incomplete/body.txt", "Gentile {{", "Gentilissima/o {{");
+    edit(
+        &draft,
+        "registration_incomplete/body.txt",
+        "Gentile {{",
+        "Gentilissima/o {{",
+    );
     let new = TemplateSet::load(&draft).unwrap().digest().to_string();
     let out = ok(
         &app,
         &seed,
-        &["templates", "publish", draft.to_str().unwrap(), "--note", "saluto"],
+        &[
+            "templates",
+            "publish",
+            draft.to_str().unwrap(),
+            "--note",
+            "saluto",
+        ],
     );
-    assert!(out.contains(&format!("published template set {new}")), "{out}");
+    assert!(
+        out.contains(&format!("published template set {new}")),
+        "{out}"
+    );
     assert!(out.contains(&format!("replacing {seeded}")), "{out}");
-    ok(&app, &seed, &["run", "--once", "--now", "2026-11-27T10:00:00+01:00"]);
-    assert_eq!(digests_of(&app, "d3").await, [new.clone()]);
+    ok(
+        &app,
+        &seed,
+        &["run", "--once", "--now", "2026-11-27T10:00:00+01:00"],
+    );
+    assert_eq!(digests_of(&app, "d3").await, [new.as_str()]);
     assert!(registration_texts(&app, "d3")
         .iter()
         .all(|t| t.contains("Gentilissima/o ") && !t.contains("Egregia")));
 
     // Rolled back: the seed's wording again, its digest on the rows.
     let out = ok(&app, &seed, &["templates", "rollback", &seeded]);
-    assert!(out.contains(&format!("rolled back to template set {seeded}")), "{out}");
-    assert_eq!(history(&app, &seed), [seeded.clone(), new.clone(), seeded.clone()]);
-    ok(&app, &seed, &["run", "--once", "--now", "2026-11-29T10:00:00+01:00"]);
-    assert_eq!(digests_of(&app, "d1").await, [seeded.clone()]);
+    assert!(
+        out.contains(&format!("rolled back to template set {seeded}")),
+        "{out}"
+    );
+    assert_eq!(
+        history(&app, &seed),
+        [seeded.clone(), new.clone(), seeded.clone()]
+    );
+    ok(
+        &app,
+        &seed,
+        &["run", "--once", "--now", "2026-11-29T10:00:00+01:00"],
+    );
+    assert_eq!(digests_of(&app, "d1").await, [seeded.as_str()]);
     assert!(registration_texts(&app, "d1")
         .iter()
         .all(|t| t.contains("Gentile ") && !t.contains("Gentilissima") && !t.contains("Egregia")));
@@ -183,13 +233,30 @@ async fn export_round_trips_byte_for_byte(app: TestApp) {
     let original = std::fs::read_to_string(&body).unwrap();
     std::fs::write(&body, original.replace('\n', "\r\n")).unwrap();
     let digest = TemplateSet::load(&dir).unwrap().digest().to_string();
-    ok(&app, &dir, &["templates", "publish", dir.to_str().unwrap(), "--note", "crlf"]);
+    ok(
+        &app,
+        &dir,
+        &[
+            "templates",
+            "publish",
+            dir.to_str().unwrap(),
+            "--note",
+            "crlf",
+        ],
+    );
     let out_dir = app.dir.path().join("exported");
-    let out = ok(&app, &dir, &["templates", "export", &digest, out_dir.to_str().unwrap()]);
+    let out = ok(
+        &app,
+        &dir,
+        &["templates", "export", &digest, out_dir.to_str().unwrap()],
+    );
     assert!(out.contains(&format!("template set {digest}")), "{out}");
     let source = avvisi::render::templates::read_sources(&dir).unwrap();
     let exported = avvisi::render::templates::read_sources(&out_dir).unwrap();
-    assert_eq!(source.keys().collect::<Vec<_>>(), exported.keys().collect::<Vec<_>>());
+    assert_eq!(
+        source.keys().collect::<Vec<_>>(),
+        exported.keys().collect::<Vec<_>>()
+    );
     for name in source.keys() {
         assert_eq!(
             std::fs::read(dir.join(name)).unwrap(),
@@ -204,9 +271,16 @@ async fn export_round_trips_byte_for_byte(app: TestApp) {
         &[("AVVISI__TEMPLATES__DIR", dir.to_str().unwrap())],
     );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not an empty folder"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an empty folder"),
+        "{}",
+        stderr(&out)
+    );
     // An unknown digest: said so.
-    let out = app.avvisi(&["templates", "export", "0123456789abcdef", "/tmp/none"], &[]);
+    let out = app.avvisi(
+        &["templates", "export", "0123456789abcdef", "/tmp/none"],
+        &[],
+    );
     assert!(stderr(&out).contains("no template set has the digest `0123456789abcdef`"));
 }
 
@@ -252,16 +326,28 @@ async fn two_daemons_follow_a_publication_within_seconds() {
         })
         .collect();
     let seeded = TemplateSet::load(&seed).unwrap().digest().to_string();
-    wait_until("both daemons live with the seed", Duration::from_secs(60), || async {
-        let live = live_digests(&app).await;
-        live.len() == 2 && live.iter().all(|d| d.as_deref() == Some(seeded.as_str()))
-    })
+    wait_until(
+        "both daemons live with the seed",
+        Duration::from_secs(60),
+        || async {
+            let live = live_digests(&app).await;
+            live.len() == 2 && live.iter().all(|d| d.as_deref() == Some(seeded.as_str()))
+        },
+    )
     .await;
 
     let draft = copy_templates(&app, "draft");
     for (file, from, to) in [
-        ("layout/base.txt", "{% block content %}", "Versione B.\n{% block content %}"),
-        ("layout/base.html", "{% block content %}", "<p>Versione B.</p>\n{% block content %}"),
+        (
+            "layout/base.txt",
+            "{% block content %}",
+            "Versione B.\n{% block content %}",
+        ),
+        (
+            "layout/base.html",
+            "{% block content %}",
+            "<p>Versione B.</p>\n{% block content %}",
+        ),
     ] {
         edit(&draft, file, from, to);
     }
@@ -269,18 +355,35 @@ async fn two_daemons_follow_a_publication_within_seconds() {
     ok(
         &app,
         &seed,
-        &["templates", "publish", draft.to_str().unwrap(), "--note", "versione B"],
+        &[
+            "templates",
+            "publish",
+            draft.to_str().unwrap(),
+            "--note",
+            "versione B",
+        ],
     );
     let published = Instant::now();
-    wait_until("both daemons live with the publication", Duration::from_secs(10), || async {
-        let live = live_digests(&app).await;
-        live.len() == 2 && live.iter().all(|d| d.as_deref() == Some(new.as_str()))
-    })
+    wait_until(
+        "both daemons live with the publication",
+        Duration::from_secs(10),
+        || async {
+            let live = live_digests(&app).await;
+            live.len() == 2 && live.iter().all(|d| d.as_deref() == Some(new.as_str()))
+        },
+    )
     .await;
-    eprintln!("live in both daemons {:?} after the publication", published.elapsed());
+    eprintln!(
+        "live in both daemons {:?} after the publication",
+        published.elapsed()
+    );
 
     // The reopening, declared now: its notices are sent by the daemons with the new set.
-    ok(&app, &seed, &["service", "reopen", "--at", "2026-12-14T09:00:00+01:00"]);
+    ok(
+        &app,
+        &seed,
+        &["service", "reopen", "--at", "2026-12-14T09:00:00+01:00"],
+    );
     wait_until("the reopening notices", Duration::from_secs(60), || async {
         let rows = app.outbox().await;
         let reopening: Vec<_> = rows
@@ -300,7 +403,11 @@ async fn two_daemons_follow_a_publication_within_seconds() {
     .iter()
     .map(|r| r.get(0))
     .collect();
-    assert_eq!(digests, [new.clone()], "every reopening row carries the new digest");
+    assert_eq!(
+        digests,
+        [new.as_str()],
+        "every reopening row carries the new digest"
+    );
     let emails = app.eml_files();
     let mut reopening = 0;
     for (name, eml) in &emails {
