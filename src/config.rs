@@ -89,6 +89,9 @@ pub struct Settings {
     pub portal_url: String,
     pub calendar: CalendarSettings,
     pub templates_dir: PathBuf,
+    /// `templates.development`: the folder is the live set, reloaded when it changes; the
+    /// published sets are ignored. For a template author's own machine, never production.
+    pub templates_development: bool,
     pub import: ImportSettings,
     pub bounce: BounceSettings,
     pub approval: ApprovalSettings,
@@ -592,6 +595,8 @@ enum OneOrMany {
 #[serde(deny_unknown_fields)]
 struct RawTemplates {
     dir: PathBuf,
+    #[serde(default)]
+    development: bool,
 }
 
 impl Settings {
@@ -768,6 +773,7 @@ impl Settings {
             portal_url,
             calendar,
             templates_dir: raw.templates.dir,
+            templates_development: raw.templates.development,
             import: raw.import,
             bounce: raw.bounce,
             approval: raw.approval,

@@ -85,7 +85,7 @@ impl Actor {
             }
             CampaignApprove | CampaignReject => role == Role::Approver,
             AuditRead => matches!(role, Role::Approver | Role::Admin),
-            Templates => role == Role::Editor,
+            Templates | TemplatesPublish | TemplatesRollback => role == Role::Editor,
             UsersAdd | UsersDisable | UsersPasswd | UsersRole => role == Role::Admin,
             Host => false,
         }
@@ -125,6 +125,10 @@ pub enum Action {
     Reopen,
     /// The templates: the editors' tools.
     Templates,
+    /// Make a template set the live one, for every process.
+    TemplatesPublish,
+    /// Make an earlier template set the live one again.
+    TemplatesRollback,
     UsersAdd,
     UsersDisable,
     UsersPasswd,
@@ -142,7 +146,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 25] = [
         Action::Read,
         Action::CampaignCreate,
         Action::CampaignPreview,
@@ -158,6 +162,8 @@ impl Action {
         Action::Unsuppress,
         Action::Reopen,
         Action::Templates,
+        Action::TemplatesPublish,
+        Action::TemplatesRollback,
         Action::UsersAdd,
         Action::UsersDisable,
         Action::UsersPasswd,
@@ -186,6 +192,8 @@ impl Action {
             Action::Unsuppress => "suppress.remove",
             Action::Reopen => "service.reopen",
             Action::Templates => "templates",
+            Action::TemplatesPublish => "templates.publish",
+            Action::TemplatesRollback => "templates.rollback",
             Action::UsersAdd => "users.add",
             Action::UsersDisable => "users.disable",
             Action::UsersPasswd => "users.passwd",
@@ -237,7 +245,7 @@ mod tests {
                 | Unsuppress | Reopen => &[Role::Operator],
                 CampaignApprove | CampaignReject => &[Role::Approver],
                 AuditRead => &[Role::Approver, Role::Admin],
-                Templates => &[Role::Editor],
+                Templates | TemplatesPublish | TemplatesRollback => &[Role::Editor],
                 UsersAdd | UsersDisable | UsersPasswd | UsersRole => &[Role::Admin],
                 Host => &[],
             }

@@ -117,7 +117,7 @@ impl App {
         let domain = email::message_id_domain(&self.settings.mail);
         let message_id = format!("<{}.main.approval@{domain}>", c.uid);
         let rows = crate::deliver::outbox::recipients(&self.db, c, &message_id, SAMPLES).await?;
-        let worker = self.sample_worker(false)?;
+        let worker = self.sample_worker(false).await?;
         let now = self.clock.now();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {

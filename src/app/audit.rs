@@ -51,6 +51,7 @@ fn outcome(e: &anyhow::Error) -> String {
                 .is_some_and(|e| !matches!(e, CampaignError::Db(_)))
             || c.is::<super::accounts::AccountError>()
             || c.is::<super::sessions::SessionRefused>()
+            || c.is::<super::templates::TemplatesRefused>()
     });
     let kind = if e.chain().any(|c| c.is::<Forbidden>()) {
         "forbidden"

@@ -180,7 +180,7 @@ impl App {
         tracing::debug!(actor = %who, campaign = %req.name, "create campaign");
         self.permit(who, Action::CampaignCreate, &req.name).await?;
         // Checked and recorded like the rest: a request refused is in the audit log too.
-        let new = self.new_campaign(req);
+        let new = self.new_campaign(req).await;
         let mut tx = self.begin().await?;
         let audited = Audited::new(who, Action::CampaignCreate, req.name.clone());
         let result = async {
@@ -207,7 +207,10 @@ impl App {
     }
 
     /// The campaign `req` asks for, checked, and the template set's message names.
-    fn new_campaign(&self, req: &NewCampaignRequest) -> anyhow::Result<(NewCampaign, Vec<String>)> {
+    async fn new_campaign(
+        &self,
+        req: &NewCampaignRequest,
+    ) -> anyhow::Result<(NewCampaign, Vec<String>)> {
         let now = self.clock.now();
         campaign::check_name(&req.name)?;
         let filter_province = req
@@ -232,7 +235,7 @@ impl App {
             .as_deref()
             .map(check_transactional)
             .transpose()?;
-        let templates = self.templates().context("loading templates")?;
+        let templates = self.templates().await.context("loading templates")?;
         let new = NewCampaign {
             name: req.name.clone(),
             audience: req.audience,

@@ -10,7 +10,7 @@
 //! Errors are `anyhow` with the context a person needs ("loading templates", "planning"): the
 //! stages below return their own error types, and the reasons reach the caller intact.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -20,7 +20,6 @@ use crate::config::Settings;
 use crate::deliver::transport::Transport;
 use crate::deliver::Worker;
 use crate::render::live::TemplateStore;
-use crate::render::templates::{TemplateError, TemplateSet};
 use crate::store::{Applied, Db};
 
 mod access;
@@ -36,6 +35,7 @@ mod run;
 mod samples;
 mod sessions;
 mod suppression;
+mod templates;
 
 pub use access::{Action, Actor, Forbidden};
 pub use accounts::{AccountChanged, AccountError, LoginRefused, MIN_PASSWORD_CHARS};
@@ -57,17 +57,22 @@ pub use samples::{
 };
 pub use sessions::{NewSession, SessionRefused, SignedIn, MAX_FAILURES, THROTTLE_WINDOW};
 pub use suppression::{SuppressAdded, Unsuppressed};
+pub use templates::{Exported, Published, TemplatesRefused};
 
 /// Everything a use case works with: the database, the settings, the clock, the templates and
-/// the transport. Cheap to clone (handles only). The templates are read from disk the first
-/// time a use case needs them, and the transport is set up only by a use case that sends: a
+/// the transport. Cheap to clone (handles only). The templates are the newest published set,
+/// read from the database when a use case needs them and again only after a newer publication
+/// (`templates.rs`), and the transport is set up only by a use case that sends: a
 /// command that sends nothing never reads the relay's password.
 #[derive(Clone)]
 pub struct App {
     db: Db,
     settings: Arc<Settings>,
     clock: Clock,
+    /// Development mode's folder set, loaded the first time.
     templates: Arc<OnceLock<TemplateStore>>,
+    /// The newest published set this application loaded, with its publication's id.
+    published: Arc<Mutex<Option<(i64, TemplateStore)>>>,
     transport: Arc<OnceLock<Transport>>,
     /// The migrations applied when the database was opened.
     applied: Arc<Vec<Applied>>,
@@ -91,6 +96,7 @@ impl App {
             settings,
             clock,
             templates: Arc::default(),
+            published: Arc::default(),
             transport: Arc::default(),
             applied: Arc::default(),
         }
@@ -124,18 +130,6 @@ impl App {
     /// `at`, or the clock's now.
     fn now_or(&self, at: Option<DateTime<Utc>>) -> DateTime<Utc> {
         at.unwrap_or_else(|| self.clock.now())
-    }
-
-    /// The templates, loaded from `templates.dir` the first time.
-    fn templates(&self) -> Result<TemplateStore, TemplateError> {
-        if let Some(t) = self.templates.get() {
-            return Ok(t.clone());
-        }
-        let set = TemplateSet::load(&self.settings.templates_dir)?;
-        Ok(self
-            .templates
-            .get_or_init(|| TemplateStore::new(set))
-            .clone())
     }
 
     /// The transport of `delivery.transport`, set up the first time (the SMTP one reads the

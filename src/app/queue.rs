@@ -28,6 +28,8 @@ pub struct Status {
     pub(crate) oldest_pending: Option<OldestPending>,
     pub next_attempts: Vec<NextAttempts>,
     pub errors: Vec<ErrorGroup>,
+    /// The newest publication: the set every process renders with (none before the first).
+    pub templates_published: Option<crate::store::template_sets::Publication>,
     /// The digest of the template set on disk, or why it cannot be loaded.
     pub templates_on_disk: Option<String>,
     pub templates_error: Option<String>,
@@ -94,6 +96,12 @@ impl App {
             oldest_pending: queue::oldest_pending(db).await.context(read)?,
             next_attempts: queue::next_attempts(db, 5).await.context(read)?,
             errors,
+            templates_published: {
+                let mut conn = db.pool().acquire().await.context(read)?;
+                crate::store::template_sets::latest(&mut conn)
+                    .await
+                    .context("reading the published template sets")?
+            },
             templates_on_disk: loaded.as_ref().ok().map(|set| set.digest().to_string()),
             templates_error: loaded.as_ref().err().map(|e| e.to_string()),
             daemons: daemons::running_daemons(db)

@@ -223,7 +223,7 @@ impl App {
         };
         tracing::debug!(actor = %who, "run once");
         self.permit(who, Action::Host, "run").await?;
-        let templates = app.templates().context("loading templates")?;
+        let templates = app.templates().await.context("loading templates")?;
         let transport = app.transport()?;
         let now = app.clock.now();
         let settings = &app.settings;
@@ -318,7 +318,7 @@ impl App {
         self.permit(who, Action::Host, "plan").await?;
         let now = self.now_or(at);
         // The rows record the live template version, as a tick's do.
-        let templates = self.templates().context("loading templates")?;
+        let templates = self.templates().await.context("loading templates")?;
         let templates = templates.current();
         let domain = email::message_id_domain(&self.settings.mail);
         let target = Target::new(&self.db, &self.settings, templates.digest(), &domain, now);

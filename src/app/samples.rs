@@ -88,8 +88,8 @@ pub struct TemplatesPreviewed {
 impl App {
     /// A worker that renders (and, with `transport`, sends) one sample message. One that only
     /// renders has no connection to the relay, so it needs no SMTP password.
-    pub(super) fn sample_worker(&self, sends: bool) -> anyhow::Result<Worker> {
-        let templates = self.templates().context("loading templates")?;
+    pub(super) async fn sample_worker(&self, sends: bool) -> anyhow::Result<Worker> {
+        let templates = self.templates().await.context("loading templates")?;
         let transport = if sends {
             self.transport()?
         } else {
@@ -115,7 +115,7 @@ impl App {
         let message = match row {
             None => None,
             Some(row) => {
-                let worker = self.sample_worker(false)?;
+                let worker = self.sample_worker(false).await?;
                 let now = self.clock.now();
                 let rendered = render_sample(&worker, &c, &row, now, false).await?;
                 Some(PreviewedMessage {
@@ -173,7 +173,7 @@ impl App {
                 "the audience of campaign {name} is empty: there is no real recipient to render a test message for"
             );
         };
-        let worker = self.sample_worker(true)?;
+        let worker = self.sample_worker(true).await?;
         let mut rendered = render_sample(&worker, &c, &row, now, true).await?;
         if !rendered.subject.starts_with("[PROVA]") {
             rendered.subject = format!("[PROVA] {}", rendered.subject);
@@ -214,7 +214,7 @@ impl App {
     pub async fn mean_message_size(&self, planned: u64, sample: u64) -> anyhow::Result<u64> {
         let every = (planned / sample.max(1)).max(1) as i64;
         let rows = crate::deliver::outbox::spread(&self.db, every, sample as i64).await?;
-        let worker = self.sample_worker(false)?;
+        let worker = self.sample_worker(false).await?;
         let templates = worker.templates().current();
         let now = self.clock.now();
         let mut total = 0u64;
@@ -241,10 +241,9 @@ impl App {
         user: Option<&str>,
         at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<TemplatesPreviewed> {
-        let set = self
-            .templates()
-            .context("loading templates (`avvisi templates check` lists every problem)")?
-            .current();
+        // The folder an editor works in, not the published set: what `publish` would publish.
+        let set = crate::render::templates::TemplateSet::load(&self.settings.templates_dir)
+            .context("loading templates (`avvisi templates check` lists every problem)")?;
         let mut day = None;
         let (samples, reopened_at, description) = match user {
             None => (

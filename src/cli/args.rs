@@ -68,7 +68,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  avvisi status\n  avvisi status --json")]
     Status,
 
-    /// Check and preview the templates (for template editors).
+    /// Check, preview and publish the templates (for template editors); history, export, rollback.
     #[command(subcommand)]
     Templates(crate::cli::templates::TemplatesCommand),
 
@@ -78,7 +78,7 @@ pub enum Command {
 
     /// Run unattended: plan on schedule, deliver continuously, until SIGTERM or Ctrl-C.
     #[command(
-        after_help = "Example:\n  avvisi daemon\n  kill -HUP $(pidof avvisi)   # reload the templates now\n\nExit status 0 after a clean stop."
+        after_help = "Example:\n  avvisi daemon\n  kill -HUP $(pidof avvisi)   # look for a newer published template set now\n\nExit status 0 after a clean stop."
     )]
     Daemon {
         /// Start the clock at this instant (RFC 3339) and let it run from there (rehearsals).

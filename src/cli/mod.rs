@@ -95,7 +95,7 @@ async fn dispatch(
             let s = app.status().await?;
             show(json, &s, |s| status::print(s, app.settings()))
         }
-        Command::Templates(cmd) => templates::run(cmd, app, json).await,
+        Command::Templates(cmd) => templates::run(cmd, app, who, json).await,
         Command::Campaign(cmd) => campaign::run(cmd, app, who, json).await,
         Command::Daemon { now } => {
             service::daemon(app.db(), app.settings().clone(), app.clock().clone(), now).await

@@ -106,7 +106,19 @@ pub(crate) fn print(s: &Status, settings: &Settings) {
             );
         }
     }
-    // Which template version is live where: the folder on disk and each running daemon.
+    // Which template version is live where: the newest publication, the folder on disk and
+    // each running daemon.
+    match &s.templates_published {
+        Some(p) => println!(
+            "templates published: {} ({}, {} by {}: {})",
+            p.digest,
+            p.kind.as_str(),
+            local(Some(p.published_at), tz),
+            printable(&p.published_by),
+            printable(&p.note)
+        ),
+        None => println!("templates published: none yet (the first start publishes the folder)"),
+    }
     match (&s.templates_on_disk, &s.templates_error) {
         (Some(digest), _) => println!(
             "templates on disk: {digest} ({})",

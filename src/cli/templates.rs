@@ -1,12 +1,14 @@
-//! `avvisi templates check|preview`: the template editors' tools.
+//! `avvisi templates check|preview|publish|history|export|rollback`: the template editors' tools
+//! and the sets published in the database.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::print_json;
-use crate::app::{App, TemplatesChecked, TemplatesPreviewed};
+use super::{local, print_json};
+use crate::app::{Actor, App, Published, TemplatesChecked, TemplatesPreviewed, TemplatesRefused};
+use crate::telemetry::printable;
 use crate::editor::check::MAX_SUBJECT_CHARS;
 
 /// `templates check --help`: the subject limit is the one the check applies.
@@ -53,11 +55,110 @@ pub enum TemplatesCommand {
         #[arg(long, value_name = "TIMESTAMP", requires = "user")]
         now: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Publish the templates of DIR: from the next batch on, every process (each daemon within
+    /// `daemon.template_poll_seconds`) renders with them. Refused when the check finds a problem.
+    #[command(
+        after_help = "Example:\n  avvisi templates publish templates --note \"Promemoria: nuova frase sulla scadenza\"\n\n\
+        The whole folder is checked as `avvisi templates check` checks it; with any problem nothing is\n\
+        published and each problem is listed as FILE:LINE: explanation (exit status 1). The set is stored\n\
+        in the database with its digest (the one each outbox row records), who published it, when and\n\
+        the note. Every publication is in the audit log."
+    )]
+    Publish {
+        /// The folder to publish (same layout as templates/).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// What this publication changes, in a few words (kept in the history).
+        #[arg(long, value_name = "TEXT")]
+        note: String,
+    },
+    /// The publications, newest first: digest, when, by whom, how, and the note.
+    #[command(
+        after_help = "Example:\n  avvisi templates history\n  avvisi templates history --json"
+    )]
+    History,
+    /// Write every file of a published set into DIR (new or empty), byte for byte.
+    #[command(
+        after_help = "Example:\n  avvisi templates export 3f2a9c0d1e4b5a67 /tmp/live-templates\n\n\
+        Use it to start editing from what is live, or to see what was live when a message was sent\n\
+        (each outbox row records its digest)."
+    )]
+    Export {
+        /// The set's digest (`avvisi templates history`).
+        #[arg(value_name = "DIGEST")]
+        digest: String,
+        /// Folder to write the files into (created when missing; refused when not empty).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Publish an earlier set again: a new publication of that set, live from the next batch on.
+    #[command(
+        after_help = "Example:\n  avvisi templates rollback 3f2a9c0d1e4b5a67 --note \"torna al testo di ieri\"\n\n\
+        The set is checked again first. The rollback is a publication of its own in the history and\n\
+        the audit log; nothing is deleted."
+    )]
+    Rollback {
+        /// The set's digest (`avvisi templates history`).
+        #[arg(value_name = "DIGEST")]
+        digest: String,
+        /// Why (default: "rollback to DIGEST").
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        note: String,
+    },
 }
 
-pub(crate) async fn run(cmd: TemplatesCommand, app: &App, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    cmd: TemplatesCommand,
+    app: &App,
+    who: &Actor,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     // Exit status 1 when a problem was found: each one is listed.
     let ok = match cmd {
+        TemplatesCommand::Publish { dir, note } => {
+            let r = app.publish_templates(who, &dir, &note).await;
+            published(r, json, "published")?
+        }
+        TemplatesCommand::Rollback { digest, note } => {
+            let r = app.rollback_templates(who, &digest, &note).await;
+            published(r, json, "rolled back to")?
+        }
+        TemplatesCommand::History => {
+            let h = app.template_history().await?;
+            if json {
+                print_json(&h)?;
+            } else if h.is_empty() {
+                println!("no template set published yet (the first start publishes the templates folder)");
+            } else {
+                let tz = app.settings().calendar.timezone;
+                for (i, p) in h.iter().enumerate() {
+                    println!(
+                        "{}  {}  {:<8}  {}  {}{}",
+                        p.digest,
+                        local(Some(p.published_at), tz),
+                        p.kind.as_str(),
+                        printable(&p.published_by),
+                        printable(&p.note),
+                        if i == 0 { "  (live)" } else { "" }
+                    );
+                }
+            }
+            true
+        }
+        TemplatesCommand::Export { digest, dir } => {
+            let r = app.export_templates(&digest, &dir).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "wrote the {} files of template set {} into {}",
+                    r.files,
+                    r.digest,
+                    r.dir.display()
+                );
+            }
+            true
+        }
         TemplatesCommand::Check => {
             let r = app.check_templates();
             if json {
@@ -82,6 +183,44 @@ pub(crate) async fn run(cmd: TemplatesCommand, app: &App, json: bool) -> anyhow:
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints a publication, or the check's problems one per line (exit status 1); other errors
+/// go up as they came.
+fn published(r: anyhow::Result<Published>, json: bool, done: &str) -> anyhow::Result<bool> {
+    match r {
+        Ok(p) => {
+            if json {
+                print_json(&p)?;
+            } else {
+                println!(
+                    "{done} template set {} ({} files, {} messages){}: live in every process from its next batch",
+                    p.publication.digest,
+                    p.files,
+                    p.messages.len(),
+                    match &p.previous {
+                        Some(d) if *d != p.publication.digest => format!(", replacing {d}"),
+                        Some(_) => ", the set already live".to_string(),
+                        None => String::new(),
+                    }
+                );
+            }
+            Ok(true)
+        }
+        Err(e) => match e.downcast_ref::<TemplatesRefused>() {
+            Some(TemplatesRefused::Check { problems }) => {
+                for problem in problems {
+                    eprintln!("{}", printable(problem));
+                }
+                eprintln!(
+                    "{} problem(s): nothing was published; fix them (`avvisi templates check` lists them) and publish again",
+                    problems.len()
+                );
+                Ok(false)
+            }
+            _ => Err(e),
+        },
+    }
 }
 
 fn print_check(r: &TemplatesChecked) {

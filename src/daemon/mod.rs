@@ -11,7 +11,8 @@
 //! - `http.address`, when set, serves health, readiness, metrics and the status page
 //!   ([`crate::observe`]) until the daemon stops; `unsubscribe.address`, on a listener of its
 //!   own, the one-click unsubscribe ([`unsubscribe`]).
-//! - Templates reload on SIGHUP and when the folder changes; a broken set is never used
+//! - Templates: the newest published set, followed on a beat (or at once on SIGHUP); in
+//!   development mode the folder, reloaded when it changes. A broken set is never used
 //!   ([`templates`]).
 //! - On shutdown (SIGTERM, Ctrl-C) nothing new is claimed, sends on the wire get
 //!   `shutdown_grace_seconds`, and what was claimed but not started is handed back.
@@ -108,7 +109,7 @@ async fn serve(
         // Before the first recording: a metric recorded without a recorder is lost.
         crate::telemetry::metrics::install();
     }
-    let store = first_templates(db, &settings, &check, me).await?;
+    let (store, source) = first_templates(db, &settings, &clock, &check, me).await?;
     let health = Health::new(store.clone());
     let transport = Transport::from_settings(&settings).context("setting up delivery")?;
     let worker = Worker::new(
@@ -139,15 +140,15 @@ async fn serve(
         None => None,
     };
     let heartbeat = tokio::spawn(heartbeat(db.clone(), me.to_string(), tasks.clone()));
-    let reloads = tokio::spawn(templates::watch_templates(
-        store.clone(),
-        settings.clone(),
+    let follow = templates::Follow {
+        store: store.clone(),
+        settings: settings.clone(),
         check,
-        tasks.clone(),
-        db.clone(),
-        me.to_string(),
-        health.clone(),
-    ));
+        db: db.clone(),
+        me: me.to_string(),
+        health: health.clone(),
+    };
+    let reloads = tokio::spawn(templates::follow_templates(follow, source, tasks.clone()));
     let planner = Planner {
         db: db.clone(),
         settings: settings.clone(),
@@ -174,15 +175,18 @@ async fn serve(
     Ok(())
 }
 
-/// The template set the daemon starts with: refused, and the daemon with it, when it has
-/// problems.
+/// The template set the daemon starts with: the newest published one (the folder is published
+/// first when the database has none), or the folder in development mode. Refused, and the
+/// daemon with it, when it has problems.
 async fn first_templates(
     db: &Db,
-    settings: &Settings,
+    settings: &Arc<Settings>,
+    clock: &Clock,
     check: &TemplateCheck,
     me: &str,
-) -> anyhow::Result<TemplateStore> {
-    let first = TemplateSet::load(&settings.templates_dir).context("loading templates")?;
+) -> anyhow::Result<(TemplateStore, templates::Source)> {
+    let app = crate::app::App::new(db.clone(), settings.clone(), clock.clone());
+    let (publication, first) = app.live_templates().await.context("loading templates")?;
     let problems = check(&first);
     if !problems.is_empty() {
         anyhow::bail!(
@@ -190,10 +194,18 @@ async fn first_templates(
             problems.join("\n  ")
         );
     }
-    tracing::info!(templates = first.digest(), "templates live");
+    let source = match publication {
+        Some(p) => templates::Source::Published { seen: p.id },
+        None => templates::Source::Folder,
+    };
+    tracing::info!(
+        templates = first.digest(),
+        development = settings.templates_development,
+        "templates live"
+    );
     record_templates(db, me, first.digest()).await;
     crate::telemetry::metrics::templates_live(first.digest(), None);
-    Ok(TemplateStore::new(first))
+    Ok((TemplateStore::new(first), source))
 }
 
 /// Serves the HTTP endpoints when `http.address` is set, until `tasks` is cancelled.

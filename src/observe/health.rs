@@ -102,7 +102,7 @@ pub async fn readiness(
         true,
         match health.rejected_templates() {
             None => format!("live {}", live.digest()),
-            Some(p) => format!("live {} (the folder's edit is refused: {p})", live.digest()),
+            Some(p) => format!("live {} (newer templates refused: {p})", live.digest()),
         },
     ));
     checks.push(match health.relay() {

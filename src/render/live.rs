@@ -1,8 +1,9 @@
 //! The live template set of a long-running process, replaced only by a set that passes the check.
 //!
-//! Editors change files while the daemon runs; [`TemplateStore::reload`] loads the folder, checks
-//! the new set as a whole and swaps it in only when it is clean. A broken edit leaves the last good
-//! set live (and is logged), so it can never reach a recipient.
+//! A daemon replaces it with each newer published set ([`TemplateStore::replace`]); in the
+//! development mode, [`TemplateStore::reload`] loads the folder, checks the new set as a whole and
+//! swaps it in only when it is clean. A broken edit leaves the last good set live (and is logged),
+//! so it can never reach a recipient.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,6 +41,12 @@ impl TemplateStore {
     /// The set to render with now. Take it once per batch so a batch uses one version.
     pub fn current(&self) -> Arc<TemplateSet> {
         self.live.read().expect("template lock").clone()
+    }
+
+    /// Makes `set` the one to render with from the next batch on (a batch in progress keeps the
+    /// set it took).
+    pub fn replace(&self, set: TemplateSet) {
+        *self.live.write().expect("template lock") = Arc::new(set);
     }
 
     /// Loads `dir`, checks it with `check` (problems as plain sentences) and swaps it in if clean.

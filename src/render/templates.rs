@@ -49,6 +49,8 @@ pub struct TemplateSet {
     tera: Tera,
     dir: PathBuf,
     digest: String,
+    /// Every file's text, as compiled: what a publication stores and the check reads.
+    sources: BTreeMap<String, String>,
 }
 
 /// A rendered message, ready to become an email.
@@ -137,25 +139,13 @@ impl TemplateSet {
     }
 
     /// Compiles `files` (relative name → text, as [`read_sources`] returns them) as the set of
-    /// `dir`; `templates check` uses it to render what is not broken when some files are.
-    pub(crate) fn from_sources(
+    /// `dir` (a folder, or how a published set is named in messages); `templates check` uses it
+    /// to render what is not broken when some files are, a daemon to load a published set.
+    pub fn from_sources(
         dir: &Path,
         files: &BTreeMap<String, String>,
     ) -> Result<TemplateSet, TemplateError> {
-        let mut hasher = Sha256::new();
-        for (name, content) in files {
-            hasher.update(name.as_bytes());
-            hasher.update([0]);
-            hasher.update(content.as_bytes());
-            hasher.update([0]);
-        }
-        let digest: String = hasher
-            .finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-
+        let digest = digest_of(files);
         let mut tera = Tera::default();
         tera.autoescape_on(vec![".html"]);
         register_filters(&mut tera);
@@ -186,7 +176,13 @@ impl TemplateSet {
             tera,
             dir: dir.to_path_buf(),
             digest,
+            sources: files.clone(),
         })
+    }
+
+    /// Every file of the set with its text, keyed by its path inside the set.
+    pub fn sources(&self) -> &BTreeMap<String, String> {
+        &self.sources
     }
 
     /// The version of this set: a short hex digest of every file.
@@ -266,6 +262,23 @@ impl TemplateSet {
         names.sort();
         names
     }
+}
+
+/// The version of the set made of `files`: a short hex digest (SHA-256) of every path and text.
+pub fn digest_of(files: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    for (name, content) in files {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(content.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Every template file under `dir` with its text, exactly as [`TemplateSet::load`] reads them

@@ -26,6 +26,7 @@ pub mod queue;
 pub mod sessions;
 pub mod state;
 mod stream;
+pub mod template_sets;
 mod user;
 
 pub(crate) use lane::Lane;

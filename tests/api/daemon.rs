@@ -1,5 +1,6 @@
 //! The daemon and its calendar: a whole campaign driven by the injected clock, SIGTERM during
-//! sends, pause and resume in a running daemon, template reloads, DST, one daemon per SQLite file.
+//! sends, pause and resume in a running daemon, template reloads (development mode; published
+//! sets: `template_sets.rs`), DST, one daemon per SQLite file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -201,6 +202,8 @@ async fn broken_template_edit_never_reaches_a_recipient(app: TestApp) {
     copy_dir(&repo_path("templates"), &templates);
     let mut extra = with_fast(&[]);
     extra.push(("AVVISI__TEMPLATES__DIR", templates.display().to_string()));
+    // The folder as the live set: development mode (otherwise only a publication is live).
+    extra.push(("AVVISI__TEMPLATES__DEVELOPMENT", "true".to_string()));
     let app = app.with_settings(&as_refs(&extra));
     app.import_examples().await;
     app.clock.set(at("2026-11-23T08:30:00+01:00"));
@@ -417,6 +420,7 @@ async fn sighup_reloads_templates_at_once(app: TestApp) {
     copy_dir(&repo_path("templates"), &templates);
     let env = vec![
         ("AVVISI__TEMPLATES__DIR", templates.display().to_string()),
+        ("AVVISI__TEMPLATES__DEVELOPMENT", "true".to_string()),
         // Only the signal can trigger the reload within this test.
         ("AVVISI__DAEMON__TEMPLATE_POLL_SECONDS", "3600".to_string()),
     ];

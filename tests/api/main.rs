@@ -37,6 +37,7 @@ mod relay_faults;
 mod relay_tls;
 mod scale;
 mod synthetic;
+mod template_sets;
 mod templates;
 mod unsubscribe;
 mod why_not;

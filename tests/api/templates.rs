@@ -1131,6 +1131,9 @@ async fn templates_cannot_read_the_environment_or_files_outside_the_set(app: Tes
             ],
             &[
                 ("AVVISI__TEMPLATES__DIR", dir.to_str().unwrap()),
+                // The folder rendered as it is (a published set passed the check, which
+                // refuses both attacks): the sandbox at render time is what is tested here.
+                ("AVVISI__TEMPLATES__DEVELOPMENT", "true"),
                 ("AVVISI_TEST_SECRET", SECRET),
             ],
         )

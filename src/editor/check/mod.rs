@@ -146,6 +146,30 @@ pub fn check(dir: &Path, settings: &Settings) -> CheckReport {
             return report;
         }
     };
+    // The byte-order marks removed while reading, with what the check of the text finds.
+    let (_, bom) = c.finish();
+    let mut report = check_sources(dir, &sources, settings);
+    report.warnings.extend(bom);
+    report.warnings.sort();
+    report
+}
+
+/// Checks the set made of `sources` (path inside the set → text), as [`check`] checks a folder:
+/// a publication checks the very files it stores. Problems are named under `dir` (the folder,
+/// or how a published set is named).
+pub fn check_sources(
+    dir: &Path,
+    sources: &BTreeMap<String, String>,
+    settings: &Settings,
+) -> CheckReport {
+    let mut c = Checker {
+        dir,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        seen: HashSet::new(),
+    };
+    let mut report = CheckReport::default();
+    let sources = sources.clone();
     let folders = message_folders(&sources);
     report.messages = folders.keys().cloned().collect();
     if folders.is_empty() {
