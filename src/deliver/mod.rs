@@ -31,6 +31,7 @@ use crate::store::Db;
 mod breaker;
 mod claimer;
 mod compose;
+pub mod hold;
 pub mod outbox;
 mod pipeline;
 pub mod quota;
@@ -309,6 +310,14 @@ impl Worker {
             // The relay's fault, and nothing of the message was sent: as it was, due now (the
             // caller backs off as a whole).
             FailureKind::Refused => return Outcome::HandedBack { at: now },
+            // The provider asked us to slow down: its domain waits, whatever the attempts.
+            FailureKind::Deferred => {
+                return Outcome::Deferred {
+                    domain: hold::domain_of(&row.recipient),
+                    reply: error,
+                    backoff: hold::Backoff::of(&self.settings),
+                }
+            }
             _ => {}
         }
         if failure.kind == FailureKind::NoSuchRecipient {

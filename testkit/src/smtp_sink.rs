@@ -75,6 +75,14 @@ pub enum Fault {
         code: u16,
         text: String,
     },
+    /// Reply `code text` to RCPT TO for every address of this domain, the first `times` times
+    /// (counted across connections): a mailbox provider asking to slow down (`421 4.7.28`).
+    DeferDomain {
+        domain: String,
+        code: u16,
+        text: String,
+        times: u32,
+    },
     /// Reply `code text` after the DATA terminator for messages whose RCPT includes this address.
     RejectData {
         address: String,
@@ -113,6 +121,7 @@ struct State {
     drops_left: u32,
     refusals_left: u32,
     data_drops_left: u32,
+    defers_left: u32,
     /// Messages accepted (in both modes).
     queued: u64,
     /// Content bytes of the accepted messages, as in [`Received::data`] (in both modes).
@@ -159,6 +168,7 @@ impl SmtpSink {
                 Fault::DropOnMail { times } => state.drops_left += times,
                 Fault::RefuseGreeting { times } => state.refusals_left += times,
                 Fault::DropInData { times } => state.data_drops_left += times,
+                Fault::DeferDomain { times, .. } => state.defers_left += times,
                 _ => {}
             }
         }
@@ -446,6 +456,18 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                         code,
                         text,
                     } if address.eq_ignore_ascii_case(&addr) => Some(format!("{code} {text}\r\n")),
+                    Fault::DeferDomain {
+                        domain,
+                        code,
+                        text,
+                        ..
+                    } if addr
+                        .rsplit_once('@')
+                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                        && take_one(&mut shared.state.lock().unwrap().defers_left) =>
+                    {
+                        Some(format!("{code} {text}\r\n"))
+                    }
                     _ => None,
                 });
                 fault.unwrap_or_else(|| {

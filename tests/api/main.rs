@@ -19,6 +19,7 @@ mod counts;
 mod crash;
 mod daemon;
 mod db_faults;
+mod deferrals;
 mod delivery;
 mod deploy;
 mod digest;

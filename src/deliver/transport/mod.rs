@@ -6,6 +6,8 @@
 //!   certificate that does not verify, AUTH refused, `530` or `421` before the body). Nothing of
 //!   the message was sent: it goes back to the queue as it was, and delivery stops as a whole;
 //! - a 4xx reply to the message is [`FailureKind::Transient`], a 5xx [`FailureKind::Permanent`];
+//!   a 4xx that asks us to slow down (`421 4.7.28`, the providers' known texts), whatever the
+//!   command it answers, is [`FailureKind::Deferred`]: it holds the recipient's domain;
 //!   a 5xx to RCPT with a status saying the address does not exist (`550 5.1.1`) is
 //!   [`FailureKind::NoSuchRecipient`];
 //! - no usable answer once the message was under way (dropped, timed out) is
@@ -51,6 +53,10 @@ pub enum FailureKind {
     /// the mailbox or domain does not exist (see [`recipient_does_not_exist`]): this message
     /// fails, and the address is suppressed.
     NoSuchRecipient,
+    /// The recipient's provider asks us to slow down (`421 4.7.28`, "rate limited", see
+    /// `deliver::hold`): about the pace towards its domain, not the message nor the relay.
+    /// The domain is held; its messages wait, attempt not counted.
+    Deferred,
     /// Not sent: the claim's lease was about to run out before the body could start (see
     /// [`Gate`]). Nothing of the message reached the relay; another process may own the row.
     Late,

@@ -88,7 +88,8 @@ async fn envelope_commands(
 /// Refusals before the body that are about the session, not the recipient: `530` (authentication
 /// or STARTTLS required) and `421` (the relay is closing the channel).
 fn session_fault(mut failure: SendFailure) -> SendFailure {
-    if matches!(failure.code, Some(530 | 421)) {
+    // A provider's "slow down" (a 421 too, at Gmail) is about its domain, not the session.
+    if failure.kind != FailureKind::Deferred && matches!(failure.code, Some(530 | 421)) {
         failure.kind = FailureKind::Refused;
     }
     failure
@@ -116,6 +117,12 @@ pub(super) fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
         source = s.source();
     }
     let mut failure = SendFailure { kind, code, detail };
+    // A provider asking us to slow down, at RCPT or at the end of DATA: its domain waits.
+    if failure.kind == FailureKind::Transient
+        && crate::deliver::hold::asks_to_slow_down(failure.code, &failure.detail)
+    {
+        failure.kind = FailureKind::Deferred;
+    }
     // A provider refusing our authentication refuses every message alike: the relay's fault,
     // not the recipient's (stops delivery, every message kept pending; `/readyz` says it).
     if failure
