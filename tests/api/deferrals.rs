@@ -125,6 +125,30 @@ async fn a_slow_down_holds_only_that_domain_and_it_goes_after_the_hold(app: Test
             assert!(reason.contains("gmail.com asked to slow down"), "{r:?}");
         }
     }
+    // Visible: `status` (and its JSON), `explain` for a held recipient, `/readyz` (still ready).
+    let ops = avvisi::app::App::new(app.db.clone(), app.settings.clone(), app.clock.clone());
+    let status = serde_json::to_value(ops.status().await.unwrap()).unwrap();
+    assert_eq!(status["held_domains"][0]["domain"], "gmail.com", "{status}");
+    assert_eq!(
+        status["held_domains"][0]["until"],
+        serde_json::to_value(held[0].until).unwrap()
+    );
+    let waiting_user = gmail.iter().find(|u| **u != late_user).unwrap();
+    let explained = ops.explain(waiting_user, None).await.unwrap();
+    assert_eq!(explained.held, held, "{explained:?}");
+    let explained = ops.explain("U0001", None).await.unwrap();
+    assert!(explained.held.is_empty(), "libero.it is not held");
+    let health = avvisi::observe::health::Health::new(avvisi::render::live::TemplateStore::new(
+        avvisi::render::templates::TemplateSet::load(&app.settings.templates_dir).unwrap(),
+    ));
+    let checks = avvisi::observe::health::readiness(&app.db, &app.settings, &health, t0).await;
+    let deferrals = checks.iter().find(|c| c.name == "deferrals").unwrap();
+    assert!(deferrals.ok, "{}", deferrals.detail);
+    assert!(
+        deferrals.detail.contains("gmail.com until 2026-11-23T09:05:00+00:00"),
+        "{}",
+        deferrals.detail
+    );
     let waiting = app
         .outbox()
         .await
