@@ -58,6 +58,7 @@ impl Worker {
                 .claim_batch(lane, &token, now, stale, &mut hold_reminders)
                 .await?;
             count_skipped(report, progress, &skipped);
+            report.held_back += held;
             if rows.is_empty() {
                 if skipped.is_empty() && held == 0 {
                     break;

@@ -76,6 +76,10 @@ pub struct DeliveryReport {
     pub outside_sending_hours: bool,
     /// Delivery stopped because the relay's hourly quota is used up.
     pub throttled: bool,
+    /// Rows that waited for their domain's hold this pass, untried (see [`hold`]).
+    pub held_back: u64,
+    /// The domains held at the end of the pass, when this pass met one.
+    pub held_domains: Vec<hold::DomainHold>,
 }
 
 /// What the circuit breaker did when it tripped.

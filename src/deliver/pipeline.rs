@@ -145,6 +145,10 @@ impl Worker {
             Some(StopReason::Throttled) => report.throttled = true,
             Some(StopReason::Breaker) | Some(StopReason::Database) | None => {}
         }
+        let deferred = !pass.held.lock().expect("held lock").is_empty();
+        if deferred || report.held_back > 0 {
+            report.held_domains = super::hold::held(&self.db, self.clock.now()).await?;
+        }
         if let Some(tripped) = pass.breaker.tripped() {
             let b = self.breaker_tripped(&tripped).await?;
             // Counted as failed when they were refused; they are back in the queue now.

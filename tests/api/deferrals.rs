@@ -107,6 +107,7 @@ async fn a_slow_down_holds_only_that_domain_and_it_goes_after_the_hold(app: Test
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].domain, "gmail.com");
     assert!(held[0].reply.contains("4.7.28"), "{held:?}");
+    assert_eq!(report.held_domains, held, "the pass's report names it");
     for r in app.outbox().await {
         if !is_gmail(&r.user_id) {
             assert_eq!(r.state, "sent", "{r:?}");
@@ -168,6 +169,7 @@ async fn a_slow_down_holds_only_that_domain_and_it_goes_after_the_hold(app: Test
     let report = smtp.deliver().await;
     assert!(!report.relay_unreachable, "{report:?}");
     assert_eq!((sink.count(), gmail_rcpts(&sink)), (others, 1));
+    assert!(report.held_back > 0, "{report:?}");
     for r in app.outbox().await.iter().filter(|r| r.state == "pending") {
         assert_eq!((r.attempts, r.next_attempt_at), (0, until), "{r:?}");
     }
