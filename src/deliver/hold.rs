@@ -133,10 +133,13 @@ pub(crate) async fn hold(
     Ok(crate::store::timestamp(Some(until)).unwrap_or(now))
 }
 
+/// Whether a domain is held at `$1`: one probe of the `held_until` index.
+const ANY_HELD: &str = "SELECT 1 FROM domain_holds WHERE held_until > $1 LIMIT 1";
+
 /// Whether any domain is held at `now`: the claim's one look when none is (an index probe).
 pub(crate) async fn any(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
     Ok(
-        sqlx::query("SELECT 1 FROM domain_holds WHERE held_until > $1 LIMIT 1")
+        sqlx::query(ANY_HELD)
             .bind(now.timestamp())
             .fetch_optional(conn)
             .await?
@@ -298,6 +301,29 @@ mod tests {
         let b = Backoff { base: 60, max: 600 };
         let secs: Vec<i64> = (1..=6).map(|s| b.length(s).num_seconds()).collect();
         assert_eq!(secs, [60, 120, 240, 480, 600, 600]);
+    }
+
+    /// The claim's look at the holds, made on every batch, is an index probe, not a walk of
+    /// the table (whose ended holds stay).
+    #[tokio::test]
+    async fn the_claims_look_at_the_holds_is_an_index_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}/plan.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {ANY_HELD}"))
+            .bind(0i64)
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("USING COVERING INDEX domain_holds_until")),
+            "{plan:#?}"
+        );
     }
 
     #[test]
