@@ -97,6 +97,8 @@ pub enum Fault {
     SlowData { millis: u64 },
     /// Do not offer PIPELINING in the EHLO reply (an older relay).
     NoPipelining,
+    /// Offer DSN (RFC 3461) in the EHLO reply; MAIL FROM's parameters are in [`SmtpSink::commands`].
+    OfferDsn,
     /// Greet every connection with `code text` and close (a relay that blocks us).
     Greet { code: u16, text: String },
     /// Offer AUTH PLAIN and LOGIN, and answer every AUTH with `code text` (235 accepts).
@@ -394,6 +396,9 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                 let mut lines = vec!["sink"];
                 if !has(|f| matches!(f, Fault::NoPipelining)) {
                     lines.push("PIPELINING");
+                }
+                if has(|f| matches!(f, Fault::OfferDsn)) {
+                    lines.push("DSN");
                 }
                 if has(|f| matches!(f, Fault::Auth { .. })) {
                     lines.push("AUTH PLAIN LOGIN");

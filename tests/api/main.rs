@@ -35,6 +35,7 @@ mod provider_refusals;
 mod quota;
 mod relay_faults;
 mod relay_tls;
+mod relay_verdicts;
 mod scale;
 mod synthetic;
 mod templates;

@@ -59,6 +59,13 @@ async fn envelope_commands(
     if !message.bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
+    // Only to a relay that offers DSN: another would refuse the unknown parameter.
+    if let (true, Some(envid)) = (session.dsn, &message.envid) {
+        params.push(MailParameter::Other {
+            keyword: "ENVID".into(),
+            value: Some(envid.clone()),
+        });
+    }
     let mail = Mail::new(env.from().cloned(), params);
     if session.pipelining {
         use std::fmt::Write;
@@ -83,6 +90,20 @@ async fn envelope_commands(
     }
     conn.command(Data).await.map_err(|e| (Stage::Data, e))?;
     Ok(())
+}
+
+/// The reply to the body: a 5.1.x there (a relay that checks the mailbox only once it has the
+/// message) says the recipient does not exist as it would at RCPT (one recipient per message:
+/// it is that one's).
+pub(super) fn after_body(mut failure: SendFailure) -> SendFailure {
+    if failure.kind == FailureKind::Permanent
+        && failure
+            .status()
+            .is_some_and(|s| recipient_does_not_exist(&s))
+    {
+        failure.kind = FailureKind::NoSuchRecipient;
+    }
+    failure
 }
 
 /// Refusals before the body that are about the session, not the recipient: `530` (authentication
