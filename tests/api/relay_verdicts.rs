@@ -168,8 +168,16 @@ async fn envid_goes_on_mail_from_when_the_relay_offers_dsn_and_bounces_link_by_i
         dsn_naming_only_the_envelope(&envid),
     )
     .unwrap();
+    let list = app.dir.path().join("unrecognised.txt");
     let o = app.avvisi(
-        &["bounces", "import", folder.to_str().unwrap(), "--json"],
+        &[
+            "bounces",
+            "import",
+            folder.to_str().unwrap(),
+            "--unrecognised",
+            list.to_str().unwrap(),
+            "--json",
+        ],
         &[],
     );
     let text = String::from_utf8_lossy(&o.stdout).to_string();
