@@ -138,13 +138,11 @@ const ANY_HELD: &str = "SELECT 1 FROM domain_holds WHERE held_until > $1 LIMIT 1
 
 /// Whether any domain is held at `now`: the claim's one look when none is (an index probe).
 pub(crate) async fn any(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query(ANY_HELD)
-            .bind(now.timestamp())
-            .fetch_optional(conn)
-            .await?
-            .is_some(),
-    )
+    Ok(sqlx::query(ANY_HELD)
+        .bind(now.timestamp())
+        .fetch_optional(conn)
+        .await?
+        .is_some())
 }
 
 /// The domains held at `now`, by domain.
@@ -274,11 +272,20 @@ mod tests {
     #[test]
     fn the_providers_requests_to_slow_down_are_recognised() {
         for (code, text) in [
-            (421, "4.7.28 [192.0.2.1] Our system has detected an unusual rate of unsolicited mail"),
+            (
+                421,
+                "4.7.28 [192.0.2.1] Our system has detected an unusual rate of unsolicited mail",
+            ),
             (450, "4.7.28 Gmail has detected an unusual rate of mail"),
-            (451, "4.7.650 The mail server [192.0.2.1] has been temporarily rate limited"),
+            (
+                451,
+                "4.7.650 The mail server [192.0.2.1] has been temporarily rate limited",
+            ),
             (451, "Server busy. Please try again later"),
-            (421, "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred"),
+            (
+                421,
+                "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred",
+            ),
         ] {
             let detail = format!("transient error ({code}): {text}");
             assert!(asks_to_slow_down(Some(code), &detail), "{detail}");
@@ -328,7 +335,10 @@ mod tests {
 
     #[test]
     fn the_reply_code_is_read_from_lettres_words() {
-        assert_eq!(reply_code("transient error (421): 4.7.28 slow down"), Some(421));
+        assert_eq!(
+            reply_code("transient error (421): 4.7.28 slow down"),
+            Some(421)
+        );
         assert_eq!(reply_code("not sent"), None);
     }
 

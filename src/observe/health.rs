@@ -188,7 +188,10 @@ pub async fn readiness(
             check(
                 "deferrals",
                 true,
-                format!("held (the provider asked to slow down): {}", each.join("; ")),
+                format!(
+                    "held (the provider asked to slow down): {}",
+                    each.join("; ")
+                ),
             )
         }
         Err(e) => check("deferrals", false, db.describe(&e)),

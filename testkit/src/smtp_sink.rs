@@ -462,10 +462,7 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                         text,
                     } if address.eq_ignore_ascii_case(&addr) => Some(format!("{code} {text}\r\n")),
                     Fault::DeferDomain {
-                        domain,
-                        code,
-                        text,
-                        ..
+                        domain, code, text, ..
                     } if addr
                         .rsplit_once('@')
                         .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))

@@ -33,9 +33,9 @@ async fn gmail_users(app: &TestApp) -> Vec<String> {
         "SELECT user_id FROM users WHERE email LIKE '%@gmail.com' \
          AND user_id IN (SELECT user_id FROM outbox) ORDER BY user_id",
     )
-        .fetch_all(app.db.pool())
-        .await
-        .unwrap()
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap()
 }
 
 /// RCPT commands the sink got for gmail.com addresses.
@@ -146,7 +146,9 @@ async fn a_slow_down_holds_only_that_domain_and_it_goes_after_the_hold(app: Test
     let deferrals = checks.iter().find(|c| c.name == "deferrals").unwrap();
     assert!(deferrals.ok, "{}", deferrals.detail);
     assert!(
-        deferrals.detail.contains("gmail.com until 2026-11-23T09:05:00+00:00"),
+        deferrals
+            .detail
+            .contains("gmail.com until 2026-11-23T09:05:00+00:00"),
         "{}",
         deferrals.detail
     );

@@ -181,7 +181,11 @@ async fn envid_goes_on_mail_from_when_the_relay_offers_dsn_and_bounces_link_by_i
         &[],
     );
     let text = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         (&report["matched"], &report["hard"]),
