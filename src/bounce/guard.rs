@@ -12,9 +12,9 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use super::dsn;
-use super::mailbox::{Mailbox, Message, Origin, MAX_MESSAGE_BYTES};
 #[cfg(doc)]
 use super::mailbox::SET_ASIDE_FOLDER;
+use super::mailbox::{Mailbox, Message, Origin, MAX_MESSAGE_BYTES};
 
 /// The longest one message may take to parse. Screened messages parse in milliseconds; this
 /// only stops one that the screening did not foresee from holding every later import up.

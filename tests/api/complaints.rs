@@ -370,7 +370,10 @@ async fn a_poison_report_is_set_aside_and_the_others_are_read(app: TestApp) {
     assert_eq!(aside.len(), 1, "{report}");
     assert_eq!(aside[0]["origin"], format!("{path}#1"), "{report}");
     assert!(
-        aside[0]["why"].as_str().unwrap().contains("nested too deep"),
+        aside[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("nested too deep"),
         "{report}"
     );
     assert_eq!(aside[0]["moved_to"], serde_json::Value::Null);
@@ -386,10 +389,7 @@ async fn a_poison_report_is_set_aside_and_the_others_are_read(app: TestApp) {
         std::fs::create_dir_all(folder.join(sub)).unwrap();
     }
     std::fs::write(folder.join("new").join("1.M1P1.fbl"), &poison).unwrap();
-    let big = format!(
-        "Subject: big\r\n\r\n{}",
-        "x".repeat(4 * 1024 * 1024 + 10)
-    );
+    let big = format!("Subject: big\r\n\r\n{}", "x".repeat(4 * 1024 * 1024 + 10));
     std::fs::write(folder.join("new").join("2.M2P1.fbl"), big).unwrap();
     std::fs::write(
         folder.join("cur").join("3.M3P1.fbl:2,S"),
@@ -411,7 +411,10 @@ async fn a_poison_report_is_set_aside_and_the_others_are_read(app: TestApp) {
     }
     let whys: Vec<&str> = aside.iter().map(|s| s["why"].as_str().unwrap()).collect();
     assert!(whys.iter().any(|w| w.starts_with("too big")), "{whys:?}");
-    assert!(whys.iter().any(|w| w.contains("nested too deep")), "{whys:?}");
+    assert!(
+        whys.iter().any(|w| w.contains("nested too deep")),
+        "{whys:?}"
+    );
     for name in ["1.M1P1.fbl", "2.M2P1.fbl"] {
         assert!(rejected.join("cur").join(name).is_file(), "{name}");
         assert!(!folder.join("new").join(name).exists(), "{name}");
@@ -419,7 +422,11 @@ async fn a_poison_report_is_set_aside_and_the_others_are_read(app: TestApp) {
     // Again: only the good one is met, already imported.
     let again = json(&ok(&app, &["complaints", "import", path, "--json"], &[]));
     assert_eq!(
-        (&again["read"], &again["already_imported"], &again["set_aside"]),
+        (
+            &again["read"],
+            &again["already_imported"],
+            &again["set_aside"]
+        ),
         (&1.into(), &1.into(), &serde_json::json!([])),
         "{again}"
     );
