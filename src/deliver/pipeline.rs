@@ -279,8 +279,14 @@ async fn send_until_drained(
 /// The outcome of a job whose domain's provider asked this pass to slow down: it waits with
 /// the others, untried.
 fn held_in_pass(pass: &Pass, job: &Job) -> Option<Outcome> {
+    let held = pass.held.lock().expect("held lock");
+    // The common case, no deferral this pass: no address looked at.
+    if held.is_empty() {
+        return None;
+    }
     let domain = super::hold::domain_of(&job.row.recipient);
-    let reply = pass.held.lock().expect("held lock").get(&domain)?.clone();
+    let reply = held.get(&domain)?.clone();
+    drop(held);
     Some(Outcome::Deferred {
         domain,
         reply,
