@@ -255,6 +255,11 @@ pub struct DeliverySettings {
     /// The circuit breaker: after this many messages in a row refused with the same reply
     /// (different recipients), delivery stops and their campaigns are paused; 0 turns it off.
     pub breaker_threshold: u32,
+    /// A provider that asks us to slow down (`421 4.7.28`...) holds its domain this long, doubled
+    /// at each hold in a row (see `deliver::hold`)...
+    pub domain_hold_base_seconds: u64,
+    /// ...up to this long.
+    pub domain_hold_max_seconds: u64,
 }
 
 #[derive(Clone)]
@@ -652,6 +657,17 @@ impl Settings {
                 format!(
                     "at least delivery.retry_base_seconds ({}), which must be positive",
                     d.retry_base_seconds
+                ),
+            ));
+        }
+        if d.domain_hold_base_seconds == 0 || d.domain_hold_max_seconds < d.domain_hold_base_seconds
+        {
+            return Err(invalid(
+                "delivery.domain_hold_max_seconds",
+                d.domain_hold_max_seconds.to_string(),
+                format!(
+                    "at least delivery.domain_hold_base_seconds ({}), which must be positive",
+                    d.domain_hold_base_seconds
                 ),
             ));
         }

@@ -41,6 +41,8 @@ pub struct Status {
     pub optouts: Vec<StreamOptOuts>,
     /// The complaint rate of each campaign with a complaint.
     pub complaints: Vec<crate::bounce::complaint::ComplaintRate>,
+    /// The recipient domains held now: their provider asked us to slow down.
+    pub held_domains: Vec<crate::deliver::hold::DomainHold>,
 }
 
 /// The opt-outs of one stream.
@@ -125,6 +127,9 @@ impl App {
             complaints: crate::bounce::complaint::rates(db)
                 .await
                 .context("reading the complaints")?,
+            held_domains: crate::deliver::hold::held(db, now)
+                .await
+                .context("reading the held domains")?,
         })
     }
 

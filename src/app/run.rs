@@ -105,6 +105,8 @@ pub struct RunReport {
     pub outside_sending_hours: bool,
     /// Set when delivery stopped for the relay's fault: the rest stays queued.
     pub stopped: Option<DeliveryStop>,
+    /// The recipient domains held: their provider asked us to slow down.
+    pub held_domains: Vec<crate::deliver::hold::DomainHold>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -301,6 +303,7 @@ impl App {
             },
             campaigns,
             throttled: delivery.throttled,
+            held_domains: delivery.held_domains.clone(),
             outside_sending_hours: delivery.outside_sending_hours,
             stopped,
         })

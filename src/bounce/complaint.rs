@@ -13,8 +13,14 @@
 //! - A campaign whose complaints pass `complaints.pause_percent` of its sent emails, once it has
 //!   sent `complaints.min_sent`, is paused with the reason.
 //!
-//! A feedback mailbox is small (a complaint per thousand emails at worst): the messages are
-//! read one at a time, each at most [`MAX_MESSAGE_BYTES`], and recorded one by one.
+//! A feedback mailbox is small (a complaint per thousand emails at worst), but anyone can write
+//! to it: the messages are read one at a time through the bounce importer's [`Guard`] (at most
+//! [`MAX_MESSAGE_BYTES`] each, nesting counted before parsing, parsed on a thread under a time
+//! limit); one that fails a bound is set aside (a Maildir's file moved to
+//! [`SET_ASIDE_FOLDER`], an mbox's message listed in the report) and the import goes on.
+//!
+//! [`MAX_MESSAGE_BYTES`]: super::mailbox::MAX_MESSAGE_BYTES
+//! [`SET_ASIDE_FOLDER`]: super::mailbox::SET_ASIDE_FOLDER
 
 use std::path::Path;
 
@@ -24,7 +30,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::dsn::{self, Verp};
-use super::mailbox::Message as Raw;
+use super::guard::{self, Guard, SetAside};
 use super::{BounceError, Mailbox};
 use crate::audience::optout;
 use crate::campaign::lifecycle;
@@ -49,6 +55,18 @@ pub struct ComplaintReport {
     pub opted_out: u64,
     /// Campaigns paused now for their complaint rate, with the reason.
     pub paused: Vec<(String, String)>,
+    /// Messages set aside unread (too big, too deeply nested, too slow to parse): where each
+    /// was, why, and the folder a Maildir's file was moved to.
+    pub set_aside: Vec<SetAsideMessage>,
+}
+
+/// A message the import set aside.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SetAsideMessage {
+    /// The Maildir file, or `FILE#N` for the N-th message of an mbox.
+    pub origin: String,
+    pub why: String,
+    pub moved_to: Option<std::path::PathBuf>,
 }
 
 /// One feedback report, as read.
@@ -214,18 +232,19 @@ pub async fn import(
         Some(address) => Some((address.clone(), VerpKey::load(db.pool()).await?)),
         None => None,
     };
-    let reports = tokio::task::spawn_blocking(move || {
+    let read: guard::ReadFn<Option<Report>> = std::sync::Arc::new(move |raw: &[u8]| {
         let verp = key.as_ref().map(|(bounce_address, key)| Verp {
             bounce_address,
             key,
         });
+        read(raw, verp.as_ref())
+    });
+    let reports = tokio::task::spawn_blocking(move || {
+        let mut guard = Guard::new(read, guard::MAX_PARSE_TIME);
         let mut out = Vec::new();
         mailbox
             .for_each(|origin, message| {
-                let report = match message {
-                    Raw::Raw(raw) => read(raw, verp.as_ref()),
-                    _ => None,
-                };
+                let report = guard.screen_in(&mailbox, &origin, message);
                 out.push((origin.label, report));
                 true
             })
@@ -238,6 +257,17 @@ pub async fn import(
     let mut campaigns: Vec<i64> = Vec::new();
     for (origin, read) in reports {
         report.read += 1;
+        let read = match read {
+            Ok(read) => read,
+            Err(SetAside { why, moved_to }) => {
+                report.set_aside.push(SetAsideMessage {
+                    origin,
+                    why,
+                    moved_to,
+                });
+                continue;
+            }
+        };
         let Some(r) = read else {
             report.not_reports += 1;
             continue;

@@ -204,6 +204,15 @@ pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
         if let (None, Some(v), Some(id)) = (bounce.verp_row, verp, found.envelope_id.as_deref()) {
             bounce.verp_row = v.key.row_of(id);
         }
+        // The envelope id avvisi gives a relay that offers DSN is the message's Message-ID
+        // (see `deliver::transport`): it names the message when the bounce quotes no copy.
+        if bounce.original_message_id.is_none() {
+            bounce.original_message_id = found
+                .envelope_id
+                .as_deref()
+                .map(xtext_decoded)
+                .filter(|id| id.contains('@'));
+        }
         bounce.kind = found.kind;
         bounce.recipient = found.recipient;
         bounce.original_recipient = found.original_recipient;
@@ -211,6 +220,30 @@ pub(crate) fn read(raw: &[u8], verp: Option<&Verp<'_>>) -> Bounce {
         bounce.diagnostic = found.diagnostic;
     }
     bounce
+}
+
+/// An xtext value (RFC 3461: `+HH` for a byte outside `!`..`~`, `+` and `=`) decoded; a
+/// malformed escape is kept as it is.
+fn xtext_decoded(value: &str) -> String {
+    let bytes = value.trim().as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'+', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What the body of a bounce says about its recipient.

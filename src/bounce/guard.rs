@@ -1,37 +1,51 @@
-//! Returned mail is anyone's to write: each message is screened before it is parsed (its size,
-//! its nesting, see [`dsn::hazard`]) and parsed on a thread of its own under a time limit, so one
-//! message can neither crash the import nor hold it up. What fails a bound is set aside and the
-//! import goes on with the next message.
+//! Returned mail, and feedback reports, are anyone's to write: each message is screened before
+//! it is parsed (its size, its nesting, see [`dsn::hazard`]) and parsed on a thread of its own
+//! under a time limit, so one message can neither crash the import nor hold it up. What fails a
+//! bound is set aside (a Maildir's file moved to [`SET_ASIDE_FOLDER`], an mbox's message listed)
+//! and the import goes on with the next message. `bounces import` and `complaints import` both
+//! read through here.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dsn::{self, Bounce};
-use super::mailbox::{Message, MAX_MESSAGE_BYTES};
+use std::path::PathBuf;
+
+use super::dsn;
+#[cfg(doc)]
+use super::mailbox::SET_ASIDE_FOLDER;
+use super::mailbox::{Mailbox, Message, Origin, MAX_MESSAGE_BYTES};
 
 /// The longest one message may take to parse. Screened messages parse in milliseconds; this
 /// only stops one that the screening did not foresee from holding every later import up.
 pub(crate) const MAX_PARSE_TIME: Duration = Duration::from_secs(10);
 
 /// How one message is read.
-pub(crate) type ReadFn = Arc<dyn Fn(&[u8]) -> Bounce + Send + Sync>;
+pub(crate) type ReadFn<T> = Arc<dyn Fn(&[u8]) -> T + Send + Sync>;
 
 /// Screens and parses messages one at a time.
-pub(crate) struct Guard {
-    read: ReadFn,
+pub(crate) struct Guard<T> {
+    read: ReadFn<T>,
     limit: Duration,
-    worker: Option<Worker>,
+    worker: Option<Worker<T>>,
 }
 
 /// The parsing thread: a message in, its reading out.
-struct Worker {
+struct Worker<T> {
     jobs: mpsc::SyncSender<Vec<u8>>,
-    done: mpsc::Receiver<Bounce>,
+    done: mpsc::Receiver<T>,
 }
 
-impl Guard {
-    pub(crate) fn new(read: ReadFn, limit: Duration) -> Guard {
+/// A message set aside: why, and the folder its file was moved to (a Maildir's; an mbox's
+/// message stays where it is and is only listed).
+#[derive(Debug, Clone)]
+pub(crate) struct SetAside {
+    pub why: String,
+    pub moved_to: Option<PathBuf>,
+}
+
+impl<T: Send + 'static> Guard<T> {
+    pub(crate) fn new(read: ReadFn<T>, limit: Duration) -> Guard<T> {
         Guard {
             read,
             limit,
@@ -39,8 +53,29 @@ impl Guard {
         }
     }
 
+    /// The message at `origin` of `mailbox` read, or set aside: its file moved out of the way
+    /// when it has one (a failed move is logged; the next import meets it again).
+    pub(crate) fn screen_in(
+        &mut self,
+        mailbox: &Mailbox,
+        origin: &Origin<'_>,
+        message: Message<'_>,
+    ) -> Result<T, SetAside> {
+        self.screen(message).map_err(|why| {
+            tracing::warn!(origin = %origin.label, why = %why, "message set aside");
+            let moved_to = origin.file.and_then(|file| match mailbox.set_aside(file) {
+                Ok(folder) => Some(folder),
+                Err(e) => {
+                    tracing::warn!(origin = %origin.label, error = %e, "cannot move a message set aside");
+                    None
+                }
+            });
+            SetAside { why, moved_to }
+        })
+    }
+
     /// The message read, or why it is set aside.
-    pub(crate) fn screen(&mut self, message: Message<'_>) -> Result<Bounce, String> {
+    pub(crate) fn screen(&mut self, message: Message<'_>) -> Result<T, String> {
         let raw = match message {
             Message::TooBig(size) => {
                 return Err(format!(
@@ -55,7 +90,7 @@ impl Guard {
         self.parse(raw.to_vec())
     }
 
-    fn parse(&mut self, raw: Vec<u8>) -> Result<Bounce, String> {
+    fn parse(&mut self, raw: Vec<u8>) -> Result<T, String> {
         let worker = match self.worker.take() {
             Some(worker) => worker,
             None => spawn(self.read.clone()).map_err(|e| format!("cannot start a parser: {e}"))?,
@@ -81,9 +116,9 @@ impl Guard {
     }
 }
 
-fn spawn(read: ReadFn) -> std::io::Result<Worker> {
+fn spawn<T: Send + 'static>(read: ReadFn<T>) -> std::io::Result<Worker<T>> {
     let (jobs, inbox) = mpsc::sync_channel::<Vec<u8>>(0);
-    let (outbox, done) = mpsc::sync_channel::<Bounce>(1);
+    let (outbox, done) = mpsc::sync_channel::<T>(1);
     std::thread::Builder::new()
         .name("bounce-parser".into())
         .spawn(move || {
@@ -99,6 +134,7 @@ fn spawn(read: ReadFn) -> std::io::Result<Worker> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bounce::dsn::Bounce;
 
     fn plain(raw: &[u8]) -> Bounce {
         dsn::read(raw, None)
@@ -106,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_slow_or_failing_message_is_set_aside_and_the_next_is_read() {
-        let slow: ReadFn = Arc::new(|raw: &[u8]| {
+        let slow: ReadFn<Bounce> = Arc::new(|raw: &[u8]| {
             if raw.starts_with(b"Subject: slow") {
                 std::thread::sleep(Duration::from_secs(10));
             }

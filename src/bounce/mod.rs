@@ -128,7 +128,7 @@ pub async fn import(
         None => None,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Item, BounceError>>(256);
-    let read: guard::ReadFn = std::sync::Arc::new(move |raw: &[u8]| {
+    let read: guard::ReadFn<dsn::Bounce> = std::sync::Arc::new(move |raw: &[u8]| {
         let verp = verp.as_ref().map(|(bounce_address, key)| Verp {
             bounce_address,
             key,
@@ -139,27 +139,17 @@ pub async fn import(
         let mut guard = Guard::new(read, guard::MAX_PARSE_TIME);
         mailbox
             .for_each(|origin, message| {
-                let item = match guard.screen(message) {
+                let item = match guard.screen_in(&mailbox, &origin, message) {
                     Ok(bounce) => Item::Read(Read {
                         origin: origin.label,
                         bounce,
                     }),
-                    Err(why) => {
-                        tracing::warn!(origin = %origin.label, why = %why, "message set aside");
-                        let moved_to = origin.file.and_then(|file| match mailbox.set_aside(file) {
-                            Ok(folder) => Some(folder),
-                            Err(e) => {
-                                // Listed all the same; the next import meets it again.
-                                tracing::warn!(origin = %origin.label, error = %e, "cannot move a message set aside");
-                                None
-                            }
-                        });
-                        Item::SetAside {
-                            origin: origin.label,
-                            why,
-                            moved_to,
-                        }
-                    }
+                    // Listed all the same, moved or not.
+                    Err(guard::SetAside { why, moved_to }) => Item::SetAside {
+                        origin: origin.label,
+                        why,
+                        moved_to,
+                    },
                 };
                 tx.blocking_send(Ok(item)).is_ok()
             })

@@ -92,6 +92,19 @@ pub(crate) fn print(e: &Explanation, tz: chrono_tz::Tz) {
         }
     }
 
+    if !e.held.is_empty() {
+        println!();
+        println!("held domains (the provider asked us to slow down; its messages wait):");
+        for h in &e.held {
+            println!(
+                "  {}  until {}: {}",
+                h.domain,
+                local(Some(h.until), tz),
+                printable(&h.reply)
+            );
+        }
+    }
+
     println!();
     if e.messages.is_empty() {
         println!("messages: none planned for this user");

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use super::{local, print_json, show};
 use crate::app::{Actor, App};
 use crate::audience::optout::OptOut;
+use crate::telemetry::printable;
 
 /// The opt-outs: users who stopped a stream (the one-click unsubscribe, complaints).
 #[derive(Debug, Subcommand)]
@@ -105,6 +106,14 @@ pub(crate) async fn run_complaints(
         println!("not reports       {}", r.not_reports);
         println!("already imported  {}", r.already_imported);
         println!("users opted out   {}", r.opted_out);
+        println!("set aside         {}", r.set_aside.len());
+        for s in &r.set_aside {
+            let moved = match &s.moved_to {
+                Some(folder) => format!(", moved to {}", folder.display()),
+                None => String::new(),
+            };
+            println!("  {}: {}{moved}", printable(&s.origin), printable(&s.why));
+        }
         for (campaign, why) in &r.paused {
             println!("paused            {campaign}: {why}");
         }

@@ -60,6 +60,15 @@ fn print(r: &RunReport, settings: &Settings) {
              rest stays queued until the last hour has room (`avvisi status` shows the count)"
         );
     }
+    for h in &r.held_domains {
+        println!(
+            "held: {} until {} (the provider asked us to slow down: {}); its messages wait, the \
+             other domains went on",
+            h.domain,
+            h.until.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z"),
+            printable(&h.reply)
+        );
+    }
     if r.outside_sending_hours {
         let cal = &settings.calendar;
         println!(

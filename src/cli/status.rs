@@ -84,6 +84,15 @@ pub(crate) fn print(s: &Status, settings: &Settings) {
             .collect();
         println!("opted out: {} (avvisi optouts list)", each.join(", "));
     }
+    for h in &s.held_domains {
+        println!(
+            "held: {} until {} (the provider asked us to slow down: {}); its messages wait, the \
+             other domains go on",
+            h.domain,
+            local(Some(h.until), tz),
+            printable(&h.reply)
+        );
+    }
     for c in &s.complaints {
         println!(
             "complaints: {} {} of {} sent ({:.2}%)",

@@ -54,12 +54,13 @@ impl Worker {
             if stale {
                 stale_next = now + stale_every;
             }
-            let (rows, skipped, reopened_at) = self
+            let (rows, skipped, held, reopened_at) = self
                 .claim_batch(lane, &token, now, stale, &mut hold_reminders)
                 .await?;
             count_skipped(report, progress, &skipped);
+            report.held_back += held;
             if rows.is_empty() {
-                if skipped.is_empty() {
+                if skipped.is_empty() && held == 0 {
                     break;
                 }
                 continue;
@@ -82,7 +83,7 @@ impl Worker {
         now: DateTime<Utc>,
         stale: bool,
         hold_reminders: &mut bool,
-    ) -> Result<(Vec<Claimed>, Vec<(String, u64)>, Option<DateTime<Utc>>), sqlx::Error> {
+    ) -> Result<(Vec<Claimed>, Vec<(String, u64)>, u64, Option<DateTime<Utc>>), sqlx::Error> {
         let mut conn = lane.conn().await?;
         let (backend, limit) = (self.db.backend(), self.batch_size());
         if stale {
@@ -103,9 +104,9 @@ impl Worker {
             stale,
             hold_reminders: *hold_reminders,
         };
-        let (rows, skipped) = outbox::claim(&mut conn, &request).await?;
+        let (rows, skipped, held) = outbox::claim(&mut conn, &request).await?;
         let reopened_at = crate::campaign::phases::reopened_at(&mut *conn).await?;
-        Ok((rows, skipped, reopened_at))
+        Ok((rows, skipped, held, reopened_at))
     }
 
     /// A claimed batch of `rows` rows, as its jobs carry it.

@@ -35,7 +35,10 @@ impl Worker {
             return Err(Outcome::Expired { reason });
         }
         match self.email_for_digest(row, &job.merged, templates, &job.batch.reopened_at, now) {
-            Ok(email) => Ok(job.batch.sender.apply(Outgoing::from(&email), row.id)),
+            Ok(email) => Ok(job
+                .batch
+                .sender
+                .apply(Outgoing::from(&email).with_envid(&row.message_id), row.id)),
             Err(EmailError::Template(e)) => {
                 // A template problem is not the recipient's: keep the row for a fixed template.
                 tracing::error!(outbox_id = row.id, user_id = %row.user.user_id, campaign = %row.campaign, template = %row.template, error = %crate::telemetry::scrub(&e.to_string()), "cannot render");

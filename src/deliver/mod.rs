@@ -31,6 +31,7 @@ use crate::store::Db;
 mod breaker;
 mod claimer;
 mod compose;
+pub mod hold;
 pub mod outbox;
 mod pipeline;
 pub mod quota;
@@ -75,6 +76,10 @@ pub struct DeliveryReport {
     pub outside_sending_hours: bool,
     /// Delivery stopped because the relay's hourly quota is used up.
     pub throttled: bool,
+    /// Rows that waited for their domain's hold this pass, untried (see [`hold`]).
+    pub held_back: u64,
+    /// The domains held at the end of the pass, when this pass met one.
+    pub held_domains: Vec<hold::DomainHold>,
 }
 
 /// What the circuit breaker did when it tripped.
@@ -309,6 +314,14 @@ impl Worker {
             // The relay's fault, and nothing of the message was sent: as it was, due now (the
             // caller backs off as a whole).
             FailureKind::Refused => return Outcome::HandedBack { at: now },
+            // The provider asked us to slow down: its domain waits, whatever the attempts.
+            FailureKind::Deferred => {
+                return Outcome::Deferred {
+                    domain: hold::domain_of(&row.recipient),
+                    reply: error,
+                    backoff: hold::Backoff::of(&self.settings),
+                }
+            }
             _ => {}
         }
         if failure.kind == FailureKind::NoSuchRecipient {

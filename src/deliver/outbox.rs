@@ -97,6 +97,14 @@ pub enum Outcome {
         error: String,
         code: Option<u16>,
     },
+    /// The recipient's provider asked us to slow down (`reply`): `domain` is held, if it is not
+    /// already, with `backoff`, and the row waits for the hold's end, attempt not counted;
+    /// expired if its deadline comes first (see `deliver::hold`).
+    Deferred {
+        domain: String,
+        reply: String,
+        backoff: crate::deliver::hold::Backoff,
+    },
     /// Not attempted (shutdown, relay down): back to pending as it was, attempt not counted.
     HandedBack {
         at: DateTime<Utc>,

@@ -27,6 +27,9 @@ struct Pass {
     shutdown: CancellationToken,
     breaker: Arc<Breaker>,
     quota: Arc<Quota>,
+    /// Domains whose provider asked this pass to slow down, with its reply: their messages
+    /// already claimed wait for the hold without being tried (the claim holds back the rest).
+    held: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 type Shared<T> = Arc<tokio::sync::Mutex<mpsc::Receiver<T>>>;
@@ -44,6 +47,7 @@ impl Worker {
             shutdown: shutdown.clone(),
             breaker: Arc::new(Breaker::new(self.settings.delivery.breaker_threshold)),
             quota: Arc::new(Quota::new(&self.db, &self.settings)),
+            held: Arc::default(),
         };
         // A full hour claims nothing: rows would only be claimed and handed back at every poll.
         if hour_used_up(&pass.quota).await? {
@@ -140,6 +144,10 @@ impl Worker {
             }
             Some(StopReason::Throttled) => report.throttled = true,
             Some(StopReason::Breaker) | Some(StopReason::Database) | None => {}
+        }
+        let deferred = !pass.held.lock().expect("held lock").is_empty();
+        if deferred || report.held_back > 0 {
+            report.held_domains = super::hold::held(&self.db, self.clock.now()).await?;
         }
         if let Some(tripped) = pass.breaker.tripped() {
             let b = self.breaker_tripped(&tripped).await?;
@@ -242,6 +250,8 @@ async fn send_until_drained(
         let (outcome, committed) = if pass.stop.halts(&pass.shutdown) {
             let at = pass.worker.clock.now();
             (Outcome::HandedBack { at }, None)
+        } else if let Some(outcome) = held_in_pass(&pass, &job) {
+            (outcome, None)
         } else {
             let gate = Gate::new(previous.take(), Some(job.batch.deadline));
             let span = job.batch.span.clone();
@@ -266,6 +276,24 @@ async fn send_until_drained(
     }
 }
 
+/// The outcome of a job whose domain's provider asked this pass to slow down: it waits with
+/// the others, untried.
+fn held_in_pass(pass: &Pass, job: &Job) -> Option<Outcome> {
+    let held = pass.held.lock().expect("held lock");
+    // The common case, no deferral this pass: no address looked at.
+    if held.is_empty() {
+        return None;
+    }
+    let domain = super::hold::domain_of(&job.row.recipient);
+    let reply = held.get(&domain)?.clone();
+    drop(held);
+    Some(Outcome::Deferred {
+        domain,
+        reply,
+        backoff: super::hold::Backoff::of(&pass.worker.settings),
+    })
+}
+
 /// What a send's failure means for the pass: a stop, a step of the breaker's streak, or nothing.
 fn judge(pass: &Pass, job: &Job, failure: Option<&SendFailure>) {
     let Some(f) = failure else {
@@ -286,6 +314,15 @@ fn judge(pass: &Pass, job: &Job, failure: Option<&SendFailure>) {
         FailureKind::Transient => pass.breaker.passed(),
         // About this recipient alone (see `breaker`).
         FailureKind::NoSuchRecipient => {}
+        // About the pace towards one provider: neither the relay's fault nor a streak's step.
+        FailureKind::Deferred => {
+            let domain = super::hold::domain_of(&job.row.recipient);
+            pass.held
+                .lock()
+                .expect("held lock")
+                .entry(domain)
+                .or_insert_with(|| f.detail.clone());
+        }
         // Not the relay's answer: nothing to count.
         FailureKind::Late => {}
     }

@@ -62,7 +62,7 @@ pub(super) async fn record_outcomes(
                 let tally = tallies.entry(row.campaign.clone()).or_default();
                 match outcome {
                     Outcome::Sent { .. } => tally.sent += 1,
-                    Outcome::Retry { .. } => tally.retrying += 1,
+                    Outcome::Retry { .. } | Outcome::Deferred { .. } => tally.retrying += 1,
                     Outcome::Failed { .. } | Outcome::NoSuchRecipient { .. } => tally.failed += 1,
                     Outcome::Expired { .. } => tally.expired += 1,
                     Outcome::Skipped { .. } => tally.skipped += 1,

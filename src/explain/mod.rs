@@ -30,6 +30,9 @@ pub struct Explanation {
     pub suppressions: Vec<Suppression>,
     /// The streams the user opted out of (nothing more of them is planned or sent).
     pub optouts: Vec<OptOut>,
+    /// The domains of the user's addresses whose provider asked us to slow down: their
+    /// messages wait for the hold's end (see `deliver::hold`).
+    pub held: Vec<crate::deliver::hold::DomainHold>,
     /// Per campaign (the calendar's included, before they exist), why the user has or has not a
     /// message of its current step at `at`.
     pub why_not: Vec<CampaignVerdict>,
@@ -64,6 +67,15 @@ pub async fn explain(
     let suppressions = suppression::of_addresses(db, &addresses).await?;
     let why_not = why_not(db, settings, &user, &messages, now).await?;
     let optouts = optout::list(db, Some(user_id)).await?;
+    let domains: Vec<String> = addresses
+        .iter()
+        .map(|a| crate::deliver::hold::domain_of(a))
+        .collect();
+    let held = crate::deliver::hold::held(db, now)
+        .await?
+        .into_iter()
+        .filter(|h| domains.contains(&h.domain))
+        .collect();
     Ok(Some(Explanation {
         at: now,
         user,
@@ -71,6 +83,7 @@ pub async fn explain(
         messages,
         suppressions,
         optouts,
+        held,
         why_not,
     }))
 }

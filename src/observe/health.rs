@@ -68,7 +68,7 @@ impl Health {
 /// One readiness check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// `database`, `templates`, `relay`, `snapshot` or `breaker`.
+    /// `database`, `templates`, `relay`, `snapshot`, `breaker` or `deferrals`.
     pub name: &'static str,
     pub ok: bool,
     /// What was found, in one line.
@@ -163,6 +163,33 @@ pub async fn readiness(
             }
         }
         Err(e) => check("breaker", false, db.describe(&e)),
+    });
+    // A provider's request to slow down holds one domain; the service is still ready, and says
+    // which domain waits and until when.
+    checks.push(match crate::deliver::hold::held(db, now).await {
+        Ok(held) if held.is_empty() => check("deferrals", true, "no domain held".into()),
+        Ok(held) => {
+            let each: Vec<String> = held
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} until {} ({})",
+                        h.domain,
+                        h.until.to_rfc3339(),
+                        crate::telemetry::scrub(&h.reply)
+                    )
+                })
+                .collect();
+            check(
+                "deferrals",
+                true,
+                format!(
+                    "held (the provider asked to slow down): {}",
+                    each.join("; ")
+                ),
+            )
+        }
+        Err(e) => check("deferrals", false, db.describe(&e)),
     });
     checks
 }

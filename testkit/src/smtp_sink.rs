@@ -75,6 +75,14 @@ pub enum Fault {
         code: u16,
         text: String,
     },
+    /// Reply `code text` to RCPT TO for every address of this domain, the first `times` times
+    /// (counted across connections): a mailbox provider asking to slow down (`421 4.7.28`).
+    DeferDomain {
+        domain: String,
+        code: u16,
+        text: String,
+        times: u32,
+    },
     /// Reply `code text` after the DATA terminator for messages whose RCPT includes this address.
     RejectData {
         address: String,
@@ -89,6 +97,8 @@ pub enum Fault {
     SlowData { millis: u64 },
     /// Do not offer PIPELINING in the EHLO reply (an older relay).
     NoPipelining,
+    /// Offer DSN (RFC 3461) in the EHLO reply; MAIL FROM's parameters are in [`SmtpSink::commands`].
+    OfferDsn,
     /// Greet every connection with `code text` and close (a relay that blocks us).
     Greet { code: u16, text: String },
     /// Offer AUTH PLAIN and LOGIN, and answer every AUTH with `code text` (235 accepts).
@@ -113,6 +123,7 @@ struct State {
     drops_left: u32,
     refusals_left: u32,
     data_drops_left: u32,
+    defers_left: u32,
     /// Messages accepted (in both modes).
     queued: u64,
     /// Content bytes of the accepted messages, as in [`Received::data`] (in both modes).
@@ -159,6 +170,7 @@ impl SmtpSink {
                 Fault::DropOnMail { times } => state.drops_left += times,
                 Fault::RefuseGreeting { times } => state.refusals_left += times,
                 Fault::DropInData { times } => state.data_drops_left += times,
+                Fault::DeferDomain { times, .. } => state.defers_left += times,
                 _ => {}
             }
         }
@@ -385,6 +397,9 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                 if !has(|f| matches!(f, Fault::NoPipelining)) {
                     lines.push("PIPELINING");
                 }
+                if has(|f| matches!(f, Fault::OfferDsn)) {
+                    lines.push("DSN");
+                }
                 if has(|f| matches!(f, Fault::Auth { .. })) {
                     lines.push("AUTH PLAIN LOGIN");
                 }
@@ -446,6 +461,15 @@ async fn session(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                         code,
                         text,
                     } if address.eq_ignore_ascii_case(&addr) => Some(format!("{code} {text}\r\n")),
+                    Fault::DeferDomain {
+                        domain, code, text, ..
+                    } if addr
+                        .rsplit_once('@')
+                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                        && take_one(&mut shared.state.lock().unwrap().defers_left) =>
+                    {
+                        Some(format!("{code} {text}\r\n"))
+                    }
                     _ => None,
                 });
                 fault.unwrap_or_else(|| {

@@ -8,7 +8,10 @@ use sqlx::Row;
 use crate::helpers::{served_address, TestApp};
 use crate::on_both_backends;
 
-on_both_backends!(complaints_opt_out_move_the_rate_and_pause_the_campaign);
+on_both_backends!(
+    complaints_opt_out_move_the_rate_and_pause_the_campaign,
+    a_poison_report_is_set_aside_and_the_others_are_read,
+);
 
 const MAINTENANCE: &str = "maintenance_notice-2026-11-30";
 
@@ -310,4 +313,121 @@ async fn complaints_opt_out_move_the_rate_and_pause_the_campaign(app: TestApp) {
     );
     daemon.terminate().await;
     app.teardown().await;
+}
+
+/// The feedback mailbox is anyone's to write to: a report nested too deep to parse safely, or
+/// too big, is set aside (a Maildir's file moved to `.avvisi-rejected/`, an mbox's message
+/// listed in the report) and the import goes on with the others, as `bounces import` does.
+async fn a_poison_report_is_set_aside_and_the_others_are_read(app: TestApp) {
+    ok(
+        &app,
+        &[
+            "run",
+            "--once",
+            "--import",
+            "examples/users.csv",
+            "--now",
+            "2026-11-27T09:30:00+01:00",
+        ],
+        &[],
+    );
+    let notices: Vec<(String, String)> = app
+        .eml_files()
+        .into_iter()
+        .filter(|(_, email)| header(email, "List-Unsubscribe").is_some())
+        .map(|(_, email)| {
+            let to = header(&email, "To").unwrap();
+            let to = to
+                .rsplit_once('<')
+                .map_or(to.as_str(), |(_, a)| a.trim_end_matches('>'))
+                .to_string();
+            (to, email)
+        })
+        .collect();
+    let [a, b] = [&notices[0], &notices[1]];
+    // A copy inside 150 copies of itself: the parser would recurse 150 levels deep.
+    let mut nested = a.1.clone();
+    for _ in 0..150 {
+        nested = format!("Content-Type: message/rfc822\r\n\r\n{nested}");
+    }
+    let poison = arf("poison", &a.0, &nested, false);
+
+    // An mbox: the poison first, then a good report; the poison is listed, the other read.
+    let file = app.dir.path().join("fbl.mbox");
+    std::fs::write(
+        &file,
+        mbox(&[poison.clone(), arf("good-a", &a.0, &a.1, false)]),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let report = json(&ok(&app, &["complaints", "import", path, "--json"], &[]));
+    assert_eq!(
+        (&report["read"], &report["linked"], &report["opted_out"]),
+        (&2.into(), &1.into(), &1.into()),
+        "{report}"
+    );
+    let aside = report["set_aside"].as_array().unwrap();
+    assert_eq!(aside.len(), 1, "{report}");
+    assert_eq!(aside[0]["origin"], format!("{path}#1"), "{report}");
+    assert!(
+        aside[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("nested too deep"),
+        "{report}"
+    );
+    assert_eq!(aside[0]["moved_to"], serde_json::Value::Null);
+    // The text report says it too.
+    let text = ok(&app, &["complaints", "import", path], &[]);
+    assert!(text.contains("set aside         1"), "{text}");
+    assert!(text.contains("nested too deep"), "{text}");
+
+    // A Maildir: the poison and a message over 4 MiB are moved to .avvisi-rejected/; the good
+    // report beside them is read.
+    let folder = app.dir.path().join("fbl");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(folder.join(sub)).unwrap();
+    }
+    std::fs::write(folder.join("new").join("1.M1P1.fbl"), &poison).unwrap();
+    let big = format!("Subject: big\r\n\r\n{}", "x".repeat(4 * 1024 * 1024 + 10));
+    std::fs::write(folder.join("new").join("2.M2P1.fbl"), big).unwrap();
+    std::fs::write(
+        folder.join("cur").join("3.M3P1.fbl:2,S"),
+        arf("good-b", &b.0, &b.1, false),
+    )
+    .unwrap();
+    let path = folder.to_str().unwrap();
+    let report = json(&ok(&app, &["complaints", "import", path, "--json"], &[]));
+    assert_eq!(
+        (&report["read"], &report["linked"]),
+        (&3.into(), &1.into()),
+        "{report}"
+    );
+    let aside = report["set_aside"].as_array().unwrap();
+    assert_eq!(aside.len(), 2, "{report}");
+    let rejected = folder.join(".avvisi-rejected");
+    for s in aside {
+        assert_eq!(s["moved_to"], rejected.to_str().unwrap(), "{report}");
+    }
+    let whys: Vec<&str> = aside.iter().map(|s| s["why"].as_str().unwrap()).collect();
+    assert!(whys.iter().any(|w| w.starts_with("too big")), "{whys:?}");
+    assert!(
+        whys.iter().any(|w| w.contains("nested too deep")),
+        "{whys:?}"
+    );
+    for name in ["1.M1P1.fbl", "2.M2P1.fbl"] {
+        assert!(rejected.join("cur").join(name).is_file(), "{name}");
+        assert!(!folder.join("new").join(name).exists(), "{name}");
+    }
+    // Again: only the good one is met, already imported.
+    let again = json(&ok(&app, &["complaints", "import", path, "--json"], &[]));
+    assert_eq!(
+        (
+            &again["read"],
+            &again["already_imported"],
+            &again["set_aside"]
+        ),
+        (&1.into(), &1.into(), &serde_json::json!([])),
+        "{again}"
+    );
 }

@@ -185,7 +185,14 @@ async fn metrics_move_during_a_campaign(app: TestApp) {
     // Ready: every check named, all passing.
     let (code, ready) = http_get(&address, "/readyz").unwrap();
     assert_eq!(code, 200, "{ready}");
-    for check in ["database", "templates", "relay", "snapshot", "breaker"] {
+    for check in [
+        "database",
+        "templates",
+        "relay",
+        "snapshot",
+        "breaker",
+        "deferrals",
+    ] {
         assert!(ready.contains(&format!("ok {check}:")), "{ready}");
     }
     stop(child).await;

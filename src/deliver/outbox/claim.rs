@@ -19,16 +19,20 @@ pub(crate) struct ClaimRequest<'a> {
     pub hold_reminders: bool,
 }
 
+/// What a claim got: the rows to send, the rows skipped per campaign, and how many rows went
+/// back to wait for their domain's hold (see `deliver::hold`).
+pub(crate) type ClaimedBatch = (Vec<Claimed>, Vec<(String, u64)>, u64);
+
 /// Claims up to `limit` due rows of running campaigns for `token`, for `lease_seconds` on the
-/// database's clock, skips the ones whose user no longer qualifies, and returns the rest with
-/// the skips per campaign.
+/// database's clock, skips the ones whose user no longer qualifies, holds back those whose
+/// recipient's domain is held, and returns the rest with the skips per campaign.
 pub(crate) async fn claim(
     conn: &mut AnyConnection,
     request: &ClaimRequest<'_>,
-) -> Result<(Vec<Claimed>, Vec<(String, u64)>), sqlx::Error> {
+) -> Result<ClaimedBatch, sqlx::Error> {
     let (token, now) = (request.token, request.now);
     if claim_leads(conn, request).await? == 0 {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), 0));
     }
     // The other rows of the claimed digests travel with their lead.
     let followers = sqlx::query(&followers_sql(request.backend, request.hold_reminders))
@@ -68,7 +72,12 @@ pub(crate) async fn claim(
         dropped.extend(dropped_sections(conn, token, &campaigns).await?);
     }
     let claimed = claimed_rows(conn, token, &dropped).await?;
-    Ok((claimed, skipped))
+    // A held domain's rows (a digest's alike: one recipient) wait for its hold, untried. Their
+    // next attempt is the hold's end: each is claimed once per hold, not at every batch.
+    let (claimed, held) =
+        crate::deliver::hold::hold_back(conn, token, claimed, |r| (r.id, &r.recipient), now)
+            .await?;
+    Ok((claimed, skipped, held))
 }
 
 /// Claims the leads of digests and the rows sent alone; returns how many.

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Connection};
 
 use super::*;
+use crate::deliver::hold;
 
 /// Records the outcomes of a claimed batch in one transaction. Returns how many rows were still
 /// held by `token` (a row whose lease expired and was claimed by another daemon is left alone).
@@ -69,6 +70,21 @@ async fn record_one(
 ) -> Result<u64, sqlx::Error> {
     let q = match outcome {
         Outcome::Sent { .. } => return Ok(0),
+        Outcome::Deferred {
+            domain,
+            reply,
+            backoff,
+        } => {
+            let now = crate::store::timestamp(Some(now)).unwrap_or_default();
+            let until = hold::hold(conn, domain, reply, now, *backoff).await?;
+            let held = hold::DomainHold {
+                domain: domain.clone(),
+                until,
+                reply: reply.clone(),
+                strikes: 0,
+            };
+            return hold::wait(conn, token, &[id], &held, now).await;
+        }
         Outcome::Retry { at, error, code } => sqlx::query(
             "UPDATE outbox SET state = 'pending', next_attempt_at = $4, reason = $5, smtp_code = $6, \
                 updated_at = $3, claim_token = NULL, lease_until = NULL \

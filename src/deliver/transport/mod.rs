@@ -6,8 +6,11 @@
 //!   certificate that does not verify, AUTH refused, `530` or `421` before the body). Nothing of
 //!   the message was sent: it goes back to the queue as it was, and delivery stops as a whole;
 //! - a 4xx reply to the message is [`FailureKind::Transient`], a 5xx [`FailureKind::Permanent`];
-//!   a 5xx to RCPT with a status saying the address does not exist (`550 5.1.1`) is
-//!   [`FailureKind::NoSuchRecipient`];
+//!   a 4xx that asks us to slow down (`421 4.7.28`, the providers' known texts), whatever the
+//!   command it answers, is [`FailureKind::Deferred`]: it holds the recipient's domain;
+//!   a 5xx to RCPT, or to the body, with a status saying the address does not exist
+//!   (`550 5.1.1`) is [`FailureKind::NoSuchRecipient`]; any other 5xx (a full mailbox the relay
+//!   calls permanent, `552 5.2.2`) fails its message without suppressing the address;
 //! - no usable answer once the message was under way (dropped, timed out) is
 //!   [`FailureKind::Unreachable`]: the relay may have it, so the attempt counts, and delivery
 //!   stops as a whole too.
@@ -47,10 +50,14 @@ pub enum FailureKind {
     /// Not attempted: the relay's hourly quota (`rate.per_hour`, shared by every daemon) is
     /// used up for now (see `deliver::quota`).
     Throttled,
-    /// The relay refused the recipient at RCPT with a 5xx and an RFC 3463 status 5.1.x saying
-    /// the mailbox or domain does not exist (see [`recipient_does_not_exist`]): this message
+    /// The relay refused the recipient at RCPT, or the message after its body, with a 5xx and
+    /// an RFC 3463 status 5.1.x saying the mailbox or domain does not exist (see [`recipient_does_not_exist`]): this message
     /// fails, and the address is suppressed.
     NoSuchRecipient,
+    /// The recipient's provider asks us to slow down (`421 4.7.28`, "rate limited", see
+    /// `deliver::hold`): about the pace towards its domain, not the message nor the relay.
+    /// The domain is held; its messages wait, attempt not counted.
+    Deferred,
     /// Not sent: the claim's lease was about to run out before the body could start (see
     /// [`Gate`]). Nothing of the message reached the relay; another process may own the row.
     Late,
@@ -86,6 +93,10 @@ pub enum TransportError {
 pub struct Outgoing {
     envelope: lettre::address::Envelope,
     bytes: Vec<u8>,
+    /// The envelope id (`ENVID`, RFC 3461) given on MAIL FROM when the relay offers DSN: a
+    /// delivery status notification quotes it as `Original-Envelope-Id`, which `bounces import`
+    /// links back to the message without VERP.
+    envid: Option<String>,
 }
 
 impl From<&Message> for Outgoing {
@@ -93,11 +104,20 @@ impl From<&Message> for Outgoing {
         Outgoing {
             envelope: message.envelope().clone(),
             bytes: message.formatted(),
+            envid: None,
         }
     }
 }
 
 impl Outgoing {
+    /// The same email with the envelope id of its outbox row: its Message-ID without `<>`
+    /// (RFC 3461 allows 100 characters; a longer one goes without).
+    pub(crate) fn with_envid(mut self, message_id: &str) -> Outgoing {
+        let id = message_id.trim_start_matches('<').trim_end_matches('>');
+        self.envid = (id.len() <= 100 && id.is_ascii()).then(|| id.to_string());
+        self
+    }
+
     /// The same email with `from` as its envelope sender (MAIL FROM) instead of the address
     /// of its `From` header.
     pub(crate) fn with_sender(mut self, from: lettre::Address) -> Outgoing {

@@ -50,6 +50,8 @@ struct Session {
     conn: AsyncSmtpConnection,
     /// The relay offered PIPELINING (and `smtp.pipelining` allows it): see [`envelope`].
     pipelining: bool,
+    /// The relay offered DSN (RFC 3461): MAIL FROM carries the message's `ENVID`.
+    dsn: bool,
 }
 
 /// Connections idle longer than this are closed rather than checked.
@@ -114,8 +116,11 @@ impl Pool {
         let result = async {
             self.timed(envelope(&mut session, message)).await?;
             pass(gate).await?;
-            self.timed(async { session.conn.message(&message.bytes).await.map_err(classify) })
-                .await
+            self.timed(async {
+                (session.conn.message(&message.bytes).await)
+                    .map_err(|e| envelope::after_body(classify(e)))
+            })
+            .await
         }
         .await;
         match result {

@@ -30,13 +30,17 @@ impl Endpoint {
     }
 
     /// A session on a new connection: greeted, then TLS as configured, then EHLO once more
-    /// (for PIPELINING) and AUTH, in that order.
+    /// (for PIPELINING and DSN) and AUTH, in that order.
     async fn open(&self) -> Result<Session, SendFailure> {
         let mut conn = self.greeted().await?;
         self.secure(&mut conn).await?;
-        let pipelining = self.pipelining && self.offers_pipelining(&mut conn).await?;
+        let (pipelining, dsn) = self.extensions(&mut conn).await?;
         self.authenticate(&mut conn).await?;
-        Ok(Session { conn, pipelining })
+        Ok(Session {
+            conn,
+            pipelining: self.pipelining && pipelining,
+            dsn,
+        })
     }
 
     /// A connection the relay has greeted: `smtps://` through lettre's own socket, otherwise
@@ -113,18 +117,21 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Whether the relay offers PIPELINING.
+    /// Whether the relay offers PIPELINING, and DSN.
     ///
-    /// lettre keeps only the extensions it uses from its EHLO, and PIPELINING is not one of
-    /// them: ask again (EHLO may be repeated outside a transaction; before AUTH, which a new
-    /// EHLO could reset on some relays).
-    async fn offers_pipelining(&self, conn: &mut AsyncSmtpConnection) -> Result<bool, SendFailure> {
+    /// lettre keeps only the extensions it uses from its EHLO, and neither is one of them: ask
+    /// again (EHLO may be repeated outside a transaction; before AUTH, which a new EHLO could
+    /// reset on some relays).
+    async fn extensions(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+    ) -> Result<(bool, bool), SendFailure> {
         let ehlo = Ehlo::new(self.hello.clone());
         let reply = tokio::time::timeout(self.timeout, conn.command(ehlo))
             .await
             .map_err(|_| unreachable(format!("no EHLO reply within {}s", self.timeout.as_secs())))?
             .map_err(classify)?;
-        Ok(offers(&reply, "PIPELINING"))
+        Ok((offers(&reply, "PIPELINING"), offers(&reply, "DSN")))
     }
 
     /// AUTH with the credentials, if any.

@@ -59,6 +59,13 @@ async fn envelope_commands(
     if !message.bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
+    // Only to a relay that offers DSN: another would refuse the unknown parameter.
+    if let (true, Some(envid)) = (session.dsn, &message.envid) {
+        params.push(MailParameter::Other {
+            keyword: "ENVID".into(),
+            value: Some(envid.clone()),
+        });
+    }
     let mail = Mail::new(env.from().cloned(), params);
     if session.pipelining {
         use std::fmt::Write;
@@ -85,10 +92,25 @@ async fn envelope_commands(
     Ok(())
 }
 
+/// The reply to the body: a 5.1.x there (a relay that checks the mailbox only once it has the
+/// message) says the recipient does not exist as it would at RCPT (one recipient per message:
+/// it is that one's).
+pub(super) fn after_body(mut failure: SendFailure) -> SendFailure {
+    if failure.kind == FailureKind::Permanent
+        && failure
+            .status()
+            .is_some_and(|s| recipient_does_not_exist(&s))
+    {
+        failure.kind = FailureKind::NoSuchRecipient;
+    }
+    failure
+}
+
 /// Refusals before the body that are about the session, not the recipient: `530` (authentication
 /// or STARTTLS required) and `421` (the relay is closing the channel).
 fn session_fault(mut failure: SendFailure) -> SendFailure {
-    if matches!(failure.code, Some(530 | 421)) {
+    // A provider's "slow down" (a 421 too, at Gmail) is about its domain, not the session.
+    if failure.kind != FailureKind::Deferred && matches!(failure.code, Some(530 | 421)) {
         failure.kind = FailureKind::Refused;
     }
     failure
@@ -116,6 +138,12 @@ pub(super) fn classify(e: lettre::transport::smtp::Error) -> SendFailure {
         source = s.source();
     }
     let mut failure = SendFailure { kind, code, detail };
+    // A provider asking us to slow down, at RCPT or at the end of DATA: its domain waits.
+    if failure.kind == FailureKind::Transient
+        && crate::deliver::hold::asks_to_slow_down(failure.code, &failure.detail)
+    {
+        failure.kind = FailureKind::Deferred;
+    }
     // A provider refusing our authentication refuses every message alike: the relay's fault,
     // not the recipient's (stops delivery, every message kept pending; `/readyz` says it).
     if failure
