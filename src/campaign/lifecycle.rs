@@ -66,29 +66,40 @@ pub(crate) async fn pause_on(
     conn: &mut AnyConnection,
     name: &str,
 ) -> Result<Transition, CampaignError> {
+    let mut tx = conn.begin().await?;
     let row = sqlx::query(&format!(
-        "UPDATE campaigns SET state = 'paused' WHERE name = $1 AND {} RETURNING state",
+        "UPDATE campaigns SET state = 'paused' WHERE name = $1 AND {} RETURNING id, state",
         Action::Pause.guard()
     ))
     .bind(name)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some(row) = &row {
+        // The other campaigns' sections of its digests still go today.
+        crate::store::digest::leave(&mut tx, row.try_get("id")?).await?;
+    }
+    tx.commit().await?;
     transition_result(conn, name, Action::Pause, row, 0).await
 }
 
 /// running | scheduled -> paused by avvisi itself (the circuit breaker), with `reason` for the
 /// operators. False when the campaign was not running or scheduled (already paused, say).
 pub(crate) async fn pause_for(db: &Db, name: &str, reason: &str) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query(&format!(
-        "UPDATE campaigns SET state = 'paused', paused_reason = $2 WHERE name = $1 AND {}",
+    let mut tx = db.pool().begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(&format!(
+        "UPDATE campaigns SET state = 'paused', paused_reason = $2 WHERE name = $1 AND {} \
+         RETURNING id",
         Action::Pause.guard()
     ))
     .bind(name)
     .bind(reason)
-    .execute(db.pool())
-    .await?
-    .rows_affected();
-    Ok(n > 0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = id {
+        crate::store::digest::leave(&mut tx, id).await?;
+    }
+    tx.commit().await?;
+    Ok(id.is_some())
 }
 
 /// paused -> running, or scheduled when its send_at is still in the future.
