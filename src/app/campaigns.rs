@@ -149,6 +149,9 @@ pub struct Transitioned {
     pub state: CampaignState,
     /// Pending messages skipped (by a cancel).
     pub skipped: u64,
+    /// A pause: messages already claimed by a sender then (the few on the wire finish, the
+    /// others go back to the queue unsent).
+    pub on_the_way: u64,
 }
 
 impl From<lifecycle::Transition> for Transitioned {
@@ -157,6 +160,7 @@ impl From<lifecycle::Transition> for Transitioned {
             name: t.name,
             state: t.state,
             skipped: t.skipped,
+            on_the_way: t.on_the_way,
         }
     }
 }
@@ -276,7 +280,7 @@ impl App {
         })
     }
 
-    /// Pauses a running or scheduled campaign: the daemon stops sending it within seconds.
+    /// Pauses a running or scheduled campaign: the daemon stops sending it within one batch.
     pub async fn pause_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Transitioned> {
         tracing::debug!(actor = %who, campaign = name, "pause campaign");
         Ok(self

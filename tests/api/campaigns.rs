@@ -650,7 +650,85 @@ async fn nothing_goes_out_past_a_campaigns_expiry(app: TestApp) {
     assert_eq!(general.expires_at, Some(at("2026-12-28T09:00:00+01:00")));
 }
 
+/// A pause recorded while a pass is sending: the messages claimed before it go back to the
+/// queue unsent within one batch (not sent to the end of what was claimed), the pause says how
+/// many were on their way, and after the resume each message goes exactly once.
+async fn a_pause_stops_the_claimed_messages_within_a_batch(app: TestApp) {
+    use avvisi::app::{Actor, App};
+    use testkit::smtp_sink::SmtpSink;
+    let file = app.dir.path().join("many.csv");
+    let csv = File::create(&file).unwrap();
+    testkit::synthetic::write_snapshot(csv, 400, testkit::synthetic::Population::OneEach)
+        .unwrap();
+    app.import_file(&file, Default::default()).await.unwrap();
+    // The day's reminders first, into files: the timed pass below sends the notice alone.
+    app.run_once().await;
+    create(&app, "notice", None).await;
+    lifecycle::launch(&app.db, "notice", app.clock.now())
+        .await
+        .unwrap();
+    app.plan().await;
+    let planned = app.users_in("notice", "pending").await.len();
+    assert!(planned >= 150, "{planned}");
+
+    // Batches of 50 (one claimed ahead) at 25 a second.
+    let sink = SmtpSink::start().await;
+    let timed = app.smtp(
+        &sink.url(),
+        &[
+            ("AVVISI__RATE__PER_SECOND", "25"),
+            ("AVVISI__DELIVERY__BATCH_SIZE", "50"),
+        ],
+    );
+    let batch = 50;
+    let worker = timed.worker();
+    let pass = tokio::spawn(async move {
+        worker
+            .deliver_due(&tokio_util::sync::CancellationToken::new())
+            .await
+    });
+    wait_until("a batch and more sent", Duration::from_secs(30), || {
+        let n = sink.count();
+        async move { n > batch + 10 }
+    })
+    .await;
+    let ops = App::new(app.db.clone(), app.settings.clone(), app.clock.clone());
+    let who = Actor::CommandLine {
+        user: "test-operator".into(),
+    };
+    let paused = ops.pause_campaign(&who, "notice").await.unwrap();
+    let at_pause = sink.count();
+    pass.await.unwrap().unwrap();
+    let after = sink.count() - at_pause;
+    assert!(
+        paused.on_the_way > 0 && paused.on_the_way as usize >= after,
+        "on their way {} at the pause, {after} sent after it",
+        paused.on_the_way
+    );
+    assert!(
+        after <= batch / 2,
+        "{after} sent after the pause (batches of {batch}, {} on their way)",
+        paused.on_the_way
+    );
+    let rows = app.outbox().await;
+    let notice: Vec<_> = rows.iter().filter(|r| r.campaign == "notice").collect();
+    assert!(notice.iter().all(|r| r.state == "sent" || r.state == "pending"));
+    let sent = notice.iter().filter(|r| r.state == "sent").count();
+    assert_eq!(sent, sink.count(), "every message sent is recorded, no other");
+
+    ops.resume_campaign(&who, "notice").await.unwrap();
+    timed.deliver().await;
+    let received = sink.wait_for(planned, Duration::from_secs(60)).await;
+    assert_eq!(
+        (received.len(), testkit::smtp_sink::distinct_message_ids(&received)),
+        (planned, planned),
+        "each message exactly once"
+    );
+    assert_eq!(app.users_in("notice", "sent").await.len(), planned);
+}
+
 on_both_backends!(
+    a_pause_stops_the_claimed_messages_within_a_batch,
     nothing_goes_out_past_a_campaigns_expiry,
     oneoff_campaign_reaches_exactly_its_audience,
     illegal_transitions_are_refused_with_clear_errors,

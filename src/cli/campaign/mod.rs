@@ -256,10 +256,16 @@ pub(crate) async fn run(
         }
         CampaignCommand::Pause { name } => {
             let t = app.pause_campaign(who, &name).await?;
-            show(json, &t, |_| {
+            show(json, &t, |t| {
                 println!(
                 "campaign {name} is paused: nothing more is sent (messages on the wire finish); `avvisi campaign resume {name}` continues it"
-            )
+                );
+                if t.on_the_way > 0 {
+                    println!(
+                        "{} of its messages were already on their way (claimed by a sender): the few on the wire finish, the rest go back to the queue unsent",
+                        t.on_the_way
+                    );
+                }
             })
         }
         CampaignCommand::Resume { name } => {
