@@ -9,8 +9,8 @@
 //! Every transition is one guarded `UPDATE ... WHERE name = $1 AND state IN (...)`, the list
 //! taken from [`Action::applies_to`]: of two operators racing, one wins and the other gets a
 //! clear error. The worker only claims messages of running campaigns, and hands back unsent the
-//! claimed messages of a campaign paused meanwhile, so a pause takes effect within one batch. The planner's two moves (scheduled to running, running to finished) are
-//! here too.
+//! claimed messages of a campaign paused meanwhile, so a pause takes effect within one batch.
+//! The planner's two moves (scheduled to running, running to finished) are here too.
 
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Connection, Row};

@@ -212,6 +212,30 @@ async fn a_user_outside_the_audience_hears_which_rule_fails(app: TestApp) {
         verdict(&e, "registration_incomplete")["failed"],
         serde_json::json!(["registration is `completed`, the audience needs `started`"])
     );
+
+    // Once the campaign has finished, the reason stays the user's own, not "finished".
+    app.clock.set(at("2026-11-23T11:00:00+01:00"));
+    app.run_once().await;
+    assert_eq!(
+        campaign::get(&app.db, "rome").await.unwrap().state.to_string(),
+        "finished"
+    );
+    let later = "2026-11-23T11:00:00+01:00";
+    let out = explain(&app, "U0024", later, &[FRESH]);
+    let line = why_not_line(&out, "rome");
+    assert!(
+        line.contains("province BO, the campaign is for RM"),
+        "{line}"
+    );
+    let e = explain_json(&app, "U0024", later, &[FRESH]);
+    assert_eq!(verdict(&e, "rome")["reason"], "not_in_audience", "{e}");
+    // A user it did include: the message, sent.
+    let out = explain(&app, "U0031", later, &[FRESH]);
+    let section = out.split("\nwhy not (as of ").nth(1).unwrap();
+    assert!(
+        !section.lines().any(|l| l.trim_start().starts_with("rome ")),
+        "{out}"
+    );
 }
 
 async fn a_user_gone_from_the_snapshot_is_told_apart(app: TestApp) {
