@@ -276,6 +276,36 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
     args.extend(["--filter", "city=Bologna"]);
     let err = fails(&app, &args);
     assert!(err.contains("the only filter is province=XX"), "{err}");
+    // Two letters that are no province: refused, not a campaign for nobody.
+    let mut args = create_args("other", "enabled_users", "maintenance_notice");
+    args.extend(["--filter", "province=zz"]);
+    let err = fails(&app, &args);
+    assert!(
+        err.contains("ZZ is not an Italian province code"),
+        "{err}"
+    );
+    // A reminder's template says things true of its own audience only ("today is the last day
+    // to complete your registration"): not to enabled users.
+    let err = fails(
+        &app,
+        &create_args("other", "enabled_users", "registration_incomplete"),
+    );
+    assert!(
+        err.contains("template `registration_incomplete` is written for the audience registration_incomplete")
+            && err.contains("--audience registration_incomplete"),
+        "{err}"
+    );
+    let err = fails(
+        &app,
+        &create_args("other", "enabled_users", "reopening_registration_cancelled"),
+    );
+    assert!(
+        err.contains("written for the audience lapsed_registration"),
+        "{err}"
+    );
+    // The digest's frame has no sections of its own to carry.
+    let err = fails(&app, &create_args("other", "enabled_users", "digest"));
+    assert!(err.contains("not a message of its own"), "{err}");
     let mut args = create_args("other", "enabled_users", "maintenance_notice");
     args.extend(["--send-at", "tomorrow"]);
     let err = fails(&app, &args);
@@ -727,7 +757,105 @@ async fn a_pause_stops_the_claimed_messages_within_a_batch(app: TestApp) {
     assert_eq!(app.users_in("notice", "sent").await.len(), planned);
 }
 
+/// What an operator is told before sending: an empty audience at creation and at launch (with
+/// the size), no daemon running to send it, and a rehearsal (`campaign test --now`) rendered
+/// as on the day it goes out.
+async fn an_operator_is_warned_before_sending_into_the_void(app: TestApp) {
+    app.import_examples().await;
+    let no_approval = [("AVVISI__APPROVAL__REQUIRED", "false")];
+    // Aosta is a province, and nobody of the snapshot lives there.
+    let out = app.avvisi(
+        &[
+            "campaign",
+            "create",
+            "aosta",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--filter",
+            "province=AO",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(0 users now)"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("warning: the audience is empty now: no user is in enabled_users in province AO"),
+        "{}",
+        stderr(&out)
+    );
+    let out = app.avvisi(&["campaign", "launch", "aosta", "--json"], &no_approval);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let launched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(launched["audience_size"], 0);
+    let warnings = launched["warnings"].to_string();
+    assert!(warnings.contains("the audience is empty now"), "{warnings}");
+    assert!(warnings.contains("no daemon is running"), "{warnings}");
+
+    // An audience with people: no warning at creation; at launch, only the missing daemon.
+    let out = app.avvisi(
+        &[
+            "campaign",
+            "create",
+            "solleciti",
+            "--audience",
+            "registration_incomplete",
+            "--template",
+            "registration_incomplete",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    let out = app.avvisi(&["campaign", "show", "solleciti"], &[]);
+    assert!(stdout(&out).contains("users"), "{}", stdout(&out));
+
+    // The rehearsal: on 23 November the deadline is a week away; without --now (the real
+    // clock, past the deadline) it would say that today is the last day.
+    let test = |now: Option<&str>| {
+        let mut args = vec!["campaign", "test", "solleciti", "--to", "operatore@istruzione.it"];
+        if let Some(now) = now {
+            args.extend(["--now", now]);
+        }
+        let out = app.avvisi(&args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let rehearsal = test(Some("2026-11-23T10:00:00+01:00"));
+    assert!(
+        rehearsal.contains("completi la registrazione entro il 30 novembre 2026"),
+        "{rehearsal}"
+    );
+    let eml = app
+        .eml_files()
+        .into_iter()
+        .find(|(n, _)| n.starts_with("solleciti.test."))
+        .map(|(_, e)| e)
+        .expect("the test message's file");
+    assert!(
+        header(&eml, "Date").unwrap().contains("23 Nov 2026"),
+        "{:?}",
+        header(&eml, "Date")
+    );
+    let today = test(None);
+    assert!(today.contains("oggi è l'ultimo giorno"), "{today}");
+
+    // With a daemon's heartbeat on record, the launch does not warn about it.
+    let now = chrono::Utc::now().timestamp();
+    sqlx::query("INSERT INTO daemons (id, started_at, heartbeat_at) VALUES ('test:1', $1, $1)")
+        .bind(now)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let out = app.avvisi(&["campaign", "launch", "solleciti"], &no_approval);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("users in the audience now"), "{}", stdout(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
 on_both_backends!(
+    an_operator_is_warned_before_sending_into_the_void,
     a_pause_stops_the_claimed_messages_within_a_batch,
     nothing_goes_out_past_a_campaigns_expiry,
     oneoff_campaign_reaches_exactly_its_audience,
