@@ -120,6 +120,28 @@ impl Audience {
         }
     }
 
+    /// [`Audience::description`] in Italian, for the manager's report.
+    pub fn description_it(self) -> &'static str {
+        match self {
+            Audience::RegistrationIncomplete => "registrazione iniziata e non completata",
+            Audience::EmailUnvalidated => {
+                "utenze abilitate con un nuovo indirizzo e-mail privato da validare"
+            }
+            Audience::CodeRegenerationPending => {
+                "utenze abilitate con la rigenerazione del Codice Personale iniziata e non completata"
+            }
+            Audience::CredentialRecoveryAdvice => {
+                "utenze abilitate non registrate con una casella @istruzione.it"
+            }
+            Audience::EnabledUsers => "tutte le utenze abilitate",
+            Audience::LapsedRegistration => "registrazione ancora incompleta alla scadenza",
+            Audience::LapsedEmailValidation => "e-mail privato ancora da validare alla scadenza",
+            Audience::LapsedCodeRegeneration => {
+                "rigenerazione del Codice Personale ancora in corso alla scadenza"
+            }
+        }
+    }
+
     /// The rule as clauses that must all hold: the one definition from which both the SQL
     /// condition ([`Audience::condition`]) and `explain`'s words for a failed clause are made.
     /// Users gone from the snapshot qualify for nothing, except the notice about what lapsed for

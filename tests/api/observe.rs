@@ -559,6 +559,11 @@ async fn html_report_has_the_counts_and_a_chart(app: TestApp) {
         assert!(run.status.success());
     }
     let name = "email_unvalidated-2026-11-30";
+    // A pause and a resume by an operator: the report lists them.
+    for action in ["pause", "resume"] {
+        let out = app.avvisi(&["campaign", action, name], &[fresh, ("USER", "operatrice")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     let (html, csv) = (app.dir.path().join("r.html"), app.dir.path().join("r.csv"));
     let out = app.avvisi(
         &[
@@ -589,12 +594,35 @@ async fn html_report_has_the_counts_and_a_chart(app: TestApp) {
         page.contains(&format!("<td class=\"n sent\">{sent}</td>")),
         "{page}"
     );
+    // For a manager: in Italian, with who it was for, the template and the subject.
+    assert!(page.contains("<html lang=\"it\">"), "{page}");
     assert!(
-        page.contains("First message sent 2026-11-23 10:00 CET, last 2026-11-27 10:00 CET"),
+        page.contains("Primo messaggio inviato 2026-11-23 10:00 CET, ultimo 2026-11-27 10:00 CET"),
         "{page}"
     );
     assert!(
-        page.contains("<svg") && page.contains("messages sent"),
+        page.contains("email_unvalidated: utenze abilitate con un nuovo indirizzo e-mail privato da validare"),
+        "{page}"
+    );
+    assert!(page.contains("nessuno (tutta Italia)"), "{page}");
+    assert!(
+        page.contains("<td class=\"template\">email_unvalidated</td>"),
+        "{page}"
+    );
+    let subject = page
+        .split("<td class=\"subject\">")
+        .nth(1)
+        .and_then(|s| s.split("</td>").next())
+        .unwrap();
+    assert!(subject.starts_with("Istanze OnLine: "), "{subject}");
+    let pauses = page.split("<ul id=\"pauses\">").nth(1).expect("the pauses");
+    assert!(
+        pauses.contains("messa in pausa (operatrice (host))")
+            && pauses.contains("ripresa (operatrice (host))"),
+        "{pauses}"
+    );
+    assert!(
+        page.contains("<svg") && page.contains("messaggi inviati"),
         "the chart"
     );
     assert!(
