@@ -39,6 +39,8 @@ pub struct Status {
     pub optouts: Vec<StreamOptOuts>,
     /// The complaint rate of each campaign with a complaint.
     pub complaints: Vec<crate::bounce::complaint::ComplaintRate>,
+    /// What keeps due messages from going out now (said first).
+    pub holds: Vec<crate::explain::Hold>,
 }
 
 /// The opt-outs of one stream.
@@ -117,6 +119,7 @@ impl App {
             complaints: crate::bounce::complaint::rates(db)
                 .await
                 .context("reading the complaints")?,
+            holds: self.holds(now).await?,
         })
     }
 
@@ -128,7 +131,7 @@ impl App {
         at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Explanation> {
         let now = self.now_or(at);
-        let Some(e) = explain(&self.db, &self.settings, user_id, now)
+        let Some(mut e) = explain(&self.db, &self.settings, user_id, now)
             .await
             .context("reading the user")?
         else {
@@ -136,6 +139,7 @@ impl App {
                 "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
             );
         };
+        e.holds = self.holds(now).await?;
         Ok(e)
     }
 

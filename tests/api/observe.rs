@@ -229,6 +229,33 @@ async fn readyz_names_the_relay_and_the_snapshot(app: TestApp) {
     .await;
     assert!(body.contains("ok database:"), "{body}");
     assert!(body.contains("ok snapshot:"), "{body}");
+    // `status` and `explain`, other processes, name the relay and its last fault too: a
+    // message due long ago says what it waits for.
+    let fresh = ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000");
+    let status = app.avvisi(&["status"], &[fresh]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("HELD: the relay is down since ")
+            && l.contains("last fault: ")),
+        "{text}"
+    );
+    // Between two attempts (the daemon backs off), the message is back in the queue.
+    let line = eventually("U0002's message pending", Duration::from_secs(60), || {
+        let out = app.avvisi(
+            &["explain", "U0002", "--now", "2026-11-23T12:00:00+01:00"],
+            &[fresh],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.trim_start().starts_with("registration_incomplete") && l.contains(" pending "))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        line.contains("due 2026-11-23 10:00 CET; waits: the relay is down since"),
+        "{line}"
+    );
+    assert!(!line.contains("no daemon is running"), "{line}");
     stop(child).await;
 
     // Two days later, the snapshot is stale (its limit is 30 hours); files, no relay.
