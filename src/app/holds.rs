@@ -124,7 +124,10 @@ impl App {
 
 /// When sending resumes, if `now` is outside the sending hours: the next start of the hours,
 /// in the calendar's time zone.
-fn sending_resumes(settings: &crate::config::Settings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn sending_resumes(
+    settings: &crate::config::Settings,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let cal = &settings.calendar;
     let local = now.with_timezone(&cal.timezone);
     let time = local.time();
@@ -140,6 +143,10 @@ fn sending_resumes(settings: &crate::config::Settings, now: DateTime<Utc>) -> Op
     cal.timezone
         .from_local_datetime(&start)
         .earliest()
-        .or_else(|| cal.timezone.from_local_datetime(&(start + Duration::hours(1))).earliest())
+        .or_else(|| {
+            cal.timezone
+                .from_local_datetime(&(start + Duration::hours(1)))
+                .earliest()
+        })
         .map(|t| t.with_timezone(&Utc))
 }

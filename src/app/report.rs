@@ -99,7 +99,8 @@ impl App {
             return Ok(None);
         };
         let worker = self.sample_worker(false)?;
-        let rendered = super::samples::render_sample(&worker, c, &row, self.clock.now(), false).await?;
+        let rendered =
+            super::samples::render_sample(&worker, c, &row, self.clock.now(), false).await?;
         Ok(Some(rendered.subject))
     }
 
@@ -108,9 +109,10 @@ impl App {
     pub async fn report_html(&self, name: &str, path: &Path) -> anyhow::Result<HtmlWritten> {
         let c = campaign::get(&self.db, name).await?;
         let subject = self.subject_now(&c).await?;
-        let page = crate::observe::page::report(&self.db, &self.settings, &c, subject, self.clock.now())
-            .await
-            .context("building the HTML report")?;
+        let page =
+            crate::observe::page::report(&self.db, &self.settings, &c, subject, self.clock.now())
+                .await
+                .context("building the HTML report")?;
         let mut file =
             create_private(path).with_context(|| format!("creating {}", path.display()))?;
         std::io::Write::write_all(&mut file, page.as_bytes())

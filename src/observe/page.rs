@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::chart;
 use super::health::Health;
 use crate::campaign::phases;
-use crate::config::Settings;
 use crate::campaign::Campaign;
+use crate::config::Settings;
 use crate::store::{queue, CampaignState, Counts, Db};
 
 /// Why a page could not be built.

@@ -24,12 +24,13 @@ pub struct RunningDaemon {
 /// The daemons alive now (heartbeats are real time, never the calendar's clock).
 pub async fn running_daemons(db: &Db) -> Result<Vec<RunningDaemon>, sqlx::Error> {
     let fresh = Utc::now().timestamp() - HEARTBEAT_STALE_SECONDS;
-    let rows =
-        sqlx::query("SELECT id, templates_digest, relay_fault, relay_fault_since FROM daemons \
-                     WHERE heartbeat_at > $1 ORDER BY id")
-            .bind(fresh)
-            .fetch_all(db.pool())
-            .await?;
+    let rows = sqlx::query(
+        "SELECT id, templates_digest, relay_fault, relay_fault_since FROM daemons \
+                     WHERE heartbeat_at > $1 ORDER BY id",
+    )
+    .bind(fresh)
+    .fetch_all(db.pool())
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(RunningDaemon {

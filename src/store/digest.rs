@@ -93,7 +93,12 @@ pub(crate) async fn leave(conn: &mut AnyConnection, campaign: i64) -> Result<u64
     .await?
     .rows_affected();
     if regrouped + alone > 0 {
-        tracing::info!(campaign, regrouped, alone, "paused campaign's rows taken out of their digests");
+        tracing::info!(
+            campaign,
+            regrouped,
+            alone,
+            "paused campaign's rows taken out of their digests"
+        );
     }
     Ok(regrouped + alone)
 }

@@ -280,10 +280,7 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
     let mut args = create_args("other", "enabled_users", "maintenance_notice");
     args.extend(["--filter", "province=zz"]);
     let err = fails(&app, &args);
-    assert!(
-        err.contains("ZZ is not an Italian province code"),
-        "{err}"
-    );
+    assert!(err.contains("ZZ is not an Italian province code"), "{err}");
     // A reminder's template says things true of its own audience only ("today is the last day
     // to complete your registration"): not to enabled users.
     let err = fails(
@@ -688,8 +685,7 @@ async fn a_pause_stops_the_claimed_messages_within_a_batch(app: TestApp) {
     use testkit::smtp_sink::SmtpSink;
     let file = app.dir.path().join("many.csv");
     let csv = File::create(&file).unwrap();
-    testkit::synthetic::write_snapshot(csv, 400, testkit::synthetic::Population::OneEach)
-        .unwrap();
+    testkit::synthetic::write_snapshot(csv, 400, testkit::synthetic::Population::OneEach).unwrap();
     app.import_file(&file, Default::default()).await.unwrap();
     // The day's reminders first, into files: the timed pass below sends the notice alone.
     app.run_once().await;
@@ -742,15 +738,24 @@ async fn a_pause_stops_the_claimed_messages_within_a_batch(app: TestApp) {
     );
     let rows = app.outbox().await;
     let notice: Vec<_> = rows.iter().filter(|r| r.campaign == "notice").collect();
-    assert!(notice.iter().all(|r| r.state == "sent" || r.state == "pending"));
+    assert!(notice
+        .iter()
+        .all(|r| r.state == "sent" || r.state == "pending"));
     let sent = notice.iter().filter(|r| r.state == "sent").count();
-    assert_eq!(sent, sink.count(), "every message sent is recorded, no other");
+    assert_eq!(
+        sent,
+        sink.count(),
+        "every message sent is recorded, no other"
+    );
 
     ops.resume_campaign(&who, "notice").await.unwrap();
     timed.deliver().await;
     let received = sink.wait_for(planned, Duration::from_secs(60)).await;
     assert_eq!(
-        (received.len(), testkit::smtp_sink::distinct_message_ids(&received)),
+        (
+            received.len(),
+            testkit::smtp_sink::distinct_message_ids(&received)
+        ),
         (planned, planned),
         "each message exactly once"
     );
@@ -781,7 +786,9 @@ async fn an_operator_is_warned_before_sending_into_the_void(app: TestApp) {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("(0 users now)"), "{}", stdout(&out));
     assert!(
-        stderr(&out).contains("warning: the audience is empty now: no user is in enabled_users in province AO"),
+        stderr(&out).contains(
+            "warning: the audience is empty now: no user is in enabled_users in province AO"
+        ),
         "{}",
         stderr(&out)
     );
@@ -814,7 +821,13 @@ async fn an_operator_is_warned_before_sending_into_the_void(app: TestApp) {
     // The rehearsal: on 23 November the deadline is a week away; without --now (the real
     // clock, past the deadline) it would say that today is the last day.
     let test = |now: Option<&str>| {
-        let mut args = vec!["campaign", "test", "solleciti", "--to", "operatore@istruzione.it"];
+        let mut args = vec![
+            "campaign",
+            "test",
+            "solleciti",
+            "--to",
+            "operatore@istruzione.it",
+        ];
         if let Some(now) = now {
             args.extend(["--now", now]);
         }
@@ -850,7 +863,11 @@ async fn an_operator_is_warned_before_sending_into_the_void(app: TestApp) {
         .unwrap();
     let out = app.avvisi(&["campaign", "launch", "solleciti"], &no_approval);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("users in the audience now"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("users in the audience now"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
 

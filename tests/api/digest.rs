@@ -308,7 +308,10 @@ async fn a_pause_holds_only_its_own_sections_of_a_digest(app: TestApp) {
         let text = part(&emails[0], "text/plain");
         assert!(!text.contains("AGGIORNAMENTO DEL SERVIZIO"), "{text}");
         assert_eq!(header(&emails[0], "Message-ID").as_ref(), Some(digest_id));
-        assert_ne!(&held[0].message_id, digest_id, "the held row's ID is its own");
+        assert_ne!(
+            &held[0].message_id, digest_id,
+            "the held row's ID is its own"
+        );
     }
 
     ops.resume_campaign(&who, notice).await.unwrap();

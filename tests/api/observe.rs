@@ -235,8 +235,8 @@ async fn readyz_names_the_relay_and_the_snapshot(app: TestApp) {
     let status = app.avvisi(&["status"], &[fresh]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        text.lines().any(|l| l.starts_with("HELD: the relay is down since ")
-            && l.contains("last fault: ")),
+        text.lines()
+            .any(|l| l.starts_with("HELD: the relay is down since ") && l.contains("last fault: ")),
         "{text}"
     );
     // Between two attempts (the daemon backs off), the message is back in the queue.
@@ -247,7 +247,9 @@ async fn readyz_names_the_relay_and_the_snapshot(app: TestApp) {
         );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.lines()
-            .find(|l| l.trim_start().starts_with("registration_incomplete") && l.contains(" pending "))
+            .find(|l| {
+                l.trim_start().starts_with("registration_incomplete") && l.contains(" pending ")
+            })
             .map(str::to_string)
     })
     .await;
@@ -588,8 +590,15 @@ async fn html_report_has_the_counts_and_a_chart(app: TestApp) {
     let name = "email_unvalidated-2026-11-30";
     // A pause and a resume by an operator: the report lists them.
     for action in ["pause", "resume"] {
-        let out = app.avvisi(&["campaign", action, name], &[fresh, ("USER", "operatrice")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = app.avvisi(
+            &["campaign", action, name],
+            &[fresh, ("USER", "operatrice")],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (html, csv) = (app.dir.path().join("r.html"), app.dir.path().join("r.csv"));
     let out = app.avvisi(
@@ -628,7 +637,9 @@ async fn html_report_has_the_counts_and_a_chart(app: TestApp) {
         "{page}"
     );
     assert!(
-        page.contains("email_unvalidated: utenze abilitate con un nuovo indirizzo e-mail privato da validare"),
+        page.contains(
+            "email_unvalidated: utenze abilitate con un nuovo indirizzo e-mail privato da validare"
+        ),
         "{page}"
     );
     assert!(page.contains("nessuno (tutta Italia)"), "{page}");

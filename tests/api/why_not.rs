@@ -217,7 +217,11 @@ async fn a_user_outside_the_audience_hears_which_rule_fails(app: TestApp) {
     app.clock.set(at("2026-11-23T11:00:00+01:00"));
     app.run_once().await;
     assert_eq!(
-        campaign::get(&app.db, "rome").await.unwrap().state.to_string(),
+        campaign::get(&app.db, "rome")
+            .await
+            .unwrap()
+            .state
+            .to_string(),
         "finished"
     );
     let later = "2026-11-23T11:00:00+01:00";
@@ -400,7 +404,10 @@ async fn a_due_message_says_what_holds_it(app: TestApp) {
         .iter()
         .map(|h| h["kind"].as_str().unwrap())
         .collect();
-    assert!(kinds.contains(&"sending_hours") && kinds.contains(&"no_daemon"), "{e}");
+    assert!(
+        kinds.contains(&"sending_hours") && kinds.contains(&"no_daemon"),
+        "{e}"
+    );
 
     // Paused by an operator: that campaign's message names the pause, inside the hours.
     lifecycle::pause(&app.db, "registration_incomplete-2026-11-30")
@@ -410,7 +417,8 @@ async fn a_due_message_says_what_holds_it(app: TestApp) {
     let line = message_line(&out, "registration_incomplete");
     assert!(
         line.contains("waits: ")
-            && line.contains("campaign registration_incomplete-2026-11-30 is paused by an operator")
+            && line
+                .contains("campaign registration_incomplete-2026-11-30 is paused by an operator")
             && !line.contains("sending hours"),
         "{line}"
     );

@@ -237,7 +237,7 @@ pub(crate) async fn run(
                     l.audience_size
                 ),
             }
-            print::warn(&l.warnings);
+                print::warn(&l.warnings);
             })?;
             if wait {
                 follow::follow(app, &name, tz).await
