@@ -130,6 +130,8 @@ pub struct Created {
     pub setup: CampaignSetup,
     /// `send_at` is already past: once launched, it starts at once.
     pub send_at_past: bool,
+    /// What the operator should know before going on (an empty audience).
+    pub warnings: Vec<String>,
 }
 
 /// A campaign launched: running now, or scheduled for `send_at`.
@@ -139,6 +141,23 @@ pub struct Launched {
     pub state: CampaignState,
     pub send_at: Option<DateTime<Utc>>,
     pub audience_size: u64,
+    /// What the operator should know (an empty audience, no daemon running to send it).
+    pub warnings: Vec<String>,
+}
+
+/// The warning on a campaign whose audience is empty now, if it is.
+fn empty_audience(c: &Campaign, size: u64) -> Option<String> {
+    (size == 0).then(|| {
+        format!(
+            "the audience is empty now: no user is in {}{} ({}); it would send nothing",
+            c.audience,
+            c.filter_province
+                .as_deref()
+                .map(|p| format!(" in province {p}"))
+                .unwrap_or_default(),
+            c.audience.description()
+        )
+    })
 }
 
 /// A lifecycle action's outcome.
@@ -149,6 +168,9 @@ pub struct Transitioned {
     pub state: CampaignState,
     /// Pending messages skipped (by a cancel).
     pub skipped: u64,
+    /// A pause: messages already claimed by a sender then (the few on the wire finish, the
+    /// others go back to the queue unsent).
+    pub on_the_way: u64,
 }
 
 impl From<lifecycle::Transition> for Transitioned {
@@ -157,6 +179,7 @@ impl From<lifecycle::Transition> for Transitioned {
             name: t.name,
             state: t.state,
             skipped: t.skipped,
+            on_the_way: t.on_the_way,
         }
     }
 }
@@ -197,6 +220,7 @@ impl App {
             }));
             let created = Created {
                 setup: CampaignSetup::of(&c, size),
+                warnings: empty_audience(&c, size).into_iter().collect(),
                 name: c.name,
                 send_at_past: new.send_at.is_some_and(|t| t <= now),
             };
@@ -271,15 +295,27 @@ impl App {
         let t = self.transition(who, Action::CampaignLaunch, name).await?;
         let c = campaign::get(&self.db, name).await?;
         let size = campaign::audience_size(&self.db, &c).await?;
+        let mut warnings: Vec<String> = empty_audience(&c, size).into_iter().collect();
+        let daemons = crate::store::daemons::running_daemons(&self.db)
+            .await
+            .context("reading the daemons' heartbeats")?;
+        if daemons.is_empty() {
+            warnings.push(format!(
+                "no daemon is running (none has a heartbeat in the last {} seconds): nothing is \
+                 planned or sent until `avvisi daemon` runs (or `avvisi run --once`)",
+                crate::store::daemons::HEARTBEAT_STALE_SECONDS
+            ));
+        }
         Ok(Launched {
             name: t.name,
             state: t.state,
             send_at: c.send_at,
             audience_size: size,
+            warnings,
         })
     }
 
-    /// Pauses a running or scheduled campaign: the daemon stops sending it within seconds.
+    /// Pauses a running or scheduled campaign: the daemon stops sending it within one batch.
     pub async fn pause_campaign(&self, who: &Actor, name: &str) -> anyhow::Result<Transitioned> {
         tracing::debug!(actor = %who, campaign = name, "pause campaign");
         Ok(self

@@ -28,6 +28,7 @@ mod approval;
 mod audit;
 mod calendar;
 mod campaigns;
+mod holds;
 mod optouts;
 mod queue;
 mod report;

@@ -43,6 +43,8 @@ pub struct Status {
     pub complaints: Vec<crate::bounce::complaint::ComplaintRate>,
     /// The recipient domains held now: their provider asked us to slow down.
     pub held_domains: Vec<crate::deliver::hold::DomainHold>,
+    /// What keeps due messages from going out now (said first).
+    pub holds: Vec<crate::explain::Hold>,
 }
 
 /// The opt-outs of one stream.
@@ -130,6 +132,7 @@ impl App {
             held_domains: crate::deliver::hold::held(db, now)
                 .await
                 .context("reading the held domains")?,
+            holds: self.holds(now).await?,
         })
     }
 
@@ -141,7 +144,7 @@ impl App {
         at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Explanation> {
         let now = self.now_or(at);
-        let Some(e) = explain(&self.db, &self.settings, user_id, now)
+        let Some(mut e) = explain(&self.db, &self.settings, user_id, now)
             .await
             .context("reading the user")?
         else {
@@ -149,6 +152,7 @@ impl App {
                 "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
             );
         };
+        e.holds = self.holds(now).await?;
         Ok(e)
     }
 

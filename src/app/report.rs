@@ -89,20 +89,30 @@ impl App {
         })
     }
 
+    /// The campaign's subject as rendered now for the first user of its audience (`None` when
+    /// the audience is empty now).
+    async fn subject_now(&self, c: &crate::campaign::Campaign) -> anyhow::Result<Option<String>> {
+        let domain = crate::render::email::message_id_domain(&self.settings.mail);
+        let message_id = format!("<{}.main.report@{domain}>", c.uid);
+        let Some(row) = crate::deliver::outbox::first_recipient(&self.db, c, &message_id).await?
+        else {
+            return Ok(None);
+        };
+        let worker = self.sample_worker(false).await?;
+        let rendered =
+            super::samples::render_sample(&worker, c, &row, self.clock.now(), false).await?;
+        Ok(Some(rendered.subject))
+    }
+
     /// Writes the one-page HTML summary of campaign `name` (counts and a chart of the sends
     /// per hour, no address) to `path`.
     pub async fn report_html(&self, name: &str, path: &Path) -> anyhow::Result<HtmlWritten> {
         let c = campaign::get(&self.db, name).await?;
-        let page = crate::observe::page::report(
-            &self.db,
-            &self.settings,
-            c.id,
-            &c.name,
-            c.state.as_str(),
-            self.clock.now(),
-        )
-        .await
-        .context("building the HTML report")?;
+        let subject = self.subject_now(&c).await?;
+        let page =
+            crate::observe::page::report(&self.db, &self.settings, &c, subject, self.clock.now())
+                .await
+                .context("building the HTML report")?;
         let mut file =
             create_private(path).with_context(|| format!("creating {}", path.display()))?;
         std::io::Write::write_all(&mut file, page.as_bytes())

@@ -142,9 +142,23 @@ impl App {
     /// Sends the campaign's message, rendered for a real recipient and marked [PROVA], to `to`
     /// only. Nothing is written to the outbox; the campaign's state does not change.
     pub async fn send_test(&self, who: &Actor, name: &str, to: &str) -> anyhow::Result<TestSent> {
+        self.send_test_at(who, name, to, None).await
+    }
+
+    /// [`App::send_test`] rendered as on instant `at` (default: the clock's now): a rehearsal
+    /// of the day the campaign goes out.
+    pub async fn send_test_at(
+        &self,
+        who: &Actor,
+        name: &str,
+        to: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<TestSent> {
         tracing::debug!(actor = %who, campaign = name, "send a test message");
         self.permit(who, Action::CampaignTest, name).await?;
-        let sent = self.send_test_message(name, to).await;
+        let sent = self
+            .send_test_message(name, to, at.unwrap_or_else(|| self.clock.now()))
+            .await;
         // Nothing in the database changes: the audit row is the only write, after the send.
         let result = sent.map(|t| {
             let after = super::audit::summary(serde_json::json!({
@@ -159,12 +173,16 @@ impl App {
         self.settle(tx, audited, result, false).await
     }
 
-    async fn send_test_message(&self, name: &str, to: &str) -> anyhow::Result<TestSent> {
+    async fn send_test_message(
+        &self,
+        name: &str,
+        to: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<TestSent> {
         if let Some(problem) = crate::import::snapshot::email_problem(to) {
             anyhow::bail!("--to `{to}` {problem}");
         }
         let c = campaign::get(&self.db, name).await?;
-        let now = self.clock.now();
         let domain = email::message_id_domain(&self.settings.mail);
         let message_id = format!("<test.{}.{}@{domain}>", c.uid, now.timestamp());
         let Some(row) = crate::deliver::outbox::first_recipient(&self.db, &c, &message_id).await?

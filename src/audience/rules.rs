@@ -7,6 +7,18 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The Italian provinces' codes (*sigle*), those of the four Sardinian provinces restored in
+/// 2025 and `SU` among them.
+const PROVINCES: [&str; 111] = [
+    "AG", "AL", "AN", "AO", "AP", "AQ", "AR", "AT", "AV", "BA", "BG", "BI", "BL", "BN", "BO", "BR",
+    "BS", "BT", "BZ", "CA", "CB", "CE", "CH", "CI", "CL", "CN", "CO", "CR", "CS", "CT", "CZ", "EN",
+    "FC", "FE", "FG", "FI", "FM", "FR", "GE", "GO", "GR", "IM", "IS", "KR", "LC", "LE", "LI", "LO",
+    "LT", "LU", "MB", "MC", "ME", "MI", "MN", "MO", "MS", "MT", "NA", "NO", "NU", "OG", "OR", "OT",
+    "PA", "PC", "PD", "PE", "PG", "PI", "PN", "PO", "PR", "PT", "PU", "PV", "PZ", "RA", "RC", "RE",
+    "RG", "RI", "RM", "RN", "RO", "SA", "SI", "SO", "SP", "SR", "SS", "SU", "SV", "TA", "TE", "TN",
+    "TO", "TP", "TR", "TS", "TV", "UD", "VA", "VB", "VC", "VE", "VI", "VR", "VS", "VT", "VV",
+];
+
 /// Who a campaign is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Audience {
@@ -107,6 +119,28 @@ impl Audience {
         }
     }
 
+    /// [`Audience::description`] in Italian, for the manager's report.
+    pub fn description_it(self) -> &'static str {
+        match self {
+            Audience::RegistrationIncomplete => "registrazione iniziata e non completata",
+            Audience::EmailUnvalidated => {
+                "utenze abilitate con un nuovo indirizzo e-mail privato da validare"
+            }
+            Audience::CodeRegenerationPending => {
+                "utenze abilitate con la rigenerazione del Codice Personale iniziata e non completata"
+            }
+            Audience::CredentialRecoveryAdvice => {
+                "utenze abilitate non registrate con una casella @istruzione.it"
+            }
+            Audience::EnabledUsers => "tutte le utenze abilitate",
+            Audience::LapsedRegistration => "registrazione ancora incompleta alla scadenza",
+            Audience::LapsedEmailValidation => "e-mail privato ancora da validare alla scadenza",
+            Audience::LapsedCodeRegeneration => {
+                "rigenerazione del Codice Personale ancora in corso alla scadenza"
+            }
+        }
+    }
+
     /// The rule as clauses that must all hold: the one definition from which both the SQL
     /// condition ([`Audience::condition`]) and `explain`'s words for a failed clause are made.
     /// Users gone from the snapshot qualify for nothing, except the notice about what lapsed for
@@ -194,6 +228,36 @@ impl Audience {
             "{} AND (${param} IS NULL OR u.province = ${param})",
             self.condition()
         )
+    }
+
+    /// Whether `code` (upper case) is an Italian province's code (its *sigla*), which the
+    /// snapshot's `province` column holds: a campaign's province filter must be one.
+    pub fn is_province(code: &str) -> bool {
+        PROVINCES.contains(&code)
+    }
+
+    /// The template written for this audience's own situation, if any: a reminder's (named
+    /// after it) or a reopening notice's. Such a template says things true only of its audience
+    /// ("today is the last day to complete your registration").
+    pub fn own_template(self) -> Option<&'static str> {
+        match self {
+            Audience::RegistrationIncomplete
+            | Audience::EmailUnvalidated
+            | Audience::CodeRegenerationPending
+            | Audience::CredentialRecoveryAdvice => Some(self.name()),
+            Audience::LapsedRegistration => Some("reopening_registration_cancelled"),
+            Audience::LapsedEmailValidation => Some("reopening_email_unvalidated"),
+            Audience::LapsedCodeRegeneration => Some("reopening_code_regeneration"),
+            Audience::EnabledUsers => None,
+        }
+    }
+
+    /// The audience a template is written for, when it is one audience's own (see
+    /// [`Audience::own_template`]).
+    pub fn of_template(template: &str) -> Option<Audience> {
+        Audience::ALL
+            .into_iter()
+            .find(|a| a.own_template() == Some(template))
     }
 
     /// Why a user fails a campaign's province filter (see [`Audience::condition_in`]), in words.

@@ -8,9 +8,9 @@
 //! ```
 //! Every transition is one guarded `UPDATE ... WHERE name = $1 AND state IN (...)`, the list
 //! taken from [`Action::applies_to`]: of two operators racing, one wins and the other gets a
-//! clear error. The worker only claims messages of running campaigns, so a pause takes effect
-//! within one batch. The planner's two moves (scheduled to running, running to finished) are
-//! here too.
+//! clear error. The worker only claims messages of running campaigns, and hands back unsent the
+//! claimed messages of a campaign paused meanwhile, so a pause takes effect within one batch.
+//! The planner's two moves (scheduled to running, running to finished) are here too.
 
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Connection, Row};
@@ -27,6 +27,9 @@ pub struct Transition {
     pub state: CampaignState,
     /// Pending messages skipped by a cancel.
     pub skipped: u64,
+    /// A pause: its messages already claimed by a sender at that moment. The few on the wire
+    /// finish; the others go back to the queue unsent within one batch.
+    pub on_the_way: u64,
 }
 
 /// draft -> scheduled (send_at in the future) or running. Not for reminder campaigns. This is
@@ -56,7 +59,9 @@ pub(crate) async fn launch_on(
     transition_result(conn, name, Action::Launch, row, 0).await
 }
 
-/// running | scheduled -> paused. The worker stops claiming its messages at the next batch.
+/// running | scheduled -> paused. The worker stops claiming its messages at once, and hands
+/// back unsent those it had claimed already within one batch (see `deliver`); its rows leave
+/// the daily digests they were merged into, whose other sections still go.
 pub async fn pause(db: &Db, name: &str) -> Result<Transition, CampaignError> {
     pause_on(&mut *db.pool().acquire().await?, name).await
 }
@@ -66,29 +71,49 @@ pub(crate) async fn pause_on(
     conn: &mut AnyConnection,
     name: &str,
 ) -> Result<Transition, CampaignError> {
+    let mut tx = conn.begin().await?;
     let row = sqlx::query(&format!(
-        "UPDATE campaigns SET state = 'paused' WHERE name = $1 AND {} RETURNING state",
+        "UPDATE campaigns SET state = 'paused' WHERE name = $1 AND {} RETURNING id, state",
         Action::Pause.guard()
     ))
     .bind(name)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *tx)
     .await?;
-    transition_result(conn, name, Action::Pause, row, 0).await
+    let mut on_the_way = 0;
+    if let Some(row) = &row {
+        let id: i64 = row.try_get("id")?;
+        // The other campaigns' sections of its digests still go today.
+        crate::store::digest::leave(&mut tx, id).await?;
+        on_the_way = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM outbox WHERE campaign_id = $1 AND state = 'sending'",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await? as u64;
+    }
+    tx.commit().await?;
+    let t = transition_result(conn, name, Action::Pause, row, 0).await?;
+    Ok(Transition { on_the_way, ..t })
 }
 
 /// running | scheduled -> paused by avvisi itself (the circuit breaker), with `reason` for the
 /// operators. False when the campaign was not running or scheduled (already paused, say).
 pub(crate) async fn pause_for(db: &Db, name: &str, reason: &str) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query(&format!(
-        "UPDATE campaigns SET state = 'paused', paused_reason = $2 WHERE name = $1 AND {}",
+    let mut tx = db.pool().begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(&format!(
+        "UPDATE campaigns SET state = 'paused', paused_reason = $2 WHERE name = $1 AND {} \
+         RETURNING id",
         Action::Pause.guard()
     ))
     .bind(name)
     .bind(reason)
-    .execute(db.pool())
-    .await?
-    .rows_affected();
-    Ok(n > 0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = id {
+        crate::store::digest::leave(&mut tx, id).await?;
+    }
+    tx.commit().await?;
+    Ok(id.is_some())
 }
 
 /// paused -> running, or scheduled when its send_at is still in the future.
@@ -183,6 +208,7 @@ async fn transition_result(
             name: name.to_string(),
             state,
             skipped,
+            on_the_way: 0,
         });
     }
     let c = get_on(conn, name).await?;

@@ -225,6 +225,16 @@ pub enum CampaignError {
     UnknownTemplate { name: String, known: String },
     #[error("filter `{0}` is not supported: the only filter is province=XX, with a two-letter province code such as province=BO")]
     InvalidFilter(String),
+    #[error("filter `province={0}`: {0} is not an Italian province code (the two letters of the snapshot's province column, such as BO, RM or MI)")]
+    UnknownProvince(String),
+    #[error("template `{template}` is written for the audience {wants} ({}), not for {audience}: pair it with --audience {wants}, or choose a template written for everyone, such as maintenance_notice", wants.description())]
+    TemplateForAnotherAudience {
+        template: String,
+        audience: Audience,
+        wants: Audience,
+    },
+    #[error("template `{0}` is the daily digest's frame around other messages' sections, not a message of its own: choose a message template")]
+    NotAMessage(String),
     #[error("cannot {action} campaign `{name}`: it is a reminder campaign, started by the calendar; reminders can be paused, resumed and cancelled, not launched or created by hand")]
     Reminder { name: String, action: Action },
     #[error("cannot {action} campaign `{name}`: it is {state}; {}", action.allowed())]
@@ -263,7 +273,11 @@ pub(crate) fn parse_filter(filter: &str) -> Result<String, CampaignError> {
     {
         return Err(invalid());
     }
-    Ok(value.to_ascii_uppercase())
+    let code = value.to_ascii_uppercase();
+    if !Audience::is_province(&code) {
+        return Err(CampaignError::UnknownProvince(code));
+    }
+    Ok(code)
 }
 
 /// A one-off campaign to create.
@@ -281,6 +295,9 @@ pub struct NewCampaign {
     /// unsubscribe. `None`: they carry one.
     pub transactional: Option<String>,
 }
+
+/// The template of the daily digest: the frame of other messages' sections.
+const DIGEST_TEMPLATE: &str = "digest";
 
 /// Creates a one-off campaign as a draft. `templates` are the message names of the template set.
 pub async fn create(
@@ -310,6 +327,16 @@ pub(crate) async fn create_on(
             } else {
                 templates.join(", ")
             },
+        });
+    }
+    if new.template == DIGEST_TEMPLATE {
+        return Err(CampaignError::NotAMessage(new.template.clone()));
+    }
+    if let Some(wants) = Audience::of_template(&new.template).filter(|a| *a != new.audience) {
+        return Err(CampaignError::TemplateForAnotherAudience {
+            template: new.template.clone(),
+            audience: new.audience,
+            wants,
         });
     }
     if let Some(p) = &new.filter_province {

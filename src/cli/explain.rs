@@ -138,6 +138,12 @@ fn print_why_not(e: &Explanation, tz: chrono_tz::Tz) {
 }
 
 fn print_messages(e: &Explanation, tz: chrono_tz::Tz) {
+    if !e.holds.is_empty() {
+        println!("held now:");
+        for h in &e.holds {
+            println!("  {}", printable(&h.text));
+        }
+    }
     println!("messages ({}, times in {tz}):", e.messages.len());
     let w = e
         .messages
@@ -160,7 +166,7 @@ fn print_messages(e: &Explanation, tz: chrono_tz::Tz) {
             local(m.planned_at, tz),
             local(m.sent_at, tz),
             local(m.updated_at, tz),
-            printable(&why(m, tz))
+            printable(&why(e, m, tz))
         );
         if let Some(id) = &m.digest {
             println!("      merged into digest {id} (one email with the user's other messages of that day)");
@@ -185,13 +191,31 @@ fn print_messages(e: &Explanation, tz: chrono_tz::Tz) {
 }
 
 /// The last column: where the message went, when it is due, or why it stopped.
-fn why(m: &UserMessage, tz: chrono_tz::Tz) -> String {
+fn why(e: &Explanation, m: &UserMessage, tz: chrono_tz::Tz) -> String {
     match m.state {
         OutboxState::Sent => format!("sent to {}", m.recipient),
         OutboxState::Pending => {
             let mut s = format!("due {}", local(m.next_attempt_at, tz));
             if let Some(e) = &m.reason {
                 s.push_str(&format!(" (last error: {e})"));
+            }
+            // Due already: what it waits for, never a bare time long past.
+            if m.next_attempt_at.is_some_and(|t| t <= e.at) {
+                let kind = e
+                    .why_not
+                    .iter()
+                    .find(|v| v.campaign == m.campaign)
+                    .map(|v| v.kind);
+                let waits: Vec<&str> = e
+                    .holds
+                    .iter()
+                    .filter(|h| h.holds(m, kind))
+                    .map(|h| h.text.as_str())
+                    .collect();
+                match waits.is_empty() {
+                    true => s.push_str("; nothing holds it: the next delivery pass sends it"),
+                    false => s.push_str(&format!("; waits: {}", waits.join("; "))),
+                }
             }
             s
         }

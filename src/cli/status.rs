@@ -14,6 +14,20 @@ pub(crate) fn print(s: &Status, settings: &Settings) {
     if let Some(warning) = &s.warning {
         println!("WARNING: {}", printable(warning));
     }
+    // Every other hold (the stale snapshot is the warning above, a paused reason is below).
+    for h in &s.holds {
+        let said = match h.kind {
+            "snapshot_stale" => true,
+            "paused" | "breaker" => s
+                .campaigns
+                .iter()
+                .any(|c| Some(&c.campaign) == h.campaign.as_ref() && c.paused_reason.is_some()),
+            _ => false,
+        };
+        if !said {
+            println!("HELD: {}", printable(&h.text));
+        }
+    }
     for c in &s.campaigns {
         if let Some(why) = &c.paused_reason {
             println!("campaign {} is paused: {}", c.campaign, printable(why));

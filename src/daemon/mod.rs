@@ -161,7 +161,7 @@ async fn serve(
     let mut scheduler = schedule_planner(planner, &settings).await?;
     tracing::info!(daemon = me, "daemon started");
 
-    sender::send_until_shutdown(&worker, &settings, &shutdown, &health).await;
+    sender::send_until_shutdown(&worker, &settings, &shutdown, &health, me).await;
     worker.close().await;
 
     tasks.cancel();

@@ -75,3 +75,22 @@ pub(super) async fn deregister(db: &Db, me: &str) {
         .execute(db.pool())
         .await;
 }
+
+/// Records the relay fault that stops this daemon's delivery (`None`: the relay accepts
+/// messages again), addresses masked; the first instant of a fault is kept while it lasts.
+pub(super) async fn record_relay(db: &Db, me: &str, fault: Option<&str>) {
+    let recorded = sqlx::query(
+        "UPDATE daemons SET relay_fault = $1, \
+            relay_fault_since = CASE WHEN $1 IS NULL THEN NULL \
+                ELSE COALESCE(relay_fault_since, $2) END \
+         WHERE id = $3",
+    )
+    .bind(fault.map(|f| crate::telemetry::scrub(f).into_owned()))
+    .bind(Utc::now().timestamp())
+    .bind(me)
+    .execute(db.pool())
+    .await;
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "could not record the relay's state");
+    }
+}

@@ -15,6 +15,7 @@ pub(super) async fn send_until_shutdown(
     settings: &Settings,
     shutdown: &CancellationToken,
     health: &Health,
+    me: &str,
 ) {
     let poll = Duration::from_secs(settings.daemon.poll_seconds);
     let backoff_max = Duration::from_secs(settings.daemon.relay_backoff_max_seconds.max(1));
@@ -37,6 +38,8 @@ pub(super) async fn send_until_shutdown(
                 let now = r.relay_fault.unwrap_or_else(|| "relay unreachable".into());
                 health.relay_fault(worker.clock().now(), &now);
                 if fault.as_deref() != Some(now.as_str()) {
+                    // On record for `status` and `explain`, run by other processes.
+                    super::registry::record_relay(worker.db(), me, Some(&now)).await;
                     tracing::error!(
                         reason = %now,
                         "delivery stopped by the relay; retrying with backoff (no message is failed for it)"
@@ -52,6 +55,7 @@ pub(super) async fn send_until_shutdown(
                     health.relay_ok();
                     if fault.take().is_some() {
                         tracing::info!("the relay accepts messages again");
+                        super::registry::record_relay(worker.db(), me, None).await;
                     }
                 }
                 backoff = poll;

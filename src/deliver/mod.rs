@@ -482,20 +482,67 @@ enum StopReason {
     Database,
 }
 
-/// Why delivery stopped early; the first reason wins.
+/// Why delivery stopped early (the first reason wins), and the campaigns paused during the pass.
 #[derive(Default)]
-struct Stop(std::sync::OnceLock<StopReason>);
+struct Stop {
+    reason: std::sync::OnceLock<StopReason>,
+    /// The campaigns paused now, as the recorder last read them (see [`recorder`]): their
+    /// claimed messages not yet started go back to the queue.
+    paused: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    /// Whether `paused` has any: the common case is read without the lock.
+    any_paused: std::sync::atomic::AtomicBool,
+    /// Whether a message was handed back for its paused campaign (its digests are regrouped
+    /// after the pass).
+    held: std::sync::atomic::AtomicBool,
+}
 
 impl Stop {
     fn set(&self, reason: StopReason) {
-        let _ = self.0.set(reason);
+        let _ = self.reason.set(reason);
     }
     /// Whether nothing more may be sent: a stop reason, or shutdown.
     fn halts(&self, shutdown: &CancellationToken) -> bool {
-        self.0.get().is_some() || shutdown.is_cancelled()
+        self.reason.get().is_some() || shutdown.is_cancelled()
     }
     fn get(&self) -> Option<StopReason> {
-        self.0.get().cloned()
+        self.reason.get().cloned()
+    }
+    /// The campaigns paused now.
+    fn set_paused(&self, names: std::collections::BTreeSet<String>) {
+        use std::sync::atomic::Ordering;
+        let any = !names.is_empty();
+        *self.paused.write().unwrap_or_else(|e| e.into_inner()) = names;
+        self.any_paused.store(any, Ordering::Release);
+    }
+    /// Whether `job`'s email carries a section of a campaign paused since it was claimed: then
+    /// it goes back to the queue unsent (noted for [`Stop::held`]).
+    fn holds(&self, job: &Job) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.any_paused.load(Ordering::Acquire) {
+            return false;
+        }
+        let paused = self.paused.read().unwrap_or_else(|e| e.into_inner());
+        let held = std::iter::once(&job.row)
+            .chain(&job.merged)
+            .any(|r| paused.contains(&r.campaign));
+        if held {
+            self.held.store(true, Ordering::Release);
+        }
+        held
+    }
+    /// The paused campaigns, when a message of theirs was handed back in this pass.
+    fn held(&self) -> Vec<String> {
+        use std::sync::atomic::Ordering;
+        match self.held.load(Ordering::Acquire) {
+            true => self
+                .paused
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+            false => Vec::new(),
+        }
     }
 }
 

@@ -255,3 +255,14 @@ pub(crate) async fn give_back(
     }
     Ok(back)
 }
+
+/// The names of the campaigns paused now (few: the campaigns' table is small).
+pub(crate) async fn paused_campaigns(
+    conn: &mut AnyConnection,
+) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM campaigns WHERE state = 'paused'")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(names.into_iter().collect())
+}

@@ -110,7 +110,9 @@ impl Worker {
             .expect("the recorder task")
             .expect("the recorder does not panic");
         claimed?;
-        for (campaign, tally) in recorded? {
+        let recorded = recorded?;
+        self.regroup_held(&pass.stop.held()).await?;
+        for (campaign, tally) in recorded {
             add(report.per_campaign.entry(campaign).or_default(), &tally);
         }
         self.why_stopped(&pass, &mut report).await?;
@@ -128,6 +130,24 @@ impl Worker {
             _ => record_lane.clone(),
         };
         (claim_lane, record_lane)
+    }
+
+    /// Takes the rows of the campaigns paused during the pass, handed back, out of their
+    /// digests (see `digest::leave`): the pause ran while they were claimed.
+    async fn regroup_held(&self, paused: &[String]) -> Result<(), sqlx::Error> {
+        for name in paused {
+            let mut tx = self.db.pool().begin().await?;
+            let id: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM campaigns WHERE name = $1 AND state = 'paused'")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(id) = id {
+                crate::store::digest::leave(&mut tx, id).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     /// Completes `report` with why the pass stopped early, if it did; a tripped breaker gives
@@ -207,7 +227,9 @@ fn spawn_renderers(
             // A row whose claim is about to lapse is not even rendered (see `Batch::deadline`).
             let batch = job.batch.clone();
             let _in_batch = batch.span.enter();
-            let settled = if pass.stop.halts(&pass.shutdown) || Instant::now() >= job.batch.deadline
+            let settled = if pass.stop.halts(&pass.shutdown)
+                || Instant::now() >= job.batch.deadline
+                || pass.stop.holds(&job)
             {
                 Err(Outcome::HandedBack {
                     at: pass.worker.clock.now(),
@@ -247,7 +269,8 @@ async fn send_until_drained(
         let Some((job, email)) = ready_rx.lock().await.recv().await else {
             break;
         };
-        let (outcome, committed) = if pass.stop.halts(&pass.shutdown) {
+        // A campaign paused since the claim: its message goes back unsent (see `recorder`).
+        let (outcome, committed) = if pass.stop.halts(&pass.shutdown) || pass.stop.holds(&job) {
             let at = pass.worker.clock.now();
             (Outcome::HandedBack { at }, None)
         } else if let Some(outcome) = held_in_pass(&pass, &job) {

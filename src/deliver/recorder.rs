@@ -18,6 +18,11 @@ pub(super) const RECORD_CHUNK: usize = 256;
 /// trips to a fast relay; a slow relay's connections are not waited for.
 const GROUP_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// How often, at most, the recorder reads which campaigns are paused (see [`Stop::holds`]): a
+/// pause stops the sends of the messages claimed before it within a fraction of a batch. One
+/// read of the few campaigns' rows, between commits.
+const PAUSE_LOOK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Outcomes of attempted messages, whose senders wait for their commit.
 fn gated(chunk: &[Done]) -> usize {
     chunk.iter().filter(|d| d.committed.is_some()).count()
@@ -41,6 +46,7 @@ pub(super) async fn record_outcomes(
     let mut chunk = Vec::with_capacity(RECORD_CHUNK);
     // Gates the last commit opened: senders with a body on the wire now.
     let mut opened = 0;
+    let mut looked = std::time::Instant::now();
     while done.recv_many(&mut chunk, RECORD_CHUNK).await > 0 {
         let until = tokio::time::Instant::now() + GROUP_WAIT;
         while gated(&chunk) < opened && chunk.len() < RECORD_CHUNK {
@@ -98,6 +104,20 @@ pub(super) async fn record_outcomes(
         for done in chunk.drain(..) {
             if let Some(committed) = done.committed {
                 let _ = committed.send(());
+            }
+        }
+        if looked.elapsed() >= PAUSE_LOOK {
+            looked = std::time::Instant::now();
+            let paused = match lane.conn().await {
+                Ok(mut conn) => outbox::paused_campaigns(&mut conn).await,
+                Err(e) => Err(e),
+            };
+            match paused {
+                Ok(paused) => stop.set_paused(paused),
+                Err(e) => {
+                    stop.set(StopReason::Database);
+                    return Err(e);
+                }
             }
         }
     }

@@ -36,6 +36,32 @@ pub struct Explanation {
     /// Per campaign (the calendar's included, before they exist), why the user has or has not a
     /// message of its current step at `at`.
     pub why_not: Vec<CampaignVerdict>,
+    /// What keeps due messages from going out now (filled by the application layer, which
+    /// reads the daemons, the quota and the clock): the relay, the sending hours, the hourly
+    /// quota, a stale snapshot, a pause.
+    pub holds: Vec<Hold>,
+}
+
+/// Something that keeps due messages from going out now, in a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Hold {
+    /// `relay`, `sending_hours`, `hourly_quota`, `no_daemon`, `snapshot_stale`, `paused` or
+    /// `breaker`.
+    pub kind: &'static str,
+    /// The campaign it holds; `None`: every campaign's messages.
+    pub campaign: Option<String>,
+    /// Only the reminders' messages (a stale snapshot).
+    pub reminders_only: bool,
+    pub text: String,
+}
+
+impl Hold {
+    /// Whether it holds `m`, a message of a campaign of `kind`.
+    pub fn holds(&self, m: &UserMessage, kind: Option<crate::store::CampaignKind>) -> bool {
+        let campaign = self.campaign.as_ref().is_none_or(|c| *c == m.campaign);
+        let kind = !self.reminders_only || kind == Some(crate::store::CampaignKind::Reminder);
+        campaign && kind
+    }
 }
 
 /// Everything about `user_id` at `now`, or `None` when the snapshot never had them.
@@ -85,6 +111,7 @@ pub async fn explain(
         optouts,
         held,
         why_not,
+        holds: Vec::new(),
     }))
 }
 

@@ -297,6 +297,25 @@ pub async fn why_not(
     Ok(out)
 }
 
+/// The user against the campaign's audience (its rule and province): gone from the snapshot,
+/// or the clauses failed; `None` when the user is in it.
+fn audience_verdict(c: &Campaign, user: &SnapshotUser, facts: &Facts) -> Option<Verdict> {
+    let failed = facts.of(c.audience);
+    if failed.iter().any(|(presence, _)| *presence) {
+        return Some(Verdict::GoneFromSnapshot);
+    }
+    let mut failed: Vec<String> = failed.iter().map(|(_, words)| words.clone()).collect();
+    if let Some(filter) = &c.filter_province {
+        if user.contact.province.as_deref() != Some(filter.as_str()) {
+            failed.push(Audience::province_failure(
+                user.contact.province.as_deref(),
+                filter,
+            ));
+        }
+    }
+    (!failed.is_empty()).then_some(Verdict::NotInAudience { failed })
+}
+
 fn verdict(
     settings: &Settings,
     campaigns: &[Campaign],
@@ -343,6 +362,10 @@ fn verdict(
     // The campaign: a launched campaign whose time has come starts at the next tick.
     match c.state {
         CampaignState::Running | CampaignState::Scheduled => {}
+        // A user it never included: why, as during the run (finished says nothing about them).
+        CampaignState::Finished if audience_verdict(c, user, facts).is_some() => {
+            return audience_verdict(c, user, facts).expect("checked");
+        }
         state => {
             return Verdict::CampaignNotRunning {
                 state,
@@ -369,22 +392,8 @@ fn verdict(
         };
     }
 
-    // The user: the audience's rule, and the campaign's province.
-    let failed = facts.of(c.audience);
-    if failed.iter().any(|(presence, _)| *presence) {
-        return Verdict::GoneFromSnapshot;
-    }
-    let mut failed: Vec<String> = failed.iter().map(|(_, words)| words.clone()).collect();
-    if let Some(filter) = &c.filter_province {
-        if user.contact.province.as_deref() != Some(filter.as_str()) {
-            failed.push(Audience::province_failure(
-                user.contact.province.as_deref(),
-                filter,
-            ));
-        }
-    }
-    if !failed.is_empty() {
-        return Verdict::NotInAudience { failed };
+    if let Some(v) = audience_verdict(c, user, facts) {
+        return v;
     }
     if facts.unreachable {
         return Verdict::Suppressed {

@@ -9,8 +9,9 @@ use serde::Serialize;
 use super::chart;
 use super::health::Health;
 use crate::campaign::phases;
+use crate::campaign::Campaign;
 use crate::config::Settings;
-use crate::store::{queue, Counts, Db};
+use crate::store::{queue, CampaignState, Counts, Db};
 
 /// Why a page could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +189,7 @@ pub async fn status(
         next_attempts,
         errors,
         sent_in_chart: sends.iter().map(|s| s.sent).sum(),
-        chart: chart::sends_per_hour(&sends, since, now, tz),
+        chart: chart::sends_per_hour(&sends, since, now, tz, &chart::AXES_EN),
         chart_hours: CHART_HOURS,
         templates_live: health.map(|h| h.templates.current().digest().to_string()),
         templates_rejected: health.and_then(|h| h.rejected_templates()),
@@ -200,6 +201,15 @@ pub async fn status(
 #[derive(Serialize)]
 struct ReportPage {
     campaign: CampaignRow,
+    /// The state, in Italian.
+    stato: &'static str,
+    audience: String,
+    audience_it: &'static str,
+    province: Option<String>,
+    template: String,
+    subject: Option<String>,
+    created_by: Option<String>,
+    pauses: Vec<PauseLine>,
     generated_at: String,
     tz: String,
     first_sent: String,
@@ -207,29 +217,83 @@ struct ReportPage {
     chart: Option<String>,
 }
 
-/// The one-page HTML report of campaign `name`: its counts and its sends per hour.
+/// A pause or a resume, from the audit log (or avvisi's own pause, with its reason).
+#[derive(Serialize)]
+struct PauseLine {
+    at: String,
+    what: &'static str,
+    by: String,
+}
+
+/// A campaign's state for the manager's report.
+fn stato(state: CampaignState) -> &'static str {
+    match state {
+        CampaignState::Draft => "bozza (non avviata)",
+        CampaignState::Scheduled => "programmata",
+        CampaignState::Running => "in corso",
+        CampaignState::Paused => "in pausa",
+        CampaignState::Cancelled => "annullata",
+        CampaignState::Finished => "conclusa",
+    }
+}
+
+/// The one-page HTML report of campaign `c` for a manager, in Italian: who it was for (the
+/// audience and its province), the template and `subject` (rendered by the caller for a real
+/// recipient), its counts, its sends per hour and its pauses.
 pub async fn report(
     db: &Db,
     settings: &Settings,
-    campaign_id: i64,
-    name: &str,
-    state: &str,
+    c: &Campaign,
+    subject: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<String, PageError> {
     let tz = settings.calendar.timezone;
+    let campaign_id = c.id;
     let counts = queue::of_campaign(db, campaign_id).await?;
     let span = queue::send_span(db, campaign_id).await?;
+    let mut pauses: Vec<PauseLine> = crate::store::audit::about(
+        &mut *db.pool().acquire().await?,
+        &c.name,
+        &["campaign.pause", "campaign.resume"],
+    )
+    .await?
+    .into_iter()
+    .map(|e| PauseLine {
+        at: local(Some(e.at), tz),
+        what: match e.action.as_str() {
+            "campaign.pause" => "messa in pausa",
+            _ => "ripresa",
+        },
+        by: format!("{} ({})", e.actor_name, e.role),
+    })
+    .collect();
+    // A pause of avvisi's own (the circuit breaker, the complaints) is not an operator's action.
+    if let (CampaignState::Paused, Some(reason)) = (c.state, &c.paused_reason) {
+        pauses.push(PauseLine {
+            at: "ora".into(),
+            what: "in pausa",
+            by: format!("avvisi: {}", crate::telemetry::scrub(reason)),
+        });
+    }
     let chart = match span {
         Some((first, last)) => {
             let sends =
                 queue::sends_per_hour(db, Some(campaign_id), first, last + Duration::hours(1))
                     .await?;
-            chart::sends_per_hour(&sends, first, last, tz)
+            chart::sends_per_hour(&sends, first, last, tz, &chart::AXES_IT)
         }
         None => None,
     };
     let page = ReportPage {
-        campaign: CampaignRow::new(name.to_string(), state, None, &counts),
+        campaign: CampaignRow::new(c.name.clone(), c.state.as_str(), None, &counts),
+        stato: stato(c.state),
+        audience: c.audience.to_string(),
+        audience_it: c.audience.description_it(),
+        province: c.filter_province.clone(),
+        template: c.template.clone(),
+        subject,
+        created_by: c.created_by.clone(),
+        pauses,
         generated_at: local(Some(now), tz),
         tz: tz.to_string(),
         first_sent: local(span.map(|s| s.0), tz),

@@ -103,3 +103,25 @@ pub async fn since(
     .await?;
     rows.iter().map(from_row).collect()
 }
+
+/// The rows about `object` whose action is one of `actions` and which succeeded, oldest first
+/// (a campaign's pauses and resumes, for its report).
+pub async fn about(
+    conn: &mut sqlx::AnyConnection,
+    object: &str,
+    actions: &[&str],
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, at, actor_kind, actor_name, role, source, action, object, \
+            before_summary, after_summary, outcome FROM audit_log \
+         WHERE object = $1 AND outcome = 'ok' ORDER BY at, id",
+    )
+    .bind(object)
+    .fetch_all(conn)
+    .await?;
+    let entries: Vec<Entry> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok(entries
+        .into_iter()
+        .filter(|e| actions.contains(&e.action.as_str()))
+        .collect())
+}

@@ -57,6 +57,52 @@ pub(crate) async fn repair_orphans(
     Ok(regrouped)
 }
 
+/// Takes the pending rows of paused campaign `campaign` out of their digests, so that a pause
+/// holds only its own sections: the other rows of a digest it led get a new lead among
+/// themselves (the one expiring last, as [`merge`] picks; one row left goes alone) and keep the
+/// digest's Message-ID; its own rows go alone, under a Message-ID of their own when never
+/// attempted (the digest may reach the person with the old one before the campaign resumes).
+/// Rows being sent (`sending`) are left alone: the sender hands them back and this runs again.
+/// Returns the rows moved.
+pub(crate) async fn leave(conn: &mut AnyConnection, campaign: i64) -> Result<u64, sqlx::Error> {
+    let order = "PARTITION BY f.digest_of \
+                 ORDER BY COALESCE(f.expires_at, 9223372036854775807) DESC, f.id";
+    let regrouped = sqlx::query(&format!(
+        "WITH f AS (SELECT f.id, COUNT(*) OVER (PARTITION BY f.digest_of) AS n, \
+                FIRST_VALUE(f.id) OVER ({order}) AS lead \
+             FROM outbox f JOIN outbox l ON l.id = f.digest_of \
+             WHERE l.campaign_id = $1 AND l.digest_of = l.id AND l.state = 'pending' \
+               AND f.id <> l.id AND f.state = 'pending' AND f.campaign_id <> $1) \
+         UPDATE outbox SET digest_of = CASE WHEN f.n > 1 THEN f.lead ELSE NULL END \
+         FROM f WHERE outbox.id = f.id"
+    ))
+    .bind(campaign)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    // `<` occurs once in a Message-ID: the row's id after it makes the ID its own.
+    let alone = sqlx::query(
+        "UPDATE outbox SET digest_of = NULL, \
+            message_id = CASE WHEN attempts = 0 \
+                THEN REPLACE(message_id, '<', '<held' || CAST(id AS TEXT) || '.') \
+                ELSE message_id END \
+         WHERE campaign_id = $1 AND state = 'pending' AND digest_of IS NOT NULL",
+    )
+    .bind(campaign)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if regrouped + alone > 0 {
+        tracing::info!(
+            campaign,
+            regrouped,
+            alone,
+            "paused campaign's rows taken out of their digests"
+        );
+    }
+    Ok(regrouped + alone)
+}
+
 /// Merges the rows of one person falling due before `day_end` (the end of the local day) into
 /// one email each: pending, never attempted (an attempted row may have reached the recipient
 /// with its own Message-ID), of running campaigns that merge (`campaigns.digest`: an operator's

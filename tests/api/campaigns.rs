@@ -276,6 +276,33 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
     args.extend(["--filter", "city=Bologna"]);
     let err = fails(&app, &args);
     assert!(err.contains("the only filter is province=XX"), "{err}");
+    // Two letters that are no province: refused, not a campaign for nobody.
+    let mut args = create_args("other", "enabled_users", "maintenance_notice");
+    args.extend(["--filter", "province=zz"]);
+    let err = fails(&app, &args);
+    assert!(err.contains("ZZ is not an Italian province code"), "{err}");
+    // A reminder's template says things true of its own audience only ("today is the last day
+    // to complete your registration"): not to enabled users.
+    let err = fails(
+        &app,
+        &create_args("other", "enabled_users", "registration_incomplete"),
+    );
+    assert!(
+        err.contains("template `registration_incomplete` is written for the audience registration_incomplete")
+            && err.contains("--audience registration_incomplete"),
+        "{err}"
+    );
+    let err = fails(
+        &app,
+        &create_args("other", "enabled_users", "reopening_registration_cancelled"),
+    );
+    assert!(
+        err.contains("written for the audience lapsed_registration"),
+        "{err}"
+    );
+    // The digest's frame has no sections of its own to carry.
+    let err = fails(&app, &create_args("other", "enabled_users", "digest"));
+    assert!(err.contains("not a message of its own"), "{err}");
     let mut args = create_args("other", "enabled_users", "maintenance_notice");
     args.extend(["--send-at", "tomorrow"]);
     let err = fails(&app, &args);
@@ -650,7 +677,203 @@ async fn nothing_goes_out_past_a_campaigns_expiry(app: TestApp) {
     assert_eq!(general.expires_at, Some(at("2026-12-28T09:00:00+01:00")));
 }
 
+/// A pause recorded while a pass is sending: the messages claimed before it go back to the
+/// queue unsent within one batch (not sent to the end of what was claimed), the pause says how
+/// many were on their way, and after the resume each message goes exactly once.
+async fn a_pause_stops_the_claimed_messages_within_a_batch(app: TestApp) {
+    use avvisi::app::{Actor, App};
+    use testkit::smtp_sink::SmtpSink;
+    let file = app.dir.path().join("many.csv");
+    let csv = File::create(&file).unwrap();
+    testkit::synthetic::write_snapshot(csv, 400, testkit::synthetic::Population::OneEach).unwrap();
+    app.import_file(&file, Default::default()).await.unwrap();
+    // The day's reminders first, into files: the timed pass below sends the notice alone.
+    app.run_once().await;
+    create(&app, "notice", None).await;
+    lifecycle::launch(&app.db, "notice", app.clock.now())
+        .await
+        .unwrap();
+    app.plan().await;
+    let planned = app.users_in("notice", "pending").await.len();
+    assert!(planned >= 150, "{planned}");
+
+    // Batches of 50 (one claimed ahead) at 25 a second.
+    let sink = SmtpSink::start().await;
+    let timed = app.smtp(
+        &sink.url(),
+        &[
+            ("AVVISI__RATE__PER_SECOND", "25"),
+            ("AVVISI__DELIVERY__BATCH_SIZE", "50"),
+        ],
+    );
+    let batch = 50;
+    let worker = timed.worker();
+    let pass = tokio::spawn(async move {
+        worker
+            .deliver_due(&tokio_util::sync::CancellationToken::new())
+            .await
+    });
+    wait_until("a batch and more sent", Duration::from_secs(30), || {
+        let n = sink.count();
+        async move { n > batch + 10 }
+    })
+    .await;
+    let ops = App::new(app.db.clone(), app.settings.clone(), app.clock.clone());
+    let who = Actor::CommandLine {
+        user: "test-operator".into(),
+    };
+    let paused = ops.pause_campaign(&who, "notice").await.unwrap();
+    let at_pause = sink.count();
+    pass.await.unwrap().unwrap();
+    let after = sink.count() - at_pause;
+    assert!(
+        paused.on_the_way > 0 && paused.on_the_way as usize >= after,
+        "on their way {} at the pause, {after} sent after it",
+        paused.on_the_way
+    );
+    assert!(
+        after <= batch / 2,
+        "{after} sent after the pause (batches of {batch}, {} on their way)",
+        paused.on_the_way
+    );
+    let rows = app.outbox().await;
+    let notice: Vec<_> = rows.iter().filter(|r| r.campaign == "notice").collect();
+    assert!(notice
+        .iter()
+        .all(|r| r.state == "sent" || r.state == "pending"));
+    let sent = notice.iter().filter(|r| r.state == "sent").count();
+    assert_eq!(
+        sent,
+        sink.count(),
+        "every message sent is recorded, no other"
+    );
+
+    ops.resume_campaign(&who, "notice").await.unwrap();
+    timed.deliver().await;
+    let received = sink.wait_for(planned, Duration::from_secs(60)).await;
+    assert_eq!(
+        (
+            received.len(),
+            testkit::smtp_sink::distinct_message_ids(&received)
+        ),
+        (planned, planned),
+        "each message exactly once"
+    );
+    assert_eq!(app.users_in("notice", "sent").await.len(), planned);
+}
+
+/// What an operator is told before sending: an empty audience at creation and at launch (with
+/// the size), no daemon running to send it, and a rehearsal (`campaign test --now`) rendered
+/// as on the day it goes out.
+async fn an_operator_is_warned_before_sending_into_the_void(app: TestApp) {
+    app.import_examples().await;
+    let no_approval = [("AVVISI__APPROVAL__REQUIRED", "false")];
+    // Aosta is a province, and nobody of the snapshot lives there.
+    let out = app.avvisi(
+        &[
+            "campaign",
+            "create",
+            "aosta",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--filter",
+            "province=AO",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(0 users now)"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(
+            "warning: the audience is empty now: no user is in enabled_users in province AO"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = app.avvisi(&["campaign", "launch", "aosta", "--json"], &no_approval);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let launched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(launched["audience_size"], 0);
+    let warnings = launched["warnings"].to_string();
+    assert!(warnings.contains("the audience is empty now"), "{warnings}");
+    assert!(warnings.contains("no daemon is running"), "{warnings}");
+
+    // An audience with people: no warning at creation; at launch, only the missing daemon.
+    let out = app.avvisi(
+        &[
+            "campaign",
+            "create",
+            "solleciti",
+            "--audience",
+            "registration_incomplete",
+            "--template",
+            "registration_incomplete",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    let out = app.avvisi(&["campaign", "show", "solleciti"], &[]);
+    assert!(stdout(&out).contains("users"), "{}", stdout(&out));
+
+    // The rehearsal: on 23 November the deadline is a week away; without --now (the real
+    // clock, past the deadline) it would say that today is the last day.
+    let test = |now: Option<&str>| {
+        let mut args = vec![
+            "campaign",
+            "test",
+            "solleciti",
+            "--to",
+            "operatore@istruzione.it",
+        ];
+        if let Some(now) = now {
+            args.extend(["--now", now]);
+        }
+        let out = app.avvisi(&args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let rehearsal = test(Some("2026-11-23T10:00:00+01:00"));
+    assert!(
+        rehearsal.contains("completi la registrazione entro il 30 novembre 2026"),
+        "{rehearsal}"
+    );
+    let eml = app
+        .eml_files()
+        .into_iter()
+        .find(|(n, _)| n.starts_with("solleciti.test."))
+        .map(|(_, e)| e)
+        .expect("the test message's file");
+    assert!(
+        header(&eml, "Date").unwrap().contains("23 Nov 2026"),
+        "{:?}",
+        header(&eml, "Date")
+    );
+    let today = test(None);
+    assert!(today.contains("oggi è l'ultimo giorno"), "{today}");
+
+    // With a daemon's heartbeat on record, the launch does not warn about it.
+    let now = chrono::Utc::now().timestamp();
+    sqlx::query("INSERT INTO daemons (id, started_at, heartbeat_at) VALUES ('test:1', $1, $1)")
+        .bind(now)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let out = app.avvisi(&["campaign", "launch", "solleciti"], &no_approval);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("users in the audience now"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
 on_both_backends!(
+    an_operator_is_warned_before_sending_into_the_void,
+    a_pause_stops_the_claimed_messages_within_a_batch,
     nothing_goes_out_past_a_campaigns_expiry,
     oneoff_campaign_reaches_exactly_its_audience,
     illegal_transitions_are_refused_with_clear_errors,

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use avvisi::import::ImportOptions;
+use sqlx::Row;
 
 use crate::helpers::{decode_header, header, part, repo_path, OutboxRow, TestApp};
 use crate::on_both_backends;
@@ -253,3 +254,84 @@ async fn a_notice_later_the_same_day_waits_for_the_next(app: TestApp) {
 }
 
 on_both_backends!(a_notice_later_the_same_day_waits_for_the_next);
+
+/// The people whose digest a row of `campaign` leads, with another campaign's section in it,
+/// and the digest's Message-ID.
+async fn digests_led_by(app: &TestApp, campaign: &str) -> Vec<(String, String)> {
+    sqlx::query(
+        "SELECT l.user_id, l.message_id FROM outbox l JOIN campaigns c ON c.id = l.campaign_id \
+         WHERE c.name = $1 AND l.digest_of = l.id AND l.state = 'pending' AND EXISTS \
+           (SELECT 1 FROM outbox f WHERE f.digest_of = l.id AND f.campaign_id <> l.campaign_id) \
+         ORDER BY l.user_id",
+    )
+    .bind(campaign)
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get("user_id"), r.get("message_id")))
+    .collect()
+}
+
+/// Pausing the maintenance notice on 27 November, when it leads the day's digests (it expires
+/// last): the d3 reminders of those digests still go that day without its section; the notice
+/// waits, and after the resume goes alone under a Message-ID of its own.
+async fn a_pause_holds_only_its_own_sections_of_a_digest(app: TestApp) {
+    use avvisi::app::{Actor, App};
+    let notice = "maintenance_notice-2026-11-30";
+    app.import_examples().await;
+    app.clock
+        .set(crate::helpers::at("2026-11-27T09:30:00+01:00"));
+    app.plan().await;
+    let led = digests_led_by(&app, notice).await;
+    assert!(!led.is_empty(), "the notice leads some digests today");
+
+    let ops = App::new(app.db.clone(), app.settings.clone(), app.clock.clone());
+    let who = Actor::CommandLine {
+        user: "test-operator".into(),
+    };
+    ops.pause_campaign(&who, notice).await.unwrap();
+    app.deliver().await;
+    let rows = app.outbox().await;
+    for (user, digest_id) in &led {
+        let mine = rows_of(&rows, user);
+        let (held, others): (Vec<&&OutboxRow>, Vec<&&OutboxRow>) =
+            mine.iter().partition(|r| r.campaign == notice);
+        assert_eq!(held.len(), 1, "{mine:?}");
+        assert_eq!(held[0].state, "pending", "the notice waits: {mine:?}");
+        assert!(
+            others.iter().all(|r| r.state == "sent"),
+            "{user}: the other sections go today: {mine:?}"
+        );
+        let emails = email_of(&app, user);
+        assert_eq!(emails.len(), 1, "{user}: one email today");
+        let text = part(&emails[0], "text/plain");
+        assert!(!text.contains("AGGIORNAMENTO DEL SERVIZIO"), "{text}");
+        assert_eq!(header(&emails[0], "Message-ID").as_ref(), Some(digest_id));
+        assert_ne!(
+            &held[0].message_id, digest_id,
+            "the held row's ID is its own"
+        );
+    }
+
+    ops.resume_campaign(&who, notice).await.unwrap();
+    app.run_once().await;
+    let rows = app.outbox().await;
+    for (user, digest_id) in &led {
+        let notice_row = rows_of(&rows, user)
+            .into_iter()
+            .find(|r| r.campaign == notice)
+            .unwrap();
+        assert_eq!(notice_row.state, "sent", "{notice_row:?}");
+        let emails = email_of(&app, user);
+        assert_eq!(emails.len(), 2, "{user}: the notice after the resume");
+        let ids: BTreeSet<String> = emails
+            .iter()
+            .map(|e| header(e, "Message-ID").unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2, "{user}: two emails, two Message-IDs: {ids:?}");
+        assert!(ids.contains(digest_id));
+    }
+}
+
+on_both_backends!(a_pause_holds_only_its_own_sections_of_a_digest);

@@ -236,6 +236,35 @@ async fn readyz_names_the_relay_and_the_snapshot(app: TestApp) {
     .await;
     assert!(body.contains("ok database:"), "{body}");
     assert!(body.contains("ok snapshot:"), "{body}");
+    // `status` and `explain`, other processes, name the relay and its last fault too: a
+    // message due long ago says what it waits for.
+    let fresh = ("AVVISI__IMPORT__MAX_AGE_HOURS", "100000");
+    let status = app.avvisi(&["status"], &[fresh]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("HELD: the relay is down since ") && l.contains("last fault: ")),
+        "{text}"
+    );
+    // Between two attempts (the daemon backs off), the message is back in the queue.
+    let line = eventually("U0002's message pending", Duration::from_secs(60), || {
+        let out = app.avvisi(
+            &["explain", "U0002", "--now", "2026-11-23T12:00:00+01:00"],
+            &[fresh],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| {
+                l.trim_start().starts_with("registration_incomplete") && l.contains(" pending ")
+            })
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        line.contains("due 2026-11-23 10:00 CET; waits: the relay is down since"),
+        "{line}"
+    );
+    assert!(!line.contains("no daemon is running"), "{line}");
     stop(child).await;
 
     // Two days later, the snapshot is stale (its limit is 30 hours); files, no relay.
@@ -566,6 +595,18 @@ async fn html_report_has_the_counts_and_a_chart(app: TestApp) {
         assert!(run.status.success());
     }
     let name = "email_unvalidated-2026-11-30";
+    // A pause and a resume by an operator: the report lists them.
+    for action in ["pause", "resume"] {
+        let out = app.avvisi(
+            &["campaign", action, name],
+            &[fresh, ("USER", "operatrice")],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let (html, csv) = (app.dir.path().join("r.html"), app.dir.path().join("r.csv"));
     let out = app.avvisi(
         &[
@@ -596,12 +637,37 @@ async fn html_report_has_the_counts_and_a_chart(app: TestApp) {
         page.contains(&format!("<td class=\"n sent\">{sent}</td>")),
         "{page}"
     );
+    // For a manager: in Italian, with who it was for, the template and the subject.
+    assert!(page.contains("<html lang=\"it\">"), "{page}");
     assert!(
-        page.contains("First message sent 2026-11-23 10:00 CET, last 2026-11-27 10:00 CET"),
+        page.contains("Primo messaggio inviato 2026-11-23 10:00 CET, ultimo 2026-11-27 10:00 CET"),
         "{page}"
     );
     assert!(
-        page.contains("<svg") && page.contains("messages sent"),
+        page.contains(
+            "email_unvalidated: utenze abilitate con un nuovo indirizzo e-mail privato da validare"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("nessuno (tutta Italia)"), "{page}");
+    assert!(
+        page.contains("<td class=\"template\">email_unvalidated</td>"),
+        "{page}"
+    );
+    let subject = page
+        .split("<td class=\"subject\">")
+        .nth(1)
+        .and_then(|s| s.split("</td>").next())
+        .unwrap();
+    assert!(subject.starts_with("Istanze OnLine: "), "{subject}");
+    let pauses = page.split("<ul id=\"pauses\">").nth(1).expect("the pauses");
+    assert!(
+        pauses.contains("messa in pausa (operatrice (host))")
+            && pauses.contains("ripresa (operatrice (host))"),
+        "{pauses}"
+    );
+    assert!(
+        page.contains("<svg") && page.contains("messaggi inviati"),
         "the chart"
     );
     assert!(

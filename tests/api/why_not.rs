@@ -212,6 +212,34 @@ async fn a_user_outside_the_audience_hears_which_rule_fails(app: TestApp) {
         verdict(&e, "registration_incomplete")["failed"],
         serde_json::json!(["registration is `completed`, the audience needs `started`"])
     );
+
+    // Once the campaign has finished, the reason stays the user's own, not "finished".
+    app.clock.set(at("2026-11-23T11:00:00+01:00"));
+    app.run_once().await;
+    assert_eq!(
+        campaign::get(&app.db, "rome")
+            .await
+            .unwrap()
+            .state
+            .to_string(),
+        "finished"
+    );
+    let later = "2026-11-23T11:00:00+01:00";
+    let out = explain(&app, "U0024", later, &[FRESH]);
+    let line = why_not_line(&out, "rome");
+    assert!(
+        line.contains("province BO, the campaign is for RM"),
+        "{line}"
+    );
+    let e = explain_json(&app, "U0024", later, &[FRESH]);
+    assert_eq!(verdict(&e, "rome")["reason"], "not_in_audience", "{e}");
+    // A user it did include: the message, sent.
+    let out = explain(&app, "U0031", later, &[FRESH]);
+    let section = out.split("\nwhy not (as of ").nth(1).unwrap();
+    assert!(
+        !section.lines().any(|l| l.trim_start().starts_with("rome ")),
+        "{out}"
+    );
 }
 
 async fn a_user_gone_from_the_snapshot_is_told_apart(app: TestApp) {
@@ -351,7 +379,71 @@ async fn a_suppressed_address_without_fallback_is_the_reason(app: TestApp) {
     );
 }
 
+/// A message due already says what it waits for: the sending hours (until when), no daemon, a
+/// pause; `status` says the same at the top.
+async fn a_due_message_says_what_holds_it(app: TestApp) {
+    app.import_examples().await;
+    // Planned at 20:22, after the sending hours: due, and nothing sent.
+    app.clock.set(at("2026-11-23T20:22:00+01:00"));
+    app.run_once().await;
+    let night = "2026-11-24T06:22:00+01:00";
+    let out = explain(&app, "U0002", night, &[FRESH]);
+    let line = message_line(&out, "registration_incomplete");
+    assert!(
+        line.contains("due 2026-11-23 20:22 CET; waits: ")
+            && line.contains(
+                "outside the sending hours (08:00-20:00 Europe/Rome): sending waits for 08:00 (2026-11-24 08:00 CET)"
+            )
+            && line.contains("no daemon is running"),
+        "{line}"
+    );
+    let e = explain_json(&app, "U0002", night, &[FRESH]);
+    let kinds: Vec<&str> = e["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"sending_hours") && kinds.contains(&"no_daemon"),
+        "{e}"
+    );
+
+    // Paused by an operator: that campaign's message names the pause, inside the hours.
+    lifecycle::pause(&app.db, "registration_incomplete-2026-11-30")
+        .await
+        .unwrap();
+    let out = explain(&app, "U0002", "2026-11-24T10:00:00+01:00", &[FRESH]);
+    let line = message_line(&out, "registration_incomplete");
+    assert!(
+        line.contains("waits: ")
+            && line
+                .contains("campaign registration_incomplete-2026-11-30 is paused by an operator")
+            && !line.contains("sending hours"),
+        "{line}"
+    );
+    let status = app.avvisi(&["status"], &[FRESH]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("HELD: campaign registration_incomplete-2026-11-30 is paused by an operator")
+            && text.contains("HELD: no daemon is running"),
+        "{text}"
+    );
+}
+
+/// The line of the messages' table about the campaign whose name starts with `prefix`.
+fn message_line(out: &str, prefix: &str) -> String {
+    out.split("\nwhy not (as of ")
+        .next()
+        .unwrap()
+        .lines()
+        .find(|l| l.trim_start().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no message of {prefix}:\n{out}"))
+        .to_string()
+}
+
 on_both_backends!(
+    a_due_message_says_what_holds_it,
     before_the_first_notice_it_says_when,
     a_paused_or_cancelled_campaign_says_so,
     a_user_outside_the_audience_hears_which_rule_fails,

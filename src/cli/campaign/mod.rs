@@ -52,7 +52,8 @@ pub enum CampaignCommand {
     /// Send the message rendered for a real recipient to an operator only, marked [PROVA].
     #[command(
         after_help = "Nothing is written to the outbox; the campaign's state does not change.\n\n\
-        Example:\n  avvisi campaign test maintenance-notice --to operatore@istruzione.it"
+        Example:\n  avvisi campaign test maintenance-notice --to operatore@istruzione.it\n  \
+        avvisi campaign test solleciti --to operatore@istruzione.it --now 2026-11-23T10:00:00+01:00"
     )]
     Test {
         /// The campaign's name.
@@ -60,6 +61,10 @@ pub enum CampaignCommand {
         /// The operator's address (the only recipient).
         #[arg(long, value_name = "ADDRESS")]
         to: String,
+        /// Render it as on this instant (RFC 3339; default: the real clock): a rehearsal of
+        /// the day it will go out ("today is the last day" or not).
+        #[arg(long, value_name = "TIMESTAMP")]
+        now: Option<chrono::DateTime<chrono::Utc>>,
     },
 
     /// Start a draft campaign: the daemon plans and sends it (at --send-at, if set).
@@ -200,8 +205,8 @@ pub(crate) async fn run(
             let p = app.preview_campaign(who, &name).await?;
             show(json, &p, |p| print::preview(p, tz))
         }
-        CampaignCommand::Test { name, to } => {
-            let t = app.send_test(who, &name, &to).await?;
+        CampaignCommand::Test { name, to, now } => {
+            let t = app.send_test_at(who, &name, &to, now).await?;
             show(json, &t, |t| {
                 println!(
                     "test message sent to {} ({}), rendered for {}: {}",
@@ -232,6 +237,7 @@ pub(crate) async fn run(
                     l.audience_size
                 ),
             }
+                print::warn(&l.warnings);
             })?;
             if wait {
                 follow::follow(app, &name, tz).await
@@ -256,10 +262,16 @@ pub(crate) async fn run(
         }
         CampaignCommand::Pause { name } => {
             let t = app.pause_campaign(who, &name).await?;
-            show(json, &t, |_| {
+            show(json, &t, |t| {
                 println!(
                 "campaign {name} is paused: nothing more is sent (messages on the wire finish); `avvisi campaign resume {name}` continues it"
-            )
+                );
+                if t.on_the_way > 0 {
+                    println!(
+                        "{} of its messages were already on their way (claimed by a sender): the few on the wire finish, the rest go back to the queue unsent",
+                        t.on_the_way
+                    );
+                }
             })
         }
         CampaignCommand::Resume { name } => {

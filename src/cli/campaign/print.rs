@@ -37,6 +37,7 @@ pub(super) fn created(c: &Created, tz: Tz) {
     if c.send_at_past {
         println!("note: --send-at is already past; once launched it starts at once");
     }
+    warn(&c.warnings);
     println!(
         "next: `avvisi campaign preview {0}`, `avvisi campaign test {0} --to ADDRESS`, someone else's `avvisi campaign approve {0}`, then `avvisi campaign launch {0}`",
         c.name
@@ -251,5 +252,12 @@ fn approval_text(c: &CampaignView, tz: Tz) -> String {
                 ""
             }
         ),
+    }
+}
+
+/// The report's warnings, on standard error.
+pub(super) fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
 }
