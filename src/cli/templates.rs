@@ -213,7 +213,7 @@ fn published(r: anyhow::Result<Published>, json: bool, done: &str) -> anyhow::Re
                     eprintln!("{}", printable(problem));
                 }
                 eprintln!(
-                    "{} problem(s): nothing was published; fix them (`avvisi templates check` lists them) and publish again",
+                    "{} problema/i: non è stato pubblicato nulla; correggili (`avvisi templates check` li elenca) e pubblica di nuovo",
                     problems.len()
                 );
                 Ok(false)

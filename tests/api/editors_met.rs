@@ -232,6 +232,8 @@ async fn a_refused_edit_is_cleared_when_the_folder_is_put_back(app: TestApp) {
         ("AVVISI__HTTP__ADDRESS", "127.0.0.1:0".to_string()),
         ("AVVISI__DAEMON__TEMPLATE_POLL_SECONDS", "1".to_string()),
         ("AVVISI__TEMPLATES__DIR", dir.display().to_string()),
+        // Only the development mode watches the folder (a published set is what goes live).
+        ("AVVISI__TEMPLATES__DEVELOPMENT", "true".to_string()),
         ("AVVISI__LOG__FORMAT", "json".to_string()),
     ];
     let child = app.spawn(

@@ -124,12 +124,12 @@ async fn publish_refuses_a_broken_folder_with_the_checkers_messages(app: TestApp
     let file = broken.join("registration_incomplete/body.txt");
     assert!(
         err.contains(&format!(
-            "{}:3: unknown variable `user.nome`",
+            "{}:3: variabile sconosciuta `user.nome`",
             file.display()
         )),
         "the checker's message with file and line: {err}"
     );
-    assert!(err.contains("nothing was published"), "{err}");
+    assert!(err.contains("non è stato pubblicato nulla"), "{err}");
     assert!(
         history(&app, &repo_path("templates")).is_empty(),
         "nothing published"
