@@ -55,7 +55,10 @@ pub use run::{
 pub use samples::{
     CampaignPreview, PreviewedMessage, TemplatesChecked, TemplatesPreviewed, TestSent,
 };
-pub use sessions::{NewSession, SessionRefused, SignedIn, MAX_FAILURES, THROTTLE_WINDOW};
+pub use sessions::{
+    random_token, same as same_token, NewSession, SessionRefused, SignedIn, MAX_FAILURES,
+    THROTTLE_WINDOW,
+};
 pub use suppression::{SuppressAdded, Unsuppressed};
 
 /// Everything a use case works with: the database, the settings, the clock, the templates and

@@ -26,6 +26,11 @@ mod pages;
 /// The session cookie's name.
 pub const COOKIE: &str = "avvisi_session";
 
+/// The login form's cookie: before a session exists, the login form's CSRF token is this
+/// cookie's value repeated in a hidden field (a page elsewhere can post a form to us, but can
+/// neither read nor set our cookie).
+pub const LOGIN_COOKIE: &str = "avvisi_accesso";
+
 /// The console's content security policy: our own style sheet and images, forms posted only to
 /// us, no script, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
@@ -149,14 +154,46 @@ async fn css() -> Response {
 
 /// The session cookie's token in `headers`, if any.
 fn cookie_token(headers: &HeaderMap) -> Option<SecretString> {
+    cookie(headers, COOKIE)
+}
+
+/// The value of cookie `wanted` in `headers`, if any.
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<SecretString> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| SecretString::from(value.to_string()))
+}
+
+/// Where a request comes from, for the login throttle and the audit log: the connection's
+/// address; when that is a trusted reverse proxy (`http.trusted_proxies`), the right-most
+/// address of `X-Forwarded-For` that is not itself a trusted proxy (what our nearest proxy
+/// saw: anything further left the client may have written). From anyone else the header is
+/// ignored.
+pub(crate) fn client_address(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map_while(|a| a.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted.contains(a))
+        .unwrap_or(peer)
 }
 
 /// The request's session and its token; `Err` is the answer to give instead: a redirect to the
@@ -185,10 +222,13 @@ impl axum::extract::FromRequestParts<Console> for Visitor {
             Ok(None) => return Err(Redirect::to("/accedi").into_response()),
             Err(e) => return Err(unavailable(&e)),
         };
+        let trusted = &c.app.settings().http.trusted_proxies;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip().to_string());
+            .map(|ConnectInfo(peer)| {
+                client_address(peer.ip(), &parts.headers, trusted).to_string()
+            });
         let who = session.actor(peer);
         Ok(Visitor {
             session,
@@ -216,20 +256,54 @@ fn form(body: &Bytes) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
-async fn login_form() -> Response {
-    Html(pages::login(None)).into_response()
+async fn login_form(State(c): State<Console>) -> Response {
+    login_page(&c, StatusCode::OK, None)
+}
+
+/// The login page with `error`, and a new login token in its form and its cookie.
+fn login_page(c: &Console, status: StatusCode, error: Option<&str>) -> Response {
+    let token = crate::app::random_token();
+    let mut response = (status, Html(pages::login(&token, error))).into_response();
+    let secure = if c.app.settings().http.https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/accedi; Max-Age=3600{secure}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
 }
 
 async fn login(
     State(c): State<Console>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let fields = form(&body);
+    // The form's token must be the one its page set in our cookie: a login forged by another
+    // site (into the forger's account) fails here, before the password is looked at.
+    let expected = cookie(&headers, LOGIN_COOKIE);
+    let given = fields.get("csrf").map(String::as_str).unwrap_or_default();
+    if !expected.is_some_and(|t| crate::app::same_token(t.expose_secret(), given)) {
+        return login_page(
+            &c,
+            StatusCode::FORBIDDEN,
+            Some(
+                "Il modulo di accesso è scaduto o non viene da questa pagina: \
+                 nulla è stato fatto. Riprovare.",
+            ),
+        );
+    }
     let name = fields.get("nome").map(|n| n.trim()).unwrap_or_default();
     let password = SecretString::from(fields.get("password").cloned().unwrap_or_default());
     let tz = c.app.settings().calendar.timezone;
-    match c.app.login(name, &password, &peer.ip().to_string()).await {
+    let from = client_address(peer.ip(), &headers, &c.app.settings().http.trusted_proxies);
+    match c.app.login(name, &password, &from.to_string()).await {
         Ok(session) => {
             let settings = &c.app.settings().http;
             let max_age = i64::from(settings.session_minutes) * 60;
@@ -251,11 +325,7 @@ async fn login(
                     "Troppi tentativi con una password errata. Riprovare dopo le {} (ora di Roma).",
                     pages::local_time(*retry_at + chrono::Duration::seconds(59), tz)
                 );
-                let mut response = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Html(pages::login(Some(&text))),
-                )
-                    .into_response();
+                let mut response = login_page(&c, StatusCode::TOO_MANY_REQUESTS, Some(&text));
                 if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, v);
                 }
@@ -265,11 +335,11 @@ async fn login(
             // tell a stranger that the password was right.
             Some(SessionRefused::Login(
                 LoginRefused::WrongCredentials | LoginRefused::Disabled(_),
-            )) => (
+            )) => login_page(
+                &c,
                 StatusCode::UNAUTHORIZED,
-                Html(pages::login(Some("Nome utente o password errati"))),
-            )
-                .into_response(),
+                Some("Nome utente o password errati"),
+            ),
             _ => unavailable(&e),
         },
     }

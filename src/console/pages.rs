@@ -102,18 +102,21 @@ fn state_it(state: &str) -> &'static str {
     }
 }
 
-/// The login form, with `error` above it when the last try failed.
-pub(crate) fn login(error: Option<&str>) -> String {
+/// The login form carrying `token` (see [`super::LOGIN_COOKIE`]), with `error` above it when
+/// the last try failed.
+pub(crate) fn login(token: &str, error: Option<&str>) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
         .unwrap_or_default();
     let body = format!(
         "{error}<form method=\"post\" action=\"/accedi\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <label for=\"nome\">Nome utente</label>\
          <input type=\"text\" id=\"nome\" name=\"nome\" autocomplete=\"username\" required>\
          <label for=\"password\">Password</label>\
          <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
-         <p><button type=\"submit\">Accedi</button></p></form>"
+         <p><button type=\"submit\">Accedi</button></p></form>",
+        esc(token)
     );
     page("Accesso alla console", None, &body)
 }

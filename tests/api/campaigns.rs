@@ -5,6 +5,7 @@ use std::fs::File;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use avvisi::app::{Actor, App, Launched};
 use avvisi::audience::Audience;
 use avvisi::campaign::lifecycle;
 use avvisi::campaign::{self, CampaignError, NewCampaign};
@@ -183,14 +184,11 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
         "cannot resume campaign `notice`: it is draft; only a paused campaign can be resumed (cancelled and finished are final)"
     );
     assert_eq!(
-        lifecycle::launch(&app.db, "notice", now)
-            .await
-            .unwrap()
-            .state,
+        launch(&app, "notice").await.unwrap().state,
         CampaignState::Running
     );
-    let err = lifecycle::launch(&app.db, "notice", now).await.unwrap_err();
-    assert!(err.to_string().contains("it is running"), "{err}");
+    let err = launch(&app, "notice").await.unwrap_err();
+    assert!(format!("{err:#}").contains("it is running"), "{err:#}");
     assert_eq!(
         lifecycle::pause(&app.db, "notice").await.unwrap().state,
         CampaignState::Paused
@@ -199,11 +197,17 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
     assert!(err.to_string().contains("it is paused"), "{err}");
     lifecycle::cancel(&app.db, "notice", now).await.unwrap();
     for err in [
-        lifecycle::resume(&app.db, "notice", now).await.unwrap_err(),
-        lifecycle::cancel(&app.db, "notice", now).await.unwrap_err(),
-        lifecycle::launch(&app.db, "notice", now).await.unwrap_err(),
+        lifecycle::resume(&app.db, "notice", now)
+            .await
+            .unwrap_err()
+            .to_string(),
+        lifecycle::cancel(&app.db, "notice", now)
+            .await
+            .unwrap_err()
+            .to_string(),
+        format!("{:#}", launch(&app, "notice").await.unwrap_err()),
     ] {
-        assert!(err.to_string().contains("it is cancelled"), "{err}");
+        assert!(err.contains("it is cancelled"), "{err}");
     }
 
     // The same through the binary: a clear error naming the campaign and its state, exit 1.
@@ -286,9 +290,7 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
 async fn pause_stops_delivery_and_resume_continues(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice", None).await;
-    lifecycle::launch(&app.db, "notice", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "notice").await.unwrap();
     app.plan().await;
     let planned = app.users_in("notice", "pending").await;
     assert_eq!(planned.len(), 30, "every enabled user: {planned:?}");
@@ -320,9 +322,7 @@ async fn pause_stops_delivery_and_resume_continues(app: TestApp) {
 async fn cancel_skips_pending_messages_and_never_resumes(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice", Some("CA")).await;
-    lifecycle::launch(&app.db, "notice", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "notice").await.unwrap();
     app.plan().await;
     let planned = app.users_in("notice", "pending").await;
     assert_eq!(planned, ["U0015", "U0029", "U0030", "U0034"]);
@@ -364,10 +364,7 @@ async fn scheduled_campaign_waits_for_its_time(app: TestApp) {
         .unwrap();
     let now = app.clock.now();
     assert_eq!(
-        lifecycle::launch(&app.db, "later", now)
-            .await
-            .unwrap()
-            .state,
+        launch(&app, "later").await.unwrap().state,
         CampaignState::Scheduled
     );
     // Paused and resumed before its time: scheduled again.
@@ -390,10 +387,7 @@ async fn racing_operators_cannot_both_win(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice", None).await;
     let now = app.clock.now();
-    let (a, b) = tokio::join!(
-        lifecycle::launch(&app.db, "notice", now),
-        lifecycle::launch(&app.db, "notice", now)
-    );
+    let (a, b) = tokio::join!(launch(&app, "notice"), launch(&app, "notice"));
     assert_eq!(
         [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(),
         1,
@@ -524,9 +518,7 @@ async fn explain_shows_a_users_messages_and_audiences(app: TestApp) {
 
     // A skipped message says why.
     create(&app, "notice", None).await;
-    lifecycle::launch(&app.db, "notice", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "notice").await.unwrap();
     app.plan().await;
     lifecycle::cancel(&app.db, "notice", app.clock.now())
         .await
@@ -587,9 +579,7 @@ async fn nothing_goes_out_past_a_campaigns_expiry(app: TestApp) {
     campaign::create(&app.db, &new, &templates(&app), app.clock.now())
         .await
         .unwrap();
-    lifecycle::launch(&app.db, "short", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "short").await.unwrap();
     app.plan().await;
     lifecycle::pause(&app.db, "short").await.unwrap();
     app.clock.set(at("2026-11-23T12:30:00+01:00"));
@@ -693,4 +683,23 @@ fn create_help_lists_every_audience() {
         .unwrap_or_else(|| panic!("no possible values for --audience:\n{help}"));
     let listed: Vec<&str> = listed.split(',').map(str::trim).collect();
     assert_eq!(listed, Audience::names(), "{help}");
+}
+
+/// Launches `name` the one way there is, the application's (as the command line does), on a
+/// test installation that asks for no approval: the transitions are what these cases test.
+pub(crate) async fn launch(app: &TestApp, name: &str) -> anyhow::Result<Launched> {
+    let mut settings = (*app.settings).clone();
+    settings.approval.required = false;
+    let app = App::new(
+        app.db.clone(),
+        std::sync::Arc::new(settings),
+        app.clock.clone(),
+    );
+    app.launch_campaign(
+        &Actor::CommandLine {
+            user: "tester".into(),
+        },
+        name,
+    )
+    .await
 }

@@ -39,6 +39,14 @@ impl Answer {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The `Set-Cookie` header of cookie `name`.
+    pub(crate) fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, v)| n == "set-cookie" && v.starts_with(&format!("{name}=")))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// One request over a plain TCP connection from the loopback address `from` (any 127.x.y.z
@@ -51,6 +59,20 @@ pub(crate) async fn request(
     cookie: Option<&str>,
     form: &[(&str, &str)],
 ) -> Answer {
+    let cookie = cookie.map(|c| format!("avvisi_session={c}"));
+    request_with(address, from, method, path, cookie.as_deref(), &[], form).await
+}
+
+/// [`request`] with a whole `Cookie` header's value and more headers.
+pub(crate) async fn request_with(
+    address: &str,
+    from: &str,
+    method: &str,
+    path: &str,
+    cookies: Option<&str>,
+    headers: &[(&str, &str)],
+    form: &[(&str, &str)],
+) -> Answer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
@@ -61,8 +83,11 @@ pub(crate) async fn request(
         .unwrap();
     let mut stream = socket.connect(address.parse().unwrap()).await.unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(c) = cookie {
-        head.push_str(&format!("Cookie: avvisi_session={c}\r\n"));
+    if let Some(c) = cookies {
+        head.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     if method == "POST" {
         head.push_str(&format!(
@@ -103,15 +128,38 @@ async fn post(address: &str, path: &str, cookie: &str, form: &[(&str, &str)]) ->
     request(address, "127.0.0.1", "POST", path, Some(cookie), form).await
 }
 
-/// Signs `name` in from `from`: the answer.
-async fn login_from(address: &str, from: &str, name: &str, password: &str) -> Answer {
-    request(
+/// Signs `name` in from `from` as a browser does (the login page first, for its token and
+/// cookie): the answer.
+pub(crate) async fn login_from(address: &str, from: &str, name: &str, password: &str) -> Answer {
+    login_with(address, from, name, password, &[]).await
+}
+
+/// [`login_from`] with more headers on the login's POST.
+async fn login_with(
+    address: &str,
+    from: &str,
+    name: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let form = request(address, from, "GET", "/accedi", None, &[]).await;
+    let cookie = form
+        .set_cookie("avvisi_accesso")
+        .and_then(|c| c.split(';').next())
+        .expect("the login form's cookie")
+        .to_string();
+    request_with(
         address,
         from,
         "POST",
         "/accedi",
-        None,
-        &[("nome", name), ("password", password)],
+        Some(&cookie),
+        headers,
+        &[
+            ("csrf", &csrf(&form.body)),
+            ("nome", name),
+            ("password", password),
+        ],
     )
     .await
 }
@@ -120,7 +168,7 @@ async fn login_from(address: &str, from: &str, name: &str, password: &str) -> An
 async fn signed_in(address: &str, name: &str) -> String {
     let a = login_from(address, "127.0.0.1", name, PASSWORD).await;
     assert_eq!(a.code, 303, "{name}'s login: {}", a.body);
-    let cookie = a.header("set-cookie").expect("a session cookie");
+    let cookie = a.set_cookie("avvisi_session").expect("a session cookie");
     cookie
         .strip_prefix("avvisi_session=")
         .and_then(|c| c.split(';').next())
@@ -217,7 +265,7 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
     .await;
     assert_eq!(wrong.code, 401);
     assert!(wrong.body.contains("Nome utente o password errati"));
-    assert!(wrong.header("set-cookie").is_none());
+    assert!(wrong.set_cookie("avvisi_session").is_none());
 
     // The right one: a cookie the script cannot read, for this site only; not Secure over http.
     let right = login_from(&address, "127.0.0.1", "mario.rossi", PASSWORD).await;
@@ -225,7 +273,7 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
         (right.code, right.header("location")),
         (303, Some("/console"))
     );
-    let cookie = right.header("set-cookie").unwrap().to_string();
+    let cookie = right.set_cookie("avvisi_session").unwrap().to_string();
     for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
         assert!(cookie.contains(part), "{cookie}");
     }
@@ -277,7 +325,7 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
         held.body
     );
     assert!(held.header("retry-after").is_some());
-    assert!(held.header("set-cookie").is_none());
+    assert!(held.set_cookie("avvisi_session").is_none());
 
     // Five wrong passwords from one address, for names that do not exist: that address is
     // refused for a real account too; another address is not.
@@ -304,12 +352,94 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
     let a = get(&address, "/console", Some(&token)).await;
     assert_eq!((a.code, a.header("location")), (303, Some("/accedi")));
 
-    // The throttle is in the database: a new daemon holds it too.
+    // A login form posted without its page's token (a form on another site), or with another
+    // page's: refused before the password is looked at, and no session.
+    let forged = request(
+        &address,
+        "127.0.0.1",
+        "POST",
+        "/accedi",
+        None,
+        &[("nome", "mario.rossi"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(forged.code, 403, "{}", forged.body);
+    assert!(forged.set_cookie("avvisi_session").is_none());
+    assert!(
+        forged.body.contains("nulla è stato fatto"),
+        "{}",
+        forged.body
+    );
+    let page = get(&address, "/accedi", None).await;
+    let other_page = get(&address, "/accedi", None).await;
+    let cookie = page.set_cookie("avvisi_accesso").unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let crossed = request_with(
+        &address,
+        "127.0.0.1",
+        "POST",
+        "/accedi",
+        cookie.split(';').next(),
+        &[],
+        &[
+            ("csrf", &csrf(&other_page.body)),
+            ("nome", "mario.rossi"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(crossed.code, 403);
+    assert!(crossed.set_cookie("avvisi_session").is_none());
+
+    // The throttle is in the database: a new daemon holds it too. This one is behind a proxy
+    // at 127.0.0.7 (`http.trusted_proxies`): the address its X-Forwarded-For names is the
+    // client's; anyone else's header is ignored.
     first.terminate().await;
     let log2 = t.dir.path().join("daemon2.log");
-    let (second, address) = daemon(&t, &log2, &[]).await;
+    let (second, address) = daemon(
+        &t,
+        &log2,
+        &[("AVVISI__HTTP__TRUSTED_PROXIES", "127.0.0.7, ::1")],
+    )
+    .await;
     let held = login_from(&address, "127.0.0.6", "anna", PASSWORD).await;
     assert_eq!(held.code, 429);
+    // (Another name each time: the per-account throttle is not what is tested here.)
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    let proxied = |client: &'static str| {
+        let address = address.clone();
+        let name = format!(
+            "via{}",
+            tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        async move {
+            login_with(
+                &address,
+                "127.0.0.7",
+                &name,
+                "sbagliata",
+                &[("X-Forwarded-For", &format!("198.51.100.1, {client}"))],
+            )
+            .await
+        }
+    };
+    // Five wrong passwords through the proxy from one client: that client is held, another
+    // one behind the same proxy is not.
+    for _ in 0..5 {
+        assert_eq!(proxied("203.0.113.9").await.code, 401);
+    }
+    assert_eq!(proxied("203.0.113.9").await.code, 429);
+    assert_eq!(proxied("203.0.113.10").await.code, 401);
+    // Not from the proxy: the header is not believed.
+    let spoofed = login_with(
+        &address,
+        "127.0.0.8",
+        "via-spoofed",
+        "sbagliata",
+        &[("X-Forwarded-For", "203.0.113.11")],
+    )
+    .await;
+    assert_eq!(spoofed.code, 401);
     second.terminate().await;
 
     // No token, password or cookie in the daemons' logs.
@@ -351,6 +481,26 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
         "{from:?}"
     );
     assert!(!serde_json::to_string(&entries).unwrap().contains(&token));
+    let sources: Vec<&str> = entries
+        .iter()
+        .filter(|e| {
+            e["action"] == "session.login"
+                && e["actor_name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("via"))
+        })
+        .map(|e| e["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources.iter().filter(|s| **s == "203.0.113.9").count(),
+        6,
+        "{sources:?}"
+    );
+    assert!(sources.contains(&"203.0.113.10") && sources.contains(&"127.0.0.8"));
+    assert!(!sources
+        .iter()
+        .any(|s| *s == "127.0.0.7" || *s == "203.0.113.11"));
+    assert!(!sources.contains(&"198.51.100.1"));
 }
 
 /// The state of campaign `name` in the database.
