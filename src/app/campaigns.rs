@@ -245,6 +245,15 @@ impl App {
         Ok((new, templates.current().messages()))
     }
 
+    /// The messages of the templates folder a campaign may use, for the console's form.
+    pub fn template_names(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .templates()
+            .context("loading templates")?
+            .current()
+            .messages())
+    }
+
     /// Every campaign, reminders included, oldest first.
     pub async fn campaigns(&self) -> anyhow::Result<Vec<CampaignView>> {
         let all = campaign::overviews(&self.db)

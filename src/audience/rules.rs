@@ -188,12 +188,22 @@ impl Audience {
     }
 
     /// The condition with the campaign's province filter as parameter `$param`, to be bound to
-    /// the province code or to NULL (no filter). The one place a province filter is written.
+    /// the province codes (one, or several joined by commas: `BO,RM`) or to NULL (no filter).
+    /// The one place a province filter is written. Several codes are matched as `,CODE,`
+    /// inside `,BO,RM,` with `replace` (no pattern characters, the same on both databases);
+    /// one code, the common case, stays a plain comparison.
     pub(crate) fn condition_in(self, param: usize) -> String {
         format!(
-            "{} AND (${param} IS NULL OR u.province = ${param})",
+            "{} AND (${param} IS NULL OR u.province = ${param} OR (${param} LIKE '%,%' AND \
+             replace(',' || ${param} || ',', ',' || u.province || ',', '') <> ',' || ${param} || ','))",
             self.condition()
         )
+    }
+
+    /// Whether a user of `province` passes the province filter `filter` (see
+    /// [`Audience::condition_in`]).
+    pub(crate) fn in_provinces(province: Option<&str>, filter: &str) -> bool {
+        province.is_some_and(|p| filter.split(',').any(|f| f == p))
     }
 
     /// Why a user fails a campaign's province filter (see [`Audience::condition_in`]), in words.

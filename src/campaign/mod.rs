@@ -223,7 +223,7 @@ pub enum CampaignError {
     UnknownAudience(#[from] crate::audience::UnknownAudience),
     #[error("unknown template `{name}`: the messages in the templates folder are {known}")]
     UnknownTemplate { name: String, known: String },
-    #[error("filter `{0}` is not supported: the only filter is province=XX, with a two-letter province code such as province=BO")]
+    #[error("filter `{0}` is not supported: the only filter is province=XX, or several provinces as province=XX,YY, with two-letter province codes such as province=BO or province=BO,RM")]
     InvalidFilter(String),
     #[error("cannot {action} campaign `{name}`: it is a reminder campaign, started by the calendar; reminders can be paused, resumed and cancelled, not launched or created by hand")]
     Reminder { name: String, action: Action },
@@ -252,18 +252,23 @@ pub(crate) fn check_name(name: &str) -> Result<(), CampaignError> {
     }
 }
 
-/// Parses `province=XX` (the only filter) into the upper-cased province code.
+/// Parses `province=XX` or `province=XX,YY,...` (the only filter) into the upper-cased codes,
+/// sorted, joined by commas.
 pub(crate) fn parse_filter(filter: &str) -> Result<String, CampaignError> {
     let invalid = || CampaignError::InvalidFilter(filter.to_string());
     let (key, value) = filter.split_once('=').ok_or_else(invalid)?;
-    let value = value.trim();
-    if key.trim() != "province"
-        || value.len() != 2
-        || !value.bytes().all(|b| b.is_ascii_alphabetic())
-    {
+    if key.trim() != "province" {
         return Err(invalid());
     }
-    Ok(value.to_ascii_uppercase())
+    // Several provinces: `province=BO,RM`, kept sorted and once each.
+    let mut codes = std::collections::BTreeSet::new();
+    for code in value.split(',').map(str::trim) {
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(invalid());
+        }
+        codes.insert(code.to_ascii_uppercase());
+    }
+    Ok(codes.into_iter().collect::<Vec<_>>().join(","))
 }
 
 /// A one-off campaign to create.
@@ -272,7 +277,8 @@ pub struct NewCampaign {
     pub name: String,
     pub audience: Audience,
     pub template: String,
-    /// Upper-cased two-letter province code (see [`parse_filter`]).
+    /// Upper-cased two-letter province codes, several joined by commas in alphabetical order
+    /// (see [`parse_filter`]).
     pub filter_province: Option<String>,
     pub send_at: Option<DateTime<Utc>>,
     /// Nothing of it goes out at or after this instant: every campaign expires.

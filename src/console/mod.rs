@@ -126,6 +126,7 @@ pub fn router(app: App) -> Router {
         .route("/console.css", get(css))
         .route("/console", get(list))
         .route("/console/registro", get(audit))
+        .route("/console/nuova", get(new_form).post(create))
         .route("/console/campagne/{name}", get(show))
         .route("/console/campagne/{name}/{action}", post(act))
         .layer(axum::middleware::map_response(security_headers))
@@ -560,5 +561,150 @@ async fn audit(State(c): State<Console>, Visitor { session, who, .. }: Visitor) 
             Html(pages::audit(&session, &entries, tz)).into_response()
         }
         Err(e) => refusal(&e, &session),
+    }
+}
+
+/// 403 for a page the role may not open.
+fn not_for_role(session: &SignedIn) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html(pages::message(
+            "Azione non consentita",
+            Some(session),
+            "Questa pagina non è per il tuo ruolo.",
+        )),
+    )
+        .into_response()
+}
+
+/// What the new-campaign form holds, to show it again after a refusal.
+#[derive(Debug, Default)]
+pub(crate) struct NewCampaignForm {
+    pub name: String,
+    pub audience: String,
+    pub template: String,
+    pub provinces: String,
+    pub send_at: String,
+}
+
+impl NewCampaignForm {
+    fn of(fields: &HashMap<String, String>) -> NewCampaignForm {
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        NewCampaignForm {
+            name: get("nome"),
+            audience: get("pubblico"),
+            template: get("modello"),
+            provinces: get("province"),
+            send_at: get("invio"),
+        }
+    }
+
+    /// The request for the use case: the provinces as the command line's filter
+    /// (`province=BO,RM`), separated by commas or spaces in the form.
+    fn request(&self) -> anyhow::Result<crate::app::NewCampaignRequest> {
+        let audience = self
+            .audience
+            .parse()
+            .map_err(|e: crate::audience::UnknownAudience| anyhow::anyhow!(e))?;
+        let codes: Vec<&str> = self
+            .provinces
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|c| !c.is_empty())
+            .collect();
+        Ok(crate::app::NewCampaignRequest {
+            name: self.name.clone(),
+            audience,
+            template: self.template.clone(),
+            filter: (!codes.is_empty()).then(|| format!("province={}", codes.join(","))),
+            send_at: (!self.send_at.is_empty()).then(|| self.send_at.clone()),
+            expires_at: None,
+            transactional: None,
+        })
+    }
+}
+
+async fn new_form(State(c): State<Console>, Visitor { session, who, .. }: Visitor) -> Response {
+    if !who.may(Action::CampaignCreate) {
+        return not_for_role(&session);
+    }
+    new_form_page(
+        &c,
+        &session,
+        StatusCode::OK,
+        &NewCampaignForm::default(),
+        None,
+    )
+}
+
+fn new_form_page(
+    c: &Console,
+    session: &SignedIn,
+    status: StatusCode,
+    form: &NewCampaignForm,
+    error: Option<&str>,
+) -> Response {
+    match c.app.template_names() {
+        Ok(templates) => (
+            status,
+            Html(pages::new_campaign(session, form, &templates, error)),
+        )
+            .into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Creates the draft campaign the form describes, through the same use case as
+/// `avvisi campaign create`; a refusal shows the form again with the reason.
+async fn create(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    body: Bytes,
+) -> Response {
+    let fields = form(&body);
+    let filled = NewCampaignForm::of(&fields);
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            Action::CampaignCreate,
+            &filled.name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let created = match filled.request() {
+        Ok(req) => c.app.create_campaign(&who, &req).await,
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(done) => Redirect::to(&format!("/console/campagne/{}", pages::segment(&done.name)))
+            .into_response(),
+        Err(e) if e.chain().any(|c| c.is::<Forbidden>()) => refusal(&e, &session),
+        Err(e)
+            if e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::campaign::CampaignError>(),
+                    Some(crate::campaign::CampaignError::Db(_))
+                )
+            }) =>
+        {
+            unavailable(&e)
+        }
+        // The operator's input: the form again, filled as it was, with the reason.
+        Err(e) => new_form_page(
+            &c,
+            &session,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &filled,
+            Some(&format!("La campagna non è stata creata: {e:#}")),
+        ),
     }
 }

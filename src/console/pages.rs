@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::app::{ApprovalPreview, CampaignView, SignedIn};
+use crate::app::{Action, ApprovalPreview, CampaignView, SignedIn};
 use crate::campaign::approval::Decision;
 use crate::store::audit::Entry;
 
@@ -52,9 +52,10 @@ pub(crate) fn local_time(at: DateTime<Utc>, tz: Tz) -> String {
 pub(crate) fn page(title: &str, session: Option<&SignedIn>, body: &str) -> String {
     let bar = match session {
         Some(s) => format!(
-            "<header><nav><a href=\"/console\">Campagne</a><a href=\"/console/registro\">Registro</a></nav>\
+            "<header><nav>{}</nav>\
              <div>{} ({}) <form class=\"inline\" method=\"post\" action=\"/esci\">{}\
              <button type=\"submit\">Esci</button></form></div></header>",
+            nav(s),
             esc(&s.account.name),
             role_it(s.account.role.as_str()),
             csrf_field(s)
@@ -69,6 +70,25 @@ pub(crate) fn page(title: &str, session: Option<&SignedIn>, body: &str) -> Strin
         esc(title),
         esc(title)
     )
+}
+
+/// The links of the pages the signed-in role may use.
+fn nav(s: &SignedIn) -> String {
+    let who = s.actor(None);
+    let links = [
+        ("/console", "Campagne", true),
+        (
+            "/console/nuova",
+            "Nuova campagna",
+            who.may(Action::CampaignCreate),
+        ),
+        ("/console/registro", "Registro", who.may(Action::AuditRead)),
+    ];
+    links
+        .iter()
+        .filter(|(_, _, shown)| *shown)
+        .map(|(href, label, _)| format!("<a href=\"{href}\">{label}</a>"))
+        .collect()
 }
 
 fn csrf_field(s: &SignedIn) -> String {
@@ -203,11 +223,17 @@ pub(crate) fn campaign(
 ) -> String {
     let mut body = format!(
         "<dl><dt>Stato</dt><dd>{}</dd><dt>Pubblico</dt><dd>{} ({})</dd>\
+         <dt>Province</dt><dd>{}</dd>\
          <dt>Destinatari ora</dt><dd>{}</dd><dt>Avanzamento</dt><dd>{}</dd>\
          <dt>Modello</dt><dd>{}</dd><dt>Creata da</dt><dd>{}</dd>",
         state_it(&c.state),
         esc(&c.setup.audience),
         esc(c.audience_description),
+        c.setup
+            .filter_province
+            .as_deref()
+            .map(|p| esc(&p.replace(',', ", ")))
+            .unwrap_or_else(|| "tutte".to_string()),
         c.setup.audience_size,
         progress(c),
         esc(&c.setup.template),
@@ -288,4 +314,61 @@ pub(crate) fn audit(s: &SignedIn, entries: &[Entry], tz: Tz) -> String {
     }
     body.push_str("</tbody></table>");
     page("Registro delle azioni", Some(s), &body)
+}
+
+/// An `<option>` of a `<select>`, chosen when it is `current`.
+fn option(value: &str, label: &str, current: &str) -> String {
+    format!(
+        "<option value=\"{}\"{}>{}</option>",
+        esc(value),
+        if value == current { " selected" } else { "" },
+        esc(label)
+    )
+}
+
+/// The form creating a one-off campaign (a draft: launched later, after an approval).
+pub(crate) fn new_campaign(
+    s: &SignedIn,
+    form: &super::NewCampaignForm,
+    templates: &[String],
+    error: Option<&str>,
+) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    let audiences: String = crate::audience::Audience::ALL
+        .iter()
+        .map(|a| {
+            option(
+                a.name(),
+                &format!("{} ({})", a.name(), a.description()),
+                &form.audience,
+            )
+        })
+        .collect();
+    let templates: String = templates
+        .iter()
+        .map(|t| option(t, t, &form.template))
+        .collect();
+    let body = format!(
+        "{error}<p>La campagna nasce in bozza: nulla viene inviato finché non è approvata da \
+         un'altra persona e avviata. La sua pagina mostra quanti destinatari ha.</p>\
+         <form method=\"post\" action=\"/console/nuova\">{csrf}\
+         <label for=\"nome\">Nome (lettere minuscole, cifre, - e _)</label>\
+         <input type=\"text\" id=\"nome\" name=\"nome\" value=\"{name}\" required>\
+         <label for=\"pubblico\">Pubblico</label>\
+         <select id=\"pubblico\" name=\"pubblico\" required>{audiences}</select>\
+         <label for=\"modello\">Modello</label>\
+         <select id=\"modello\" name=\"modello\" required>{templates}</select>\
+         <label for=\"province\">Province (sigle separate da virgole, es. RM, BO; vuoto: tutte)</label>\
+         <input type=\"text\" id=\"province\" name=\"province\" value=\"{provinces}\">\
+         <label for=\"invio\">Invio non prima di (ora di Roma; vuoto: all'avvio)</label>\
+         <input type=\"datetime-local\" id=\"invio\" name=\"invio\" value=\"{send_at}\">\
+         <p><button type=\"submit\">Crea la bozza</button></p></form>",
+        csrf = csrf_field(s),
+        name = esc(&form.name),
+        provinces = esc(&form.provinces),
+        send_at = esc(&form.send_at),
+    );
+    page("Nuova campagna", Some(s), &body)
 }

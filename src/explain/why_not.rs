@@ -373,7 +373,7 @@ fn verdict(
     }
     let mut failed: Vec<String> = failed.iter().map(|(_, words)| words.clone()).collect();
     if let Some(filter) = &c.filter_province {
-        if user.contact.province.as_deref() != Some(filter.as_str()) {
+        if !Audience::in_provinces(user.contact.province.as_deref(), filter) {
             failed.push(Audience::province_failure(
                 user.contact.province.as_deref(),
                 filter,

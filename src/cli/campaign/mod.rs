@@ -139,9 +139,14 @@ pub struct CreateArgs {
     /// The message folder in the templates folder.
     #[arg(long)]
     pub template: String,
-    /// Only users of one province: province=XX (two-letter code).
-    #[arg(long, value_name = "province=XX")]
+    /// Only users of one province: province=XX (two-letter code), or of several:
+    /// province=XX,YY.
+    #[arg(long, value_name = "province=XX", conflicts_with = "province")]
     pub filter: Option<String>,
+    /// Only users of this province (two-letter code); repeat it for several:
+    /// --province RM --province BO.
+    #[arg(long, value_name = "XX")]
+    pub province: Vec<String>,
     /// Not before this instant: RFC 3339 (2026-11-26T09:00:00+01:00), or a local time in the
     /// calendar's time zone (2026-11-26T09:00).
     #[arg(long, value_name = "TIMESTAMP")]
@@ -175,7 +180,11 @@ pub(crate) async fn run(
                 name: args.name,
                 audience: args.audience,
                 template: args.template,
-                filter: args.filter,
+                filter: if args.province.is_empty() {
+                    args.filter
+                } else {
+                    Some(format!("province={}", args.province.join(",")))
+                },
                 send_at: args.send_at,
                 expires_at: args.expires_at,
                 transactional: args.transactional,
