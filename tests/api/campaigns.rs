@@ -652,6 +652,7 @@ on_both_backends!(
     launch_wait_follows_the_campaign_until_it_finishes,
     explain_shows_a_users_messages_and_audiences,
     list_shows_reminders_and_oneoffs,
+    several_provinces_reach_exactly_their_users,
 );
 
 #[test]
@@ -702,4 +703,46 @@ pub(crate) async fn launch(app: &TestApp, name: &str) -> anyhow::Result<Launched
         name,
     )
     .await
+}
+
+/// `--province rm --province BO` on the command line: the campaign plans and sends to the
+/// users of either province (exactly the two one-province campaigns' users together); a bad
+/// code among them creates nothing.
+async fn several_provinces_reach_exactly_their_users(app: TestApp) {
+    app.import_examples().await;
+    for (name, province) in [("only-bo", "BO"), ("only-rm", "RM")] {
+        create(&app, name, Some(province)).await;
+        launch(&app, name).await.unwrap();
+    }
+    let create_args = |name: &'static str| {
+        vec![
+            "campaign",
+            "create",
+            name,
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+        ]
+    };
+    let mut args = create_args("both");
+    args.extend(["--province", "rm", "--province", "BO", "--json"]);
+    let created: serde_json::Value = serde_json::from_str(&ok(&app, &args)).unwrap();
+    assert_eq!(created["filter_province"], "BO,RM", "{created}");
+    launch(&app, "both").await.unwrap();
+    app.plan().await;
+    let mut expected = app.users_in("only-bo", "pending").await;
+    expected.extend(app.users_in("only-rm", "pending").await);
+    expected.sort();
+    assert!(expected.len() >= 3, "{expected:?}");
+    assert_eq!(created["audience_size"], expected.len() as u64);
+    assert_eq!(app.users_in("both", "pending").await, expected);
+    app.deliver().await;
+    assert_eq!(app.users_in("both", "sent").await, expected);
+
+    let mut args = create_args("bad");
+    args.extend(["--province", "RM", "--province", "R1"]);
+    let err = fails(&app, &args);
+    assert!(err.contains("province=XX,YY"), "{err}");
+    assert!(campaign::find(&app.db, "bad").await.unwrap().is_none());
 }
