@@ -127,6 +127,12 @@ pub fn router(app: App) -> Router {
         .route("/console", get(list))
         .route("/console/registro", get(audit))
         .route("/console/nuova", get(new_form).post(create))
+        .route("/console/coda", get(queue))
+        .route("/console/soppressioni", get(suppressions))
+        .route("/console/soppressioni/{action}", post(suppression_act))
+        .route("/console/account", get(accounts))
+        .route("/console/account/aggiungi", post(account_add))
+        .route("/console/account/{name}/{action}", post(account_act))
         .route("/console/campagne/{name}", get(show))
         .route("/console/campagne/{name}/{action}", post(act))
         .layer(axum::middleware::map_response(security_headers))
@@ -706,5 +712,226 @@ async fn create(
             &filled,
             Some(&format!("La campagna non è stata creata: {e:#}")),
         ),
+    }
+}
+
+/// The answer to a refused or failed action on the pages below: 403 for a role or a token,
+/// 503 when the database failed, else 409 with the reason (the operator's input or a rule).
+fn refused_or_fault(e: &anyhow::Error, session: &SignedIn) -> Response {
+    let forbidden = e.chain().any(|c| {
+        c.is::<Forbidden>()
+            || matches!(
+                c.downcast_ref::<SessionRefused>(),
+                Some(SessionRefused::Csrf)
+            )
+    });
+    if forbidden || e.chain().any(|c| c.is::<sqlx::Error>()) {
+        return refusal(e, session);
+    }
+    (
+        StatusCode::CONFLICT,
+        Html(pages::message(
+            "Azione rifiutata",
+            Some(session),
+            &format!("Nulla è stato fatto: {e:#}"),
+        )),
+    )
+        .into_response()
+}
+
+/// The queue: messages by state for each campaign, the first due times, and what holds
+/// sending now.
+async fn queue(State(c): State<Console>, Visitor { session, .. }: Visitor) -> Response {
+    let (status, campaigns) = match tokio::try_join!(c.app.status(), c.app.campaigns()) {
+        Ok(both) => both,
+        Err(e) => return unavailable(&e),
+    };
+    let tz = c.app.settings().calendar.timezone;
+    Html(pages::queue(&session, &status, &campaigns, tz)).into_response()
+}
+
+async fn suppressions(State(c): State<Console>, Visitor { session, who, .. }: Visitor) -> Response {
+    match c.app.suppressions().await {
+        Ok(list) => {
+            let tz = c.app.settings().calendar.timezone;
+            let editable = who.may(Action::Suppress);
+            Html(pages::suppressions(&session, &list, editable, tz)).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Adds an address to the suppression list or removes one: the same use cases as
+/// `avvisi suppress` and `avvisi unsuppress`.
+async fn suppression_act(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    Path(action): Path<String>,
+    body: Bytes,
+) -> Response {
+    let asked = match action.as_str() {
+        "aggiungi" => Action::Suppress,
+        "rimuovi" => Action::Unsuppress,
+        _ => return unknown_action(&session),
+    };
+    let fields = form(&body);
+    let address = fields
+        .get("indirizzo")
+        .map(|a| a.trim().to_string())
+        .unwrap_or_default();
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            asked,
+            &address,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let done = if asked == Action::Suppress {
+        let reason = fields
+            .get("motivo")
+            .map(|r| r.trim())
+            .filter(|r| !r.is_empty())
+            .unwrap_or("aggiunto dalla console");
+        c.app.suppress(&who, &address, reason).await.map(drop)
+    } else {
+        c.app.unsuppress(&who, &address).await.map(drop)
+    };
+    match done {
+        Ok(()) => Redirect::to("/console/soppressioni").into_response(),
+        Err(e) => refused_or_fault(&e, &session),
+    }
+}
+
+fn unknown_action(session: &SignedIn) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(pages::message(
+            "Azione sconosciuta",
+            Some(session),
+            "Questa azione non esiste.",
+        )),
+    )
+        .into_response()
+}
+
+/// The accounts, for administrators only (the page names everyone who may act).
+async fn accounts(State(c): State<Console>, Visitor { session, who, .. }: Visitor) -> Response {
+    if !who.may(Action::UsersAdd) {
+        return not_for_role(&session);
+    }
+    accounts_page(&c, &session, StatusCode::OK, None).await
+}
+
+async fn accounts_page(
+    c: &Console,
+    session: &SignedIn,
+    status: StatusCode,
+    notice: Option<(&str, &str)>,
+) -> Response {
+    match c.app.accounts().await {
+        Ok(list) => {
+            let tz = c.app.settings().calendar.timezone;
+            (status, Html(pages::accounts(session, &list, notice, tz))).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Adds an account; without a password in the form, one is made up and shown once, on the
+/// answer's page only (never stored but as its hash, never in a log).
+async fn account_add(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    body: Bytes,
+) -> Response {
+    let fields = form(&body);
+    let name = fields
+        .get("nome")
+        .map(|n| n.trim().to_string())
+        .unwrap_or_default();
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            Action::UsersAdd,
+            &name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let role: crate::store::accounts::Role = match fields.get("ruolo").and_then(|r| r.parse().ok())
+    {
+        Some(r) => r,
+        None => {
+            return refused_or_fault(&anyhow::anyhow!("ruolo sconosciuto"), &session);
+        }
+    };
+    let given = fields.get("password").filter(|p| !p.is_empty());
+    // 20 hex characters: 80 random bits, above the 12-character minimum.
+    let made_up = given
+        .is_none()
+        .then(|| crate::app::random_token()[..20].to_string());
+    let password = SecretString::from(given.cloned().or(made_up.clone()).unwrap_or_default());
+    match c.app.add_account(&who, &name, role, &password).await {
+        Ok(added) => {
+            let text = match &made_up {
+                Some(p) => format!(
+                    "Account {} creato. Password iniziale, mostrata solo ora: {p}",
+                    added.name
+                ),
+                None => format!("Account {} creato con la password scelta.", added.name),
+            };
+            accounts_page(&c, &session, StatusCode::OK, Some(("notice", &text))).await
+        }
+        Err(e) => refused_or_fault(&e, &session),
+    }
+}
+
+/// Disables an account or changes its role.
+async fn account_act(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    Path((name, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let asked = match action.as_str() {
+        "disattiva" => Action::UsersDisable,
+        "ruolo" => Action::UsersRole,
+        _ => return unknown_action(&session),
+    };
+    let fields = form(&body);
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            asked,
+            &name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let done = if asked == Action::UsersDisable {
+        c.app.disable_account(&who, &name).await
+    } else {
+        match fields.get("ruolo").and_then(|r| r.parse().ok()) {
+            Some(role) => c.app.set_role(&who, &name, role).await,
+            None => Err(anyhow::anyhow!("ruolo sconosciuto")),
+        }
+    };
+    match done {
+        Ok(_) => Redirect::to("/console/account").into_response(),
+        Err(e) => refused_or_fault(&e, &session),
     }
 }

@@ -82,6 +82,9 @@ fn nav(s: &SignedIn) -> String {
             "Nuova campagna",
             who.may(Action::CampaignCreate),
         ),
+        ("/console/coda", "Coda", true),
+        ("/console/soppressioni", "Soppressioni", true),
+        ("/console/account", "Account", who.may(Action::UsersAdd)),
         ("/console/registro", "Registro", who.may(Action::AuditRead)),
     ];
     links
@@ -371,4 +374,226 @@ pub(crate) fn new_campaign(
         send_at = esc(&form.send_at),
     );
     page("Nuova campagna", Some(s), &body)
+}
+
+/// The queue: the messages of each campaign by state, the first due times, what holds sending.
+pub(crate) fn queue(
+    s: &SignedIn,
+    status: &crate::app::Status,
+    campaigns: &[CampaignView],
+    tz: Tz,
+) -> String {
+    let mut holds = Vec::new();
+    if let Some(w) = &status.warning {
+        holds.push(format!(
+            "Promemoria fermi: l'ultima fotografia degli utenti è troppo vecchia ({})",
+            esc(w)
+        ));
+    }
+    if status.daemons.is_empty() {
+        holds.push("Nessun demone in esecuzione: nulla viene pianificato né inviato.".to_string());
+    }
+    if let Some(q) = &status.hourly_quota {
+        if q.used_last_hour >= i64::from(q.per_hour) {
+            holds.push(format!(
+                "Quota oraria raggiunta: {} messaggi nell'ultima ora su {}.",
+                q.used_last_hour, q.per_hour
+            ));
+        }
+    }
+    for c in campaigns.iter().filter(|c| c.state == "paused") {
+        holds.push(format!(
+            "Campagna {} in pausa{}.",
+            esc(&c.name),
+            c.paused_reason
+                .as_deref()
+                .map(|r| format!(": {}", esc(r)))
+                .unwrap_or_default()
+        ));
+    }
+    let mut body = String::from("<h2>Cosa ferma l'invio</h2>");
+    if holds.is_empty() {
+        body.push_str("<p>Niente: l'invio procede.</p>");
+    } else {
+        body.push_str("<ul>");
+        for h in &holds {
+            body.push_str(&format!("<li>{h}</li>"));
+        }
+        body.push_str("</ul>");
+    }
+    body.push_str(
+        "<h2>Messaggi per campagna</h2><table><thead><tr><th scope=\"col\">Campagna</th>\
+         <th scope=\"col\">Stato</th><th scope=\"col\">In attesa</th>\
+         <th scope=\"col\">In invio</th><th scope=\"col\">Falliti</th>\
+         <th scope=\"col\">Inviati</th></tr></thead><tbody>",
+    );
+    for c in campaigns.iter().filter(|c| c.planned > 0) {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            link(c),
+            state_it(&c.state),
+            c.messages.pending,
+            c.messages.sending,
+            c.messages.failed,
+            c.messages.sent
+        ));
+    }
+    body.push_str("</tbody></table><h2>Prossimi invii</h2>");
+    if status.next_attempts.is_empty() {
+        body.push_str("<p>Nessun messaggio in attesa.</p>");
+    } else {
+        body.push_str("<ul>");
+        for n in &status.next_attempts {
+            body.push_str(&format!(
+                "<li>{}: {}{} messaggi</li>",
+                n.at.map(|t| local(t, tz))
+                    .unwrap_or_else(|| "subito".into()),
+                if n.at_least { "almeno " } else { "" },
+                n.messages
+            ));
+        }
+        body.push_str("</ul>");
+    }
+    if !status.errors.is_empty() {
+        body.push_str(
+            "<h2>Errori per risposta del server</h2><table><thead><tr>\
+             <th scope=\"col\">Codice</th><th scope=\"col\">Falliti</th>\
+             <th scope=\"col\">In riprova</th><th scope=\"col\">Esempio</th></tr></thead><tbody>",
+        );
+        for e in &status.errors {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                e.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                e.failed,
+                e.retrying,
+                esc(&e.example)
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    page("Coda dei messaggi", Some(s), &body)
+}
+
+/// The suppression list, with the forms to add and remove for those who may.
+pub(crate) fn suppressions(
+    s: &SignedIn,
+    list: &[crate::audience::suppression::Suppression],
+    editable: bool,
+    tz: Tz,
+) -> String {
+    let mut body = String::new();
+    if editable {
+        body.push_str(&format!(
+            "<h2>Aggiungi un indirizzo</h2><form method=\"post\" action=\"/console/soppressioni/aggiungi\">{}\
+             <label for=\"indirizzo\">Indirizzo email</label>\
+             <input type=\"email\" id=\"indirizzo\" name=\"indirizzo\" required>\
+             <label for=\"motivo\">Motivo</label>\
+             <input type=\"text\" id=\"motivo\" name=\"motivo\" required>\
+             <p><button type=\"submit\">Aggiungi</button></p></form>",
+            csrf_field(s)
+        ));
+    }
+    body.push_str(&format!("<h2>Indirizzi soppressi ({})</h2>", list.len()));
+    if list.is_empty() {
+        body.push_str("<p>Nessun indirizzo.</p>");
+    } else {
+        body.push_str(
+            "<table><thead><tr><th scope=\"col\">Indirizzo</th><th scope=\"col\">Motivo</th>\
+             <th scope=\"col\">Origine</th><th scope=\"col\">Dal</th><th scope=\"col\">Azioni</th>\
+             </tr></thead><tbody>",
+        );
+        for e in list {
+            let remove = if editable {
+                format!(
+                    "<form class=\"inline\" method=\"post\" action=\"/console/soppressioni/rimuovi\">{}\
+                     <input type=\"hidden\" name=\"indirizzo\" value=\"{}\">\
+                     <button type=\"submit\" aria-label=\"Rimuovi {}\">Rimuovi</button></form>",
+                    csrf_field(s),
+                    esc(&e.address),
+                    esc(&e.address)
+                )
+            } else {
+                String::new()
+            };
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
+                esc(&e.address),
+                esc(&e.reason),
+                esc(e.source.as_str()),
+                e.created_at.map(|t| local(t, tz)).unwrap_or_default(),
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    page("Elenco di soppressione", Some(s), &body)
+}
+
+/// The accounts, with the forms to add one, disable one (not one's own) and change a role.
+pub(crate) fn accounts(
+    s: &SignedIn,
+    list: &[crate::store::accounts::Account],
+    notice: Option<(&str, &str)>,
+    tz: Tz,
+) -> String {
+    use crate::store::accounts::Role;
+    let roles = |current: &str| -> String {
+        Role::ALL
+            .iter()
+            .map(|r| option(r.as_str(), role_it(r.as_str()), current))
+            .collect()
+    };
+    let mut body = notice
+        .map(|(class, text)| format!("<p class=\"{class}\" role=\"status\">{}</p>", esc(text)))
+        .unwrap_or_default();
+    body.push_str(&format!(
+        "<h2>Nuovo account</h2><form method=\"post\" action=\"/console/account/aggiungi\">{}\
+         <label for=\"nome\">Nome utente</label>\
+         <input type=\"text\" id=\"nome\" name=\"nome\" autocomplete=\"off\" required>\
+         <label for=\"ruolo\">Ruolo</label><select id=\"ruolo\" name=\"ruolo\">{}</select>\
+         <label for=\"password\">Password (almeno {} caratteri; vuota: ne viene creata una, mostrata una volta sola)</label>\
+         <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"new-password\">\
+         <p><button type=\"submit\">Crea l'account</button></p></form>",
+        csrf_field(s),
+        roles("viewer"),
+        crate::app::MIN_PASSWORD_CHARS
+    ));
+    body.push_str(
+        "<h2>Account</h2><table><thead><tr><th scope=\"col\">Nome</th><th scope=\"col\">Ruolo</th>\
+         <th scope=\"col\">Stato</th><th scope=\"col\">Creato</th><th scope=\"col\">Azioni</th>\
+         </tr></thead><tbody>",
+    );
+    for (i, a) in list.iter().enumerate() {
+        let own = a.name == s.account.name;
+        let mut actions = String::new();
+        if !a.disabled {
+            actions.push_str(&format!(
+                "<form class=\"inline\" method=\"post\" action=\"/console/account/{seg}/ruolo\">{csrf}\
+                 <label for=\"ruolo-{i}\">Ruolo di {name}</label>\
+                 <select id=\"ruolo-{i}\" name=\"ruolo\">{roles}</select>\
+                 <button type=\"submit\">Cambia ruolo</button></form>",
+                seg = segment(&a.name),
+                csrf = csrf_field(s),
+                name = esc(&a.name),
+                roles = roles(a.role.as_str()),
+            ));
+            if !own {
+                actions.push_str(&format!(
+                    "<form class=\"inline\" method=\"post\" action=\"/console/account/{}/disattiva\">{}\
+                     <button type=\"submit\" aria-label=\"Disattiva {}\">Disattiva</button></form>",
+                    segment(&a.name),
+                    csrf_field(s),
+                    esc(&a.name)
+                ));
+            }
+        }
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{actions}</td></tr>",
+            esc(&a.name),
+            role_it(a.role.as_str()),
+            if a.disabled { "disattivato" } else { "attivo" },
+            a.created_at.map(|t| local(t, tz)).unwrap_or_default(),
+        ));
+    }
+    body.push_str("</tbody></table>");
+    page("Account della console", Some(s), &body)
 }

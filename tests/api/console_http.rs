@@ -20,6 +20,7 @@ use crate::on_both_backends;
 on_both_backends!(
     login_sessions_throttle_and_logout,
     each_role_sees_and_does_only_its_own_actions,
+    the_new_pages_act_only_for_their_role_and_with_the_token,
 );
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -746,4 +747,283 @@ async fn each_role_sees_and_does_only_its_own_actions(t: TestApp) {
     assert!(audited(&entries, "mario.rossi", "audit.read")[0]
         .1
         .starts_with("forbidden:"));
+}
+
+/// The pages added for operators and administrators: creating a campaign, the queue, the
+/// suppression list, the accounts. Each action is refused with 403 to a viewer's and to the
+/// wrong role's hand-made POST (with their valid token), and to a form without the token; done
+/// by the right role, it is in the audit log with the account's name.
+async fn the_new_pages_act_only_for_their_role_and_with_the_token(t: TestApp) {
+    t.import_examples().await;
+    add_account(&t, "mario.rossi", "operator");
+    add_account(&t, "vera", "viewer");
+    add_account(&t, "ada", "admin");
+    let log = t.dir.path().join("daemon.log");
+    let (daemon, address) = daemon(&t, &log, &[]).await;
+    let mario = signed_in(&address, "mario.rossi").await;
+    let vera = signed_in(&address, "vera").await;
+    let ada = signed_in(&address, "ada").await;
+    let token_of = |cookie: &str| {
+        let (address, cookie) = (address.clone(), cookie.to_string());
+        async move { csrf(&get(&address, "/console", Some(&cookie)).await.body) }
+    };
+    let (mario_token, vera_token, ada_token) = (
+        token_of(&mario).await,
+        token_of(&vera).await,
+        token_of(&ada).await,
+    );
+
+    let create_form = |token: &str| {
+        vec![
+            ("csrf", token.to_string()),
+            ("nome", "avviso-web".to_string()),
+            ("pubblico", "enabled_users".to_string()),
+            ("modello", "maintenance_notice".to_string()),
+            ("province", "BO RM".to_string()),
+            ("invio", String::new()),
+        ]
+    };
+    let as_pairs = |v: &[(&'static str, String)]| -> Vec<(&'static str, String)> { v.to_vec() };
+    let post_form = |path: &'static str, cookie: &str, form: Vec<(&'static str, String)>| {
+        let (address, cookie) = (address.clone(), cookie.to_string());
+        async move {
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post(&address, path, &cookie, &pairs).await
+        }
+    };
+
+    // Every new action: by the wrong roles, with their own valid token, 403; without a token,
+    // by the right role, 403. Nothing changes.
+    let actions: Vec<(&'static str, Vec<(&'static str, String)>, &str, &str)> = vec![
+        (
+            "/console/nuova",
+            as_pairs(&create_form("")),
+            "mario",
+            "campaign.create",
+        ),
+        (
+            "/console/soppressioni/aggiungi",
+            vec![
+                ("indirizzo", "chiuso@example.org".into()),
+                ("motivo", "casella chiusa".into()),
+            ],
+            "mario",
+            "suppress.add",
+        ),
+        (
+            "/console/soppressioni/rimuovi",
+            vec![("indirizzo", "chiuso@example.org".into())],
+            "mario",
+            "suppress.remove",
+        ),
+        (
+            "/console/account/aggiungi",
+            vec![("nome", "nuovo".into()), ("ruolo", "operator".into())],
+            "ada",
+            "users.add",
+        ),
+        (
+            "/console/account/vera/disattiva",
+            vec![],
+            "ada",
+            "users.disable",
+        ),
+        (
+            "/console/account/vera/ruolo",
+            vec![("ruolo", "operator".into())],
+            "ada",
+            "users.role",
+        ),
+    ];
+    for (path, fields, right, _) in &actions {
+        let mut wrong = vec![(&vera, &vera_token)];
+        wrong.push(if *right == "mario" {
+            (&ada, &ada_token)
+        } else {
+            (&mario, &mario_token)
+        });
+        for (cookie, token) in wrong {
+            let mut form = fields.clone();
+            form.retain(|(k, _)| *k != "csrf");
+            form.push(("csrf", token.clone()));
+            let a = post_form(path, cookie, form).await;
+            assert_eq!(a.code, 403, "{path}: {}", a.body);
+        }
+        let right_cookie = if *right == "mario" { &mario } else { &ada };
+        let mut form = fields.clone();
+        form.retain(|(k, _)| *k != "csrf");
+        let a = post_form(path, right_cookie, form).await;
+        assert_eq!(a.code, 403, "{path} without a token: {}", a.body);
+    }
+    assert_eq!(state_or_none(&t, "avviso-web").await, None);
+    assert!(json_as(&t, "root", &["suppress", "list", "--json"])
+        .to_string()
+        .find("chiuso@example.org")
+        .is_none());
+    // The pages themselves: the form for an operator only, the accounts for an admin only.
+    assert_eq!(get(&address, "/console/nuova", Some(&vera)).await.code, 403);
+    assert_eq!(
+        get(&address, "/console/nuova", Some(&mario)).await.code,
+        200
+    );
+    assert_eq!(
+        get(&address, "/console/account", Some(&mario)).await.code,
+        403
+    );
+    assert_eq!(
+        get(&address, "/console/account", Some(&vera)).await.code,
+        403
+    );
+    let viewer_list = get(&address, "/console/soppressioni", Some(&vera)).await;
+    assert_eq!(viewer_list.code, 200);
+    assert!(!viewer_list.body.contains("/console/soppressioni/aggiungi"));
+
+    // The operator creates a campaign (two provinces); the queue page answers.
+    let a = post_form("/console/nuova", &mario, create_form(&mario_token)).await;
+    assert_eq!(
+        (a.code, a.header("location")),
+        (303, Some("/console/campagne/avviso-web")),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        state_or_none(&t, "avviso-web").await.as_deref(),
+        Some("draft")
+    );
+    let q = get(&address, "/console/coda", Some(&vera)).await;
+    assert_eq!(q.code, 200);
+    assert!(q.body.contains("Cosa ferma l'invio"), "{}", q.body);
+
+    // The operator suppresses an address and removes it again; removing one not listed is
+    // refused with the reason.
+    let add = vec![
+        ("csrf", mario_token.clone()),
+        ("indirizzo", "Chiuso@Example.org".into()),
+        ("motivo", "casella chiusa".into()),
+    ];
+    let a = post_form("/console/soppressioni/aggiungi", &mario, add).await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    let listed = get(&address, "/console/soppressioni", Some(&mario))
+        .await
+        .body;
+    assert!(listed.contains("chiuso@example.org") && listed.contains("casella chiusa"));
+    let remove = vec![
+        ("csrf", mario_token.clone()),
+        ("indirizzo", "chiuso@example.org".into()),
+    ];
+    let a = post_form("/console/soppressioni/rimuovi", &mario, remove.clone()).await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    let a = post_form("/console/soppressioni/rimuovi", &mario, remove).await;
+    assert_eq!(a.code, 409, "{}", a.body);
+    assert!(a.body.contains("not on the suppression list"), "{}", a.body);
+
+    // The admin adds an account without a password: one is made up and shown once; it signs
+    // in. Then a role change, a disable, and their own disable refused.
+    let a = post_form(
+        "/console/account/aggiungi",
+        &ada,
+        vec![
+            ("csrf", ada_token.clone()),
+            ("nome", "nuovo".into()),
+            ("ruolo", "operator".into()),
+            ("password", String::new()),
+        ],
+    )
+    .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    let shown = a
+        .body
+        .split("mostrata solo ora: ")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the password shown once")
+        .to_string();
+    assert!(shown.len() >= 12);
+    assert!(!get(&address, "/console/account", Some(&ada))
+        .await
+        .body
+        .contains(&shown));
+    let first = login_from(&address, "127.0.0.1", "nuovo", &shown).await;
+    assert_eq!(first.code, 303, "{}", first.body);
+    let a = post_form(
+        "/console/account/vera/ruolo",
+        &ada,
+        vec![("csrf", ada_token.clone()), ("ruolo", "approver".into())],
+    )
+    .await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    let a = post_form(
+        "/console/account/vera/disattiva",
+        &ada,
+        vec![("csrf", ada_token.clone())],
+    )
+    .await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    assert_eq!(
+        get(&address, "/console", Some(&vera)).await.code,
+        303,
+        "a disabled account's session ends"
+    );
+    let page = get(&address, "/console/account", Some(&ada)).await.body;
+    assert!(!page.contains("/console/account/ada/disattiva"), "{page}");
+    let a = post_form(
+        "/console/account/ada/disattiva",
+        &ada,
+        vec![("csrf", ada_token.clone())],
+    )
+    .await;
+    assert_eq!(a.code, 409, "{}", a.body);
+    assert_eq!(get(&address, "/console", Some(&ada)).await.code, 200);
+    daemon.terminate().await;
+
+    // The audit log: each refusal and each action with its actor; no password anywhere.
+    let entries = audit(&t);
+    for (_, _, right, action) in &actions {
+        let right = if *right == "mario" {
+            "mario.rossi"
+        } else {
+            "ada"
+        };
+        let rows = audited(&entries, "vera", action);
+        assert!(
+            rows.iter().any(|(_, o)| o.starts_with("forbidden:")),
+            "{action}: {rows:?}"
+        );
+        assert!(
+            audited(&entries, right, action)
+                .iter()
+                .any(|(_, o)| o.contains("security token")),
+            "{action}"
+        );
+    }
+    let ok = |who: &str, action: &str| -> Vec<String> {
+        audited(&entries, who, action)
+            .into_iter()
+            .filter(|(_, o)| o == "ok")
+            .map(|(object, _)| object)
+            .collect()
+    };
+    assert_eq!(ok("mario.rossi", "campaign.create"), ["avviso-web"]);
+    assert_eq!(ok("mario.rossi", "suppress.add"), ["chiuso@example.org"]);
+    assert_eq!(ok("mario.rossi", "suppress.remove"), ["chiuso@example.org"]);
+    assert_eq!(ok("ada", "users.add"), ["nuovo"]);
+    assert_eq!(ok("ada", "users.role"), ["vera"]);
+    assert_eq!(ok("ada", "users.disable"), ["vera"]);
+    assert!(audited(&entries, "ada", "users.disable")
+        .iter()
+        .any(|(o, r)| o == "ada" && r.contains("their own account")));
+    let all = serde_json::to_string(&entries).unwrap();
+    assert!(!all.contains(&shown));
+    let daemon_log = std::fs::read_to_string(&log).unwrap();
+    assert!(!daemon_log.contains(&shown));
+}
+
+/// The state of campaign `name`, or `None` when there is none.
+async fn state_or_none(t: &TestApp, name: &str) -> Option<String> {
+    sqlx::query("SELECT state FROM campaigns WHERE name = $1")
+        .bind(name)
+        .fetch_optional(t.db.pool())
+        .await
+        .unwrap()
+        .map(|r| r.get("state"))
 }
