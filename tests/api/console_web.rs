@@ -232,6 +232,7 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     add_account(&t, "mario.rossi", "operator");
     add_account(&t, "anna", "approver");
     add_account(&t, "vera", "viewer");
+    add_account(&t, "ada", "admin");
     create(&t, "alice", "avviso-ba", "BA");
     ok_as(
         &t,
@@ -358,8 +359,28 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     click(&b, "/esci").await;
     appears(&b, "#nome").await;
 
-    // The operator launches it, pauses, resumes and cancels it, all by clicking.
+    // The administrator's page: accounts.
+    sign_in(&b, &site, "ada", PASSWORD).await;
+    click_link(&b, "/console/account").await;
+    appears(&b, "form[action=\"/console/account/aggiungi\"]").await;
+    accessible(&b, axe, "the accounts").await;
+    click(&b, "/esci").await;
+    appears(&b, "#nome").await;
+
+    // The operator launches it, pauses, resumes and cancels it, all by clicking; the queue
+    // and the suppression list on the way.
     sign_in(&b, &site, "mario.rossi", PASSWORD).await;
+    click_link(&b, "/console/coda").await;
+    shows(&b, "Cosa ferma l'invio").await;
+    accessible(&b, axe, "the queue").await;
+    click_link(&b, "/console/soppressioni").await;
+    fill(&b, "indirizzo", "chiuso@example.org").await;
+    fill(&b, "motivo", "casella chiusa").await;
+    click(&b, "/console/soppressioni/aggiungi").await;
+    appears(&b, "form[action=\"/console/soppressioni/rimuovi\"]").await;
+    accessible(&b, axe, "the suppression list").await;
+    click_link(&b, "/console").await;
+    appears(&b, "form[action=\"/console/campagne/avviso-bo/avvia\"]").await;
     click(&b, "/console/campagne/avviso-bo/avvia").await;
     until_state(&t, "avviso-bo", "running").await;
     click(&b, "/console/campagne/avviso-bo/pausa").await;
@@ -389,6 +410,19 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
         .value()
         .to_string();
     let token = csrf(&page(&b).await);
+    // The viewer sees the campaigns, the queue and the suppression list, and no action.
+    let list = page(&b).await;
+    assert!(list.contains("avviso-ba"), "{list}");
+    for p in ["/console", "/console/coda", "/console/soppressioni"] {
+        b.goto(&format!("{site}{p}")).await.unwrap();
+        appears(&b, "main h1").await;
+        let shown = page(&b).await;
+        assert!(
+            !shown.contains("action=\"/console/"),
+            "{p} shows the viewer a form: {shown}"
+        );
+        assert!(!shown.contains("href=\"/console/nuova\""));
+    }
     b.close().await.unwrap();
     let refused = request(
         &address,
@@ -434,6 +468,7 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     assert_eq!(ok("anna", "campaign.approve"), ["avviso-bo"]);
     assert_eq!(ok("mario.rossi", "campaign.launch"), ["avviso-bo"]);
     assert_eq!(ok("mario.rossi", "campaign.cancel"), ["avviso-bo"]);
+    assert_eq!(ok("mario.rossi", "suppress.add"), ["chiuso@example.org"]);
     assert!(audited(&entries, "mario.rossi", "campaign.create")
         .iter()
         .any(|(o, r)| o == "avviso-bo" && r.starts_with("refused:")));
