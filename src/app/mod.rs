@@ -53,7 +53,8 @@ pub use run::{
     UsersImported,
 };
 pub use samples::{
-    CampaignPreview, PreviewedMessage, TemplatesChecked, TemplatesPreviewed, TestSent,
+    CampaignPreview, NotARecipient, PreviewedMessage, RecipientPreview, TemplatesChecked,
+    TemplatesPreviewed, TestSent,
 };
 pub use sessions::{
     random_token, same as same_token, NewSession, SessionRefused, SignedIn, MAX_FAILURES,

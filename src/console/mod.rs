@@ -455,6 +455,7 @@ async fn act(
         "avvia" => Action::CampaignLaunch,
         "approva" => Action::CampaignApprove,
         "rifiuta" => Action::CampaignReject,
+        "anteprima" => Action::CampaignPreview,
         _ => {
             return (
                 StatusCode::NOT_FOUND,
@@ -480,6 +481,26 @@ async fn act(
         .await
     {
         return refusal(&e, &session);
+    }
+    if asked == Action::CampaignPreview {
+        // A look, not a change: a POST only so that the form carries its token like the rest.
+        let wanted = fields.get("destinatario").cloned().unwrap_or_default();
+        return match c.app.preview_for(&who, &name, &wanted).await {
+            Ok(p) => {
+                let tz = c.app.settings().calendar.timezone;
+                Html(pages::recipient_preview(&session, &name, &p, tz)).into_response()
+            }
+            Err(e) if e.chain().any(|c| c.is::<crate::app::NotARecipient>()) => (
+                StatusCode::NOT_FOUND,
+                Html(pages::message(
+                    "Destinatario non trovato",
+                    Some(&session),
+                    &format!("{e:#}"),
+                )),
+            )
+                .into_response(),
+            Err(e) => refusal(&e, &session),
+        };
     }
     let done: anyhow::Result<()> = match asked {
         Action::CampaignPause => c.app.pause_campaign(&who, &name).await.map(drop),

@@ -264,6 +264,17 @@ pub(crate) fn campaign(
     }
     body.push_str("</dl>");
     body.push_str(&format!("<p>{}</p>", buttons(s, c, moves)));
+    if s.actor(None).may(Action::CampaignPreview) {
+        body.push_str(&format!(
+            "<h2>Anteprima per un destinatario</h2>\
+             <form method=\"post\" action=\"/console/campagne/{}/anteprima\">{}\
+             <label for=\"destinatario\">Codice utente o codice fiscale</label>\
+             <input type=\"text\" id=\"destinatario\" name=\"destinatario\" required>\
+             <p><button type=\"submit\">Mostra il messaggio</button></p></form>",
+            segment(&c.name),
+            csrf_field(s)
+        ));
+    }
     if let Some(p) = preview {
         body.push_str(&format!(
             "<h2>Da approvare</h2><p class=\"notice\">Destinatari: <strong id=\"dimensione\">{}</strong>. \
@@ -596,4 +607,32 @@ pub(crate) fn accounts(
     }
     body.push_str("</tbody></table>");
     page("Account della console", Some(s), &body)
+}
+
+/// The message one real recipient would receive: the HTML part shown as its source, escaped
+/// (the page runs no script and embeds nothing).
+pub(crate) fn recipient_preview(
+    s: &SignedIn,
+    campaign: &str,
+    p: &crate::app::RecipientPreview,
+    tz: Tz,
+) -> String {
+    let body = format!(
+        "<p>Il messaggio che riceverebbe {} {} ({}, {}) se fosse inviato ora ({}). \
+         Nulla è stato inviato.</p>\
+         <h2>Oggetto</h2><p id=\"oggetto\">{}</p>\
+         <h2>Testo</h2><pre id=\"testo\">{}</pre>\
+         <h2>HTML (sorgente)</h2><pre id=\"html\">{}</pre>\
+         <p><a href=\"/console/campagne/{}\">Torna alla campagna</a></p>",
+        esc(&p.first_name),
+        esc(&p.last_name),
+        esc(&p.user_id),
+        esc(&p.recipient),
+        local(p.at, tz),
+        esc(&p.subject),
+        esc(&p.text),
+        esc(&p.html),
+        segment(campaign),
+    );
+    page(&format!("Anteprima di {campaign}"), Some(s), &body)
 }

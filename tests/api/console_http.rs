@@ -890,6 +890,33 @@ async fn the_new_pages_act_only_for_their_role_and_with_the_token(t: TestApp) {
         state_or_none(&t, "avviso-web").await.as_deref(),
         Some("draft")
     );
+    // A preview for a real recipient named by fiscal code (lower case as typed): subject,
+    // text, and the HTML as escaped source. Someone outside the audience: 404, nothing guessed.
+    let preview = |cookie: &str, token: &str, who: &str| {
+        post_form(
+            "/console/campagne/avviso-web/anteprima",
+            cookie,
+            vec![
+                ("csrf", token.to_string()),
+                ("destinatario", who.to_string()),
+            ],
+        )
+    };
+    let shown = preview(&mario, &mario_token, "frrmgr69t45a944p").await;
+    assert_eq!(shown.code, 200, "{}", shown.body);
+    assert!(shown.body.contains("Maria Grazia") && shown.body.contains("(U0008,"));
+    assert!(
+        shown.body.contains("<pre id=\"html\">&lt;"),
+        "{}",
+        shown.body
+    );
+    assert!(!shown.body.contains("<script"));
+    let outside = preview(&mario, &mario_token, "U0015").await;
+    assert_eq!(outside.code, 404, "{}", outside.body);
+    assert!(outside.body.contains("U0015"));
+    assert_eq!(preview(&vera, &vera_token, "U0008").await.code, 403);
+    assert_eq!(preview(&mario, "", "U0008").await.code, 403);
+
     let q = get(&address, "/console/coda", Some(&vera)).await;
     assert_eq!(q.code, 200);
     assert!(q.body.contains("Cosa ferma l'invio"), "{}", q.body);
