@@ -325,6 +325,10 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
         "no launch before an approval"
     );
     accessible(&b, axe, "a draft campaign").await;
+    fill(&b, "destinatario", "U0008").await;
+    click(&b, "/console/campagne/avviso-bo/anteprima").await;
+    appears(&b, "pre#html").await;
+    accessible(&b, axe, "a recipient's preview").await;
 
     // Pause and resume by clicking, from the list.
     click_link(&b, "/console").await;
