@@ -42,8 +42,8 @@ pub use accounts::{AccountChanged, AccountError, LoginRefused, MIN_PASSWORD_CHAR
 pub use approval::{ApprovalPreview, Approved, Rejected, SAMPLES};
 pub use calendar::{Cadence, CalendarReport, CalendarStep, Reopened, StepReminder};
 pub use campaigns::{
-    CampaignProgress, CampaignSetup, CampaignView, Created, Launched, NewCampaignRequest,
-    Transitioned,
+    user_list, CampaignProgress, CampaignSetup, CampaignView, Created, Launched,
+    NewCampaignRequest, Transitioned,
 };
 pub use optouts::{unsubscribe, OptOutRemoved, UnsubscribeError, Unsubscribed};
 pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status, StreamOptOuts};

@@ -349,6 +349,51 @@ pub(crate) async fn create_on(
     get_on(conn, &new.name).await
 }
 
+/// Narrows the new campaign `c` to the users `entries` name (user ids, or fiscal codes in
+/// any case), on the caller's transaction: they are kept in `campaign_lists` under the key
+/// `#UID`, which becomes the campaign's filter (see [`crate::audience::Audience::condition_in`]).
+/// Returns the key and the entries that matched no user, in their order; nothing is guessed.
+pub(crate) async fn attach_list(
+    conn: &mut sqlx::AnyConnection,
+    c: &Campaign,
+    entries: &[String],
+) -> Result<(String, Vec<String>), CampaignError> {
+    let key = format!("#{}", c.uid);
+    let mut not_found = Vec::new();
+    for entry in entries {
+        let added = sqlx::query(
+            "INSERT INTO campaign_lists (list_key, user_id) \
+             SELECT $1, user_id FROM users WHERE user_id = $2 OR fiscal_code = $3 \
+             ON CONFLICT (list_key, user_id) DO NOTHING",
+        )
+        .bind(&key)
+        .bind(entry)
+        .bind(entry.to_ascii_uppercase())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if added == 0 {
+            // Either no such user, or one named twice in the list: only the first is news.
+            let known: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM users WHERE user_id = $1 OR fiscal_code = $2 LIMIT 1",
+            )
+            .bind(entry)
+            .bind(entry.to_ascii_uppercase())
+            .fetch_optional(&mut *conn)
+            .await?;
+            if known.is_none() {
+                not_found.push(entry.clone());
+            }
+        }
+    }
+    sqlx::query("UPDATE campaigns SET filter_province = $1 WHERE id = $2")
+        .bind(&key)
+        .bind(c.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok((key, not_found))
+}
+
 const COLUMNS: &str = "id, name, kind, audience, template, filter_province, state, uid, send_at, \
                        expires_at, created_at, started_at, finished_at, paused_reason, digest, \
                        created_by, stream, transactional";

@@ -235,7 +235,10 @@ pub(crate) fn campaign(
         c.setup
             .filter_province
             .as_deref()
-            .map(|p| esc(&p.replace(',', ", ")))
+            .map(|p| match p.starts_with('#') {
+                true => "solo gli utenti dell'elenco caricato".to_string(),
+                false => esc(&p.replace(',', ", ")),
+            })
             .unwrap_or_else(|| "tutte".to_string()),
         c.setup.audience_size,
         progress(c),
@@ -367,7 +370,7 @@ pub(crate) fn new_campaign(
     let body = format!(
         "{error}<p>La campagna nasce in bozza: nulla viene inviato finché non è approvata da \
          un'altra persona e avviata. La sua pagina mostra quanti destinatari ha.</p>\
-         <form method=\"post\" action=\"/console/nuova\">{csrf}\
+         <form method=\"post\" action=\"/console/nuova\" enctype=\"multipart/form-data\">{csrf}\
          <label for=\"nome\">Nome (lettere minuscole, cifre, - e _)</label>\
          <input type=\"text\" id=\"nome\" name=\"nome\" value=\"{name}\" required>\
          <label for=\"pubblico\">Pubblico</label>\
@@ -376,6 +379,8 @@ pub(crate) fn new_campaign(
          <select id=\"modello\" name=\"modello\" required>{templates}</select>\
          <label for=\"province\">Province (sigle separate da virgole, es. RM, BO; vuoto: tutte)</label>\
          <input type=\"text\" id=\"province\" name=\"province\" value=\"{provinces}\">\
+         <label for=\"elenco\">Oppure solo gli utenti di un elenco (file di testo o CSV: un codice utente o codice fiscale per riga)</label>\
+         <input type=\"file\" id=\"elenco\" name=\"elenco\" accept=\".csv,.txt,text/csv,text/plain\">\
          <label for=\"invio\">Invio non prima di (ora di Roma; vuoto: all'avvio)</label>\
          <input type=\"datetime-local\" id=\"invio\" name=\"invio\" value=\"{send_at}\">\
          <p><button type=\"submit\">Crea la bozza</button></p></form>",
@@ -635,4 +640,27 @@ pub(crate) fn recipient_preview(
         segment(campaign),
     );
     page(&format!("Anteprima di {campaign}"), Some(s), &body)
+}
+
+/// A campaign created from a list some of whose entries matched no user: they are listed.
+pub(crate) fn created_with_missing(
+    s: &SignedIn,
+    name: &str,
+    audience_size: u64,
+    not_found: &[String],
+) -> String {
+    let items: String = not_found
+        .iter()
+        .map(|e| format!("<li>{}</li>", esc(e)))
+        .collect();
+    let body = format!(
+        "<p class=\"notice\" role=\"status\">Bozza creata per {audience_size} destinatari. \
+         {} voci dell'elenco non corrispondono ad alcun utente e sono state lasciate fuori \
+         (nessuna è stata indovinata):</p><ul id=\"non-trovati\">{items}</ul>\
+         <p><a href=\"/console/campagne/{}\">Vai alla campagna {}</a></p>",
+        not_found.len(),
+        segment(name),
+        esc(name)
+    );
+    page("Campagna creata", Some(s), &body)
 }

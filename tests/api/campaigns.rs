@@ -653,6 +653,7 @@ on_both_backends!(
     explain_shows_a_users_messages_and_audiences,
     list_shows_reminders_and_oneoffs,
     several_provinces_reach_exactly_their_users,
+    an_uploaded_list_narrows_the_audience_to_its_users,
 );
 
 #[test]
@@ -744,5 +745,100 @@ async fn several_provinces_reach_exactly_their_users(app: TestApp) {
     args.extend(["--province", "RM", "--province", "R1"]);
     let err = fails(&app, &args);
     assert!(err.contains("province=XX,YY"), "{err}");
+    assert!(campaign::find(&app.db, "bad").await.unwrap().is_none());
+}
+
+/// `--users-file`: the campaign reaches exactly the users the file names (by user id, or by
+/// fiscal code in any case), the entries that match nobody are listed and left out, a bad line
+/// is refused naming the file and the line, and `explain` says why a user is left out.
+async fn an_uploaded_list_narrows_the_audience_to_its_users(app: TestApp) {
+    app.import_examples().await;
+    let list = app.dir.path().join("elenco.csv");
+    std::fs::write(
+        &list,
+        "user_id\nU0008\n\nrccslv87r55a944o,Silvia\nU0008\nNESSUNO1\nU0015\n",
+    )
+    .unwrap();
+    let path = list.display().to_string();
+    let created: serde_json::Value = serde_json::from_str(&ok(
+        &app,
+        &[
+            "campaign",
+            "create",
+            "listed",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--users-file",
+            &path,
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        created["not_found"],
+        serde_json::json!(["NESSUNO1"]),
+        "{created}"
+    );
+    assert_eq!(created["audience_size"], 3, "{created}");
+    let shown = ok(&app, &["campaign", "show", "listed"]);
+    assert!(shown.contains("the uploaded list of users"), "{shown}");
+    launch(&app, "listed").await.unwrap();
+    app.plan().await;
+    assert_eq!(
+        app.users_in("listed", "pending").await,
+        ["U0008", "U0015", "U0024"]
+    );
+    app.deliver().await;
+    assert_eq!(
+        app.users_in("listed", "sent").await,
+        ["U0008", "U0015", "U0024"]
+    );
+    let out = app.avvisi(&["explain", "U0029"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not on the list of users uploaded for the campaign"),
+        "{text}"
+    );
+
+    let bad = app.dir.path().join("sbagliato.txt");
+    std::fs::write(&bad, "U0008\nU 0009\n").unwrap();
+    let bad_path = bad.display().to_string();
+    let err = fails(
+        &app,
+        &[
+            "campaign",
+            "create",
+            "bad",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--users-file",
+            &bad_path,
+        ],
+    );
+    assert!(
+        err.contains("sbagliato.txt, line 2: `U 0009` is not a user id"),
+        "{err}"
+    );
+    let err = fails(
+        &app,
+        &[
+            "campaign",
+            "create",
+            "bad",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--users-file",
+            &path,
+            "--province",
+            "RM",
+        ],
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
     assert!(campaign::find(&app.db, "bad").await.unwrap().is_none());
 }

@@ -147,6 +147,10 @@ pub struct CreateArgs {
     /// --province RM --province BO.
     #[arg(long, value_name = "XX")]
     pub province: Vec<String>,
+    /// Only the users this file names: one user id or fiscal code per line (or a CSV whose
+    /// first field is one). The ones that match no user are listed; nothing is guessed.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["province", "filter"])]
+    pub users_file: Option<std::path::PathBuf>,
     /// Not before this instant: RFC 3339 (2026-11-26T09:00:00+01:00), or a local time in the
     /// calendar's time zone (2026-11-26T09:00).
     #[arg(long, value_name = "TIMESTAMP")]
@@ -176,7 +180,16 @@ pub(crate) async fn run(
     let tz = app.settings().calendar.timezone;
     match cmd {
         CampaignCommand::Create(args) => {
+            let users = match &args.users_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                    Some(crate::app::user_list(&path.display().to_string(), &text)?)
+                }
+                None => None,
+            };
             let req = NewCampaignRequest {
+                users,
                 name: args.name,
                 audience: args.audience,
                 template: args.template,
