@@ -917,6 +917,45 @@ async fn the_new_pages_act_only_for_their_role_and_with_the_token(t: TestApp) {
     assert_eq!(preview(&vera, &vera_token, "U0008").await.code, 403);
     assert_eq!(preview(&mario, "", "U0008").await.code, 403);
 
+    // A campaign narrowed to an uploaded list (multipart, as a browser sends a file): the
+    // entry matching nobody is listed on the answer; the campaign's page says it is a list.
+    let boundary = "----avvisi-test-boundary";
+    let mut body = String::new();
+    for (name, value) in [
+        ("csrf", mario_token.as_str()),
+        ("nome", "avviso-elenco"),
+        ("pubblico", "enabled_users"),
+        ("modello", "maintenance_notice"),
+        ("province", ""),
+        ("invio", ""),
+    ] {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"elenco\"; filename=\"elenco.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\nU0008\r\nRCCSLV87R55A944O\r\nNESSUNO9\r\n\r\n--{boundary}--\r\n"
+    ));
+    let uploaded = raw_post(
+        &address,
+        "/console/nuova",
+        &mario,
+        &format!("multipart/form-data; boundary={boundary}"),
+        &body,
+    )
+    .await;
+    assert_eq!(uploaded.code, 200, "{}", uploaded.body);
+    assert!(
+        uploaded.body.contains("Bozza creata per 2 destinatari")
+            && uploaded.body.contains("<li>NESSUNO9</li>"),
+        "{}",
+        uploaded.body
+    );
+    let listed = get(&address, "/console/campagne/avviso-elenco", Some(&mario)).await;
+    assert!(listed.body.contains("elenco caricato"), "{}", listed.body);
+    assert!(listed.body.contains("<dt>Destinatari ora</dt><dd>2</dd>"));
+
     let q = get(&address, "/console/coda", Some(&vera)).await;
     assert_eq!(q.code, 200);
     assert!(q.body.contains("Cosa ferma l'invio"), "{}", q.body);
@@ -1030,7 +1069,10 @@ async fn the_new_pages_act_only_for_their_role_and_with_the_token(t: TestApp) {
             .map(|(object, _)| object)
             .collect()
     };
-    assert_eq!(ok("mario.rossi", "campaign.create"), ["avviso-web"]);
+    assert_eq!(
+        ok("mario.rossi", "campaign.create"),
+        ["avviso-web", "avviso-elenco"]
+    );
     assert_eq!(ok("mario.rossi", "suppress.add"), ["chiuso@example.org"]);
     assert_eq!(ok("mario.rossi", "suppress.remove"), ["chiuso@example.org"]);
     assert_eq!(ok("ada", "users.add"), ["nuovo"]);
@@ -1053,4 +1095,39 @@ async fn state_or_none(t: &TestApp, name: &str) -> Option<String> {
         .await
         .unwrap()
         .map(|r| r.get("state"))
+}
+
+/// A POST of `body` as `content_type` with `cookie`'s session, over plain TCP.
+async fn raw_post(
+    address: &str,
+    path: &str,
+    cookie: &str,
+    content_type: &str,
+    body: &str,
+) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Cookie: avvisi_session={cookie}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("an answer within 30 s")
+    .unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Answer {
+        code,
+        headers: Vec::new(),
+        body: body.to_string(),
+    }
 }
