@@ -991,12 +991,12 @@ async fn account_act(
     }
 }
 
-/// The fields and the one uploaded file (its name and bytes) of a `multipart/form-data` body,
-/// or `None` when the body is not one. Text fields are read as UTF-8.
-fn multipart(
-    content_type: &str,
-    body: &[u8],
-) -> Option<(HashMap<String, String>, Option<(String, Vec<u8>)>)> {
+/// An uploaded file: its name and its bytes.
+type Upload = (String, Vec<u8>);
+
+/// The fields and the one uploaded file of a `multipart/form-data` body, or `None` when the
+/// body is not one. Text fields are read as UTF-8.
+fn multipart(content_type: &str, body: &[u8]) -> Option<(HashMap<String, String>, Option<Upload>)> {
     let (kind, params) = content_type.split_once(';')?;
     if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;

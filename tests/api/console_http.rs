@@ -794,7 +794,7 @@ async fn the_new_pages_act_only_for_their_role_and_with_the_token(t: TestApp) {
 
     // Every new action: by the wrong roles, with their own valid token, 403; without a token,
     // by the right role, 403. Nothing changes.
-    let actions: Vec<(&'static str, Vec<(&'static str, String)>, &str, &str)> = vec![
+    let actions: Vec<(&'static str, Fields, &str, &str)> = vec![
         (
             "/console/nuova",
             as_pairs(&create_form("")),
@@ -1086,6 +1086,9 @@ async fn the_new_pages_act_only_for_their_role_and_with_the_token(t: TestApp) {
     let daemon_log = std::fs::read_to_string(&log).unwrap();
     assert!(!daemon_log.contains(&shown));
 }
+
+/// A form's fields.
+type Fields = Vec<(&'static str, String)>;
 
 /// The state of campaign `name`, or `None` when there is none.
 async fn state_or_none(t: &TestApp, name: &str) -> Option<String> {
