@@ -139,6 +139,8 @@ pub struct HttpSettings {
     /// The console's address as people reach it (through the proxy); empty when unknown. Its
     /// scheme decides the session cookie's `Secure` flag.
     pub public_url: String,
+    /// The reverse proxies whose `X-Forwarded-For` is believed (`http.trusted_proxies`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl HttpSettings {
@@ -498,6 +500,8 @@ struct RawHttp {
     session_minutes: u32,
     #[serde(default)]
     public_url: String,
+    #[serde(default)]
+    trusted_proxies: String,
 }
 
 #[derive(Deserialize)]
@@ -769,6 +773,22 @@ impl Settings {
                 "an http:// or https:// address, e.g. https://avvisi.example.it/ (empty: unknown)",
             ));
         }
+        let trusted_proxies = raw
+            .http
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    invalid(
+                        "http.trusted_proxies",
+                        a,
+                        "IP addresses separated by commas, e.g. \"127.0.0.1, ::1\" (empty: none)",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let address = match raw.http.address.trim() {
             "" => None,
             a => Some(a.parse().map_err(|_| {
@@ -799,6 +819,7 @@ impl Settings {
                 address,
                 session_minutes: raw.http.session_minutes,
                 public_url,
+                trusted_proxies,
             },
             unsubscribe: check_unsubscribe(raw.unsubscribe)?,
             effective,

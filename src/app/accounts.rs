@@ -38,6 +38,8 @@ pub enum AccountError {
     NotFound(String),
     #[error("hashing the password failed: {0}")]
     Hash(String),
+    #[error("`{0}` cannot disable their own account: another administrator (or the host's command line) must")]
+    OwnAccount(String),
 }
 
 /// A login refused. An unknown name and a wrong password are the same answer, and cost the same
@@ -200,6 +202,13 @@ impl App {
         self.permit(who, action, name).await?;
         let mut tx = self.begin().await?;
         let mut audited = Audited::new(who, action, name);
+        // An administrator who disabled themselves would lock the console's accounts page.
+        if matches!(change, Change::Disable)
+            && matches!(who, Actor::Account { name: own, .. } if own == name)
+        {
+            let refused = Err(AccountError::OwnAccount(name.to_string()).into());
+            return self.settle(tx, audited, refused, false).await;
+        }
         let before = accounts::find(&mut tx, name).await?;
         audited.before = before
             .as_ref()

@@ -29,6 +29,45 @@ pub struct NewCampaignRequest {
     /// `--transactional REASON`: the emails are about the user's own business and carry no
     /// unsubscribe; the reason is stored and shown.
     pub transactional: Option<String>,
+    /// Only these users (user ids or fiscal codes, from [`user_list`]): the audience narrowed
+    /// to an uploaded list. Not with `filter`.
+    pub users: Option<Vec<String>>,
+}
+
+/// The entries of an uploaded list of users: one user id or fiscal code per line, or the
+/// first field of a CSV line; empty lines and a header line (`user_id` or `fiscal_code`)
+/// skipped. `source` names the file in an error, with the line.
+pub fn user_list(source: &str, text: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let entry = line
+            .split([',', ';'])
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches('"')
+            .trim();
+        if entry.is_empty() || (i == 0 && ["user_id", "fiscal_code"].contains(&entry)) {
+            continue;
+        }
+        if entry.chars().count() > 64
+            || !entry
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            anyhow::bail!(
+                "{source}, line {}: `{}` is not a user id or a fiscal code (letters, digits, \
+                 `-`, `_`, `.`; one per line)",
+                i + 1,
+                entry.chars().take(64).collect::<String>()
+            );
+        }
+        out.push(entry.to_string());
+    }
+    if out.is_empty() {
+        anyhow::bail!("{source}: no user id or fiscal code in it");
+    }
+    Ok(out)
 }
 
 /// A campaign as `list` and `show` give it: times in UTC (RFC 3339), the messages by state as
@@ -132,6 +171,9 @@ pub struct Created {
     pub send_at_past: bool,
     /// What the operator should know before going on (an empty audience).
     pub warnings: Vec<String>,
+    /// The entries of the uploaded list that matched no user (nothing is guessed for them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_found: Vec<String>,
 }
 
 /// A campaign launched: running now, or scheduled for `send_at`.
@@ -209,7 +251,14 @@ impl App {
         let result = async {
             let (new, templates) = new?;
             let now = self.clock.now();
-            let c = campaign::create_on(&mut tx, &new, &templates, now, Some(who.name())).await?;
+            let mut c =
+                campaign::create_on(&mut tx, &new, &templates, now, Some(who.name())).await?;
+            let mut not_found = Vec::new();
+            if let Some(users) = &req.users {
+                let (key, missing) = campaign::attach_list(&mut tx, &c, users).await?;
+                c.filter_province = Some(key);
+                not_found = missing;
+            }
             let size = campaign::audience_size_on(&mut tx, &c).await?;
             let after = summary(serde_json::json!({
                 "state": c.state,
@@ -217,12 +266,14 @@ impl App {
                 "filter_province": c.filter_province,
                 "template": c.template,
                 "audience_size": size,
+                "list_not_found": not_found.len(),
             }));
             let created = Created {
                 setup: CampaignSetup::of(&c, size),
                 warnings: empty_audience(&c, size).into_iter().collect(),
                 name: c.name,
                 send_at_past: new.send_at.is_some_and(|t| t <= now),
+                not_found,
             };
             Ok((created, after))
         }
@@ -242,6 +293,12 @@ impl App {
             .as_deref()
             .map(campaign::parse_filter)
             .transpose()?;
+        if filter_province.is_some() && req.users.is_some() {
+            anyhow::bail!(
+                "a campaign is narrowed by provinces or by a list of users, not both: the list \
+                 already names who receives it"
+            );
+        }
         let cal = &self.settings.calendar;
         let tz = cal.timezone;
         let send_at = req
@@ -270,6 +327,16 @@ impl App {
             transactional,
         };
         Ok((new, templates.current().messages()))
+    }
+
+    /// The messages of the templates folder a campaign may use, for the console's form.
+    pub async fn template_names(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .templates()
+            .await
+            .context("loading templates")?
+            .current()
+            .messages())
     }
 
     /// Every campaign, reminders included, oldest first.

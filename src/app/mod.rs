@@ -43,8 +43,8 @@ pub use accounts::{AccountChanged, AccountError, LoginRefused, MIN_PASSWORD_CHAR
 pub use approval::{ApprovalPreview, Approved, Rejected, SAMPLES};
 pub use calendar::{Cadence, CalendarReport, CalendarStep, Reopened, StepReminder};
 pub use campaigns::{
-    CampaignProgress, CampaignSetup, CampaignView, Created, Launched, NewCampaignRequest,
-    Transitioned,
+    user_list, CampaignProgress, CampaignSetup, CampaignView, Created, Launched,
+    NewCampaignRequest, Transitioned,
 };
 pub use optouts::{unsubscribe, OptOutRemoved, UnsubscribeError, Unsubscribed};
 pub use queue::{HourlyQuota, Retried, RetriedCampaign, Status, StreamOptOuts};
@@ -54,9 +54,13 @@ pub use run::{
     UsersImported,
 };
 pub use samples::{
-    CampaignPreview, PreviewedMessage, TemplatesChecked, TemplatesPreviewed, TestSent,
+    CampaignPreview, NotARecipient, PreviewedMessage, RecipientPreview, TemplatesChecked,
+    TemplatesPreviewed, TestSent,
 };
-pub use sessions::{NewSession, SessionRefused, SignedIn, MAX_FAILURES, THROTTLE_WINDOW};
+pub use sessions::{
+    random_token, same as same_token, NewSession, SessionRefused, SignedIn, MAX_FAILURES,
+    THROTTLE_WINDOW,
+};
 pub use suppression::{SuppressAdded, Unsuppressed};
 pub use templates::{Exported, Published, TemplatesRefused};
 

@@ -46,6 +46,29 @@ pub struct PreviewedMessage {
     pub text: String,
 }
 
+/// A campaign's message rendered for one real recipient chosen by the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientPreview {
+    pub user_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub recipient: String,
+    pub at: DateTime<Utc>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The user asked for is not in the campaign's audience (or not known at all).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no user with user id or fiscal code `{recipient}` is in the audience of campaign {campaign}"
+)]
+pub struct NotARecipient {
+    pub campaign: String,
+    pub recipient: String,
+}
+
 /// A test message sent to an operator.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestSent {
@@ -136,6 +159,56 @@ impl App {
             audience_size: size,
             template: c.template,
             message,
+        })
+    }
+
+    /// The campaign's message rendered for the user of its audience whose user id or fiscal
+    /// code is `recipient`, as if sent now: subject, text and HTML. Nothing is sent; a user
+    /// not in the audience (or unknown) is an error, nothing is guessed.
+    pub async fn preview_for(
+        &self,
+        who: &Actor,
+        name: &str,
+        recipient: &str,
+    ) -> anyhow::Result<RecipientPreview> {
+        self.permit(who, Action::CampaignPreview, name).await?;
+        let c = campaign::get(&self.db, name).await?;
+        let domain = email::message_id_domain(&self.settings.mail);
+        let message_id = format!("<{}.main.preview@{domain}>", c.uid);
+        let wanted = recipient.trim();
+        let found =
+            match crate::deliver::outbox::recipient(&self.db, &c, &message_id, wanted).await? {
+                Some(row) => Some(row),
+                // Fiscal codes are upper-case; a user id is taken as typed.
+                None => {
+                    crate::deliver::outbox::recipient(
+                        &self.db,
+                        &c,
+                        &message_id,
+                        &wanted.to_ascii_uppercase(),
+                    )
+                    .await?
+                }
+            };
+        let Some(row) = found else {
+            return Err(NotARecipient {
+                campaign: c.name,
+                recipient: wanted.to_string(),
+            }
+            .into());
+        };
+        let worker = self.sample_worker(false).await?;
+        let now = self.clock.now();
+        let rendered = render_sample(&worker, &c, &row, now, false).await?;
+        Ok(RecipientPreview {
+            user_id: row.user.user_id,
+            first_name: row.user.first_name,
+            last_name: row.user.last_name,
+            recipient: row.recipient,
+            at: now,
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
         })
     }
 

@@ -68,14 +68,14 @@ fn digest(token: &str) -> String {
 }
 
 /// 32 random bytes from the operating system, as hex.
-fn random_token() -> String {
+pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Compares two tokens in time independent of where they differ.
-fn same(a: &str, b: &str) -> bool {
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

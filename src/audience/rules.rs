@@ -221,11 +221,18 @@ impl Audience {
             .join(" AND ")
     }
 
-    /// The condition with the campaign's province filter as parameter `$param`, to be bound to
-    /// the province code or to NULL (no filter). The one place a province filter is written.
+    /// The condition with the campaign's filter as parameter `$param`, to be bound to the
+    /// province codes (one, or several joined by commas: `BO,RM`), to an uploaded list's key
+    /// (`#` and the campaign's uid: the users of `campaign_lists` under it), or to NULL (no
+    /// filter). The one place a filter is written. Several codes are matched as `,CODE,`
+    /// inside `,BO,RM,` with `replace` (no pattern characters, the same on both databases);
+    /// one code, the common case, stays a plain comparison.
     pub(crate) fn condition_in(self, param: usize) -> String {
         format!(
-            "{} AND (${param} IS NULL OR u.province = ${param})",
+            "{} AND (${param} IS NULL OR u.province = ${param} OR (${param} LIKE '%,%' AND \
+             replace(',' || ${param} || ',', ',' || u.province || ',', '') <> ',' || ${param} || ',') \
+             OR (${param} LIKE '#%' AND EXISTS (SELECT 1 FROM campaign_lists l \
+                 WHERE l.list_key = ${param} AND l.user_id = u.user_id)))",
             self.condition()
         )
     }
@@ -258,6 +265,17 @@ impl Audience {
         Audience::ALL
             .into_iter()
             .find(|a| a.own_template() == Some(template))
+    }
+
+    /// Whether a user of `province` passes the province filter `filter` (see
+    /// [`Audience::condition_in`]); not for a list's key (see [`Audience::is_list`]).
+    pub(crate) fn in_provinces(province: Option<&str>, filter: &str) -> bool {
+        province.is_some_and(|p| filter.split(',').any(|f| f == p))
+    }
+
+    /// Whether the filter `filter` is an uploaded list's key rather than provinces.
+    pub fn is_list(filter: &str) -> bool {
+        filter.starts_with('#')
     }
 
     /// Why a user fails a campaign's province filter (see [`Audience::condition_in`]), in words.

@@ -33,13 +33,9 @@ pub struct Transition {
 }
 
 /// draft -> scheduled (send_at in the future) or running. Not for reminder campaigns. This is
-/// the bare transition: the second person's approval is checked by the application's launch
-/// ([`crate::app::App::launch_campaign`]), which calls [`launch_on`] in its transaction.
-pub async fn launch(db: &Db, name: &str, now: DateTime<Utc>) -> Result<Transition, CampaignError> {
-    launch_on(&mut *db.pool().acquire().await?, name, now).await
-}
-
-/// [`launch`] on the caller's connection (or transaction).
+/// the bare transition, on the caller's transaction: crate-private because the only way to
+/// launch is the application's ([`crate::app::App::launch_campaign`]), which checks the second
+/// person's approval first in the same transaction.
 pub(crate) async fn launch_on(
     conn: &mut AnyConnection,
     name: &str,

@@ -223,7 +223,7 @@ pub enum CampaignError {
     UnknownAudience(#[from] crate::audience::UnknownAudience),
     #[error("unknown template `{name}`: the messages in the templates folder are {known}")]
     UnknownTemplate { name: String, known: String },
-    #[error("filter `{0}` is not supported: the only filter is province=XX, with a two-letter province code such as province=BO")]
+    #[error("filter `{0}` is not supported: the only filter is province=XX, or several provinces as province=XX,YY, with two-letter province codes such as province=BO or province=BO,RM")]
     InvalidFilter(String),
     #[error("filter `province={0}`: {0} is not an Italian province code (the two letters of the snapshot's province column, such as BO, RM or MI)")]
     UnknownProvince(String),
@@ -262,22 +262,27 @@ pub(crate) fn check_name(name: &str) -> Result<(), CampaignError> {
     }
 }
 
-/// Parses `province=XX` (the only filter) into the upper-cased province code.
+/// Parses `province=XX` or `province=XX,YY,...` (the only filter) into the upper-cased codes,
+/// sorted, joined by commas.
 pub(crate) fn parse_filter(filter: &str) -> Result<String, CampaignError> {
     let invalid = || CampaignError::InvalidFilter(filter.to_string());
     let (key, value) = filter.split_once('=').ok_or_else(invalid)?;
-    let value = value.trim();
-    if key.trim() != "province"
-        || value.len() != 2
-        || !value.bytes().all(|b| b.is_ascii_alphabetic())
-    {
+    if key.trim() != "province" {
         return Err(invalid());
     }
-    let code = value.to_ascii_uppercase();
-    if !Audience::is_province(&code) {
-        return Err(CampaignError::UnknownProvince(code));
+    // Several provinces: `province=BO,RM`, kept sorted and once each.
+    let mut codes = std::collections::BTreeSet::new();
+    for code in value.split(',').map(str::trim) {
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(invalid());
+        }
+        let code = code.to_ascii_uppercase();
+        if !Audience::is_province(&code) {
+            return Err(CampaignError::UnknownProvince(code));
+        }
+        codes.insert(code);
     }
-    Ok(code)
+    Ok(codes.into_iter().collect::<Vec<_>>().join(","))
 }
 
 /// A one-off campaign to create.
@@ -286,7 +291,8 @@ pub struct NewCampaign {
     pub name: String,
     pub audience: Audience,
     pub template: String,
-    /// Upper-cased two-letter province code (see [`parse_filter`]).
+    /// Upper-cased two-letter province codes, several joined by commas in alphabetical order
+    /// (see [`parse_filter`]).
     pub filter_province: Option<String>,
     pub send_at: Option<DateTime<Utc>>,
     /// Nothing of it goes out at or after this instant: every campaign expires.
@@ -368,6 +374,51 @@ pub(crate) async fn create_on(
         return Err(CampaignError::AlreadyExists(new.name.clone()));
     }
     get_on(conn, &new.name).await
+}
+
+/// Narrows the new campaign `c` to the users `entries` name (user ids, or fiscal codes in
+/// any case), on the caller's transaction: they are kept in `campaign_lists` under the key
+/// `#UID`, which becomes the campaign's filter (see [`crate::audience::Audience::condition_in`]).
+/// Returns the key and the entries that matched no user, in their order; nothing is guessed.
+pub(crate) async fn attach_list(
+    conn: &mut sqlx::AnyConnection,
+    c: &Campaign,
+    entries: &[String],
+) -> Result<(String, Vec<String>), CampaignError> {
+    let key = format!("#{}", c.uid);
+    let mut not_found = Vec::new();
+    for entry in entries {
+        let added = sqlx::query(
+            "INSERT INTO campaign_lists (list_key, user_id) \
+             SELECT $1, user_id FROM users WHERE user_id = $2 OR fiscal_code = $3 \
+             ON CONFLICT (list_key, user_id) DO NOTHING",
+        )
+        .bind(&key)
+        .bind(entry)
+        .bind(entry.to_ascii_uppercase())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if added == 0 {
+            // Either no such user, or one named twice in the list: only the first is news.
+            let known: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM users WHERE user_id = $1 OR fiscal_code = $2 LIMIT 1",
+            )
+            .bind(entry)
+            .bind(entry.to_ascii_uppercase())
+            .fetch_optional(&mut *conn)
+            .await?;
+            if known.is_none() {
+                not_found.push(entry.clone());
+            }
+        }
+    }
+    sqlx::query("UPDATE campaigns SET filter_province = $1 WHERE id = $2")
+        .bind(&key)
+        .bind(c.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok((key, not_found))
 }
 
 const COLUMNS: &str = "id, name, kind, audience, template, filter_province, state, uid, send_at, \

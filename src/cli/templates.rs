@@ -8,8 +8,8 @@ use clap::Subcommand;
 
 use super::{local, print_json};
 use crate::app::{Actor, App, Published, TemplatesChecked, TemplatesPreviewed, TemplatesRefused};
-use crate::telemetry::printable;
 use crate::editor::check::MAX_SUBJECT_CHARS;
+use crate::telemetry::printable;
 
 /// `templates check --help`: the subject limit is the one the check applies.
 fn check_help() -> String {

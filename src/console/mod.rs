@@ -26,12 +26,21 @@ mod pages;
 /// The session cookie's name.
 pub const COOKIE: &str = "avvisi_session";
 
+/// The login form's cookie: before a session exists, the login form's CSRF token is this
+/// cookie's value repeated in a hidden field (a page elsewhere can post a form to us, but can
+/// neither read nor set our cookie).
+pub const LOGIN_COOKIE: &str = "avvisi_accesso";
+
 /// The console's content security policy: our own style sheet and images, forms posted only to
 /// us, no script, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
      form-action 'self'; frame-ancestors 'none'";
 
 const CSS: &str = include_str!("console.css");
+
+/// The largest new-campaign form accepted, its uploaded list included: 1.2 million fiscal
+/// codes with their line ends take about 20 MB.
+const UPLOAD_LIMIT: usize = 32 * 1024 * 1024;
 
 /// A campaign's button: a lifecycle move of the operator's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +130,18 @@ pub fn router(app: App) -> Router {
         .route("/console.css", get(css))
         .route("/console", get(list))
         .route("/console/registro", get(audit))
+        .route(
+            "/console/nuova",
+            get(new_form)
+                .post(create)
+                .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
+        .route("/console/coda", get(queue))
+        .route("/console/soppressioni", get(suppressions))
+        .route("/console/soppressioni/{action}", post(suppression_act))
+        .route("/console/account", get(accounts))
+        .route("/console/account/aggiungi", post(account_add))
+        .route("/console/account/{name}/{action}", post(account_act))
         .route("/console/campagne/{name}", get(show))
         .route("/console/campagne/{name}/{action}", post(act))
         .layer(axum::middleware::map_response(security_headers))
@@ -149,14 +170,46 @@ async fn css() -> Response {
 
 /// The session cookie's token in `headers`, if any.
 fn cookie_token(headers: &HeaderMap) -> Option<SecretString> {
+    cookie(headers, COOKIE)
+}
+
+/// The value of cookie `wanted` in `headers`, if any.
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<SecretString> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| SecretString::from(value.to_string()))
+}
+
+/// Where a request comes from, for the login throttle and the audit log: the connection's
+/// address; when that is a trusted reverse proxy (`http.trusted_proxies`), the right-most
+/// address of `X-Forwarded-For` that is not itself a trusted proxy (what our nearest proxy
+/// saw: anything further left the client may have written). From anyone else the header is
+/// ignored.
+pub(crate) fn client_address(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map_while(|a| a.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted.contains(a))
+        .unwrap_or(peer)
 }
 
 /// The request's session and its token; `Err` is the answer to give instead: a redirect to the
@@ -185,10 +238,13 @@ impl axum::extract::FromRequestParts<Console> for Visitor {
             Ok(None) => return Err(Redirect::to("/accedi").into_response()),
             Err(e) => return Err(unavailable(&e)),
         };
+        let trusted = &c.app.settings().http.trusted_proxies;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip().to_string());
+            .map(|ConnectInfo(peer)| {
+                client_address(peer.ip(), &parts.headers, trusted).to_string()
+            });
         let who = session.actor(peer);
         Ok(Visitor {
             session,
@@ -216,20 +272,54 @@ fn form(body: &Bytes) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
-async fn login_form() -> Response {
-    Html(pages::login(None)).into_response()
+async fn login_form(State(c): State<Console>) -> Response {
+    login_page(&c, StatusCode::OK, None)
+}
+
+/// The login page with `error`, and a new login token in its form and its cookie.
+fn login_page(c: &Console, status: StatusCode, error: Option<&str>) -> Response {
+    let token = crate::app::random_token();
+    let mut response = (status, Html(pages::login(&token, error))).into_response();
+    let secure = if c.app.settings().http.https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/accedi; Max-Age=3600{secure}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
 }
 
 async fn login(
     State(c): State<Console>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let fields = form(&body);
+    // The form's token must be the one its page set in our cookie: a login forged by another
+    // site (into the forger's account) fails here, before the password is looked at.
+    let expected = cookie(&headers, LOGIN_COOKIE);
+    let given = fields.get("csrf").map(String::as_str).unwrap_or_default();
+    if !expected.is_some_and(|t| crate::app::same_token(t.expose_secret(), given)) {
+        return login_page(
+            &c,
+            StatusCode::FORBIDDEN,
+            Some(
+                "Il modulo di accesso è scaduto o non viene da questa pagina: \
+                 nulla è stato fatto. Riprovare.",
+            ),
+        );
+    }
     let name = fields.get("nome").map(|n| n.trim()).unwrap_or_default();
     let password = SecretString::from(fields.get("password").cloned().unwrap_or_default());
     let tz = c.app.settings().calendar.timezone;
-    match c.app.login(name, &password, &peer.ip().to_string()).await {
+    let from = client_address(peer.ip(), &headers, &c.app.settings().http.trusted_proxies);
+    match c.app.login(name, &password, &from.to_string()).await {
         Ok(session) => {
             let settings = &c.app.settings().http;
             let max_age = i64::from(settings.session_minutes) * 60;
@@ -251,11 +341,7 @@ async fn login(
                     "Troppi tentativi con una password errata. Riprovare dopo le {} (ora di Roma).",
                     pages::local_time(*retry_at + chrono::Duration::seconds(59), tz)
                 );
-                let mut response = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Html(pages::login(Some(&text))),
-                )
-                    .into_response();
+                let mut response = login_page(&c, StatusCode::TOO_MANY_REQUESTS, Some(&text));
                 if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, v);
                 }
@@ -265,11 +351,11 @@ async fn login(
             // tell a stranger that the password was right.
             Some(SessionRefused::Login(
                 LoginRefused::WrongCredentials | LoginRefused::Disabled(_),
-            )) => (
+            )) => login_page(
+                &c,
                 StatusCode::UNAUTHORIZED,
-                Html(pages::login(Some("Nome utente o password errati"))),
-            )
-                .into_response(),
+                Some("Nome utente o password errati"),
+            ),
             _ => unavailable(&e),
         },
     }
@@ -378,6 +464,7 @@ async fn act(
         "avvia" => Action::CampaignLaunch,
         "approva" => Action::CampaignApprove,
         "rifiuta" => Action::CampaignReject,
+        "anteprima" => Action::CampaignPreview,
         _ => {
             return (
                 StatusCode::NOT_FOUND,
@@ -403,6 +490,26 @@ async fn act(
         .await
     {
         return refusal(&e, &session);
+    }
+    if asked == Action::CampaignPreview {
+        // A look, not a change: a POST only so that the form carries its token like the rest.
+        let wanted = fields.get("destinatario").cloned().unwrap_or_default();
+        return match c.app.preview_for(&who, &name, &wanted).await {
+            Ok(p) => {
+                let tz = c.app.settings().calendar.timezone;
+                Html(pages::recipient_preview(&session, &name, &p, tz)).into_response()
+            }
+            Err(e) if e.chain().any(|c| c.is::<crate::app::NotARecipient>()) => (
+                StatusCode::NOT_FOUND,
+                Html(pages::message(
+                    "Destinatario non trovato",
+                    Some(&session),
+                    &format!("{e:#}"),
+                )),
+            )
+                .into_response(),
+            Err(e) => refusal(&e, &session),
+        };
     }
     let done: anyhow::Result<()> = match asked {
         Action::CampaignPause => c.app.pause_campaign(&who, &name).await.map(drop),
@@ -491,4 +598,456 @@ async fn audit(State(c): State<Console>, Visitor { session, who, .. }: Visitor) 
         }
         Err(e) => refusal(&e, &session),
     }
+}
+
+/// 403 for a page the role may not open.
+fn not_for_role(session: &SignedIn) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html(pages::message(
+            "Azione non consentita",
+            Some(session),
+            "Questa pagina non è per il tuo ruolo.",
+        )),
+    )
+        .into_response()
+}
+
+/// What the new-campaign form holds, to show it again after a refusal.
+#[derive(Debug, Default)]
+pub(crate) struct NewCampaignForm {
+    pub name: String,
+    pub audience: String,
+    pub template: String,
+    pub provinces: String,
+    pub send_at: String,
+}
+
+impl NewCampaignForm {
+    fn of(fields: &HashMap<String, String>) -> NewCampaignForm {
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        NewCampaignForm {
+            name: get("nome"),
+            audience: get("pubblico"),
+            template: get("modello"),
+            provinces: get("province"),
+            send_at: get("invio"),
+        }
+    }
+
+    /// The request for the use case: the provinces as the command line's filter
+    /// (`province=BO,RM`), separated by commas or spaces in the form.
+    fn request(&self) -> anyhow::Result<crate::app::NewCampaignRequest> {
+        let audience = self
+            .audience
+            .parse()
+            .map_err(|e: crate::audience::UnknownAudience| anyhow::anyhow!(e))?;
+        let codes: Vec<&str> = self
+            .provinces
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|c| !c.is_empty())
+            .collect();
+        Ok(crate::app::NewCampaignRequest {
+            name: self.name.clone(),
+            audience,
+            template: self.template.clone(),
+            filter: (!codes.is_empty()).then(|| format!("province={}", codes.join(","))),
+            send_at: (!self.send_at.is_empty()).then(|| self.send_at.clone()),
+            expires_at: None,
+            transactional: None,
+            users: None,
+        })
+    }
+}
+
+async fn new_form(State(c): State<Console>, Visitor { session, who, .. }: Visitor) -> Response {
+    if !who.may(Action::CampaignCreate) {
+        return not_for_role(&session);
+    }
+    new_form_page(
+        &c,
+        &session,
+        StatusCode::OK,
+        &NewCampaignForm::default(),
+        None,
+    )
+    .await
+}
+
+async fn new_form_page(
+    c: &Console,
+    session: &SignedIn,
+    status: StatusCode,
+    form: &NewCampaignForm,
+    error: Option<&str>,
+) -> Response {
+    match c.app.template_names().await {
+        Ok(templates) => (
+            status,
+            Html(pages::new_campaign(session, form, &templates, error)),
+        )
+            .into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Creates the draft campaign the form describes, through the same use case as
+/// `avvisi campaign create`; a refusal shows the form again with the reason.
+async fn create(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (fields, upload) = match multipart(content_type, &body) {
+        Some(parts) => parts,
+        None => (form(&body), None),
+    };
+    let filled = NewCampaignForm::of(&fields);
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            Action::CampaignCreate,
+            &filled.name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let request = filled.request().and_then(|mut req| {
+        if let Some((file, bytes)) = upload.filter(|(_, b)| !b.is_empty()) {
+            let text =
+                String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{file}: not UTF-8 text"))?;
+            req.users = Some(crate::app::user_list(&file, &text)?);
+        }
+        Ok(req)
+    });
+    let created = match request {
+        Ok(req) => c.app.create_campaign(&who, &req).await,
+        Err(e) => Err(e),
+    };
+    match created {
+        // The entries that matched nobody are listed on the answer itself, before anything else.
+        Ok(done) if !done.not_found.is_empty() => Html(pages::created_with_missing(
+            &session,
+            &done.name,
+            done.setup.audience_size,
+            &done.not_found,
+        ))
+        .into_response(),
+        Ok(done) => Redirect::to(&format!("/console/campagne/{}", pages::segment(&done.name)))
+            .into_response(),
+        Err(e) if e.chain().any(|c| c.is::<Forbidden>()) => refusal(&e, &session),
+        Err(e)
+            if e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::campaign::CampaignError>(),
+                    Some(crate::campaign::CampaignError::Db(_))
+                )
+            }) =>
+        {
+            unavailable(&e)
+        }
+        // The operator's input: the form again, filled as it was, with the reason.
+        Err(e) => {
+            new_form_page(
+                &c,
+                &session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &filled,
+                Some(&format!("La campagna non è stata creata: {e:#}")),
+            )
+            .await
+        }
+    }
+}
+
+/// The answer to a refused or failed action on the pages below: 403 for a role or a token,
+/// 503 when the database failed, else 409 with the reason (the operator's input or a rule).
+fn refused_or_fault(e: &anyhow::Error, session: &SignedIn) -> Response {
+    let forbidden = e.chain().any(|c| {
+        c.is::<Forbidden>()
+            || matches!(
+                c.downcast_ref::<SessionRefused>(),
+                Some(SessionRefused::Csrf)
+            )
+    });
+    if forbidden || e.chain().any(|c| c.is::<sqlx::Error>()) {
+        return refusal(e, session);
+    }
+    (
+        StatusCode::CONFLICT,
+        Html(pages::message(
+            "Azione rifiutata",
+            Some(session),
+            &format!("Nulla è stato fatto: {e:#}"),
+        )),
+    )
+        .into_response()
+}
+
+/// The queue: messages by state for each campaign, the first due times, and what holds
+/// sending now.
+async fn queue(State(c): State<Console>, Visitor { session, .. }: Visitor) -> Response {
+    let (status, campaigns) = match tokio::try_join!(c.app.status(), c.app.campaigns()) {
+        Ok(both) => both,
+        Err(e) => return unavailable(&e),
+    };
+    let tz = c.app.settings().calendar.timezone;
+    Html(pages::queue(&session, &status, &campaigns, tz)).into_response()
+}
+
+async fn suppressions(State(c): State<Console>, Visitor { session, who, .. }: Visitor) -> Response {
+    match c.app.suppressions().await {
+        Ok(list) => {
+            let tz = c.app.settings().calendar.timezone;
+            let editable = who.may(Action::Suppress);
+            Html(pages::suppressions(&session, &list, editable, tz)).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Adds an address to the suppression list or removes one: the same use cases as
+/// `avvisi suppress` and `avvisi unsuppress`.
+async fn suppression_act(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    Path(action): Path<String>,
+    body: Bytes,
+) -> Response {
+    let asked = match action.as_str() {
+        "aggiungi" => Action::Suppress,
+        "rimuovi" => Action::Unsuppress,
+        _ => return unknown_action(&session),
+    };
+    let fields = form(&body);
+    let address = fields
+        .get("indirizzo")
+        .map(|a| a.trim().to_string())
+        .unwrap_or_default();
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            asked,
+            &address,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let done = if asked == Action::Suppress {
+        let reason = fields
+            .get("motivo")
+            .map(|r| r.trim())
+            .filter(|r| !r.is_empty())
+            .unwrap_or("aggiunto dalla console");
+        c.app.suppress(&who, &address, reason).await.map(drop)
+    } else {
+        c.app.unsuppress(&who, &address).await.map(drop)
+    };
+    match done {
+        Ok(()) => Redirect::to("/console/soppressioni").into_response(),
+        Err(e) => refused_or_fault(&e, &session),
+    }
+}
+
+fn unknown_action(session: &SignedIn) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(pages::message(
+            "Azione sconosciuta",
+            Some(session),
+            "Questa azione non esiste.",
+        )),
+    )
+        .into_response()
+}
+
+/// The accounts, for administrators only (the page names everyone who may act).
+async fn accounts(State(c): State<Console>, Visitor { session, who, .. }: Visitor) -> Response {
+    if !who.may(Action::UsersAdd) {
+        return not_for_role(&session);
+    }
+    accounts_page(&c, &session, StatusCode::OK, None).await
+}
+
+async fn accounts_page(
+    c: &Console,
+    session: &SignedIn,
+    status: StatusCode,
+    notice: Option<(&str, &str)>,
+) -> Response {
+    match c.app.accounts().await {
+        Ok(list) => {
+            let tz = c.app.settings().calendar.timezone;
+            (status, Html(pages::accounts(session, &list, notice, tz))).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Adds an account; without a password in the form, one is made up and shown once, on the
+/// answer's page only (never stored but as its hash, never in a log).
+async fn account_add(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    body: Bytes,
+) -> Response {
+    let fields = form(&body);
+    let name = fields
+        .get("nome")
+        .map(|n| n.trim().to_string())
+        .unwrap_or_default();
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            Action::UsersAdd,
+            &name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let role: crate::store::accounts::Role = match fields.get("ruolo").and_then(|r| r.parse().ok())
+    {
+        Some(r) => r,
+        None => {
+            return refused_or_fault(&anyhow::anyhow!("ruolo sconosciuto"), &session);
+        }
+    };
+    let given = fields.get("password").filter(|p| !p.is_empty());
+    // 20 hex characters: 80 random bits, above the 12-character minimum.
+    let made_up = given
+        .is_none()
+        .then(|| crate::app::random_token()[..20].to_string());
+    let password = SecretString::from(given.cloned().or(made_up.clone()).unwrap_or_default());
+    match c.app.add_account(&who, &name, role, &password).await {
+        Ok(added) => {
+            let text = match &made_up {
+                Some(p) => format!(
+                    "Account {} creato. Password iniziale, mostrata solo ora: {p}",
+                    added.name
+                ),
+                None => format!("Account {} creato con la password scelta.", added.name),
+            };
+            accounts_page(&c, &session, StatusCode::OK, Some(("notice", &text))).await
+        }
+        Err(e) => refused_or_fault(&e, &session),
+    }
+}
+
+/// Disables an account or changes its role.
+async fn account_act(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    Path((name, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let asked = match action.as_str() {
+        "disattiva" => Action::UsersDisable,
+        "ruolo" => Action::UsersRole,
+        _ => return unknown_action(&session),
+    };
+    let fields = form(&body);
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            asked,
+            &name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let done = if asked == Action::UsersDisable {
+        c.app.disable_account(&who, &name).await
+    } else {
+        match fields.get("ruolo").and_then(|r| r.parse().ok()) {
+            Some(role) => c.app.set_role(&who, &name, role).await,
+            None => Err(anyhow::anyhow!("ruolo sconosciuto")),
+        }
+    };
+    match done {
+        Ok(_) => Redirect::to("/console/account").into_response(),
+        Err(e) => refused_or_fault(&e, &session),
+    }
+}
+
+/// An uploaded file: its name and its bytes.
+type Upload = (String, Vec<u8>);
+
+/// The fields and the one uploaded file of a `multipart/form-data` body, or `None` when the
+/// body is not one. Text fields are read as UTF-8.
+fn multipart(content_type: &str, body: &[u8]) -> Option<(HashMap<String, String>, Option<Upload>)> {
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    let boundary = params
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim_matches('"'))?;
+    let delimiter = format!("--{boundary}").into_bytes();
+    let mut fields = HashMap::new();
+    let mut file = None;
+    let mut rest = body;
+    // Each part sits between two delimiters: "\r\n" headers "\r\n\r\n" content "\r\n".
+    while let Some(at) = find(rest, &delimiter) {
+        let part = &rest[..at];
+        rest = &rest[at + delimiter.len()..];
+        let Some(part) = part.strip_prefix(b"\r\n") else {
+            continue;
+        };
+        let Some(split) = find(part, b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&part[..split]);
+        let content = &part[split + 4..];
+        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+        let param = |name: &str| {
+            disposition
+                .split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.trim_matches('"').to_string())
+        };
+        let name = param("name")?;
+        match param("filename") {
+            Some(f) => file = Some((f, content.to_vec())),
+            None => {
+                fields.insert(name, String::from_utf8_lossy(content).into_owned());
+            }
+        }
+    }
+    Some((fields, file))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

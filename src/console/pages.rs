@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::app::{ApprovalPreview, CampaignView, SignedIn};
+use crate::app::{Action, ApprovalPreview, CampaignView, SignedIn};
 use crate::campaign::approval::Decision;
 use crate::store::audit::Entry;
 
@@ -52,9 +52,10 @@ pub(crate) fn local_time(at: DateTime<Utc>, tz: Tz) -> String {
 pub(crate) fn page(title: &str, session: Option<&SignedIn>, body: &str) -> String {
     let bar = match session {
         Some(s) => format!(
-            "<header><nav><a href=\"/console\">Campagne</a><a href=\"/console/registro\">Registro</a></nav>\
+            "<header><nav>{}</nav>\
              <div>{} ({}) <form class=\"inline\" method=\"post\" action=\"/esci\">{}\
              <button type=\"submit\">Esci</button></form></div></header>",
+            nav(s),
             esc(&s.account.name),
             role_it(s.account.role.as_str()),
             csrf_field(s)
@@ -69,6 +70,28 @@ pub(crate) fn page(title: &str, session: Option<&SignedIn>, body: &str) -> Strin
         esc(title),
         esc(title)
     )
+}
+
+/// The links of the pages the signed-in role may use.
+fn nav(s: &SignedIn) -> String {
+    let who = s.actor(None);
+    let links = [
+        ("/console", "Campagne", true),
+        (
+            "/console/nuova",
+            "Nuova campagna",
+            who.may(Action::CampaignCreate),
+        ),
+        ("/console/coda", "Coda", true),
+        ("/console/soppressioni", "Soppressioni", true),
+        ("/console/account", "Account", who.may(Action::UsersAdd)),
+        ("/console/registro", "Registro", who.may(Action::AuditRead)),
+    ];
+    links
+        .iter()
+        .filter(|(_, _, shown)| *shown)
+        .map(|(href, label, _)| format!("<a href=\"{href}\">{label}</a>"))
+        .collect()
 }
 
 fn csrf_field(s: &SignedIn) -> String {
@@ -102,18 +125,21 @@ fn state_it(state: &str) -> &'static str {
     }
 }
 
-/// The login form, with `error` above it when the last try failed.
-pub(crate) fn login(error: Option<&str>) -> String {
+/// The login form carrying `token` (see [`super::LOGIN_COOKIE`]), with `error` above it when
+/// the last try failed.
+pub(crate) fn login(token: &str, error: Option<&str>) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
         .unwrap_or_default();
     let body = format!(
         "{error}<form method=\"post\" action=\"/accedi\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <label for=\"nome\">Nome utente</label>\
          <input type=\"text\" id=\"nome\" name=\"nome\" autocomplete=\"username\" required>\
          <label for=\"password\">Password</label>\
          <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
-         <p><button type=\"submit\">Accedi</button></p></form>"
+         <p><button type=\"submit\">Accedi</button></p></form>",
+        esc(token)
     );
     page("Accesso alla console", None, &body)
 }
@@ -200,11 +226,20 @@ pub(crate) fn campaign(
 ) -> String {
     let mut body = format!(
         "<dl><dt>Stato</dt><dd>{}</dd><dt>Pubblico</dt><dd>{} ({})</dd>\
+         <dt>Province</dt><dd>{}</dd>\
          <dt>Destinatari ora</dt><dd>{}</dd><dt>Avanzamento</dt><dd>{}</dd>\
          <dt>Modello</dt><dd>{}</dd><dt>Creata da</dt><dd>{}</dd>",
         state_it(&c.state),
         esc(&c.setup.audience),
         esc(c.audience_description),
+        c.setup
+            .filter_province
+            .as_deref()
+            .map(|p| match p.starts_with('#') {
+                true => "solo gli utenti dell'elenco caricato".to_string(),
+                false => esc(&p.replace(',', ", ")),
+            })
+            .unwrap_or_else(|| "tutte".to_string()),
         c.setup.audience_size,
         progress(c),
         esc(&c.setup.template),
@@ -232,6 +267,17 @@ pub(crate) fn campaign(
     }
     body.push_str("</dl>");
     body.push_str(&format!("<p>{}</p>", buttons(s, c, moves)));
+    if s.actor(None).may(Action::CampaignPreview) {
+        body.push_str(&format!(
+            "<h2>Anteprima per un destinatario</h2>\
+             <form method=\"post\" action=\"/console/campagne/{}/anteprima\">{}\
+             <label for=\"destinatario\">Codice utente o codice fiscale</label>\
+             <input type=\"text\" id=\"destinatario\" name=\"destinatario\" required>\
+             <p><button type=\"submit\">Mostra il messaggio</button></p></form>",
+            segment(&c.name),
+            csrf_field(s)
+        ));
+    }
     if let Some(p) = preview {
         body.push_str(&format!(
             "<h2>Da approvare</h2><p class=\"notice\">Destinatari: <strong id=\"dimensione\">{}</strong>. \
@@ -285,4 +331,336 @@ pub(crate) fn audit(s: &SignedIn, entries: &[Entry], tz: Tz) -> String {
     }
     body.push_str("</tbody></table>");
     page("Registro delle azioni", Some(s), &body)
+}
+
+/// An `<option>` of a `<select>`, chosen when it is `current`.
+fn option(value: &str, label: &str, current: &str) -> String {
+    format!(
+        "<option value=\"{}\"{}>{}</option>",
+        esc(value),
+        if value == current { " selected" } else { "" },
+        esc(label)
+    )
+}
+
+/// The form creating a one-off campaign (a draft: launched later, after an approval).
+pub(crate) fn new_campaign(
+    s: &SignedIn,
+    form: &super::NewCampaignForm,
+    templates: &[String],
+    error: Option<&str>,
+) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    let audiences: String = crate::audience::Audience::ALL
+        .iter()
+        .map(|a| {
+            option(
+                a.name(),
+                &format!("{} ({})", a.name(), a.description()),
+                &form.audience,
+            )
+        })
+        .collect();
+    let templates: String = templates
+        .iter()
+        .map(|t| option(t, t, &form.template))
+        .collect();
+    let body = format!(
+        "{error}<p>La campagna nasce in bozza: nulla viene inviato finché non è approvata da \
+         un'altra persona e avviata. La sua pagina mostra quanti destinatari ha.</p>\
+         <form method=\"post\" action=\"/console/nuova\" enctype=\"multipart/form-data\">{csrf}\
+         <label for=\"nome\">Nome (lettere minuscole, cifre, - e _)</label>\
+         <input type=\"text\" id=\"nome\" name=\"nome\" value=\"{name}\" required>\
+         <label for=\"pubblico\">Pubblico</label>\
+         <select id=\"pubblico\" name=\"pubblico\" required>{audiences}</select>\
+         <label for=\"modello\">Modello</label>\
+         <select id=\"modello\" name=\"modello\" required>{templates}</select>\
+         <label for=\"province\">Province (sigle separate da virgole, es. RM, BO; vuoto: tutte)</label>\
+         <input type=\"text\" id=\"province\" name=\"province\" value=\"{provinces}\">\
+         <label for=\"elenco\">Oppure solo gli utenti di un elenco (file di testo o CSV: un codice utente o codice fiscale per riga)</label>\
+         <input type=\"file\" id=\"elenco\" name=\"elenco\" accept=\".csv,.txt,text/csv,text/plain\">\
+         <label for=\"invio\">Invio non prima di (ora di Roma; vuoto: all'avvio)</label>\
+         <input type=\"datetime-local\" id=\"invio\" name=\"invio\" value=\"{send_at}\">\
+         <p><button type=\"submit\">Crea la bozza</button></p></form>",
+        csrf = csrf_field(s),
+        name = esc(&form.name),
+        provinces = esc(&form.provinces),
+        send_at = esc(&form.send_at),
+    );
+    page("Nuova campagna", Some(s), &body)
+}
+
+/// The queue: the messages of each campaign by state, the first due times, what holds sending.
+pub(crate) fn queue(
+    s: &SignedIn,
+    status: &crate::app::Status,
+    campaigns: &[CampaignView],
+    tz: Tz,
+) -> String {
+    let mut holds = Vec::new();
+    if let Some(w) = &status.warning {
+        holds.push(format!(
+            "Promemoria fermi: l'ultima fotografia degli utenti è troppo vecchia ({})",
+            esc(w)
+        ));
+    }
+    if status.daemons.is_empty() {
+        holds.push("Nessun demone in esecuzione: nulla viene pianificato né inviato.".to_string());
+    }
+    if let Some(q) = &status.hourly_quota {
+        if q.used_last_hour >= i64::from(q.per_hour) {
+            holds.push(format!(
+                "Quota oraria raggiunta: {} messaggi nell'ultima ora su {}.",
+                q.used_last_hour, q.per_hour
+            ));
+        }
+    }
+    for c in campaigns.iter().filter(|c| c.state == "paused") {
+        holds.push(format!(
+            "Campagna {} in pausa{}.",
+            esc(&c.name),
+            c.paused_reason
+                .as_deref()
+                .map(|r| format!(": {}", esc(r)))
+                .unwrap_or_default()
+        ));
+    }
+    let mut body = String::from("<h2>Cosa ferma l'invio</h2>");
+    if holds.is_empty() {
+        body.push_str("<p>Niente: l'invio procede.</p>");
+    } else {
+        body.push_str("<ul>");
+        for h in &holds {
+            body.push_str(&format!("<li>{h}</li>"));
+        }
+        body.push_str("</ul>");
+    }
+    body.push_str(
+        "<h2>Messaggi per campagna</h2><table><thead><tr><th scope=\"col\">Campagna</th>\
+         <th scope=\"col\">Stato</th><th scope=\"col\">In attesa</th>\
+         <th scope=\"col\">In invio</th><th scope=\"col\">Falliti</th>\
+         <th scope=\"col\">Inviati</th></tr></thead><tbody>",
+    );
+    for c in campaigns.iter().filter(|c| c.planned > 0) {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            link(c),
+            state_it(&c.state),
+            c.messages.pending,
+            c.messages.sending,
+            c.messages.failed,
+            c.messages.sent
+        ));
+    }
+    body.push_str("</tbody></table><h2>Prossimi invii</h2>");
+    if status.next_attempts.is_empty() {
+        body.push_str("<p>Nessun messaggio in attesa.</p>");
+    } else {
+        body.push_str("<ul>");
+        for n in &status.next_attempts {
+            body.push_str(&format!(
+                "<li>{}: {}{} messaggi</li>",
+                n.at.map(|t| local(t, tz))
+                    .unwrap_or_else(|| "subito".into()),
+                if n.at_least { "almeno " } else { "" },
+                n.messages
+            ));
+        }
+        body.push_str("</ul>");
+    }
+    if !status.errors.is_empty() {
+        body.push_str(
+            "<h2>Errori per risposta del server</h2><table><thead><tr>\
+             <th scope=\"col\">Codice</th><th scope=\"col\">Falliti</th>\
+             <th scope=\"col\">In riprova</th><th scope=\"col\">Esempio</th></tr></thead><tbody>",
+        );
+        for e in &status.errors {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                e.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                e.failed,
+                e.retrying,
+                esc(&e.example)
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    page("Coda dei messaggi", Some(s), &body)
+}
+
+/// The suppression list, with the forms to add and remove for those who may.
+pub(crate) fn suppressions(
+    s: &SignedIn,
+    list: &[crate::audience::suppression::Suppression],
+    editable: bool,
+    tz: Tz,
+) -> String {
+    let mut body = String::new();
+    if editable {
+        body.push_str(&format!(
+            "<h2>Aggiungi un indirizzo</h2><form method=\"post\" action=\"/console/soppressioni/aggiungi\">{}\
+             <label for=\"indirizzo\">Indirizzo email</label>\
+             <input type=\"email\" id=\"indirizzo\" name=\"indirizzo\" required>\
+             <label for=\"motivo\">Motivo</label>\
+             <input type=\"text\" id=\"motivo\" name=\"motivo\" required>\
+             <p><button type=\"submit\">Aggiungi</button></p></form>",
+            csrf_field(s)
+        ));
+    }
+    body.push_str(&format!("<h2>Indirizzi soppressi ({})</h2>", list.len()));
+    if list.is_empty() {
+        body.push_str("<p>Nessun indirizzo.</p>");
+    } else {
+        body.push_str(
+            "<table><thead><tr><th scope=\"col\">Indirizzo</th><th scope=\"col\">Motivo</th>\
+             <th scope=\"col\">Origine</th><th scope=\"col\">Dal</th><th scope=\"col\">Azioni</th>\
+             </tr></thead><tbody>",
+        );
+        for e in list {
+            let remove = if editable {
+                format!(
+                    "<form class=\"inline\" method=\"post\" action=\"/console/soppressioni/rimuovi\">{}\
+                     <input type=\"hidden\" name=\"indirizzo\" value=\"{}\">\
+                     <button type=\"submit\" aria-label=\"Rimuovi {}\">Rimuovi</button></form>",
+                    csrf_field(s),
+                    esc(&e.address),
+                    esc(&e.address)
+                )
+            } else {
+                String::new()
+            };
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
+                esc(&e.address),
+                esc(&e.reason),
+                esc(e.source.as_str()),
+                e.created_at.map(|t| local(t, tz)).unwrap_or_default(),
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    page("Elenco di soppressione", Some(s), &body)
+}
+
+/// The accounts, with the forms to add one, disable one (not one's own) and change a role.
+pub(crate) fn accounts(
+    s: &SignedIn,
+    list: &[crate::store::accounts::Account],
+    notice: Option<(&str, &str)>,
+    tz: Tz,
+) -> String {
+    use crate::store::accounts::Role;
+    let roles = |current: &str| -> String {
+        Role::ALL
+            .iter()
+            .map(|r| option(r.as_str(), role_it(r.as_str()), current))
+            .collect()
+    };
+    let mut body = notice
+        .map(|(class, text)| format!("<p class=\"{class}\" role=\"status\">{}</p>", esc(text)))
+        .unwrap_or_default();
+    body.push_str(&format!(
+        "<h2>Nuovo account</h2><form method=\"post\" action=\"/console/account/aggiungi\">{}\
+         <label for=\"nome\">Nome utente</label>\
+         <input type=\"text\" id=\"nome\" name=\"nome\" autocomplete=\"off\" required>\
+         <label for=\"ruolo\">Ruolo</label><select id=\"ruolo\" name=\"ruolo\">{}</select>\
+         <label for=\"password\">Password (almeno {} caratteri; vuota: ne viene creata una, mostrata una volta sola)</label>\
+         <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"new-password\">\
+         <p><button type=\"submit\">Crea l'account</button></p></form>",
+        csrf_field(s),
+        roles("viewer"),
+        crate::app::MIN_PASSWORD_CHARS
+    ));
+    body.push_str(
+        "<h2>Account</h2><table><thead><tr><th scope=\"col\">Nome</th><th scope=\"col\">Ruolo</th>\
+         <th scope=\"col\">Stato</th><th scope=\"col\">Creato</th><th scope=\"col\">Azioni</th>\
+         </tr></thead><tbody>",
+    );
+    for (i, a) in list.iter().enumerate() {
+        let own = a.name == s.account.name;
+        let mut actions = String::new();
+        if !a.disabled {
+            actions.push_str(&format!(
+                "<form class=\"inline\" method=\"post\" action=\"/console/account/{seg}/ruolo\">{csrf}\
+                 <label for=\"ruolo-{i}\">Ruolo di {name}</label>\
+                 <select id=\"ruolo-{i}\" name=\"ruolo\">{roles}</select>\
+                 <button type=\"submit\">Cambia ruolo</button></form>",
+                seg = segment(&a.name),
+                csrf = csrf_field(s),
+                name = esc(&a.name),
+                roles = roles(a.role.as_str()),
+            ));
+            if !own {
+                actions.push_str(&format!(
+                    "<form class=\"inline\" method=\"post\" action=\"/console/account/{}/disattiva\">{}\
+                     <button type=\"submit\" aria-label=\"Disattiva {}\">Disattiva</button></form>",
+                    segment(&a.name),
+                    csrf_field(s),
+                    esc(&a.name)
+                ));
+            }
+        }
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{actions}</td></tr>",
+            esc(&a.name),
+            role_it(a.role.as_str()),
+            if a.disabled { "disattivato" } else { "attivo" },
+            a.created_at.map(|t| local(t, tz)).unwrap_or_default(),
+        ));
+    }
+    body.push_str("</tbody></table>");
+    page("Account della console", Some(s), &body)
+}
+
+/// The message one real recipient would receive: the HTML part shown as its source, escaped
+/// (the page runs no script and embeds nothing).
+pub(crate) fn recipient_preview(
+    s: &SignedIn,
+    campaign: &str,
+    p: &crate::app::RecipientPreview,
+    tz: Tz,
+) -> String {
+    let body = format!(
+        "<p>Il messaggio che riceverebbe {} {} ({}, {}) se fosse inviato ora ({}). \
+         Nulla è stato inviato.</p>\
+         <h2>Oggetto</h2><p id=\"oggetto\">{}</p>\
+         <h2>Testo</h2><pre id=\"testo\">{}</pre>\
+         <h2>HTML (sorgente)</h2><pre id=\"html\">{}</pre>\
+         <p><a href=\"/console/campagne/{}\">Torna alla campagna</a></p>",
+        esc(&p.first_name),
+        esc(&p.last_name),
+        esc(&p.user_id),
+        esc(&p.recipient),
+        local(p.at, tz),
+        esc(&p.subject),
+        esc(&p.text),
+        esc(&p.html),
+        segment(campaign),
+    );
+    page(&format!("Anteprima di {campaign}"), Some(s), &body)
+}
+
+/// A campaign created from a list some of whose entries matched no user: they are listed.
+pub(crate) fn created_with_missing(
+    s: &SignedIn,
+    name: &str,
+    audience_size: u64,
+    not_found: &[String],
+) -> String {
+    let items: String = not_found
+        .iter()
+        .map(|e| format!("<li>{}</li>", esc(e)))
+        .collect();
+    let body = format!(
+        "<p class=\"notice\" role=\"status\">Bozza creata per {audience_size} destinatari. \
+         {} voci dell'elenco non corrispondono ad alcun utente e sono state lasciate fuori \
+         (nessuna è stata indovinata):</p><ul id=\"non-trovati\">{items}</ul>\
+         <p><a href=\"/console/campagne/{}\">Vai alla campagna {}</a></p>",
+        not_found.len(),
+        segment(name),
+        esc(name)
+    );
+    page("Campagna creata", Some(s), &body)
 }

@@ -135,12 +135,37 @@ pub(crate) async fn recipients(
     message_id: &str,
     limit: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
+    select_recipients(db, c, message_id, limit, None).await
+}
+
+/// The user of the campaign's audience whose user id or fiscal code is `who`, as a row to
+/// render (a preview for one real recipient); `None` when no user of the audience has it.
+pub(crate) async fn recipient(
+    db: &Db,
+    c: &Campaign,
+    message_id: &str,
+    who: &str,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    Ok(select_recipients(db, c, message_id, 1, Some(who))
+        .await?
+        .into_iter()
+        .next())
+}
+
+async fn select_recipients(
+    db: &Db,
+    c: &Campaign,
+    message_id: &str,
+    limit: i64,
+    who: Option<&str>,
+) -> Result<Vec<Claimed>, sqlx::Error> {
     let sql = format!(
         "SELECT CAST(0 AS BIGINT) AS id, $2 AS campaign, 'main' AS step, $3 AS template, \
             $4 AS message_id, CAST(0 AS BIGINT) AS attempts, CAST($5 AS BIGINT) AS expires_at, \
             CAST(NULL AS BIGINT) AS digest_of, $7 AS stream, $8 AS transactional, \
             {CONTACT_COLUMNS}, u.email AS recipient, \
-            CAST(0 AS BIGINT) AS fallback FROM users u WHERE {} ORDER BY u.user_id LIMIT $6",
+            CAST(0 AS BIGINT) AS fallback FROM users u WHERE {} \
+            AND ($9 IS NULL OR u.user_id = $9 OR u.fiscal_code = $9) ORDER BY u.user_id LIMIT $6",
         c.audience.condition_in(1)
     );
     let row = sqlx::query(&sql)
@@ -152,6 +177,7 @@ pub(crate) async fn recipients(
         .bind(limit)
         .bind(c.stream.key())
         .bind(c.transactional.clone())
+        .bind(who.map(str::to_string))
         .fetch_all(db.pool())
         .await?;
     row.iter().map(claimed_from_row).collect()

@@ -177,6 +177,8 @@ struct Facts {
     fresh: crate::import::Freshness,
     /// The streams the user opted out of.
     optouts: Vec<optout::OptOut>,
+    /// The keys of the uploaded lists that name the user (campaigns narrowed to a list).
+    lists: Vec<String>,
 }
 
 impl Facts {
@@ -203,6 +205,10 @@ impl Facts {
             unreachable: unreachable == 1,
             fresh,
             optouts: optout::list(db, Some(user_id)).await?,
+            lists: sqlx::query_scalar("SELECT list_key FROM campaign_lists WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(db.pool())
+                .await?,
         })
     }
 
@@ -305,8 +311,12 @@ fn audience_verdict(c: &Campaign, user: &SnapshotUser, facts: &Facts) -> Option<
         return Some(Verdict::GoneFromSnapshot);
     }
     let mut failed: Vec<String> = failed.iter().map(|(_, words)| words.clone()).collect();
-    if let Some(filter) = &c.filter_province {
-        if user.contact.province.as_deref() != Some(filter.as_str()) {
+    if let Some(filter) = c.filter_province.as_ref().filter(|f| Audience::is_list(f)) {
+        if !facts.lists.contains(filter) {
+            failed.push("not on the list of users uploaded for the campaign".to_string());
+        }
+    } else if let Some(filter) = &c.filter_province {
+        if !Audience::in_provinces(user.contact.province.as_deref(), filter) {
             failed.push(Audience::province_failure(
                 user.contact.province.as_deref(),
                 filter,

@@ -103,6 +103,7 @@ async fn a_campaign_goes_through_its_lifecycle(t: TestApp) {
                 send_at: None,
                 expires_at: None,
                 transactional: None,
+                users: None,
             },
         )
         .await
@@ -242,6 +243,7 @@ async fn only_the_use_cases_that_send_read_the_relay_password(t: TestApp) {
             send_at: None,
             expires_at: None,
             transactional: None,
+            users: None,
         },
     )
     .await

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use avvisi::app::{Actor, App, Launched};
 use avvisi::audience::Audience;
 use avvisi::campaign::lifecycle;
 use avvisi::campaign::{self, CampaignError, NewCampaign};
@@ -183,14 +184,11 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
         "cannot resume campaign `notice`: it is draft; only a paused campaign can be resumed (cancelled and finished are final)"
     );
     assert_eq!(
-        lifecycle::launch(&app.db, "notice", now)
-            .await
-            .unwrap()
-            .state,
+        launch(&app, "notice").await.unwrap().state,
         CampaignState::Running
     );
-    let err = lifecycle::launch(&app.db, "notice", now).await.unwrap_err();
-    assert!(err.to_string().contains("it is running"), "{err}");
+    let err = launch(&app, "notice").await.unwrap_err();
+    assert!(format!("{err:#}").contains("it is running"), "{err:#}");
     assert_eq!(
         lifecycle::pause(&app.db, "notice").await.unwrap().state,
         CampaignState::Paused
@@ -199,11 +197,17 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
     assert!(err.to_string().contains("it is paused"), "{err}");
     lifecycle::cancel(&app.db, "notice", now).await.unwrap();
     for err in [
-        lifecycle::resume(&app.db, "notice", now).await.unwrap_err(),
-        lifecycle::cancel(&app.db, "notice", now).await.unwrap_err(),
-        lifecycle::launch(&app.db, "notice", now).await.unwrap_err(),
+        lifecycle::resume(&app.db, "notice", now)
+            .await
+            .unwrap_err()
+            .to_string(),
+        lifecycle::cancel(&app.db, "notice", now)
+            .await
+            .unwrap_err()
+            .to_string(),
+        format!("{:#}", launch(&app, "notice").await.unwrap_err()),
     ] {
-        assert!(err.to_string().contains("it is cancelled"), "{err}");
+        assert!(err.contains("it is cancelled"), "{err}");
     }
 
     // The same through the binary: a clear error naming the campaign and its state, exit 1.
@@ -313,9 +317,7 @@ async fn illegal_transitions_are_refused_with_clear_errors(app: TestApp) {
 async fn pause_stops_delivery_and_resume_continues(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice", None).await;
-    lifecycle::launch(&app.db, "notice", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "notice").await.unwrap();
     app.plan().await;
     let planned = app.users_in("notice", "pending").await;
     assert_eq!(planned.len(), 30, "every enabled user: {planned:?}");
@@ -347,9 +349,7 @@ async fn pause_stops_delivery_and_resume_continues(app: TestApp) {
 async fn cancel_skips_pending_messages_and_never_resumes(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice", Some("CA")).await;
-    lifecycle::launch(&app.db, "notice", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "notice").await.unwrap();
     app.plan().await;
     let planned = app.users_in("notice", "pending").await;
     assert_eq!(planned, ["U0015", "U0029", "U0030", "U0034"]);
@@ -391,10 +391,7 @@ async fn scheduled_campaign_waits_for_its_time(app: TestApp) {
         .unwrap();
     let now = app.clock.now();
     assert_eq!(
-        lifecycle::launch(&app.db, "later", now)
-            .await
-            .unwrap()
-            .state,
+        launch(&app, "later").await.unwrap().state,
         CampaignState::Scheduled
     );
     // Paused and resumed before its time: scheduled again.
@@ -417,10 +414,7 @@ async fn racing_operators_cannot_both_win(app: TestApp) {
     app.import_examples().await;
     create(&app, "notice", None).await;
     let now = app.clock.now();
-    let (a, b) = tokio::join!(
-        lifecycle::launch(&app.db, "notice", now),
-        lifecycle::launch(&app.db, "notice", now)
-    );
+    let (a, b) = tokio::join!(launch(&app, "notice"), launch(&app, "notice"));
     assert_eq!(
         [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(),
         1,
@@ -551,9 +545,7 @@ async fn explain_shows_a_users_messages_and_audiences(app: TestApp) {
 
     // A skipped message says why.
     create(&app, "notice", None).await;
-    lifecycle::launch(&app.db, "notice", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "notice").await.unwrap();
     app.plan().await;
     lifecycle::cancel(&app.db, "notice", app.clock.now())
         .await
@@ -614,9 +606,7 @@ async fn nothing_goes_out_past_a_campaigns_expiry(app: TestApp) {
     campaign::create(&app.db, &new, &templates(&app), app.clock.now())
         .await
         .unwrap();
-    lifecycle::launch(&app.db, "short", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "short").await.unwrap();
     app.plan().await;
     lifecycle::pause(&app.db, "short").await.unwrap();
     app.clock.set(at("2026-11-23T12:30:00+01:00"));
@@ -690,9 +680,7 @@ async fn a_pause_stops_the_claimed_messages_within_a_batch(app: TestApp) {
     // The day's reminders first, into files: the timed pass below sends the notice alone.
     app.run_once().await;
     create(&app, "notice", None).await;
-    lifecycle::launch(&app.db, "notice", app.clock.now())
-        .await
-        .unwrap();
+    launch(&app, "notice").await.unwrap();
     app.plan().await;
     let planned = app.users_in("notice", "pending").await.len();
     assert!(planned >= 150, "{planned}");
@@ -885,6 +873,8 @@ on_both_backends!(
     launch_wait_follows_the_campaign_until_it_finishes,
     explain_shows_a_users_messages_and_audiences,
     list_shows_reminders_and_oneoffs,
+    several_provinces_reach_exactly_their_users,
+    an_uploaded_list_narrows_the_audience_to_its_users,
 );
 
 #[test]
@@ -916,4 +906,160 @@ fn create_help_lists_every_audience() {
         .unwrap_or_else(|| panic!("no possible values for --audience:\n{help}"));
     let listed: Vec<&str> = listed.split(',').map(str::trim).collect();
     assert_eq!(listed, Audience::names(), "{help}");
+}
+
+/// Launches `name` the one way there is, the application's (as the command line does), on a
+/// test installation that asks for no approval: the transitions are what these cases test.
+pub(crate) async fn launch(app: &TestApp, name: &str) -> anyhow::Result<Launched> {
+    let mut settings = (*app.settings).clone();
+    settings.approval.required = false;
+    let app = App::new(
+        app.db.clone(),
+        std::sync::Arc::new(settings),
+        app.clock.clone(),
+    );
+    app.launch_campaign(
+        &Actor::CommandLine {
+            user: "tester".into(),
+        },
+        name,
+    )
+    .await
+}
+
+/// `--province rm --province BO` on the command line: the campaign plans and sends to the
+/// users of either province (exactly the two one-province campaigns' users together); a bad
+/// code among them creates nothing.
+async fn several_provinces_reach_exactly_their_users(app: TestApp) {
+    app.import_examples().await;
+    for (name, province) in [("only-bo", "BO"), ("only-rm", "RM")] {
+        create(&app, name, Some(province)).await;
+        launch(&app, name).await.unwrap();
+    }
+    let create_args = |name: &'static str| {
+        vec![
+            "campaign",
+            "create",
+            name,
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+        ]
+    };
+    let mut args = create_args("both");
+    args.extend(["--province", "rm", "--province", "BO", "--json"]);
+    let created: serde_json::Value = serde_json::from_str(&ok(&app, &args)).unwrap();
+    assert_eq!(created["filter_province"], "BO,RM", "{created}");
+    launch(&app, "both").await.unwrap();
+    app.plan().await;
+    let mut expected = app.users_in("only-bo", "pending").await;
+    expected.extend(app.users_in("only-rm", "pending").await);
+    expected.sort();
+    assert!(expected.len() >= 3, "{expected:?}");
+    assert_eq!(created["audience_size"], expected.len() as u64);
+    assert_eq!(app.users_in("both", "pending").await, expected);
+    app.deliver().await;
+    assert_eq!(app.users_in("both", "sent").await, expected);
+
+    let mut args = create_args("bad");
+    args.extend(["--province", "RM", "--province", "R1"]);
+    let err = fails(&app, &args);
+    assert!(err.contains("province=XX,YY"), "{err}");
+    assert!(campaign::find(&app.db, "bad").await.unwrap().is_none());
+}
+
+/// `--users-file`: the campaign reaches exactly the users the file names (by user id, or by
+/// fiscal code in any case), the entries that match nobody are listed and left out, a bad line
+/// is refused naming the file and the line, and `explain` says why a user is left out.
+async fn an_uploaded_list_narrows_the_audience_to_its_users(app: TestApp) {
+    app.import_examples().await;
+    let list = app.dir.path().join("elenco.csv");
+    std::fs::write(
+        &list,
+        "user_id\nU0008\n\nrccslv87r55a944o,Silvia\nU0008\nNESSUNO1\nU0015\n",
+    )
+    .unwrap();
+    let path = list.display().to_string();
+    let created: serde_json::Value = serde_json::from_str(&ok(
+        &app,
+        &[
+            "campaign",
+            "create",
+            "listed",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--users-file",
+            &path,
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        created["not_found"],
+        serde_json::json!(["NESSUNO1"]),
+        "{created}"
+    );
+    assert_eq!(created["audience_size"], 3, "{created}");
+    let shown = ok(&app, &["campaign", "show", "listed"]);
+    assert!(shown.contains("the uploaded list of users"), "{shown}");
+    launch(&app, "listed").await.unwrap();
+    app.plan().await;
+    assert_eq!(
+        app.users_in("listed", "pending").await,
+        ["U0008", "U0015", "U0024"]
+    );
+    app.deliver().await;
+    assert_eq!(
+        app.users_in("listed", "sent").await,
+        ["U0008", "U0015", "U0024"]
+    );
+    let out = app.avvisi(&["explain", "U0029"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not on the list of users uploaded for the campaign"),
+        "{text}"
+    );
+
+    let bad = app.dir.path().join("sbagliato.txt");
+    std::fs::write(&bad, "U0008\nU 0009\n").unwrap();
+    let bad_path = bad.display().to_string();
+    let err = fails(
+        &app,
+        &[
+            "campaign",
+            "create",
+            "bad",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--users-file",
+            &bad_path,
+        ],
+    );
+    assert!(
+        err.contains("sbagliato.txt, line 2: `U 0009` is not a user id"),
+        "{err}"
+    );
+    let err = fails(
+        &app,
+        &[
+            "campaign",
+            "create",
+            "bad",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+            "--users-file",
+            &path,
+            "--province",
+            "RM",
+        ],
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
+    assert!(campaign::find(&app.db, "bad").await.unwrap().is_none());
 }

@@ -20,6 +20,7 @@ use crate::on_both_backends;
 on_both_backends!(
     login_sessions_throttle_and_logout,
     each_role_sees_and_does_only_its_own_actions,
+    the_new_pages_act_only_for_their_role_and_with_the_token,
 );
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -39,6 +40,14 @@ impl Answer {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The `Set-Cookie` header of cookie `name`.
+    pub(crate) fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, v)| n == "set-cookie" && v.starts_with(&format!("{name}=")))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// One request over a plain TCP connection from the loopback address `from` (any 127.x.y.z
@@ -51,6 +60,20 @@ pub(crate) async fn request(
     cookie: Option<&str>,
     form: &[(&str, &str)],
 ) -> Answer {
+    let cookie = cookie.map(|c| format!("avvisi_session={c}"));
+    request_with(address, from, method, path, cookie.as_deref(), &[], form).await
+}
+
+/// [`request`] with a whole `Cookie` header's value and more headers.
+pub(crate) async fn request_with(
+    address: &str,
+    from: &str,
+    method: &str,
+    path: &str,
+    cookies: Option<&str>,
+    headers: &[(&str, &str)],
+    form: &[(&str, &str)],
+) -> Answer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
@@ -61,8 +84,11 @@ pub(crate) async fn request(
         .unwrap();
     let mut stream = socket.connect(address.parse().unwrap()).await.unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(c) = cookie {
-        head.push_str(&format!("Cookie: avvisi_session={c}\r\n"));
+    if let Some(c) = cookies {
+        head.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     if method == "POST" {
         head.push_str(&format!(
@@ -103,15 +129,38 @@ async fn post(address: &str, path: &str, cookie: &str, form: &[(&str, &str)]) ->
     request(address, "127.0.0.1", "POST", path, Some(cookie), form).await
 }
 
-/// Signs `name` in from `from`: the answer.
-async fn login_from(address: &str, from: &str, name: &str, password: &str) -> Answer {
-    request(
+/// Signs `name` in from `from` as a browser does (the login page first, for its token and
+/// cookie): the answer.
+pub(crate) async fn login_from(address: &str, from: &str, name: &str, password: &str) -> Answer {
+    login_with(address, from, name, password, &[]).await
+}
+
+/// [`login_from`] with more headers on the login's POST.
+async fn login_with(
+    address: &str,
+    from: &str,
+    name: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let form = request(address, from, "GET", "/accedi", None, &[]).await;
+    let cookie = form
+        .set_cookie("avvisi_accesso")
+        .and_then(|c| c.split(';').next())
+        .expect("the login form's cookie")
+        .to_string();
+    request_with(
         address,
         from,
         "POST",
         "/accedi",
-        None,
-        &[("nome", name), ("password", password)],
+        Some(&cookie),
+        headers,
+        &[
+            ("csrf", &csrf(&form.body)),
+            ("nome", name),
+            ("password", password),
+        ],
     )
     .await
 }
@@ -120,7 +169,7 @@ async fn login_from(address: &str, from: &str, name: &str, password: &str) -> An
 async fn signed_in(address: &str, name: &str) -> String {
     let a = login_from(address, "127.0.0.1", name, PASSWORD).await;
     assert_eq!(a.code, 303, "{name}'s login: {}", a.body);
-    let cookie = a.header("set-cookie").expect("a session cookie");
+    let cookie = a.set_cookie("avvisi_session").expect("a session cookie");
     cookie
         .strip_prefix("avvisi_session=")
         .and_then(|c| c.split(';').next())
@@ -217,7 +266,7 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
     .await;
     assert_eq!(wrong.code, 401);
     assert!(wrong.body.contains("Nome utente o password errati"));
-    assert!(wrong.header("set-cookie").is_none());
+    assert!(wrong.set_cookie("avvisi_session").is_none());
 
     // The right one: a cookie the script cannot read, for this site only; not Secure over http.
     let right = login_from(&address, "127.0.0.1", "mario.rossi", PASSWORD).await;
@@ -225,7 +274,7 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
         (right.code, right.header("location")),
         (303, Some("/console"))
     );
-    let cookie = right.header("set-cookie").unwrap().to_string();
+    let cookie = right.set_cookie("avvisi_session").unwrap().to_string();
     for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
         assert!(cookie.contains(part), "{cookie}");
     }
@@ -277,7 +326,7 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
         held.body
     );
     assert!(held.header("retry-after").is_some());
-    assert!(held.header("set-cookie").is_none());
+    assert!(held.set_cookie("avvisi_session").is_none());
 
     // Five wrong passwords from one address, for names that do not exist: that address is
     // refused for a real account too; another address is not.
@@ -304,12 +353,94 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
     let a = get(&address, "/console", Some(&token)).await;
     assert_eq!((a.code, a.header("location")), (303, Some("/accedi")));
 
-    // The throttle is in the database: a new daemon holds it too.
+    // A login form posted without its page's token (a form on another site), or with another
+    // page's: refused before the password is looked at, and no session.
+    let forged = request(
+        &address,
+        "127.0.0.1",
+        "POST",
+        "/accedi",
+        None,
+        &[("nome", "mario.rossi"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(forged.code, 403, "{}", forged.body);
+    assert!(forged.set_cookie("avvisi_session").is_none());
+    assert!(
+        forged.body.contains("nulla è stato fatto"),
+        "{}",
+        forged.body
+    );
+    let page = get(&address, "/accedi", None).await;
+    let other_page = get(&address, "/accedi", None).await;
+    let cookie = page.set_cookie("avvisi_accesso").unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let crossed = request_with(
+        &address,
+        "127.0.0.1",
+        "POST",
+        "/accedi",
+        cookie.split(';').next(),
+        &[],
+        &[
+            ("csrf", &csrf(&other_page.body)),
+            ("nome", "mario.rossi"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(crossed.code, 403);
+    assert!(crossed.set_cookie("avvisi_session").is_none());
+
+    // The throttle is in the database: a new daemon holds it too. This one is behind a proxy
+    // at 127.0.0.7 (`http.trusted_proxies`): the address its X-Forwarded-For names is the
+    // client's; anyone else's header is ignored.
     first.terminate().await;
     let log2 = t.dir.path().join("daemon2.log");
-    let (second, address) = daemon(&t, &log2, &[]).await;
+    let (second, address) = daemon(
+        &t,
+        &log2,
+        &[("AVVISI__HTTP__TRUSTED_PROXIES", "127.0.0.7, ::1")],
+    )
+    .await;
     let held = login_from(&address, "127.0.0.6", "anna", PASSWORD).await;
     assert_eq!(held.code, 429);
+    // (Another name each time: the per-account throttle is not what is tested here.)
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    let proxied = |client: &'static str| {
+        let address = address.clone();
+        let name = format!(
+            "via{}",
+            tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        async move {
+            login_with(
+                &address,
+                "127.0.0.7",
+                &name,
+                "sbagliata",
+                &[("X-Forwarded-For", &format!("198.51.100.1, {client}"))],
+            )
+            .await
+        }
+    };
+    // Five wrong passwords through the proxy from one client: that client is held, another
+    // one behind the same proxy is not.
+    for _ in 0..5 {
+        assert_eq!(proxied("203.0.113.9").await.code, 401);
+    }
+    assert_eq!(proxied("203.0.113.9").await.code, 429);
+    assert_eq!(proxied("203.0.113.10").await.code, 401);
+    // Not from the proxy: the header is not believed.
+    let spoofed = login_with(
+        &address,
+        "127.0.0.8",
+        "via-spoofed",
+        "sbagliata",
+        &[("X-Forwarded-For", "203.0.113.11")],
+    )
+    .await;
+    assert_eq!(spoofed.code, 401);
     second.terminate().await;
 
     // No token, password or cookie in the daemons' logs.
@@ -351,6 +482,26 @@ async fn login_sessions_throttle_and_logout(t: TestApp) {
         "{from:?}"
     );
     assert!(!serde_json::to_string(&entries).unwrap().contains(&token));
+    let sources: Vec<&str> = entries
+        .iter()
+        .filter(|e| {
+            e["action"] == "session.login"
+                && e["actor_name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("via"))
+        })
+        .map(|e| e["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources.iter().filter(|s| **s == "203.0.113.9").count(),
+        6,
+        "{sources:?}"
+    );
+    assert!(sources.contains(&"203.0.113.10") && sources.contains(&"127.0.0.8"));
+    assert!(!sources
+        .iter()
+        .any(|s| *s == "127.0.0.7" || *s == "203.0.113.11"));
+    assert!(!sources.contains(&"198.51.100.1"));
 }
 
 /// The state of campaign `name` in the database.
@@ -596,4 +747,390 @@ async fn each_role_sees_and_does_only_its_own_actions(t: TestApp) {
     assert!(audited(&entries, "mario.rossi", "audit.read")[0]
         .1
         .starts_with("forbidden:"));
+}
+
+/// The pages added for operators and administrators: creating a campaign, the queue, the
+/// suppression list, the accounts. Each action is refused with 403 to a viewer's and to the
+/// wrong role's hand-made POST (with their valid token), and to a form without the token; done
+/// by the right role, it is in the audit log with the account's name.
+async fn the_new_pages_act_only_for_their_role_and_with_the_token(t: TestApp) {
+    t.import_examples().await;
+    add_account(&t, "mario.rossi", "operator");
+    add_account(&t, "vera", "viewer");
+    add_account(&t, "ada", "admin");
+    let log = t.dir.path().join("daemon.log");
+    let (daemon, address) = daemon(&t, &log, &[]).await;
+    let mario = signed_in(&address, "mario.rossi").await;
+    let vera = signed_in(&address, "vera").await;
+    let ada = signed_in(&address, "ada").await;
+    let token_of = |cookie: &str| {
+        let (address, cookie) = (address.clone(), cookie.to_string());
+        async move { csrf(&get(&address, "/console", Some(&cookie)).await.body) }
+    };
+    let (mario_token, vera_token, ada_token) = (
+        token_of(&mario).await,
+        token_of(&vera).await,
+        token_of(&ada).await,
+    );
+
+    let create_form = |token: &str| {
+        vec![
+            ("csrf", token.to_string()),
+            ("nome", "avviso-web".to_string()),
+            ("pubblico", "enabled_users".to_string()),
+            ("modello", "maintenance_notice".to_string()),
+            ("province", "BO RM".to_string()),
+            ("invio", String::new()),
+        ]
+    };
+    let as_pairs = |v: &[(&'static str, String)]| -> Vec<(&'static str, String)> { v.to_vec() };
+    let post_form = |path: &'static str, cookie: &str, form: Vec<(&'static str, String)>| {
+        let (address, cookie) = (address.clone(), cookie.to_string());
+        async move {
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post(&address, path, &cookie, &pairs).await
+        }
+    };
+
+    // Every new action: by the wrong roles, with their own valid token, 403; without a token,
+    // by the right role, 403. Nothing changes.
+    let actions: Vec<(&'static str, Fields, &str, &str)> = vec![
+        (
+            "/console/nuova",
+            as_pairs(&create_form("")),
+            "mario",
+            "campaign.create",
+        ),
+        (
+            "/console/soppressioni/aggiungi",
+            vec![
+                ("indirizzo", "chiuso@example.org".into()),
+                ("motivo", "casella chiusa".into()),
+            ],
+            "mario",
+            "suppress.add",
+        ),
+        (
+            "/console/soppressioni/rimuovi",
+            vec![("indirizzo", "chiuso@example.org".into())],
+            "mario",
+            "suppress.remove",
+        ),
+        (
+            "/console/account/aggiungi",
+            vec![("nome", "nuovo".into()), ("ruolo", "operator".into())],
+            "ada",
+            "users.add",
+        ),
+        (
+            "/console/account/vera/disattiva",
+            vec![],
+            "ada",
+            "users.disable",
+        ),
+        (
+            "/console/account/vera/ruolo",
+            vec![("ruolo", "operator".into())],
+            "ada",
+            "users.role",
+        ),
+    ];
+    for (path, fields, right, _) in &actions {
+        let mut wrong = vec![(&vera, &vera_token)];
+        wrong.push(if *right == "mario" {
+            (&ada, &ada_token)
+        } else {
+            (&mario, &mario_token)
+        });
+        for (cookie, token) in wrong {
+            let mut form = fields.clone();
+            form.retain(|(k, _)| *k != "csrf");
+            form.push(("csrf", token.clone()));
+            let a = post_form(path, cookie, form).await;
+            assert_eq!(a.code, 403, "{path}: {}", a.body);
+        }
+        let right_cookie = if *right == "mario" { &mario } else { &ada };
+        let mut form = fields.clone();
+        form.retain(|(k, _)| *k != "csrf");
+        let a = post_form(path, right_cookie, form).await;
+        assert_eq!(a.code, 403, "{path} without a token: {}", a.body);
+    }
+    assert_eq!(state_or_none(&t, "avviso-web").await, None);
+    assert!(json_as(&t, "root", &["suppress", "list", "--json"])
+        .to_string()
+        .find("chiuso@example.org")
+        .is_none());
+    // The pages themselves: the form for an operator only, the accounts for an admin only.
+    assert_eq!(get(&address, "/console/nuova", Some(&vera)).await.code, 403);
+    assert_eq!(
+        get(&address, "/console/nuova", Some(&mario)).await.code,
+        200
+    );
+    assert_eq!(
+        get(&address, "/console/account", Some(&mario)).await.code,
+        403
+    );
+    assert_eq!(
+        get(&address, "/console/account", Some(&vera)).await.code,
+        403
+    );
+    let viewer_list = get(&address, "/console/soppressioni", Some(&vera)).await;
+    assert_eq!(viewer_list.code, 200);
+    assert!(!viewer_list.body.contains("/console/soppressioni/aggiungi"));
+
+    // The operator creates a campaign (two provinces); the queue page answers.
+    let a = post_form("/console/nuova", &mario, create_form(&mario_token)).await;
+    assert_eq!(
+        (a.code, a.header("location")),
+        (303, Some("/console/campagne/avviso-web")),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        state_or_none(&t, "avviso-web").await.as_deref(),
+        Some("draft")
+    );
+    // A preview for a real recipient named by fiscal code (lower case as typed): subject,
+    // text, and the HTML as escaped source. Someone outside the audience: 404, nothing guessed.
+    let preview = |cookie: &str, token: &str, who: &str| {
+        post_form(
+            "/console/campagne/avviso-web/anteprima",
+            cookie,
+            vec![
+                ("csrf", token.to_string()),
+                ("destinatario", who.to_string()),
+            ],
+        )
+    };
+    let shown = preview(&mario, &mario_token, "frrmgr69t45a944p").await;
+    assert_eq!(shown.code, 200, "{}", shown.body);
+    assert!(shown.body.contains("Maria Grazia") && shown.body.contains("(U0008,"));
+    assert!(
+        shown.body.contains("<pre id=\"html\">&lt;"),
+        "{}",
+        shown.body
+    );
+    assert!(!shown.body.contains("<script"));
+    let outside = preview(&mario, &mario_token, "U0015").await;
+    assert_eq!(outside.code, 404, "{}", outside.body);
+    assert!(outside.body.contains("U0015"));
+    assert_eq!(preview(&vera, &vera_token, "U0008").await.code, 403);
+    assert_eq!(preview(&mario, "", "U0008").await.code, 403);
+
+    // A campaign narrowed to an uploaded list (multipart, as a browser sends a file): the
+    // entry matching nobody is listed on the answer; the campaign's page says it is a list.
+    let boundary = "----avvisi-test-boundary";
+    let mut body = String::new();
+    for (name, value) in [
+        ("csrf", mario_token.as_str()),
+        ("nome", "avviso-elenco"),
+        ("pubblico", "enabled_users"),
+        ("modello", "maintenance_notice"),
+        ("province", ""),
+        ("invio", ""),
+    ] {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"elenco\"; filename=\"elenco.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\nU0008\r\nRCCSLV87R55A944O\r\nNESSUNO9\r\n\r\n--{boundary}--\r\n"
+    ));
+    let uploaded = raw_post(
+        &address,
+        "/console/nuova",
+        &mario,
+        &format!("multipart/form-data; boundary={boundary}"),
+        &body,
+    )
+    .await;
+    assert_eq!(uploaded.code, 200, "{}", uploaded.body);
+    assert!(
+        uploaded.body.contains("Bozza creata per 2 destinatari")
+            && uploaded.body.contains("<li>NESSUNO9</li>"),
+        "{}",
+        uploaded.body
+    );
+    let listed = get(&address, "/console/campagne/avviso-elenco", Some(&mario)).await;
+    assert!(listed.body.contains("elenco caricato"), "{}", listed.body);
+    assert!(listed.body.contains("<dt>Destinatari ora</dt><dd>2</dd>"));
+
+    let q = get(&address, "/console/coda", Some(&vera)).await;
+    assert_eq!(q.code, 200);
+    assert!(q.body.contains("Cosa ferma l'invio"), "{}", q.body);
+
+    // The operator suppresses an address and removes it again; removing one not listed is
+    // refused with the reason.
+    let add = vec![
+        ("csrf", mario_token.clone()),
+        ("indirizzo", "Chiuso@Example.org".into()),
+        ("motivo", "casella chiusa".into()),
+    ];
+    let a = post_form("/console/soppressioni/aggiungi", &mario, add).await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    let listed = get(&address, "/console/soppressioni", Some(&mario))
+        .await
+        .body;
+    assert!(listed.contains("chiuso@example.org") && listed.contains("casella chiusa"));
+    let remove = vec![
+        ("csrf", mario_token.clone()),
+        ("indirizzo", "chiuso@example.org".into()),
+    ];
+    let a = post_form("/console/soppressioni/rimuovi", &mario, remove.clone()).await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    let a = post_form("/console/soppressioni/rimuovi", &mario, remove).await;
+    assert_eq!(a.code, 409, "{}", a.body);
+    assert!(a.body.contains("not on the suppression list"), "{}", a.body);
+
+    // The admin adds an account without a password: one is made up and shown once; it signs
+    // in. Then a role change, a disable, and their own disable refused.
+    let a = post_form(
+        "/console/account/aggiungi",
+        &ada,
+        vec![
+            ("csrf", ada_token.clone()),
+            ("nome", "nuovo".into()),
+            ("ruolo", "operator".into()),
+            ("password", String::new()),
+        ],
+    )
+    .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    let shown = a
+        .body
+        .split("mostrata solo ora: ")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the password shown once")
+        .to_string();
+    assert!(shown.len() >= 12);
+    assert!(!get(&address, "/console/account", Some(&ada))
+        .await
+        .body
+        .contains(&shown));
+    let first = login_from(&address, "127.0.0.1", "nuovo", &shown).await;
+    assert_eq!(first.code, 303, "{}", first.body);
+    let a = post_form(
+        "/console/account/vera/ruolo",
+        &ada,
+        vec![("csrf", ada_token.clone()), ("ruolo", "approver".into())],
+    )
+    .await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    let a = post_form(
+        "/console/account/vera/disattiva",
+        &ada,
+        vec![("csrf", ada_token.clone())],
+    )
+    .await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    assert_eq!(
+        get(&address, "/console", Some(&vera)).await.code,
+        303,
+        "a disabled account's session ends"
+    );
+    let page = get(&address, "/console/account", Some(&ada)).await.body;
+    assert!(!page.contains("/console/account/ada/disattiva"), "{page}");
+    let a = post_form(
+        "/console/account/ada/disattiva",
+        &ada,
+        vec![("csrf", ada_token.clone())],
+    )
+    .await;
+    assert_eq!(a.code, 409, "{}", a.body);
+    assert_eq!(get(&address, "/console", Some(&ada)).await.code, 200);
+    daemon.terminate().await;
+
+    // The audit log: each refusal and each action with its actor; no password anywhere.
+    let entries = audit(&t);
+    for (_, _, right, action) in &actions {
+        let right = if *right == "mario" {
+            "mario.rossi"
+        } else {
+            "ada"
+        };
+        let rows = audited(&entries, "vera", action);
+        assert!(
+            rows.iter().any(|(_, o)| o.starts_with("forbidden:")),
+            "{action}: {rows:?}"
+        );
+        assert!(
+            audited(&entries, right, action)
+                .iter()
+                .any(|(_, o)| o.contains("security token")),
+            "{action}"
+        );
+    }
+    let ok = |who: &str, action: &str| -> Vec<String> {
+        audited(&entries, who, action)
+            .into_iter()
+            .filter(|(_, o)| o == "ok")
+            .map(|(object, _)| object)
+            .collect()
+    };
+    assert_eq!(
+        ok("mario.rossi", "campaign.create"),
+        ["avviso-web", "avviso-elenco"]
+    );
+    assert_eq!(ok("mario.rossi", "suppress.add"), ["chiuso@example.org"]);
+    assert_eq!(ok("mario.rossi", "suppress.remove"), ["chiuso@example.org"]);
+    assert_eq!(ok("ada", "users.add"), ["nuovo"]);
+    assert_eq!(ok("ada", "users.role"), ["vera"]);
+    assert_eq!(ok("ada", "users.disable"), ["vera"]);
+    assert!(audited(&entries, "ada", "users.disable")
+        .iter()
+        .any(|(o, r)| o == "ada" && r.contains("their own account")));
+    let all = serde_json::to_string(&entries).unwrap();
+    assert!(!all.contains(&shown));
+    let daemon_log = std::fs::read_to_string(&log).unwrap();
+    assert!(!daemon_log.contains(&shown));
+}
+
+/// A form's fields.
+type Fields = Vec<(&'static str, String)>;
+
+/// The state of campaign `name`, or `None` when there is none.
+async fn state_or_none(t: &TestApp, name: &str) -> Option<String> {
+    sqlx::query("SELECT state FROM campaigns WHERE name = $1")
+        .bind(name)
+        .fetch_optional(t.db.pool())
+        .await
+        .unwrap()
+        .map(|r| r.get("state"))
+}
+
+/// A POST of `body` as `content_type` with `cookie`'s session, over plain TCP.
+async fn raw_post(
+    address: &str,
+    path: &str,
+    cookie: &str,
+    content_type: &str,
+    body: &str,
+) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Cookie: avvisi_session={cookie}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("an answer within 30 s")
+    .unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Answer {
+        code,
+        headers: Vec::new(),
+        body: body.to_string(),
+    }
 }

@@ -1,10 +1,11 @@
 //! The browser console in a real browser: headless Chromium driven over WebDriver (Debian's
-//! `chromedriver`, through `fantoccini`) against the real daemon. Wrong and right logins, an
-//! operator pausing and resuming by clicking, an approver approving a campaign created at the
-//! command line by someone else, the operator launching it; hand-made POSTs over plain TCP (a
-//! viewer's cookie with its valid CSRF token; an operator's cookie without one) refused with
-//! 403; every action in `avvisi audit --json` with the account's name; axe-core finds no WCAG
-//! 2.1 A or AA violation on the pages.
+//! `chromedriver`, through `fantoccini`) against the real daemon. Wrong and right logins; an
+//! operator creating a campaign for two provinces in the form (a wrong code refused, the form
+//! kept), pausing and resuming by clicking; an approver approving it; the operator launching,
+//! pausing, resuming and cancelling it; hand-made POSTs over plain TCP (a viewer's cookie with
+//! its valid CSRF token; an operator's cookie without one) refused with 403; every action in
+//! `avvisi audit --json` with the account's name; axe-core finds no WCAG 2.1 A or AA violation
+//! on every page.
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use testkit::process::Proc;
 use testkit::smtp_sink::{Fault, SmtpSink};
 
 use crate::console::{ok_as, PASSWORD};
+use avvisi::audience::Audience;
+
 use crate::console_http::{add_account, audit, audited, create, csrf, daemon, request, state};
 use crate::helpers::TestApp;
 use crate::on_both_backends;
@@ -143,6 +146,33 @@ async fn click(b: &Client, action: &str) {
         .unwrap();
 }
 
+/// Follows the navigation link to `href`.
+async fn click_link(b: &Client, href: &str) {
+    appears(b, &format!("nav a[href=\"{href}\"]"))
+        .await
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Types `text` into the field `id`.
+async fn fill(b: &Client, id: &str, text: &str) {
+    appears(b, &format!("#{id}"))
+        .await
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Chooses the option `value` of the list `id`.
+async fn choose(b: &Client, id: &str, value: &str) {
+    appears(b, &format!("#{id} option[value=\"{value}\"]"))
+        .await
+        .click()
+        .await
+        .unwrap();
+}
+
 /// axe-core's script (`npm ci` in tests/browser, which .ci/run does), or `None` when it is not
 /// installed (a failure under CI).
 fn axe_script() -> Option<String> {
@@ -202,6 +232,7 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     add_account(&t, "mario.rossi", "operator");
     add_account(&t, "anna", "approver");
     add_account(&t, "vera", "viewer");
+    add_account(&t, "ada", "admin");
     create(&t, "alice", "avviso-ba", "BA");
     ok_as(
         &t,
@@ -210,7 +241,6 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
         None,
     );
     ok_as(&t, "alice", &["campaign", "launch", "avviso-ba"], None);
-    create(&t, "alice", "avviso-bo", "BO");
     // A relay that refuses every connection: the running campaign stays running meanwhile.
     let sink = SmtpSink::start_with(vec![Fault::Greet {
         code: 421,
@@ -239,7 +269,69 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     // No approve button for the operator, no launch before an approval.
     assert!(!list.contains("/approva") && !list.contains("avviso-bo/avvia"));
 
-    // Pause and resume by clicking.
+    // The operator creates a campaign for two provinces in the form; a wrong province code
+    // shows the form again, filled, with the reason, and creates nothing.
+    click_link(&b, "/console/nuova").await;
+    appears(&b, "form[action=\"/console/nuova\"]").await;
+    accessible(&b, axe, "the new campaign form").await;
+    fill(&b, "nome", "avviso-bo").await;
+    choose(&b, "pubblico", "enabled_users").await;
+    choose(&b, "modello", "maintenance_notice").await;
+    fill(&b, "province", "BO, R1").await;
+    click(&b, "/console/nuova").await;
+    appears(&b, "p.error").await;
+    let refused = page(&b).await;
+    assert!(
+        refused.contains("La campagna non è stata creata"),
+        "{refused}"
+    );
+    assert!(refused.contains("value=\"avviso-bo\""), "{refused}");
+    accessible(&b, axe, "the new campaign form with its error").await;
+    assert!(
+        sqlx::query("SELECT 1 FROM campaigns WHERE name = 'avviso-bo'")
+            .fetch_optional(t.db.pool())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    b.find(Locator::Id("province"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    fill(&b, "province", "bo rm").await;
+    click(&b, "/console/nuova").await;
+    shows(&b, "BO, RM").await;
+    assert_eq!(
+        b.current_url().await.unwrap().path(),
+        "/console/campagne/avviso-bo"
+    );
+    // The audience size before launch: the users of both provinces.
+    let bo = avvisi::campaign::size(&t.db, Audience::EnabledUsers, Some("BO"))
+        .await
+        .unwrap();
+    let rm = avvisi::campaign::size(&t.db, Audience::EnabledUsers, Some("RM"))
+        .await
+        .unwrap();
+    assert!(bo > 0 && rm > 0);
+    let shown = page(&b).await;
+    assert!(
+        shown.contains(&format!("<dt>Destinatari ora</dt><dd>{}</dd>", bo + rm)),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("avviso-bo/avvia"),
+        "no launch before an approval"
+    );
+    accessible(&b, axe, "a draft campaign").await;
+    fill(&b, "destinatario", "U0008").await;
+    click(&b, "/console/campagne/avviso-bo/anteprima").await;
+    appears(&b, "pre#html").await;
+    accessible(&b, axe, "a recipient's preview").await;
+
+    // Pause and resume by clicking, from the list.
+    click_link(&b, "/console").await;
     click(&b, "/console/campagne/avviso-ba/pausa").await;
     until_state(&t, "avviso-ba", "paused").await;
     appears(&b, "form[action=\"/console/campagne/avviso-ba/riprendi\"]").await;
@@ -254,7 +346,7 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     appears(&b, "#nome").await;
     assert_eq!(b.current_url().await.unwrap().path(), "/accedi");
 
-    // The approver reads the campaign alice created and approves it.
+    // The approver reads the campaign mario created and approves it.
     sign_in(&b, &site, "anna", PASSWORD).await;
     appears(&b, "form[action=\"/esci\"]").await;
     b.goto(&format!("{site}/console/campagne/avviso-bo"))
@@ -271,10 +363,38 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     click(&b, "/esci").await;
     appears(&b, "#nome").await;
 
-    // The operator launches it.
+    // The administrator's page: accounts.
+    sign_in(&b, &site, "ada", PASSWORD).await;
+    click_link(&b, "/console/account").await;
+    appears(&b, "form[action=\"/console/account/aggiungi\"]").await;
+    accessible(&b, axe, "the accounts").await;
+    click(&b, "/esci").await;
+    appears(&b, "#nome").await;
+
+    // The operator launches it, pauses, resumes and cancels it, all by clicking; the queue
+    // and the suppression list on the way.
     sign_in(&b, &site, "mario.rossi", PASSWORD).await;
+    click_link(&b, "/console/coda").await;
+    shows(&b, "Cosa ferma l'invio").await;
+    accessible(&b, axe, "the queue").await;
+    click_link(&b, "/console/soppressioni").await;
+    fill(&b, "indirizzo", "chiuso@example.org").await;
+    fill(&b, "motivo", "casella chiusa").await;
+    click(&b, "/console/soppressioni/aggiungi").await;
+    appears(&b, "form[action=\"/console/soppressioni/rimuovi\"]").await;
+    accessible(&b, axe, "the suppression list").await;
+    click_link(&b, "/console").await;
+    appears(&b, "form[action=\"/console/campagne/avviso-bo/avvia\"]").await;
     click(&b, "/console/campagne/avviso-bo/avvia").await;
     until_state(&t, "avviso-bo", "running").await;
+    click(&b, "/console/campagne/avviso-bo/pausa").await;
+    until_state(&t, "avviso-bo", "paused").await;
+    click(&b, "/console/campagne/avviso-bo/riprendi").await;
+    until_state(&t, "avviso-bo", "running").await;
+    click(&b, "/console/campagne/avviso-bo/annulla").await;
+    until_state(&t, "avviso-bo", "cancelled").await;
+    shows(&b, "annullata").await;
+    accessible(&b, axe, "a cancelled campaign").await;
     // Mario's cookie, for a form without its token.
     let mario = b
         .get_named_cookie("avvisi_session")
@@ -294,6 +414,19 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
         .value()
         .to_string();
     let token = csrf(&page(&b).await);
+    // The viewer sees the campaigns, the queue and the suppression list, and no action.
+    let list = page(&b).await;
+    assert!(list.contains("avviso-ba"), "{list}");
+    for p in ["/console", "/console/coda", "/console/soppressioni"] {
+        b.goto(&format!("{site}{p}")).await.unwrap();
+        appears(&b, "main h1").await;
+        let shown = page(&b).await;
+        assert!(
+            !shown.contains("action=\"/console/"),
+            "{p} shows the viewer a form: {shown}"
+        );
+        assert!(!shown.contains("href=\"/console/nuova\""));
+    }
     b.close().await.unwrap();
     let refused = request(
         &address,
@@ -327,10 +460,22 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
             .map(|(object, _)| object.clone())
             .collect::<Vec<_>>()
     };
-    assert_eq!(ok("mario.rossi", "campaign.pause"), ["avviso-ba"]);
-    assert_eq!(ok("mario.rossi", "campaign.resume"), ["avviso-ba"]);
+    assert_eq!(ok("mario.rossi", "campaign.create"), ["avviso-bo"]);
+    assert_eq!(
+        ok("mario.rossi", "campaign.pause"),
+        ["avviso-ba", "avviso-bo"]
+    );
+    assert_eq!(
+        ok("mario.rossi", "campaign.resume"),
+        ["avviso-ba", "avviso-bo"]
+    );
     assert_eq!(ok("anna", "campaign.approve"), ["avviso-bo"]);
     assert_eq!(ok("mario.rossi", "campaign.launch"), ["avviso-bo"]);
+    assert_eq!(ok("mario.rossi", "campaign.cancel"), ["avviso-bo"]);
+    assert_eq!(ok("mario.rossi", "suppress.add"), ["chiuso@example.org"]);
+    assert!(audited(&entries, "mario.rossi", "campaign.create")
+        .iter()
+        .any(|(o, r)| o == "avviso-bo" && r.starts_with("refused:")));
     assert!(audited(&entries, "vera", "campaign.pause")[0]
         .1
         .starts_with("forbidden:"));

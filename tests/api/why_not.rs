@@ -170,9 +170,7 @@ async fn a_user_outside_the_audience_hears_which_rule_fails(app: TestApp) {
     campaign::create(&app.db, &new, &templates, app.clock.now())
         .await
         .unwrap();
-    lifecycle::launch(&app.db, "rome", app.clock.now())
-        .await
-        .unwrap();
+    crate::campaigns::launch(&app, "rome").await.unwrap();
     app.run_once().await;
     let now = "2026-11-23T10:00:00+01:00";
 

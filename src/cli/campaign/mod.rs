@@ -144,9 +144,18 @@ pub struct CreateArgs {
     /// The message folder in the templates folder.
     #[arg(long)]
     pub template: String,
-    /// Only users of one province: province=XX (two-letter code).
-    #[arg(long, value_name = "province=XX")]
+    /// Only users of one province: province=XX (two-letter code), or of several:
+    /// province=XX,YY.
+    #[arg(long, value_name = "province=XX", conflicts_with = "province")]
     pub filter: Option<String>,
+    /// Only users of this province (two-letter code); repeat it for several:
+    /// --province RM --province BO.
+    #[arg(long, value_name = "XX")]
+    pub province: Vec<String>,
+    /// Only the users this file names: one user id or fiscal code per line (or a CSV whose
+    /// first field is one). The ones that match no user are listed; nothing is guessed.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["province", "filter"])]
+    pub users_file: Option<std::path::PathBuf>,
     /// Not before this instant: RFC 3339 (2026-11-26T09:00:00+01:00), or a local time in the
     /// calendar's time zone (2026-11-26T09:00).
     #[arg(long, value_name = "TIMESTAMP")]
@@ -176,11 +185,24 @@ pub(crate) async fn run(
     let tz = app.settings().calendar.timezone;
     match cmd {
         CampaignCommand::Create(args) => {
+            let users = match &args.users_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                    Some(crate::app::user_list(&path.display().to_string(), &text)?)
+                }
+                None => None,
+            };
             let req = NewCampaignRequest {
+                users,
                 name: args.name,
                 audience: args.audience,
                 template: args.template,
-                filter: args.filter,
+                filter: if args.province.is_empty() {
+                    args.filter
+                } else {
+                    Some(format!("province={}", args.province.join(",")))
+                },
                 send_at: args.send_at,
                 expires_at: args.expires_at,
                 transactional: args.transactional,

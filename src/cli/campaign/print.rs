@@ -14,7 +14,10 @@ pub(super) fn created(c: &Created, tz: Tz) {
         c.setup
             .filter_province
             .as_deref()
-            .map(|p| format!(", province {p}"))
+            .map(|p| match p.starts_with('#') {
+                true => ", the uploaded list of users".to_string(),
+                false => format!(", province {p}"),
+            })
             .unwrap_or_default(),
         c.setup.audience_size,
         c.setup.template,
@@ -23,6 +26,17 @@ pub(super) fn created(c: &Created, tz: Tz) {
             .map(|t| format!(", not before {}", local(Some(t), tz)))
             .unwrap_or_default()
     );
+    if !c.not_found.is_empty() {
+        println!(
+            "{} entries of the list match no user (left out, nothing guessed): {}",
+            c.not_found.len(),
+            c.not_found
+                .iter()
+                .map(|e| printable(e))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
         "it expires at {}: nothing of it goes out after that",
         local(c.setup.expires_at, tz)
@@ -47,6 +61,7 @@ pub(super) fn created(c: &Created, tz: Tz) {
 /// The audience with its province filter, if any.
 fn audience_text(audience: &str, province: Option<&str>) -> String {
     match province {
+        Some(p) if p.starts_with('#') => format!("{audience} (the uploaded list of users)"),
         Some(p) => format!("{audience} (province {p})"),
         None => audience.to_string(),
     }
