@@ -266,7 +266,7 @@ async fn a_refused_edit_is_cleared_when_the_folder_is_put_back(app: TestApp) {
     let logged = std::fs::read_to_string(&log).unwrap();
     let rejected = logged
         .lines()
-        .find(|l| l.contains("template edit rejected"))
+        .find(|l| l.contains("new templates refused"))
         .unwrap_or_else(|| panic!("no rejection logged:\n{logged}"));
     assert!(rejected.contains("errore di sintassi"), "{rejected}");
     assert!(
