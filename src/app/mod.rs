@@ -54,7 +54,7 @@ pub use run::{
     UsersImported,
 };
 pub use samples::{
-    CampaignPreview, NotARecipient, PreviewedMessage, RecipientPreview, TemplatesChecked,
+    CampaignPreview, NoOwnAddress, NotARecipient, PreviewedMessage, RecipientPreview, TemplatesChecked,
     TemplatesPreviewed, TestSent,
 };
 pub use sessions::{
