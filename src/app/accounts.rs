@@ -177,9 +177,8 @@ impl App {
                 disabled: false,
                 address: address.map(str::to_string),
             };
-            let after = summary(
-                serde_json::json!({ "role": role, "disabled": false, "address": address }),
-            );
+            let after =
+                summary(serde_json::json!({ "role": role, "disabled": false, "address": address }));
             Ok((changed, after))
         }
         .await;

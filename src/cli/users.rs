@@ -46,7 +46,9 @@ pub enum UsersCommand {
     #[command(after_help = "Example:\n  avvisi users role mario.rossi approver")]
     Role { name: String, role: Role },
     /// Set an account's own email address (where the console sends its test messages).
-    #[command(after_help = "Example:\n  avvisi users address mario.rossi mario.rossi@istruzione.it")]
+    #[command(
+        after_help = "Example:\n  avvisi users address mario.rossi mario.rossi@istruzione.it"
+    )]
     Address { name: String, address: String },
 }
 
