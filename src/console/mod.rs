@@ -514,9 +514,10 @@ async fn act(
     }
     if asked == Action::CampaignTest {
         return match c.app.send_own_test(&who, &name).await {
-            Ok(t) => Html(pages::message(
+            Ok(t) => Html(pages::done(
                 "Prova inviata",
-                Some(&session),
+                &session,
+                &name,
                 &format!(
                     "Il messaggio di prova «{}» è stato inviato a {} ({}).",
                     t.subject, t.to, t.delivery

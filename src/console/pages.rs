@@ -158,6 +158,20 @@ pub(crate) fn message(title: &str, session: Option<&SignedIn>, text: &str) -> St
     )
 }
 
+/// A page telling that an action was done, with the way back to the campaign.
+pub(crate) fn done(title: &str, session: &SignedIn, campaign: &str, text: &str) -> String {
+    page(
+        title,
+        Some(session),
+        &format!(
+            "<p class=\"notice\" role=\"status\">{}</p>\
+             <p><a href=\"/console/campagne/{}\">Torna alla campagna</a></p>",
+            esc(text),
+            segment(campaign)
+        ),
+    )
+}
+
 /// One button of a campaign: a form posting to its action with the session's token.
 fn button(s: &SignedIn, campaign: &str, action: &str, label: &str) -> String {
     format!(
