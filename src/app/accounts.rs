@@ -83,9 +83,17 @@ fn check_address(name: &str, address: &str) -> Result<(), AccountError> {
     }
 }
 
-/// What the audit log keeps of an account: never its hash.
+/// What the audit log keeps of an account: never its hash; its address once it has one.
 fn account_summary(a: &Account) -> Option<String> {
-    summary(serde_json::json!({ "role": a.role, "disabled": a.disabled, "address": a.address }))
+    described(a.role, a.disabled, a.address.as_deref())
+}
+
+fn described(role: Role, disabled: bool, address: Option<&str>) -> Option<String> {
+    let mut v = serde_json::json!({ "role": role, "disabled": disabled });
+    if let Some(address) = address {
+        v["address"] = address.into();
+    }
+    summary(v)
 }
 
 fn check_name(name: &str) -> Result<(), AccountError> {
@@ -177,8 +185,7 @@ impl App {
                 disabled: false,
                 address: address.map(str::to_string),
             };
-            let after =
-                summary(serde_json::json!({ "role": role, "disabled": false, "address": address }));
+            let after = described(role, false, address);
             Ok((changed, after))
         }
         .await;
