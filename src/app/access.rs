@@ -86,7 +86,7 @@ impl Actor {
             CampaignApprove | CampaignReject => role == Role::Approver,
             AuditRead => matches!(role, Role::Approver | Role::Admin),
             Templates | TemplatesPublish | TemplatesRollback => role == Role::Editor,
-            UsersAdd | UsersDisable | UsersPasswd | UsersRole => role == Role::Admin,
+            UsersAdd | UsersDisable | UsersPasswd | UsersRole | UsersAddress => role == Role::Admin,
             Host => false,
         }
     }
@@ -133,6 +133,8 @@ pub enum Action {
     UsersDisable,
     UsersPasswd,
     UsersRole,
+    /// Set an account's own address (where its test messages go).
+    UsersAddress,
     /// The host's own work: import a snapshot, run a pass, plan, import bounces. The command
     /// line only.
     Host,
@@ -146,7 +148,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 26] = [
         Action::Read,
         Action::CampaignCreate,
         Action::CampaignPreview,
@@ -168,6 +170,7 @@ impl Action {
         Action::UsersDisable,
         Action::UsersPasswd,
         Action::UsersRole,
+        Action::UsersAddress,
         Action::Host,
         Action::AuditRead,
         Action::Login,
@@ -198,6 +201,7 @@ impl Action {
             Action::UsersDisable => "users.disable",
             Action::UsersPasswd => "users.passwd",
             Action::UsersRole => "users.role",
+            Action::UsersAddress => "users.address",
             Action::Host => "host",
             Action::AuditRead => "audit.read",
             Action::Login => "session.login",
@@ -246,7 +250,7 @@ mod tests {
                 CampaignApprove | CampaignReject => &[Role::Approver],
                 AuditRead => &[Role::Approver, Role::Admin],
                 Templates | TemplatesPublish | TemplatesRollback => &[Role::Editor],
-                UsersAdd | UsersDisable | UsersPasswd | UsersRole => &[Role::Admin],
+                UsersAdd | UsersDisable | UsersPasswd | UsersRole | UsersAddress => &[Role::Admin],
                 Host => &[],
             }
         };

@@ -38,6 +38,12 @@ pub enum AccountError {
     NotFound(String),
     #[error("hashing the password failed: {0}")]
     Hash(String),
+    #[error("address `{address}` for account `{name}` {problem}")]
+    InvalidAddress {
+        name: String,
+        address: String,
+        problem: String,
+    },
     #[error("`{0}` cannot disable their own account: another administrator (or the host's command line) must")]
     OwnAccount(String),
 }
@@ -58,10 +64,36 @@ pub enum LoginRefused {
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountChanged {
     pub name: String,
-    /// `added`, `disabled`, `password changed`, `role changed`.
+    /// `added`, `disabled`, `password changed`, `role changed`, `address changed`.
     pub change: String,
     pub role: Role,
     pub disabled: bool,
+    pub address: Option<String>,
+}
+
+/// The address checked as the snapshot's addresses are (one mailbox, nothing else).
+fn check_address(name: &str, address: &str) -> Result<(), AccountError> {
+    match crate::import::snapshot::email_problem(address) {
+        None => Ok(()),
+        Some(problem) => Err(AccountError::InvalidAddress {
+            name: name.to_string(),
+            address: address.to_string(),
+            problem: problem.to_string(),
+        }),
+    }
+}
+
+/// What the audit log keeps of an account: never its hash; its address once it has one.
+fn account_summary(a: &Account) -> Option<String> {
+    described(a.role, a.disabled, a.address.as_deref())
+}
+
+fn described(role: Role, disabled: bool, address: Option<&str>) -> Option<String> {
+    let mut v = serde_json::json!({ "role": role, "disabled": disabled });
+    if let Some(address) = address {
+        v["address"] = address.into();
+    }
+    summary(v)
 }
 
 fn check_name(name: &str) -> Result<(), AccountError> {
@@ -121,13 +153,15 @@ impl App {
             .context("reading the accounts")
     }
 
-    /// Adds an account with `role` and `password` (hashed; at least 12 characters).
+    /// Adds an account with `role` and `password` (hashed; at least 12 characters), and its own
+    /// `address` when given (where its test messages go).
     pub async fn add_account(
         &self,
         who: &Actor,
         name: &str,
         role: Role,
         password: &SecretString,
+        address: Option<&str>,
     ) -> anyhow::Result<AccountChanged> {
         self.permit(who, Action::UsersAdd, name).await?;
         let audited = Audited::new(who, Action::UsersAdd, name);
@@ -137,8 +171,11 @@ impl App {
         let mut tx = self.begin().await?;
         let result = async {
             check_name(name)?;
+            if let Some(a) = address {
+                check_address(name, a)?;
+            }
             let hashed = hashed?;
-            if !accounts::insert(&mut tx, name, role, &hashed, self.clock.now()).await? {
+            if !accounts::insert(&mut tx, name, role, &hashed, address, self.clock.now()).await? {
                 return Err(AccountError::AlreadyExists(name.to_string()).into());
             }
             let changed = AccountChanged {
@@ -146,8 +183,9 @@ impl App {
                 change: "added".to_string(),
                 role,
                 disabled: false,
+                address: address.map(str::to_string),
             };
-            let after = summary(serde_json::json!({ "role": role, "disabled": false }));
+            let after = described(role, false, address);
             Ok((changed, after))
         }
         .await;
@@ -192,6 +230,24 @@ impl App {
             .await
     }
 
+    /// Sets an account's own address: where the console sends its test messages.
+    pub async fn set_address(
+        &self,
+        who: &Actor,
+        name: &str,
+        address: &str,
+    ) -> anyhow::Result<AccountChanged> {
+        let address = address.trim();
+        if let Err(e) = check_address(name, address) {
+            self.permit(who, Action::UsersAddress, name).await?;
+            let tx = self.begin().await?;
+            let a = Audited::new(who, Action::UsersAddress, name);
+            return self.settle(tx, a, Err(e.into()), false).await;
+        }
+        self.change_account(who, Action::UsersAddress, name, Change::Address(address))
+            .await
+    }
+
     async fn change_account(
         &self,
         who: &Actor,
@@ -210,9 +266,7 @@ impl App {
             return self.settle(tx, audited, refused, false).await;
         }
         let before = accounts::find(&mut tx, name).await?;
-        audited.before = before
-            .as_ref()
-            .and_then(|a| summary(serde_json::json!({ "role": a.role, "disabled": a.disabled })));
+        audited.before = before.as_ref().and_then(account_summary);
         let result = async {
             if before.is_none()
                 || !accounts::update(&mut tx, name, change, self.clock.now()).await?
@@ -222,11 +276,12 @@ impl App {
             let a = accounts::find(&mut tx, name)
                 .await?
                 .ok_or_else(|| AccountError::NotFound(name.to_string()))?;
-            let after = summary(serde_json::json!({ "role": a.role, "disabled": a.disabled }));
+            let after = account_summary(&a);
             let change = match change {
                 Change::Disable => "disabled",
                 Change::Hash(_) => "password changed",
                 Change::Role(_) => "role changed",
+                Change::Address(_) => "address changed",
             };
             Ok((
                 AccountChanged {
@@ -234,6 +289,7 @@ impl App {
                     change: change.to_string(),
                     role: a.role,
                     disabled: a.disabled,
+                    address: a.address,
                 },
                 after,
             ))

@@ -54,8 +54,8 @@ pub use run::{
     UsersImported,
 };
 pub use samples::{
-    CampaignPreview, NotARecipient, PreviewedMessage, RecipientPreview, TemplatesChecked,
-    TemplatesPreviewed, TestSent,
+    CampaignPreview, NoOwnAddress, NotARecipient, PreviewedMessage, RecipientPreview,
+    TemplatesChecked, TemplatesPreviewed, TestSent,
 };
 pub use sessions::{
     random_token, same as same_token, NewSession, SessionRefused, SignedIn, MAX_FAILURES,

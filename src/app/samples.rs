@@ -22,6 +22,11 @@ use crate::render::templates::{MessageContext, Rendered, UserView};
 use crate::render::{context, digest};
 use crate::store::{CampaignState, OutboxState};
 
+/// A test message asked for an account that has no address of its own.
+#[derive(Debug, thiserror::Error)]
+#[error("l'account `{0}` non ha un indirizzo email: un amministratore può impostarlo nella pagina degli account (o con `avvisi users address {0} EMAIL`)")]
+pub struct NoOwnAddress(pub String);
+
 /// A campaign's audience and its message rendered for the first real recipient.
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignPreview {
@@ -244,6 +249,31 @@ impl App {
         let tx = self.begin().await?;
         let audited = super::audit::Audited::new(who, Action::CampaignTest, name);
         self.settle(tx, audited, result, false).await
+    }
+
+    /// [`App::send_test`] to the signed-in account's own address, never to one typed in a form:
+    /// a console page cannot be turned into a way of mailing anyone.
+    pub async fn send_own_test(&self, who: &Actor, name: &str) -> anyhow::Result<TestSent> {
+        self.permit(who, Action::CampaignTest, name).await?;
+        let address = match who {
+            Actor::Account { name: account, .. } => {
+                let mut conn = self.db.pool().acquire().await?;
+                crate::store::accounts::find(&mut conn, account)
+                    .await
+                    .context("reading the account")?
+                    .and_then(|a| a.address)
+            }
+            Actor::CommandLine { .. } => None,
+        };
+        match address {
+            Some(to) => self.send_test_at(who, name, &to, None).await,
+            None => {
+                let tx = self.begin().await?;
+                let audited = super::audit::Audited::new(who, Action::CampaignTest, name);
+                let refused = Err(NoOwnAddress(who.name().to_string()).into());
+                self.settle(tx, audited, refused, false).await
+            }
+        }
     }
 
     async fn send_test_message(

@@ -1,4 +1,4 @@
-//! `avvisi users add|list|disable|passwd|role`: the console's accounts, kept from the host. A
+//! `avvisi users add|list|disable|passwd|role|address`: the console's accounts, kept from the host. A
 //! password is read from the terminal without echo, or, when standard input is not a terminal,
 //! as one line of it (for scripts: `printf '%s\n' "$PASSWORD" | avvisi users add ...`); never
 //! from the command line, where `ps` and the shell's history would show it.
@@ -29,6 +29,9 @@ pub enum UsersCommand {
         name: String,
         #[arg(long)]
         role: Role,
+        /// The account's own email address: where the console sends its test messages.
+        #[arg(long)]
+        address: Option<String>,
     },
     /// Every account: name, role, disabled or not, times (never a password or a hash).
     #[command(after_help = "Example:\n  avvisi users list\n  avvisi users list --json")]
@@ -42,6 +45,11 @@ pub enum UsersCommand {
     /// Give an account another role.
     #[command(after_help = "Example:\n  avvisi users role mario.rossi approver")]
     Role { name: String, role: Role },
+    /// Set an account's own email address (where the console sends its test messages).
+    #[command(
+        after_help = "Example:\n  avvisi users address mario.rossi mario.rossi@istruzione.it"
+    )]
+    Address { name: String, address: String },
 }
 
 impl clap::ValueEnum for Role {
@@ -100,9 +108,15 @@ pub(crate) async fn run(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        UsersCommand::Add { name, role } => {
+        UsersCommand::Add {
+            name,
+            role,
+            address,
+        } => {
             let password = read_password(&name)?;
-            let c = app.add_account(who, &name, role, &password).await?;
+            let c = app
+                .add_account(who, &name, role, &password, address.as_deref())
+                .await?;
             show(json, &c, print_changed)
         }
         UsersCommand::List => {
@@ -117,10 +131,11 @@ pub(crate) async fn run(
             }
             for a in &all {
                 println!(
-                    "{:<24} {:<9} {:<9} created {}, changed {}",
+                    "{:<24} {:<9} {:<9} {:<32} created {}, changed {}",
                     a.name,
                     a.role,
                     if a.disabled { "disabled" } else { "active" },
+                    a.address.as_deref().unwrap_or("-"),
                     local(a.created_at, tz),
                     local(a.updated_at, tz)
                 );
@@ -138,6 +153,10 @@ pub(crate) async fn run(
         }
         UsersCommand::Role { name, role } => {
             let c = app.set_role(who, &name, role).await?;
+            show(json, &c, print_changed)
+        }
+        UsersCommand::Address { name, address } => {
+            let c = app.set_address(who, &name, &address).await?;
             show(json, &c, print_changed)
         }
     }

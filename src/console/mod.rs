@@ -465,6 +465,7 @@ async fn act(
         "approva" => Action::CampaignApprove,
         "rifiuta" => Action::CampaignReject,
         "anteprima" => Action::CampaignPreview,
+        "prova" => Action::CampaignTest,
         _ => {
             return (
                 StatusCode::NOT_FOUND,
@@ -508,6 +509,21 @@ async fn act(
                 )),
             )
                 .into_response(),
+            Err(e) => refusal(&e, &session),
+        };
+    }
+    if asked == Action::CampaignTest {
+        return match c.app.send_own_test(&who, &name).await {
+            Ok(t) => Html(pages::done(
+                "Prova inviata",
+                &session,
+                &name,
+                &format!(
+                    "Il messaggio di prova «{}» è stato inviato a {} ({}).",
+                    t.subject, t.to, t.delivery
+                ),
+            ))
+            .into_response(),
             Err(e) => refusal(&e, &session),
         };
     }
@@ -575,6 +591,7 @@ fn refusal(e: &anyhow::Error, session: &SignedIn) -> Response {
             .is_some_and(|e| !matches!(e, crate::campaign::CampaignError::Db(_)))
             || c.is::<crate::campaign::approval::ApprovalError>()
             || c.is::<ChangedSinceShown>()
+            || c.is::<crate::app::NoOwnAddress>()
     });
     if refused {
         return (
@@ -940,7 +957,15 @@ async fn account_add(
         .is_none()
         .then(|| crate::app::random_token()[..20].to_string());
     let password = SecretString::from(given.cloned().or(made_up.clone()).unwrap_or_default());
-    match c.app.add_account(&who, &name, role, &password).await {
+    let address = fields
+        .get("indirizzo")
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty());
+    match c
+        .app
+        .add_account(&who, &name, role, &password, address)
+        .await
+    {
         Ok(added) => {
             let text = match &made_up {
                 Some(p) => format!(
@@ -955,7 +980,7 @@ async fn account_add(
     }
 }
 
-/// Disables an account or changes its role.
+/// Disables an account, changes its role or sets its address.
 async fn account_act(
     State(c): State<Console>,
     Visitor { session, who, .. }: Visitor,
@@ -965,6 +990,7 @@ async fn account_act(
     let asked = match action.as_str() {
         "disattiva" => Action::UsersDisable,
         "ruolo" => Action::UsersRole,
+        "indirizzo" => Action::UsersAddress,
         _ => return unknown_action(&session),
     };
     let fields = form(&body);
@@ -983,6 +1009,9 @@ async fn account_act(
     }
     let done = if asked == Action::UsersDisable {
         c.app.disable_account(&who, &name).await
+    } else if asked == Action::UsersAddress {
+        let address = fields.get("indirizzo").cloned().unwrap_or_default();
+        c.app.set_address(&who, &name, &address).await
     } else {
         match fields.get("ruolo").and_then(|r| r.parse().ok()) {
             Some(role) => c.app.set_role(&who, &name, role).await,

@@ -158,6 +158,20 @@ pub(crate) fn message(title: &str, session: Option<&SignedIn>, text: &str) -> St
     )
 }
 
+/// A page telling that an action was done, with the way back to the campaign.
+pub(crate) fn done(title: &str, session: &SignedIn, campaign: &str, text: &str) -> String {
+    page(
+        title,
+        Some(session),
+        &format!(
+            "<p class=\"notice\" role=\"status\">{}</p>\
+             <p><a href=\"/console/campagne/{}\">Torna alla campagna</a></p>",
+            esc(text),
+            segment(campaign)
+        ),
+    )
+}
+
 /// One button of a campaign: a form posting to its action with the session's token.
 fn button(s: &SignedIn, campaign: &str, action: &str, label: &str) -> String {
     format!(
@@ -274,6 +288,18 @@ pub(crate) fn campaign(
              <label for=\"destinatario\">Codice utente o codice fiscale</label>\
              <input type=\"text\" id=\"destinatario\" name=\"destinatario\" required>\
              <p><button type=\"submit\">Mostra il messaggio</button></p></form>",
+            segment(&c.name),
+            csrf_field(s)
+        ));
+    }
+    if s.actor(None).may(Action::CampaignTest) {
+        // No address field: the test goes to the account's own address, set by an administrator.
+        body.push_str(&format!(
+            "<h2>Messaggio di prova</h2>\
+             <p>Il messaggio, preparato per il primo destinatario reale e marcato [PROVA], \
+             arriva solo all'indirizzo del tuo account.</p>\
+             <form method=\"post\" action=\"/console/campagne/{}/prova\">{}\
+             <p><button type=\"submit\">Invia una prova al mio indirizzo</button></p></form>",
             segment(&c.name),
             csrf_field(s)
         ));
@@ -568,6 +594,8 @@ pub(crate) fn accounts(
          <label for=\"ruolo\">Ruolo</label><select id=\"ruolo\" name=\"ruolo\">{}</select>\
          <label for=\"password\">Password (almeno {} caratteri; vuota: ne viene creata una, mostrata una volta sola)</label>\
          <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"new-password\">\
+         <label for=\"indirizzo\">Indirizzo email (dove arrivano i suoi messaggi di prova; facoltativo)</label>\
+         <input type=\"email\" id=\"indirizzo\" name=\"indirizzo\" autocomplete=\"off\">\
          <p><button type=\"submit\">Crea l'account</button></p></form>",
         csrf_field(s),
         roles("viewer"),
@@ -575,7 +603,7 @@ pub(crate) fn accounts(
     ));
     body.push_str(
         "<h2>Account</h2><table><thead><tr><th scope=\"col\">Nome</th><th scope=\"col\">Ruolo</th>\
-         <th scope=\"col\">Stato</th><th scope=\"col\">Creato</th><th scope=\"col\">Azioni</th>\
+         <th scope=\"col\">Indirizzo</th><th scope=\"col\">Stato</th><th scope=\"col\">Creato</th><th scope=\"col\">Azioni</th>\
          </tr></thead><tbody>",
     );
     for (i, a) in list.iter().enumerate() {
@@ -592,6 +620,16 @@ pub(crate) fn accounts(
                 name = esc(&a.name),
                 roles = roles(a.role.as_str()),
             ));
+            actions.push_str(&format!(
+                "<form class=\"inline\" method=\"post\" action=\"/console/account/{seg}/indirizzo\">{csrf}\
+                 <label for=\"indirizzo-{i}\">Indirizzo di {name}</label>\
+                 <input type=\"email\" id=\"indirizzo-{i}\" name=\"indirizzo\" value=\"{value}\" required>\
+                 <button type=\"submit\">Imposta l'indirizzo</button></form>",
+                seg = segment(&a.name),
+                csrf = csrf_field(s),
+                name = esc(&a.name),
+                value = esc(a.address.as_deref().unwrap_or("")),
+            ));
             if !own {
                 actions.push_str(&format!(
                     "<form class=\"inline\" method=\"post\" action=\"/console/account/{}/disattiva\">{}\
@@ -603,9 +641,10 @@ pub(crate) fn accounts(
             }
         }
         body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{actions}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{actions}</td></tr>",
             esc(&a.name),
             role_it(a.role.as_str()),
+            esc(a.address.as_deref().unwrap_or("-")),
             if a.disabled { "disattivato" } else { "attivo" },
             a.created_at.map(|t| local(t, tz)).unwrap_or_default(),
         ));

@@ -76,11 +76,13 @@ pub struct Account {
     pub name: String,
     pub role: Role,
     pub disabled: bool,
+    /// Where the console sends this account's test messages; `None` until set.
+    pub address: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "name, role, disabled, created_at, updated_at";
+const COLUMNS: &str = "name, role, disabled, address, created_at, updated_at";
 
 fn from_row(r: &AnyRow) -> Result<Account, sqlx::Error> {
     let role: String = r.try_get("role")?;
@@ -90,6 +92,7 @@ fn from_row(r: &AnyRow) -> Result<Account, sqlx::Error> {
             .parse()
             .map_err(|e: UnknownRole| sqlx::Error::Decode(e.into()))?,
         disabled: r.try_get::<i64, _>("disabled")? == 1,
+        address: r.try_get("address")?,
         created_at: timestamp(r.try_get("created_at")?),
         updated_at: timestamp(r.try_get("updated_at")?),
     })
@@ -137,16 +140,18 @@ pub(crate) async fn insert(
     name: &str,
     role: Role,
     hash: &str,
+    address: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
-        "INSERT INTO accounts (name, role, password_hash, disabled, created_at, updated_at) \
-         VALUES ($1, $2, $3, 0, $4, $4) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO accounts (name, role, password_hash, disabled, address, created_at, updated_at) \
+         VALUES ($1, $2, $3, 0, $5, $4, $4) ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
     .bind(role.as_str())
     .bind(hash)
     .bind(now.timestamp())
+    .bind(address)
     .execute(conn)
     .await?
     .rows_affected();
@@ -159,6 +164,7 @@ pub(crate) enum Change<'a> {
     Disable,
     Hash(&'a str),
     Role(Role),
+    Address(&'a str),
 }
 
 /// Applies `change` to the account named `name`; false when there is no such account.
@@ -172,6 +178,7 @@ pub(crate) async fn update(
         Change::Disable => ("disabled = 1", None),
         Change::Hash(h) => ("password_hash = $3", Some(h.to_string())),
         Change::Role(r) => ("role = $3", Some(r.as_str().to_string())),
+        Change::Address(a) => ("address = $3", Some(a.to_string())),
     };
     let sql = format!("UPDATE accounts SET {set}, updated_at = $2 WHERE name = $1");
     let mut q = sqlx::query(&sql).bind(name).bind(now.timestamp());

@@ -21,6 +21,7 @@ on_both_backends!(
     login_sessions_throttle_and_logout,
     each_role_sees_and_does_only_its_own_actions,
     the_new_pages_act_only_for_their_role_and_with_the_token,
+    an_operator_sends_a_test_to_their_own_address_only,
 );
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -1133,4 +1134,220 @@ async fn raw_post(
         headers: Vec::new(),
         body: body.to_string(),
     }
+}
+
+/// The test messages the sink accepted (their Message-ID starts `<test.`), as (recipients,
+/// decoded subject, To header).
+fn test_messages(sink: &SmtpSink) -> Vec<(Vec<String>, String, String)> {
+    sink.received()
+        .iter()
+        .filter(|m| {
+            m.header("Message-ID")
+                .is_some_and(|i| i.starts_with("<test."))
+        })
+        .map(|m| {
+            (
+                m.rcpt_to.clone(),
+                crate::helpers::decode_header(&m.header("Subject").unwrap_or_default()),
+                m.header("To").unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn an_operator_sends_a_test_to_their_own_address_only(t: TestApp) {
+    t.import_examples().await;
+    ok_as(
+        &t,
+        "root",
+        &[
+            "users",
+            "add",
+            "mario.rossi",
+            "--role",
+            "operator",
+            "--address",
+            "mario.rossi@istruzione.it",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    add_account(&t, "luca", "operator");
+    add_account(&t, "vera", "viewer");
+    add_account(&t, "ada", "admin");
+    create(&t, "alice", "avviso-bo", "BO");
+    let sink = SmtpSink::start().await;
+    let env = testkit::smtp::env(&sink.url());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let log = t.dir.path().join("daemon.log");
+    let (daemon, address) = daemon(&t, &log, &env).await;
+    let mario = signed_in(&address, "mario.rossi").await;
+    let luca = signed_in(&address, "luca").await;
+    let vera = signed_in(&address, "vera").await;
+    let ada = signed_in(&address, "ada").await;
+    let path = "/console/campagne/avviso-bo/prova";
+
+    // The operator's page has the form, with no address field; the viewer's has none.
+    let page = get(&address, "/console/campagne/avviso-bo", Some(&mario))
+        .await
+        .body;
+    assert!(page.contains("Invia una prova al mio indirizzo"), "{page}");
+    assert!(has_button(&page, "avviso-bo", "prova"));
+    let token = csrf(&page);
+    let vera_page = get(&address, "/console/campagne/avviso-bo", Some(&vera))
+        .await
+        .body;
+    assert!(!has_button(&vera_page, "avviso-bo", "prova"), "{vera_page}");
+    assert!(!vera_page.contains("Invia una prova"));
+
+    // Without its token, or from the viewer (her own valid token): 403, nothing sent.
+    let a = post(&address, path, &mario, &[]).await;
+    assert_eq!(a.code, 403, "{}", a.body);
+    let a = post(&address, path, &vera, &[("csrf", &csrf(&vera_page))]).await;
+    assert_eq!(a.code, 403, "{}", a.body);
+    assert!(
+        a.body.contains("non è consentita al tuo ruolo"),
+        "{}",
+        a.body
+    );
+    assert!(test_messages(&sink).is_empty());
+
+    // The operator's test: to their account's address only, whatever address the form carries.
+    let a = post(
+        &address,
+        path,
+        &mario,
+        &[("csrf", &token), ("indirizzo", "altro@example.org")],
+    )
+    .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert!(a.body.contains("mario.rossi@istruzione.it"), "{}", a.body);
+    let sent = test_messages(&sink);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (rcpt, subject, to) = &sent[0];
+    assert_eq!(rcpt.len(), 1, "{rcpt:?}");
+    assert!(rcpt[0].contains("mario.rossi@istruzione.it"), "{rcpt:?}");
+    assert!(subject.starts_with("[PROVA]"), "{subject}");
+    assert!(to.contains("mario.rossi@istruzione.it"), "{to}");
+    assert!(!sink
+        .received()
+        .iter()
+        .any(|m| m.rcpt_to.iter().any(|r| r.contains("altro@example.org"))));
+    assert_eq!(state(&t, "avviso-bo").await, "draft");
+
+    // An operator without an address: told so in Italian, nothing sent.
+    let luca_page = get(&address, "/console/campagne/avviso-bo", Some(&luca))
+        .await
+        .body;
+    let a = post(&address, path, &luca, &[("csrf", &csrf(&luca_page))]).await;
+    assert_eq!(a.code, 409, "{}", a.body);
+    assert!(a.body.contains("non ha un indirizzo email"), "{}", a.body);
+    assert_eq!(test_messages(&sink).len(), 1);
+
+    // The administrator sets it on the accounts page (a bad one is refused and not kept); then
+    // luca's test arrives at it.
+    let accounts = get(&address, "/console/account", Some(&ada)).await.body;
+    assert!(accounts.contains("mario.rossi@istruzione.it"), "{accounts}");
+    let ada_token = csrf(&accounts);
+    let a = post(
+        &address,
+        "/console/account/luca/indirizzo",
+        &ada,
+        &[("csrf", &ada_token), ("indirizzo", "luca@@istruzione.it")],
+    )
+    .await;
+    assert_eq!(a.code, 409, "{}", a.body);
+    let a = post(
+        &address,
+        "/console/account/luca/indirizzo",
+        &mario,
+        &[("csrf", &token), ("indirizzo", "mario.rossi@istruzione.it")],
+    )
+    .await;
+    assert_eq!(
+        a.code, 403,
+        "an operator does not set addresses: {}",
+        a.body
+    );
+    let a = post(
+        &address,
+        "/console/account/luca/indirizzo",
+        &ada,
+        &[
+            ("csrf", &ada_token),
+            ("indirizzo", "luca.verdi@istruzione.it"),
+        ],
+    )
+    .await;
+    assert_eq!(a.code, 303, "{}", a.body);
+    let accounts = get(&address, "/console/account", Some(&ada)).await.body;
+    assert!(accounts.contains("luca.verdi@istruzione.it"), "{accounts}");
+    let a = post(&address, path, &luca, &[("csrf", &csrf(&luca_page))]).await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    let sent = test_messages(&sink);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[1].0.len() == 1 && sent[1].0[0].contains("luca.verdi@istruzione.it"));
+    daemon.terminate().await;
+
+    // The command line sets one too, and lists it.
+    ok_as(
+        &t,
+        "root",
+        &["users", "address", "vera", "vera@istruzione.it"],
+        None,
+    );
+    let listed = json_as(&t, "root", &["users", "list", "--json"]);
+    let vera_row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "vera")
+        .unwrap()
+        .clone();
+    assert_eq!(vera_row["address"], "vera@istruzione.it");
+
+    // The audit log: each test with its actor and where it went, the refusals, the address set.
+    let entries = audit(&t);
+    assert_eq!(
+        audited(&entries, "mario.rossi", "campaign.test"),
+        [
+            (
+                "avviso-bo".to_string(),
+                "refused: the form's security token is missing or wrong".to_string()
+            ),
+            ("avviso-bo".to_string(), "ok".to_string())
+        ]
+    );
+    let to_mario = entries
+        .iter()
+        .find(|e| {
+            e["actor_name"] == "mario.rossi"
+                && e["action"] == "campaign.test"
+                && e["outcome"] == "ok"
+        })
+        .unwrap();
+    assert!(
+        to_mario["after"]
+            .as_str()
+            .is_some_and(|s| s.contains("mario.rossi@istruzione.it")),
+        "{to_mario}"
+    );
+    let vera_tests = audited(&entries, "vera", "campaign.test");
+    assert_eq!(vera_tests.len(), 1, "{vera_tests:?}");
+    assert!(vera_tests[0].1.starts_with("forbidden"), "{vera_tests:?}");
+    let luca_tests = audited(&entries, "luca", "campaign.test");
+    assert_eq!(luca_tests.len(), 2, "{luca_tests:?}");
+    assert!(
+        luca_tests[0]
+            .1
+            .starts_with("refused: l'account `luca` non ha un indirizzo"),
+        "{luca_tests:?}"
+    );
+    assert_eq!(luca_tests[1].1, "ok");
+    let set = audited(&entries, "ada", "users.address");
+    assert_eq!(set.len(), 2, "{set:?}");
+    assert!(
+        set[0].1.starts_with("refused") && set[1].1 == "ok",
+        "{set:?}"
+    );
+    assert_eq!(audited(&entries, "mario.rossi", "users.address").len(), 1);
 }
