@@ -26,6 +26,7 @@ pub mod queue;
 pub mod sessions;
 pub mod state;
 mod stream;
+pub mod template_drafts;
 pub mod template_sets;
 mod user;
 
@@ -36,6 +37,7 @@ pub use state::{
 };
 pub use stream::{Stream, UnknownStream, ALL_NOTICES};
 pub use user::{UserContact, CONTACT_COLUMNS};
+pub(crate) use user::id_by_id_or_fiscal_code;
 
 /// A migration applied by [`Db::migrate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
