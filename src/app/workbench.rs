@@ -56,10 +56,12 @@ pub struct Finding {
     pub message: String,
 }
 
-impl From<&check::Problem> for Finding {
-    fn from(p: &check::Problem) -> Finding {
+impl Finding {
+    /// `p`, its file named inside the set checked as `label`.
+    fn of(label: &Path, p: &check::Problem) -> Finding {
+        let file = p.file.strip_prefix(label).unwrap_or(&p.file);
         Finding {
-            file: p.file.display().to_string(),
+            file: file.display().to_string(),
             line: p.line,
             message: p.message.clone(),
         }
@@ -163,13 +165,15 @@ impl App {
         let approvals = template_drafts::approvals(&mut conn, &digest).await?;
         let live = crate::store::template_sets::latest(&mut conn).await?;
         drop(conn);
-        let report = check::check_sources(&draft_label(author), &files, &self.settings);
+        let label = draft_label(author);
+        let report = check::check_sources(&label, &files, &self.settings);
+        let found = |list: &[check::Problem]| list.iter().map(|p| Finding::of(&label, p)).collect();
         Ok(Some(Draft {
             info,
             digest,
             live_digest: live.map(|p| p.digest),
-            problems: report.problems.iter().map(Finding::from).collect(),
-            warnings: report.warnings.iter().map(Finding::from).collect(),
+            problems: found(&report.problems),
+            warnings: found(&report.warnings),
             approvals,
             files,
         }))

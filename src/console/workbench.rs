@@ -96,17 +96,24 @@ fn findings(d: &Draft, only: Option<&str>) -> String {
     let problems = list(&d.problems, "problema");
     let warnings = list(&d.warnings, "avviso");
     let mut out = String::new();
-    if problems.is_empty() {
+    let elsewhere = d.problems.iter().filter(|f| only.is_some_and(|o| f.file != o)).count();
+    if elsewhere > 0 {
+        out.push_str(&format!(
+            "<p class=\"error\" role=\"alert\">Altri file della bozza hanno {elsewhere} problemi: \
+             <a href=\"/console/modelli\">vedere l'elenco</a>.</p>"
+        ));
+    }
+    if d.problems.is_empty() {
         out.push_str(
             "<p class=\"notice\" role=\"status\" id=\"esito\">Il controllo completo della bozza \
              non trova problemi.</p>",
         );
-    } else {
+    } else if !problems.is_empty() {
         out.push_str(&format!(
             "<div role=\"alert\" id=\"esito\"><p class=\"error\">Il controllo completo della \
              bozza trova {} problemi: la bozza non può essere pubblicata finché restano.</p>\
              <ul id=\"problemi\">{problems}</ul></div>",
-            d.problems.len()
+            d.problems.len() - elsewhere
         ));
     }
     if !warnings.is_empty() {

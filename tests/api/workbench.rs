@@ -157,7 +157,7 @@ async fn an_editor_changes_a_subject_in_the_browser_and_the_next_run_sends_it(t:
     b.goto(&format!("{site}/console/modelli")).await.unwrap();
     fill(&b, "nota", "oggetto dell'avviso di manutenzione").await;
     click(&b, "/console/modelli/pubblica").await;
-    shows(&b, "oggetto dell&#39;avviso di manutenzione").await;
+    shows(&b, "oggetto dell'avviso di manutenzione").await;
     accessible(&b, axe, "the published versions").await;
     let after = publications(&t).await;
     assert_eq!(after.len(), 2, "{after:?}");
