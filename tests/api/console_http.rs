@@ -101,7 +101,6 @@ pub(crate) async fn request_with(
     head.push_str(&body);
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    eprintln!("DEBUG request {method} {path}");
     tokio::time::timeout(
         std::time::Duration::from_secs(30),
         stream.read_to_end(&mut raw),

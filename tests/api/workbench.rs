@@ -308,6 +308,9 @@ async fn the_workbench_asks_the_role_the_token_the_check_and_the_approval(t: Tes
     )
     .await;
     assert_eq!(a.code, 409, "{}", a.body);
+    // Refused by the check (before any approval is looked at), with the file and line.
+    assert!(a.body.contains(&format!("{FILE}:1")), "{}", a.body);
+    assert!(!a.body.contains("non è approvata"), "{}", a.body);
     assert_eq!(publications(&t).await.len(), 1);
 
     // Fixed, but not approved: the author alone cannot publish, nor approve it.
