@@ -261,9 +261,7 @@ mod tests {
                 | Unsuppress | Reopen => &[Role::Operator],
                 CampaignApprove | CampaignReject => &[Role::Approver],
                 AuditRead => &[Role::Approver, Role::Admin],
-                Templates | TemplatesSave | TemplatesPublish | TemplatesRollback => {
-                    &[Role::Editor]
-                }
+                Templates | TemplatesSave | TemplatesPublish | TemplatesRollback => &[Role::Editor],
                 TemplatesApprove => &[Role::Approver, Role::Editor],
                 UsersAdd | UsersDisable | UsersPasswd | UsersRole | UsersAddress => &[Role::Admin],
                 Host => &[],

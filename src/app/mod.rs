@@ -55,8 +55,8 @@ pub use run::{
     UsersImported,
 };
 pub use samples::{
-    CampaignPreview, NoOwnAddress, NotARecipient, PreviewedMessage,
-    TemplatesChecked, TemplatesPreviewed, TestSent,
+    CampaignPreview, NoOwnAddress, NotARecipient, PreviewedMessage, TemplatesChecked,
+    TemplatesPreviewed, TestSent,
 };
 pub use sessions::{
     random_token, same as same_token, NewSession, SessionRefused, SignedIn, MAX_FAILURES,

@@ -232,10 +232,7 @@ impl App {
         let mut conn = self.db.pool().acquire().await?;
         let current = template_drafts::get(&mut conn, who.name()).await?;
         drop(conn);
-        let content = match current
-            .as_ref()
-            .and_then(|(_, files)| files.get(path))
-        {
+        let content = match current.as_ref().and_then(|(_, files)| files.get(path)) {
             // A browser sends a text area's lines ended by CRLF: a file that had none keeps LF.
             Some(old) if !old.contains('\r') => content.replace("\r\n", "\n"),
             _ => content.to_string(),
@@ -245,8 +242,14 @@ impl App {
         let result: anyhow::Result<((), Option<String>)> = match &current {
             None => Err(DraftRefused::NoDraft.into()),
             Some((_, files)) => {
-                match template_drafts::save_file(&mut tx, who.name(), path, &content, self.clock.now())
-                    .await
+                match template_drafts::save_file(
+                    &mut tx,
+                    who.name(),
+                    path,
+                    &content,
+                    self.clock.now(),
+                )
+                .await
                 {
                     Ok(false) => Err(DraftRefused::NoSuchFile(path.to_string()).into()),
                     Ok(true) => {

@@ -96,7 +96,11 @@ fn findings(d: &Draft, only: Option<&str>) -> String {
     let problems = list(&d.problems, "problema");
     let warnings = list(&d.warnings, "avviso");
     let mut out = String::new();
-    let elsewhere = d.problems.iter().filter(|f| only.is_some_and(|o| f.file != o)).count();
+    let elsewhere = d
+        .problems
+        .iter()
+        .filter(|f| only.is_some_and(|o| f.file != o))
+        .count();
     if elsewhere > 0 {
         out.push_str(&format!(
             "<p class=\"error\" role=\"alert\">Altri file della bozza hanno {elsewhere} problemi: \
@@ -259,7 +263,9 @@ fn own_draft(c: &Console, s: &SignedIn, d: Option<&Draft>, approval: bool, tz: T
     // Publication: only a draft passing the check (the server checks again, whatever the page).
     body.push_str("<h3>Pubblicazione</h3>");
     if !d.problems.is_empty() {
-        body.push_str("<p>La bozza non supera il controllo: correggere i problemi elencati sopra.</p>");
+        body.push_str(
+            "<p>La bozza non supera il controllo: correggere i problemi elencati sopra.</p>",
+        );
     } else if d.is_live() {
         body.push_str("<p>La bozza è uguale alla versione pubblicata: niente da pubblicare.</p>");
     } else if approval && !d.approved() {
@@ -362,10 +368,7 @@ async fn file(
         Ok(Some(d)) if d.files.contains_key(&path) => {
             Html(file_page(&session, &d, &path, None)).into_response()
         }
-        Ok(Some(_)) => refused(
-            &DraftRefused::NoSuchFile(path).into(),
-            &session,
-        ),
+        Ok(Some(_)) => refused(&DraftRefused::NoSuchFile(path).into(), &session),
         Ok(None) => refused(&DraftRefused::NoDraft.into(), &session),
         Err(e) => unavailable(&e),
     }

@@ -36,8 +36,8 @@ pub use state::{
     UnknownState,
 };
 pub use stream::{Stream, UnknownStream, ALL_NOTICES};
-pub use user::{UserContact, CONTACT_COLUMNS};
 pub(crate) use user::id_by_id_or_fiscal_code;
+pub use user::{UserContact, CONTACT_COLUMNS};
 
 /// A migration applied by [`Db::migrate`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,14 +48,12 @@ pub(crate) async fn start(
     .execute(&mut *conn)
     .await?;
     for (path, content) in files {
-        sqlx::query(
-            "INSERT INTO template_draft_files (author, path, content) VALUES ($1, $2, $3)",
-        )
-        .bind(author)
-        .bind(path)
-        .bind(content)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query("INSERT INTO template_draft_files (author, path, content) VALUES ($1, $2, $3)")
+            .bind(author)
+            .bind(path)
+            .bind(content)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -85,15 +83,14 @@ pub(crate) async fn save_file(
     content: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "UPDATE template_draft_files SET content = $3 WHERE author = $1 AND path = $2",
-    )
-    .bind(author)
-    .bind(path)
-    .bind(content)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let changed =
+        sqlx::query("UPDATE template_draft_files SET content = $3 WHERE author = $1 AND path = $2")
+            .bind(author)
+            .bind(path)
+            .bind(content)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     if changed == 0 {
         return Ok(false);
     }

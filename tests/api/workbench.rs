@@ -13,10 +13,12 @@ use std::path::Path;
 use sqlx::Row;
 
 use crate::console::{ok_as, text, PASSWORD};
-use crate::console_http::{add_account, audit, audited, create, csrf, daemon, get, post, signed_in};
+use crate::console_http::{
+    add_account, audit, audited, create, csrf, daemon, get, post, signed_in,
+};
 use crate::console_web::{
-    accessible, appears, axe_script, browser, chromedriver, choose, click, click_link, fill,
-    page, shows, sign_in,
+    accessible, appears, axe_script, browser, choose, chromedriver, click, click_link, fill, page,
+    shows, sign_in,
 };
 use crate::helpers::{decode_header, header, TestApp};
 use crate::on_both_backends;
@@ -27,7 +29,8 @@ on_both_backends!(
 );
 
 const FILE: &str = "maintenance_notice/subject.txt";
-const BROKEN: &str = "{{ service_name : nuovo servizio dal {{ maintenance_start | data_estesa_it }}";
+const BROKEN: &str =
+    "{{ service_name : nuovo servizio dal {{ maintenance_start | data_estesa_it }}";
 const FIXED: &str = "{% if is_test %}[PROVA] {% endif %}{{ service_name }}: nuovo servizio dal \
                      {{ maintenance_start | data_estesa_it }}";
 
@@ -100,14 +103,19 @@ async fn an_editor_changes_a_subject_in_the_browser_and_the_next_run_sends_it(t:
     appears(&b, "#problemi").await;
     let shown = page(&b).await;
     assert!(shown.contains(&format!("{FILE}:1")), "{shown}");
-    assert!(shown.contains("Salvato nella bozza (non pubblicato)"), "{shown}");
+    assert!(
+        shown.contains("Salvato nella bozza (non pubblicato)"),
+        "{shown}"
+    );
     accessible(&b, axe, "a file with a check error").await;
     assert_eq!(draft_file(&t, "eva", FILE).await, BROKEN);
     // A save is never live.
     assert_eq!(publications(&t).await, seed);
     b.goto(&format!("{site}/console/modelli")).await.unwrap();
     appears(&b, "#problemi").await;
-    assert!(!page(&b).await.contains("action=\"/console/modelli/pubblica\""));
+    assert!(!page(&b)
+        .await
+        .contains("action=\"/console/modelli/pubblica\""));
 
     // Fixed: the check passes.
     b.goto(&format!("{site}{href}")).await.unwrap();
@@ -168,7 +176,12 @@ async fn an_editor_changes_a_subject_in_the_browser_and_the_next_run_sends_it(t:
     driver.terminate().await;
 
     // The next run sends the new subject, every row of the campaign with the new digest.
-    ok_as(&t, "bob", &["campaign", "approve", "avviso-bo", "--yes"], None);
+    ok_as(
+        &t,
+        "bob",
+        &["campaign", "approve", "avviso-bo", "--yes"],
+        None,
+    );
     ok_as(&t, "alice", &["campaign", "launch", "avviso-bo"], None);
     ok_as(
         &t,
@@ -265,7 +278,10 @@ async fn the_workbench_asks_the_role_the_token_the_check_and_the_approval(t: Tes
     let file_path = format!("/console/modelli/file/{FILE}");
 
     // Not for a viewer or an operator, whatever they post.
-    assert_eq!(get(&address, "/console/modelli", Some(&vera)).await.code, 403);
+    assert_eq!(
+        get(&address, "/console/modelli", Some(&vera)).await.code,
+        403
+    );
     for (cookie, csrf, path) in [
         (&vera, &vera_csrf, "/console/modelli/bozza"),
         (&mario, &mario_csrf, "/console/modelli/bozza"),
@@ -283,7 +299,13 @@ async fn the_workbench_asks_the_role_the_token_the_check_and_the_approval(t: Tes
         assert_eq!(a.code, 403, "{path}: {}", a.body);
     }
     // The editor starts a draft; a save without the token is refused and changes nothing.
-    let a = post(&address, "/console/modelli/bozza", &eva, &[("csrf", &eva_csrf)]).await;
+    let a = post(
+        &address,
+        "/console/modelli/bozza",
+        &eva,
+        &[("csrf", &eva_csrf)],
+    )
+    .await;
     assert_eq!(a.code, 303, "{}", a.body);
     let original = draft_file(&t, "eva", FILE).await;
     let a = post(&address, &file_path, &eva, &[("contenuto", FIXED)]).await;
@@ -452,5 +474,8 @@ async fn the_workbench_asks_the_role_the_token_the_check_and_the_approval(t: Tes
     );
     assert_eq!(outcomes("eva", "templates.rollback"), ["ok".to_string()]);
     let raw = serde_json::to_string(&entries).unwrap();
-    assert!(!raw.contains("nuovo servizio dal"), "no body in the audit log");
+    assert!(
+        !raw.contains("nuovo servizio dal"),
+        "no body in the audit log"
+    );
 }
