@@ -2,6 +2,8 @@
 //! their pages. Each calls one [`App`] function (`app/workbench.rs`, `app/templates.rs`) with the
 //! signed-in account; every POST carries the session's CSRF token, checked first.
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,7 +15,7 @@ use chrono_tz::Tz;
 use super::pages::{csrf_field, esc, local, page, segment};
 use super::{form, refusal, unavailable, Console, Visitor};
 use crate::app::{
-    Action, CampaignChanges, Draft, DraftPreview, DraftRefused, Forbidden, SignedIn,
+    Action, Actor, CampaignChanges, Draft, DraftPreview, DraftRefused, Forbidden, SignedIn,
     TemplatesRefused,
 };
 use crate::editor::diff::DiffLine;
@@ -67,6 +69,24 @@ fn refused(e: &anyhow::Error, session: &SignedIn) -> Response {
             .into_response();
     }
     refusal(e, session)
+}
+
+/// The form's fields once it carries the session's CSRF token (checked before anything else);
+/// else the refusal's page, the refusal recorded.
+async fn checked(
+    c: &Console,
+    who: &Actor,
+    session: &SignedIn,
+    body: &Bytes,
+    action: Action,
+    object: &str,
+) -> Result<HashMap<String, String>, Response> {
+    let fields = form(body);
+    let csrf = fields.get("csrf").map(String::as_str);
+    match c.app.check_form(who, session, csrf, action, object).await {
+        Ok(()) => Ok(fields),
+        Err(e) => Err(refusal(&e, session)),
+    }
 }
 
 /// A file's address in the workbench: each segment of its path escaped.
@@ -341,14 +361,8 @@ async fn start(
     Visitor { session, who, .. }: Visitor,
     body: Bytes,
 ) -> Response {
-    let fields = form(&body);
-    let csrf = fields.get("csrf").map(String::as_str);
-    if let Err(e) = c
-        .app
-        .check_form(&who, &session, csrf, Action::TemplatesSave, "bozza")
-        .await
-    {
-        return refusal(&e, &session);
+    if let Err(r) = checked(&c, &who, &session, &body, Action::TemplatesSave, "bozza").await {
+        return r;
     }
     match c.app.start_draft(&who).await {
         Ok(_) => Redirect::to("/console/modelli").into_response(),
@@ -380,15 +394,10 @@ async fn save(
     Path(path): Path<String>,
     body: Bytes,
 ) -> Response {
-    let fields = form(&body);
-    let csrf = fields.get("csrf").map(String::as_str);
-    if let Err(e) = c
-        .app
-        .check_form(&who, &session, csrf, Action::TemplatesSave, &path)
-        .await
-    {
-        return refusal(&e, &session);
-    }
+    let fields = match checked(&c, &who, &session, &body, Action::TemplatesSave, &path).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let content = fields.get("contenuto").cloned().unwrap_or_default();
     match c.app.save_draft_file(&who, &path, &content).await {
         Ok(d) => {
@@ -442,15 +451,10 @@ async fn preview_for(
     Visitor { session, who, .. }: Visitor,
     body: Bytes,
 ) -> Response {
-    let fields = form(&body);
-    let csrf = fields.get("csrf").map(String::as_str);
-    if let Err(e) = c
-        .app
-        .check_form(&who, &session, csrf, Action::Templates, "anteprima")
-        .await
-    {
-        return refusal(&e, &session);
-    }
+    let fields = match checked(&c, &who, &session, &body, Action::Templates, "anteprima").await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let wanted = fields.get("destinatario").cloned().unwrap_or_default();
     match c.app.preview_draft_for(&who, &wanted, None).await {
         Ok(p) => {
@@ -466,15 +470,10 @@ async fn preview_sample(
     Visitor { session, who, .. }: Visitor,
     body: Bytes,
 ) -> Response {
-    let fields = form(&body);
-    let csrf = fields.get("csrf").map(String::as_str);
-    if let Err(e) = c
-        .app
-        .check_form(&who, &session, csrf, Action::Templates, "anteprima")
-        .await
-    {
-        return refusal(&e, &session);
-    }
+    let fields = match checked(&c, &who, &session, &body, Action::Templates, "anteprima").await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
     match c
         .app
@@ -569,14 +568,8 @@ async fn approve(
     Path(author): Path<String>,
     body: Bytes,
 ) -> Response {
-    let fields = form(&body);
-    let csrf = fields.get("csrf").map(String::as_str);
-    if let Err(e) = c
-        .app
-        .check_form(&who, &session, csrf, Action::TemplatesApprove, &author)
-        .await
-    {
-        return refusal(&e, &session);
+    if let Err(r) = checked(&c, &who, &session, &body, Action::TemplatesApprove, &author).await {
+        return r;
     }
     match c.app.approve_draft(&who, &author).await {
         Ok(_) => Redirect::to("/console/modelli").into_response(),
@@ -589,15 +582,10 @@ async fn publish(
     Visitor { session, who, .. }: Visitor,
     body: Bytes,
 ) -> Response {
-    let fields = form(&body);
-    let csrf = fields.get("csrf").map(String::as_str);
-    if let Err(e) = c
-        .app
-        .check_form(&who, &session, csrf, Action::TemplatesPublish, "bozza")
-        .await
-    {
-        return refusal(&e, &session);
-    }
+    let fields = match checked(&c, &who, &session, &body, Action::TemplatesPublish, "bozza").await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let note = fields.get("nota").cloned().unwrap_or_default();
     match c.app.publish_draft(&who, &note).await {
         Ok(_) => Redirect::to("/console/modelli/storia").into_response(),
@@ -671,15 +659,19 @@ async fn rollback(
     Path(digest): Path<String>,
     body: Bytes,
 ) -> Response {
-    let fields = form(&body);
-    let csrf = fields.get("csrf").map(String::as_str);
-    if let Err(e) = c
-        .app
-        .check_form(&who, &session, csrf, Action::TemplatesRollback, &digest)
-        .await
+    let fields = match checked(
+        &c,
+        &who,
+        &session,
+        &body,
+        Action::TemplatesRollback,
+        &digest,
+    )
+    .await
     {
-        return refusal(&e, &session);
-    }
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let note = fields.get("nota").cloned().unwrap_or_default();
     match c.app.rollback_templates(&who, &digest, &note).await {
         Ok(_) => Redirect::to("/console/modelli/storia").into_response(),
