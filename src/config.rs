@@ -379,6 +379,10 @@ pub struct ApprovalSettings {
     /// A one-off campaign is launched only once someone other than its creator approved it;
     /// `false` only for a test installation.
     pub required: bool,
+    /// A template set is published only once another editor or an approver approved it (not
+    /// its author); the command line's `templates publish` obeys the same rule.
+    #[serde(default)]
+    pub templates: bool,
 }
 
 /// How returned mail is read (`avvisi bounces import`).

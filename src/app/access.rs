@@ -85,7 +85,11 @@ impl Actor {
             }
             CampaignApprove | CampaignReject => role == Role::Approver,
             AuditRead => matches!(role, Role::Approver | Role::Admin),
-            Templates | TemplatesPublish | TemplatesRollback => role == Role::Editor,
+            Templates | TemplatesSave | TemplatesPublish | TemplatesRollback => {
+                role == Role::Editor
+            }
+            // Another editor, or an approver: never the author (checked by the use case).
+            TemplatesApprove => matches!(role, Role::Editor | Role::Approver),
             UsersAdd | UsersDisable | UsersPasswd | UsersRole | UsersAddress => role == Role::Admin,
             Host => false,
         }
@@ -125,6 +129,10 @@ pub enum Action {
     Reopen,
     /// The templates: the editors' tools.
     Templates,
+    /// Start, restart or save a file of one's own draft template set (never live by itself).
+    TemplatesSave,
+    /// Approve another editor's draft set for publication (`approval.templates`).
+    TemplatesApprove,
     /// Make a template set the live one, for every process.
     TemplatesPublish,
     /// Make an earlier template set the live one again.
@@ -148,7 +156,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 28] = [
         Action::Read,
         Action::CampaignCreate,
         Action::CampaignPreview,
@@ -164,6 +172,8 @@ impl Action {
         Action::Unsuppress,
         Action::Reopen,
         Action::Templates,
+        Action::TemplatesSave,
+        Action::TemplatesApprove,
         Action::TemplatesPublish,
         Action::TemplatesRollback,
         Action::UsersAdd,
@@ -195,6 +205,8 @@ impl Action {
             Action::Unsuppress => "suppress.remove",
             Action::Reopen => "service.reopen",
             Action::Templates => "templates",
+            Action::TemplatesSave => "templates.save",
+            Action::TemplatesApprove => "templates.approve",
             Action::TemplatesPublish => "templates.publish",
             Action::TemplatesRollback => "templates.rollback",
             Action::UsersAdd => "users.add",
@@ -249,7 +261,8 @@ mod tests {
                 | Unsuppress | Reopen => &[Role::Operator],
                 CampaignApprove | CampaignReject => &[Role::Approver],
                 AuditRead => &[Role::Approver, Role::Admin],
-                Templates | TemplatesPublish | TemplatesRollback => &[Role::Editor],
+                Templates | TemplatesSave | TemplatesPublish | TemplatesRollback => &[Role::Editor],
+                TemplatesApprove => &[Role::Approver, Role::Editor],
                 UsersAdd | UsersDisable | UsersPasswd | UsersRole | UsersAddress => &[Role::Admin],
                 Host => &[],
             }

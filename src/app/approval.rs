@@ -122,15 +122,7 @@ impl App {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let rendered = render_sample(&worker, c, &row, now, false).await?;
-            out.push(PreviewedMessage {
-                user_id: row.user.user_id,
-                first_name: row.user.first_name,
-                last_name: row.user.last_name,
-                recipient: row.recipient,
-                at: now,
-                subject: rendered.subject,
-                text: rendered.text,
-            });
+            out.push(PreviewedMessage::of(row, now, rendered, false));
         }
         Ok(out)
     }

@@ -52,6 +52,7 @@ fn outcome(e: &anyhow::Error) -> String {
             || c.is::<super::accounts::AccountError>()
             || c.is::<super::sessions::SessionRefused>()
             || c.is::<super::templates::TemplatesRefused>()
+            || c.is::<super::workbench::DraftRefused>()
             || c.is::<super::samples::NoOwnAddress>()
     });
     let kind = if e.chain().any(|c| c.is::<Forbidden>()) {

@@ -37,6 +37,7 @@ mod samples;
 mod sessions;
 mod suppression;
 mod templates;
+mod workbench;
 
 pub use access::{Action, Actor, Forbidden};
 pub use accounts::{AccountChanged, AccountError, LoginRefused, MIN_PASSWORD_CHARS};
@@ -54,8 +55,8 @@ pub use run::{
     UsersImported,
 };
 pub use samples::{
-    CampaignPreview, NoOwnAddress, NotARecipient, PreviewedMessage, RecipientPreview,
-    TemplatesChecked, TemplatesPreviewed, TestSent,
+    CampaignPreview, NoOwnAddress, NotARecipient, PreviewedMessage, TemplatesChecked,
+    TemplatesPreviewed, TestSent,
 };
 pub use sessions::{
     random_token, same as same_token, NewSession, SessionRefused, SignedIn, MAX_FAILURES,
@@ -63,6 +64,10 @@ pub use sessions::{
 };
 pub use suppression::{SuppressAdded, Unsuppressed};
 pub use templates::{Exported, Published, TemplatesRefused};
+pub use workbench::{
+    CampaignChanges, Draft, DraftPreview, DraftRefused, Finding, PreviewPart, RecipientChange,
+    SampleChoice, CHANGE_SAMPLES,
+};
 
 /// Everything a use case works with: the database, the settings, the clock, the templates and
 /// the transport. Cheap to clone (handles only). The templates are the newest published set,

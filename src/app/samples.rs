@@ -39,7 +39,8 @@ pub struct CampaignPreview {
     pub message: Option<PreviewedMessage>,
 }
 
-/// A message rendered for one user, as if sent at `at`.
+/// A message rendered for one real user, as if sent at `at`: a campaign's first recipient, an
+/// approval's samples, or the recipient an operator chose.
 #[derive(Debug, Clone, Serialize)]
 pub struct PreviewedMessage {
     pub user_id: String,
@@ -49,19 +50,25 @@ pub struct PreviewedMessage {
     pub at: DateTime<Utc>,
     pub subject: String,
     pub text: String,
+    /// The HTML part, when the caller shows it (an approval stores its samples without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
 }
 
-/// A campaign's message rendered for one real recipient chosen by the operator.
-#[derive(Debug, Clone, Serialize)]
-pub struct RecipientPreview {
-    pub user_id: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub recipient: String,
-    pub at: DateTime<Utc>,
-    pub subject: String,
-    pub text: String,
-    pub html: String,
+impl PreviewedMessage {
+    /// `rendered` for `row`'s user at `at`, with its HTML part when `with_html`.
+    pub(super) fn of(row: Claimed, at: DateTime<Utc>, rendered: Rendered, with_html: bool) -> Self {
+        PreviewedMessage {
+            user_id: row.user.user_id,
+            first_name: row.user.first_name,
+            last_name: row.user.last_name,
+            recipient: row.recipient,
+            at,
+            subject: rendered.subject,
+            text: rendered.text,
+            html: with_html.then_some(rendered.html),
+        }
+    }
 }
 
 /// The user asked for is not in the campaign's audience (or not known at all).
@@ -146,15 +153,7 @@ impl App {
                 let worker = self.sample_worker(false).await?;
                 let now = self.clock.now();
                 let rendered = render_sample(&worker, &c, &row, now, false).await?;
-                Some(PreviewedMessage {
-                    user_id: row.user.user_id,
-                    first_name: row.user.first_name,
-                    last_name: row.user.last_name,
-                    recipient: row.recipient,
-                    at: now,
-                    subject: rendered.subject,
-                    text: rendered.text,
-                })
+                Some(PreviewedMessage::of(row, now, rendered, false))
             }
         };
         Ok(CampaignPreview {
@@ -175,7 +174,7 @@ impl App {
         who: &Actor,
         name: &str,
         recipient: &str,
-    ) -> anyhow::Result<RecipientPreview> {
+    ) -> anyhow::Result<PreviewedMessage> {
         self.permit(who, Action::CampaignPreview, name).await?;
         let c = campaign::get(&self.db, name).await?;
         let domain = email::message_id_domain(&self.settings.mail);
@@ -205,16 +204,7 @@ impl App {
         let worker = self.sample_worker(false).await?;
         let now = self.clock.now();
         let rendered = render_sample(&worker, &c, &row, now, false).await?;
-        Ok(RecipientPreview {
-            user_id: row.user.user_id,
-            first_name: row.user.first_name,
-            last_name: row.user.last_name,
-            recipient: row.recipient,
-            at: now,
-            subject: rendered.subject,
-            text: rendered.text,
-            html: rendered.html,
-        })
+        Ok(PreviewedMessage::of(row, now, rendered, true))
     }
 
     /// Sends the campaign's message, rendered for a real recipient and marked [PROVA], to `to`
@@ -407,7 +397,7 @@ impl App {
     /// its sections in order; nothing when the only one travels only inside a digest), to the
     /// institutional address when the address on record is suppressed. The sample to label it
     /// with, the (message, context) pairs, and a line saying whose day it is.
-    async fn day_of(
+    pub(super) async fn day_of(
         &self,
         user_id: &str,
         now: DateTime<Utc>,

@@ -17,6 +17,7 @@ use crate::editor::check;
 use crate::render::live::TemplateStore;
 use crate::render::published;
 use crate::render::templates::{self, digest_of, TemplateSet};
+use crate::store::template_drafts;
 use crate::store::template_sets::{self, Publication, PublicationKind};
 
 /// A set refused: nothing was published or written.
@@ -31,6 +32,9 @@ pub enum TemplatesRefused {
     NotEmpty(PathBuf),
     #[error("a note is required: say in a few words what this publication changes")]
     NoNote,
+    /// `approval.templates` asks for another person's approval of this very set.
+    #[error("la versione {digest} dei modelli non è approvata: con approval.templates = true un altro redattore o un approvatore deve approvarla prima della pubblicazione (chi la pubblica non può approvarla da sé)")]
+    NotApproved { digest: String },
 }
 
 /// A publication done (or a rollback: a publication of an earlier set).
@@ -323,6 +327,19 @@ impl App {
             Ok(ok) => ok,
             Err(e) => return self.settle(tx, audited, Err(e), false).await,
         };
+        // A publication (not a rollback) under `approval.templates` needs someone else's
+        // approval of this very set: whoever publishes, from the browser or the command line.
+        if kind == PublicationKind::Publish && self.settings.approval.templates {
+            let digest = digest_of(&files);
+            let approved = match template_drafts::approvals(&mut tx, &digest).await {
+                Ok(list) => list.iter().any(|a| a.approved_by != who.name()),
+                Err(e) => return self.settle(tx, audited, Err(e.into()), false).await,
+            };
+            if !approved {
+                let refused = Err(TemplatesRefused::NotApproved { digest }.into());
+                return self.settle(tx, audited, refused, false).await;
+            }
+        }
         // In the transaction: SQLite's pool may hold one connection only.
         let previous = match template_sets::latest(&mut tx).await {
             Ok(p) => p.map(|p| p.digest),

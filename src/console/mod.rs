@@ -22,6 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::app::{Action, Actor, App, Forbidden, LoginRefused, SessionRefused, SignedIn};
 
 mod pages;
+mod workbench;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "avvisi_session";
@@ -144,6 +145,7 @@ pub fn router(app: App) -> Router {
         .route("/console/account/{name}/{action}", post(account_act))
         .route("/console/campagne/{name}", get(show))
         .route("/console/campagne/{name}/{action}", post(act))
+        .merge(workbench::routes())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(Console { app })
 }

@@ -84,6 +84,11 @@ fn nav(s: &SignedIn) -> String {
         ),
         ("/console/coda", "Coda", true),
         ("/console/soppressioni", "Soppressioni", true),
+        (
+            "/console/modelli",
+            "Modelli",
+            who.may(Action::Templates) || who.may(Action::TemplatesApprove),
+        ),
         ("/console/account", "Account", who.may(Action::UsersAdd)),
         ("/console/registro", "Registro", who.may(Action::AuditRead)),
     ];
@@ -94,7 +99,7 @@ fn nav(s: &SignedIn) -> String {
         .collect()
 }
 
-fn csrf_field(s: &SignedIn) -> String {
+pub(crate) fn csrf_field(s: &SignedIn) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(&s.csrf)
@@ -658,7 +663,7 @@ pub(crate) fn accounts(
 pub(crate) fn recipient_preview(
     s: &SignedIn,
     campaign: &str,
-    p: &crate::app::RecipientPreview,
+    p: &crate::app::PreviewedMessage,
     tz: Tz,
 ) -> String {
     let body = format!(
@@ -675,7 +680,7 @@ pub(crate) fn recipient_preview(
         local(p.at, tz),
         esc(&p.subject),
         esc(&p.text),
-        esc(&p.html),
+        esc(p.html.as_deref().unwrap_or_default()),
         segment(campaign),
     );
     page(&format!("Anteprima di {campaign}"), Some(s), &body)

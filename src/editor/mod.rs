@@ -10,6 +10,7 @@
 //! - [`preview`]: the preview files.
 
 pub mod check;
+pub mod diff;
 pub mod preview;
 mod samples;
 

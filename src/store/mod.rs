@@ -26,6 +26,7 @@ pub mod queue;
 pub mod sessions;
 pub mod state;
 mod stream;
+pub mod template_drafts;
 pub mod template_sets;
 mod user;
 
@@ -35,6 +36,7 @@ pub use state::{
     UnknownState,
 };
 pub use stream::{Stream, UnknownStream, ALL_NOTICES};
+pub(crate) use user::id_by_id_or_fiscal_code;
 pub use user::{UserContact, CONTACT_COLUMNS};
 
 /// A migration applied by [`Db::migrate`].

@@ -37,3 +37,18 @@ impl UserContact {
         })
     }
 }
+
+/// The user id of the user whose user id is `wanted` or whose fiscal code is `wanted`
+/// (upper-cased: fiscal codes are stored so), if any.
+pub(crate) async fn id_by_id_or_fiscal_code(
+    conn: &mut sqlx::AnyConnection,
+    wanted: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM users WHERE user_id = $1 OR fiscal_code = $2 ORDER BY user_id LIMIT 1",
+    )
+    .bind(wanted)
+    .bind(wanted.to_ascii_uppercase())
+    .fetch_optional(conn)
+    .await
+}

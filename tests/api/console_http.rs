@@ -122,11 +122,11 @@ pub(crate) async fn request_with(
     }
 }
 
-async fn get(address: &str, path: &str, cookie: Option<&str>) -> Answer {
+pub(crate) async fn get(address: &str, path: &str, cookie: Option<&str>) -> Answer {
     request(address, "127.0.0.1", "GET", path, cookie, &[]).await
 }
 
-async fn post(address: &str, path: &str, cookie: &str, form: &[(&str, &str)]) -> Answer {
+pub(crate) async fn post(address: &str, path: &str, cookie: &str, form: &[(&str, &str)]) -> Answer {
     request(address, "127.0.0.1", "POST", path, Some(cookie), form).await
 }
 
@@ -167,7 +167,7 @@ async fn login_with(
 }
 
 /// Signs `name` in and returns its session cookie's token.
-async fn signed_in(address: &str, name: &str) -> String {
+pub(crate) async fn signed_in(address: &str, name: &str) -> String {
     let a = login_from(address, "127.0.0.1", name, PASSWORD).await;
     assert_eq!(a.code, 303, "{name}'s login: {}", a.body);
     let cookie = a.set_cookie("avvisi_session").expect("a session cookie");

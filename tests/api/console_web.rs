@@ -26,7 +26,7 @@ on_both_backends!(people_use_the_console_in_a_browser);
 
 /// `chromedriver` on a port it binds itself (read back from what it prints), or `None` when it
 /// is not installed (a failure under CI: see `skip_or_fail`).
-async fn chromedriver(log: &Path) -> Option<(Proc, u16)> {
+pub(crate) async fn chromedriver(log: &Path) -> Option<(Proc, u16)> {
     let path = std::env::var_os("PATH")?;
     if !std::env::split_paths(&path).any(|d| d.join("chromedriver").is_file()) {
         crate::helpers::skip_or_fail(
@@ -56,7 +56,7 @@ async fn chromedriver(log: &Path) -> Option<(Proc, u16)> {
 }
 
 /// A headless Chromium with a profile folder of its own.
-async fn browser(port: u16, profile: &Path) -> Client {
+pub(crate) async fn browser(port: u16, profile: &Path) -> Client {
     // rustls has two providers in the test build (ring from lettre, aws-lc-rs from
     // fantoccini's hyper-rustls) and then picks none by itself; the driver is plain HTTP anyway.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -85,7 +85,7 @@ async fn browser(port: u16, profile: &Path) -> Client {
 }
 
 /// Fills the login form and submits it.
-async fn sign_in(b: &Client, site: &str, name: &str, password: &str) {
+pub(crate) async fn sign_in(b: &Client, site: &str, name: &str, password: &str) {
     b.goto(&format!("{site}/accedi")).await.unwrap();
     b.find(Locator::Id("nome"))
         .await
@@ -109,7 +109,7 @@ async fn sign_in(b: &Client, site: &str, name: &str, password: &str) {
 
 /// The element `css` once the page shows it (a click's navigation ends when its page loads,
 /// which WebDriver does not wait for).
-async fn appears(b: &Client, css: &str) -> fantoccini::elements::Element {
+pub(crate) async fn appears(b: &Client, css: &str) -> fantoccini::elements::Element {
     b.wait()
         .at_most(Duration::from_secs(30))
         .for_element(Locator::Css(css))
@@ -118,7 +118,7 @@ async fn appears(b: &Client, css: &str) -> fantoccini::elements::Element {
 }
 
 /// Waits until the page's text contains `text`.
-async fn shows(b: &Client, text: &str) {
+pub(crate) async fn shows(b: &Client, text: &str) {
     testkit::process::wait_until(
         &format!("the page to show {text:?}"),
         Duration::from_secs(30),
@@ -138,7 +138,7 @@ async fn until_state(t: &TestApp, name: &str, want: &str) {
 }
 
 /// Clicks the button of the form posting to `action`, once the page has it.
-async fn click(b: &Client, action: &str) {
+pub(crate) async fn click(b: &Client, action: &str) {
     appears(b, &format!("form[action=\"{action}\"] button"))
         .await
         .click()
@@ -147,7 +147,7 @@ async fn click(b: &Client, action: &str) {
 }
 
 /// Follows the navigation link to `href`.
-async fn click_link(b: &Client, href: &str) {
+pub(crate) async fn click_link(b: &Client, href: &str) {
     appears(b, &format!("nav a[href=\"{href}\"]"))
         .await
         .click()
@@ -156,7 +156,7 @@ async fn click_link(b: &Client, href: &str) {
 }
 
 /// Types `text` into the field `id`.
-async fn fill(b: &Client, id: &str, text: &str) {
+pub(crate) async fn fill(b: &Client, id: &str, text: &str) {
     appears(b, &format!("#{id}"))
         .await
         .send_keys(text)
@@ -165,7 +165,7 @@ async fn fill(b: &Client, id: &str, text: &str) {
 }
 
 /// Chooses the option `value` of the list `id`.
-async fn choose(b: &Client, id: &str, value: &str) {
+pub(crate) async fn choose(b: &Client, id: &str, value: &str) {
     appears(b, &format!("#{id} option[value=\"{value}\"]"))
         .await
         .click()
@@ -175,7 +175,7 @@ async fn choose(b: &Client, id: &str, value: &str) {
 
 /// axe-core's script (`npm ci` in tests/browser, which .ci/run does), or `None` when it is not
 /// installed (a failure under CI).
-fn axe_script() -> Option<String> {
+pub(crate) fn axe_script() -> Option<String> {
     let path = crate::helpers::repo_path("tests/browser/node_modules/axe-core/axe.min.js");
     let script = std::fs::read_to_string(&path).ok();
     if script.is_none() {
@@ -215,12 +215,12 @@ async fn accessibility(b: &Client, axe: Option<&str>) -> Vec<String> {
 }
 
 /// No WCAG 2.1 A or AA violation on the page shown.
-async fn accessible(b: &Client, axe: Option<&str>, what: &str) {
+pub(crate) async fn accessible(b: &Client, axe: Option<&str>, what: &str) {
     let violations = accessibility(b, axe).await;
     assert!(violations.is_empty(), "{what}: {violations:#?}");
 }
 
-async fn page(b: &Client) -> String {
+pub(crate) async fn page(b: &Client) -> String {
     b.source().await.unwrap()
 }
 

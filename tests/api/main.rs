@@ -43,3 +43,4 @@ mod template_sets;
 mod templates;
 mod unsubscribe;
 mod why_not;
+mod workbench;
