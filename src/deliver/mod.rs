@@ -567,7 +567,10 @@ mod tests {
         assert_eq!(send_window(3_600), Duration::from_secs(2_700));
         for lease in [10, 11, 60, 301, 86_400] {
             let window = send_window(lease);
-            assert!(window < Duration::from_secs(lease), "lease {lease}: {window:?}");
+            assert!(
+                window < Duration::from_secs(lease),
+                "lease {lease}: {window:?}"
+            );
             assert_eq!(window * 4, Duration::from_secs(lease * 3), "lease {lease}");
         }
     }

@@ -397,7 +397,8 @@ mod tests {
                 !plan.iter().any(|l| l.contains("outbox_due")),
                 "the digest's followers walk the queue: {plan:#?}"
             );
-            let plan = sqlite_query_plan(&claim_where_sql(Backend::Sqlite, DUE, hold), &[None; 4]).await;
+            let plan =
+                sqlite_query_plan(&claim_where_sql(Backend::Sqlite, DUE, hold), &[None; 4]).await;
             assert!(
                 plan.iter().any(|l| l
                     .contains("SEARCH o USING INDEX outbox_due (state=? AND next_attempt_at<?)")),
