@@ -257,10 +257,55 @@ async fn retry_says_how_many_it_put_back(app: TestApp) {
     assert_eq!(app.outbox().await, back, "nothing changed");
 }
 
+/// A digest of three loses its lead (U0015 to U0018: the email about the unvalidated address
+/// leads the code regeneration's and the recovery advice's first notices, and that campaign is
+/// cancelled): the two sections left still travel together, as one email under the digest's
+/// Message-ID, never as two emails carrying the same one (`store::digest::repair_orphans`).
+async fn a_digest_whose_lead_is_cancelled_still_goes_as_one_email(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let planned = app.outbox().await;
+    let lead = planned
+        .iter()
+        .find(|r| r.campaign.starts_with("email_unvalidated"))
+        .unwrap()
+        .campaign
+        .clone();
+    let users = ["U0015", "U0016", "U0017", "U0018"];
+    for u in users {
+        let theirs: Vec<&OutboxRow> = planned.iter().filter(|r| r.user_id == u).collect();
+        assert_eq!(theirs.len(), 3, "{theirs:?}");
+        assert!(theirs.iter().all(|r| r.message_id == theirs[0].message_id));
+    }
+    let out = app.avvisi(&["campaign", "cancel", &lead], &[]);
+    assert!(out.status.success(), "{out:?}");
+
+    let sink = SmtpSink::start().await;
+    app.smtp(&sink.url(), &[]).deliver().await;
+    let rows = app.outbox().await;
+    let received = sink.received();
+    for u in users {
+        let theirs: Vec<&OutboxRow> = rows
+            .iter()
+            .filter(|r| r.user_id == u && r.campaign != lead)
+            .collect();
+        assert_eq!(theirs.len(), 2, "{theirs:?}");
+        assert!(theirs.iter().all(|r| r.state == "sent"), "{theirs:?}");
+        let id = &theirs[0].message_id;
+        assert_eq!(&theirs[1].message_id, id, "{theirs:?}");
+        let emails = received
+            .iter()
+            .filter(|m| m.header("Message-ID").as_ref() == Some(id))
+            .count();
+        assert_eq!(emails, 1, "{u}: one email for both sections");
+    }
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
     one_campaign_reaches_a_person_once_a_day,
     a_run_on_a_full_hour_says_so_and_claims_nothing,
     retry_says_how_many_it_put_back,
+    a_digest_whose_lead_is_cancelled_still_goes_as_one_email,
 );
