@@ -169,6 +169,23 @@ mod tests {
         assert_eq!(t.campaigns, vec!["a", "b", "c"]);
     }
 
+    /// Once tripped, a message on the wire refused with another reply is refused for its own
+    /// reason: it fails as itself, is not given back with the streak, and its campaign is not
+    /// paused.
+    #[test]
+    fn after_it_trips_only_the_same_reply_joins_the_streak() {
+        let b = Breaker::new(2);
+        let blocked = refusal(554, "5.7.1 client host blocked");
+        assert!(!b.refused(1, "a", &blocked));
+        assert!(b.refused(2, "a", &blocked));
+        assert!(!b.refused(3, "b", &refusal(550, "5.7.1 message refused by policy")));
+        assert!(!b.refused(4, "c", &blocked));
+        let t = b.tripped().unwrap();
+        let ids: Vec<i64> = t.rows.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![1, 2, 4]);
+        assert_eq!(t.campaigns, vec!["a", "c"]);
+    }
+
     #[test]
     fn unknown_recipients_never_trip_it() {
         let b = Breaker::new(2);

@@ -314,18 +314,7 @@ mod tests {
     /// the table (whose ended holds stay).
     #[tokio::test]
     async fn the_claims_look_at_the_holds_is_an_index_probe() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&format!("sqlite://{}/plan.db", dir.path().display()), 1)
-            .await
-            .unwrap();
-        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {ANY_HELD}"))
-            .bind(0i64)
-            .fetch_all(db.pool())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
+        let plan = crate::store::sqlite_query_plan(ANY_HELD, &[Some(0)]).await;
         assert!(
             plan.iter()
                 .any(|l| l.contains("USING COVERING INDEX domain_holds_until")),

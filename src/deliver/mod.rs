@@ -551,3 +551,27 @@ pub fn worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "avvisi".into());
     format!("{host}:{}", std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::send_window;
+    use std::time::Duration;
+
+    /// A claim's messages start only in the first three quarters of its lease: with the lease
+    /// of the tests (10 s), the default one (300 s) and a long one, the window ends at exactly
+    /// 3/4 of it, well before another process may take the rows (at the lease's end).
+    #[test]
+    fn messages_start_only_in_the_first_three_quarters_of_the_lease() {
+        assert_eq!(send_window(10), Duration::from_millis(7_500));
+        assert_eq!(send_window(300), Duration::from_secs(225));
+        assert_eq!(send_window(3_600), Duration::from_secs(2_700));
+        for lease in [10, 11, 60, 301, 86_400] {
+            let window = send_window(lease);
+            assert!(
+                window < Duration::from_secs(lease),
+                "lease {lease}: {window:?}"
+            );
+            assert_eq!(window * 4, Duration::from_secs(lease * 3), "lease {lease}");
+        }
+    }
+}

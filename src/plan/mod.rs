@@ -440,30 +440,17 @@ async fn anyone_reached_today(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::Row;
 
     /// A row planned after its lead finds the lead by the unique (campaign, user, step) key, never
     /// by walking the queue: SQLite plans without statistics.
     #[tokio::test]
     async fn the_lead_lookup_does_not_walk_the_queue_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&format!("sqlite://{}/plan.db", dir.path().display()), 1)
-            .await
-            .unwrap();
         let sql = format!(
-            "EXPLAIN QUERY PLAN SELECT u.user_id, l.id FROM users u{} WHERE u.user_id <> $1",
+            "SELECT u.user_id, l.id FROM users u{} WHERE u.user_id <> $1",
             lead_join_sql(Backend::Sqlite, &[1, 2])
         )
         .replace("$5", "$2");
-        let plan: Vec<String> = sqlx::query(&sql)
-            .bind(None::<i64>)
-            .bind(None::<i64>)
-            .fetch_all(db.pool())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
+        let plan = crate::store::sqlite_query_plan(&sql, &[None; 2]).await;
         assert!(
             plan.iter()
                 .any(|l| l.contains("SEARCH l USING INDEX sqlite_autoindex_outbox_1")),

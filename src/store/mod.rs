@@ -438,6 +438,29 @@ fn sqlite_path(url: &str) -> String {
         .to_string()
 }
 
+/// SQLite's plan of `sql` (the `detail` lines of `EXPLAIN QUERY PLAN`) on a fresh database with
+/// the migrations applied, `params` bound in order: for the tests that check a statement finds
+/// its rows through an index (SQLite plans without statistics, so the plan is the schema's).
+#[cfg(test)]
+pub(crate) async fn sqlite_query_plan(sql: &str, params: &[Option<i64>]) -> Vec<String> {
+    use sqlx::Row;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&format!("sqlite://{}/plan.db", dir.path().display()), 1)
+        .await
+        .unwrap();
+    let explain = format!("EXPLAIN QUERY PLAN {sql}");
+    let mut q = sqlx::query(&explain);
+    for p in params {
+        q = q.bind(*p);
+    }
+    q.fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect()
+}
+
 /// A stored Unix time (seconds) as UTC.
 pub fn timestamp(secs: Option<i64>) -> Option<chrono::DateTime<chrono::Utc>> {
     use chrono::TimeZone;

@@ -4,7 +4,7 @@
 
 use crate::helpers::{at, OutboxRow, TestApp};
 use crate::on_both_backends;
-use testkit::smtp_sink::SmtpSink;
+use testkit::smtp_sink::{Fault, SmtpSink};
 
 fn rows_of<'a>(rows: &'a [OutboxRow], campaign: &str, step: &str) -> Vec<&'a OutboxRow> {
     rows.iter()
@@ -206,9 +206,106 @@ async fn a_step_sent_only_in_a_digest_never_goes_alone(app: TestApp) {
     assert_eq!(section.message_id, lead.message_id, "one email");
 }
 
+/// `retry --failed` tells the operator how many messages it put back: the campaign's failed
+/// messages still before their deadline, and none (`0`, in text and JSON) once every deadline
+/// has passed, though there are failed messages left (`RetryReport::retried`).
+async fn retry_says_how_many_it_put_back(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let sink = SmtpSink::start_with(vec![Fault::RejectMail {
+        code: 550,
+        text: "5.7.1 relaying temporarily denied".into(),
+    }])
+    .await;
+    app.smtp(&sink.url(), &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")])
+        .deliver()
+        .await;
+    let rows = app.outbox().await;
+    assert!(rows.iter().all(|r| r.state == "failed"), "{rows:?}");
+    let one = "registration_incomplete-2026-11-30";
+    let of_one = rows.iter().filter(|r| r.campaign == one).count();
+    assert!(of_one > 1, "{rows:?}");
+
+    let now = "2026-11-23T11:00:00+01:00";
+    let out = app.avvisi(&["retry", "--failed", "--campaign", one, "--now", now], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{of_one} message(s) back in the queue")),
+        "{text}"
+    );
+    let back = app.outbox().await;
+    assert_eq!(
+        back.iter().filter(|r| r.state == "pending").count(),
+        of_one,
+        "{back:?}"
+    );
+
+    // Every deadline has passed: failed messages match, none comes back, and it says 0.
+    let late = "2026-12-01T09:00:00+01:00";
+    let out = app.avvisi(&["retry", "--failed", "--json", "--now", late], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["retried"].as_u64(), Some(0), "{report}");
+    let past: u64 = report["per_campaign"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["past_deadline"].as_u64().unwrap())
+        .sum();
+    assert_eq!(past as usize, rows.len() - of_one, "{report}");
+    assert_eq!(app.outbox().await, back, "nothing changed");
+}
+
+/// A digest of three loses its lead (U0015 to U0018: the email about the unvalidated address
+/// leads the code regeneration's and the recovery advice's first notices, and that campaign is
+/// cancelled): the two sections left still travel together, as one email under the digest's
+/// Message-ID, never as two emails carrying the same one (`store::digest::repair_orphans`).
+async fn a_digest_whose_lead_is_cancelled_still_goes_as_one_email(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let planned = app.outbox().await;
+    let lead = planned
+        .iter()
+        .find(|r| r.campaign.starts_with("email_unvalidated"))
+        .unwrap()
+        .campaign
+        .clone();
+    let users = ["U0015", "U0016", "U0017", "U0018"];
+    for u in users {
+        let theirs: Vec<&OutboxRow> = planned.iter().filter(|r| r.user_id == u).collect();
+        assert_eq!(theirs.len(), 3, "{theirs:?}");
+        assert!(theirs.iter().all(|r| r.message_id == theirs[0].message_id));
+    }
+    let out = app.avvisi(&["campaign", "cancel", &lead], &[]);
+    assert!(out.status.success(), "{out:?}");
+
+    let sink = SmtpSink::start().await;
+    app.smtp(&sink.url(), &[]).deliver().await;
+    let rows = app.outbox().await;
+    let received = sink.received();
+    for u in users {
+        let theirs: Vec<&OutboxRow> = rows
+            .iter()
+            .filter(|r| r.user_id == u && r.campaign != lead)
+            .collect();
+        assert_eq!(theirs.len(), 2, "{theirs:?}");
+        assert!(theirs.iter().all(|r| r.state == "sent"), "{theirs:?}");
+        let id = &theirs[0].message_id;
+        assert_eq!(&theirs[1].message_id, id, "{theirs:?}");
+        let emails = received
+            .iter()
+            .filter(|m| m.header("Message-ID").as_ref() == Some(id))
+            .count();
+        assert_eq!(emails, 1, "{u}: one email for both sections");
+    }
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
     one_campaign_reaches_a_person_once_a_day,
     a_run_on_a_full_hour_says_so_and_claims_nothing,
+    retry_says_how_many_it_put_back,
+    a_digest_whose_lead_is_cancelled_still_goes_as_one_email,
 );

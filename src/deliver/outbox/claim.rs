@@ -379,33 +379,15 @@ fn claim_where_sql(backend: Backend, what: &str, hold_reminders: bool) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// SQLite's plan of `sql` (the `detail` lines), parameters bound to NULL.
-    async fn plan_of(db: &Db, sql: &str, params: usize) -> Vec<String> {
-        let explain = format!("EXPLAIN QUERY PLAN {sql}");
-        let mut q = sqlx::query(&explain);
-        for _ in 0..params {
-            q = q.bind(None::<i64>);
-        }
-        q.fetch_all(db.pool())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect()
-    }
+    use crate::store::sqlite_query_plan;
 
     /// The statements a claim runs on every batch find their rows through an index chosen for
     /// them, never by walking the queue: SQLite plans without statistics, and a statement that
     /// walks every pending row on every claim slows delivery in proportion to the queue.
     #[tokio::test]
     async fn the_claim_statements_do_not_walk_the_queue_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&format!("sqlite://{}/plan.db", dir.path().display()), 1)
-            .await
-            .unwrap();
         for hold in [false, true] {
-            let plan = plan_of(&db, &followers_sql(Backend::Sqlite, hold), 3).await;
+            let plan = sqlite_query_plan(&followers_sql(Backend::Sqlite, hold), &[None; 3]).await;
             assert!(
                 plan.iter()
                     .any(|l| l.contains("SEARCH outbox USING INDEX outbox_digest")),
@@ -415,7 +397,8 @@ mod tests {
                 !plan.iter().any(|l| l.contains("outbox_due")),
                 "the digest's followers walk the queue: {plan:#?}"
             );
-            let plan = plan_of(&db, &claim_where_sql(Backend::Sqlite, DUE, hold), 4).await;
+            let plan =
+                sqlite_query_plan(&claim_where_sql(Backend::Sqlite, DUE, hold), &[None; 4]).await;
             assert!(
                 plan.iter().any(|l| l
                     .contains("SEARCH o USING INDEX outbox_due (state=? AND next_attempt_at<?)")),
