@@ -837,9 +837,7 @@ fn example_users() -> Vec<std::collections::HashMap<String, String>> {
 
 /// `avvisi campaign show --json`'s funnel as (step, users) pairs.
 fn funnel_of(t: &TestApp, name: &str) -> Vec<(String, u64)> {
-    let out = ok_as(t, "alice", &["campaign", "show", name, "--json"], None);
-    let json = &out[out.find('{').unwrap()..=out.rfind('}').unwrap()];
-    let v: Value = serde_json::from_str(json).unwrap();
+    let v = json_as(t, "alice", &["campaign", "show", name, "--json"]);
     v["funnel"]
         .as_array()
         .unwrap_or_else(|| panic!("no funnel: {v}"))

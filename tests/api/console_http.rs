@@ -22,6 +22,7 @@ on_both_backends!(
     each_role_sees_and_does_only_its_own_actions,
     the_new_pages_act_only_for_their_role_and_with_the_token,
     an_operator_sends_a_test_to_their_own_address_only,
+    the_status_page_and_the_queue_name_what_holds_sending,
 );
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -1350,4 +1351,103 @@ async fn an_operator_sends_a_test_to_their_own_address_only(t: TestApp) {
         "{set:?}"
     );
     assert_eq!(audited(&entries, "mario.rossi", "users.address").len(), 1);
+}
+
+/// The holds a page lists: the `attribute` of each `<li>` and its text, unescaped.
+fn holds_listed(page: &str, attribute: &str) -> Vec<(String, String)> {
+    let marker = format!("<li {attribute}=\"");
+    page.split(&marker)
+        .skip(1)
+        .map(|rest| {
+            let (kind, rest) = rest.split_once("\">").unwrap();
+            let text = &rest[..rest.find("</li>").unwrap()];
+            // Tera and the console escape differently; the sentences are compared as read.
+            let text = text
+                .replace("&#x27;", "'")
+                .replace("&#39;", "'")
+                .replace("&#x2F;", "/")
+                .replace("&amp;", "&");
+            (kind.to_string(), text)
+        })
+        .collect()
+}
+
+/// At 22:30 with a campaign paused and a provider's domain held, the daemon's status page and
+/// the console's queue page list the same holds, in Italian (when sending resumes, the paused
+/// campaign, the held domain), from the one list `avvisi status --json` reports too.
+async fn the_status_page_and_the_queue_name_what_holds_sending(t: TestApp) {
+    t.import_examples().await;
+    add_account(&t, "vera", "viewer");
+    create(&t, "alice", "avviso-ba", "BA");
+    ok_as(
+        &t,
+        "bob",
+        &["campaign", "approve", "avviso-ba", "--yes"],
+        None,
+    );
+    ok_as(&t, "alice", &["campaign", "launch", "avviso-ba"], None);
+    ok_as(&t, "alice", &["campaign", "pause", "avviso-ba"], None);
+    // A provider's request to slow down, as the sender records it: held until 2030.
+    sqlx::query(
+        "INSERT INTO domain_holds (domain, held_until, strikes, reply, since) \
+         VALUES ('libero.it', 1893456000, 1, '421 4.7.0 rallentare', 1764000000)",
+    )
+    .execute(t.db.pool())
+    .await
+    .unwrap();
+    let log = t.dir.path().join("daemon.log");
+    let child = t.spawn(
+        &["daemon", "--now", "2026-11-23T22:30:00+01:00"],
+        &[
+            ("AVVISI__HTTP__ADDRESS", "127.0.0.1:0"),
+            ("AVVISI__DAEMON__POLL_SECONDS", "1"),
+        ],
+        &log,
+    );
+    let address = served_address(&child, &log).await;
+
+    let status = get(&address, "/", None).await;
+    assert_eq!(status.code, 200, "{}", status.body);
+    let on_status = holds_listed(&status.body, "data-hold");
+    let kinds: Vec<&str> = on_status.iter().map(|(k, _)| k.as_str()).collect();
+    for kind in ["sending_hours", "paused", "domain_held"] {
+        assert!(kinds.contains(&kind), "{kind} missing: {}", status.body);
+    }
+    assert!(!kinds.contains(&"no_daemon"), "{}", status.body);
+    let said = |kind: &str| {
+        on_status
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, text)| text.clone())
+            .unwrap()
+    };
+    assert!(
+        said("sending_hours").ends_with("l'invio riprende alle 08:00 del 24/11/2026."),
+        "{}",
+        said("sending_hours")
+    );
+    assert!(said("paused").starts_with("Campagna avviso-ba messa in pausa da un operatore"));
+    assert!(said("domain_held").starts_with("Dominio libero.it fermo fino alle"));
+    assert!(status.body.contains("lang=\"it\""));
+
+    // The viewer's queue page: the very same sentences.
+    let vera = signed_in(&address, "vera").await;
+    let queue = get(&address, "/console/coda", Some(&vera)).await;
+    assert_eq!(queue.code, 200, "{}", queue.body);
+    let on_queue = holds_listed(&queue.body, "data-fermo");
+    assert_eq!(on_queue, on_status);
+
+    // The command line's status, from the same list: the paused campaign and the held domain.
+    let json = json_as(&t, "root", &["status", "--json"]);
+    let cli: Vec<&str> = json["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        cli.contains(&"paused") && cli.contains(&"domain_held"),
+        "{json}"
+    );
+    child.terminate().await;
 }
