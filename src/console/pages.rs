@@ -72,8 +72,12 @@ pub(crate) fn page(title: &str, session: Option<&SignedIn>, body: &str) -> Strin
     )
 }
 
-/// The links of the pages the signed-in role may use.
+/// The links of the pages the signed-in role may use; none while the password someone else set
+/// is still to be changed.
 fn nav(s: &SignedIn) -> String {
+    if s.account.must_change_password {
+        return String::new();
+    }
     let who = s.actor(None);
     let links = [
         ("/console", "Campagne", true),
@@ -86,6 +90,7 @@ fn nav(s: &SignedIn) -> String {
         ("/console/soppressioni", "Soppressioni", true),
         ("/console/account", "Account", who.may(Action::UsersAdd)),
         ("/console/registro", "Registro", who.may(Action::AuditRead)),
+        ("/console/password", "Password", true),
     ];
     links
         .iter()
@@ -142,6 +147,33 @@ pub(crate) fn login(token: &str, error: Option<&str>) -> String {
         esc(token)
     );
     page("Accesso alla console", None, &body)
+}
+
+/// The change of one's own password; for an account whose password someone else set, the
+/// only page open until it is done.
+pub(crate) fn own_password(s: &SignedIn, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    let why = if s.account.must_change_password {
+        "<p class=\"notice\" role=\"status\">La password di questo account è stata scelta da \
+         un'altra persona: prima di continuare, sceglierne una propria.</p>"
+    } else {
+        ""
+    };
+    let body = format!(
+        "{why}{error}<form method=\"post\" action=\"/console/password\">{}\
+         <label for=\"attuale\">Password attuale</label>\
+         <input type=\"password\" id=\"attuale\" name=\"attuale\" autocomplete=\"current-password\" required>\
+         <label for=\"nuova\">Nuova password (almeno {} caratteri, diversa dall'attuale)</label>\
+         <input type=\"password\" id=\"nuova\" name=\"nuova\" autocomplete=\"new-password\" required>\
+         <label for=\"ripeti\">Ripeti la nuova password</label>\
+         <input type=\"password\" id=\"ripeti\" name=\"ripeti\" autocomplete=\"new-password\" required>\
+         <p><button type=\"submit\">Cambia la password</button></p></form>",
+        csrf_field(s),
+        crate::app::MIN_PASSWORD_CHARS
+    );
+    page("Cambio della password", Some(s), &body)
 }
 
 /// A message page (a refusal, an error).

@@ -277,13 +277,14 @@ async fn accounts_are_kept_from_the_host_and_never_show_a_password(t: TestApp) {
         actions[5].1.starts_with("refused: no account named"),
         "{actions:?}"
     );
+    // Its password was set by root, not by mario.rossi: the mark stays until he sets his own.
     assert_eq!(
         entries[3]["before"],
-        r#"{"disabled":false,"role":"operator"}"#
+        r#"{"disabled":false,"must_change_password":true,"role":"operator"}"#
     );
     assert_eq!(
         entries[3]["after"],
-        r#"{"disabled":false,"role":"approver"}"#
+        r#"{"disabled":false,"must_change_password":true,"role":"approver"}"#
     );
 }
 
