@@ -1667,7 +1667,10 @@ async fn a_password_set_by_someone_else_is_changed_at_the_first_login(t: TestApp
         .collect();
     assert_eq!(outcomes.len(), 5, "{outcomes:?}");
     assert!(outcomes[0].contains("security token"), "{outcomes:?}");
-    assert!(outcomes[1].contains("current password is wrong"), "{outcomes:?}");
+    assert!(
+        outcomes[1].contains("current password is wrong"),
+        "{outcomes:?}"
+    );
     assert!(outcomes[2].contains("is the current one"), "{outcomes:?}");
     assert!(outcomes[3].contains("too short"), "{outcomes:?}");
     assert_eq!(outcomes[4], "ok");
