@@ -78,7 +78,7 @@ impl Actor {
         };
         use Action::*;
         match action {
-            Read | Login | Logout => true,
+            Read | Login | Logout | OwnPassword => true,
             CampaignCreate | CampaignPreview | CampaignTest | CampaignLaunch | CampaignPause
             | CampaignResume | CampaignCancel | Retry | Suppress | Unsuppress | Reopen => {
                 role == Role::Operator
@@ -153,10 +153,12 @@ pub enum Action {
     Login,
     /// Signing out.
     Logout,
+    /// Changing one's own password in the console (the old one required).
+    OwnPassword,
 }
 
 impl Action {
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 29] = [
         Action::Read,
         Action::CampaignCreate,
         Action::CampaignPreview,
@@ -185,6 +187,7 @@ impl Action {
         Action::AuditRead,
         Action::Login,
         Action::Logout,
+        Action::OwnPassword,
     ];
 
     /// The name in the audit log.
@@ -218,6 +221,7 @@ impl Action {
             Action::AuditRead => "audit.read",
             Action::Login => "session.login",
             Action::Logout => "session.logout",
+            Action::OwnPassword => "account.password",
         }
     }
 }
@@ -255,7 +259,7 @@ mod tests {
         use Action::*;
         let expected = |action: Action| -> &'static [Role] {
             match action {
-                Read | Login | Logout => &Role::ALL,
+                Read | Login | Logout | OwnPassword => &Role::ALL,
                 CampaignCreate | CampaignPreview | CampaignTest | CampaignLaunch
                 | CampaignPause | CampaignResume | CampaignCancel | Retry | Suppress
                 | Unsuppress | Reopen => &[Role::Operator],
@@ -284,7 +288,15 @@ mod tests {
         assert!(Action::ALL.into_iter().all(|a| cli.may(a)));
         let viewer = account(Role::Viewer);
         let allowed: Vec<Action> = Action::ALL.into_iter().filter(|a| viewer.may(*a)).collect();
-        assert_eq!(allowed, [Action::Read, Action::Login, Action::Logout]);
+        assert_eq!(
+            allowed,
+            [
+                Action::Read,
+                Action::Login,
+                Action::Logout,
+                Action::OwnPassword
+            ]
+        );
         // An approver cannot launch what they approve, an operator cannot approve it.
         assert!(!account(Role::Approver).may(Action::CampaignLaunch));
         assert!(!account(Role::Operator).may(Action::CampaignApprove));

@@ -46,6 +46,10 @@ pub enum AccountError {
     },
     #[error("`{0}` cannot disable their own account: another administrator (or the host's command line) must")]
     OwnAccount(String),
+    #[error("the current password is wrong: nothing was changed")]
+    WrongCurrentPassword,
+    #[error("the new password is the current one: choose another")]
+    SamePassword,
 }
 
 /// A login refused. An unknown name and a wrong password are the same answer, and cost the same
@@ -83,15 +87,29 @@ fn check_address(name: &str, address: &str) -> Result<(), AccountError> {
     }
 }
 
-/// What the audit log keeps of an account: never its hash; its address once it has one.
+/// What the audit log keeps of an account: never its hash; its address once it has one, and
+/// whether its owner must change the password someone else set.
 fn account_summary(a: &Account) -> Option<String> {
-    described(a.role, a.disabled, a.address.as_deref())
+    described(
+        a.role,
+        a.disabled,
+        a.address.as_deref(),
+        a.must_change_password,
+    )
 }
 
-fn described(role: Role, disabled: bool, address: Option<&str>) -> Option<String> {
+fn described(
+    role: Role,
+    disabled: bool,
+    address: Option<&str>,
+    must_change_password: bool,
+) -> Option<String> {
     let mut v = serde_json::json!({ "role": role, "disabled": disabled });
     if let Some(address) = address {
         v["address"] = address.into();
+    }
+    if must_change_password {
+        v["must_change_password"] = true.into();
     }
     summary(v)
 }
@@ -185,7 +203,7 @@ impl App {
                 disabled: false,
                 address: address.map(str::to_string),
             };
-            let after = described(role, false, address);
+            let after = described(role, false, address, true);
             Ok((changed, after))
         }
         .await;
@@ -198,7 +216,9 @@ impl App {
             .await
     }
 
-    /// Replaces an account's password (at least 12 characters).
+    /// Replaces an account's password (at least 12 characters). Set by someone other than its
+    /// owner (an administrator's reset), the owner must change it at the next login; set by
+    /// the owner (`users passwd` as the operating-system user of that name), that mark goes.
     pub async fn set_password(
         &self,
         who: &Actor,
@@ -208,7 +228,11 @@ impl App {
         self.permit(who, Action::UsersPasswd, name).await?;
         match hash(password) {
             Ok(h) => {
-                self.change_account(who, Action::UsersPasswd, name, Change::Hash(&h))
+                let change = Change::Password {
+                    hash: &h,
+                    must_change: who.name() != name,
+                };
+                self.change_account(who, Action::UsersPasswd, name, change)
                     .await
             }
             Err(e) => {
@@ -279,7 +303,7 @@ impl App {
             let after = account_summary(&a);
             let change = match change {
                 Change::Disable => "disabled",
-                Change::Hash(_) => "password changed",
+                Change::Password { .. } => "password changed",
                 Change::Role(_) => "role changed",
                 Change::Address(_) => "address changed",
             };
@@ -296,6 +320,42 @@ impl App {
         }
         .await;
         self.settle(tx, audited, result, false).await
+    }
+
+    /// The signed-in account `who` replaces its own password: `current` must be right, `new`
+    /// another one of at least [`MIN_PASSWORD_CHARS`] characters. Clears the mark of a password
+    /// set by someone else. Audited as `account.password`, a refusal too (never a password).
+    pub async fn change_own_password(
+        &self,
+        who: &Actor,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> anyhow::Result<AccountChanged> {
+        let name = who.name().to_string();
+        self.permit(who, Action::OwnPassword, &name).await?;
+        let checked = match self.verify_login(&name, current).await {
+            Err(LoginRefused::Unavailable(e)) => return Err(anyhow::anyhow!(e)),
+            Err(_) => Err(AccountError::WrongCurrentPassword),
+            Ok(_) if current.expose_secret() == new.expose_secret() => {
+                Err(AccountError::SamePassword)
+            }
+            Ok(_) => hash(new),
+        };
+        match checked {
+            Ok(h) => {
+                let change = Change::Password {
+                    hash: &h,
+                    must_change: false,
+                };
+                self.change_account(who, Action::OwnPassword, &name, change)
+                    .await
+            }
+            Err(e) => {
+                let tx = self.begin().await?;
+                let a = Audited::new(who, Action::OwnPassword, &name);
+                self.settle(tx, a, Err(e.into()), false).await
+            }
+        }
     }
 
     /// The account named `name` when `password` is its password and it is not disabled. An

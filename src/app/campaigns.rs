@@ -98,6 +98,10 @@ pub struct CampaignView {
     /// Who the audience is, in a sentence (not in JSON).
     #[serde(skip)]
     pub audience_description: &'static str,
+    /// How many users each clause of its rule keeps now ([`App::campaign`] only; the list
+    /// leaves it empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub funnel: Vec<crate::campaign::funnel::FunnelStep>,
 }
 
 /// What a campaign was set up with (who, which message, when), and its audience's size now:
@@ -157,6 +161,7 @@ impl From<&Overview> for CampaignView {
             approval: o.approval.clone(),
             paused_reason_unmasked: c.paused_reason.clone(),
             audience_description: c.audience.description(),
+            funnel: Vec::new(),
         }
     }
 }
@@ -347,11 +352,14 @@ impl App {
         Ok(all.iter().map(CampaignView::from).collect())
     }
 
-    /// One campaign in detail.
+    /// One campaign in detail, with its audience's funnel.
     pub async fn campaign(&self, name: &str) -> anyhow::Result<CampaignView> {
-        Ok(CampaignView::from(
-            &campaign::overview(&self.db, name).await?,
-        ))
+        let overview = campaign::overview(&self.db, name).await?;
+        let mut view = CampaignView::from(&overview);
+        view.funnel = campaign::funnel::funnel(&self.db, &overview.campaign)
+            .await
+            .context("counting the audience's funnel")?;
+        Ok(view)
     }
 
     /// Starts a draft campaign: the daemon plans and sends it (at its `send_at`, if set). With

@@ -152,7 +152,9 @@ impl App {
                 "no user `{user_id}` in the snapshot (user ids are the portal's, e.g. U0002; they are case-sensitive)"
             );
         };
+        // A held domain is said only for the user's own addresses (`held`, above).
         e.holds = self.holds(now).await?;
+        e.holds.retain(|h| h.domain.is_none());
         Ok(e)
     }
 

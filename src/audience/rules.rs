@@ -151,11 +151,16 @@ impl Audience {
             column: "present",
             test: Test::Flag(true),
             words: "gone from the snapshot (the latest full export no longer lists the user)",
+            kept: (
+                "still in the latest export",
+                "ancora presenti nell'ultima esportazione",
+            ),
         };
         const ENABLED: Clause = Clause {
             column: "enabled",
             test: Test::Flag(true),
             words: "not enabled",
+            kept: ("enabled", "abilitati"),
         };
         match self {
             Audience::RegistrationIncomplete => &[
@@ -164,6 +169,10 @@ impl Audience {
                     column: "registration",
                     test: Test::Is("started"),
                     words: "registration",
+                    kept: (
+                        "registration started, not completed",
+                        "registrazione iniziata e non completata",
+                    ),
                 },
             ],
             Audience::EmailUnvalidated => &[
@@ -173,6 +182,10 @@ impl Audience {
                     column: "pending_email",
                     test: Test::Filled,
                     words: "no changed email address awaiting validation",
+                    kept: (
+                        "a changed email address awaiting validation",
+                        "un nuovo indirizzo e-mail da validare",
+                    ),
                 },
             ],
             Audience::CodeRegenerationPending => &[
@@ -182,6 +195,10 @@ impl Audience {
                     column: "code_regeneration",
                     test: Test::Is("started"),
                     words: "code regeneration",
+                    kept: (
+                        "code regeneration started, not completed",
+                        "rigenerazione del Codice Personale iniziata e non completata",
+                    ),
                 },
             ],
             Audience::CredentialRecoveryAdvice => &[
@@ -191,6 +208,10 @@ impl Audience {
                     column: "registered_institutional",
                     test: Test::Flag(false),
                     words: "registered with @istruzione.it",
+                    kept: (
+                        "not registered with @istruzione.it",
+                        "non registrati con una casella @istruzione.it",
+                    ),
                 },
             ],
             Audience::EnabledUsers => &[PRESENT, ENABLED],
@@ -198,16 +219,28 @@ impl Audience {
                 column: "registration",
                 test: Test::Lapsed,
                 words: "no lapse of the registration recorded at the deadline",
+                kept: (
+                    "registration lapsed at the deadline",
+                    "registrazione decaduta alla scadenza",
+                ),
             }],
             Audience::LapsedEmailValidation => &[Clause {
                 column: "email_validation",
                 test: Test::Lapsed,
                 words: "no lapse of the email validation recorded at the deadline",
+                kept: (
+                    "email validation lapsed at the deadline",
+                    "validazione dell'e-mail decaduta alla scadenza",
+                ),
             }],
             Audience::LapsedCodeRegeneration => &[Clause {
                 column: "code_regeneration",
                 test: Test::Lapsed,
                 words: "no lapse of the code regeneration recorded at the deadline",
+                kept: (
+                    "code regeneration lapsed at the deadline",
+                    "rigenerazione del codice decaduta alla scadenza",
+                ),
             }],
         }
     }
@@ -228,12 +261,16 @@ impl Audience {
     /// inside `,BO,RM,` with `replace` (no pattern characters, the same on both databases);
     /// one code, the common case, stays a plain comparison.
     pub(crate) fn condition_in(self, param: usize) -> String {
+        format!("{} AND {}", self.condition(), Audience::filter_in(param))
+    }
+
+    /// The campaign's filter alone (see [`Audience::condition_in`]).
+    pub(crate) fn filter_in(param: usize) -> String {
         format!(
-            "{} AND (${param} IS NULL OR u.province = ${param} OR (${param} LIKE '%,%' AND \
+            "(${param} IS NULL OR u.province = ${param} OR (${param} LIKE '%,%' AND \
              replace(',' || ${param} || ',', ',' || u.province || ',', '') <> ',' || ${param} || ',') \
              OR (${param} LIKE '#%' AND EXISTS (SELECT 1 FROM campaign_lists l \
-                 WHERE l.list_key = ${param} AND l.user_id = u.user_id)))",
-            self.condition()
+                 WHERE l.list_key = ${param} AND l.user_id = u.user_id)))"
         )
     }
 
@@ -321,6 +358,8 @@ pub(crate) struct Clause {
     /// For [`Test::Is`], what the column is called; otherwise what it means when the clause
     /// fails, as `explain` says it.
     pub words: &'static str,
+    /// Who the clause keeps, in English and in Italian: a step of the audience's funnel.
+    pub kept: (&'static str, &'static str),
 }
 
 /// What a [`Clause`] asks of its column.

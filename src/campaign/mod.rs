@@ -14,6 +14,7 @@ use sqlx::Row;
 pub mod action;
 pub mod approval;
 pub mod calendar;
+pub mod funnel;
 pub mod lifecycle;
 pub mod phases;
 

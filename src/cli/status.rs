@@ -17,7 +17,8 @@ pub(crate) fn print(s: &Status, settings: &Settings) {
     // Every other hold (the stale snapshot is the warning above, a paused reason is below).
     for h in &s.holds {
         let said = match h.kind {
-            "snapshot_stale" => true,
+            // Said below, with the other held domains' lines.
+            "snapshot_stale" | "domain_held" => true,
             "paused" | "breaker" => s
                 .campaigns
                 .iter()

@@ -39,6 +39,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 
 const CSS: &str = include_str!("console.css");
 
+/// The page where a signed-in person changes their own password; the only one open to an
+/// account whose password someone else set.
+const PASSWORD_PAGE: &str = "/console/password";
+
 /// The largest new-campaign form accepted, its uploaded list included: 1.2 million fiscal
 /// codes with their line ends take about 20 MB.
 const UPLOAD_LIMIT: usize = 32 * 1024 * 1024;
@@ -131,6 +135,10 @@ pub fn router(app: App) -> Router {
         .route("/console.css", get(css))
         .route("/console", get(list))
         .route("/console/registro", get(audit))
+        .route(
+            "/console/password",
+            get(password_form).post(password_change),
+        )
         .route(
             "/console/nuova",
             get(new_form)
@@ -247,6 +255,12 @@ impl axum::extract::FromRequestParts<Console> for Visitor {
             .map(|ConnectInfo(peer)| {
                 client_address(peer.ip(), &parts.headers, trusted).to_string()
             });
+        // A password someone else set: nothing but the change of password (and signing out)
+        // until the owner sets their own.
+        let path = parts.uri.path();
+        if session.account.must_change_password && path != PASSWORD_PAGE && path != "/esci" {
+            return Err(Redirect::to(PASSWORD_PAGE).into_response());
+        }
         let who = session.actor(peer);
         Ok(Visitor {
             session,
@@ -616,6 +630,66 @@ async fn audit(State(c): State<Console>, Visitor { session, who, .. }: Visitor) 
             Html(pages::audit(&session, &entries, tz)).into_response()
         }
         Err(e) => refusal(&e, &session),
+    }
+}
+
+async fn password_form(Visitor { session, .. }: Visitor) -> Response {
+    password_page(&session, StatusCode::OK, None)
+}
+
+fn password_page(session: &SignedIn, status: StatusCode, error: Option<&str>) -> Response {
+    (status, Html(pages::own_password(session, error))).into_response()
+}
+
+/// Changes the signed-in person's own password: the current one, the new one twice.
+async fn password_change(
+    State(c): State<Console>,
+    Visitor { session, who, .. }: Visitor,
+    body: Bytes,
+) -> Response {
+    use crate::app::AccountError as E;
+    let fields = form(&body);
+    let name = session.account.name.clone();
+    if let Err(e) = c
+        .app
+        .check_form(
+            &who,
+            &session,
+            fields.get("csrf").map(String::as_str),
+            Action::OwnPassword,
+            &name,
+        )
+        .await
+    {
+        return refusal(&e, &session);
+    }
+    let field = |k: &str| SecretString::from(fields.get(k).cloned().unwrap_or_default());
+    let (current, new) = (field("attuale"), field("nuova"));
+    if new.expose_secret() != field("ripeti").expose_secret() {
+        let text = "Le due copie della nuova password non coincidono: nulla è cambiato.";
+        return password_page(&session, StatusCode::UNPROCESSABLE_ENTITY, Some(text));
+    }
+    match c.app.change_own_password(&who, &current, &new).await {
+        Ok(_) => Redirect::to("/console").into_response(),
+        Err(e) => {
+            let text = match e.downcast_ref::<E>() {
+                Some(E::WrongCurrentPassword) => {
+                    "La password attuale non è corretta: nulla è cambiato.".to_string()
+                }
+                Some(E::SamePassword) => {
+                    "La nuova password deve essere diversa da quella attuale.".to_string()
+                }
+                Some(E::ShortPassword) => format!(
+                    "La nuova password deve avere almeno {} caratteri.",
+                    crate::app::MIN_PASSWORD_CHARS
+                ),
+                Some(E::LongPassword) => {
+                    "La nuova password può avere al massimo 1024 caratteri.".to_string()
+                }
+                _ => return refusal(&e, &session),
+            };
+            password_page(&session, StatusCode::UNPROCESSABLE_ENTITY, Some(&text))
+        }
     }
 }
 

@@ -72,8 +72,12 @@ pub(crate) fn page(title: &str, session: Option<&SignedIn>, body: &str) -> Strin
     )
 }
 
-/// The links of the pages the signed-in role may use.
+/// The links of the pages the signed-in role may use; none while the password someone else set
+/// is still to be changed.
 fn nav(s: &SignedIn) -> String {
+    if s.account.must_change_password {
+        return String::new();
+    }
     let who = s.actor(None);
     let links = [
         ("/console", "Campagne", true),
@@ -91,6 +95,7 @@ fn nav(s: &SignedIn) -> String {
         ),
         ("/console/account", "Account", who.may(Action::UsersAdd)),
         ("/console/registro", "Registro", who.may(Action::AuditRead)),
+        ("/console/password", "Password", true),
     ];
     links
         .iter()
@@ -147,6 +152,33 @@ pub(crate) fn login(token: &str, error: Option<&str>) -> String {
         esc(token)
     );
     page("Accesso alla console", None, &body)
+}
+
+/// The change of one's own password; for an account whose password someone else set, the
+/// only page open until it is done.
+pub(crate) fn own_password(s: &SignedIn, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    let why = if s.account.must_change_password {
+        "<p class=\"notice\" role=\"status\">La password di questo account è stata scelta da \
+         un'altra persona: prima di continuare, sceglierne una propria.</p>"
+    } else {
+        ""
+    };
+    let body = format!(
+        "{why}{error}<form method=\"post\" action=\"/console/password\">{}\
+         <label for=\"attuale\">Password attuale</label>\
+         <input type=\"password\" id=\"attuale\" name=\"attuale\" autocomplete=\"current-password\" required>\
+         <label for=\"nuova\">Nuova password (almeno {} caratteri, diversa dall'attuale)</label>\
+         <input type=\"password\" id=\"nuova\" name=\"nuova\" autocomplete=\"new-password\" required>\
+         <label for=\"ripeti\">Ripeti la nuova password</label>\
+         <input type=\"password\" id=\"ripeti\" name=\"ripeti\" autocomplete=\"new-password\" required>\
+         <p><button type=\"submit\">Cambia la password</button></p></form>",
+        csrf_field(s),
+        crate::app::MIN_PASSWORD_CHARS
+    );
+    page("Cambio della password", Some(s), &body)
 }
 
 /// A message page (a refusal, an error).
@@ -286,6 +318,7 @@ pub(crate) fn campaign(
     }
     body.push_str("</dl>");
     body.push_str(&format!("<p>{}</p>", buttons(s, c, moves)));
+    body.push_str(&funnel(&c.funnel));
     if s.actor(None).may(Action::CampaignPreview) {
         body.push_str(&format!(
             "<h2>Anteprima per un destinatario</h2>\
@@ -339,6 +372,30 @@ pub(crate) fn campaign(
         }
     }
     page(&format!("Campagna {}", c.name), Some(s), &body)
+}
+
+/// The audience's funnel: how many users each clause of the rule keeps, one row per step.
+fn funnel(steps: &[crate::campaign::funnel::FunnelStep]) -> String {
+    if steps.is_empty() {
+        return String::new();
+    }
+    let rows: String = steps
+        .iter()
+        .map(|f| {
+            format!(
+                "<tr><td>{}</td><td class=\"n\">{}</td></tr>",
+                esc(&f.step_it),
+                f.users
+            )
+        })
+        .collect();
+    format!(
+        "<h2 id=\"imbuto-titolo\">Il pubblico, regola per regola</h2>\
+         <p>Quanti utenti restano dopo ciascuna condizione, nell'ordine, calcolati ora.</p>\
+         <table id=\"imbuto\" aria-labelledby=\"imbuto-titolo\"><thead><tr>\
+         <th scope=\"col\">Condizione</th><th scope=\"col\">Utenti</th></tr></thead>\
+         <tbody>{rows}</tbody></table>"
+    )
 }
 
 /// The audit log, newest first, times in Europe/Rome.
@@ -423,6 +480,26 @@ pub(crate) fn new_campaign(
     page("Nuova campagna", Some(s), &body)
 }
 
+/// What holds sending now ([`crate::observe::holds`], the same list as `avvisi status`), in
+/// Italian.
+fn holds(holds: &[crate::explain::Hold]) -> String {
+    let mut out = String::from("<h2>Cosa ferma l'invio</h2>");
+    if holds.is_empty() {
+        out.push_str("<p id=\"fermi\">Niente: l'invio procede.</p>");
+    } else {
+        out.push_str("<ul id=\"fermi\">");
+        for h in holds {
+            out.push_str(&format!(
+                "<li data-fermo=\"{}\">{}</li>",
+                esc(h.kind),
+                esc(&h.text_it)
+            ));
+        }
+        out.push_str("</ul>");
+    }
+    out
+}
+
 /// The queue: the messages of each campaign by state, the first due times, what holds sending.
 pub(crate) fn queue(
     s: &SignedIn,
@@ -430,44 +507,7 @@ pub(crate) fn queue(
     campaigns: &[CampaignView],
     tz: Tz,
 ) -> String {
-    let mut holds = Vec::new();
-    if let Some(w) = &status.warning {
-        holds.push(format!(
-            "Promemoria fermi: l'ultima fotografia degli utenti è troppo vecchia ({})",
-            esc(w)
-        ));
-    }
-    if status.daemons.is_empty() {
-        holds.push("Nessun demone in esecuzione: nulla viene pianificato né inviato.".to_string());
-    }
-    if let Some(q) = &status.hourly_quota {
-        if q.used_last_hour >= i64::from(q.per_hour) {
-            holds.push(format!(
-                "Quota oraria raggiunta: {} messaggi nell'ultima ora su {}.",
-                q.used_last_hour, q.per_hour
-            ));
-        }
-    }
-    for c in campaigns.iter().filter(|c| c.state == "paused") {
-        holds.push(format!(
-            "Campagna {} in pausa{}.",
-            esc(&c.name),
-            c.paused_reason
-                .as_deref()
-                .map(|r| format!(": {}", esc(r)))
-                .unwrap_or_default()
-        ));
-    }
-    let mut body = String::from("<h2>Cosa ferma l'invio</h2>");
-    if holds.is_empty() {
-        body.push_str("<p>Niente: l'invio procede.</p>");
-    } else {
-        body.push_str("<ul>");
-        for h in &holds {
-            body.push_str(&format!("<li>{h}</li>"));
-        }
-        body.push_str("</ul>");
-    }
+    let mut body = holds(&status.holds);
     body.push_str(
         "<h2>Messaggi per campagna</h2><table><thead><tr><th scope=\"col\">Campagna</th>\
          <th scope=\"col\">Stato</th><th scope=\"col\">In attesa</th>\

@@ -45,14 +45,21 @@ pub struct Explanation {
 /// Something that keeps due messages from going out now, in a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Hold {
-    /// `relay`, `sending_hours`, `hourly_quota`, `no_daemon`, `snapshot_stale`, `paused` or
-    /// `breaker`.
+    /// `relay`, `sending_hours`, `hourly_quota`, `no_daemon`, `snapshot_stale`, `paused`,
+    /// `breaker` or `domain_held`.
     pub kind: &'static str,
     /// The campaign it holds; `None`: every campaign's messages.
     pub campaign: Option<String>,
+    /// The recipient domain it holds (its provider asked us to slow down); `None`: every
+    /// domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// Only the reminders' messages (a stale snapshot).
     pub reminders_only: bool,
+    /// In English, for the command line.
     pub text: String,
+    /// In Italian, for the pages.
+    pub text_it: String,
 }
 
 impl Hold {
@@ -60,7 +67,11 @@ impl Hold {
     pub fn holds(&self, m: &UserMessage, kind: Option<crate::store::CampaignKind>) -> bool {
         let campaign = self.campaign.as_ref().is_none_or(|c| *c == m.campaign);
         let kind = !self.reminders_only || kind == Some(crate::store::CampaignKind::Reminder);
-        campaign && kind
+        let domain = self
+            .domain
+            .as_ref()
+            .is_none_or(|d| crate::deliver::hold::domain_of(&m.recipient) == *d);
+        campaign && kind && domain
     }
 }
 

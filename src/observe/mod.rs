@@ -6,11 +6,13 @@
 //!   campaign and state, the queue, the snapshot's age), next to the in-memory ones of
 //!   [`crate::telemetry::metrics`].
 //! - [`chart`]: sends per hour as an SVG chart (status page, HTML report).
+//! - [`holds`]: what keeps due messages from going out now, in English and in Italian.
 //! - [`page`]: the status page at `/`, and the HTML report.
 //! - [`http`]: the axum server that ties them together.
 
 pub mod chart;
 pub mod health;
+pub mod holds;
 pub mod http;
 pub mod metrics;
 pub mod page;

@@ -20,6 +20,8 @@ pub enum PageError {
     Database(#[from] sqlx::Error),
     #[error("building the page: {0}")]
     Template(#[from] tera::Error),
+    #[error("reading what holds sending: {0:#}")]
+    Holds(anyhow::Error),
 }
 
 const STATUS: &str = include_str!("status.html");
@@ -111,7 +113,8 @@ struct StatusPage {
     tz: String,
     refresh_seconds: u32,
     phase: &'static str,
-    warning: Option<String>,
+    /// What holds sending now, in Italian: (kind, sentence).
+    holds: Vec<(&'static str, String)>,
     campaigns: Vec<CampaignRow>,
     queue_depth: u64,
     oldest_pending: Option<String>,
@@ -167,14 +170,18 @@ pub async fn status(
         .collect();
     let since = now - Duration::hours(CHART_HOURS - 1);
     let sends = queue::sends_per_hour(db, None, since, now + Duration::hours(1)).await?;
-    let fresh = crate::import::freshness(db.pool(), settings.import.max_age_hours, now).await?;
     let reopened = phases::reopened_at(db.pool()).await?;
     let page = StatusPage {
         generated_at: local(Some(now), tz),
         tz: tz.to_string(),
         refresh_seconds: REFRESH_SECONDS,
         phase: phases::phase_at(&settings.calendar, reopened, now),
-        warning: fresh.warning(now),
+        holds: super::holds::holds(db, settings, now)
+            .await
+            .map_err(PageError::Holds)?
+            .into_iter()
+            .map(|h| (h.kind, h.text_it))
+            .collect(),
         campaigns,
         queue_depth,
         oldest_pending: oldest.map(|p| {

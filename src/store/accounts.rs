@@ -78,11 +78,14 @@ pub struct Account {
     pub disabled: bool,
     /// Where the console sends this account's test messages; `None` until set.
     pub address: Option<String>,
+    /// Its password was set by someone else: its owner must set their own before anything
+    /// else in the console.
+    pub must_change_password: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "name, role, disabled, address, created_at, updated_at";
+const COLUMNS: &str = "name, role, disabled, address, must_change_password, created_at, updated_at";
 
 fn from_row(r: &AnyRow) -> Result<Account, sqlx::Error> {
     let role: String = r.try_get("role")?;
@@ -93,6 +96,7 @@ fn from_row(r: &AnyRow) -> Result<Account, sqlx::Error> {
             .map_err(|e: UnknownRole| sqlx::Error::Decode(e.into()))?,
         disabled: r.try_get::<i64, _>("disabled")? == 1,
         address: r.try_get("address")?,
+        must_change_password: r.try_get::<i64, _>("must_change_password")? == 1,
         created_at: timestamp(r.try_get("created_at")?),
         updated_at: timestamp(r.try_get("updated_at")?),
     })
@@ -134,7 +138,8 @@ pub(crate) async fn with_hash(
         .transpose()
 }
 
-/// Adds an account; false when the name is taken (nothing written).
+/// Adds an account, whose password its owner must change at the first login (someone else
+/// chose it); false when the name is taken (nothing written).
 pub(crate) async fn insert(
     conn: &mut sqlx::AnyConnection,
     name: &str,
@@ -144,8 +149,9 @@ pub(crate) async fn insert(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
-        "INSERT INTO accounts (name, role, password_hash, disabled, address, created_at, updated_at) \
-         VALUES ($1, $2, $3, 0, $5, $4, $4) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO accounts (name, role, password_hash, disabled, address, must_change_password, \
+            created_at, updated_at) \
+         VALUES ($1, $2, $3, 0, $5, 1, $4, $4) ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
     .bind(role.as_str())
@@ -162,7 +168,11 @@ pub(crate) async fn insert(
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Change<'a> {
     Disable,
-    Hash(&'a str),
+    /// A new password hash; `must_change`: someone other than the owner set it.
+    Password {
+        hash: &'a str,
+        must_change: bool,
+    },
     Role(Role),
     Address(&'a str),
 }
@@ -176,7 +186,20 @@ pub(crate) async fn update(
 ) -> Result<bool, sqlx::Error> {
     let (set, value) = match change {
         Change::Disable => ("disabled = 1", None),
-        Change::Hash(h) => ("password_hash = $3", Some(h.to_string())),
+        Change::Password {
+            hash,
+            must_change: true,
+        } => (
+            "password_hash = $3, must_change_password = 1",
+            Some(hash.to_string()),
+        ),
+        Change::Password {
+            hash,
+            must_change: false,
+        } => (
+            "password_hash = $3, must_change_password = 0",
+            Some(hash.to_string()),
+        ),
         Change::Role(r) => ("role = $3", Some(r.as_str().to_string())),
         Change::Address(a) => ("address = $3", Some(a.to_string())),
     };

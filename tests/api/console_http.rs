@@ -22,6 +22,8 @@ on_both_backends!(
     each_role_sees_and_does_only_its_own_actions,
     the_new_pages_act_only_for_their_role_and_with_the_token,
     an_operator_sends_a_test_to_their_own_address_only,
+    the_status_page_and_the_queue_name_what_holds_sending,
+    a_password_set_by_someone_else_is_changed_at_the_first_login,
 );
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -199,11 +201,24 @@ pub(crate) async fn daemon(app: &TestApp, log: &Path, env: &[(&str, &str)]) -> (
     (child, address)
 }
 
+/// Adds account `name` from the host, then its owner sets their own password (`users passwd`
+/// as the operating-system user of that name), as they would before using the console.
 pub(crate) fn add_account(t: &TestApp, name: &str, role: &str) {
     ok_as(
         t,
         "root",
         &["users", "add", name, "--role", role],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    own_password(t, name);
+}
+
+/// `users passwd NAME` run by NAME: the password is their own from now on.
+pub(crate) fn own_password(t: &TestApp, name: &str) {
+    ok_as(
+        t,
+        name,
+        &["users", "passwd", name],
         Some(&format!("{PASSWORD}\n")),
     );
 }
@@ -1171,6 +1186,7 @@ async fn an_operator_sends_a_test_to_their_own_address_only(t: TestApp) {
         ],
         Some(&format!("{PASSWORD}\n")),
     );
+    own_password(&t, "mario.rossi");
     add_account(&t, "luca", "operator");
     add_account(&t, "vera", "viewer");
     add_account(&t, "ada", "admin");
@@ -1350,4 +1366,329 @@ async fn an_operator_sends_a_test_to_their_own_address_only(t: TestApp) {
         "{set:?}"
     );
     assert_eq!(audited(&entries, "mario.rossi", "users.address").len(), 1);
+}
+
+/// The holds a page lists: the `attribute` of each `<li>` and its text, unescaped.
+fn holds_listed(page: &str, attribute: &str) -> Vec<(String, String)> {
+    let marker = format!("<li {attribute}=\"");
+    page.split(&marker)
+        .skip(1)
+        .map(|rest| {
+            let (kind, rest) = rest.split_once("\">").unwrap();
+            let text = &rest[..rest.find("</li>").unwrap()];
+            // Tera and the console escape differently; the sentences are compared as read.
+            let text = text
+                .replace("&#x27;", "'")
+                .replace("&#39;", "'")
+                .replace("&#x2F;", "/")
+                .replace("&amp;", "&");
+            (kind.to_string(), text)
+        })
+        .collect()
+}
+
+/// At 22:30 with a campaign paused and a provider's domain held, the daemon's status page and
+/// the console's queue page list the same holds, in Italian (when sending resumes, the paused
+/// campaign, the held domain), from the one list `avvisi status --json` reports too.
+async fn the_status_page_and_the_queue_name_what_holds_sending(t: TestApp) {
+    t.import_examples().await;
+    add_account(&t, "vera", "viewer");
+    create(&t, "alice", "avviso-ba", "BA");
+    ok_as(
+        &t,
+        "bob",
+        &["campaign", "approve", "avviso-ba", "--yes"],
+        None,
+    );
+    ok_as(&t, "alice", &["campaign", "launch", "avviso-ba"], None);
+    ok_as(&t, "alice", &["campaign", "pause", "avviso-ba"], None);
+    // A provider's request to slow down, as the sender records it: held until 2030.
+    sqlx::query(
+        "INSERT INTO domain_holds (domain, held_until, strikes, reply, since) \
+         VALUES ('libero.it', 1893456000, 1, '421 4.7.0 rallentare', 1764000000)",
+    )
+    .execute(t.db.pool())
+    .await
+    .unwrap();
+    let log = t.dir.path().join("daemon.log");
+    let child = t.spawn(
+        &["daemon", "--now", "2026-11-23T22:30:00+01:00"],
+        &[
+            ("AVVISI__HTTP__ADDRESS", "127.0.0.1:0"),
+            ("AVVISI__DAEMON__POLL_SECONDS", "1"),
+        ],
+        &log,
+    );
+    let address = served_address(&child, &log).await;
+
+    let status = get(&address, "/", None).await;
+    assert_eq!(status.code, 200, "{}", status.body);
+    let on_status = holds_listed(&status.body, "data-hold");
+    let kinds: Vec<&str> = on_status.iter().map(|(k, _)| k.as_str()).collect();
+    for kind in ["sending_hours", "paused", "domain_held"] {
+        assert!(kinds.contains(&kind), "{kind} missing: {}", status.body);
+    }
+    assert!(!kinds.contains(&"no_daemon"), "{}", status.body);
+    let said = |kind: &str| {
+        on_status
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, text)| text.clone())
+            .unwrap()
+    };
+    assert!(
+        said("sending_hours").ends_with("l'invio riprende alle 08:00 del 24/11/2026."),
+        "{}",
+        said("sending_hours")
+    );
+    assert!(said("paused").starts_with("Campagna avviso-ba messa in pausa da un operatore"));
+    assert!(said("domain_held").starts_with("Dominio libero.it fermo fino alle"));
+    assert!(status.body.contains("lang=\"it\""));
+
+    // The viewer's queue page: the very same sentences.
+    let vera = signed_in(&address, "vera").await;
+    let queue = get(&address, "/console/coda", Some(&vera)).await;
+    assert_eq!(queue.code, 200, "{}", queue.body);
+    let on_queue = holds_listed(&queue.body, "data-fermo");
+    assert_eq!(on_queue, on_status);
+
+    // The command line's status, from the same list: the paused campaign and the held domain.
+    let json = json_as(&t, "root", &["status", "--json"]);
+    let cli: Vec<&str> = json["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        cli.contains(&"paused") && cli.contains(&"domain_held"),
+        "{json}"
+    );
+    child.terminate().await;
+}
+
+/// The `Location` of a redirect.
+fn location(a: &Answer) -> &str {
+    a.header("location").unwrap_or_default()
+}
+
+/// An account added by an administrator (host or page), or whose password an administrator
+/// reset, reaches only the change of password until its owner sets one: the current password
+/// required, the new one different and long enough; `users passwd` by the owner clears it too.
+/// Each change and refusal audited, no password in the log.
+async fn a_password_set_by_someone_else_is_changed_at_the_first_login(t: TestApp) {
+    add_account(&t, "ada", "admin");
+    ok_as(
+        &t,
+        "root",
+        &["users", "add", "nuovo", "--role", "operator"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let listed = json_as(&t, "root", &["users", "list", "--json"]);
+    let marked = |v: &Value, name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["must_change_password"] == true)
+            .unwrap()
+    };
+    assert!(
+        marked(&listed, "nuovo") && !marked(&listed, "ada"),
+        "{listed}"
+    );
+    let (daemon, address) = daemon(&t, &t.dir.path().join("daemon.log"), &[]).await;
+    let nuovo = signed_in(&address, "nuovo").await;
+
+    // Every other page, and any action, leads to the change of password; nothing is done.
+    for path in ["/console", "/console/coda", "/console/nuova"] {
+        let a = get(&address, path, Some(&nuovo)).await;
+        assert_eq!((a.code, location(&a)), (303, "/console/password"), "{path}");
+    }
+    let page = get(&address, "/console/password", Some(&nuovo)).await;
+    assert_eq!(page.code, 200, "{}", page.body);
+    assert!(
+        page.body.contains("scelta da un'altra persona"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("href=\"/console/coda\""),
+        "no navigation yet"
+    );
+    let token = csrf(&page.body);
+    let a = post(
+        &address,
+        "/console/soppressioni/aggiungi",
+        &nuovo,
+        &[
+            ("csrf", &token),
+            ("indirizzo", "x@example.org"),
+            ("motivo", "m"),
+        ],
+    )
+    .await;
+    assert_eq!((a.code, location(&a)), (303, "/console/password"));
+
+    // Refused: no token, a wrong current password, the same one, one too short, two that
+    // differ.
+    let change = |current: &'static str, new: &'static str, again: &'static str| {
+        let (address, nuovo, token) = (address.clone(), nuovo.clone(), token.clone());
+        async move {
+            post(
+                &address,
+                "/console/password",
+                &nuovo,
+                &[
+                    ("csrf", token.as_str()),
+                    ("attuale", current),
+                    ("nuova", new),
+                    ("ripeti", again),
+                ],
+            )
+            .await
+        }
+    };
+    let no_token = post(
+        &address,
+        "/console/password",
+        &nuovo,
+        &[
+            ("attuale", PASSWORD),
+            ("nuova", "una frase tutta nuova"),
+            ("ripeti", "una frase tutta nuova"),
+        ],
+    )
+    .await;
+    assert_eq!(no_token.code, 403, "{}", no_token.body);
+    let cases = [
+        (
+            change(
+                "non è lei",
+                "una frase tutta nuova",
+                "una frase tutta nuova",
+            )
+            .await,
+            "La password attuale non è corretta",
+        ),
+        (
+            change(PASSWORD, PASSWORD, PASSWORD).await,
+            "diversa da quella attuale",
+        ),
+        (
+            change(PASSWORD, "corta", "corta").await,
+            "almeno 12 caratteri",
+        ),
+        (
+            change(PASSWORD, "una frase tutta nuova", "un'altra frase").await,
+            "non coincidono",
+        ),
+    ];
+    for (a, said) in &cases {
+        assert_eq!(a.code, 422, "{}", a.body);
+        assert!(a.body.contains(said), "{said}: {}", a.body);
+    }
+    assert_eq!(
+        location(&get(&address, "/console", Some(&nuovo)).await),
+        "/console/password"
+    );
+
+    // The right change: the console opens; the new password signs in, the old one no more.
+    let done = change(PASSWORD, "una frase tutta nuova", "una frase tutta nuova").await;
+    assert_eq!(
+        (done.code, location(&done)),
+        (303, "/console"),
+        "{}",
+        done.body
+    );
+    assert_eq!(get(&address, "/console/coda", Some(&nuovo)).await.code, 200);
+    assert_eq!(
+        login_from(&address, "127.0.0.1", "nuovo", PASSWORD)
+            .await
+            .code,
+        401
+    );
+    assert_eq!(
+        login_from(&address, "127.0.0.1", "nuovo", "una frase tutta nuova")
+            .await
+            .code,
+        303
+    );
+
+    // An administrator's reset marks it again; the owner's own `users passwd` clears it.
+    ok_as(
+        &t,
+        "root",
+        &["users", "passwd", "nuovo"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(
+        location(&get(&address, "/console", Some(&nuovo)).await),
+        "/console/password"
+    );
+    ok_as(
+        &t,
+        "nuovo",
+        &["users", "passwd", "nuovo"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(get(&address, "/console", Some(&nuovo)).await.code, 200);
+
+    // An account the administrator adds on the page is marked too.
+    let ada = signed_in(&address, "ada").await;
+    let ada_token = csrf(&get(&address, "/console/account", Some(&ada)).await.body);
+    let a = post(
+        &address,
+        "/console/account/aggiungi",
+        &ada,
+        &[
+            ("csrf", &ada_token),
+            ("nome", "terzo"),
+            ("ruolo", "viewer"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    let terzo = signed_in(&address, "terzo").await;
+    assert_eq!(
+        location(&get(&address, "/console", Some(&terzo)).await),
+        "/console/password"
+    );
+    daemon.terminate().await;
+
+    let entries = audit(&t);
+    let outcomes: Vec<String> = audited(&entries, "nuovo", "account.password")
+        .into_iter()
+        .map(|(object, outcome)| {
+            assert_eq!(object, "nuovo");
+            outcome
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 5, "{outcomes:?}");
+    assert!(outcomes[0].contains("security token"), "{outcomes:?}");
+    assert!(
+        outcomes[1].contains("current password is wrong"),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[2].contains("is the current one"), "{outcomes:?}");
+    assert!(outcomes[3].contains("too short"), "{outcomes:?}");
+    assert_eq!(outcomes[4], "ok");
+    let passwd: Vec<_> = entries
+        .iter()
+        .filter(|e| e["action"] == "users.passwd" && e["object"] == "nuovo")
+        .map(|e| {
+            (
+                e["actor_name"].as_str().unwrap().to_string(),
+                e["after"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(passwd.len(), 2, "{passwd:?}");
+    assert!(passwd[0].1.contains("must_change_password"), "{passwd:?}");
+    assert!(!passwd[1].1.contains("must_change_password"), "{passwd:?}");
+    let all = serde_json::to_string(&entries).unwrap();
+    for secret in [PASSWORD, "una frase tutta nuova", "corta"] {
+        assert!(!all.contains(secret), "{secret} in the audit log");
+    }
 }

@@ -324,11 +324,60 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
         !shown.contains("avviso-bo/avvia"),
         "no launch before an approval"
     );
+    // The audience rule by rule: the provinces' step is the size shown above.
+    assert!(
+        shown.contains(&format!(
+            "<td>nelle province BO, RM</td><td class=\"n\">{}</td>",
+            bo + rm
+        )),
+        "{shown}"
+    );
     accessible(&b, axe, "a draft campaign").await;
     fill(&b, "destinatario", "U0008").await;
     click(&b, "/console/campagne/avviso-bo/anteprima").await;
     appears(&b, "pre#html").await;
     accessible(&b, axe, "a recipient's preview").await;
+
+    // A campaign for an uploaded list of user ids and fiscal codes: the entries that match
+    // nobody are listed on the answer, nothing guessed.
+    let list = t.dir.path().join("elenco.txt");
+    std::fs::write(&list, "U0008\nrssmra72d18h501u\nU9999\nXXXXXX00X00X000X\n").unwrap();
+    click_link(&b, "/console/nuova").await;
+    fill(&b, "nome", "avviso-elenco").await;
+    choose(&b, "pubblico", "enabled_users").await;
+    choose(&b, "modello", "maintenance_notice").await;
+    appears(&b, "#elenco")
+        .await
+        .send_keys(&list.display().to_string())
+        .await
+        .unwrap();
+    click(&b, "/console/nuova").await;
+    let missing: Vec<String> = {
+        appears(&b, "ul#non-trovati").await;
+        let mut out = Vec::new();
+        for li in b.find_all(Locator::Css("ul#non-trovati li")).await.unwrap() {
+            out.push(li.text().await.unwrap());
+        }
+        out
+    };
+    assert_eq!(missing, ["U9999", "XXXXXX00X00X000X"]);
+    assert!(page(&b).await.contains("Bozza creata per 2 destinatari"));
+    accessible(&b, axe, "a campaign created from a list").await;
+    appears(&b, "a[href=\"/console/campagne/avviso-elenco\"]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    appears(&b, "#imbuto").await;
+    let mut cells = Vec::new();
+    for td in b.find_all(Locator::Css("#imbuto td")).await.unwrap() {
+        cells.push(td.text().await.unwrap());
+    }
+    let kept = cells
+        .iter()
+        .position(|c| c == "nell'elenco caricato")
+        .map(|i| cells[i + 1].clone());
+    assert_eq!(kept.as_deref(), Some("2"), "{cells:?}");
 
     // Pause and resume by clicking, from the list.
     click_link(&b, "/console").await;
@@ -368,6 +417,27 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     click_link(&b, "/console/account").await;
     appears(&b, "form[action=\"/console/account/aggiungi\"]").await;
     accessible(&b, axe, "the accounts").await;
+    // An account with a password the administrator chose: its owner must change it first.
+    fill(&b, "nome", "nuova.op").await;
+    choose(&b, "ruolo", "viewer").await;
+    fill(&b, "password", PASSWORD).await;
+    click(&b, "/console/account/aggiungi").await;
+    appears(&b, "p.notice").await;
+    click(&b, "/esci").await;
+    appears(&b, "#nome").await;
+    sign_in(&b, &site, "nuova.op", PASSWORD).await;
+    appears(&b, "form[action=\"/console/password\"]").await;
+    assert_eq!(b.current_url().await.unwrap().path(), "/console/password");
+    accessible(&b, axe, "the change of a password set by someone else").await;
+    b.goto(&format!("{site}/console/coda")).await.unwrap();
+    appears(&b, "form[action=\"/console/password\"]").await;
+    assert_eq!(b.current_url().await.unwrap().path(), "/console/password");
+    fill(&b, "attuale", PASSWORD).await;
+    fill(&b, "nuova", "una frase tutta nuova").await;
+    fill(&b, "ripeti", "una frase tutta nuova").await;
+    click(&b, "/console/password").await;
+    appears(&b, "nav a[href=\"/console/coda\"]").await;
+    assert_eq!(b.current_url().await.unwrap().path(), "/console");
     click(&b, "/esci").await;
     appears(&b, "#nome").await;
 
@@ -427,6 +497,31 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
         );
         assert!(!shown.contains("href=\"/console/nuova\""));
     }
+
+    // Wrong passwords (one above) until the throttle answers, with the time to try again: the
+    // fifth wrong one within 15 minutes is the last checked.
+    let mut tries = 1;
+    loop {
+        sign_in(&b, &site, "mario.rossi", "ancora non è questa").await;
+        appears(&b, "p.error").await;
+        let shown = page(&b).await;
+        if shown.contains("Troppi tentativi con una password errata") {
+            break;
+        }
+        assert!(shown.contains("Nome utente o password errati"), "{shown}");
+        tries += 1;
+        assert!(
+            tries <= 5,
+            "no throttle after {tries} wrong passwords: {shown}"
+        );
+    }
+    assert_eq!(tries, 5);
+    assert!(page(&b).await.contains("Riprovare dopo le 10:"));
+    accessible(&b, axe, "the login page, throttled").await;
+    // The right password too is refused now.
+    sign_in(&b, &site, "mario.rossi", PASSWORD).await;
+    appears(&b, "p.error").await;
+    assert!(page(&b).await.contains("Troppi tentativi"));
     b.close().await.unwrap();
     let refused = request(
         &address,
@@ -460,7 +555,10 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
             .map(|(object, _)| object.clone())
             .collect::<Vec<_>>()
     };
-    assert_eq!(ok("mario.rossi", "campaign.create"), ["avviso-bo"]);
+    assert_eq!(
+        ok("mario.rossi", "campaign.create"),
+        ["avviso-bo", "avviso-elenco"]
+    );
     assert_eq!(
         ok("mario.rossi", "campaign.pause"),
         ["avviso-ba", "avviso-bo"]

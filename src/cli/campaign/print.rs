@@ -174,6 +174,12 @@ pub(super) fn show(c: &CampaignView, tz: Tz) {
     for (k, v) in lines {
         println!("{k:<11} {}", printable(&v));
     }
+    if !c.funnel.is_empty() {
+        println!("audience funnel (users kept by each clause, now):");
+        for f in &c.funnel {
+            println!("  {:>9}  {}", f.users, f.step);
+        }
+    }
 }
 
 pub(super) fn preview(p: &CampaignPreview, tz: Tz) {
