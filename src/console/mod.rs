@@ -388,18 +388,8 @@ async fn logout(
 ) -> Response {
     let fields = form(&body);
     let name = session.account.name.clone();
-    if let Err(e) = c
-        .app
-        .check_form(
-            &who,
-            &session,
-            fields.get("csrf").map(String::as_str),
-            Action::Logout,
-            &name,
-        )
-        .await
-    {
-        return refusal(&e, &session);
+    if let Err(refused) = check(&c, &who, &session, &fields, Action::Logout, &name).await {
+        return refused;
     }
     if let Err(e) = c.app.logout(&who, &token).await {
         return unavailable(&e);
@@ -495,18 +485,8 @@ async fn act(
         }
     };
     let fields = form(&body);
-    if let Err(e) = c
-        .app
-        .check_form(
-            &who,
-            &session,
-            fields.get("csrf").map(String::as_str),
-            asked,
-            &name,
-        )
-        .await
-    {
-        return refusal(&e, &session);
+    if let Err(refused) = check(&c, &who, &session, &fields, asked, &name).await {
+        return refused;
     }
     if asked == Action::CampaignPreview {
         // A look, not a change: a POST only so that the form carries its token like the rest.
@@ -577,6 +557,20 @@ async fn approve(app: &App, who: &Actor, name: &str, shown: Option<&String>) -> 
         return Err(ChangedSinceShown.into());
     }
     app.approve_campaign(who, &preview).await.map(drop)
+}
+
+/// The form's token and the signed-in role checked for `action` on `object`: the page to answer
+/// with when either is refused (the refusal is audited by `App::check_form`).
+async fn check(
+    c: &Console,
+    who: &Actor,
+    session: &SignedIn,
+    fields: &HashMap<String, String>,
+    action: Action,
+    object: &str,
+) -> Result<(), Response> {
+    let csrf = fields.get("csrf").map(String::as_str);
+    (c.app.check_form(who, session, csrf, action, object).await).map_err(|e| refusal(&e, session))
 }
 
 /// The page for a refused action: 403 for a role's refusal or a form without its token, 409 for
@@ -650,18 +644,8 @@ async fn password_change(
     use crate::app::AccountError as E;
     let fields = form(&body);
     let name = session.account.name.clone();
-    if let Err(e) = c
-        .app
-        .check_form(
-            &who,
-            &session,
-            fields.get("csrf").map(String::as_str),
-            Action::OwnPassword,
-            &name,
-        )
-        .await
-    {
-        return refusal(&e, &session);
+    if let Err(refused) = check(&c, &who, &session, &fields, Action::OwnPassword, &name).await {
+        return refused;
     }
     let field = |k: &str| SecretString::from(fields.get(k).cloned().unwrap_or_default());
     let (current, new) = (field("attuale"), field("nuova"));
@@ -806,18 +790,17 @@ async fn create(
         None => (form(&body), None),
     };
     let filled = NewCampaignForm::of(&fields);
-    if let Err(e) = c
-        .app
-        .check_form(
-            &who,
-            &session,
-            fields.get("csrf").map(String::as_str),
-            Action::CampaignCreate,
-            &filled.name,
-        )
-        .await
+    if let Err(refused) = check(
+        &c,
+        &who,
+        &session,
+        &fields,
+        Action::CampaignCreate,
+        &filled.name,
+    )
+    .await
     {
-        return refusal(&e, &session);
+        return refused;
     }
     let request = filled.request().and_then(|mut req| {
         if let Some((file, bytes)) = upload.filter(|(_, b)| !b.is_empty()) {
@@ -931,18 +914,8 @@ async fn suppression_act(
         .get("indirizzo")
         .map(|a| a.trim().to_string())
         .unwrap_or_default();
-    if let Err(e) = c
-        .app
-        .check_form(
-            &who,
-            &session,
-            fields.get("csrf").map(String::as_str),
-            asked,
-            &address,
-        )
-        .await
-    {
-        return refusal(&e, &session);
+    if let Err(refused) = check(&c, &who, &session, &fields, asked, &address).await {
+        return refused;
     }
     let done = if asked == Action::Suppress {
         let reason = fields
@@ -1007,18 +980,8 @@ async fn account_add(
         .get("nome")
         .map(|n| n.trim().to_string())
         .unwrap_or_default();
-    if let Err(e) = c
-        .app
-        .check_form(
-            &who,
-            &session,
-            fields.get("csrf").map(String::as_str),
-            Action::UsersAdd,
-            &name,
-        )
-        .await
-    {
-        return refusal(&e, &session);
+    if let Err(refused) = check(&c, &who, &session, &fields, Action::UsersAdd, &name).await {
+        return refused;
     }
     let role: crate::store::accounts::Role = match fields.get("ruolo").and_then(|r| r.parse().ok())
     {
@@ -1070,18 +1033,8 @@ async fn account_act(
         _ => return unknown_action(&session),
     };
     let fields = form(&body);
-    if let Err(e) = c
-        .app
-        .check_form(
-            &who,
-            &session,
-            fields.get("csrf").map(String::as_str),
-            asked,
-            &name,
-        )
-        .await
-    {
-        return refusal(&e, &session);
+    if let Err(refused) = check(&c, &who, &session, &fields, asked, &name).await {
+        return refused;
     }
     let done = if asked == Action::UsersDisable {
         c.app.disable_account(&who, &name).await

@@ -13,7 +13,7 @@ use axum::Router;
 use chrono_tz::Tz;
 
 use super::pages::{csrf_field, esc, local, page, segment};
-use super::{form, refusal, unavailable, Console, Visitor};
+use super::{check, form, refusal, unavailable, Console, Visitor};
 use crate::app::{
     Action, Actor, CampaignChanges, Draft, DraftPreview, DraftRefused, Forbidden, SignedIn,
     TemplatesRefused,
@@ -82,11 +82,8 @@ async fn checked(
     object: &str,
 ) -> Result<HashMap<String, String>, Response> {
     let fields = form(body);
-    let csrf = fields.get("csrf").map(String::as_str);
-    match c.app.check_form(who, session, csrf, action, object).await {
-        Ok(()) => Ok(fields),
-        Err(e) => Err(refusal(&e, session)),
-    }
+    check(c, who, session, &fields, action, object).await?;
+    Ok(fields)
 }
 
 /// A file's address in the workbench: each segment of its path escaped.
