@@ -2,7 +2,8 @@
 //! editor starts a draft, breaks `subject.txt` and sees the check's error at its file and line
 //! (no publish button), fixes it, previews the draft for a real user and a three-section digest,
 //! reads "what changes" for a campaign's real recipients, publishes with a note; the next
-//! `run --once` sends the new subject, each row carrying the new digest; axe-core finds no
+//! `run --once` sends the new subject, each row carrying the new digest; a rollback from the
+//! history page, and the next campaign's emails have the old subject again; axe-core finds no
 //! WCAG 2.1 A or AA violation on each page. Over plain HTTP: the workbench's POSTs refused with
 //! 403 to a viewer and an operator and without the CSRF token; a broken draft refused by the
 //! server whatever the page shows; with `approval.templates = true` the author alone cannot
@@ -210,6 +211,57 @@ async fn an_editor_changes_a_subject_in_the_browser_and_the_next_run_sends_it(t:
     for eml in &emails {
         let subject = decode_header(&header(eml, "Subject").expect("a subject"));
         assert!(subject.contains("nuovo servizio dal"), "{subject}");
+    }
+
+    // Rollback from the history page, in the browser: what is sent next has the old wording.
+    let (driver, port) = chromedriver(&t.dir.path().join("chromedriver-2.log"))
+        .await
+        .expect("chromedriver, which ran a moment ago");
+    let (daemon, address) =
+        crate::console_http::daemon(&t, &t.dir.path().join("daemon-2.log"), &[]).await;
+    let site = format!("http://{address}");
+    let b = browser(port, &t.dir.path().join("profile-2")).await;
+    sign_in(&b, &site, "eva", PASSWORD).await;
+    b.goto(&format!("{site}/console/modelli/storia"))
+        .await
+        .unwrap();
+    let seed_digest = seed[0].0.clone();
+    fill(&b, "nota-1", "torna come prima").await;
+    click(&b, &format!("/console/modelli/ripristina/{seed_digest}")).await;
+    shows(&b, "torna come prima").await;
+    accessible(&b, axe, "the published versions after a rollback").await;
+    let last = publications(&t).await.pop().unwrap();
+    assert_eq!(last, (seed_digest.clone(), "rollback".to_string()));
+    b.close().await.unwrap();
+    daemon.terminate().await;
+    driver.terminate().await;
+    create(&t, "alice", "avviso-mi", "MI");
+    ok_as(
+        &t,
+        "bob",
+        &["campaign", "approve", "avviso-mi", "--yes"],
+        None,
+    );
+    ok_as(&t, "alice", &["campaign", "launch", "avviso-mi"], None);
+    ok_as(
+        &t,
+        "root",
+        &["run", "--once", "--now", "2026-11-23T10:45:00+01:00"],
+        None,
+    );
+    let rolled_back: Vec<String> = t
+        .eml_files()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("avviso-mi."))
+        .map(|(_, eml)| decode_header(&header(&eml, "Subject").expect("a subject")))
+        .collect();
+    assert!(!rolled_back.is_empty());
+    for subject in &rolled_back {
+        assert!(
+            subject.contains("aggiornamento del servizio")
+                && !subject.contains("nuovo servizio dal"),
+            "{subject}"
+        );
     }
 
     let entries = audit(&t);
