@@ -453,13 +453,8 @@ async fn preview_for(
         Err(r) => return r,
     };
     let wanted = fields.get("destinatario").cloned().unwrap_or_default();
-    match c.app.preview_draft_for(&who, &wanted, None).await {
-        Ok(p) => {
-            let tz = c.app.settings().calendar.timezone;
-            Html(preview_page(&session, &p, tz)).into_response()
-        }
-        Err(e) => refused(&e, &session),
-    }
+    let preview = c.app.preview_draft_for(&who, &wanted, None).await;
+    previewed(&c, &session, preview)
 }
 
 async fn preview_sample(
@@ -472,16 +467,23 @@ async fn preview_sample(
         Err(r) => return r,
     };
     let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
-    match c
+    let preview = c
         .app
         .preview_draft_sample(&who, &get("messaggio"), &get("esempio"))
-        .await
-    {
-        Ok(p) => {
-            let tz = c.app.settings().calendar.timezone;
-            Html(preview_page(&session, &p, tz)).into_response()
-        }
-        Err(e) => refused(&e, &session),
+        .await;
+    previewed(&c, &session, preview)
+}
+
+/// The answer to a preview of the draft: its page, or the refusal.
+fn previewed(c: &Console, session: &SignedIn, preview: anyhow::Result<DraftPreview>) -> Response {
+    match preview {
+        Ok(p) => Html(preview_page(
+            session,
+            &p,
+            c.app.settings().calendar.timezone,
+        ))
+        .into_response(),
+        Err(e) => refused(&e, session),
     }
 }
 
