@@ -333,6 +333,20 @@ impl App {
     ) -> anyhow::Result<AccountChanged> {
         let name = who.name().to_string();
         self.permit(who, Action::OwnPassword, &name).await?;
+        // The current password is a password guessed like a login's: the same throttle, or a
+        // stolen session could try passwords here without end.
+        let address = who.source();
+        let now = self.clock.now();
+        let mut tx = self.begin().await?;
+        if let Some(retry_at) =
+            super::sessions::throttled_until(&mut tx, &name, &address, now).await?
+        {
+            tracing::warn!(account = %name, "change of password refused: throttled");
+            let a = Audited::new(who, Action::OwnPassword, &name);
+            let e = anyhow::Error::new(super::SessionRefused::Throttled { retry_at });
+            return self.settle(tx, a, Err(e), false).await;
+        }
+        tx.rollback().await?;
         let checked = match self.verify_login(&name, current).await {
             Err(LoginRefused::Unavailable(e)) => return Err(anyhow::anyhow!(e)),
             Err(_) => Err(AccountError::WrongCurrentPassword),
@@ -351,9 +365,14 @@ impl App {
                     .await
             }
             Err(e) => {
-                let tx = self.begin().await?;
+                let mut tx = self.begin().await?;
+                let wrong = matches!(e, AccountError::WrongCurrentPassword);
+                if wrong {
+                    super::sessions::record_wrong_password(&mut tx, &name, &address, now).await?;
+                }
                 let a = Audited::new(who, Action::OwnPassword, &name);
-                self.settle(tx, a, Err(e.into()), false).await
+                // The failure row is kept with the refusal's audit row.
+                self.settle(tx, a, Err(e.into()), wrong).await
             }
         }
     }

@@ -83,6 +83,41 @@ pub fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// When the throttle lets `name`, or anyone from `address`, try a password again, if it holds
+/// at `now`: [`MAX_FAILURES`] wrong passwords within [`THROTTLE_WINDOW`]. The login and the
+/// change of one's own password (its current password) count and obey the same throttle.
+pub(crate) async fn throttled_until(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let failures = sessions::failures_since(conn, name, address, now - THROTTLE_WINDOW).await?;
+    Ok([
+        (failures.by_account, failures.oldest_by_account),
+        (failures.by_address, failures.oldest_by_address),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n >= MAX_FAILURES)
+    .filter_map(|(_, oldest)| oldest.map(|t| t + THROTTLE_WINDOW))
+    .max())
+}
+
+/// Counts a wrong password of `name` from `address` toward the throttle.
+pub(crate) async fn record_wrong_password(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    // A day back, not the window: a clock moved back a little (tests, `--now`) must not forget
+    // failures that still count.
+    let forget_before = now - Duration::days(1);
+    sessions::record_failure(conn, name, address, now, forget_before)
+        .await
+        .context("recording a wrong password")
+}
+
 impl App {
     /// Signs `name` in with `password` from `address`: refused while the throttle holds (no
     /// password checked then), a wrong password counted, a session opened on success. Every
@@ -103,17 +138,7 @@ impl App {
         let mut audited = Audited::new(&who, Action::Login, name);
         audited.role = Some("unknown");
         let mut tx = self.begin().await?;
-        let failures =
-            sessions::failures_since(&mut tx, name, address, now - THROTTLE_WINDOW).await?;
-        let throttled = [
-            (failures.by_account, failures.oldest_by_account),
-            (failures.by_address, failures.oldest_by_address),
-        ]
-        .into_iter()
-        .filter(|(n, _)| *n >= MAX_FAILURES)
-        .filter_map(|(_, oldest)| oldest.map(|t| t + THROTTLE_WINDOW))
-        .max();
-        if let Some(retry_at) = throttled {
+        if let Some(retry_at) = throttled_until(&mut tx, name, address, now).await? {
             tracing::warn!(account = name, "login refused: throttled");
             let e = anyhow::Error::new(SessionRefused::Throttled { retry_at });
             return self.settle(tx, audited, Err(e), false).await;
@@ -124,12 +149,7 @@ impl App {
             Err(refused) => {
                 let mut tx = self.begin().await?;
                 if matches!(refused, LoginRefused::WrongCredentials) {
-                    // A day back, not the window: a clock moved back a little (tests, `--now`)
-                    // must not forget failures that still count.
-                    let forget_before = now - Duration::days(1);
-                    sessions::record_failure(&mut tx, name, address, now, forget_before)
-                        .await
-                        .context("recording a wrong password")?;
+                    record_wrong_password(&mut tx, name, address, now).await?;
                 }
                 tracing::warn!(account = name, "login refused: {refused}");
                 let e = anyhow::Error::new(SessionRefused::Login(refused));

@@ -333,7 +333,6 @@ async fn login(
     }
     let name = fields.get("nome").map(|n| n.trim()).unwrap_or_default();
     let password = SecretString::from(fields.get("password").cloned().unwrap_or_default());
-    let tz = c.app.settings().calendar.timezone;
     let from = client_address(peer.ip(), &headers, &c.app.settings().http.trusted_proxies);
     match c.app.login(name, &password, &from.to_string()).await {
         Ok(session) => {
@@ -352,16 +351,11 @@ async fn login(
         }
         Err(e) => match e.downcast_ref::<SessionRefused>() {
             Some(SessionRefused::Throttled { retry_at }) => {
-                let wait = (*retry_at - c.app.clock().now()).num_seconds().max(1);
-                let text = format!(
-                    "Troppi tentativi con una password errata. Riprovare dopo le {} (ora di Roma).",
-                    pages::local_time(*retry_at + chrono::Duration::seconds(59), tz)
-                );
-                let mut response = login_page(&c, StatusCode::TOO_MANY_REQUESTS, Some(&text));
-                if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                response
+                let (text, wait) = throttle_notice(&c, *retry_at);
+                retry_after(
+                    login_page(&c, StatusCode::TOO_MANY_REQUESTS, Some(&text)),
+                    wait,
+                )
             }
             // A disabled account gets the same answer as a wrong password: the page does not
             // tell a stranger that the password was right.
@@ -656,6 +650,11 @@ async fn password_change(
     match c.app.change_own_password(&who, &current, &new).await {
         Ok(_) => Redirect::to("/console").into_response(),
         Err(e) => {
+            if let Some(SessionRefused::Throttled { retry_at }) = e.downcast_ref() {
+                let (text, wait) = throttle_notice(&c, *retry_at);
+                let page = password_page(&session, StatusCode::TOO_MANY_REQUESTS, Some(&text));
+                return retry_after(page, wait);
+            }
             let text = match e.downcast_ref::<E>() {
                 Some(E::WrongCurrentPassword) => {
                     "La password attuale non è corretta: nulla è cambiato.".to_string()
@@ -675,6 +674,26 @@ async fn password_change(
             password_page(&session, StatusCode::UNPROCESSABLE_ENTITY, Some(&text))
         }
     }
+}
+
+/// The throttle's answer to a wrong password too many (a login's, or the current password's on
+/// the change of password): the Italian text with when to try again, and the seconds to wait.
+fn throttle_notice(c: &Console, retry_at: chrono::DateTime<chrono::Utc>) -> (String, i64) {
+    let tz = c.app.settings().calendar.timezone;
+    let wait = (retry_at - c.app.clock().now()).num_seconds().max(1);
+    let text = format!(
+        "Troppi tentativi con una password errata. Riprovare dopo le {} (ora di Roma).",
+        pages::local_time(retry_at + chrono::Duration::seconds(59), tz)
+    );
+    (text, wait)
+}
+
+/// `response` with `Retry-After: seconds`.
+fn retry_after(mut response: Response, seconds: i64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// 403 for a page the role may not open.

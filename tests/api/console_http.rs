@@ -1655,6 +1655,36 @@ async fn a_password_set_by_someone_else_is_changed_at_the_first_login(t: TestApp
         location(&get(&address, "/console", Some(&terzo)).await),
         "/console/password"
     );
+
+    // A wrong current password counts toward the login's throttle, or a stolen session could
+    // guess passwords here without end. Two so far (the wrong current password above, the
+    // login with the old password): three more are answered 422, the next try 429 with when to
+    // retry, the right password too, and the login of the account from another address.
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let a = change(
+            "non è lei",
+            "una frase tutta nuova",
+            "una frase tutta nuova",
+        )
+        .await;
+        codes.push(a.code);
+        if a.code == 429 {
+            assert!(a.body.contains("Troppi tentativi"), "{}", a.body);
+            assert!(a.header("retry-after").is_some(), "{:?}", a.headers);
+            break;
+        }
+        assert!(a.body.contains("La password attuale non è corretta"));
+    }
+    assert_eq!(codes, [422, 422, 422, 429]);
+    let right = change(PASSWORD, "una frase tutta nuova", "una frase tutta nuova").await;
+    assert_eq!(right.code, 429, "{}", right.body);
+    assert_eq!(
+        login_from(&address, "127.0.0.9", "nuovo", PASSWORD)
+            .await
+            .code,
+        429
+    );
     daemon.terminate().await;
 
     let entries = audit(&t);
@@ -1665,7 +1695,7 @@ async fn a_password_set_by_someone_else_is_changed_at_the_first_login(t: TestApp
             outcome
         })
         .collect();
-    assert_eq!(outcomes.len(), 5, "{outcomes:?}");
+    assert_eq!(outcomes.len(), 5 + 4 + 1, "{outcomes:?}");
     assert!(outcomes[0].contains("security token"), "{outcomes:?}");
     assert!(
         outcomes[1].contains("current password is wrong"),
@@ -1674,6 +1704,18 @@ async fn a_password_set_by_someone_else_is_changed_at_the_first_login(t: TestApp
     assert!(outcomes[2].contains("is the current one"), "{outcomes:?}");
     assert!(outcomes[3].contains("too short"), "{outcomes:?}");
     assert_eq!(outcomes[4], "ok");
+    assert!(
+        outcomes[5..8]
+            .iter()
+            .all(|o| o.contains("current password is wrong")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[8..]
+            .iter()
+            .all(|o| o.contains("too many wrong passwords")),
+        "{outcomes:?}"
+    );
     let passwd: Vec<_> = entries
         .iter()
         .filter(|e| e["action"] == "users.passwd" && e["object"] == "nuovo")
