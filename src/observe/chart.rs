@@ -13,31 +13,12 @@ const SIZE: (u32, u32) = (900, 300);
 
 /// An SVG chart of `sends`, one bar per hour from the hour of `from` to the hour of `to`
 /// (hours without sends drawn empty). `None` when plotters fails (never expected: an empty
-/// The words of the chart's axes, in the page's language.
-pub struct Axes {
-    pub sent: &'static str,
-    pub hour: &'static str,
-}
-
-/// The status page's (English).
-pub const AXES_EN: Axes = Axes {
-    sent: "messages sent",
-    hour: "hour",
-};
-
-/// The manager's report's (Italian).
-pub const AXES_IT: Axes = Axes {
-    sent: "messaggi inviati",
-    hour: "ora",
-};
-
 /// chart is still a chart).
 pub fn sends_per_hour(
     sends: &[HourlySends],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     tz: Tz,
-    words: &Axes,
 ) -> Option<String> {
     let start = hour_of(from);
     let hours = ((hour_of(to) - start).num_hours() + 1).clamp(1, 24 * 62);
@@ -76,8 +57,8 @@ pub fn sends_per_hour(
             .disable_x_mesh()
             .x_labels(12.min(hours as usize))
             .x_label_formatter(&label)
-            .y_desc(words.sent)
-            .x_desc(format!("{} ({tz})", words.hour))
+            .y_desc("messaggi inviati")
+            .x_desc(format!("ora ({tz})"))
             .draw()
             .ok()?;
         chart
@@ -119,13 +100,12 @@ mod tests {
             at("2026-11-23T08:30:00Z"),
             at("2026-11-23T12:10:00Z"),
             chrono_tz::Europe::Rome,
-            &AXES_EN,
         )
         .unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
         // 08:00 UTC is 09:00 in Rome; five hours, five bars (empty ones included).
         assert!(svg.contains("23/11 09:00"), "{svg}");
-        assert!(svg.contains("messages sent"));
+        assert!(svg.contains("messaggi inviati"));
         assert!(svg.matches("<rect").count() >= 5, "{svg}");
     }
 }

@@ -35,7 +35,10 @@ const CHART_HOURS: i64 = 48;
 #[derive(Serialize)]
 struct CampaignRow {
     name: String,
+    /// The state's name (`running`), for scripts reading the page.
     state: String,
+    /// The state in Italian, for people.
+    stato: &'static str,
     paused_reason: Option<String>,
     total: u64,
     /// Waiting or on the wire.
@@ -53,7 +56,7 @@ struct CampaignRow {
 impl CampaignRow {
     fn new(
         name: String,
-        state: &str,
+        state: CampaignState,
         paused_reason: Option<String>,
         counts: &Counts,
     ) -> CampaignRow {
@@ -74,7 +77,8 @@ impl CampaignRow {
         ];
         CampaignRow {
             name,
-            state: state.to_string(),
+            state: state.as_str().to_string(),
+            stato: stato(state),
             paused_reason: paused_reason.map(|r| crate::telemetry::scrub(&r).into_owned()),
             total,
             open: counts.open(),
@@ -112,7 +116,10 @@ struct StatusPage {
     generated_at: String,
     tz: String,
     refresh_seconds: u32,
+    /// The calendar's phase by name (`reminders`), for scripts reading the page.
     phase: &'static str,
+    /// The same in Italian.
+    fase: &'static str,
     /// What holds sending now, in Italian: (kind, sentence).
     holds: Vec<(&'static str, String)>,
     campaigns: Vec<CampaignRow>,
@@ -144,7 +151,7 @@ pub async fn status(
     let campaigns: Vec<CampaignRow> = queue::by_campaign(db)
         .await?
         .into_iter()
-        .map(|c| CampaignRow::new(c.campaign, c.state.as_str(), c.paused_reason, &c.counts))
+        .map(|c| CampaignRow::new(c.campaign, c.state, c.paused_reason, &c.counts))
         .collect();
     let queue_depth = campaigns.iter().map(|c| c.open).sum();
     let oldest = queue::oldest_pending(db).await?;
@@ -171,11 +178,13 @@ pub async fn status(
     let since = now - Duration::hours(CHART_HOURS - 1);
     let sends = queue::sends_per_hour(db, None, since, now + Duration::hours(1)).await?;
     let reopened = phases::reopened_at(db.pool()).await?;
+    let phase = phases::phase_at(&settings.calendar, reopened, now);
     let page = StatusPage {
         generated_at: local(Some(now), tz),
         tz: tz.to_string(),
         refresh_seconds: REFRESH_SECONDS,
-        phase: phases::phase_at(&settings.calendar, reopened, now),
+        phase,
+        fase: fase(phase),
         holds: super::holds::holds(db, settings, now)
             .await
             .map_err(PageError::Holds)?
@@ -186,7 +195,7 @@ pub async fn status(
         queue_depth,
         oldest_pending: oldest.map(|p| {
             format!(
-                "{}/{}, planned {}, next attempt {}",
+                "{}/{}, pianificato il {}, prossimo tentativo il {}",
                 p.campaign,
                 p.step,
                 local(p.planned_at, tz),
@@ -196,7 +205,7 @@ pub async fn status(
         next_attempts,
         errors,
         sent_in_chart: sends.iter().map(|s| s.sent).sum(),
-        chart: chart::sends_per_hour(&sends, since, now, tz, &chart::AXES_EN),
+        chart: chart::sends_per_hour(&sends, since, now, tz),
         chart_hours: CHART_HOURS,
         templates_live: health.map(|h| h.templates.current().digest().to_string()),
         templates_rejected: health.and_then(|h| h.rejected_templates()),
@@ -208,8 +217,6 @@ pub async fn status(
 #[derive(Serialize)]
 struct ReportPage {
     campaign: CampaignRow,
-    /// The state, in Italian.
-    stato: &'static str,
     audience: String,
     audience_it: &'static str,
     province: Option<String>,
@@ -232,7 +239,17 @@ struct PauseLine {
     by: String,
 }
 
-/// A campaign's state for the manager's report.
+/// The calendar's phase (`phases::phase_at`) in Italian, for the status page.
+fn fase(phase: &str) -> &'static str {
+    match phase {
+        "before the campaign" => "prima della campagna",
+        "reminders" => "promemoria",
+        "reopened" => "riapertura",
+        _ => "manutenzione",
+    }
+}
+
+/// A campaign's state in Italian, for the status page and the manager's report.
 fn stato(state: CampaignState) -> &'static str {
     match state {
         CampaignState::Draft => "bozza (non avviata)",
@@ -287,13 +304,12 @@ pub async fn report(
             let sends =
                 queue::sends_per_hour(db, Some(campaign_id), first, last + Duration::hours(1))
                     .await?;
-            chart::sends_per_hour(&sends, first, last, tz, &chart::AXES_IT)
+            chart::sends_per_hour(&sends, first, last, tz)
         }
         None => None,
     };
     let page = ReportPage {
-        campaign: CampaignRow::new(c.name.clone(), c.state.as_str(), None, &counts),
-        stato: stato(c.state),
+        campaign: CampaignRow::new(c.name.clone(), c.state, None, &counts),
         audience: c.audience.to_string(),
         audience_it: c.audience.description_it(),
         province: c.filter_province.clone(),

@@ -336,7 +336,7 @@ async fn status_page_renders_in_chromium_during_a_campaign(app: TestApp) {
         "mid-campaign, {sent_first} sent: {first}"
     );
     assert!(
-        first.contains("<strong id=\"phase\">reminders</strong>"),
+        first.contains("<strong id=\"phase\" data-phase=\"reminders\">promemoria</strong>"),
         "{first}"
     );
     assert!(first.contains("data-campaign=\"registration_incomplete-2026-11-30\""));
