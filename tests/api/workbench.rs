@@ -24,6 +24,22 @@ use crate::console_web::{
 use crate::helpers::{decode_header, header, TestApp};
 use crate::on_both_backends;
 
+/// Bob approves Alice's one-off campaign `name`, she launches it, and a run at `now` sends it.
+fn approve_launch_and_send(t: &TestApp, name: &str, now: &str) {
+    ok_as(t, "bob", &["campaign", "approve", name, "--yes"], None);
+    ok_as(t, "alice", &["campaign", "launch", name], None);
+    ok_as(t, "root", &["run", "--once", "--now", now], None);
+}
+
+/// The decoded subjects of the `.eml` files written for campaign `name`.
+fn subjects_of(t: &TestApp, name: &str) -> Vec<String> {
+    t.eml_files()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(&format!("{name}.")))
+        .map(|(_, eml)| decode_header(&header(&eml, "Subject").expect("a subject")))
+        .collect()
+}
+
 on_both_backends!(
     an_editor_changes_a_subject_in_the_browser_and_the_next_run_sends_it,
     the_workbench_asks_the_role_the_token_the_check_and_the_approval,
@@ -177,19 +193,7 @@ async fn an_editor_changes_a_subject_in_the_browser_and_the_next_run_sends_it(t:
     driver.terminate().await;
 
     // The next run sends the new subject, every row of the campaign with the new digest.
-    ok_as(
-        &t,
-        "bob",
-        &["campaign", "approve", "avviso-bo", "--yes"],
-        None,
-    );
-    ok_as(&t, "alice", &["campaign", "launch", "avviso-bo"], None);
-    ok_as(
-        &t,
-        "root",
-        &["run", "--once", "--now", "2026-11-23T10:30:00+01:00"],
-        None,
-    );
+    approve_launch_and_send(&t, "avviso-bo", "2026-11-23T10:30:00+01:00");
     let digests: Vec<String> = sqlx::query(
         "SELECT DISTINCT o.template_digest FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
          WHERE c.name = 'avviso-bo' AND o.state = 'sent'",
@@ -201,15 +205,9 @@ async fn an_editor_changes_a_subject_in_the_browser_and_the_next_run_sends_it(t:
     .map(|r| r.get(0))
     .collect();
     assert_eq!(digests, [published]);
-    let emails: Vec<String> = t
-        .eml_files()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("avviso-bo."))
-        .map(|(_, eml)| eml)
-        .collect();
-    assert!(!emails.is_empty());
-    for eml in &emails {
-        let subject = decode_header(&header(eml, "Subject").expect("a subject"));
+    let subjects = subjects_of(&t, "avviso-bo");
+    assert!(!subjects.is_empty());
+    for subject in &subjects {
         assert!(subject.contains("nuovo servizio dal"), "{subject}");
     }
 
@@ -236,25 +234,8 @@ async fn an_editor_changes_a_subject_in_the_browser_and_the_next_run_sends_it(t:
     daemon.terminate().await;
     driver.terminate().await;
     create(&t, "alice", "avviso-mi", "MI");
-    ok_as(
-        &t,
-        "bob",
-        &["campaign", "approve", "avviso-mi", "--yes"],
-        None,
-    );
-    ok_as(&t, "alice", &["campaign", "launch", "avviso-mi"], None);
-    ok_as(
-        &t,
-        "root",
-        &["run", "--once", "--now", "2026-11-23T10:45:00+01:00"],
-        None,
-    );
-    let rolled_back: Vec<String> = t
-        .eml_files()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("avviso-mi."))
-        .map(|(_, eml)| decode_header(&header(&eml, "Subject").expect("a subject")))
-        .collect();
+    approve_launch_and_send(&t, "avviso-mi", "2026-11-23T10:45:00+01:00");
+    let rolled_back = subjects_of(&t, "avviso-mi");
     assert!(!rolled_back.is_empty());
     for subject in &rolled_back {
         assert!(
