@@ -172,7 +172,7 @@ pub async fn run(args: &Args, backend: OneBackend) -> anyhow::Result<()> {
     let yardstick_secs = yardstick(&db).await?;
     let health = avvisi::observe::health::Health::new(worker.templates().clone());
     let page = best_of_three_ms(|| async {
-        avvisi::observe::page::status(&db, &settings, Some(&health), now)
+        avvisi::observe::page::status(&db, &settings, Some(&health), now, false)
             .await
             .map(|_| ())
             .map_err(anyhow::Error::from)

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -185,15 +185,19 @@ async fn metrics(State(e): State<Endpoints>) -> Response {
         .into_response()
 }
 
-async fn status_page(State(e): State<Endpoints>) -> Response {
-    match super::page::status(&e.db, &e.settings, Some(&e.health), e.clock.now()).await {
+async fn status_page(State(e): State<Endpoints>, RawQuery(query): RawQuery) -> Response {
+    // Reloading by itself only when asked (`/?ricarica=1`): a page that refreshes on its own
+    // fails WCAG 2.2.1 unless the reader chose it.
+    let reload = query.is_some_and(|q| q.split('&').any(|p| p == "ricarica=1"));
+    let now = e.clock.now();
+    match super::page::status(&e.db, &e.settings, Some(&e.health), now, reload).await {
         Ok(html) => Html(html).into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "status page");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "the status page cannot be built now: {}\n",
+                    "la pagina di stato non si può costruire ora: {}\n",
                     inert(&err.to_string())
                 ),
             )

@@ -1,6 +1,8 @@
 //! The status page at `/` and the one-page HTML report of a campaign: server-side HTML (Tera,
 //! autoescaped), no script and nothing fetched from elsewhere, readable on a phone. The status
-//! page reloads itself (a `<meta>` refresh) so it can stay open during the deadline's week.
+//! page reloads itself (a `<meta>` refresh) only when its reader asks for it (`/?ricarica=1`,
+//! a link on the page), so it can stay open during the deadline's week without refreshing
+//! under anyone who did not choose it (WCAG 2.2.1).
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
@@ -116,6 +118,8 @@ struct StatusPage {
     generated_at: String,
     tz: String,
     refresh_seconds: u32,
+    /// Whether the page reloads itself every `refresh_seconds` (its reader asked for it).
+    reload: bool,
     /// The calendar's phase by name (`reminders`), for scripts reading the page.
     phase: &'static str,
     /// The same in Italian.
@@ -140,12 +144,13 @@ fn local(t: Option<DateTime<Utc>>, tz: Tz) -> String {
 }
 
 /// The status page at `now`. `health` is the daemon's own state (live templates), when a
-/// daemon serves the page.
+/// daemon serves the page; `reload`: the page reloads itself (its reader asked for it).
 pub async fn status(
     db: &Db,
     settings: &Settings,
     health: Option<&Health>,
     now: DateTime<Utc>,
+    reload: bool,
 ) -> Result<String, PageError> {
     let tz = settings.calendar.timezone;
     let campaigns: Vec<CampaignRow> = queue::by_campaign(db)
@@ -183,6 +188,7 @@ pub async fn status(
         generated_at: local(Some(now), tz),
         tz: tz.to_string(),
         refresh_seconds: REFRESH_SECONDS,
+        reload,
         phase,
         fase: fase(phase),
         holds: super::holds::holds(db, settings, now)

@@ -465,6 +465,19 @@ async fn people_use_the_console_in_a_browser(t: TestApp) {
     until_state(&t, "avviso-bo", "cancelled").await;
     shows(&b, "annullata").await;
     accessible(&b, axe, "a cancelled campaign").await;
+    // The daemon's status page, open to anyone who reaches it, in Italian and accessible too.
+    b.goto(&format!("{site}/")).await.unwrap();
+    shows(&b, "Cosa ferma l'invio").await;
+    shows(&b, "annullata").await;
+    accessible(&b, axe, "the status page").await;
+    // It reloads itself only when its reader asks (WCAG 2.2.1), and stops when asked.
+    assert!(!page(&b).await.contains("http-equiv=\"refresh\""));
+    appears(&b, "a#reload").await.click().await.unwrap();
+    shows(&b, "smetti di ricaricarla").await;
+    assert!(page(&b).await.contains("http-equiv=\"refresh\""));
+    appears(&b, "a#reload").await.click().await.unwrap();
+    shows(&b, "Ricarica la pagina da sola").await;
+    assert!(!page(&b).await.contains("http-equiv=\"refresh\""));
     // Mario's cookie, for a form without its token.
     let mario = b
         .get_named_cookie("avvisi_session")
