@@ -460,6 +460,14 @@ async fn the_link_stops_its_stream_for_its_user_and_nothing_else(app: TestApp) {
             .into_iter()
             .collect::<Vec<_>>()
     );
+    // The pages a citizen sees, in a real browser, checked by axe-core (WCAG 2.1 A and AA):
+    // the confirmation, the button, the answer, and a link that is not valid.
+    pages_are_accessible(&app, &address, &x_path, &altered).await;
+    assert_eq!(
+        optouts(&app).await.len(),
+        2,
+        "x's opt-out again is still one"
+    );
     daemon.terminate().await;
 
     // The next planning: y's notice is planned again, x's is not.
@@ -512,6 +520,33 @@ async fn the_link_stops_its_stream_for_its_user_and_nothing_else(app: TestApp) {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("has not opted out"));
     app.teardown().await;
+}
+
+/// The unsubscribe pages in headless Chromium, each checked by axe-core: the confirmation of
+/// `path`, the answer after its button, and the page of the invalid link `bad`. Skipped, loudly
+/// under CI, without chromedriver or axe-core (as the console's browser case).
+async fn pages_are_accessible(app: &TestApp, address: &str, path: &str, bad: &str) {
+    use crate::console_web::{accessible, appears, axe_script, browser, chromedriver, shows};
+    let Some((driver, port)) = chromedriver(&app.dir.path().join("chromedriver.log")).await else {
+        return;
+    };
+    let axe = axe_script();
+    let b = browser(port, &app.dir.path().join("profile")).await;
+    b.goto(&format!("http://{address}{path}")).await.unwrap();
+    shows(&b, "Annullare l'iscrizione?").await;
+    accessible(&b, axe.as_deref(), "the unsubscribe confirmation").await;
+    appears(&b, "button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    shows(&b, "Iscrizione annullata").await;
+    accessible(&b, axe.as_deref(), "the unsubscribe answer").await;
+    b.goto(&format!("http://{address}{bad}")).await.unwrap();
+    shows(&b, "Link non valido").await;
+    accessible(&b, axe.as_deref(), "an invalid unsubscribe link").await;
+    b.close().await.unwrap();
+    driver.terminate().await;
 }
 
 /// Each one-off campaign is a stream of its own (`<NAME.campaign.DOMAIN>`) with a one-click
