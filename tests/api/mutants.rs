@@ -301,6 +301,74 @@ async fn a_digest_whose_lead_is_cancelled_still_goes_as_one_email(app: TestApp) 
     }
 }
 
+/// A pass whose rows are written already grouped still merges them with a row left pending by
+/// an earlier pass the same day: the first notices planned at 06:30 wait for the sending hours,
+/// the maintenance notice is planned at 08:30, and each person gets one email that morning, the
+/// notice and their reminders under one Message-ID (`store::digest::any_pending`, which sends
+/// `plan::pass` to the general merge instead of grouping at insert).
+async fn a_later_pass_merges_with_what_an_earlier_one_left_pending(app: TestApp) {
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let app = app.smtp(
+        &url,
+        &[
+            ("AVVISI__CALENDAR__CAMPAIGN_START", "2026-11-23T06:00:00"),
+            (
+                "AVVISI__CALENDAR__MAINTENANCE_NOTICE_AT",
+                "2026-11-23T08:15:00",
+            ),
+        ],
+    );
+    app.clock.set(at("2026-11-23T06:00:00+01:00"));
+    app.import_examples().await;
+
+    // 06:30: the first notices are planned; the sending hours hold them.
+    app.clock.set(at("2026-11-23T06:30:00+01:00"));
+    app.run_once().await;
+    assert_eq!(sink.received().len(), 0, "nothing sent before 08:00");
+    let early = app.outbox().await;
+    assert!(!early.is_empty());
+    assert!(early.iter().all(|r| r.state == "pending"), "{early:?}");
+    assert!(early
+        .iter()
+        .all(|r| !r.campaign.starts_with("maintenance_notice")));
+
+    // 08:30: the notice is planned, then everything due goes out.
+    app.clock.set(at("2026-11-23T08:30:00+01:00"));
+    app.run_once().await;
+    let rows = app.outbox().await;
+    let received = sink.received();
+    let mut ids_of: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for r in &rows {
+        assert_eq!(r.state, "sent", "{r:?}");
+        ids_of
+            .entry(r.user_id.as_str())
+            .or_default()
+            .insert(r.message_id.as_str());
+    }
+    // People with a first notice pending from 06:30 and the notice: the case's point.
+    let both = early
+        .iter()
+        .map(|r| r.user_id.as_str())
+        .filter(|u| {
+            rows.iter()
+                .any(|r| r.user_id == *u && r.campaign.starts_with("maintenance_notice"))
+        })
+        .count();
+    assert!(both > 0, "{rows:?}");
+    for (user, ids) in &ids_of {
+        assert_eq!(ids.len(), 1, "{user}: one email that day, got {ids:?}");
+        let id = ids.iter().next().unwrap();
+        let emails = received
+            .iter()
+            .filter(|m| m.header("Message-ID").as_deref() == Some(*id))
+            .count();
+        assert_eq!(emails, 1, "{user}: {id} sent once");
+    }
+    assert_eq!(received.len(), ids_of.len(), "one email per person");
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
@@ -308,4 +376,5 @@ on_both_backends!(
     a_run_on_a_full_hour_says_so_and_claims_nothing,
     retry_says_how_many_it_put_back,
     a_digest_whose_lead_is_cancelled_still_goes_as_one_email,
+    a_later_pass_merges_with_what_an_earlier_one_left_pending,
 );
