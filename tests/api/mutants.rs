@@ -148,6 +148,15 @@ async fn a_run_on_a_full_hour_says_so_and_claims_nothing(app: TestApp) {
     assert!(out.contains(full), "the run that used the hour up: {out}");
     assert_eq!(sink.received().len(), 10);
     let before = app.outbox().await;
+    // The email that met the full hour waits until the hour has room (about an hour on, when
+    // its first minute leaves the sliding hour), not due again at once (`Throttle::wait`).
+    let now = at("2026-11-23T10:00:00+01:00").timestamp();
+    assert!(
+        before
+            .iter()
+            .any(|r| r.state == "pending" && r.next_attempt_at > now + 30 * 60),
+        "{before:?}"
+    );
 
     let second = app.avvisi(&run, &env);
     let out = String::from_utf8_lossy(&second.stdout);
@@ -369,6 +378,68 @@ async fn a_later_pass_merges_with_what_an_earlier_one_left_pending(app: TestApp)
     assert_eq!(received.len(), ids_of.len(), "one email per person");
 }
 
+/// A pass leases the hour's slots a few at a time (`rate.per_hour` 700: 7 at once) and gives
+/// back those it did not use at its end: after 30 emails the sliding hour holds 30, not the 35
+/// leased, or the rest of the hour would send 5 fewer than the relay allows
+/// (`Quota::give_back`).
+async fn the_hour_counts_what_was_sent_not_what_was_leased(app: TestApp) {
+    let sink = SmtpSink::start().await;
+    let app = app.smtp(&sink.url(), &[("AVVISI__RATE__PER_HOUR", "700")]);
+    app.import_examples().await;
+    app.run_once().await;
+    assert_eq!(sink.received().len(), 30);
+    let used = avvisi::deliver::quota::used_last_hour(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(used, 30, "the hour counts the emails sent");
+}
+
+/// The hour is a sliding hour counted per minute in `rate_usage`, shared by every process: with
+/// 9 emails counted 50 minutes ago and 1000 counted 60 minutes ago (out of the hour),
+/// `rate.per_hour` 10 lets one email through; the next waits until the minute of the 9 leaves
+/// the hour (about 10 minutes on), and `status`'s count is the hour's (`quota::grant`,
+/// `quota::used_last_hour`).
+async fn the_hour_slides_minute_by_minute(app: TestApp) {
+    use avvisi::deliver::quota::used_last_hour;
+    // Slots are counted on the machine's clock (the database's on PostgreSQL, on this machine
+    // too), never on the calendar's.
+    let minute = chrono::Utc::now().timestamp_millis().div_euclid(60_000);
+    for (slot, used) in [(minute - 60, 1000_i64), (minute - 50, 9)] {
+        sqlx::query("INSERT INTO rate_usage (scope, slot, used) VALUES ('hour', $1, $2)")
+            .bind(slot)
+            .bind(used)
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+    }
+    assert_eq!(used_last_hour(&app.db).await.unwrap(), 9);
+    let sink = SmtpSink::start().await;
+    let app = app.smtp(
+        &sink.url(),
+        &[
+            ("AVVISI__RATE__PER_HOUR", "10"),
+            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ],
+    );
+    app.import_examples().await;
+    let (_, delivery) = app.run_once().await;
+    assert!(delivery.throttled);
+    assert_eq!(sink.received().len(), 1, "room for one email in the hour");
+    let now = app.clock.now().timestamp();
+    let waits: Vec<i64> = app
+        .outbox()
+        .await
+        .iter()
+        .filter(|r| r.state == "pending" && r.next_attempt_at > now)
+        .map(|r| r.next_attempt_at - now)
+        .collect();
+    assert!(
+        !waits.is_empty() && waits.iter().all(|s| (7 * 60..=11 * 60).contains(s)),
+        "the email that met the full hour is due when the 9 leave it: {waits:?} s"
+    );
+    assert_eq!(used_last_hour(&app.db).await.unwrap(), 10);
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
@@ -377,4 +448,6 @@ on_both_backends!(
     retry_says_how_many_it_put_back,
     a_digest_whose_lead_is_cancelled_still_goes_as_one_email,
     a_later_pass_merges_with_what_an_earlier_one_left_pending,
+    the_hour_counts_what_was_sent_not_what_was_leased,
+    the_hour_slides_minute_by_minute,
 );
