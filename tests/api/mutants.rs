@@ -440,6 +440,48 @@ async fn the_hour_slides_minute_by_minute(app: TestApp) {
     assert_eq!(used_last_hour(&app.db).await.unwrap(), 10);
 }
 
+/// `status` names the message first in the queue and when the next ones fall due, counted
+/// exactly for a short queue: after a planning at 10:00 with nothing sent, the first row planned
+/// and 47 messages due at 10:00, not "at least" (`store::queue::oldest_pending`,
+/// `next_attempts`).
+async fn status_names_the_first_of_the_queue_and_the_next_attempts(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 47);
+    let out = app.avvisi(&["status", "--json"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let oldest = &status["oldest_pending"];
+    assert_eq!(
+        oldest["campaign"].as_str(),
+        Some(rows[0].campaign.as_str()),
+        "{status}"
+    );
+    assert_eq!(
+        oldest["step"].as_str(),
+        Some(rows[0].step.as_str()),
+        "{status}"
+    );
+    let next = status["next_attempts"].as_array().expect("next_attempts");
+    assert_eq!(next.len(), 1, "{status}");
+    assert_eq!(next[0]["messages"].as_u64(), Some(47), "{status}");
+    assert_eq!(next[0]["at_least"].as_bool(), Some(false), "{status}");
+    let due = chrono::DateTime::parse_from_rfc3339(next[0]["at"].as_str().unwrap()).unwrap();
+    assert_eq!(due.timestamp(), app.clock.now().timestamp(), "{status}");
+
+    let out = app.avvisi(&["status"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "oldest pending: {}/{}",
+            rows[0].campaign, rows[0].step
+        )),
+        "{text}"
+    );
+    assert!(text.contains("  47 message(s)"), "{text}");
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
@@ -450,4 +492,5 @@ on_both_backends!(
     a_later_pass_merges_with_what_an_earlier_one_left_pending,
     the_hour_counts_what_was_sent_not_what_was_leased,
     the_hour_slides_minute_by_minute,
+    status_names_the_first_of_the_queue_and_the_next_attempts,
 );
