@@ -482,6 +482,32 @@ async fn status_names_the_first_of_the_queue_and_the_next_attempts(app: TestApp)
     assert!(text.contains("  47 message(s)"), "{text}");
 }
 
+/// An error without a reply (a connection dropped in the middle of DATA): `status` groups it
+/// under no code (`null` in JSON, `-` in text), never under a code 0 that no relay sent
+/// (`store::queue::errors_by_reply`).
+async fn an_error_without_a_reply_has_no_code_in_status(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let sink = SmtpSink::start_with(vec![Fault::DropInData { times: 100 }]).await;
+    app.smtp(&sink.url(), &[("AVVISI__DELIVERY__CONCURRENCY", "1")])
+        .deliver()
+        .await;
+    let tried = app.outbox().await;
+    assert!(
+        tried
+            .iter()
+            .any(|r| r.attempts == 1 && r.smtp_code.is_none()),
+        "{tried:?}"
+    );
+    let out = app.avvisi(&["status", "--json"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = status["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{status}");
+    assert!(errors[0]["code"].is_null(), "{status}");
+    assert!(errors[0]["retrying"].as_u64().unwrap() >= 1, "{status}");
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
@@ -493,4 +519,5 @@ on_both_backends!(
     the_hour_counts_what_was_sent_not_what_was_leased,
     the_hour_slides_minute_by_minute,
     status_names_the_first_of_the_queue_and_the_next_attempts,
+    an_error_without_a_reply_has_no_code_in_status,
 );
