@@ -508,6 +508,30 @@ async fn an_error_without_a_reply_has_no_code_in_status(app: TestApp) {
     assert!(errors[0]["retrying"].as_u64().unwrap() >= 1, "{status}");
 }
 
+/// The sends per hour that the status page's chart and the report draw: the hour the emails
+/// went out in, with every message sent in it (`store::queue::sends_per_hour`).
+async fn the_sends_are_counted_in_the_hour_they_went_out(app: TestApp) {
+    app.import_examples().await;
+    app.run_once().await;
+    let (first, last, sent): (i64, i64, i64) = sqlx::query_as(
+        "SELECT MIN(sent_at), MAX(sent_at), COUNT(*) FROM outbox WHERE state = 'sent'",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert!(sent > 0);
+    let hour = |t: i64| chrono::DateTime::from_timestamp(t - t.rem_euclid(3600), 0).unwrap();
+    assert_eq!(hour(first), hour(last), "one hour of sending");
+    let since = hour(first) - chrono::Duration::hours(3);
+    let until = hour(first) + chrono::Duration::hours(3);
+    let per_hour = avvisi::store::queue::sends_per_hour(&app.db, None, since, until)
+        .await
+        .unwrap();
+    let shown: Vec<(chrono::DateTime<chrono::Utc>, u64)> =
+        per_hour.iter().map(|h| (h.hour, h.sent)).collect();
+    assert_eq!(shown, vec![(hour(first), sent as u64)]);
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
@@ -520,4 +544,5 @@ on_both_backends!(
     the_hour_slides_minute_by_minute,
     status_names_the_first_of_the_queue_and_the_next_attempts,
     an_error_without_a_reply_has_no_code_in_status,
+    the_sends_are_counted_in_the_hour_they_went_out,
 );
