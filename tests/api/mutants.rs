@@ -532,6 +532,22 @@ async fn the_sends_are_counted_in_the_hour_they_went_out(app: TestApp) {
     assert_eq!(shown, vec![(hour(first), sent as u64)]);
 }
 
+/// A queue longer than `status` reads (`NEXT_ATTEMPTS_READ`, 10,000 rows): 10,001 first notices
+/// due at 10:00 are shown as "at least 10000", the count stopped at the bound, not as exactly
+/// 10,000 (`store::queue::next_attempts`).
+async fn status_says_at_least_when_the_queue_is_longer_than_it_reads(app: TestApp) {
+    let read = avvisi::store::queue::NEXT_ATTEMPTS_READ as usize;
+    crate::crash::import_users(&app, read + 1).await;
+    app.plan().await;
+    let out = app.avvisi(&["status", "--json"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let next = status["next_attempts"].as_array().expect("next_attempts");
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0]["messages"].as_u64(), Some(read as u64), "{next:?}");
+    assert_eq!(next[0]["at_least"].as_bool(), Some(true), "{next:?}");
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
@@ -545,4 +561,5 @@ on_both_backends!(
     status_names_the_first_of_the_queue_and_the_next_attempts,
     an_error_without_a_reply_has_no_code_in_status,
     the_sends_are_counted_in_the_hour_they_went_out,
+    status_says_at_least_when_the_queue_is_longer_than_it_reads,
 );
