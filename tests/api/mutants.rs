@@ -548,6 +548,51 @@ async fn status_says_at_least_when_the_queue_is_longer_than_it_reads(app: TestAp
     assert_eq!(next[0]["at_least"].as_bool(), Some(true), "{next:?}");
 }
 
+/// `explain` against a campaign for one province (the maintenance notice to Bologna, running):
+/// U0007 (Turin) fails the province, U0008 (Bologna, enabled) is in the audience, U0040
+/// (Bologna, disabled) fails only for being disabled: the province is named only for whoever
+/// is outside it (`Audience::in_provinces`).
+async fn explain_names_the_province_only_for_those_outside_it(app: TestApp) {
+    use avvisi::audience::Audience;
+    use avvisi::campaign::{self, NewCampaign};
+    app.import_examples().await;
+    let templates = avvisi::render::templates::TemplateSet::load(&app.settings.templates_dir)
+        .expect("templates")
+        .messages();
+    let new = NewCampaign {
+        name: "notice-bo".into(),
+        audience: Audience::EnabledUsers,
+        template: "maintenance_notice".into(),
+        filter_province: Some("BO".into()),
+        send_at: None,
+        expires_at: at("2026-11-30T23:59:59+01:00"),
+        transactional: None,
+    };
+    campaign::create(&app.db, &new, &templates, app.clock.now())
+        .await
+        .expect("create campaign");
+    // Launched (the approval is another case's): running, not yet planned.
+    sqlx::query("UPDATE campaigns SET state = 'running' WHERE name = 'notice-bo'")
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let explain = |user: &str| {
+        let out = app.avvisi(
+            &["explain", user, "--now", "2026-11-23T10:00:00+01:00"],
+            &[],
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let outside = explain("U0007");
+    assert!(outside.contains("the campaign is for BO"), "{outside}");
+    for user in ["U0008", "U0040"] {
+        let text = explain(user);
+        assert!(text.contains("notice-bo"), "{text}");
+        assert!(!text.contains("the campaign is for BO"), "{user}: {text}");
+    }
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
@@ -562,4 +607,5 @@ on_both_backends!(
     an_error_without_a_reply_has_no_code_in_status,
     the_sends_are_counted_in_the_hour_they_went_out,
     status_says_at_least_when_the_queue_is_longer_than_it_reads,
+    explain_names_the_province_only_for_those_outside_it,
 );
