@@ -474,6 +474,24 @@ mod tests {
         }
     }
 
+    /// Each audience has a line of its own, in English (`--help`, `explain`, the console) and in
+    /// Italian (the manager's report): none empty, no two alike.
+    #[test]
+    fn each_audience_is_described_in_its_own_words() {
+        for describe in [Audience::description, Audience::description_it] {
+            let mut lines: Vec<&str> = Audience::ALL.map(describe).to_vec();
+            assert!(lines.iter().all(|l| l.split(' ').count() >= 3), "{lines:?}");
+            lines.sort();
+            lines.dedup();
+            assert_eq!(lines.len(), Audience::ALL.len(), "{lines:?}");
+        }
+        assert_eq!(
+            Audience::EnabledUsers.description(),
+            "every enabled user",
+            "README.md's audience table"
+        );
+    }
+
     #[test]
     fn a_failed_clause_reads_as_a_sentence() {
         let registration = Audience::RegistrationIncomplete.clauses()[1];

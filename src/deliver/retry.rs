@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::campaign::lifecycle;
-use crate::store::Db;
 
 /// Which failed messages to put back.
 #[derive(Debug, Clone, Default)]
@@ -46,18 +45,9 @@ const MATCHING: &str = "o.state = 'failed' AND c.state <> 'cancelled' \
 /// Still before its deadline at `$4`.
 const IN_TIME: &str = "(o.expires_at IS NULL OR o.expires_at > $4)";
 
-/// Puts the failed messages matching `filter` back in the queue, due at `now`; with `dry_run`
-/// only counts them.
-pub async fn retry_failed(
-    db: &Db,
-    filter: &RetryFilter,
-    now: DateTime<Utc>,
-    dry_run: bool,
-) -> Result<RetryReport, sqlx::Error> {
-    retry_failed_on(&mut *db.pool().acquire().await?, filter, now, dry_run).await
-}
-
-/// [`retry_failed`] on the caller's connection (a savepoint when it is a transaction).
+/// Puts the failed messages matching `filter` back in the queue, due at `now`, on the caller's
+/// connection (a savepoint when it is a transaction); with `dry_run` only counts them. Called by
+/// `App::retry_failed`, which writes the audit row in the same transaction.
 pub(crate) async fn retry_failed_on(
     conn: &mut sqlx::AnyConnection,
     filter: &RetryFilter,

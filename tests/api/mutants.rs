@@ -148,6 +148,15 @@ async fn a_run_on_a_full_hour_says_so_and_claims_nothing(app: TestApp) {
     assert!(out.contains(full), "the run that used the hour up: {out}");
     assert_eq!(sink.received().len(), 10);
     let before = app.outbox().await;
+    // The email that met the full hour waits until the hour has room (about an hour on, when
+    // its first minute leaves the sliding hour), not due again at once (`Throttle::wait`).
+    let now = at("2026-11-23T10:00:00+01:00").timestamp();
+    assert!(
+        before
+            .iter()
+            .any(|r| r.state == "pending" && r.next_attempt_at > now + 30 * 60),
+        "{before:?}"
+    );
 
     let second = app.avvisi(&run, &env);
     let out = String::from_utf8_lossy(&second.stdout);
@@ -301,6 +310,289 @@ async fn a_digest_whose_lead_is_cancelled_still_goes_as_one_email(app: TestApp) 
     }
 }
 
+/// A pass whose rows are written already grouped still merges them with a row left pending by
+/// an earlier pass the same day: the first notices planned at 06:30 wait for the sending hours,
+/// the maintenance notice is planned at 08:30, and each person gets one email that morning, the
+/// notice and their reminders under one Message-ID (`store::digest::any_pending`, which sends
+/// `plan::pass` to the general merge instead of grouping at insert).
+async fn a_later_pass_merges_with_what_an_earlier_one_left_pending(app: TestApp) {
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let app = app.smtp(
+        &url,
+        &[
+            ("AVVISI__CALENDAR__CAMPAIGN_START", "2026-11-23T06:00:00"),
+            (
+                "AVVISI__CALENDAR__MAINTENANCE_NOTICE_AT",
+                "2026-11-23T08:15:00",
+            ),
+        ],
+    );
+    app.clock.set(at("2026-11-23T06:00:00+01:00"));
+    app.import_examples().await;
+
+    // 06:30: the first notices are planned; the sending hours hold them.
+    app.clock.set(at("2026-11-23T06:30:00+01:00"));
+    app.run_once().await;
+    assert_eq!(sink.received().len(), 0, "nothing sent before 08:00");
+    let early = app.outbox().await;
+    assert!(!early.is_empty());
+    assert!(early.iter().all(|r| r.state == "pending"), "{early:?}");
+    assert!(early
+        .iter()
+        .all(|r| !r.campaign.starts_with("maintenance_notice")));
+
+    // 08:30: the notice is planned, then everything due goes out.
+    app.clock.set(at("2026-11-23T08:30:00+01:00"));
+    app.run_once().await;
+    let rows = app.outbox().await;
+    let received = sink.received();
+    let mut ids_of: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for r in &rows {
+        assert_eq!(r.state, "sent", "{r:?}");
+        ids_of
+            .entry(r.user_id.as_str())
+            .or_default()
+            .insert(r.message_id.as_str());
+    }
+    // People with a first notice pending from 06:30 and the notice: the case's point.
+    let both = early
+        .iter()
+        .map(|r| r.user_id.as_str())
+        .filter(|u| {
+            rows.iter()
+                .any(|r| r.user_id == *u && r.campaign.starts_with("maintenance_notice"))
+        })
+        .count();
+    assert!(both > 0, "{rows:?}");
+    for (user, ids) in &ids_of {
+        assert_eq!(ids.len(), 1, "{user}: one email that day, got {ids:?}");
+        let id = ids.iter().next().unwrap();
+        let emails = received
+            .iter()
+            .filter(|m| m.header("Message-ID").as_deref() == Some(*id))
+            .count();
+        assert_eq!(emails, 1, "{user}: {id} sent once");
+    }
+    assert_eq!(received.len(), ids_of.len(), "one email per person");
+}
+
+/// A pass leases the hour's slots a few at a time (`rate.per_hour` 700: 7 at once) and gives
+/// back those it did not use at its end: after 30 emails the sliding hour holds 30, not the 35
+/// leased, or the rest of the hour would send 5 fewer than the relay allows
+/// (`Quota::give_back`).
+async fn the_hour_counts_what_was_sent_not_what_was_leased(app: TestApp) {
+    let sink = SmtpSink::start().await;
+    let app = app.smtp(&sink.url(), &[("AVVISI__RATE__PER_HOUR", "700")]);
+    app.import_examples().await;
+    app.run_once().await;
+    assert_eq!(sink.received().len(), 30);
+    let used = avvisi::deliver::quota::used_last_hour(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(used, 30, "the hour counts the emails sent");
+}
+
+/// The hour is a sliding hour counted per minute in `rate_usage`, shared by every process: with
+/// 9 emails counted 50 minutes ago and 1000 counted 60 minutes ago (out of the hour),
+/// `rate.per_hour` 10 lets one email through; the next waits until the minute of the 9 leaves
+/// the hour (about 10 minutes on), and `status`'s count is the hour's (`quota::grant`,
+/// `quota::used_last_hour`).
+async fn the_hour_slides_minute_by_minute(app: TestApp) {
+    use avvisi::deliver::quota::used_last_hour;
+    // Slots are counted on the machine's clock (the database's on PostgreSQL, on this machine
+    // too), never on the calendar's.
+    let minute = chrono::Utc::now().timestamp_millis().div_euclid(60_000);
+    for (slot, used) in [(minute - 60, 1000_i64), (minute - 50, 9)] {
+        sqlx::query("INSERT INTO rate_usage (scope, slot, used) VALUES ('hour', $1, $2)")
+            .bind(slot)
+            .bind(used)
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+    }
+    assert_eq!(used_last_hour(&app.db).await.unwrap(), 9);
+    let sink = SmtpSink::start().await;
+    let app = app.smtp(
+        &sink.url(),
+        &[
+            ("AVVISI__RATE__PER_HOUR", "10"),
+            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ],
+    );
+    app.import_examples().await;
+    let (_, delivery) = app.run_once().await;
+    assert!(delivery.throttled);
+    assert_eq!(sink.received().len(), 1, "room for one email in the hour");
+    let now = app.clock.now().timestamp();
+    let waits: Vec<i64> = app
+        .outbox()
+        .await
+        .iter()
+        .filter(|r| r.state == "pending" && r.next_attempt_at > now)
+        .map(|r| r.next_attempt_at - now)
+        .collect();
+    assert!(
+        !waits.is_empty() && waits.iter().all(|s| (7 * 60..=11 * 60).contains(s)),
+        "the email that met the full hour is due when the 9 leave it: {waits:?} s"
+    );
+    assert_eq!(used_last_hour(&app.db).await.unwrap(), 10);
+}
+
+/// `status` names the message first in the queue and when the next ones fall due, counted
+/// exactly for a short queue: after a planning at 10:00 with nothing sent, the first row planned
+/// and 47 messages due at 10:00, not "at least" (`store::queue::oldest_pending`,
+/// `next_attempts`).
+async fn status_names_the_first_of_the_queue_and_the_next_attempts(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 47);
+    let out = app.avvisi(&["status", "--json"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let oldest = &status["oldest_pending"];
+    assert_eq!(
+        oldest["campaign"].as_str(),
+        Some(rows[0].campaign.as_str()),
+        "{status}"
+    );
+    assert_eq!(
+        oldest["step"].as_str(),
+        Some(rows[0].step.as_str()),
+        "{status}"
+    );
+    let next = status["next_attempts"].as_array().expect("next_attempts");
+    assert_eq!(next.len(), 1, "{status}");
+    assert_eq!(next[0]["messages"].as_u64(), Some(47), "{status}");
+    assert_eq!(next[0]["at_least"].as_bool(), Some(false), "{status}");
+    let due = chrono::DateTime::parse_from_rfc3339(next[0]["at"].as_str().unwrap()).unwrap();
+    assert_eq!(due.timestamp(), app.clock.now().timestamp(), "{status}");
+
+    let out = app.avvisi(&["status"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "oldest pending: {}/{}",
+            rows[0].campaign, rows[0].step
+        )),
+        "{text}"
+    );
+    assert!(text.contains("  47 message(s)"), "{text}");
+}
+
+/// An error without a reply (a connection dropped in the middle of DATA): `status` groups it
+/// under no code (`null` in JSON, `-` in text), never under a code 0 that no relay sent
+/// (`store::queue::errors_by_reply`).
+async fn an_error_without_a_reply_has_no_code_in_status(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let sink = SmtpSink::start_with(vec![Fault::DropInData { times: 100 }]).await;
+    app.smtp(&sink.url(), &[("AVVISI__DELIVERY__CONCURRENCY", "1")])
+        .deliver()
+        .await;
+    let tried = app.outbox().await;
+    assert!(
+        tried
+            .iter()
+            .any(|r| r.attempts == 1 && r.smtp_code.is_none()),
+        "{tried:?}"
+    );
+    let out = app.avvisi(&["status", "--json"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = status["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{status}");
+    assert!(errors[0]["code"].is_null(), "{status}");
+    assert!(errors[0]["retrying"].as_u64().unwrap() >= 1, "{status}");
+}
+
+/// The sends per hour that the status page's chart and the report draw: the hour the emails
+/// went out in, with every message sent in it (`store::queue::sends_per_hour`).
+async fn the_sends_are_counted_in_the_hour_they_went_out(app: TestApp) {
+    app.import_examples().await;
+    app.run_once().await;
+    let (first, last, sent): (i64, i64, i64) = sqlx::query_as(
+        "SELECT MIN(sent_at), MAX(sent_at), COUNT(*) FROM outbox WHERE state = 'sent'",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert!(sent > 0);
+    let hour = |t: i64| chrono::DateTime::from_timestamp(t - t.rem_euclid(3600), 0).unwrap();
+    assert_eq!(hour(first), hour(last), "one hour of sending");
+    let since = hour(first) - chrono::Duration::hours(3);
+    let until = hour(first) + chrono::Duration::hours(3);
+    let per_hour = avvisi::store::queue::sends_per_hour(&app.db, None, since, until)
+        .await
+        .unwrap();
+    let shown: Vec<(chrono::DateTime<chrono::Utc>, u64)> =
+        per_hour.iter().map(|h| (h.hour, h.sent)).collect();
+    assert_eq!(shown, vec![(hour(first), sent as u64)]);
+}
+
+/// A queue longer than `status` reads (`NEXT_ATTEMPTS_READ`, 10,000 rows): 10,001 first notices
+/// due at 10:00 are shown as "at least 10000", the count stopped at the bound, not as exactly
+/// 10,000 (`store::queue::next_attempts`).
+async fn status_says_at_least_when_the_queue_is_longer_than_it_reads(app: TestApp) {
+    let read = avvisi::store::queue::NEXT_ATTEMPTS_READ as usize;
+    crate::crash::import_users(&app, read + 1).await;
+    app.plan().await;
+    let out = app.avvisi(&["status", "--json"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let next = status["next_attempts"].as_array().expect("next_attempts");
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0]["messages"].as_u64(), Some(read as u64), "{next:?}");
+    assert_eq!(next[0]["at_least"].as_bool(), Some(true), "{next:?}");
+}
+
+/// `explain` against a campaign for one province (the maintenance notice to Bologna, running):
+/// U0007 (Turin) fails the province, U0008 (Bologna, enabled) is in the audience, U0040
+/// (Bologna, disabled) fails only for being disabled: the province is named only for whoever
+/// is outside it (`Audience::in_provinces`).
+async fn explain_names_the_province_only_for_those_outside_it(app: TestApp) {
+    use avvisi::audience::Audience;
+    use avvisi::campaign::{self, NewCampaign};
+    app.import_examples().await;
+    let templates = avvisi::render::templates::TemplateSet::load(&app.settings.templates_dir)
+        .expect("templates")
+        .messages();
+    let new = NewCampaign {
+        name: "notice-bo".into(),
+        audience: Audience::EnabledUsers,
+        template: "maintenance_notice".into(),
+        filter_province: Some("BO".into()),
+        send_at: None,
+        expires_at: at("2026-11-30T23:59:59+01:00"),
+        transactional: None,
+    };
+    campaign::create(&app.db, &new, &templates, app.clock.now())
+        .await
+        .expect("create campaign");
+    // Launched (the approval is another case's): running, not yet planned.
+    sqlx::query("UPDATE campaigns SET state = 'running' WHERE name = 'notice-bo'")
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let explain = |user: &str| {
+        let out = app.avvisi(
+            &["explain", user, "--now", "2026-11-23T10:00:00+01:00"],
+            &[],
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let outside = explain("U0007");
+    assert!(outside.contains("the campaign is for BO"), "{outside}");
+    for user in ["U0008", "U0040"] {
+        let text = explain(user);
+        assert!(text.contains("notice-bo"), "{text}");
+        assert!(!text.contains("the campaign is for BO"), "{user}: {text}");
+    }
+}
+
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
     an_older_step_still_pending_is_skipped_as_superseded,
@@ -308,4 +600,12 @@ on_both_backends!(
     a_run_on_a_full_hour_says_so_and_claims_nothing,
     retry_says_how_many_it_put_back,
     a_digest_whose_lead_is_cancelled_still_goes_as_one_email,
+    a_later_pass_merges_with_what_an_earlier_one_left_pending,
+    the_hour_counts_what_was_sent_not_what_was_leased,
+    the_hour_slides_minute_by_minute,
+    status_names_the_first_of_the_queue_and_the_next_attempts,
+    an_error_without_a_reply_has_no_code_in_status,
+    the_sends_are_counted_in_the_hour_they_went_out,
+    status_says_at_least_when_the_queue_is_longer_than_it_reads,
+    explain_names_the_province_only_for_those_outside_it,
 );
