@@ -608,4 +608,98 @@ on_both_backends!(
     the_sends_are_counted_in_the_hour_they_went_out,
     status_says_at_least_when_the_queue_is_longer_than_it_reads,
     explain_names_the_province_only_for_those_outside_it,
+    a_one_off_planned_with_the_first_notices_is_an_email_of_its_own,
+    a_one_off_planned_before_the_first_notices_leads_no_one,
 );
+
+/// An operator's one-off campaign is an email of its own (`campaigns.digest` = 0), even when it
+/// is planned in the same pass as the reminders' first notices: none of its rows follows a
+/// reminder's row, no reminder's row follows it, none shares a Message-ID (`plan::pass`: only
+/// the campaigns that merge look up a lead, and only they lead). The pass that groups as it
+/// writes plans the campaign expiring last first: the one-off goes after the reminders when it
+/// expires before their deadline (this case), before them when it expires after
+/// ([`a_one_off_planned_before_the_first_notices_leads_no_one`]).
+async fn a_one_off_planned_with_the_first_notices_is_an_email_of_its_own(app: TestApp) {
+    one_off_planned_with_the_first_notices(app, true).await;
+}
+
+/// [`a_one_off_planned_with_the_first_notices_is_an_email_of_its_own`], the one-off expiring a
+/// week after today (the default on the real clock), after the reminders' deadline: planned
+/// first, it must not become the lead that their rows follow.
+async fn a_one_off_planned_before_the_first_notices_leads_no_one(app: TestApp) {
+    one_off_planned_with_the_first_notices(app, false).await;
+}
+
+async fn one_off_planned_with_the_first_notices(app: TestApp, expires_before_deadline: bool) {
+    app.import_examples().await;
+    let args: [&[&str]; 3] = [
+        &[
+            "campaign",
+            "create",
+            "avviso-tutti",
+            "--audience",
+            "enabled_users",
+            "--template",
+            "maintenance_notice",
+        ],
+        &["campaign", "approve", "avviso-tutti", "--yes"],
+        &["campaign", "launch", "avviso-tutti"],
+    ];
+    for (i, a) in args.iter().enumerate() {
+        // The approval is another person's.
+        let env: &[(&str, &str)] = if i == 1 {
+            &[("USER", "second-person")]
+        } else {
+            &[]
+        };
+        let out = app.avvisi(a, env);
+        assert!(out.status.success(), "{a:?}: {out:?}");
+    }
+    // Created on the real clock, it expires a week after today, after the reminders' deadline
+    // (30 November): planned first. Its expiry set before the deadline orders it after them.
+    if expires_before_deadline {
+        sqlx::query("UPDATE campaigns SET expires_at = $1 WHERE name = 'avviso-tutti'")
+            .bind(at("2026-11-29T12:00:00+01:00").timestamp())
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+    }
+    app.plan().await;
+    let rows = app.outbox().await;
+    let oneoff: Vec<&OutboxRow> = rows
+        .iter()
+        .filter(|r| r.campaign == "avviso-tutti")
+        .collect();
+    let reminders: Vec<&OutboxRow> = rows
+        .iter()
+        .filter(|r| r.campaign != "avviso-tutti")
+        .collect();
+    assert!(!oneoff.is_empty() && !reminders.is_empty(), "{rows:?}");
+    // Planned together: people with both a reminder and the one-off.
+    let both = oneoff
+        .iter()
+        .filter(|o| reminders.iter().any(|r| r.user_id == o.user_id))
+        .count();
+    assert!(both > 0, "no one has both: {rows:?}");
+    for o in &oneoff {
+        assert!(
+            reminders.iter().all(|r| r.message_id != o.message_id),
+            "the one-off's row of {} shares a reminder's Message-ID: {o:?}",
+            o.user_id
+        );
+    }
+    let sink = SmtpSink::start().await;
+    app.smtp(&sink.url(), &[]).deliver().await;
+    let ids: std::collections::HashSet<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|r| r.campaign == "avviso-tutti" && r.state == "sent")
+        .map(|r| r.message_id)
+        .collect();
+    assert_eq!(
+        ids.len(),
+        oneoff.len(),
+        "each person's one-off is its own email"
+    );
+}
