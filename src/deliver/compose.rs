@@ -22,6 +22,10 @@ pub enum EmailError {
     /// Every section of a digest was dropped (never claimed so: such a lead is skipped).
     #[error("no section left to send")]
     NoSection,
+    /// The one section left is of a step sent only inside a digest: its digest lost the rest
+    /// (cancelled, superseded, paused) after it was planned.
+    #[error("a step sent only inside a digest, left alone")]
+    OnlyInDigest,
 }
 
 impl Worker {
@@ -56,6 +60,10 @@ impl Worker {
             Err(EmailError::NoSection) => Err(Outcome::Skipped {
                 reason: "no section of the digest applies any more".to_string(),
             }),
+            // The same reason as when the planner skips it (`store::digest::skip_alone`).
+            Err(EmailError::OnlyInDigest) => Err(Outcome::Skipped {
+                reason: crate::store::digest::ONLY_IN_DIGEST.to_string(),
+            }),
         }
     }
 
@@ -89,9 +97,10 @@ impl Worker {
         let cadence = &self.settings.calendar.cadence;
         let (rendered, about) = match sections.as_slice() {
             [] => return Err(EmailError::NoSection),
-            // A reminder sent only inside a digest, left alone by the others' drop, does not go.
+            // A reminder sent only inside a digest, left alone by the others' drop or by a
+            // digest that lost the rest, does not go.
             [only] if cadence.only_in_digest(&only.template, only.step) => {
-                return Err(EmailError::NoSection)
+                return Err(EmailError::OnlyInDigest)
             }
             [only] => {
                 let context = self.context_for(only, now, reopened_at.to_string(), false);

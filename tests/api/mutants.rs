@@ -215,6 +215,54 @@ async fn a_step_sent_only_in_a_digest_never_goes_alone(app: TestApp) {
     assert_eq!(section.message_id, lead.message_id, "one email");
 }
 
+/// A section sent only inside a digest stays home when its digest loses the rest after it was
+/// planned: on the d1 day U0007's recovery advice travels inside the email about the
+/// unvalidated address; that campaign is cancelled before the send, the advice is left alone
+/// (`store::digest::repair_orphans`), and it is skipped with the reason of a step sent only in a
+/// digest, not sent by itself (`deliver::compose`, `EmailError::OnlyInDigest`).
+async fn a_section_sent_only_in_a_digest_stays_home_when_the_rest_is_withdrawn(app: TestApp) {
+    app.import_examples().await;
+    for day in ["2026-11-23T10:00:00+01:00", "2026-11-27T10:00:00+01:00"] {
+        app.clock.set(at(day));
+        app.run_once().await;
+    }
+    app.clock.set(at("2026-11-29T10:00:00+01:00"));
+    app.plan().await;
+    let planned = app.outbox().await;
+    let row = |rows: &[OutboxRow], campaign: &str| {
+        rows.iter()
+            .find(|r| r.user_id == "U0007" && r.campaign.starts_with(campaign) && r.step == "d1")
+            .cloned()
+            .unwrap_or_else(|| panic!("U0007 {campaign} d1: {rows:?}"))
+    };
+    let (section, lead) = (
+        row(&planned, "credential_recovery_advice"),
+        row(&planned, "email_unvalidated"),
+    );
+    assert_eq!(section.message_id, lead.message_id, "planned as one email");
+    let out = app.avvisi(&["campaign", "cancel", &lead.campaign], &[]);
+    assert!(out.status.success(), "{out:?}");
+
+    app.deliver().await;
+    let rows = app.outbox().await;
+    let section = row(&rows, "credential_recovery_advice");
+    assert_eq!(section.state, "skipped", "{section:?}");
+    assert!(
+        section
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("sent only inside a daily digest"),
+        "{section:?}"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.user_id == "U0007" && r.step == "d1")
+            .all(|r| r.state != "sent"),
+        "{rows:?}"
+    );
+}
+
 /// `retry --failed` tells the operator how many messages it put back: the campaign's failed
 /// messages still before their deadline, and none (`0`, in text and JSON) once every deadline
 /// has passed, though there are failed messages left (`RetryReport::retried`).
@@ -595,6 +643,7 @@ async fn explain_names_the_province_only_for_those_outside_it(app: TestApp) {
 
 on_both_backends!(
     a_step_sent_only_in_a_digest_never_goes_alone,
+    a_section_sent_only_in_a_digest_stays_home_when_the_rest_is_withdrawn,
     an_older_step_still_pending_is_skipped_as_superseded,
     one_campaign_reaches_a_person_once_a_day,
     a_run_on_a_full_hour_says_so_and_claims_nothing,

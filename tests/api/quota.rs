@@ -14,6 +14,7 @@ on_both_backends!(
     three_processes_send_one_hourly_quota,
     a_restart_remembers_the_hour,
     three_processes_keep_one_pace,
+    a_lease_lapses_with_its_minute,
 );
 
 /// `avvisi run --once` processes on `app`'s database, started together; their outputs, each
@@ -136,4 +137,71 @@ async fn three_processes_keep_one_pace(app: TestApp) {
             "{in_window} messages within a second from {t}"
         );
     }
+}
+
+/// A lease is counted in the minute it was taken and used only within it: a pass that crosses
+/// a minute's end gives back what its lease had left in the old minute and counts the rest of
+/// its messages in the new one. So the sliding hour holds exactly what was sent, each message
+/// in the minute it went out (`quota::Shared::take`: the lease's end, and the lapsed lease
+/// given back). The pass is started a few seconds before a minute ends, on the clock the
+/// quota counts on (this machine's, or the database's on the same machine).
+async fn a_lease_lapses_with_its_minute(app: TestApp) {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    import_users(&app, 80).await;
+    let sink = SmtpSink::start().await;
+    // A lease is 60 (1% of the hour); 10 a second make the pass last 8 s.
+    let env = relay_env(
+        &sink,
+        &[
+            ("AVVISI__RATE__PER_HOUR", "6000"),
+            ("AVVISI__RATE__PER_SECOND", "10"),
+            // One batch and one connection: one lease held from the first message to the
+            // last, and at most one message between its count and its arrival.
+            ("AVVISI__DELIVERY__BATCH_SIZE", "100"),
+            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ],
+    );
+    let ms_now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // Five seconds before a minute ends: time enough for the process to start and plan, and
+    // a start up to seven seconds late still leaves messages on both sides.
+    let into_minute = ms_now().rem_euclid(60_000);
+    let wait = (55_000 - into_minute).rem_euclid(60_000);
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    let (wall, mono) = (ms_now(), Instant::now());
+    let boundary = (wall.div_euclid(60_000) + 1) * 60_000;
+    run_together(&app, 1, &env);
+    let received = sink.wait_for(80, Duration::from_secs(20)).await;
+    assert_eq!(received.len(), 80);
+    assert_eq!(sent(&app.outbox().await), 80);
+    let at_ms = |r: &testkit::smtp_sink::Received| wall + (r.at - mono).as_millis() as i64;
+    let after = received.iter().filter(|r| at_ms(r) >= boundary).count();
+    assert!(
+        (5..=75).contains(&after),
+        "the pass should cross the minute's end with messages on both sides: {after} of 80 after it"
+    );
+
+    let used: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT slot, CAST(used AS BIGINT) FROM rate_usage WHERE scope = 'hour' AND used > 0 ORDER BY slot",
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap();
+    let total: i64 = used.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 80, "the hour holds what was sent, no more: {used:?}");
+    let new_minute = boundary / 60_000;
+    let in_new = used
+        .iter()
+        .find(|(slot, _)| *slot == new_minute)
+        .map_or(0, |(_, n)| *n);
+    // A message is counted before it goes: the one counted as the minute ended may reach the
+    // sink just after it (one connection: one message at a time, give or take a retry).
+    assert!(
+        (after as i64 - 2..=after as i64).contains(&in_new),
+        "{after} messages went out in the new minute, {in_new} counted in it: {used:?}"
+    );
 }
