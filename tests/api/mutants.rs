@@ -615,6 +615,7 @@ on_both_backends!(
     two_workers_of_one_process_never_send_one_email_twice,
     a_stopping_daemon_says_quit_to_the_relay,
     an_email_late_for_its_claim_is_no_reply_of_the_relay,
+    the_retries_are_spread_by_the_jitter,
 );
 
 /// An operator's one-off campaign is an email of its own (`campaigns.digest` = 0), even when it
@@ -936,4 +937,38 @@ async fn an_email_late_for_its_claim_is_no_reply_of_the_relay(app: TestApp) {
         Some(30.0),
         "{text}"
     );
+}
+
+/// A relay answering 451 to every email at once: the retries are spread over the +-25% of the
+/// backoff (45 to 75 s for the first), not bunched at one instant where they would meet the
+/// relay's trouble again all together (`Worker::after_failure`: the base wait times the jitter).
+async fn the_retries_are_spread_by_the_jitter(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let sink = SmtpSink::start_with(vec![Fault::RejectAllData {
+        code: 451,
+        text: "4.3.0 try again later".into(),
+    }])
+    .await;
+    let app = app.smtp(&sink.url(), &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")]);
+    let now = app.clock.now().timestamp();
+    app.deliver().await;
+    // One wait per email (the rows of a digest share theirs).
+    let waits: std::collections::BTreeMap<String, i64> = app
+        .outbox()
+        .await
+        .into_iter()
+        .map(|r| (r.message_id, r.next_attempt_at - now))
+        .collect();
+    assert_eq!(waits.len(), 30);
+    let (min, max) = (
+        *waits.values().min().unwrap(),
+        *waits.values().max().unwrap(),
+    );
+    assert!(
+        (45..=75).contains(&min) && (45..=75).contains(&max),
+        "{waits:?}"
+    );
+    // 30 draws over 30 s: all of them within 10 s of each other has odds below 1e-12.
+    assert!(max - min >= 10, "bunched: {waits:?}");
 }
