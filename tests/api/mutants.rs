@@ -649,6 +649,12 @@ on_both_backends!(
     explain_names_the_province_only_for_those_outside_it,
     a_one_off_planned_with_the_first_notices_is_an_email_of_its_own,
     a_one_off_planned_before_the_first_notices_leads_no_one,
+    a_message_late_for_its_claim_goes_back_as_it_was,
+    the_relay_replies_are_counted_by_class_and_only_replies,
+    two_workers_of_one_process_never_send_one_email_twice,
+    a_stopping_daemon_says_quit_to_the_relay,
+    an_email_late_for_its_claim_is_no_reply_of_the_relay,
+    the_retries_are_spread_by_the_jitter,
 );
 
 /// An operator's one-off campaign is an email of its own (`campaigns.digest` = 0), even when it
@@ -741,4 +747,267 @@ async fn one_off_planned_with_the_first_notices(app: TestApp, expires_before_dea
         oneoff.len(),
         "each person's one-off is its own email"
     );
+}
+
+/// A relay too slow for the lease (half a second per email, one connection, the whole queue
+/// in one claim of 10 s): once three quarters of the claim are gone no email starts, and what
+/// is left goes back to the queue as it was: pending, due at once, no attempt counted, no
+/// error (`Worker::send`, the `Late` arm). Being late for its claim is no fault of the message:
+/// it must not wait a retry's backoff nor spend one of its attempts.
+async fn a_message_late_for_its_claim_goes_back_as_it_was(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 500 }]).await;
+    let slow = app.smtp(
+        &sink.url(),
+        &[
+            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+            ("AVVISI__DELIVERY__BATCH_SIZE", "100"),
+            ("AVVISI__DELIVERY__LEASE_SECONDS", "10"),
+        ],
+    );
+    let report = slow.deliver().await;
+    let rows = app.outbox().await;
+    let sent = rows.iter().filter(|r| r.state == "sent").count();
+    // 30 emails at half a second each do not fit in 7.5 s.
+    assert!(sent > 0 && sent < rows.len(), "{sent} sent: {rows:?}");
+    let now = app.clock.now().timestamp();
+    for r in rows.iter().filter(|r| r.state != "sent") {
+        assert_eq!(
+            (
+                r.state.as_str(),
+                r.attempts,
+                r.reason.as_deref(),
+                r.smtp_code
+            ),
+            ("pending", 0, None, None),
+            "{r:?}"
+        );
+        assert!(r.next_attempt_at <= now, "due at once: {r:?}");
+    }
+    let retrying: u64 = report.per_campaign.values().map(|t| t.retrying).sum();
+    assert_eq!(retrying, 0, "{report:?}");
+    assert!(!report.relay_unreachable, "{report:?}");
+}
+
+/// `avvisi_relay_replies_total` counts the relay's replies to messages by class, one per
+/// attempt like the send durations, as `docs/operations.md` describes it (an alert watches its
+/// 5xx): a 550 under 5xx, a 451 under 4xx, the emails accepted under 2xx. An email the hourly
+/// quota held back never reached the relay: it counts under no class, not even `none` (a
+/// connection lost or timed out), and takes no time (`Worker::send`: which outcomes are timed).
+async fn the_relay_replies_are_counted_by_class_and_only_replies(app: TestApp) {
+    use crate::observe::{daemon, http_get, metric, stop};
+    use std::time::Duration;
+    app.import_examples().await;
+    let sink = SmtpSink::start_with(vec![
+        Fault::RejectRcpt {
+            address: "nicolo.manco@libero.it".into(),
+            code: 550,
+            text: "5.7.1 rejected by policy".into(),
+        },
+        Fault::RejectRcpt {
+            address: "ilaria.dangelo@gmail.com".into(),
+            code: 451,
+            text: "4.3.0 try again later".into(),
+        },
+    ])
+    .await;
+    let log = app.dir.path().join("replies.log");
+    let mut env = testkit::smtp::env(&sink.url());
+    env.push(("AVVISI__RATE__PER_HOUR", "20".into()));
+    let now = "2026-11-23T10:00:00+01:00";
+    let (child, address) = daemon(&app, now, &env, &log).await;
+    // The email that met the full hour waits for the hour to have room.
+    let later = at(now).timestamp() + 30 * 60;
+    testkit::process::wait_until("the hour used up", Duration::from_secs(60), || {
+        let app = app.clone();
+        async move {
+            app.outbox()
+                .await
+                .iter()
+                .any(|r| r.state == "pending" && r.next_attempt_at > later)
+        }
+    })
+    .await;
+    let (code, text) = http_get(&address, "/metrics").expect("the metrics");
+    stop(child).await;
+    assert_eq!(code, 200);
+    let rows = app.outbox().await;
+    // Emails (Message-IDs) whose last reply had this code.
+    let emails_with = |code: i64| {
+        rows.iter()
+            .filter(|r| r.smtp_code == Some(code))
+            .map(|r| r.message_id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as f64
+    };
+    let (refused, deferred) = (emails_with(550), emails_with(451));
+    assert_eq!((refused, deferred), (1.0, 1.0), "{rows:?}");
+    let class = |c: &str| {
+        metric(
+            &text,
+            "avvisi_relay_replies_total",
+            &[&format!("class=\"{c}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    let accepted = sink.received().len() as f64;
+    assert_eq!(
+        (class("2xx"), class("4xx"), class("5xx"), class("none")),
+        (accepted, deferred, refused, 0.0),
+        "{text}"
+    );
+    assert_eq!(
+        accepted + deferred + refused,
+        20.0,
+        "the hour's 20 attempts"
+    );
+    assert_eq!(
+        metric(&text, "avvisi_send_duration_seconds_count", &[]),
+        Some(20.0),
+        "{text}"
+    );
+}
+
+/// Two workers of one process (several daemons in one process, as in the tests and the
+/// benchmarks, each under its own name) deliver together at one instant, in small batches:
+/// neither takes the other's claim for its own, and no email goes out twice
+/// (`Worker::with_id`: at one instant and one batch number, the name is all that tells their
+/// claim tokens apart).
+async fn two_workers_of_one_process_never_send_one_email_twice(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 20 }]).await;
+    let smtp = app.smtp(
+        &sink.url(),
+        &[
+            ("AVVISI__DELIVERY__BATCH_SIZE", "4"),
+            ("AVVISI__DELIVERY__CONCURRENCY", "1"),
+        ],
+    );
+    let (one, two) = (smtp.worker().with_id("one"), smtp.worker().with_id("two"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (a, b) = tokio::join!(one.deliver_due(&shutdown), two.deliver_due(&shutdown));
+    let sent = |r: &avvisi::deliver::DeliveryReport| -> u64 {
+        r.per_campaign.values().map(|t| t.sent).sum()
+    };
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(sent(&a) > 0 && sent(&b) > 0, "both sent: {a:?} {b:?}");
+    let mut ids: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.header("Message-ID").unwrap())
+        .collect();
+    let received = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(received, ids.len(), "an email went out twice");
+    assert_eq!(ids.len(), 30, "one email per person");
+    let rows = app.outbox().await;
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    assert_eq!(sent(&a) + sent(&b), 47, "each row recorded once");
+}
+
+/// A daemon that stops says QUIT on the connections it kept open to the relay, rather than
+/// leave the relay to time them out (`Worker::close`, called once nothing more is sent).
+async fn a_stopping_daemon_says_quit_to_the_relay(app: TestApp) {
+    use crate::observe::{daemon, stop};
+    use std::time::Duration;
+    app.import_examples().await;
+    let sink = SmtpSink::start().await;
+    let log = app.dir.path().join("quit.log");
+    let env = testkit::smtp::env(&sink.url());
+    let (child, _) = daemon(&app, "2026-11-23T10:00:00+01:00", &env, &log).await;
+    sink.wait_for(30, Duration::from_secs(60)).await;
+    let quits = || {
+        sink.commands()
+            .iter()
+            .filter(|c| c.starts_with("QUIT"))
+            .count()
+    };
+    stop(child).await;
+    assert!(quits() >= 1, "{:?}", sink.commands());
+}
+
+/// An email late for its claim (a relay too slow for the lease, see
+/// [`a_message_late_for_its_claim_goes_back_as_it_was`]) never reached the relay: the daemon
+/// counts it under no class of `avvisi_relay_replies_total`, not under `none` (a connection
+/// lost or timed out, which an operator reads as the relay's trouble), and takes no time for
+/// it. Each of the 30 emails counts once, under 2xx, when it is sent (`Worker::send`).
+async fn an_email_late_for_its_claim_is_no_reply_of_the_relay(app: TestApp) {
+    use crate::observe::{daemon, http_get, metric, stop};
+    use std::time::Duration;
+    app.import_examples().await;
+    let sink = SmtpSink::start_with(vec![Fault::SlowData { millis: 500 }]).await;
+    let log = app.dir.path().join("late.log");
+    let mut env = testkit::smtp::env(&sink.url());
+    env.extend([
+        ("AVVISI__DELIVERY__CONCURRENCY", "1".to_string()),
+        ("AVVISI__DELIVERY__BATCH_SIZE", "100".into()),
+        ("AVVISI__DELIVERY__LEASE_SECONDS", "10".into()),
+    ]);
+    let (child, address) = daemon(&app, "2026-11-23T10:00:00+01:00", &env, &log).await;
+    sink.wait_for(30, Duration::from_secs(90)).await;
+    // The last outcome recorded, so its reply counted.
+    testkit::process::wait_until("every row sent", Duration::from_secs(30), || {
+        let app = app.clone();
+        async move { app.outbox().await.iter().all(|r| r.state == "sent") }
+    })
+    .await;
+    let (_, text) = http_get(&address, "/metrics").expect("the metrics");
+    stop(child).await;
+    let log = std::fs::read_to_string(app.dir.path().join("late.log")).unwrap();
+    // An email was late (logged as handed back, or with the mutant as a failed send).
+    assert!(
+        log.contains("claim about to lapse") || log.contains("its claim was about to lapse"),
+        "no email was late: {log}"
+    );
+    let class = |c: &str| {
+        metric(
+            &text,
+            "avvisi_relay_replies_total",
+            &[&format!("class=\"{c}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!((class("2xx"), class("none")), (30.0, 0.0), "{text}");
+    assert_eq!(
+        metric(&text, "avvisi_send_duration_seconds_count", &[]),
+        Some(30.0),
+        "{text}"
+    );
+}
+
+/// A relay answering 451 to every email at once: the retries are spread over the +-25% of the
+/// backoff (45 to 75 s for the first), not bunched at one instant where they would meet the
+/// relay's trouble again all together (`Worker::after_failure`: the base wait times the jitter).
+async fn the_retries_are_spread_by_the_jitter(app: TestApp) {
+    app.import_examples().await;
+    app.plan().await;
+    let sink = SmtpSink::start_with(vec![Fault::RejectAllData {
+        code: 451,
+        text: "4.3.0 try again later".into(),
+    }])
+    .await;
+    let app = app.smtp(&sink.url(), &[("AVVISI__DELIVERY__BREAKER_THRESHOLD", "0")]);
+    let now = app.clock.now().timestamp();
+    app.deliver().await;
+    // One wait per email (the rows of a digest share theirs).
+    let waits: std::collections::BTreeMap<String, i64> = app
+        .outbox()
+        .await
+        .into_iter()
+        .map(|r| (r.message_id, r.next_attempt_at - now))
+        .collect();
+    assert_eq!(waits.len(), 30);
+    let (min, max) = (
+        *waits.values().min().unwrap(),
+        *waits.values().max().unwrap(),
+    );
+    assert!(
+        (45..=75).contains(&min) && (45..=75).contains(&max),
+        "{waits:?}"
+    );
+    // 30 draws over 30 s: all of them within 10 s of each other has odds below 1e-12.
+    assert!(max - min >= 10, "bunched: {waits:?}");
 }

@@ -11,13 +11,18 @@ use testkit::process::Proc;
 use testkit::smtp_sink::{Fault, SmtpSink};
 
 /// `GET path`: the status code and the body, or `None` when nothing answers.
-fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     crate::helpers::http_get(address, path).map(|(code, _, body)| (code, body))
 }
 
 /// The daemon binary on `app`'s database at `now`, serving HTTP on a port it binds itself; its
 /// log (JSON lines) goes to `log`. Returns it with the address it serves on.
-async fn daemon(app: &TestApp, now: &str, env: &[(&str, String)], log: &Path) -> (Proc, String) {
+pub(crate) async fn daemon(
+    app: &TestApp,
+    now: &str,
+    env: &[(&str, String)],
+    log: &Path,
+) -> (Proc, String) {
     let mut all = vec![
         ("AVVISI__HTTP__ADDRESS", "127.0.0.1:0".to_string()),
         ("AVVISI__DAEMON__PLANNER_CRON", "* * * * * *".into()),
@@ -31,7 +36,7 @@ async fn daemon(app: &TestApp, now: &str, env: &[(&str, String)], log: &Path) ->
 }
 
 /// SIGTERM, and wait until it has stopped.
-async fn stop(child: Proc) {
+pub(crate) async fn stop(child: Proc) {
     child.terminate().await;
 }
 
@@ -42,7 +47,7 @@ async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Opt
 
 /// The value of the series `name{labels}` in a Prometheus text exposition, summed over the
 /// series whose labels contain every one of `with`.
-fn metric(text: &str, name: &str, with: &[&str]) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str, with: &[&str]) -> Option<f64> {
     let mut found = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
