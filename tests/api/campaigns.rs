@@ -750,6 +750,75 @@ async fn a_pause_stops_the_claimed_messages_within_a_batch(app: TestApp) {
     assert_eq!(app.users_in("notice", "sent").await.len(), planned);
 }
 
+/// A campaign paused while the digests it leads are on their way: once the pass has handed
+/// them back, the other campaigns' sections leave them (`deliver::pipeline`, `regroup_held`)
+/// and go at the next pass without it. The email-change reminders lead the digests of the
+/// mission's shape (with the code regeneration's and the credential advice's sections); they are
+/// paused while their batch is being sent.
+async fn a_pause_during_a_pass_frees_the_sections_its_digests_carried(app: TestApp) {
+    use avvisi::app::{Actor, App};
+    use testkit::smtp_sink::SmtpSink;
+    let file = app.dir.path().join("mission.csv");
+    let csv = File::create(&file).unwrap();
+    testkit::synthetic::write_snapshot(csv, 1000, testkit::synthetic::Population::Mission).unwrap();
+    app.import_file(&file, Default::default()).await.unwrap();
+    app.plan().await;
+    let lead = "email_unvalidated-2026-11-30";
+    let registrations = app
+        .users_in("registration_incomplete-2026-11-30", "pending")
+        .await
+        .len();
+    assert!(registrations > 0);
+
+    // Batches of 100 at 25 a second: the registrations' rows go first (planned first), then
+    // the email-change digests.
+    let sink = SmtpSink::start().await;
+    let timed = app.smtp(
+        &sink.url(),
+        &[
+            ("AVVISI__RATE__PER_SECOND", "25"),
+            ("AVVISI__DELIVERY__BATCH_SIZE", "100"),
+        ],
+    );
+    let worker = timed.worker();
+    let pass = tokio::spawn(async move {
+        worker
+            .deliver_due(&tokio_util::sync::CancellationToken::new())
+            .await
+    });
+    wait_until("the digests on their way", Duration::from_secs(60), || {
+        let n = sink.count();
+        async move { n > registrations + 10 }
+    })
+    .await;
+    let ops = App::new(app.db.clone(), app.settings.clone(), app.clock.clone());
+    let who = Actor::CommandLine {
+        user: "test-operator".into(),
+    };
+    let paused = ops.pause_campaign(&who, lead).await.unwrap();
+    assert!(paused.on_the_way > 0, "nothing of {lead} on its way");
+    pass.await.unwrap().unwrap();
+
+    let following: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox f JOIN outbox l ON l.id = f.digest_of \
+         JOIN campaigns c ON c.id = l.campaign_id \
+         WHERE c.name = $1 AND f.campaign_id <> l.campaign_id AND f.state = 'pending'",
+    )
+    .bind(lead)
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(following, 0, "sections still wait for the paused {lead}");
+    timed.deliver().await;
+    let rows = app.outbox().await;
+    assert!(
+        rows.iter()
+            .filter(|r| r.campaign != lead)
+            .all(|r| r.state == "sent"),
+        "the other campaigns' rows all went without the paused one"
+    );
+}
+
 /// What an operator is told before sending: an empty audience at creation and at launch (with
 /// the size), no daemon running to send it, and a rehearsal (`campaign test --now`) rendered
 /// as on the day it goes out.
@@ -862,6 +931,7 @@ async fn an_operator_is_warned_before_sending_into_the_void(app: TestApp) {
 on_both_backends!(
     an_operator_is_warned_before_sending_into_the_void,
     a_pause_stops_the_claimed_messages_within_a_batch,
+    a_pause_during_a_pass_frees_the_sections_its_digests_carried,
     nothing_goes_out_past_a_campaigns_expiry,
     oneoff_campaign_reaches_exactly_its_audience,
     illegal_transitions_are_refused_with_clear_errors,
