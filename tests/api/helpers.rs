@@ -87,17 +87,22 @@ pub struct OutboxRow {
 pub fn untouched(rows: &[OutboxRow]) {
     assert_eq!(rows.len(), 47);
     for r in rows {
-        assert_eq!(
-            (
-                r.state.as_str(),
-                r.attempts,
-                r.reason.as_deref(),
-                r.smtp_code
-            ),
-            ("pending", 0, None, None),
-            "{r:?}"
-        );
+        as_planned(r);
     }
+}
+
+/// `r` waits as planned: pending, no attempt, no error.
+pub fn as_planned(r: &OutboxRow) {
+    assert_eq!(
+        (
+            r.state.as_str(),
+            r.attempts,
+            r.reason.as_deref(),
+            r.smtp_code
+        ),
+        ("pending", 0, None, None),
+        "{r:?}"
+    );
 }
 
 pub fn repo_path(relative: &str) -> PathBuf {

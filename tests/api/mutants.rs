@@ -773,16 +773,7 @@ async fn a_message_late_for_its_claim_goes_back_as_it_was(app: TestApp) {
     assert!(sent > 0 && sent < rows.len(), "{sent} sent: {rows:?}");
     let now = app.clock.now().timestamp();
     for r in rows.iter().filter(|r| r.state != "sent") {
-        assert_eq!(
-            (
-                r.state.as_str(),
-                r.attempts,
-                r.reason.as_deref(),
-                r.smtp_code
-            ),
-            ("pending", 0, None, None),
-            "{r:?}"
-        );
+        crate::helpers::as_planned(r);
         assert!(r.next_attempt_at <= now, "due at once: {r:?}");
     }
     let retrying: u64 = report.per_campaign.values().map(|t| t.retrying).sum();
@@ -843,14 +834,7 @@ async fn the_relay_replies_are_counted_by_class_and_only_replies(app: TestApp) {
     };
     let (refused, deferred) = (emails_with(550), emails_with(451));
     assert_eq!((refused, deferred), (1.0, 1.0), "{rows:?}");
-    let class = |c: &str| {
-        metric(
-            &text,
-            "avvisi_relay_replies_total",
-            &[&format!("class=\"{c}\"")],
-        )
-        .unwrap_or(0.0)
-    };
+    let class = |c: &str| replies_of_class(&text, c);
     let accepted = sink.received().len() as f64;
     assert_eq!(
         (class("2xx"), class("4xx"), class("5xx"), class("none")),
@@ -962,14 +946,7 @@ async fn an_email_late_for_its_claim_is_no_reply_of_the_relay(app: TestApp) {
         log.contains("claim about to lapse") || log.contains("its claim was about to lapse"),
         "no email was late: {log}"
     );
-    let class = |c: &str| {
-        metric(
-            &text,
-            "avvisi_relay_replies_total",
-            &[&format!("class=\"{c}\"")],
-        )
-        .unwrap_or(0.0)
-    };
+    let class = |c: &str| replies_of_class(&text, c);
     assert_eq!((class("2xx"), class("none")), (30.0, 0.0), "{text}");
     assert_eq!(
         metric(&text, "avvisi_send_duration_seconds_count", &[]),
@@ -1010,4 +987,14 @@ async fn the_retries_are_spread_by_the_jitter(app: TestApp) {
     );
     // 30 draws over 30 s: all of them within 10 s of each other has odds below 1e-12.
     assert!(max - min >= 10, "bunched: {waits:?}");
+}
+
+/// The relay's replies of `class` (`2xx`, `4xx`, `5xx`, `none`) counted in the metrics `text`.
+fn replies_of_class(text: &str, class: &str) -> f64 {
+    crate::observe::metric(
+        text,
+        "avvisi_relay_replies_total",
+        &[&format!("class=\"{class}\"")],
+    )
+    .unwrap_or(0.0)
 }
