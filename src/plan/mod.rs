@@ -116,6 +116,7 @@ pub(crate) async fn pass(
     } = *target;
     let cal = &settings.calendar;
     let mut outcome = Pass::default();
+    let started = std::time::Instant::now();
     campaign::sync_reminders(&mut *conn, cal, now).await?;
     outcome.expired = expire_overdue(&mut *conn, backend, now).await?;
     outcome.lapses_recorded =
@@ -141,29 +142,41 @@ pub(crate) async fn pass(
     // planned first), instead of being written and then rewritten by the merge, which at the
     // mission's size cost as much again as writing the rows it rewrote.
     let at_insert = !digest::any_pending(&mut tx).await?;
-    let mut leads: Vec<i64> = Vec::new();
-    let campaigns = lead_order(campaigns);
-    for c in campaigns {
-        if c.state != CampaignState::Running || c.expires_at.is_some_and(|e| now >= e) {
-            continue;
-        }
-        let step = match c.kind {
-            CampaignKind::Reminder if fresh.stale => continue,
-            CampaignKind::Reminder => match latest_due_step_of(cal, c.audience, now) {
-                Some(due) => due.step,
-                None => continue,
-            },
-            _ if c.send_at.is_none_or(|at| at <= now) => Step::Main,
-            _ => continue,
-        };
+    let mut leads: Vec<Lead> = Vec::new();
+    // What is due, in the order it is planned: in a pass that groups as it writes, a row's
+    // followers are the rows of the campaigns after it.
+    let due: Vec<(Campaign, Step)> = lead_order(campaigns)
+        .into_iter()
+        .filter_map(|c| {
+            if c.state != CampaignState::Running || c.expires_at.is_some_and(|e| now >= e) {
+                return None;
+            }
+            let step = match c.kind {
+                CampaignKind::Reminder if fresh.stale => return None,
+                CampaignKind::Reminder => latest_due_step_of(cal, c.audience, now)?.step,
+                _ if c.send_at.is_none_or(|at| at <= now) => Step::Main,
+                _ => return None,
+            };
+            Some((c, step))
+        })
+        .collect();
+    for (i, (c, step)) in due.iter().enumerate() {
+        let (c, step) = (c, *step);
         let started = std::time::Instant::now();
-        let join = (at_insert && c.digest).then_some(leads.as_slice());
+        let grouping = (at_insert && c.digest).then(|| Grouping {
+            leads: &leads,
+            later: due[i + 1..]
+                .iter()
+                .filter(|(d, _)| d.digest)
+                .map(|(d, _)| d.audience)
+                .collect(),
+        });
         let (rows, superseded) = plan_step(
             &mut tx,
             backend,
-            &c,
+            c,
             step,
-            join,
+            grouping,
             template_digest,
             message_id_domain,
             now,
@@ -172,7 +185,10 @@ pub(crate) async fn pass(
         .await?;
         outcome.superseded += superseded;
         if at_insert && c.digest && rows > 0 {
-            leads.push(c.id);
+            leads.push(Lead {
+                campaign: c.id,
+                audience: c.audience,
+            });
             // The next campaigns' rows look these up: PostgreSQL must know they are there
             // (rows written in this transaction are in no statistics until it analyses them,
             // and the lookup is then planned as if there were none: docs/benchmarks.md). Once
@@ -186,7 +202,7 @@ pub(crate) async fn pass(
             tracing::info!(campaign = %c.name, step = %step, rows, seconds, "planned");
         }
         planned.push(Planned {
-            campaign: c.name,
+            campaign: c.name.clone(),
             step,
             rows,
         });
@@ -194,14 +210,19 @@ pub(crate) async fn pass(
     // Nothing planned, nothing to merge: the planner's every-minute ticks stay cheap.
     let total: u64 = planned.iter().map(|p| p.rows).sum();
     if total > 0 {
-        // A step just planned may have superseded a lead whose group is still pending.
-        digest::repair_orphans(&mut tx, None).await?;
         if at_insert {
-            let digests = digest::mark_leads(&mut tx, &leads, now.timestamp()).await?;
-            if digests > 0 {
-                tracing::info!(digests, "daily digests formed as the rows were planned");
+            // No group was pending before the pass, so none can have lost its lead in it.
+            let ids: Vec<i64> = leads.iter().map(|l| l.campaign).collect();
+            let alone = digest::unmark_lone_leads(&mut tx, &ids, now.timestamp()).await?;
+            if alone > 0 {
+                tracing::info!(
+                    alone,
+                    "rows written as leads that nothing followed, sent alone"
+                );
             }
         } else {
+            // A step just planned may have superseded a lead whose group is still pending.
+            digest::repair_orphans(&mut tx, None).await?;
             // The merge and every claim after it are planned from these statistics (campaigns
             // too: without them PostgreSQL expects one running campaign to match almost
             // nothing).
@@ -226,6 +247,10 @@ pub(crate) async fn pass(
         store::analyze(&mut tx, backend, "outbox, campaigns").await?;
     }
     tx.commit().await?;
+    if total > 0 {
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(rows = total, seconds, "planning pass committed");
+    }
     // The report in the campaigns' own order, whatever order they were planned in.
     planned.sort_by_key(|p| campaigns_by_name.iter().position(|c| c.name == p.campaign));
     lifecycle::finish_done(&mut *conn, now).await?;
@@ -273,7 +298,7 @@ async fn plan_step(
     backend: Backend,
     c: &Campaign,
     step: Step,
-    leads: Option<&[i64]>,
+    grouping: Option<Grouping<'_>>,
     digest: &str,
     domain: &str,
     now: DateTime<Utc>,
@@ -358,29 +383,85 @@ async fn plan_step(
         false => " AND $11 IS NOT NULL".to_string(),
     };
     let own_id = "'<' || $7 || '.' || $2 || '.' || u.user_id || '@' || $8 || '>'";
-    // In a pass that forms its digests as it writes: a person's row of a campaign planned
-    // earlier in this pass, still pending and not following another, is the lead this row
-    // follows (the same email, the same Message-ID); see `digest::mark_leads`.
-    let (lead_join, digest_of, message_id) = match leads {
-        Some(leads) if !leads.is_empty() => (
-            lead_join_sql(backend, leads),
-            format!("CASE WHEN ({state}) = 'pending' THEN l.id END"),
-            format!(
-                "CASE WHEN l.id IS NOT NULL AND ({state}) = 'pending' THEN l.message_id ELSE {own_id} END"
-            ),
+    // In a pass that groups as it writes: a person's row of a campaign planned earlier in this
+    // pass that leads a digest (it points to itself) is the lead this row follows (the same
+    // email, the same Message-ID).
+    let pending = format!("({state}) = 'pending'");
+    let (lead_join, digest_of, message_id) = match &grouping {
+        Some(g) if !g.leads.is_empty() => (
+            lead_join_sql(backend, g.leads),
+            format!("CASE WHEN {pending} THEN l.id END"),
+            format!("CASE WHEN l.id IS NOT NULL AND {pending} THEN l.message_id ELSE {own_id} END"),
         ),
-        _ => (String::new(), "NULL".to_string(), own_id.to_string()),
+        // Typed: in the subquery below PostgreSQL would take a bare NULL for text.
+        _ => (
+            String::new(),
+            "CAST(NULL AS BIGINT)".to_string(),
+            own_id.to_string(),
+        ),
     };
-    let sql = format!(
-        "INSERT INTO outbox (campaign_id, user_id, step, recipient, template, template_digest, state, \
-            attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason, digest_of) \
-         SELECT $1, u.user_id, $2, {recipient}, $3, $4, {state}, 0, $5, $6, \
-            {message_id}, $5, $5, {reason}, {digest_of} \
-         FROM users u{lead_join} \
-         WHERE {condition}{not_planned}{opted_out} \
-         ON CONFLICT (campaign_id, user_id, step) DO NOTHING",
-        condition = c.audience.condition_in(9),
+    // A row that follows no one leads a digest when a campaign planned after it in the pass
+    // takes the same person: it is written pointing to itself, under an id of its own
+    // choosing, instead of being marked after the pass (at the mission's size that update cost
+    // as much as a sixth of writing the rows: docs/benchmarks.md). The audiences say who the
+    // later campaigns may take; `digest::unmark_lone_leads` sends alone, after the pass, the
+    // few leads that nothing followed (suppressed, opted out, planned before).
+    let later = grouping
+        .as_ref()
+        .map(|g| {
+            g.later
+                .iter()
+                .map(|a| format!("({})", a.condition()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let where_ = format!(
+        "{condition}{not_planned}{opted_out}",
+        condition = c.audience.condition_in(9)
     );
+    let conflict = "ON CONFLICT (campaign_id, user_id, step) DO NOTHING";
+    let sql = if later.is_empty() {
+        format!(
+            "INSERT INTO outbox (campaign_id, user_id, step, recipient, template, template_digest, state, \
+                attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason, digest_of) \
+             SELECT $1, u.user_id, $2, {recipient}, $3, $4, {state}, 0, $5, $6, \
+                {message_id}, $5, $5, {reason}, {digest_of} \
+             FROM users u{lead_join} WHERE {where_} {conflict}"
+        )
+    } else {
+        let follows_none = if lead_join.is_empty() {
+            ""
+        } else {
+            "l.id IS NULL AND "
+        };
+        let new_id = match backend {
+            Backend::Postgres => "nextval('outbox_id_seq')".to_string(),
+            // SQLite has no sequence. The pass holds the write lock, so nobody else writes an
+            // id meanwhile, and each user has one row in the insert: the user's own rowid,
+            // after every id used, is unique (a row number would hold every row back until the
+            // last is computed). The ids leave gaps, of at most the users' count per insert.
+            Backend::Sqlite => format!("{} + u.rowid", next_sqlite_id(tx).await?),
+        };
+        // `WHERE 1 = 1`: SQLite reads an `ON` right after a `FROM` as a join's.
+        format!(
+            "INSERT INTO outbox (id, campaign_id, user_id, step, recipient, template, template_digest, state, \
+                attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason, digest_of) \
+             SELECT s.id, $1, s.user_id, $2, s.recipient, $3, $4, s.state, 0, $5, $6, \
+                s.message_id, $5, $5, s.reason, CASE WHEN s.leads = 1 THEN s.id ELSE s.digest_of END \
+             FROM (SELECT {new_id} AS id, u.user_id, {recipient} AS recipient, {state} AS state, \
+                    {message_id} AS message_id, {reason} AS reason, {digest_of} AS digest_of, \
+                    CASE WHEN {follows_none}{pending} AND ({later}) THEN 1 ELSE 0 END AS leads \
+                FROM users u{lead_join} WHERE {where_}) s \
+             WHERE 1 = 1 {conflict}",
+            later = later.join(" OR ")
+        )
+    };
+    // A campaign's first planning on SQLite, the largest write of all, is counted once at its
+    // end rather than by the counts' trigger row by row (`store::queue::BulkInsert`).
+    let bulk = match backend == Backend::Sqlite && fresh {
+        true => store::queue::BulkInsert::begin(&mut *tx).await?,
+        false => None,
+    };
     let result = sqlx::query(&sql)
         .bind(c.id)
         .bind(&step)
@@ -395,24 +476,67 @@ async fn plan_step(
         .bind(c.stream.key())
         .execute(&mut *tx)
         .await?;
+    if let Some(bulk) = bulk {
+        bulk.finish(&mut *tx, result.rows_affected()).await?;
+    }
     Ok((result.rows_affected(), superseded))
+}
+
+/// What a row planned in a pass that groups as it writes may follow or lead.
+pub(crate) struct Grouping<'a> {
+    /// The campaigns planned earlier in the pass, whose rows this campaign's rows follow.
+    leads: &'a [Lead],
+    /// The audiences of the campaigns planned later in the pass, whose rows may follow this
+    /// campaign's.
+    later: Vec<crate::audience::Audience>,
+}
+
+/// The id after every id the outbox has used (SQLite's `AUTOINCREMENT` never reuses one).
+async fn next_sqlite_id(tx: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0), \
+            COALESCE((SELECT MAX(id) FROM outbox), 0))",
+    )
+    .fetch_one(tx)
+    .await
+}
+
+/// A campaign planned earlier in a pass that groups as it writes, whose rows later rows follow.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lead {
+    campaign: i64,
+    audience: crate::audience::Audience,
 }
 
 /// The join that finds, for each user, their row of a campaign planned earlier in this pass (in
 /// `leads`) that a row planned now follows. By the unique (campaign, user, step) key: on SQLite
 /// `+state` keeps the (state, ...) index out of it, which SQLite, planning without statistics,
 /// would otherwise walk over every pending row for each user (at 1.2 million users the pass did
-/// not end).
-fn lead_join_sql(backend: Backend, leads: &[i64]) -> String {
-    let plus = if backend == Backend::Sqlite { "+" } else { "" };
+/// not end). SQLite looks the key up once per campaign listed, so each user's list holds only
+/// the campaigns whose audience holds them: the others cannot have planned a row for them (the
+/// pass holds the write lock, the users do not change under it). PostgreSQL hashes the leads
+/// instead, and such a list would only be a filter after the hash (`docs/benchmarks.md`).
+fn lead_join_sql(backend: Backend, leads: &[Lead]) -> String {
+    let (plus, campaigns) = match backend {
+        Backend::Sqlite => (
+            "+",
+            leads
+                .iter()
+                .map(|l| {
+                    format!(
+                        "CASE WHEN {} THEN {} END",
+                        l.audience.condition(),
+                        l.campaign
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Backend::Postgres => ("", leads.iter().map(|l| l.campaign.to_string()).collect()),
+    };
     format!(
         " LEFT JOIN outbox l ON l.user_id = u.user_id AND l.campaign_id IN ({}) \
-           AND l.created_at = $5 AND {plus}l.state = 'pending' AND l.digest_of IS NULL",
-        leads
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+           AND l.created_at = $5 AND {plus}l.state = 'pending' AND l.digest_of = l.id",
+        campaigns.join(", ")
     )
 }
 
@@ -447,7 +571,19 @@ mod tests {
     async fn the_lead_lookup_does_not_walk_the_queue_on_sqlite() {
         let sql = format!(
             "SELECT u.user_id, l.id FROM users u{} WHERE u.user_id <> $1",
-            lead_join_sql(Backend::Sqlite, &[1, 2])
+            lead_join_sql(
+                Backend::Sqlite,
+                &[
+                    Lead {
+                        campaign: 1,
+                        audience: crate::audience::Audience::EmailUnvalidated,
+                    },
+                    Lead {
+                        campaign: 2,
+                        audience: crate::audience::Audience::RegistrationIncomplete,
+                    },
+                ]
+            )
         )
         .replace("$5", "$2");
         let plan = crate::store::sqlite_query_plan(&sql, &[None; 2]).await;

@@ -142,7 +142,7 @@ pub(crate) async fn merge(conn: &mut AnyConnection, day_end: i64) -> Result<u64,
 
 /// Whether any row of a merging campaign is pending: then a planning pass merges with the
 /// general [`merge`]; otherwise its rows are all there is to merge, and they are written
-/// already grouped (see `plan::lead_order`, [`mark_leads`]). From the outbox's counts, not a scan.
+/// already grouped (see `plan::lead_order`, [`unmark_lone_leads`]). From the outbox's counts, not a scan.
 pub(crate) async fn any_pending(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query(
         "SELECT 1 FROM outbox_counts k JOIN campaigns c ON c.id = k.campaign_id \
@@ -154,10 +154,11 @@ pub(crate) async fn any_pending(conn: &mut AnyConnection) -> Result<bool, sqlx::
     .is_some())
 }
 
-/// Makes a lead of every row of this pass (`created_at` = `now`, in `campaigns`) that another
-/// row of the pass follows: it points to itself. Returns the leads marked, one per digest (the
-/// rows grouped are not counted again just for the log: a query over the day's rows).
-pub(crate) async fn mark_leads(
+/// Sends alone every row of this pass (`created_at` = `now`, in `campaigns`) written as a lead
+/// that no row follows: the pass writes a row as a lead when a campaign planned after it takes
+/// the same person (see `plan`), and that campaign's row may not have come (the address
+/// suppressed, the person opted out, the step planned before). Returns the rows sent alone.
+pub(crate) async fn unmark_lone_leads(
     conn: &mut AnyConnection,
     campaigns: &[i64],
     now: i64,
@@ -165,11 +166,16 @@ pub(crate) async fn mark_leads(
     if campaigns.is_empty() {
         return Ok(0);
     }
-    Ok(sqlx::query(
-        "UPDATE outbox SET digest_of = id \
-         WHERE digest_of IS NULL AND id IN \
-           (SELECT f.digest_of FROM outbox f WHERE f.digest_of IS NOT NULL AND f.created_at = $1)",
-    )
+    let campaigns = campaigns
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(sqlx::query(&format!(
+        "UPDATE outbox SET digest_of = NULL \
+         WHERE campaign_id IN ({campaigns}) AND created_at = $1 AND digest_of = id \
+           AND NOT EXISTS (SELECT 1 FROM outbox f WHERE f.digest_of = outbox.id AND f.id <> outbox.id)"
+    ))
     .bind(now)
     .execute(&mut *conn)
     .await?

@@ -108,6 +108,110 @@ pub(crate) async fn fold(
     .rows_affected())
 }
 
+/// A large insert into the outbox on SQLite, counted once at its end instead of row by row.
+///
+/// SQLite has row triggers only: the counts' insert trigger runs an upsert for every row, which
+/// at the mission's size was most of the cost of a campaign's first planning beyond writing
+/// its rows (`docs/benchmarks.md`). [`BulkInsert::begin`] sets that trigger aside inside the
+/// caller's transaction, which holds the write lock; [`BulkInsert::finish`] counts the rows
+/// written since (by id: they are the rows after the last id before) and puts the trigger back,
+/// still inside the transaction. Schema changes are transactional in SQLite: readers keep
+/// seeing the trigger, and a rollback puts it back. Only inserts may run in between: an update
+/// of a row not yet counted would take it out of a count it is not in yet.
+pub(crate) struct BulkInsert {
+    /// The trigger's own `CREATE TRIGGER`, as stored, to put it back as it was.
+    trigger: String,
+    /// The last id before the insert.
+    after_id: i64,
+}
+
+/// The name of the counts' insert trigger (the migration `0014_outbox_counts.sql`).
+const INSERT_TRIGGER: &str = "outbox_counts_insert";
+
+/// The counts' key of an outbox row, as the triggers of `0014_outbox_counts.sql` write it out
+/// (SQLite has no functions in SQL): campaign, state, suppressed, error code, hour sent.
+const KEY: &str = "campaign_id, state, \
+    CASE WHEN state = 'skipped' AND reason = 'suppressed' THEN 1 ELSE 0 END, \
+    CASE WHEN state IN ('pending', 'failed') AND reason IS NOT NULL THEN COALESCE(smtp_code, 0) ELSE -1 END, \
+    CASE WHEN state = 'sent' THEN COALESCE(sent_at, 0) / 3600 ELSE -1 END";
+
+impl BulkInsert {
+    /// Sets the counts' insert trigger aside; `None` when there is none to set aside.
+    pub(crate) async fn begin(conn: &mut sqlx::AnyConnection) -> Result<Option<Self>, sqlx::Error> {
+        let trigger: Option<String> = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = $1",
+        )
+        .bind(INSERT_TRIGGER)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(trigger) = trigger else {
+            return Ok(None);
+        };
+        let after_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
+            .fetch_one(&mut *conn)
+            .await?;
+        sqlx::query(&format!("DROP TRIGGER {INSERT_TRIGGER}"))
+            .execute(&mut *conn)
+            .await?;
+        Ok(Some(BulkInsert { trigger, after_id }))
+    }
+
+    /// Counts the `inserted` rows written since [`BulkInsert::begin`] and puts the trigger back.
+    /// Almost every planned row is pending with no reason, one key per campaign, counted
+    /// without sorting; only when some are not (skipped as suppressed, say) are the others
+    /// grouped by their whole key.
+    pub(crate) async fn finish(
+        self,
+        conn: &mut sqlx::AnyConnection,
+        inserted: u64,
+    ) -> Result<(), sqlx::Error> {
+        let plain = sqlx::query(
+            "SELECT campaign_id, COUNT(*) AS n FROM outbox \
+             WHERE id > $1 AND state = 'pending' AND reason IS NULL GROUP BY campaign_id",
+        )
+        .bind(self.after_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut counted = 0;
+        for row in plain {
+            let n: i64 = row.try_get("n")?;
+            sqlx::query(
+                "INSERT INTO outbox_counts VALUES ($1, 'pending', 0, -1, -1, $2, NULL, NULL) \
+                 ON CONFLICT (campaign_id, state, suppressed, error_code, sent_hour) \
+                 DO UPDATE SET n = n + excluded.n",
+            )
+            .bind(row.try_get::<i64, _>("campaign_id")?)
+            .bind(n)
+            .execute(&mut *conn)
+            .await?;
+            counted += n as u64;
+        }
+        if counted == inserted {
+            sqlx::query(&self.trigger).execute(&mut *conn).await?;
+            return Ok(());
+        }
+        // The reason of the group's latest error goes with it, as the trigger keeps it: SQLite
+        // takes a bare column from the row of the `MAX`.
+        let errors = "state IN ('pending', 'failed') AND reason IS NOT NULL";
+        sqlx::query(&format!(
+            "INSERT INTO outbox_counts \
+             SELECT {KEY}, COUNT(*), MAX(CASE WHEN {errors} THEN updated_at END), \
+                CASE WHEN {errors} THEN reason END FROM outbox \
+             WHERE id > $1 AND NOT (state = 'pending' AND reason IS NULL) GROUP BY 1, 2, 3, 4, 5 \
+             ON CONFLICT (campaign_id, state, suppressed, error_code, sent_hour) \
+             DO UPDATE SET n = n + excluded.n, \
+                last_reason = CASE WHEN excluded.last_at >= COALESCE(last_at, 0) \
+                    THEN excluded.last_reason ELSE last_reason END, \
+                last_at = MAX(COALESCE(last_at, 0), COALESCE(excluded.last_at, 0))"
+        ))
+        .bind(self.after_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(&self.trigger).execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
 /// The oldest pending message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct OldestPending {

@@ -335,3 +335,75 @@ async fn a_pause_holds_only_its_own_sections_of_a_digest(app: TestApp) {
 }
 
 on_both_backends!(a_pause_holds_only_its_own_sections_of_a_digest);
+
+/// A pass with nothing pending before it writes a row as its digest's lead (pointing to itself)
+/// when a campaign planned after it in the pass takes the same person. On 27 November the
+/// reminders' third step is due, but the credential advice has nothing new (its last step was
+/// planned on the 23rd): the email-change reminder of someone who also gets the advice was
+/// written as a lead, nothing followed it, and it must go as an email of its own.
+async fn a_row_written_as_a_lead_that_nothing_follows_goes_alone(app: TestApp) {
+    use testkit::synthetic::{write_snapshot, Population};
+    // The maintenance notice after the case, so that it merges with nothing on the 27th.
+    let app = app.with_settings(&[(
+        "AVVISI__CALENDAR__MAINTENANCE_NOTICE_AT",
+        "2026-11-28T09:00:00",
+    )]);
+    let mut csv = Vec::new();
+    write_snapshot(&mut csv, 200, Population::Mission).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    app.clock
+        .set(crate::helpers::at("2026-11-23T10:00:00+01:00"));
+    app.import_csv(&csv, ImportOptions::default())
+        .await
+        .unwrap();
+    app.run_once().await;
+    assert!(app.outbox().await.iter().all(|r| r.state == "sent"));
+
+    app.clock
+        .set(crate::helpers::at("2026-11-27T10:00:00+01:00"));
+    app.import_csv(&csv, ImportOptions::default())
+        .await
+        .unwrap();
+    let planned = app.plan().await;
+    let advice = planned
+        .iter()
+        .find(|p| p.campaign.starts_with("credential_recovery_advice"))
+        .expect("the advice is due");
+    assert_eq!(advice.rows, 0, "the advice's step was planned on the 23rd");
+    let lone: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox l WHERE l.digest_of = l.id \
+         AND NOT EXISTS (SELECT 1 FROM outbox f WHERE f.digest_of = l.id AND f.id <> l.id)",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(lone, 0, "a row leads a digest that nothing follows");
+    // The case's point: people with an email-change reminder alone today who also get the advice.
+    let alone: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox o JOIN campaigns c ON c.id = o.campaign_id \
+         WHERE c.name LIKE 'email_unvalidated%' AND o.step = 'd3' AND o.state = 'pending' \
+           AND o.digest_of IS NULL AND EXISTS (SELECT 1 FROM outbox a JOIN campaigns ca \
+             ON ca.id = a.campaign_id WHERE ca.name LIKE 'credential_recovery_advice%' \
+             AND a.user_id = o.user_id)",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert!(
+        alone > 0,
+        "no email-change reminder goes alone to someone advised"
+    );
+    // Every digest still has two sections or more, and each person gets one email.
+    let before = app.eml_files().len();
+    let report = app.deliver().await;
+    let people: BTreeSet<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|r| r.step == "d3")
+        .map(|r| r.user_id)
+        .collect();
+    assert_eq!(app.eml_files().len() - before, people.len(), "{report:?}");
+}
+
+on_both_backends!(a_row_written_as_a_lead_that_nothing_follows_goes_alone);
