@@ -133,6 +133,13 @@ async fn campaign_named(app: &TestApp, prefix: &str) -> String {
         .unwrap()
 }
 
+/// Puts the address of the mission population's user `i` on the suppression list, as an operator.
+fn suppress(app: &TestApp, i: u64) {
+    let email = user(i, Population::Mission).email;
+    let out = app.avvisi(&["suppress", "add", &email, "--reason", "asked"], &[]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 async fn counts_stay_exact_through_every_change(app: TestApp) {
     let n = 600;
     let mut csv = Vec::new();
@@ -204,17 +211,7 @@ async fn counts_stay_exact_through_every_change(app: TestApp) {
     let out = app.avvisi(&["retry", "--failed", "--reply", "554"], &[]);
     assert!(out.status.success(), "{out:?}");
     counts_match(&app, "after retry --failed").await;
-    let out = app.avvisi(
-        &[
-            "suppress",
-            "add",
-            &user(12, Population::Mission).email,
-            "--reason",
-            "asked",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{out:?}");
+    suppress(&app, 12);
     app.clock.set(at("2026-11-27T09:30:00+01:00"));
     app.plan().await;
     counts_match(&app, "after a later step with a suppressed address").await;
@@ -244,17 +241,7 @@ async fn a_first_planning_with_suppressed_addresses_is_counted_exactly(app: Test
         .await
         .unwrap();
     for i in 0..40 {
-        let out = app.avvisi(
-            &[
-                "suppress",
-                "add",
-                &user(i, Population::Mission).email,
-                "--reason",
-                "asked",
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "{out:?}");
+        suppress(&app, i);
     }
     app.clock.set(at("2026-11-23T10:00:00+01:00"));
     app.plan().await;
