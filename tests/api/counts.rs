@@ -133,6 +133,26 @@ async fn campaign_named(app: &TestApp, prefix: &str) -> String {
         .unwrap()
 }
 
+/// Imports `n` users of the mission population.
+async fn import_mission(app: &TestApp, n: u64) {
+    let mut csv = Vec::new();
+    write_snapshot(&mut csv, n, Population::Mission).unwrap();
+    app.import_csv(std::str::from_utf8(&csv).unwrap(), Default::default())
+        .await
+        .unwrap();
+}
+
+/// Plans the first notice (23 November), which puts one user in ten in a digest.
+async fn plan_the_first_notice(app: &TestApp) {
+    app.clock.set(at("2026-11-23T10:00:00+01:00"));
+    app.plan().await;
+    let merged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE digest_of IS NOT NULL")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert!(merged > 0, "the population has digests");
+}
+
 /// Puts the address of the mission population's user `i` on the suppression list, as an operator.
 fn suppress(app: &TestApp, i: u64) {
     let email = user(i, Population::Mission).email;
@@ -141,20 +161,9 @@ fn suppress(app: &TestApp, i: u64) {
 }
 
 async fn counts_stay_exact_through_every_change(app: TestApp) {
-    let n = 600;
-    let mut csv = Vec::new();
-    write_snapshot(&mut csv, n, Population::Mission).unwrap();
-    app.import_csv(std::str::from_utf8(&csv).unwrap(), Default::default())
-        .await
-        .unwrap();
+    import_mission(&app, 600).await;
     // The first notice: N + 15% rows, one user in ten in a digest.
-    app.clock.set(at("2026-11-23T10:00:00+01:00"));
-    app.plan().await;
-    let merged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE digest_of IS NOT NULL")
-        .fetch_one(app.db.pool())
-        .await
-        .unwrap();
-    assert!(merged > 0, "the population has digests");
+    plan_the_first_notice(&app).await;
     counts_match(&app, "after planning with digests").await;
 
     // Cancelling a campaign whose rows lead or follow digests.
@@ -234,27 +243,16 @@ on_both_backends!(counts_stay_exact_through_every_change);
 /// because the address is suppressed) by their whole key. Both kinds in one first planning, with
 /// digests, and the counts equal a full count.
 async fn a_first_planning_with_suppressed_addresses_is_counted_exactly(app: TestApp) {
-    let n = 300;
-    let mut csv = Vec::new();
-    write_snapshot(&mut csv, n, Population::Mission).unwrap();
-    app.import_csv(std::str::from_utf8(&csv).unwrap(), Default::default())
-        .await
-        .unwrap();
+    import_mission(&app, 300).await;
     for i in 0..40 {
         suppress(&app, i);
     }
-    app.clock.set(at("2026-11-23T10:00:00+01:00"));
-    app.plan().await;
+    plan_the_first_notice(&app).await;
     let (_, suppressed) = full_count(&app).await;
     assert!(
         suppressed.values().sum::<u64>() > 0,
         "some rows skipped as suppressed: {suppressed:?}"
     );
-    let merged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE digest_of IS NOT NULL")
-        .fetch_one(app.db.pool())
-        .await
-        .unwrap();
-    assert!(merged > 0, "the population has digests");
     counts_match(&app, "after a first planning with suppressed addresses").await;
 }
 
