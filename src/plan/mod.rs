@@ -116,7 +116,7 @@ pub(crate) async fn pass(
     } = *target;
     let cal = &settings.calendar;
     let mut outcome = Pass::default();
-    let started = std::time::Instant::now();
+    let pass_started = std::time::Instant::now();
     campaign::sync_reminders(&mut *conn, cal, now).await?;
     outcome.expired = expire_overdue(&mut *conn, backend, now).await?;
     outcome.lapses_recorded =
@@ -248,7 +248,7 @@ pub(crate) async fn pass(
     }
     tx.commit().await?;
     if total > 0 {
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = pass_started.elapsed().as_secs_f64();
         tracing::info!(rows = total, seconds, "planning pass committed");
     }
     // The report in the campaigns' own order, whatever order they were planned in.
@@ -427,14 +427,10 @@ async fn plan_step(
         true => "",
         false => "ON CONFLICT (campaign_id, user_id, step) DO NOTHING",
     };
-    let sql = if later.is_empty() {
-        format!(
-            "INSERT INTO outbox (campaign_id, user_id, step, recipient, template, template_digest, state, \
-                attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason, digest_of) \
-             SELECT $1, u.user_id, $2, {recipient}, $3, $4, {state}, 0, $5, $6, \
-                {message_id}, $5, $5, {reason}, {digest_of} \
-             FROM users u{lead_join} WHERE {where_} {conflict}"
-        )
+    // One statement either way: a row that may lead is written under an id the insert chooses,
+    // else under the table's own (the subquery is flattened away).
+    let (id_column, new_id, leads) = if later.is_empty() {
+        ("", String::new(), "0".to_string())
     } else {
         let follows_none = if lead_join.is_empty() {
             ""
@@ -449,20 +445,29 @@ async fn plan_step(
             // last is computed). The ids leave gaps, of at most the users' count per insert.
             Backend::Sqlite => format!("{} + u.rowid", next_sqlite_id(tx).await?),
         };
-        // `WHERE 1 = 1`: SQLite reads an `ON` right after a `FROM` as a join's.
-        format!(
-            "INSERT INTO outbox (id, campaign_id, user_id, step, recipient, template, template_digest, state, \
-                attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason, digest_of) \
-             SELECT s.id, $1, s.user_id, $2, s.recipient, $3, $4, s.state, 0, $5, $6, \
-                s.message_id, $5, $5, s.reason, CASE WHEN s.leads = 1 THEN s.id ELSE s.digest_of END \
-             FROM (SELECT {new_id} AS id, u.user_id, {recipient} AS recipient, {state} AS state, \
-                    {message_id} AS message_id, {reason} AS reason, {digest_of} AS digest_of, \
-                    CASE WHEN {follows_none}{pending} AND ({later}) THEN 1 ELSE 0 END AS leads \
-                FROM users u{lead_join} WHERE {where_}) s \
-             WHERE 1 = 1 {conflict}",
-            later = later.join(" OR ")
+        (
+            "id, ",
+            format!("{new_id} AS id, "),
+            format!(
+                "CASE WHEN {follows_none}{pending} AND ({}) THEN 1 ELSE 0 END",
+                later.join(" OR ")
+            ),
         )
     };
+    let id_value = if id_column.is_empty() { "" } else { "s.id, " };
+    let lead_id = if id_column.is_empty() { "NULL" } else { "s.id" };
+    // `WHERE 1 = 1`: SQLite reads an `ON` right after a `FROM` as a join's.
+    let sql = format!(
+        "INSERT INTO outbox ({id_column}campaign_id, user_id, step, recipient, template, template_digest, state, \
+            attempts, next_attempt_at, expires_at, message_id, created_at, updated_at, reason, digest_of) \
+         SELECT {id_value}$1, s.user_id, $2, s.recipient, $3, $4, s.state, 0, $5, $6, \
+            s.message_id, $5, $5, s.reason, CASE WHEN s.leads = 1 THEN {lead_id} ELSE s.digest_of END \
+         FROM (SELECT {new_id}u.user_id, {recipient} AS recipient, {state} AS state, \
+                {message_id} AS message_id, {reason} AS reason, {digest_of} AS digest_of, \
+                {leads} AS leads \
+            FROM users u{lead_join} WHERE {where_}) s \
+         WHERE 1 = 1 {conflict}"
+    );
     // A campaign's first planning on SQLite, the largest write of all, is counted once at its
     // end rather than by the counts' trigger row by row (`store::queue::BulkInsert`).
     let bulk = match backend == Backend::Sqlite && fresh {
