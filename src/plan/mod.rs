@@ -171,7 +171,11 @@ pub(crate) async fn pass(
                 .map(|(d, _)| d.audience)
                 .collect(),
         });
-        let (rows, superseded) = plan_step(
+        let StepOutcome {
+            rows,
+            superseded,
+            whole_audience,
+        } = plan_step(
             &mut tx,
             backend,
             c,
@@ -188,6 +192,7 @@ pub(crate) async fn pass(
             leads.push(Lead {
                 campaign: c.id,
                 audience: c.audience,
+                whole_audience,
             });
             // The next campaigns' rows look these up: PostgreSQL must know they are there
             // (rows written in this transaction are in no statistics until it analyses them,
@@ -303,7 +308,7 @@ async fn plan_step(
     domain: &str,
     now: DateTime<Utc>,
     tz: chrono_tz::Tz,
-) -> Result<(u64, u64), sqlx::Error> {
+) -> Result<StepOutcome, sqlx::Error> {
     let step = step.to_string();
     // The step being planned is the latest due: older steps still pending are out of date.
     // On SQLite `+state` keeps the (state, ...) index out of it: without statistics SQLite
@@ -346,10 +351,10 @@ async fn plan_step(
     };
     // On a first planning, the people another campaign reached today are looked up only when
     // the counts say there are some.
+    let no_one_reached = reached_today.is_empty()
+        || (fresh && !anyone_reached_today(tx, c.id, local_midnight).await?);
     let not_planned = match fresh {
-        true if reached_today.is_empty() || !anyone_reached_today(tx, c.id, local_midnight).await? => {
-            " AND $10 IS NOT NULL".to_string()
-        }
+        true if no_one_reached => " AND $10 IS NOT NULL".to_string(),
         true => format!(" AND $10 IS NOT NULL{reached_today}"),
         false => format!(
             " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.campaign_id = $1 AND o.user_id = u.user_id \
@@ -359,7 +364,8 @@ async fn plan_step(
     // A suppressed address on record: the institutional address instead, or a row skipped as
     // `suppressed` (visible in `explain` and the counts). With an empty list, none of that
     // per-user lookup.
-    let (recipient, state, reason) = if suppression::is_empty(&mut *tx).await? {
+    let nobody_suppressed = suppression::is_empty(&mut *tx).await?;
+    let (recipient, state, reason) = if nobody_suppressed {
         (
             c.audience.recipient_column().to_string(),
             "'pending'".to_string(),
@@ -378,7 +384,8 @@ async fn plan_step(
     };
     // Who opted out of the campaign's stream gets nothing more of it. Looked up per user only
     // when someone opted out of this stream (a procedure's stream never has anyone).
-    let opted_out = match c.unsubscribe() && optout::any_of(&mut *tx, &c.stream).await? {
+    let anyone_opted_out = c.unsubscribe() && optout::any_of(&mut *tx, &c.stream).await?;
+    let opted_out = match anyone_opted_out {
         true => format!(" AND {}", optout::not_opted_out_sql(11)),
         false => " AND $11 IS NOT NULL".to_string(),
     };
@@ -387,14 +394,25 @@ async fn plan_step(
     // pass that leads a digest (it points to itself) is the lead this row follows (the same
     // email, the same Message-ID).
     let pending = format!("({state}) = 'pending'");
-    let (lead_join, digest_of, message_id) = match &grouping {
-        Some(g) if !g.leads.is_empty() => (
-            lead_join_sql(backend, g.leads),
-            format!("CASE WHEN {pending} THEN l.id END"),
-            format!("CASE WHEN l.id IS NOT NULL AND {pending} THEN l.message_id ELSE {own_id} END"),
-        ),
+    let (lead_join, follows_none, digest_of, message_id) = match &grouping {
+        Some(g) if !g.leads.is_empty() => {
+            let LeadJoin {
+                join,
+                id,
+                message_id,
+            } = lead_join_sql(backend, g.leads);
+            (
+                join,
+                format!("{id} IS NULL AND "),
+                format!("CASE WHEN {pending} THEN {id} END"),
+                format!(
+                    "CASE WHEN {id} IS NOT NULL AND {pending} THEN {message_id} ELSE {own_id} END"
+                ),
+            )
+        }
         // Typed: in the subquery below PostgreSQL would take a bare NULL for text.
         _ => (
+            String::new(),
             String::new(),
             "CAST(NULL AS BIGINT)".to_string(),
             own_id.to_string(),
@@ -429,21 +447,21 @@ async fn plan_step(
     };
     // One statement either way: a row that may lead is written under an id the insert chooses,
     // else under the table's own (the subquery is flattened away).
+    let mut first_id = None;
     let (id_column, new_id, leads) = if later.is_empty() {
         ("", String::new(), "0".to_string())
     } else {
-        let follows_none = if lead_join.is_empty() {
-            ""
-        } else {
-            "l.id IS NULL AND "
-        };
         let new_id = match backend {
             Backend::Postgres => "nextval('outbox_id_seq')".to_string(),
             // SQLite has no sequence. The pass holds the write lock, so nobody else writes an
             // id meanwhile, and each user has one row in the insert: the user's own rowid,
             // after every id used, is unique (a row number would hold every row back until the
             // last is computed). The ids leave gaps, of at most the users' count per insert.
-            Backend::Sqlite => format!("{} + u.rowid", next_sqlite_id(tx).await?),
+            Backend::Sqlite => {
+                let next = next_sqlite_id(tx).await?;
+                first_id = Some(next);
+                format!("{next} + u.rowid")
+            }
         };
         (
             "id, ",
@@ -489,9 +507,61 @@ async fn plan_step(
         .execute(&mut *tx)
         .await?;
     if let Some(bulk) = bulk {
-        bulk.finish(&mut *tx, result.rows_affected()).await?;
+        // With nobody suppressed, the statement writes every row pending with no reason.
+        let rows = result.rows_affected();
+        let written = match nobody_suppressed {
+            true => store::queue::Written::AllPending {
+                campaign: c.id,
+                rows,
+            },
+            false => store::queue::Written::Any { rows },
+        };
+        bulk.finish(&mut *tx, written).await?;
     }
-    Ok((result.rows_affected(), superseded))
+    // Every user of the audience got a row, pending, under the id `first_id + rowid`, when
+    // nothing else decided: a first planning, unfiltered, nobody suppressed, reached today or
+    // opted out.
+    let whole_audience = match first_id {
+        Some(first_id)
+            if fresh
+                && no_one_reached
+                && nobody_suppressed
+                && !anyone_opted_out
+                && c.filter_province.is_none() =>
+        {
+            Some(WholeAudience {
+                first_id,
+                uid: c.uid.clone(),
+                step,
+            })
+        }
+        _ => None,
+    };
+    Ok(StepOutcome {
+        rows: result.rows_affected(),
+        superseded,
+        whole_audience,
+    })
+}
+
+/// What [`plan_step`] did.
+struct StepOutcome {
+    rows: u64,
+    /// Older steps still pending, skipped as superseded.
+    superseded: u64,
+    /// On SQLite, when its rows are known without reading them: see [`WholeAudience`].
+    whole_audience: Option<WholeAudience>,
+}
+
+/// A campaign step planned on SQLite for every user of its audience, each row pending under the
+/// id `first_id` plus the user's rowid, with its own Message-ID: a later campaign of the pass
+/// computes its lead from the user's row rather than looking it up (`lead_join_sql`).
+#[derive(Debug, Clone)]
+pub(crate) struct WholeAudience {
+    first_id: i64,
+    /// The campaign's uid and the step, of its Message-IDs.
+    uid: String,
+    step: String,
 }
 
 /// What a row planned in a pass that groups as it writes may follow or lead.
@@ -514,42 +584,110 @@ async fn next_sqlite_id(tx: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error
 }
 
 /// A campaign planned earlier in a pass that groups as it writes, whose rows later rows follow.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Lead {
     campaign: i64,
     audience: crate::audience::Audience,
+    /// Set when the campaign's rows are known without reading them.
+    whole_audience: Option<WholeAudience>,
 }
 
 /// The join that finds, for each user, their row of a campaign planned earlier in this pass (in
-/// `leads`) that a row planned now follows. By the unique (campaign, user, step) key: on SQLite
-/// `+state` keeps the (state, ...) index out of it, which SQLite, planning without statistics,
-/// would otherwise walk over every pending row for each user (at 1.2 million users the pass did
-/// not end). SQLite looks the key up once per campaign listed, so each user's list holds only
-/// the campaigns whose audience holds them: the others cannot have planned a row for them (the
-/// pass holds the write lock, the users do not change under it). PostgreSQL hashes the leads
-/// instead, and such a list would only be a filter after the hash (`docs/benchmarks.md`).
-fn lead_join_sql(backend: Backend, leads: &[Lead]) -> String {
-    let (plus, campaigns) = match backend {
-        Backend::Sqlite => (
-            "+",
-            leads
-                .iter()
-                .map(|l| {
-                    format!(
-                        "CASE WHEN {} THEN {} END",
-                        l.audience.condition(),
-                        l.campaign
-                    )
-                })
-                .collect::<Vec<_>>(),
-        ),
-        Backend::Postgres => ("", leads.iter().map(|l| l.campaign.to_string()).collect()),
+/// `leads`) that a row planned now follows, and that row's id and Message-ID as expressions.
+/// By the unique (campaign, user, step) key: on SQLite `+state` keeps the (state, ...) index
+/// out of it, which SQLite, planning without statistics, would otherwise walk over every
+/// pending row for each user (at 1.2 million users the pass did not end).
+///
+/// SQLite looks up one campaign per join, and only where the campaign's audience holds the user
+/// (else the key is NULL and nothing is looked up): the others cannot have planned a row for
+/// them (the pass holds the write lock, the users do not change under it). A user has at most
+/// one row that leads (a row that follows an earlier one does not lead), so the first found, in
+/// the order the campaigns were planned, is the lead. One `IN` list of the same campaigns cost
+/// more: SQLite builds the list anew for each user. A campaign planned for its whole audience
+/// ([`WholeAudience`]) is not looked up at all: where its audience holds the user, their row is
+/// there, pending, under a known id and Message-ID, and leads unless an earlier one does (the
+/// lookups cost 2 s of the advice's 5.5 s at the mission's size, `docs/benchmarks.md`).
+/// PostgreSQL hashes the leads instead, and per-user conditions would only be filters after the
+/// hash.
+fn lead_join_sql(backend: Backend, leads: &[Lead]) -> LeadJoin {
+    let found = |alias: &str| {
+        format!(
+            "{alias}.user_id = u.user_id AND {alias}.created_at = $5 \
+             AND {plus}{alias}.state = 'pending' AND {alias}.digest_of = {alias}.id",
+            plus = if backend == Backend::Sqlite { "+" } else { "" }
+        )
     };
-    format!(
-        " LEFT JOIN outbox l ON l.user_id = u.user_id AND l.campaign_id IN ({}) \
-           AND l.created_at = $5 AND {plus}l.state = 'pending' AND l.digest_of = l.id",
-        campaigns.join(", ")
-    )
+    match backend {
+        Backend::Sqlite => {
+            let mut join = String::new();
+            let (mut ids, mut message_ids) = (Vec::new(), Vec::new());
+            for (k, l) in leads.iter().enumerate() {
+                let holds = l.audience.condition();
+                match &l.whole_audience {
+                    // The user's row of that campaign, if the audience holds them: no read.
+                    Some(w) => {
+                        ids.push(format!(
+                            "CASE WHEN {holds} THEN {} + u.rowid END",
+                            w.first_id
+                        ));
+                        message_ids.push(format!(
+                            "CASE WHEN {holds} THEN '<' || {} || '.' || {} || '.' || u.user_id \
+                             || '@' || $8 || '>' END",
+                            sql_text(&w.uid),
+                            sql_text(&w.step)
+                        ));
+                    }
+                    None => {
+                        let a = format!("l{k}");
+                        join.push_str(&format!(
+                            " LEFT JOIN outbox {a} ON {a}.campaign_id = CASE WHEN {holds} THEN {} END AND {}",
+                            l.campaign,
+                            found(&a)
+                        ));
+                        ids.push(format!("{a}.id"));
+                        message_ids.push(format!("{a}.message_id"));
+                    }
+                }
+            }
+            let first = |each: Vec<String>| match each.len() {
+                1 => each.into_iter().next().unwrap_or_default(),
+                _ => format!("COALESCE({})", each.join(", ")),
+            };
+            LeadJoin {
+                join,
+                id: first(ids),
+                message_id: first(message_ids),
+            }
+        }
+        Backend::Postgres => LeadJoin {
+            join: format!(
+                " LEFT JOIN outbox l ON l.campaign_id IN ({}) AND {}",
+                leads
+                    .iter()
+                    .map(|l| l.campaign.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                found("l")
+            ),
+            id: "l.id".to_string(),
+            message_id: "l.message_id".to_string(),
+        },
+    }
+}
+
+/// `text` as an SQL string literal.
+fn sql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The lead lookup of a row planned in a pass that groups as it writes.
+struct LeadJoin {
+    /// The `LEFT JOIN`s, after `FROM users u`.
+    join: String,
+    /// The lead's id, NULL when the row follows no one.
+    id: String,
+    /// The lead's Message-ID, NULL when the row follows no one.
+    message_id: String,
 }
 
 /// Whether a digest campaign other than `campaign` has a message sent or on the wire since
@@ -581,29 +719,35 @@ mod tests {
     /// by walking the queue: SQLite plans without statistics.
     #[tokio::test]
     async fn the_lead_lookup_does_not_walk_the_queue_on_sqlite() {
+        let join = lead_join_sql(
+            Backend::Sqlite,
+            &[
+                Lead {
+                    campaign: 1,
+                    audience: crate::audience::Audience::EmailUnvalidated,
+                    whole_audience: None,
+                },
+                Lead {
+                    campaign: 2,
+                    audience: crate::audience::Audience::RegistrationIncomplete,
+                    whole_audience: None,
+                },
+            ],
+        );
         let sql = format!(
-            "SELECT u.user_id, l.id FROM users u{} WHERE u.user_id <> $1",
-            lead_join_sql(
-                Backend::Sqlite,
-                &[
-                    Lead {
-                        campaign: 1,
-                        audience: crate::audience::Audience::EmailUnvalidated,
-                    },
-                    Lead {
-                        campaign: 2,
-                        audience: crate::audience::Audience::RegistrationIncomplete,
-                    },
-                ]
-            )
+            "SELECT u.user_id, {} FROM users u{} WHERE u.user_id <> $1",
+            join.id, join.join
         )
         .replace("$5", "$2");
         let plan = crate::store::sqlite_query_plan(&sql, &[None; 2]).await;
-        assert!(
-            plan.iter()
-                .any(|l| l.contains("SEARCH l USING INDEX sqlite_autoindex_outbox_1")),
-            "the lead is not found by its key: {plan:#?}"
-        );
+        for alias in ["l0", "l1"] {
+            assert!(
+                plan.iter().any(|l| l.contains(&format!(
+                    "SEARCH {alias} USING INDEX sqlite_autoindex_outbox_1"
+                ))),
+                "the lead {alias} is not found by its key: {plan:#?}"
+            );
+        }
         assert!(
             !plan.iter().any(|l| l.contains("outbox_due")),
             "the lead lookup walks the queue: {plan:#?}"

@@ -526,3 +526,127 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+    use sqlx::Row;
+
+    /// The migration that rewrites the outbox's state check in the schema (`0027`) keeps every
+    /// row, id, count and reference of a database planned and sent from before it; ids go on
+    /// from the last ever given; the check still refuses a state it does not know, on the
+    /// connection that migrated; the counts' triggers still count; the schema is sound.
+    #[tokio::test]
+    async fn the_outbox_state_check_rewritten_in_place_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/upgrade.db", dir.path().display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        let before_0027 = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                SQLITE_MIGRATIONS
+                    .iter()
+                    .filter(|m| m.version < 27)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before_0027.run(db.pool()).await.unwrap();
+        for sql in [
+            "INSERT INTO campaigns (id, name, kind, audience, template, state, uid, created_at) \
+             VALUES (7, 'c', 'oneoff', 'all', 't', 'running', 'u', 0)",
+            // A pending lead and its follower, a sent row, a retried one, a suppressed one.
+            "INSERT INTO outbox (id, campaign_id, user_id, step, recipient, template, \
+                template_digest, state, attempts, next_attempt_at, reason, smtp_code, message_id, \
+                created_at, updated_at, sent_at, digest_of) VALUES \
+             (3, 7, 'a', 'main', 'a@x.it', 't', 'd', 'pending', 0, 5, NULL, NULL, '<3>', 1, 1, NULL, 3), \
+             (4, 7, 'b', 'main', 'b@x.it', 't', 'd', 'pending', 0, 5, NULL, NULL, '<3>', 1, 1, NULL, 3), \
+             (9, 7, 'c', 'main', 'c@x.it', 't', 'd', 'sent', 1, 5, NULL, NULL, '<9>', 1, 7300, 7300, NULL), \
+             (10, 7, 'd', 'main', 'd@x.it', 't', 'd', 'pending', 2, 9, '451 busy', 451, '<10>', 1, 8, NULL, NULL), \
+             (12, 7, 'e', 'main', 'e@x.it', 't', 'd', 'skipped', 0, 5, 'suppressed', NULL, '<12>', 1, 1, NULL, NULL)",
+            "INSERT INTO outbox_history (outbox_id, at, state, event, reason, smtp_code, attempts) \
+             VALUES (10, 8, 'sending', 'retry', '451 busy', 451, 1)",
+            // Row 13 was written and deleted: its id is never given again.
+            "UPDATE sqlite_sequence SET seq = 13 WHERE name = 'outbox'",
+        ] {
+            sqlx::query(sql).execute(db.pool()).await.unwrap();
+        }
+        let dump = |sql: &'static str| {
+            let pool = db.pool().clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>(0))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let rows = "SELECT id || '|' || campaign_id || '|' || user_id || '|' || step || '|' || \
+            recipient || '|' || template || '|' || template_digest || '|' || state || '|' || \
+            attempts || '|' || next_attempt_at || '|' || quote(expires_at) || '|' || quote(reason) \
+            || '|' || quote(smtp_code) || '|' || message_id || '|' || quote(claim_token) || '|' || \
+            quote(lease_until) || '|' || created_at || '|' || updated_at || '|' || quote(sent_at) \
+            || '|' || quote(digest_of) FROM outbox ORDER BY id";
+        let counts =
+            "SELECT campaign_id || '|' || state || '|' || suppressed || '|' || error_code \
+            || '|' || sent_hour || '|' || n || '|' || quote(last_at) || '|' || quote(last_reason) \
+            FROM outbox_counts WHERE n <> 0 ORDER BY 1";
+        let (rows_before, counts_before) = (dump(rows).await, dump(counts).await);
+        assert_eq!(rows_before.len(), 5);
+        assert_eq!(counts_before.len(), 4, "{counts_before:?}");
+
+        let applied = db.migrate().await.unwrap();
+        assert!(applied.iter().any(|m| m.version == 27), "{applied:?}");
+
+        assert_eq!(dump(rows).await, rows_before);
+        assert_eq!(dump(counts).await, counts_before);
+        let fk: Vec<_> = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        assert!(fk.is_empty(), "rows refer to no row");
+        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'outbox'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert!(!sql.contains(" IN ("), "{sql}");
+
+        let insert = |state: &'static str| {
+            let pool = db.pool().clone();
+            async move {
+                sqlx::query(
+                    "INSERT INTO outbox (campaign_id, user_id, step, recipient, template, \
+                        template_digest, state, next_attempt_at, message_id, created_at, updated_at) \
+                     VALUES (7, 'f', 'main', 'f@x.it', 't', 'd', $1, 5, '<f>', 1, 1) RETURNING id",
+                )
+                .bind(state)
+                .fetch_one(&pool)
+                .await
+                .map(|r| r.get::<i64, _>("id"))
+            }
+        };
+        let err = insert("lost").await.unwrap_err().to_string();
+        // Named by its new text: the connection that migrated reads the new definition.
+        assert!(
+            err.contains("CHECK constraint failed: state = 'pending' OR"),
+            "{err}"
+        );
+        let id = insert("pending").await.unwrap();
+        assert_eq!(id, 14, "an id is given again");
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT n FROM outbox_counts WHERE campaign_id = 7 AND state = 'pending' \
+               AND error_code = -1",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(pending, 3, "the counts' trigger counts");
+    }
+}

@@ -153,6 +153,58 @@ async fn plan_the_first_notice(app: &TestApp) {
     assert!(merged > 0, "the population has digests");
 }
 
+/// Checks the digests a first pass wrote, from the rows alone: a person with several pending
+/// rows has one email, led by the row of the campaign planned first (all the reminders expire
+/// together, so the oldest), which points to itself; the others point to it and carry its
+/// Message-ID; a person with one pending row has no digest. Both ways of finding the lead on
+/// SQLite answer for it: computed when nobody is suppressed, looked up otherwise.
+async fn digests_well_formed(app: &TestApp) -> usize {
+    let rows = sqlx::query(
+        "SELECT o.id, o.campaign_id, o.user_id, o.message_id, o.digest_of FROM outbox o \
+         JOIN campaigns c ON c.id = o.campaign_id WHERE c.digest = 1 AND o.state = 'pending' \
+         ORDER BY o.user_id, o.campaign_id",
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap();
+    type Row4 = (i64, i64, String, Option<i64>);
+    let mut people: BTreeMap<String, Vec<Row4>> = BTreeMap::new();
+    for r in &rows {
+        people.entry(r.get("user_id")).or_default().push((
+            r.get("id"),
+            r.get("campaign_id"),
+            r.get("message_id"),
+            r.get("digest_of"),
+        ));
+    }
+    let mut digests = 0;
+    for (user, rows) in &people {
+        if rows.len() == 1 {
+            assert_eq!(
+                rows[0].3, None,
+                "{user}: a lone row leads no digest: {rows:?}"
+            );
+            continue;
+        }
+        digests += 1;
+        let (lead, _, lead_message_id, lead_of) = &rows[0];
+        assert_eq!(
+            lead_of,
+            &Some(*lead),
+            "{user}: the first campaign's row leads: {rows:?}"
+        );
+        for (_, _, message_id, of) in &rows[1..] {
+            assert_eq!(
+                of,
+                &Some(*lead),
+                "{user}: a section follows its lead: {rows:?}"
+            );
+            assert_eq!(message_id, lead_message_id, "{user}: one email: {rows:?}");
+        }
+    }
+    digests
+}
+
 /// Puts the address of the mission population's user `i` on the suppression list, as an operator.
 fn suppress(app: &TestApp, i: u64) {
     let email = user(i, Population::Mission).email;
@@ -164,6 +216,7 @@ async fn counts_stay_exact_through_every_change(app: TestApp) {
     import_mission(&app, 600).await;
     // The first notice: N + 15% rows, one user in ten in a digest.
     plan_the_first_notice(&app).await;
+    assert!(digests_well_formed(&app).await > 0);
     counts_match(&app, "after planning with digests").await;
 
     // Cancelling a campaign whose rows lead or follow digests.
@@ -253,6 +306,7 @@ async fn a_first_planning_with_suppressed_addresses_is_counted_exactly(app: Test
         suppressed.values().sum::<u64>() > 0,
         "some rows skipped as suppressed: {suppressed:?}"
     );
+    assert!(digests_well_formed(&app).await > 0);
     counts_match(&app, "after a first planning with suppressed addresses").await;
 }
 
