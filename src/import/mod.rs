@@ -5,6 +5,8 @@
 //! portal `updated_at` is older than what is stored does not overwrite it (a late, stale export
 //! cannot undo a completed procedure). By default a snapshot is the portal's whole truth: users
 //! missing from it are marked gone and qualify for nothing; `partial` imports leave them alone.
+//! The users change between two planning passes, never during one: the upsert waits for the
+//! planning lock.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -222,6 +224,11 @@ pub async fn import_users(
     }
     report.reject_file = rejects.finish()?;
 
+    // A planning pass decides from one state of the users: the rows change between two passes,
+    // never in the middle of one. On PostgreSQL the pass's statements each see what is committed
+    // when they start, so the import waits for the pass's lock (held until this commit); SQLite's
+    // one writer gives the same already.
+    crate::store::lock_planning(&mut tx, db.backend()).await?;
     apply(&mut tx, &mut report, options, path).await?;
     // Planning selects from the users right after an import: on their statistics.
     crate::store::analyze(&mut tx, db.backend(), "users").await?;

@@ -95,7 +95,8 @@ pub(crate) async fn analyze(
 }
 
 /// Takes the planning lock for the rest of the transaction on `conn`: one pass at a time
-/// across processes, taken before the pass reads anything. PostgreSQL: an advisory lock.
+/// across processes, taken before the pass reads anything, and by an import before it changes
+/// the users (so a pass decides from one state of them). PostgreSQL: an advisory lock.
 /// SQLite: the file's write lock, taken by a statement that writes nothing; a transaction that
 /// read first and wrote after another process's commit would fail at once (`SQLITE_BUSY_SNAPSHOT`)
 /// instead of waiting its turn.

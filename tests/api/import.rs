@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use avvisi::import::snapshot::{Encoding, RowError};
 use avvisi::import::{ImportError, ImportOptions};
+use avvisi::store::Backend;
 use sqlx::Row;
 
 use crate::helpers::TestApp;
@@ -540,6 +541,49 @@ async fn the_command_names_the_encoding_to_pass_and_takes_it(app: TestApp) {
     assert!(err.contains("unknown encoding `klingon`"), "{err}");
 }
 
+/// A planning pass decides from one state of the users: an import arriving while a pass runs
+/// applies its rows only once the pass has committed. The pass is stood for here by its lock,
+/// taken as `store::lock_planning` takes it (PostgreSQL: an advisory lock, which nothing else
+/// would make the import wait for; SQLite: the file's write lock).
+async fn an_import_waits_for_the_planning_pass_in_progress(app: TestApp) {
+    app.import_examples().await;
+    let mut pass = app.db.pool().begin().await.unwrap();
+    let lock = match app.db.backend() {
+        Backend::Postgres => "SELECT 1 FROM pg_advisory_xact_lock(hashtext('avvisi planning'))",
+        Backend::Sqlite => "UPDATE campaigns SET id = id WHERE id < 0",
+    };
+    sqlx::query(lock).execute(&mut *pass).await.unwrap();
+    let importing = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let row = "U0002,DNGLRI88L42A662Y,Ilaria,De Angelis,ilaria.dangelo@gmail.com,,started,false,,none,BA,2026-11-03T09:00:00+01:00";
+            let options = ImportOptions {
+                partial: true,
+                ..ImportOptions::default()
+            };
+            app.import_csv(&format!("{HEADER}\n{row}\n"), options).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !importing.is_finished(),
+        "the import applied its rows in the middle of a planning pass"
+    );
+    // The pass still reads the users as they were when it started.
+    let seen: String = sqlx::query_scalar("SELECT last_name FROM users WHERE user_id = 'U0002'")
+        .fetch_one(&mut *pass)
+        .await
+        .unwrap();
+    assert_eq!(seen, "D'Angelo");
+    pass.commit().await.unwrap();
+    let report = importing.await.unwrap().unwrap();
+    assert!(report.committed);
+    assert_eq!(
+        user_field(&app, "U0002", "last_name").await.as_deref(),
+        Some("De Angelis")
+    );
+}
+
 on_both_backends!(
     windows_1252_is_imported_with_its_encoding,
     windows_1252_read_as_utf8_is_refused_once_and_nothing_is_imported,
@@ -557,4 +601,5 @@ on_both_backends!(
     stale_rows_do_not_undo_newer_state,
     full_snapshot_marks_missing_users_gone,
     dry_run_writes_nothing,
+    an_import_waits_for_the_planning_pass_in_progress,
 );
