@@ -100,7 +100,7 @@ pub(crate) async fn analyze(
 /// SQLite: the file's write lock, taken by a statement that writes nothing; a transaction that
 /// read first and wrote after another process's commit would fail at once (`SQLITE_BUSY_SNAPSHOT`)
 /// instead of waiting its turn.
-pub(crate) async fn lock_planning(
+pub async fn lock_planning(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
 ) -> Result<(), sqlx::Error> {

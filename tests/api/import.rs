@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use avvisi::import::snapshot::{Encoding, RowError};
 use avvisi::import::{ImportError, ImportOptions};
-use avvisi::store::Backend;
+use avvisi::store::lock_planning;
 use sqlx::Row;
 
 use crate::helpers::TestApp;
@@ -543,16 +543,12 @@ async fn the_command_names_the_encoding_to_pass_and_takes_it(app: TestApp) {
 
 /// A planning pass decides from one state of the users: an import arriving while a pass runs
 /// applies its rows only once the pass has committed. The pass is stood for here by its lock,
-/// taken as `store::lock_planning` takes it (PostgreSQL: an advisory lock, which nothing else
-/// would make the import wait for; SQLite: the file's write lock).
+/// `store::lock_planning` (PostgreSQL: an advisory lock, which nothing else would make the
+/// import wait for; SQLite: the file's write lock).
 async fn an_import_waits_for_the_planning_pass_in_progress(app: TestApp) {
     app.import_examples().await;
     let mut pass = app.db.pool().begin().await.unwrap();
-    let lock = match app.db.backend() {
-        Backend::Postgres => "SELECT 1 FROM pg_advisory_xact_lock(hashtext('avvisi planning'))",
-        Backend::Sqlite => "UPDATE campaigns SET id = id WHERE id < 0",
-    };
-    sqlx::query(lock).execute(&mut *pass).await.unwrap();
+    lock_planning(&mut pass, app.db.backend()).await.unwrap();
     let importing = tokio::spawn({
         let app = app.clone();
         async move {
